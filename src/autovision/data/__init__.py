@@ -1,0 +1,1 @@
+"""Dataset stage: import, validate, dedupe, split and version labelled images."""

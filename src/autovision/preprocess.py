@@ -1,0 +1,61 @@
+"""The one image preprocessing definition shared by training, export and serving.
+
+This module depends only on NumPy and Pillow, so the very same file is copied into
+Triton model repositories and imported by the Python backend there: the served
+model sees exactly the tensors the trained one saw.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an encoded image becomes a model input: square size, RGB mean and std."""
+
+    size: int = 32
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PreprocessConfig:
+        raw = json.loads(text)
+        return cls(size=int(raw["size"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]))
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode any Pillow-readable encoded image fully (truncated files raise)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
+def image_to_array(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """Resize to the model's square input and normalise into a CHW float32 array."""
+    resized = image.convert("RGB").resize((config.size, config.size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(resized, dtype=np.float32) / 255.0
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess_bytes(data: bytes, config: PreprocessConfig) -> np.ndarray:
+    """Encoded image bytes to one CHW float32 model input."""
+    return image_to_array(decode_image(data), config)
+
+
+def preprocess_batch(images: list[bytes], config: PreprocessConfig) -> np.ndarray:
+    """Encoded images to one NCHW float32 batch."""
+    return np.stack([preprocess_bytes(data, config) for data in images])

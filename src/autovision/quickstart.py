@@ -1,0 +1,92 @@
+"""The quickstart: the whole local path on one machine, resumable after Ctrl-C.
+
+import -> train -> evaluate -> export -> Triton repository -> tritonserver ->
+one prediction over KServe v2 HTTP and gRPC. Storage is ``file://`` under the
+work directory, or a private SeaweedFS S3 endpoint with ``use_s3``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autovision.data.digits import write_digits_zip
+from autovision.data.importer import ImportResult, import_zip
+from autovision.data.manifest import ImageRecord
+from autovision.embedded_s3 import EmbeddedS3
+from autovision.pipeline import RunLocation, local_run_uid, train_evaluate_export
+from autovision.preprocess import PreprocessConfig
+from autovision.progress import Reporter
+from autovision.serving import LocalTritonServer, Prediction, predict
+from autovision.settings import Settings
+from autovision.storage import Storage, open_uri
+from autovision.train.trainer import TrainConfig
+
+
+@dataclass
+class QuickstartResult:
+    """What the quickstart did, for the summary it prints."""
+
+    dataset: ImportResult
+    run: RunLocation
+    card: dict[str, Any]
+    image: ImageRecord
+    predictions: dict[str, list[Prediction]]
+
+
+@contextlib.contextmanager
+def quickstart_storage(workdir: Path, use_s3: bool) -> Iterator[Storage]:
+    """file:// storage under the work dir, or an embedded SeaweedFS kept in it."""
+    if not use_s3:
+        yield Storage.from_settings(Settings(storage_root=f"file://{(workdir / 'storage').absolute()}"))
+        return
+    with EmbeddedS3(workdir / "seaweedfs") as s3:
+        yield Storage.from_settings(s3.settings())
+
+
+def serve_and_predict(
+    storage: Storage, run: RunLocation, image: ImageRecord, workdir: Path, top_k: int = 3
+) -> dict[str, list[Prediction]]:
+    """Start tritonserver on the run's repository and ask it over HTTP and gRPC."""
+    repository = workdir / "serving" / run.uid
+    if not repository.exists():
+        staging = repository.with_name(repository.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        storage.download_prefix(f"{run.prefix}/triton", staging)
+        staging.replace(repository)
+    with open_uri(image.uri, storage.settings) as handle:
+        data = handle.read()
+    with LocalTritonServer(repository, work_dir=workdir / "triton") as server:
+        return {
+            "http": predict(data, server.http_url, protocol="http", top_k=top_k),
+            "grpc": predict(data, server.grpc_url, protocol="grpc", top_k=top_k),
+        }
+
+
+def run_quickstart(
+    workdir: Path,
+    reporter: Reporter,
+    data: str | None = None,
+    use_s3: bool = False,
+    config: TrainConfig | None = None,
+    dataset_name: str = "quickstart",
+) -> QuickstartResult:
+    """Run the whole local path; a second call after an interruption continues."""
+    config = config or TrainConfig()
+    preprocess = PreprocessConfig()
+    source = data or str(write_digits_zip(workdir / "data" / "digits.zip"))
+    with quickstart_storage(workdir, use_s3) as storage:
+        reporter.stage("Importing dataset", total=1)
+        dataset = import_zip(source, dataset_name, storage)
+        reporter.update(1, f"{len(dataset.records)} images, version {dataset.version}")
+        run = RunLocation("local", dataset_name, local_run_uid(dataset.version, config, preprocess))
+        card = train_evaluate_export(storage, dataset_name, dataset.version, run, reporter, config, preprocess)
+        image = next(record for record in dataset.records if record.split == "test")
+        reporter.stage("Serving with tritonserver", total=1)
+        predictions = serve_and_predict(storage, run, image, workdir)
+        reporter.update(1, "predictions over HTTP and gRPC")
+    return QuickstartResult(dataset=dataset, run=run, card=card, image=image, predictions=predictions)

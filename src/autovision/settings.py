@@ -1,0 +1,48 @@
+"""Process-wide settings, read from the environment (``AUTOVISION_*``).
+
+Credentials never appear in resource specs or command lines: they come from the
+environment, which in a cluster is filled from a Secret.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where AutoVision keeps its data and how it reaches S3."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTOVISION_", extra="ignore", populate_by_name=True)
+
+    storage_root: str = Field(
+        default="file://.autovision/storage",
+        description="Root URI of all datasets and runs: file://PATH or s3://BUCKET/PREFIX.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AUTOVISION_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        description="S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS; None means AWS.",
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AUTOVISION_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AUTOVISION_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    s3_region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("AUTOVISION_S3_REGION", "AWS_DEFAULT_REGION"),
+    )
+
+    def s3_options(self) -> dict[str, object]:
+        """Keyword arguments for s3fs built from these settings."""
+        options: dict[str, object] = {"client_kwargs": {"region_name": self.s3_region}}
+        if self.s3_endpoint_url:
+            options["endpoint_url"] = self.s3_endpoint_url
+        if self.s3_access_key_id and self.s3_secret_access_key:
+            options["key"] = self.s3_access_key_id.get_secret_value()
+            options["secret"] = self.s3_secret_access_key.get_secret_value()
+        return options

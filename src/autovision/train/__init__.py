@@ -1,0 +1,1 @@
+"""Training stage: model families, the training loop and checkpoints."""

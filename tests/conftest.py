@@ -1,0 +1,43 @@
+"""Shared fixtures: a real S3 endpoint (SeaweedFS) and the bundled digits zip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autovision.data.digits import write_digits_zip
+from autovision.embedded_s3 import EmbeddedS3
+from autovision.storage import Storage
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def embedded_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    """One real SeaweedFS S3 endpoint on 127.0.0.1 for the whole test session."""
+    with EmbeddedS3(tmp_path_factory.mktemp("seaweedfs")) as s3:
+        yield s3
+
+
+@pytest.fixture
+def s3_storage(embedded_s3: EmbeddedS3, request: pytest.FixtureRequest) -> Storage:
+    """Storage under a fresh prefix of the session's S3 bucket."""
+    return Storage.from_settings(embedded_s3.settings(prefix=request.node.name.replace("[", "-").strip("]")))
+
+
+@pytest.fixture
+def file_storage(tmp_path: Path) -> Storage:
+    return Storage(f"file://{tmp_path / 'storage'}")
+
+
+@pytest.fixture(params=["file", "s3"])
+def storage(request: pytest.FixtureRequest) -> Storage:
+    """Each storage test runs on both backends."""
+    return request.getfixturevalue(f"{request.param}_storage")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def digits_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_digits_zip(tmp_path_factory.mktemp("data") / "digits.zip")
