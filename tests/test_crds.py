@@ -22,6 +22,7 @@ from autovision.crds import (
     custom_resource_definition,
     render_crds,
     structural_schema,
+    write_all_crds,
     write_crds,
 )
 from autovision.resources import API_VERSION, RESOURCE_TYPES, ModelDeployment, Resource, ResourceError, parse_resource
@@ -88,7 +89,7 @@ def load_examples() -> list[dict[str, Any]]:
 def test_crd_files_match_the_models(directory: Path, for_chart: bool) -> None:
     expected = render_crds(for_chart=for_chart)
     on_disk = {path.name: path.read_text() for path in (ROOT / directory).glob("*.yaml")}
-    hint = f"{directory}/ is out of date: run `{REGENERATE_COMMAND}` (autovision.crds.regenerate_crds())"
+    hint = f"{directory}/ is out of date: run `{REGENERATE_COMMAND}` (autovision.crds.write_all_crds())"
     assert sorted(on_disk) == sorted(expected), hint
     for name, text in expected.items():
         assert on_disk[name] == text, f"{name}: {hint}"
@@ -109,6 +110,14 @@ def test_write_crds_writes_every_kind_and_removes_stale_ones(tmp_path: Path) -> 
     assert not stale.exists()
     assert unrelated.exists()
     assert {path.name: path.read_text() for path in written} == render_crds()
+
+
+def test_write_all_crds_writes_both_copies(tmp_path: Path) -> None:
+    written = write_all_crds(tmp_path)
+    assert {path.parent.relative_to(tmp_path) for path in written} == {CRD_DIR, CHART_CRD_DIR}
+    for directory, for_chart in [(CRD_DIR, False), (CHART_CRD_DIR, True)]:
+        on_disk = {path.name: path.read_text() for path in (tmp_path / directory).iterdir()}
+        assert on_disk == render_crds(for_chart=for_chart)
 
 
 def test_only_the_chart_copy_is_kept_on_uninstall() -> None:
@@ -169,6 +178,15 @@ def test_schema_is_structural(resource: type[Resource]) -> None:
 
 
 @pytest.mark.parametrize("resource", RESOURCE_TYPES, ids=lambda resource: resource.__name__)
+def test_defaults_are_valid_values(resource: type[Resource]) -> None:
+    """The API server refuses a CRD whose defaults do not validate against their own schema."""
+    for path, node in walk(schema_of(resource)):
+        if "default" in node:
+            jsonschema.validate(node["default"], strict_json_schema(node))
+            assert node["default"] is not None, path
+
+
+@pytest.mark.parametrize("resource", RESOURCE_TYPES, ids=lambda resource: resource.__name__)
 def test_every_field_is_described(resource: type[Resource]) -> None:
     nodes = walk(schema_of(resource))
     undescribed = [path for path, node in nodes if not (node.get("description") or path.endswith("{}"))]
@@ -191,7 +209,7 @@ def field_at(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
     node = schema
     for part in json_path.removeprefix(".").split("."):
         name, _, selector = part.partition("[")
-        node = node["properties"][name] if name != "metadata" else {"type": "object", "properties": {}}
+        node = node["properties"][name]
         if selector:
             node = node["items"]
     return node

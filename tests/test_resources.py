@@ -169,10 +169,7 @@ def test_budget_minimum_is_ten_milli_node_hours() -> None:
     rejects(training_job(budgetMilliNodeHours=9), "budgetMilliNodeHours")
 
 
-@pytest.mark.parametrize(
-    "model_ref",
-    [{"trainingJob": "flowers-run"}, {"uri": "s3://bucket/runs/flowers/triton"}],
-)
+@pytest.mark.parametrize("model_ref", [{"trainingJob": "flowers-run"}, {"uri": "s3://bucket/runs/flowers/triton"}])
 def test_model_ref_accepts_exactly_one_source(model_ref: dict[str, str]) -> None:
     spec = ModelDeploymentSpec.model_validate({"modelRef": model_ref})
     assert (spec.model_ref.training_job is None) != (spec.model_ref.uri is None)
@@ -281,6 +278,7 @@ def test_condition_reason_must_be_camel_case(reason: str) -> None:
         ({"apiVersion": "v1", "kind": "Dataset"}, "apiVersion 'v1'"),
         ({"apiVersion": API_VERSION, "kind": "Model"}, "kind 'Model'"),
         ({"apiVersion": API_VERSION}, "kind None"),
+        ({"apiVersion": API_VERSION, "kind": ["Dataset"]}, "kind ['Dataset']"),
     ],
 )
 def test_parse_resource_rejects_what_is_not_ours(obj: Any, fragment: str) -> None:

@@ -66,11 +66,20 @@ def quickstart(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the single trial.")] = 12,
 ) -> None:
     """Run the whole path locally: import, train, evaluate, export, serve, predict."""
+    from autovision.data.importer import DatasetImportError
     from autovision.quickstart import run_quickstart
+    from autovision.storage import StorageError
     from autovision.train.trainer import TrainConfig
 
-    with _progress() as progress:
-        result = run_quickstart(workdir, RichReporter(progress), data=data, use_s3=s3, config=TrainConfig(epochs=epochs))
+    try:
+        with _progress() as progress:
+            result = run_quickstart(workdir, RichReporter(progress), data=data, use_s3=s3, config=TrainConfig(epochs=epochs))
+    except KeyboardInterrupt:
+        errors.print("interrupted: everything finished so far is kept; run the same command again to continue")
+        raise typer.Exit(code=130) from None
+    except (DatasetImportError, StorageError) as error:
+        _fail(str(error))
+        return
     metrics = result.card["metrics"]
     summary = Table(title="AutoVision quickstart", show_header=False)
     summary.add_row("dataset", f"{result.dataset.name} {result.dataset.version} ({len(result.dataset.records)} images)")

@@ -8,7 +8,7 @@ server requires (every node typed, no references, ``nullable`` instead of
 The CRDs are written twice: to ``crds/`` for ``kubectl apply -f crds/``, and into
 the Helm chart's templates (not Helm's ``crds/`` folder, which Helm installs
 once and never upgrades) with ``helm.sh/resource-policy: keep`` so that
-uninstalling the chart never deletes users' resources. ``regenerate_crds``
+uninstalling the chart never deletes users' resources. ``write_all_crds``
 writes both; a test fails when either copy drifts from the models.
 """
 
@@ -20,14 +20,7 @@ from typing import Any, Final
 
 import yaml
 
-from autovision.resources import (
-    GROUP,
-    RESOURCE_TYPES,
-    VERSION,
-    KindInfo,
-    PrinterColumn,
-    Resource,
-)
+from autovision.resources import GROUP, RESOURCE_TYPES, VERSION, KindInfo, PrinterColumn, Resource
 
 CRD_DIR: Final = Path("crds")
 CHART_CRD_DIR: Final = Path("charts/autovision/templates/crds")
@@ -129,14 +122,8 @@ def openapi_schema(resource: type[Resource]) -> dict[str, Any]:
         "type": "object",
         "description": schema["description"],
         "properties": {
-            "apiVersion": {
-                "type": "string",
-                "description": "The versioned schema of this object.",
-            },
-            "kind": {
-                "type": "string",
-                "description": "The REST resource this object represents.",
-            },
+            "apiVersion": {"type": "string", "description": "The versioned schema of this object."},
+            "kind": {"type": "string", "description": "The REST resource this object represents."},
             "metadata": {"type": "object"},
             "spec": structural_schema(fields["spec"], defs),
             "status": structural_schema(status, defs),
@@ -153,10 +140,7 @@ def custom_resource_definition(resource: type[Resource], *, for_chart: bool = Fa
     """
     info = resource.info
     kind = resource.__name__
-    metadata: dict[str, Any] = {
-        "name": f"{info.plural}.{GROUP}",
-        "labels": {"app.kubernetes.io/part-of": "autovision"},
-    }
+    metadata: dict[str, Any] = {"name": f"{info.plural}.{GROUP}", "labels": {"app.kubernetes.io/part-of": "autovision"}}
     if for_chart:
         metadata["annotations"] = dict(KEEP_ON_UNINSTALL)
     return {
@@ -221,10 +205,7 @@ def render_crds(*, for_chart: bool = False) -> dict[str, str]:
     to place among Helm templates (Go-template delimiters escaped).
     """
     return {
-        crd_filename(resource): _to_yaml(
-            custom_resource_definition(resource, for_chart=for_chart),
-            for_chart=for_chart,
-        )
+        crd_filename(resource): _to_yaml(custom_resource_definition(resource, for_chart=for_chart), for_chart=for_chart)
         for resource in RESOURCE_TYPES
     }
 
@@ -252,9 +233,6 @@ def write_crds(directory: Path, *, for_chart: bool = False) -> list[Path]:
     return paths
 
 
-def regenerate_crds(root: Path = Path(".")) -> list[Path]:
+def write_all_crds(root: Path = Path(".")) -> list[Path]:
     """Rewrite both copies of the CRDs under the repository ``root``: what `autovision crds` runs."""
-    return [
-        *write_crds(root / CRD_DIR),
-        *write_crds(root / CHART_CRD_DIR, for_chart=True),
-    ]
+    return [*write_crds(root / CRD_DIR), *write_crds(root / CHART_CRD_DIR, for_chart=True)]

@@ -7,6 +7,7 @@ match the trained model fails loudly instead of being served.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: Path) -> P
     """Export with a dynamic batch dimension (input ``input``, output ``logits``)."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     model.eval()
+    with warnings.catch_warnings():
+        # torch.export's internals warn about their own deprecations; nothing for users to act on.
+        warnings.simplefilter("ignore", FutureWarning)
+        program = _export_program(model, example_inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(path))
+    return path
+
+
+def _export_program(model: nn.Module, example_inputs: torch.Tensor) -> Any:
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         model,
@@ -40,9 +51,7 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor, path: Path) -> P
     )
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(str(path))
-    return path
+    return program
 
 
 def onnx_logits(path: Path, inputs: np.ndarray) -> np.ndarray:

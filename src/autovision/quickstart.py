@@ -67,26 +67,37 @@ def serve_and_predict(
         }
 
 
+def run_local_path(
+    storage: Storage,
+    source: str,
+    workdir: Path,
+    reporter: Reporter,
+    config: TrainConfig | None = None,
+    dataset_name: str = "quickstart",
+) -> QuickstartResult:
+    """Import, train, evaluate, export, serve and predict against one storage."""
+    config = config or TrainConfig()
+    preprocess = PreprocessConfig()
+    reporter.stage("Importing dataset", total=1)
+    dataset = import_zip(source, dataset_name, storage)
+    reporter.update(1, f"{len(dataset.records)} images, version {dataset.version}")
+    run = RunLocation("local", dataset_name, local_run_uid(dataset.version, config, preprocess))
+    card = train_evaluate_export(storage, dataset_name, dataset.version, run, reporter, config, preprocess)
+    image = next(record for record in dataset.records if record.split == "test")
+    reporter.stage("Serving with tritonserver", total=1)
+    predictions = serve_and_predict(storage, run, image, workdir)
+    reporter.update(1, "predictions over HTTP and gRPC")
+    return QuickstartResult(dataset=dataset, run=run, card=card, image=image, predictions=predictions)
+
+
 def run_quickstart(
     workdir: Path,
     reporter: Reporter,
     data: str | None = None,
     use_s3: bool = False,
     config: TrainConfig | None = None,
-    dataset_name: str = "quickstart",
 ) -> QuickstartResult:
     """Run the whole local path; a second call after an interruption continues."""
-    config = config or TrainConfig()
-    preprocess = PreprocessConfig()
     source = data or str(write_digits_zip(workdir / "data" / "digits.zip"))
     with quickstart_storage(workdir, use_s3) as storage:
-        reporter.stage("Importing dataset", total=1)
-        dataset = import_zip(source, dataset_name, storage)
-        reporter.update(1, f"{len(dataset.records)} images, version {dataset.version}")
-        run = RunLocation("local", dataset_name, local_run_uid(dataset.version, config, preprocess))
-        card = train_evaluate_export(storage, dataset_name, dataset.version, run, reporter, config, preprocess)
-        image = next(record for record in dataset.records if record.split == "test")
-        reporter.stage("Serving with tritonserver", total=1)
-        predictions = serve_and_predict(storage, run, image, workdir)
-        reporter.update(1, "predictions over HTTP and gRPC")
-    return QuickstartResult(dataset=dataset, run=run, card=card, image=image, predictions=predictions)
+        return run_local_path(storage, source, workdir, reporter, config)

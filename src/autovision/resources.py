@@ -33,16 +33,14 @@ from pydantic.alias_generators import to_camel
 GROUP: Final = "autovision.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = "autovision.dev/v1alpha1"
-READY = "Ready"
+READY: Final = "Ready"
 """The condition every AutoVision resource reports; printer columns read it."""
 
 # A DNS-1123 subdomain: what Kubernetes accepts as an object name.
 ObjectName = Annotated[
     str,
     StringConstraints(
-        min_length=1,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
     ),
 ]
 # Any URI with a scheme (s3://, file://, gs://, https://): storage is fsspec's business.
@@ -53,12 +51,7 @@ Count = Annotated[int, Field(ge=0)]
 class WireModel(BaseModel):
     """Base of every model: camelCase on the wire, snake_case in Python."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        serialize_by_alias=True,
-        extra="forbid",
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True, extra="forbid")
 
 
 class StatusModel(WireModel):
@@ -100,18 +93,12 @@ class Condition(StatusModel):
         max_length=1024,
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
     )
-    message: str = Field(
-        default="",
-        description="Human-readable details about the transition.",
-        max_length=32768,
-    )
+    message: str = Field(default="", description="Human-readable details about the transition.", max_length=32768)
     last_transition_time: AwareDatetime = Field(
         description="When the status last changed (RFC 3339, second precision)."
     )
     observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the condition was computed from.",
+        default=None, ge=0, description="The .metadata.generation the condition was computed from."
     )
 
     @field_validator("last_transition_time")
@@ -161,17 +148,12 @@ class ResourceStatus(StatusModel):
     """The status fields every AutoVision resource shares."""
 
     observed_generation: int | None = Field(
-        default=None,
-        ge=0,
-        description="The .metadata.generation the operator last acted on.",
+        default=None, ge=0, description="The .metadata.generation the operator last acted on."
     )
     conditions: list[Condition] = Field(
         default=[],
         description="Latest observations of the resource's state; Ready summarises them.",
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 
 
@@ -221,24 +203,11 @@ class Split(WireModel):
         }
     )
 
-    train: int = Field(
-        default=80,
-        ge=1,
-        le=100,
-        description="Percent of images to train on (at least 1).",
-    )
+    train: int = Field(default=80, ge=1, le=100, description="Percent of images to train on (at least 1).")
     validation: int = Field(
-        default=10,
-        ge=0,
-        le=100,
-        description="Percent of images for early stopping and the search.",
+        default=10, ge=0, le=100, description="Percent of images for early stopping and the search."
     )
-    test: int = Field(
-        default=10,
-        ge=0,
-        le=100,
-        description="Percent of images held out for evaluation.",
-    )
+    test: int = Field(default=10, ge=0, le=100, description="Percent of images held out for evaluation.")
     seed: int = Field(
         default=0,
         ge=0,
@@ -261,14 +230,8 @@ class DatasetSpec(WireModel):
         description="URI of the images: a zip, a CSV index (uri,label...) or a prefix of "
         "one folder per label, e.g. s3://bucket/flowers.zip."
     )
-    task: Task = Field(
-        default=Task.SINGLE_LABEL,
-        description="SingleLabel (one label per image) or MultiLabel.",
-    )
-    split: Split = Field(
-        default=Split(),
-        description="Split percentages; ignored where the source fixes the split.",
-    )
+    task: Task = Field(default=Task.SINGLE_LABEL, description="SingleLabel (one label per image) or MultiLabel.")
+    split: Split = Field(default=Split(), description="Split percentages; ignored where the source fixes the split.")
     storage_secret_ref: LocalObjectReference | None = Field(
         default=None,
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the source; "
@@ -296,10 +259,7 @@ class DatasetCounts(StatusModel):
 class DatasetStatus(ResourceStatus):
     """The result of the last import."""
 
-    version: str | None = Field(
-        default=None,
-        description="Content address of the imported data, e.g. sha256-<hex>.",
-    )
+    version: str | None = Field(default=None, description="Content address of the imported data, e.g. sha256-<hex>.")
     counts: DatasetCounts | None = Field(default=None, description="Image counts of the imported version.")
     report_uri: str | None = Field(default=None, description="URI of the import report (report.json).")
 
@@ -347,27 +307,20 @@ class Toleration(WireModel):
     value: str | None = Field(default=None, description="Taint value to match when operator is Equal.")
     effect: TaintEffect | None = Field(default=None, description="Taint effect to tolerate; empty matches all effects.")
     toleration_seconds: int | None = Field(
-        default=None,
-        description="For NoExecute: how long the pod stays bound after the taint appears.",
+        default=None, description="For NoExecute: how long the pod stays bound after the taint appears."
     )
 
 
 class TrainingResources(WireModel):
     """Where and on how much hardware the search runs."""
 
-    nodes: int = Field(
-        default=1,
-        ge=1,
-        description="Training pods; each runs search trials in parallel.",
-    )
+    nodes: int = Field(default=1, ge=1, description="Training pods; each runs search trials in parallel.")
     gpus_per_node: int = Field(default=1, ge=0, description="GPUs requested per training pod; 0 trains on CPU.")
     node_selector: dict[str, str] = Field(
-        default={},
-        description="Node labels the training pods must match; empty uses the operator's GPU node selector.",
+        default={}, description="Node labels the training pods must match; empty uses the operator's GPU node selector."
     )
     tolerations: list[Toleration] = Field(
-        default=[],
-        description="Tolerations of the training pods; empty uses the operator's defaults.",
+        default=[], description="Tolerations of the training pods; empty uses the operator's defaults."
     )
 
 
@@ -391,12 +344,10 @@ class TrainingJobSpec(WireModel):
         "hour), measured in device time; at least 10.",
     )
     optimize_for: OptimizeFor = Field(
-        default=OptimizeFor.BALANCED,
-        description="Balanced, LowLatency (smaller, faster models) or HighAccuracy.",
+        default=OptimizeFor.BALANCED, description="Balanced, LowLatency (smaller, faster models) or HighAccuracy."
     )
     early_stopping: bool = Field(
-        default=True,
-        description="Stop before the budget is spent when the search stops improving.",
+        default=True, description="Stop before the budget is spent when the search stops improving."
     )
     resources: TrainingResources = Field(default=TrainingResources(), description="Nodes and GPUs the search runs on.")
     deploy: DeployOptions | None = Field(default=None, description="When set, deploy the best model after training.")
@@ -438,8 +389,7 @@ class TrainingJobStatus(ResourceStatus):
     trials: TrialCounts = Field(default=TrialCounts(), description="Trial counts.")
     best: BestTrial | None = Field(default=None, description="The best trial so far.")
     milli_node_hours_used: Count = Field(
-        default=0,
-        description="Budget spent so far, in thousandths of a node-hour of device time.",
+        default=0, description="Budget spent so far, in thousandths of a node-hour of device time."
     )
     artifacts: Artifacts | None = Field(default=None, description="Outputs of the finished run.")
 
@@ -460,17 +410,13 @@ class ModelRef(WireModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.trainingJob) != has(self.uri)",
-                    "message": "set exactly one of trainingJob or uri",
-                }
+                {"rule": "has(self.trainingJob) != has(self.uri)", "message": "set exactly one of trainingJob or uri"}
             ]
         }
     )
 
     training_job: ObjectName | None = Field(
-        default=None,
-        description="Name of a TrainingJob in the same namespace whose model to serve.",
+        default=None, description="Name of a TrainingJob in the same namespace whose model to serve."
     )
     uri: Uri | None = Field(default=None, description="URI of a Triton model repository to serve.")
 
@@ -487,10 +433,7 @@ class Autoscaling(WireModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {
-                    "rule": "self.minNodes <= self.maxNodes",
-                    "message": "minNodes must not exceed maxNodes",
-                }
+                {"rule": "self.minNodes <= self.maxNodes", "message": "minNodes must not exceed maxNodes"}
             ]
         }
     )
@@ -513,20 +456,12 @@ class ModelDeploymentSpec(WireModel):
     """Which model to serve, on how many nodes."""
 
     model_ref: ModelRef = Field(description="The model to serve.")
-    nodes: int = Field(
-        default=1,
-        ge=1,
-        description="Serving replicas; the scale subresource sets this.",
-    )
+    nodes: int = Field(default=1, ge=1, description="Serving replicas; the scale subresource sets this.")
     autoscaling: Autoscaling | None = Field(
-        default=None,
-        description="When set, an autoscaler adjusts the replicas within these bounds.",
+        default=None, description="When set, an autoscaler adjusts the replicas within these bounds."
     )
     score_threshold: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="Predictions scoring below this are left out of responses.",
+        default=0.5, ge=0, le=1, description="Predictions scoring below this are left out of responses."
     )
 
 
@@ -544,8 +479,7 @@ class ModelDeploymentStatus(ResourceStatus):
     nodes: Count = Field(default=0, description="Serving replicas that exist.")
     ready_nodes: Count = Field(default=0, description="Serving replicas ready for traffic.")
     selector: str | None = Field(
-        default=None,
-        description="Label selector of the serving pods, for the scale subresource.",
+        default=None, description="Label selector of the serving pods, for the scale subresource."
     )
     model_version: str | None = Field(default=None, description="Version of the model being served.")
     endpoints: Endpoints | None = Field(default=None, description="Where to send predictions.")
@@ -638,12 +572,7 @@ class TrainingJob(CustomResource):
             _ready_column("status"),
             _ready_column("reason"),
             PrinterColumn("Best", "number", ".status.best.value", "Best validation metric so far."),
-            PrinterColumn(
-                "Budget Used",
-                "integer",
-                ".status.milliNodeHoursUsed",
-                "Milli node-hours spent so far.",
-            ),
+            PrinterColumn("Budget Used", "integer", ".status.milliNodeHoursUsed", "Milli node-hours spent so far."),
             AGE,
         ),
     )
@@ -663,27 +592,19 @@ class ModelDeployment(CustomResource):
             _ready_column("status"),
             _ready_column("reason", priority=1),
             PrinterColumn("Nodes", "integer", ".spec.nodes", "Desired serving replicas."),
-            PrinterColumn(
-                "Ready Nodes",
-                "integer",
-                ".status.readyNodes",
-                "Ready serving replicas.",
-            ),
+            PrinterColumn("Ready Nodes", "integer", ".status.readyNodes", "Ready serving replicas."),
             PrinterColumn("Model Version", "string", ".status.modelVersion", "Model being served."),
             AGE,
         ),
         scale=ScalePaths(
-            spec_replicas=".spec.nodes",
-            status_replicas=".status.nodes",
-            label_selector=".status.selector",
+            spec_replicas=".spec.nodes", status_replicas=".status.nodes", label_selector=".status.selector"
         ),
     )
 
     kind: Literal["ModelDeployment"] = "ModelDeployment"
     spec: ModelDeploymentSpec = Field(description="Desired state: what to serve, how widely.")
     status: ModelDeploymentStatus = Field(
-        default=ModelDeploymentStatus(),
-        description="Observed state of the serving replicas.",
+        default=ModelDeploymentStatus(), description="Observed state of the serving replicas."
     )
 
 
@@ -705,7 +626,7 @@ def parse_resource(obj: object) -> Resource:
     if not isinstance(obj, Mapping):
         raise ResourceError(f"expected a mapping, got {type(obj).__name__}")
     kind, api_version = obj.get("kind"), obj.get("apiVersion")
-    if api_version != API_VERSION or kind not in _BY_KIND:
+    if api_version != API_VERSION or not isinstance(kind, str) or kind not in _BY_KIND:
         raise ResourceError(
             f"not an AutoVision resource: apiVersion {api_version!r}, kind {kind!r}; expected "
             f"apiVersion {API_VERSION!r} and kind one of {', '.join(_BY_KIND)}"

@@ -65,6 +65,7 @@ class TrialResult:
     best_epoch: int
     history: list[dict[str, float]]
     seconds_used: float
+    starts: list[int]
 
 
 def load_split(
@@ -172,7 +173,9 @@ def train_trial(
         "best_model": None,
         "history": [],
         "seconds_used": 0.0,
+        "starts": [],
     }
+    state["starts"].append(state["epoch"])
     if state["epoch"]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -197,4 +200,5 @@ def train_trial(
         best_epoch=state["best_epoch"],
         history=state["history"],
         seconds_used=state["seconds_used"],
+        starts=state["starts"],
     )

@@ -1,0 +1,5 @@
+"""``python -m autovision`` runs the CLI."""
+
+from autovision.cli import app
+
+app()
