@@ -84,7 +84,7 @@ def test_refused_archives_write_nothing(
 ) -> None:
     with pytest.raises(DatasetImportError, match=message):
         import_zip(str(_zip(tmp_path / "bad.zip", entries)), "bad", file_storage)
-    assert file_storage.list("") == []
+    assert file_storage.list_keys("") == []
 
 
 def test_not_a_zip_is_refused(tmp_path: Path, file_storage: Storage) -> None:

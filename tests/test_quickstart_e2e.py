@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 def test_local_path_on_s3_with_real_triton(embedded_s3: EmbeddedS3, digits_zip: Path, tmp_path: Path) -> None:
     storage = Storage.from_settings(embedded_s3.settings("e2e"))
-    result = run_local_path(storage, str(digits_zip), tmp_path, LogReporter(), TrainConfig(epochs=3))
+    result = run_local_path(storage, str(digits_zip), tmp_path, LogReporter(), config=TrainConfig(epochs=3))
 
     assert result.card["metrics"]["testAccuracy"] > 0.85
     for key in ("model/model.json", "model/model.onnx", "model/evaluation.json", "triton/autovision/config.pbtxt"):
@@ -55,7 +55,9 @@ def _checkpoint(workdir: Path) -> Path | None:
 
 def _quickstart(workdir: Path, epochs: int) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "autovision", "quickstart", "--workdir", str(workdir), "--epochs", str(epochs)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "120"})
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "120"}
+    )
 
 
 def test_ctrl_c_then_rerun_continues(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ def test_round_trip_and_listing(storage: Storage) -> None:
     storage.write_json("a/d.json", {"x": 1})
     assert storage.read_bytes("a/b/c.bin") == b"\x00\x01"
     assert storage.read_json("a/d.json") == {"x": 1}
-    assert storage.list("a") == ["a/b/c.bin", "a/d.json"]
+    assert storage.list_keys("a") == ["a/b/c.bin", "a/d.json"]
     assert storage.exists("a/d.json")
     assert not storage.exists("a/missing")
 
@@ -21,14 +21,14 @@ def test_overwrite_is_whole(storage: Storage) -> None:
     storage.write_bytes("k", b"first version")
     storage.write_bytes("k", b"2")
     assert storage.read_bytes("k") == b"2"
-    assert storage.list("") == ["k"]
+    assert storage.list_keys("") == ["k"]
 
 
 def test_temporaries_are_never_listed(file_storage: Storage) -> None:
     storage = file_storage
     """A crash between the temporary write and the move leaves only an ignored temp key."""
     storage.fs.pipe_file(storage.path(f"x/model.onnx{TEMP_INFIX}dead"), b"half")
-    assert storage.list("x") == []
+    assert storage.list_keys("x") == []
     assert not storage.exists("x/model.onnx")
 
 
@@ -43,7 +43,7 @@ def test_failed_write_leaves_no_final_object(file_storage: Storage, monkeypatch:
     with pytest.raises(OSError, match="disk gone"):
         storage.write_bytes("y/model.json", b"{}")
     assert not storage.exists("y/model.json")
-    assert storage.list("y") == []
+    assert storage.list_keys("y") == []
 
 
 def test_missing_object_is_a_clear_error(storage: Storage) -> None:
@@ -60,7 +60,7 @@ def test_delete_and_upload_download(storage: Storage, tmp_path) -> None:
     storage.download_prefix("repo", tmp_path / "copy")
     assert (tmp_path / "copy" / "m" / "1" / "model.py").read_text() == "pass"
     storage.delete_prefix("repo")
-    assert storage.list("repo") == []
+    assert storage.list_keys("repo") == []
 
 
 @pytest.mark.parametrize("uri", ["ftp://x/y", "s3://", "gs://bucket/x"])

@@ -60,8 +60,12 @@ def _fail(message: str) -> None:
 
 @app.command()
 def quickstart(
-    data: Annotated[str | None, typer.Option(help="Zip of label folders (path or URI); default: bundled digits.")] = None,
-    workdir: Annotated[Path, typer.Option(help="Where storage, logs and the served repository live.")] = Path(".autovision"),
+    data: Annotated[
+        str | None, typer.Option(help="Zip of label folders (path or URI); default: bundled digits.")
+    ] = None,
+    workdir: Annotated[Path, typer.Option(help="Where storage, logs and the served repository live.")] = Path(
+        ".autovision"
+    ),
     s3: Annotated[bool, typer.Option("--s3/--no-s3", help="Store everything in an embedded SeaweedFS S3.")] = False,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the single trial.")] = 12,
 ) -> None:
@@ -73,7 +77,9 @@ def quickstart(
 
     try:
         with _progress() as progress:
-            result = run_quickstart(workdir, RichReporter(progress), data=data, use_s3=s3, config=TrainConfig(epochs=epochs))
+            result = run_quickstart(
+                workdir, RichReporter(progress), data=data, use_s3=s3, config=TrainConfig(epochs=epochs)
+            )
     except KeyboardInterrupt:
         errors.print("interrupted: everything finished so far is kept; run the same command again to continue")
         raise typer.Exit(code=130) from None

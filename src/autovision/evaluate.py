@@ -11,24 +11,29 @@ import io
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
+from autovision.preprocess import FloatArray
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+LabelArray = npt.NDArray[np.int64]
+
+
+def softmax(logits: FloatArray) -> FloatArray:
     """Row-wise softmax, numerically stable."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
-def _averaged(targets: np.ndarray, predicted: np.ndarray, labels: list[str], average: str) -> dict[str, float]:
+def _averaged(targets: LabelArray, predicted: LabelArray, labels: list[str], average: str) -> dict[str, float]:
     precision, recall, f1, _ = precision_recall_fscore_support(
         targets, predicted, labels=list(range(len(labels))), average=average, zero_division=0
     )
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
-def _per_label(targets: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
+def _per_label(targets: LabelArray, predicted: LabelArray, labels: list[str]) -> dict[str, dict[str, float]]:
     precision, recall, f1, support = precision_recall_fscore_support(
         targets, predicted, labels=list(range(len(labels))), zero_division=0
     )
@@ -39,7 +44,7 @@ def _per_label(targets: np.ndarray, predicted: np.ndarray, labels: list[str]) ->
 
 
 def _confident_mistakes(
-    probabilities: np.ndarray, targets: np.ndarray, labels: list[str], uris: list[str], count: int
+    probabilities: FloatArray, targets: LabelArray, labels: list[str], uris: list[str], count: int
 ) -> list[dict[str, Any]]:
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != targets)
@@ -56,13 +61,13 @@ def _confident_mistakes(
 
 
 def evaluate_classifier(
-    probabilities: np.ndarray, targets: np.ndarray, labels: list[str], uris: list[str], top_mistakes: int = 10
+    probabilities: FloatArray, targets: LabelArray, labels: list[str], uris: list[str], top_mistakes: int = 10
 ) -> dict[str, Any]:
     """Single-label metrics AutoML's Evaluate tab leads with, from test-split scores."""
     predicted = probabilities.argmax(axis=1)
     indices = list(range(len(labels)))
     return {
-        "images": int(len(targets)),
+        "images": len(targets),
         "accuracy": float(accuracy_score(targets, predicted)),
         "logLoss": float(log_loss(targets, probabilities, labels=indices)),
         "micro": _averaged(targets, predicted, labels, "micro"),

@@ -16,6 +16,7 @@ import onnxruntime
 import torch
 from torch import nn
 
+from autovision.preprocess import FloatArray
 from autovision.train.trainer import predict_logits
 
 PARITY_TOLERANCE = 1e-4
@@ -54,19 +55,26 @@ def _export_program(model: nn.Module, example_inputs: torch.Tensor) -> Any:
     return program
 
 
-def onnx_logits(path: Path, inputs: np.ndarray) -> np.ndarray:
+def onnx_logits(path: Path, inputs: FloatArray) -> FloatArray:
     """Run an ONNX classifier on CPU with onnxruntime."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.asarray(session.run(["logits"], {"input": inputs.astype(np.float32)})[0])
 
 
-def check_parity(model: nn.Module, path: Path, inputs: torch.Tensor, tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
+def check_parity(
+    model: nn.Module, path: Path, inputs: torch.Tensor, tolerance: float = PARITY_TOLERANCE
+) -> dict[str, Any]:
     """Compare the ONNX file with the trained model on real images; raise on mismatch."""
     expected = predict_logits(model, inputs)
     actual = onnx_logits(path, inputs.numpy())
     max_abs_diff = float(np.abs(expected - actual).max()) if len(inputs) else 0.0
     top1_agree = bool((expected.argmax(axis=1) == actual.argmax(axis=1)).all())
-    report = {"images": int(len(inputs)), "maxAbsDiff": max_abs_diff, "top1Identical": top1_agree, "tolerance": tolerance}
+    report = {
+        "images": len(inputs),
+        "maxAbsDiff": max_abs_diff,
+        "top1Identical": top1_agree,
+        "tolerance": tolerance,
+    }
     if max_abs_diff > tolerance or not top1_agree:
         raise ExportParityError(f"ONNX export differs from the trained model: {report}")
     return report

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autovision.data.manifest import dataset_prefix, decode_manifest, labels_of
+from autovision.data.manifest import SPLITS, dataset_prefix, decode_manifest, labels_of
 from autovision.evaluate import confusion_matrix_csv, evaluate_classifier, softmax
 from autovision.export import check_parity, export_onnx
 from autovision.preprocess import PreprocessConfig
@@ -68,6 +68,7 @@ def train_evaluate_export(
     version: str,
     run: RunLocation,
     reporter: Reporter,
+    *,
     config: TrainConfig | None = None,
     preprocess: PreprocessConfig | None = None,
 ) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def train_evaluate_export(
     labels = labels_of(records)
     reporter.stage("Loading images", total=3)
     splits = {}
-    for done, split in enumerate(("train", "validation", "test"), start=1):
+    for done, split in enumerate(SPLITS, start=1):
         splits[split] = load_split(records, labels, split, preprocess, storage)
         reporter.update(done, f"{split}: {len(splits[split].targets)} images")
 
@@ -96,13 +97,20 @@ def train_evaluate_export(
             run,
             phase="Searching",
             trials={"done": 0, "running": 1, "pruned": 0},
-            best={"trial": 0, "architecture": "residual_cnn", "metric": "validationAccuracy", "value": result.validation_accuracy},
+            best={
+                "trial": 0,
+                "architecture": "residual_cnn",
+                "metric": "validationAccuracy",
+                "value": result.validation_accuracy,
+            },
             milliNodeHoursUsed=_milli_node_hours(result.seconds_used),
         )
 
     reporter.stage("Training trial 0", total=config.epochs)
     checkpoint = TrialCheckpoint(storage, f"{run.prefix}/trials/0/checkpoint.pt")
-    trial = train_trial(splits["train"], splits["validation"], len(labels), config, checkpoint, on_epoch)
+    trial = train_trial(
+        splits["train"], splits["validation"], len(labels), config, checkpoint=checkpoint, on_epoch=on_epoch
+    )
 
     reporter.stage("Evaluating on the test split", total=1)
     test = splits["test"]
@@ -153,7 +161,12 @@ def train_evaluate_export(
         run,
         phase="Succeeded",
         trials={"done": 1, "running": 0, "pruned": 0},
-        best={"trial": 0, "architecture": "residual_cnn", "metric": "validationAccuracy", "value": trial.best_validation_accuracy},
+        best={
+            "trial": 0,
+            "architecture": "residual_cnn",
+            "metric": "validationAccuracy",
+            "value": trial.best_validation_accuracy,
+        },
         milliNodeHoursUsed=card["milliNodeHoursUsed"],
         artifacts=card["artifacts"],
     )

@@ -12,7 +12,10 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
+
+FloatArray = npt.NDArray[np.float32]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,7 +45,7 @@ def decode_image(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-def image_to_array(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+def image_to_array(image: Image.Image, config: PreprocessConfig) -> FloatArray:
     """Resize to the model's square input and normalise into a CHW float32 array."""
     resized = image.convert("RGB").resize((config.size, config.size), Image.Resampling.BILINEAR)
     pixels = np.asarray(resized, dtype=np.float32) / 255.0
@@ -51,11 +54,11 @@ def image_to_array(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
 
 
-def preprocess_bytes(data: bytes, config: PreprocessConfig) -> np.ndarray:
+def preprocess_bytes(data: bytes, config: PreprocessConfig) -> FloatArray:
     """Encoded image bytes to one CHW float32 model input."""
     return image_to_array(decode_image(data), config)
 
 
-def preprocess_batch(images: list[bytes], config: PreprocessConfig) -> np.ndarray:
+def preprocess_batch(images: list[bytes], config: PreprocessConfig) -> FloatArray:
     """Encoded images to one NCHW float32 batch."""
     return np.stack([preprocess_bytes(data, config) for data in images])

@@ -72,6 +72,7 @@ def run_local_path(
     source: str,
     workdir: Path,
     reporter: Reporter,
+    *,
     config: TrainConfig | None = None,
     dataset_name: str = "quickstart",
 ) -> QuickstartResult:
@@ -82,7 +83,9 @@ def run_local_path(
     dataset = import_zip(source, dataset_name, storage)
     reporter.update(1, f"{len(dataset.records)} images, version {dataset.version}")
     run = RunLocation("local", dataset_name, local_run_uid(dataset.version, config, preprocess))
-    card = train_evaluate_export(storage, dataset_name, dataset.version, run, reporter, config, preprocess)
+    card = train_evaluate_export(
+        storage, dataset_name, dataset.version, run, reporter, config=config, preprocess=preprocess
+    )
     image = next(record for record in dataset.records if record.split == "test")
     reporter.stage("Serving with tritonserver", total=1)
     predictions = serve_and_predict(storage, run, image, workdir)
@@ -100,4 +103,4 @@ def run_quickstart(
     """Run the whole local path; a second call after an interruption continues."""
     source = data or str(write_digits_zip(workdir / "data" / "digits.zip"))
     with quickstart_storage(workdir, use_s3) as storage:
-        return run_local_path(storage, source, workdir, reporter, config)
+        return run_local_path(storage, source, workdir, reporter, config=config)

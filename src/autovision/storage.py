@@ -147,7 +147,7 @@ class Storage:
     def write_json(self, key: str, value: Any) -> None:
         self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode())
 
-    def list(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         """Keys under a prefix, recursively, sorted, without in-flight temporaries."""
         base = self.path(prefix)
         if not self.fs.exists(base):
@@ -172,7 +172,7 @@ class Storage:
     def download_prefix(self, prefix: str, local_dir: Path) -> list[Path]:
         """Copy every object under a prefix into a local directory."""
         written = []
-        for key in self.list(prefix):
+        for key in self.list_keys(prefix):
             target = local_dir / posixpath.relpath(key, prefix)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.read_bytes(key))

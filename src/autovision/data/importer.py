@@ -157,7 +157,9 @@ def _dedupe(entries: list[_Entry]) -> tuple[list[_Entry], list[dict[str, str]], 
     for sha256 in sorted(by_hash):
         group = sorted(by_hash[sha256], key=lambda e: e.name)
         if len({entry.label for entry in group}) > 1:
-            conflicts.append({"sha256": sha256, "files": [e.name for e in group], "labels": sorted({e.label for e in group})})
+            conflicts.append(
+                {"sha256": sha256, "files": [e.name for e in group], "labels": sorted({e.label for e in group})}
+            )
             continue
         kept.append(group[0])
         duplicates.extend({"file": e.name, "duplicateOf": group[0].name} for e in group[1:])
@@ -208,9 +210,7 @@ def _check_label_minimum(records: list[ImageRecord]) -> None:
     counts = Counter(record.labels[0] for record in records)
     too_small = sorted(label for label, n in counts.items() if n < MIN_IMAGES_PER_LABEL)
     if too_small:
-        raise DatasetImportError(
-            f"labels with fewer than {MIN_IMAGES_PER_LABEL} images: {', '.join(too_small)}"
-        )
+        raise DatasetImportError(f"labels with fewer than {MIN_IMAGES_PER_LABEL} images: {', '.join(too_small)}")
     if len(counts) < 2:
         raise DatasetImportError("a classifier needs at least 2 labels")
 

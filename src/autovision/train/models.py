@@ -39,7 +39,8 @@ class _ResidualBlock(nn.Module):
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(x + self.body(x))
+        out: torch.Tensor = self.activation(x + self.body(x))
+        return out
 
 
 def _conv_bn(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:

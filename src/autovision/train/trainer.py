@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from autovision.data.manifest import ImageRecord, SplitName
-from autovision.preprocess import PreprocessConfig, preprocess_bytes
+from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_bytes
 from autovision.storage import Storage, read_uris
 from autovision.train.models import ResidualCNNConfig, build_residual_cnn
 
@@ -99,7 +99,7 @@ class TrialCheckpoint:
         self.storage.write_bytes(self.key, buffer.getvalue())
 
 
-def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> FloatArray:
     """Logits for a batch of inputs in eval mode."""
     model.eval()
     with torch.inference_mode():
@@ -127,6 +127,7 @@ def _train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
+    *,
     config: TrainConfig,
     epoch: int,
 ) -> float:
@@ -145,7 +146,7 @@ def _train_one_epoch(
     return total_loss / max(1, len(order))
 
 
-def accuracy(logits: np.ndarray, targets: torch.Tensor) -> float:
+def accuracy(logits: FloatArray, targets: torch.Tensor) -> float:
     if len(targets) == 0:
         return 0.0
     return float((logits.argmax(axis=1) == targets.numpy()).mean())
@@ -156,6 +157,7 @@ def train_trial(
     validation: SplitData,
     num_classes: int,
     config: TrainConfig,
+    *,
     checkpoint: TrialCheckpoint,
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> TrialResult:
@@ -182,13 +184,22 @@ def train_trial(
         scheduler.load_state_dict(state["scheduler"])
     for epoch in range(state["epoch"], config.epochs):
         started = time.perf_counter()
-        train_loss = _train_one_epoch(model, train, optimizer, scheduler, loss_fn, config, epoch)
+        train_loss = _train_one_epoch(model, train, optimizer, scheduler, loss_fn, config=config, epoch=epoch)
         validation_accuracy = accuracy(predict_logits(model, validation.inputs), validation.targets)
         if validation_accuracy > state["best_accuracy"]:
-            state.update(best_accuracy=validation_accuracy, best_epoch=epoch + 1, best_model=copy.deepcopy(model.state_dict()))
+            state.update(
+                best_accuracy=validation_accuracy, best_epoch=epoch + 1, best_model=copy.deepcopy(model.state_dict())
+            )
         state["seconds_used"] += time.perf_counter() - started
-        state["history"].append({"epoch": epoch + 1, "trainLoss": train_loss, "validationAccuracy": validation_accuracy})
-        state.update(epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+        state["history"].append(
+            {"epoch": epoch + 1, "trainLoss": train_loss, "validationAccuracy": validation_accuracy}
+        )
+        state.update(
+            epoch=epoch + 1,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+        )
         checkpoint.save(state)
         if on_epoch:
             on_epoch(EpochResult(epoch + 1, config.epochs, train_loss, validation_accuracy, state["seconds_used"]))
