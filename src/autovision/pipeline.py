@@ -71,6 +71,7 @@ def train_evaluate_export(
     *,
     config: TrainConfig | None = None,
     preprocess: PreprocessConfig | None = None,
+    budget_milli_node_hours: int | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the test split, export ONNX and a Triton repository.
 
@@ -109,7 +110,13 @@ def train_evaluate_export(
     reporter.stage("Training trial 0", total=config.epochs)
     checkpoint = TrialCheckpoint(storage, f"{run.prefix}/trials/0/checkpoint.pt")
     trial = train_trial(
-        splits["train"], splits["validation"], len(labels), config, checkpoint=checkpoint, on_epoch=on_epoch
+        splits["train"],
+        splits["validation"],
+        len(labels),
+        config,
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+        max_seconds=None if budget_milli_node_hours is None else budget_milli_node_hours * 3.6,
     )
 
     reporter.stage("Evaluating on the test split", total=1)
@@ -144,6 +151,7 @@ def train_evaluate_export(
             "testAccuracy": evaluation["accuracy"],
             "validationAccuracy": trial.best_validation_accuracy,
             "bestEpoch": trial.best_epoch,
+            "epochsTrained": len(trial.history),
         },
         "parity": parity,
         "milliNodeHoursUsed": _milli_node_hours(trial.seconds_used),

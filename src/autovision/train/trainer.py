@@ -160,8 +160,13 @@ def train_trial(
     *,
     checkpoint: TrialCheckpoint,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    max_seconds: float | None = None,
 ) -> TrialResult:
-    """Train one configuration, keeping the weights best on validation; resumable."""
+    """Train one configuration, keeping the weights best on validation; resumable.
+
+    With ``max_seconds`` the trial stops after the epoch that spends its budget, so a
+    budget is measured training time, not a promise.
+    """
     torch.manual_seed(config.seed)
     model = build_residual_cnn(config.architecture, num_classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -183,6 +188,8 @@ def train_trial(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     for epoch in range(state["epoch"], config.epochs):
+        if max_seconds is not None and state["seconds_used"] >= max_seconds:
+            break
         started = time.perf_counter()
         train_loss = _train_one_epoch(model, train, optimizer, scheduler, loss_fn, config=config, epoch=epoch)
         validation_accuracy = accuracy(predict_logits(model, validation.inputs), validation.targets)
