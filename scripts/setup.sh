@@ -11,6 +11,7 @@ pip_install() {
   .venv/bin/python -m pip install --quiet "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
 }
 
+echo "Installing AutoVision into .venv (first time: a few minutes) ..."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # torch is pinned to its CPU build through scripts/constraints.txt.
 pip_install -c scripts/constraints.txt -e ".[${extras}]"

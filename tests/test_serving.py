@@ -40,7 +40,7 @@ from autovision.serving import (
     write_local_repository,
 )
 from autovision.serving.client import Protocol
-from autovision.serving.tritonserver import free_ports, pytriton_tritonserver_dir
+from autovision.serving.tritonserver import free_ports, pytriton_tritonserver_dir, summarize_log
 
 LABELS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 PREPROCESS = PreprocessConfig(size=24)
@@ -339,6 +339,22 @@ def test_backend_batches_requests_and_isolates_bad_images(
 
 
 # --- a real tritonserver -----------------------------------------------------------
+
+
+def test_log_summary_puts_the_cause_before_the_tables() -> None:
+    log = "\n".join(
+        [
+            'E1123 15:23:56.124264 5126 server.cc:241] "CudaDriverHelper has not been initialized."',
+            "E1123 15:23:57.809592 5126 model_lifecycle.cc:642] \"failed to load 'm': ValueError: boom\"",
+            *(["+------+", "| Model | Status |", ""] * 20),
+            "error: creating server: Internal - failed to load all models",
+        ]
+    )
+
+    assert summarize_log(log).splitlines() == [
+        "E1123 15:23:57.809592 5126 model_lifecycle.cc:642] \"failed to load 'm': ValueError: boom\"",
+        "error: creating server: Internal - failed to load all models",
+    ]
 
 
 @pytest.fixture(scope="module")

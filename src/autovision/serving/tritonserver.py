@@ -186,12 +186,14 @@ class LocalTritonServer:
     def stop(self) -> None:
         """Stop gracefully (SIGTERM lets in-flight requests finish), then kill."""
         process, self._process = self._process, None
-        if process is not None:
-            _terminate(process, self.stop_timeout_s)
-        for region in _SHM_DIR.glob(f"{self._shm_prefix}*"):
-            region.unlink(missing_ok=True)
-        if self._owns_work_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+        try:
+            if process is not None:
+                _terminate(process, self.stop_timeout_s)
+        finally:  # also after a second Ctrl-C
+            for region in _SHM_DIR.glob(f"{self._shm_prefix}*"):
+                region.unlink(missing_ok=True)
+            if self._owns_work_dir:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def wait(self) -> int:
         """Block until the server exits (the CLI's foreground mode); returns its exit code."""
@@ -256,8 +258,12 @@ def summarize_log(text: str) -> str:
     The real cause (say, a model's Python traceback) is logged long before the tables
     Triton prints on exit, so a plain tail would hide it.
     """
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("|", "+"))]
-    errors = [line for line in lines if _LOG_ERROR_LINE.match(line) and _HARMLESS_ON_CPU not in line]
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.startswith(("|", "+")) and _HARMLESS_ON_CPU not in line
+    ]
+    errors = [line for line in lines if _LOG_ERROR_LINE.match(line)]
     return "\n".join([*errors, *(line for line in lines[-LOG_TAIL_LINES:] if line not in errors)])
 
 
@@ -273,14 +279,18 @@ def _all_ready(client: httpclient.InferenceServerClient) -> bool:
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if process.poll() is None:
+    """SIGTERM; if the server is not gone in time, or we are interrupted, SIGKILL its group."""
+    stopped = False
+    try:
         process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    # The group holds the server and its backend stubs, all started by us.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+        process.wait(timeout=timeout_s)
+        stopped = True
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        # A second Ctrl-C must not orphan a server running in its own session. The group
+        # holds the server and its backend stubs, all started by us.
+        if not stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,16 @@
+"""The ``autovision`` command line.
+
+One module per command group; each defines its own Typer ``app`` and this
+package mounts them, so commands can grow without touching each other.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from autovision.cli import crds, dataset, predict, quickstart
+
+app = typer.Typer(help="AutoVision: AutoML for image classification, Kubernetes-native.", no_args_is_help=True)
+app.add_typer(dataset.app, name="dataset")
+for module in (quickstart, predict, crds):
+    app.registered_commands.extend(module.app.registered_commands)
