@@ -34,9 +34,12 @@ def test_local_path_on_s3_with_real_triton(embedded_s3: EmbeddedS3, digits_zip: 
         assert storage.exists(f"{result.run.prefix}/{key}"), key
     assert storage.read_json(f"{result.run.prefix}/progress.json")["phase"] == "Succeeded"
 
-    http, grpc = result.predictions["http"], result.predictions["grpc"]
+    http, grpc = result.served.kserve["http"], result.served.kserve["grpc"]
     assert [p.label for p in http] == [p.label for p in grpc]
     np.testing.assert_allclose([p.score for p in http], [p.score for p in grpc], atol=1e-6)
+    assert [(p.display_name, p.score) for p in result.served.automl] == [
+        (p.label, p.score) for p in http if p.score >= 0.5
+    ]
 
     # Triton's answer equals the exported model run directly on the shared preprocessing.
     onnx_path = tmp_path / "direct.onnx"
@@ -84,6 +87,7 @@ def test_ctrl_c_then_rerun_continues(tmp_path: Path) -> None:
     assert second.returncode == 0, output
     assert "test accuracy" in output
     assert "Triton grpc" in output
+    assert "AutoML JSON gateway" in output
     state = torch.load(checkpoint, weights_only=False)
     assert state["starts"][0] == 0
     assert len(state["starts"]) == 2

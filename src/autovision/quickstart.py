@@ -1,7 +1,7 @@
 """The quickstart: the whole local path on one machine, resumable after Ctrl-C.
 
 import -> train -> evaluate -> export -> Triton repository -> tritonserver ->
-one prediction over KServe v2 HTTP and gRPC. Storage is ``file://`` under the
+one prediction over KServe v2 HTTP and gRPC, and one through the AutoML JSON gateway. Storage is ``file://`` under the
 work directory, or a private SeaweedFS S3 endpoint with ``use_s3``.
 """
 
@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autovision.client import AutoMLPrediction, predict_automl
 from autovision.data.digits import write_digits_zip
 from autovision.data.importer import ImportResult, import_zip
 from autovision.data.manifest import ImageRecord
-from autovision.embedded_s3 import EmbeddedS3
+from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.pipeline import RunLocation, local_run_uid, train_evaluate_export
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.serving import LocalTritonServer, Prediction, predict
+from autovision.serving.gateway import GatewayServer
 from autovision.settings import Settings
 from autovision.storage import Storage, open_uri
 from autovision.train.trainer import TrainConfig
@@ -35,7 +37,15 @@ class QuickstartResult:
     run: RunLocation
     card: dict[str, Any]
     image: ImageRecord
-    predictions: dict[str, list[Prediction]]
+    served: Served
+
+
+@dataclass
+class Served:
+    """One image's predictions: KServe v2 per protocol, and the gateway's AutoML JSON."""
+
+    kserve: dict[str, list[Prediction]]
+    automl: list[AutoMLPrediction]
 
 
 @contextlib.contextmanager
@@ -48,23 +58,33 @@ def quickstart_storage(workdir: Path, use_s3: bool) -> Iterator[Storage]:
         yield Storage.from_settings(s3.settings())
 
 
-def serve_and_predict(
-    storage: Storage, run: RunLocation, image: ImageRecord, workdir: Path, top_k: int = 3
-) -> dict[str, list[Prediction]]:
-    """Start tritonserver on the run's repository and ask it over HTTP and gRPC."""
+def _materialise_repository(storage: Storage, run: RunLocation, workdir: Path) -> Path:
+    """A local copy of the run's Triton repository, appearing whole or not at all."""
     repository = workdir / "serving" / run.uid
     if not repository.exists():
         staging = repository.with_name(repository.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         storage.download_prefix(f"{run.prefix}/triton", staging)
         staging.replace(repository)
+    return repository
+
+
+def serve_and_predict(storage: Storage, run: RunLocation, image: ImageRecord, workdir: Path, top_k: int = 3) -> Served:
+    """The quickstart's ModelDeployment: tritonserver plus the AutoML gateway, asked once each way."""
+    repository = _materialise_repository(storage, run, workdir)
     with open_uri(image.uri, storage.settings) as handle:
         data = handle.read()
-    with LocalTritonServer(repository, work_dir=workdir / "triton") as server:
-        return {
-            "http": predict(data, server.http_url, protocol="http", top_k=top_k),
-            "grpc": predict(data, server.grpc_url, protocol="grpc", top_k=top_k),
-        }
+    with (
+        LocalTritonServer(repository, work_dir=workdir / "triton") as server,
+        GatewayServer(server.http_url, free_port()) as gateway,
+    ):
+        return Served(
+            kserve={
+                "http": predict(data, server.http_url, protocol="http", top_k=top_k),
+                "grpc": predict(data, server.grpc_url, protocol="grpc", top_k=top_k),
+            },
+            automl=predict_automl(data, gateway.url),
+        )
 
 
 def run_local_path(
@@ -88,9 +108,9 @@ def run_local_path(
     )
     image = next(record for record in dataset.records if record.split == "test")
     reporter.stage("Serving with tritonserver", total=1)
-    predictions = serve_and_predict(storage, run, image, workdir)
-    reporter.update(1, "predictions over HTTP and gRPC")
-    return QuickstartResult(dataset=dataset, run=run, card=card, image=image, predictions=predictions)
+    served = serve_and_predict(storage, run, image, workdir)
+    reporter.update(1, "predictions over HTTP, gRPC and the AutoML gateway")
+    return QuickstartResult(dataset=dataset, run=run, card=card, image=image, served=served)
 
 
 def run_quickstart(

@@ -48,7 +48,8 @@ def quickstart(
     summary.add_row("validation accuracy", f"{metrics['validationAccuracy']:.4f}")
     summary.add_row("budget used", f"{result.card['milliNodeHoursUsed']} milli node-hours")
     summary.add_row("image", f"{result.image.source} (true label {result.image.labels[0]})")
-    for protocol, predictions in result.predictions.items():
-        top = ", ".join(f"{p.label} {p.score:.3f}" for p in predictions)
-        summary.add_row(f"Triton {protocol}", top)
+    for protocol, predictions in result.served.kserve.items():
+        summary.add_row(f"Triton {protocol}", ", ".join(f"{p.label} {p.score:.3f}" for p in predictions))
+    automl = ", ".join(f"{p.display_name} {p.score:.3f}" for p in result.served.automl) or "(no label above 0.5)"
+    summary.add_row("AutoML JSON gateway", automl)
     console.print(summary)
