@@ -1,0 +1,319 @@
+"""Pure builders: AutoVision resources in, the Kubernetes objects that run them out.
+
+Nothing here talks to a server, so every child object can be checked field by
+field and validated against the Kubernetes schema in tests. Children get
+deterministic names and a controller owner reference, which is what makes the
+handlers safe to run twice: a second create of the same name is a 409, and
+deleting the resource deletes its children.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Final
+
+from autovision.resources import (
+    CustomResource,
+    Dataset,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelRef,
+    ObjectMeta,
+    TrainingJob,
+)
+from autovision_operator.config import OperatorConfig
+
+MAX_NAME_LENGTH: Final = 63
+"""Job names become label values (``job-name``) and pod hostnames: 63 characters at most."""
+CONTAINER: Final = "trainer"
+TRAINER_COMMAND: Final = "autovision-trainer"
+RUNAS_ID: Final = 65532
+"""The non-root user of the AutoVision images."""
+BAD_INPUT_EXIT_CODE: Final = 2
+"""What the trainer exits with on input no retry can fix (unreadable source, too few images)."""
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+# A Job gone from the API loses its pods' logs; three days keeps a Friday night
+# failure readable on Monday, and the operator has copied the outcome into the
+# resource's status long before.
+TTL_SECONDS_AFTER_FINISHED: Final = 3 * 24 * 3600
+# An import has no budget; six hours covers hundreds of thousands of images and
+# still stops an import that hangs on an unreachable source.
+IMPORT_DEADLINE_SECONDS: Final = 6 * 3600
+# The training deadline is a backstop, not the budget: the trainer itself stops
+# searching when the measured budget is spent. activeDeadlineSeconds counts wall
+# time from the Job's start, including pending time, retries and the final fit,
+# evaluation and export after the search, so it gets twice the budget's wall time
+# (which covers resuming after a preemption too) plus a fixed allowance for GPU
+# node scale-up and pulling a multi-gigabyte CUDA image.
+TRAINING_DEADLINE_MARGIN: Final = 2.0
+TRAINING_STARTUP_ALLOWANCE_SECONDS: Final = 30 * 60
+# Retries of a pod that failed on its own (OOM, a crash); disruptions such as
+# preemption or node loss are not counted (see the pod failure policy).
+IMPORT_BACKOFF_LIMIT: Final = 2
+TRAINING_BACKOFF_LIMIT: Final = 3
+# PyTorch's DataLoader workers pass batches through /dev/shm; the container
+# runtime's 64 MiB default makes them die with "bus error". Memory-backed, so it
+# counts towards the pod's memory.
+SHM_SIZE: Final = "8Gi"
+# Requests only (Burstable QoS): enough for the scheduler to place the pods
+# sensibly without capping a data loader that briefly needs more.
+IMPORT_REQUESTS: Final = {"cpu": "1", "memory": "2Gi"}
+CPU_PER_NODE_UNIT: Final = 4
+MEMORY_GI_PER_NODE_UNIT: Final = 16
+
+
+def bounded_name(name: str, suffix: str = "", limit: int = MAX_NAME_LENGTH) -> str:
+    """``name-suffix``, or a shortened, hashed form of it when that exceeds ``limit``.
+
+    The hash of the full name keeps two long names with a common prefix apart,
+    and the result is the same on every call: the handlers find what they made.
+    """
+    full = f"{name}-{suffix}" if suffix else name
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    tail = f"-{digest}-{suffix}" if suffix else f"-{digest}"
+    return name[: limit - len(tail)].rstrip("-.") + tail
+
+
+def import_job_name(dataset_name: str) -> str:
+    """The name of a Dataset's import Job."""
+    return bounded_name(dataset_name, "import")
+
+
+def search_job_name(training_job_name: str) -> str:
+    """The name of a TrainingJob's search Job."""
+    return bounded_name(training_job_name, "search")
+
+
+def owner_reference(owner: CustomResource) -> dict[str, Any]:
+    """A controller reference to ``owner``: its children are garbage-collected with it."""
+    if not owner.metadata.name or not owner.metadata.uid:
+        raise ValueError("an owner needs a name and a uid (as read from the API server)")
+    return {
+        "apiVersion": owner.api_version,
+        "kind": type(owner).__name__,
+        "name": owner.metadata.name,
+        "uid": owner.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(component: str, owner: CustomResource) -> dict[str, str]:
+    """The app.kubernetes.io labels of every child object."""
+    return {
+        "app.kubernetes.io/name": "autovision",
+        "app.kubernetes.io/instance": bounded_name(str(owner.metadata.name)),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "autovision",
+        "app.kubernetes.io/managed-by": "autovision-operator",
+    }
+
+
+def credentials_secret(dataset: Dataset, config: OperatorConfig) -> str | None:
+    """The Secret whose AWS_* keys the Job pods of this Dataset (and its trainings) get.
+
+    The Dataset's own storageSecretRef if set; otherwise the operator's storage
+    Secret, which pods can only mount in the operator's namespace. Elsewhere the
+    pods use ambient credentials (IRSA, workload identity).
+    """
+    if dataset.spec.storage_secret_ref is not None:
+        return dataset.spec.storage_secret_ref.name
+    if config.storage_secret and dataset.metadata.namespace == config.namespace:
+        return config.storage_secret
+    return None
+
+
+def training_deadline_seconds(budget_milli_node_hours: int, nodes: int) -> int:
+    """activeDeadlineSeconds of a search; see TRAINING_DEADLINE_MARGIN for the reasoning."""
+    budget_wall_seconds = budget_milli_node_hours * 3.6 / nodes
+    return TRAINING_STARTUP_ALLOWANCE_SECONDS + math.ceil(budget_wall_seconds * TRAINING_DEADLINE_MARGIN)
+
+
+def build_import_job(dataset: Dataset, config: OperatorConfig) -> dict[str, Any]:
+    """The batch/v1 Job that imports a Dataset with ``autovision-trainer import``."""
+    spec, split = dataset.spec, dataset.spec.split
+    args = ["import", "--name", str(dataset.metadata.name), "--source", spec.source, "--task", spec.task.value]
+    args += ["--train", str(split.train), "--validation", str(split.validation), "--test", str(split.test)]
+    args += ["--seed", str(split.seed)]
+    container = _container(args, config, credentials_secret(dataset, config), {"requests": dict(IMPORT_REQUESTS)})
+    pod_spec = _pod_spec(container, config, volumes=[_tmp_volume()])
+    return _job(
+        dataset,
+        import_job_name(str(dataset.metadata.name)),
+        "import",
+        pod_spec,
+        {"activeDeadlineSeconds": IMPORT_DEADLINE_SECONDS, "backoffLimit": IMPORT_BACKOFF_LIMIT},
+    )
+
+
+def build_training_job(training_job: TrainingJob, dataset: Dataset, config: OperatorConfig) -> dict[str, Any]:
+    """The batch/v1 Job that runs a TrainingJob's search on the Dataset's current version.
+
+    Several nodes make an Indexed Job: each pod is one worker of the same search,
+    coordinating through the search's shared storage, not through each other.
+    """
+    if not dataset.status.version:
+        raise ValueError(f"Dataset {dataset.metadata.name!r} has no imported version yet")
+    spec, resources = training_job.spec, training_job.spec.resources
+    meta = training_job.metadata
+    args = ["train", "--namespace", str(meta.namespace), "--job", str(meta.name), "--uid", str(meta.uid)]
+    args += ["--dataset", spec.dataset_ref.name, "--dataset-version", dataset.status.version]
+    args += ["--budget-milli-node-hours", str(spec.budget_milli_node_hours)]
+    resources_spec = _training_resources(resources.gpus_per_node)
+    container = _container(args, config, credentials_secret(dataset, config), resources_spec)
+    container["env"].append({"name": "AUTOVISION_NODES", "value": str(resources.nodes)})
+    container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
+    volumes = [_tmp_volume(), {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}]
+    pod_spec = _pod_spec(container, config, volumes=volumes)
+    pod_spec |= _placement(training_job, config)
+    job_spec: dict[str, Any] = {
+        "activeDeadlineSeconds": training_deadline_seconds(spec.budget_milli_node_hours, resources.nodes),
+        "backoffLimit": TRAINING_BACKOFF_LIMIT,
+    }
+    if resources.nodes > 1:
+        job_spec |= {"completionMode": "Indexed", "completions": resources.nodes, "parallelism": resources.nodes}
+    return _job(training_job, search_job_name(str(meta.name)), "search", pod_spec, job_spec)
+
+
+def build_model_deployment(training_job: TrainingJob) -> dict[str, Any]:
+    """The ModelDeployment that serves a TrainingJob's model (``spec.deploy``), owned by it."""
+    if training_job.spec.deploy is None:
+        raise ValueError(f"TrainingJob {training_job.metadata.name!r} has no spec.deploy")
+    name = str(training_job.metadata.name)
+    deployment = ModelDeployment(
+        metadata=ObjectMeta(
+            name=name,
+            namespace=training_job.metadata.namespace,
+            labels=labels("serving", training_job),
+            ownerReferences=[owner_reference(training_job)],
+        ),
+        spec=ModelDeploymentSpec(model_ref=ModelRef(training_job=name), nodes=training_job.spec.deploy.nodes),
+    )
+    return deployment.model_dump(mode="json", exclude={"status"}, exclude_none=True)
+
+
+def _job(
+    owner: CustomResource, name: str, component: str, pod_spec: dict[str, Any], job_spec: dict[str, Any]
+) -> dict[str, Any]:
+    """The parts every child Job shares: identity, ownership, failure handling, clean-up."""
+    job_labels = labels(component, owner)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.metadata.namespace,
+            "labels": job_labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            **job_spec,
+            "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED,
+            # A replacement pod starts only once the failed one is gone, so two pods
+            # never write the same checkpoints (and the only value allowed here).
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    # Preemption, node drain or loss, eviction: the pod did nothing
+                    # wrong; its replacement resumes from the last checkpoint.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                    # Bad input fails the same way on every retry: stop at once.
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [BAD_INPUT_EXIT_CODE]},
+                    },
+                ]
+            },
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _container(
+    args: list[str], config: OperatorConfig, secret: str | None, resources: dict[str, Any]
+) -> dict[str, Any]:
+    """The trainer container: storage settings in env, credentials only by Secret reference."""
+    env = [
+        {"name": "AUTOVISION_STORAGE_ROOT", "value": config.storage_root},
+        # A read-only root file system: caches and scratch space live in /tmp.
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+    ]
+    if config.storage_endpoint:
+        env.append({"name": "AUTOVISION_S3_ENDPOINT_URL", "value": config.storage_endpoint})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": config.trainer_image,
+        "imagePullPolicy": config.trainer_image_pull_policy,
+        "command": [TRAINER_COMMAND],
+        "args": args,
+        "env": env,
+        "resources": resources,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    return container
+
+
+def _pod_spec(container: dict[str, Any], config: OperatorConfig, volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A restricted-profile pod running one container once."""
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # The trainer talks to storage, never to the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNAS_ID,
+            "runAsGroup": RUNAS_ID,
+            "fsGroup": RUNAS_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [secret.model_dump(mode="json") for secret in config.image_pull_secrets]
+    return pod_spec
+
+
+def _tmp_volume() -> dict[str, Any]:
+    return {"name": "tmp", "emptyDir": {}}
+
+
+def _training_resources(gpus_per_node: int) -> dict[str, Any]:
+    """CPU and memory scale with the GPUs they feed; GPUs are requested as limits."""
+    units = max(1, gpus_per_node)
+    resources: dict[str, Any] = {
+        "requests": {"cpu": str(CPU_PER_NODE_UNIT * units), "memory": f"{MEMORY_GI_PER_NODE_UNIT * units}Gi"}
+    }
+    if gpus_per_node:
+        resources["limits"] = {GPU_RESOURCE: str(gpus_per_node)}
+    return resources
+
+
+def _placement(training_job: TrainingJob, config: OperatorConfig) -> dict[str, Any]:
+    """Node selector and tolerations: the spec's, else the chart's GPU defaults for GPU pods.
+
+    CPU-only training gets no GPU defaults: it must not take a GPU node's place.
+    """
+    resources = training_job.spec.resources
+    uses_gpus = resources.gpus_per_node > 0
+    node_selector = resources.node_selector or (config.gpu_node_selector if uses_gpus else {})
+    tolerations = resources.tolerations or (config.gpu_tolerations if uses_gpus else [])
+    placement: dict[str, Any] = {}
+    if node_selector:
+        placement["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        placement["tolerations"] = [toleration.model_dump(mode="json", exclude_none=True) for toleration in tolerations]
+    return placement

@@ -1,0 +1,131 @@
+"""The operator's configuration: the environment contract of the Helm chart, and kopf's settings.
+
+The chart's Deployment (``charts/autovision/templates/deployment.yaml``) sets these
+variables; this module is the one place that reads them. Values the chart renders
+with ``toJson`` (lists, maps) arrive as JSON; empty strings mean "not set".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import kopf
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from autovision.resources import LocalObjectReference, Toleration
+from autovision.settings import Settings
+from autovision.storage import StorageError, split_uri
+
+# kopf's watch requests have no timeouts by default, and a watch connection can
+# stop delivering events without ever closing (kopf issue #585): the operator then
+# looks alive and does nothing. The server closes each watch after this long and
+# kopf reconnects, resuming from the last resourceVersion; the client gives up a
+# little later, catching connections that died silently.
+WATCH_SERVER_TIMEOUT_SECONDS = 270.0
+WATCH_CLIENT_TIMEOUT_SECONDS = 300.0
+CONNECT_TIMEOUT_SECONDS = 30.0
+# Where kopf keeps its own bookkeeping on our resources: annotations under our
+# domain, not ``status.kopf`` (the CRDs' structural schemas would prune it).
+ANNOTATION_PREFIX = "autovision.dev"
+FINALIZER = "autovision.dev/artifacts"
+
+
+class OperatorConfig(BaseSettings):
+    """Everything the operator needs to know about its installation, from ``AUTOVISION_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTOVISION_", extra="ignore", populate_by_name=True)
+
+    namespace: str = Field(default="default", description="The operator's own namespace (the release namespace).")
+    watch_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Namespaces to reconcile, comma-separated; empty means all namespaces."
+    )
+    liveness_endpoint: str | None = Field(
+        default=None, description="kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz."
+    )
+    metrics_port: int | None = Field(
+        default=8081, description="Port of the Prometheus metrics endpoint; unset disables it."
+    )
+    storage_root: str = Field(description="Root URI of datasets and runs, as the trainer Jobs see it.")
+    storage_endpoint: str | None = Field(
+        default=None,
+        # The chart names it AUTOVISION_STORAGE_ENDPOINT; autovision.settings reads
+        # AUTOVISION_S3_ENDPOINT_URL. Both are accepted here.
+        validation_alias=AliasChoices("AUTOVISION_STORAGE_ENDPOINT", "AUTOVISION_S3_ENDPOINT_URL"),
+        description="S3 endpoint URL; empty means AWS S3.",
+    )
+    storage_secret: str | None = Field(
+        default=None,
+        description="Secret (in the operator's namespace) with the operator's own AWS_* storage credentials.",
+    )
+    trainer_image: str = Field(description="Image of the import and training Jobs.")
+    trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[LocalObjectReference] = Field(default=[], description="Pull secrets of every Job pod.")
+    gpu_node_selector: dict[str, str] = Field(default={}, description="Node selector of GPU pods a spec leaves empty.")
+    gpu_tolerations: list[Toleration] = Field(default=[], description="Tolerations of GPU pods a spec leaves empty.")
+    poll_interval_seconds: float = Field(default=10.0, gt=0, description="How often running Jobs are read back.")
+    retry_delay_seconds: float = Field(default=10.0, gt=0, description="First delay before retrying a bad reference.")
+    retry_delay_max_seconds: float = Field(default=300.0, gt=0, description="Longest delay between such retries.")
+
+    @field_validator("storage_endpoint", "storage_secret", "liveness_endpoint", "metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """Helm renders an unset value as an empty string."""
+        return None if value == "" else value
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("storage_root")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        """Fail at start-up, with one message, on a storage root no component can use."""
+        try:
+            split_uri(value)
+        except StorageError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    def storage_settings(self) -> Settings:
+        """autovision.settings for the operator's own reads of results and progress.
+
+        Credentials still come from the environment (the chart's ``envFrom``).
+        """
+        overrides: dict[str, Any] = {"storage_root": self.storage_root}
+        if self.storage_endpoint:
+            overrides["s3_endpoint_url"] = self.storage_endpoint
+        return Settings(**overrides)
+
+    def retry_delay(self, retry: int) -> float:
+        """Exponential backoff for waiting on a bad reference: 1x, 2x, 4x ... up to the cap."""
+        return float(min(self.retry_delay_seconds * 2 ** min(retry, 16), self.retry_delay_max_seconds))
+
+
+def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    """kopf's settings for a production operator; see the constants above for the reasons."""
+    settings = kopf.OperatorSettings()
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
+    settings.watching.connect_timeout = CONNECT_TIMEOUT_SECONDS
+    settings.networking.connect_timeout = CONNECT_TIMEOUT_SECONDS
+    # Several replicas elect one active operator through KopfPeering objects of this
+    # name; without the peering CRDs installed, kopf runs standalone with a warning.
+    settings.peering.name = "autovision"
+    settings.peering.clusterwide = not config.watch_namespaces
+    # Only the events the handlers post on purpose (kopf.info/warn), not every log line.
+    settings.posting.loggers = False
+    settings.posting.reporting_component = "autovision-operator"
+    settings.posting.event_name_prefix = "autovision-"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # The chart grants no list/watch on CRDs or namespaces: serve what exists at
+    # start-up, without warnings about the missing permissions.
+    settings.scanning.disabled = True
+    return settings

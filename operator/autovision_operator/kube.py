@@ -1,0 +1,169 @@
+"""The operator's few Kubernetes API calls, with create-or-adopt semantics.
+
+The official client is synchronous; kopf runs synchronous handlers in its thread
+pool. Objects travel as plain dicts (``_preload_content=False``), exactly as the
+builders make them and the API server returns them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client import ApiClient, BatchV1Api, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from autovision.resources import GROUP, VERSION
+
+NOT_FOUND = 404
+CONFLICT = 409
+
+
+class ChildConflictError(RuntimeError):
+    """An object with a child's name exists but belongs to someone else."""
+
+
+def load_configuration() -> Configuration:
+    """The in-cluster service account, else the kubeconfig named by $KUBECONFIG now.
+
+    The client's own default reads $KUBECONFIG once, at import; reading it here
+    lets one process (a test) point the operator at a fresh API server.
+    """
+    configuration = Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    return configuration
+
+
+def connection_info(configuration: Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same client configuration, so both talk to one server as one user."""
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def is_owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj`` has a controller owner reference to the object with this uid."""
+    references = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(reference.get("uid") == uid and reference.get("controller") for reference in references)
+
+
+class Kube:
+    """Reads and idempotent creates of the operator's children and references."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.batch = BatchV1Api(client)
+        self.core = CoreV1Api(client)
+        self.custom = CustomObjectsApi(client)
+
+    @classmethod
+    def connect(cls) -> Kube:
+        """A client for the cluster the operator runs in (or $KUBECONFIG's)."""
+        return cls(ApiClient(load_configuration()))
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A batch/v1 Job, or None if there is none."""
+        return _read(lambda: self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+
+    def read_resource(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An AutoVision resource, or None if there is none."""
+        return _read(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, _preload_content=False
+            )
+        )
+
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        """Whether a Secret exists; its data is never looked at."""
+        return _read(lambda: self.core.read_namespaced_secret(name, namespace, _preload_content=False)) is not None
+
+    def ensure_job(self, job: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create a Job unless it exists; return it and whether this call created it."""
+        namespace, name = _identity(job)
+        return _ensure(
+            job,
+            read=lambda: self.read_job(namespace, name),
+            create=lambda: self.batch.create_namespaced_job(namespace, _plain(job), _preload_content=False),
+        )
+
+    def ensure_resource(self, plural: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create an AutoVision resource unless it exists; return it and whether this call created it."""
+        namespace, name = _identity(obj)
+        return _ensure(
+            obj,
+            read=lambda: self.read_resource(plural, namespace, name),
+            create=lambda: self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, _plain(obj), _preload_content=False
+            ),
+        )
+
+
+def _identity(obj: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = obj["metadata"]
+    return str(metadata["namespace"]), str(metadata["name"])
+
+
+def _plain(obj: Mapping[str, Any]) -> Any:
+    """A body for the client: it sends plain dicts as they are, model objects or not."""
+    return dict(obj)
+
+
+def _read(call: Callable[[], Any]) -> dict[str, Any] | None:
+    try:
+        return _decode(call())
+    except ApiException as error:
+        if error.status == NOT_FOUND:
+            return None
+        raise
+
+
+def _decode(response: Any) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(response.data)
+    return decoded
+
+
+def _ensure(
+    obj: Mapping[str, Any], read: Callable[[], dict[str, Any] | None], create: Callable[[], Any]
+) -> tuple[dict[str, Any], bool]:
+    """Get, else create; a 409 means a concurrent or earlier create won, which is as good.
+
+    An existing object must be ours (same controller uid): a leftover of a deleted
+    namesake is not adopted but reported, and garbage collection removes it.
+    """
+    owner_uid = obj["metadata"]["ownerReferences"][0]["uid"]
+    existing, created = read(), False
+    if existing is None:
+        try:
+            existing, created = _decode(create()), True
+        except ApiException as error:
+            if error.status != CONFLICT:
+                raise
+            existing = read()
+    if existing is None:
+        raise ChildConflictError(f"{obj['kind']} {obj['metadata']['name']} exists but cannot be read")
+    if not is_owned_by(existing, owner_uid):
+        raise ChildConflictError(
+            f"{obj['kind']} {obj['metadata']['name']} already exists and belongs to another object "
+            "(a deleted namesake?); waiting for it to be removed"
+        )
+    return existing, created

@@ -1,0 +1,424 @@
+"""Pure status mapping: what a child Job and the trainer's files say, as resource status.
+
+Handlers read the world (a Job, ``progress.json``, ``report.json``) and hand it
+here; these functions decide the conditions, counts and results without any I/O,
+so every state of a run is tested without a server. Conditions follow
+metav1.Condition conventions through ``autovision.resources.set_condition``:
+re-applying the same observation changes nothing, which keeps the handlers'
+status patches empty when nothing happened.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final, TypeVar
+
+from pydantic import Field
+
+from autovision.resources import (
+    READY,
+    Artifacts,
+    BestTrial,
+    Condition,
+    ConditionStatus,
+    Count,
+    DatasetCounts,
+    DatasetStatus,
+    ResourceStatus,
+    SplitCounts,
+    StatusModel,
+    TrainingJobStatus,
+    TrialCounts,
+    find_condition,
+    set_condition,
+)
+
+StatusT = TypeVar("StatusT", bound=ResourceStatus)
+
+IMPORTING: Final = "Importing"
+SEARCHING: Final = "Searching"
+FAILED: Final = "Failed"
+SPEC_CHANGE_REFUSED: Final = "SpecChangeRefused"
+RUN_SPEC_ANNOTATION: Final = "autovision.dev/run-spec"
+# Spec fields that only matter when the resource is deleted: they may change at any time.
+MUTABLE_FIELDS: Final = frozenset({"artifactPolicy"})
+SUCCEEDED_PHASE: Final = "Succeeded"
+# Job failure reasons (batch/v1 JobCondition) and what they mean to a user.
+_FAILURE_REASONS: Final = {
+    # Our pod failure policy fails the Job at once on the trainer's bad-input exit code.
+    "PodFailurePolicy": "InvalidInput",
+    "BackoffLimitExceeded": "BackoffLimitExceeded",
+    "DeadlineExceeded": "DeadlineExceeded",
+}
+
+
+# --- what the trainer writes --------------------------------------------------
+
+
+def dataset_latest_key(name: str) -> str:
+    """Storage key of the pointer to a Dataset's newest imported version."""
+    return f"datasets/{name}/latest.json"
+
+
+def dataset_report_key(name: str, version: str) -> str:
+    """Storage key of the import report of one Dataset version."""
+    return f"datasets/{name}/{version}/report.json"
+
+
+def run_prefix(namespace: str, name: str, uid: str) -> str:
+    """Storage prefix of everything one TrainingJob run writes (a re-created namesake has a new uid)."""
+    return f"runs/{namespace}/{name}/{uid}"
+
+
+def progress_key(namespace: str, name: str, uid: str) -> str:
+    """Storage key of a TrainingJob run's progress.json."""
+    return f"{run_prefix(namespace, name, uid)}/progress.json"
+
+
+class ImportReport(StatusModel):
+    """The parts of an import's report.json the Dataset status shows."""
+
+    total: Count = Field(description="Files seen in the source.")
+    kept: Count = Field(description="Images accepted into the version.")
+    rejected: Count = 0
+    duplicates: Count = 0
+    conflicts: Count = 0
+    per_label: dict[str, SplitCounts] = Field(default={})
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """A finished import: its version, its report and where the report is."""
+
+    version: str
+    report: ImportReport
+    report_uri: str
+
+
+class Progress(StatusModel):
+    """The trainer's progress.json: the search's state, rewritten as it goes."""
+
+    phase: str = Field(description="Searching while the search runs, Succeeded once the model is exported.")
+    trials: TrialCounts = TrialCounts()
+    best: BestTrial | None = None
+    milli_node_hours_used: Count = 0
+    artifacts: Artifacts | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the trainer finished and wrote its artifacts."""
+        return self.phase == SUCCEEDED_PHASE
+
+
+# --- what the Job says --------------------------------------------------------
+
+
+class JobPhase(StrEnum):
+    """Where a child Job is, as far as status is concerned."""
+
+    MISSING = "Missing"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """A child Job's phase with the Job controller's reason and message."""
+
+    name: str
+    phase: JobPhase
+    reason: str = ""
+    message: str = ""
+    failed_pods: int = 0
+
+
+def observe_job(name: str, job: Mapping[str, Any] | None) -> JobObservation:
+    """Read a batch/v1 Job (None when it does not exist) into a JobObservation.
+
+    Only the terminal Complete and Failed conditions end a Job: the interim
+    SuccessCriteriaMet and FailureTarget mean its pods are still stopping.
+    """
+    if job is None:
+        return JobObservation(name, JobPhase.MISSING)
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return JobObservation(name, JobPhase.SUCCEEDED, condition.get("reason", ""), condition.get("message", ""))
+        if condition.get("type") == "Failed":
+            return JobObservation(
+                name,
+                JobPhase.FAILED,
+                condition.get("reason", ""),
+                condition.get("message", ""),
+                failed_pods=int(status.get("failed", 0)),
+            )
+    phase = JobPhase.RUNNING if int(status.get("ready", 0)) > 0 else JobPhase.PENDING
+    return JobObservation(name, phase, failed_pods=int(status.get("failed", 0)))
+
+
+# --- conditions ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cond:
+    """One condition to set: type, status, reason, message."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+
+
+def with_conditions(status: StatusT, now: datetime, *conditions: Cond) -> StatusT:
+    """``status`` with these conditions set, the others kept; lastTransitionTime only moves on change."""
+    updated: list[Condition] = list(status.conditions)
+    for cond in conditions:
+        updated = set_condition(updated, cond.type, cond.status, cond.reason, cond.message, now)
+    return status.model_copy(update={"conditions": updated})
+
+
+def _holds(conditions: Sequence[Condition], type: str) -> bool:
+    condition = find_condition(conditions, type)
+    return condition is not None and condition.status == ConditionStatus.TRUE
+
+
+def is_started(status: ResourceStatus) -> bool:
+    """Whether the run's Job was created: observedGeneration records the spec it runs."""
+    return status.observed_generation is not None
+
+
+def is_finished(status: ResourceStatus) -> bool:
+    """Whether the run reached its end (Ready, or Failed): nothing more to watch."""
+    return _holds(status.conditions, READY) or has_failed(status)
+
+
+def has_failed(status: ResourceStatus) -> bool:
+    """Whether the run ended in failure."""
+    return _holds(status.conditions, FAILED)
+
+
+def ready_condition(status: ResourceStatus) -> Condition | None:
+    """The Ready condition, which summarises the resource's state."""
+    return find_condition(status.conditions, READY)
+
+
+def needs_polling(status: ResourceStatus) -> bool:
+    """Only runs that started and have not finished have a Job worth reading."""
+    return is_started(status) and not is_finished(status)
+
+
+def waiting(status: StatusT, reason: str, message: str, now: datetime) -> StatusT:
+    """Ready=False while a reference is bad or missing; the handler retries later."""
+    return with_conditions(status, now, Cond(READY, ConditionStatus.FALSE, reason, message))
+
+
+def started(status: StatusT, generation: int | None) -> StatusT:
+    """Record the generation the run's Job was built from."""
+    return status.model_copy(update={"observed_generation": generation or 0})
+
+
+def run_spec_annotation(spec: Mapping[str, Any]) -> str:
+    """The spec a run started from, as the value of RUN_SPEC_ANNOTATION (canonical JSON)."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def run_spec(annotations: Mapping[str, str]) -> dict[str, Any] | None:
+    """The spec a run started from, if it was recorded."""
+    recorded = annotations.get(RUN_SPEC_ANNOTATION)
+    return dict(json.loads(recorded)) if recorded else None
+
+
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Top-level spec fields that differ and that a run depends on, as ``spec.field`` paths."""
+    keys = sorted((set(old) | set(new)) - MUTABLE_FIELDS)
+    return [f"spec.{key}" for key in keys if old.get(key) != new.get(key)]
+
+
+def spec_change(
+    status: StatusT, started_from: Mapping[str, Any] | None, spec: Mapping[str, Any], kind: str, now: datetime
+) -> StatusT:
+    """SpecChangeRefused=True while the spec differs from the one the run started from.
+
+    A run keeps that spec: restarting a search silently would throw away
+    node-hours, and changing a Dataset would change a version trainings already
+    use; re-creating the resource is the explicit way. The condition is derived
+    from the resource alone, so every handler computes the same one, and putting
+    the spec back clears it.
+    """
+    if started_from is None or not is_started(status):
+        return status
+    fields = changed_fields(started_from, spec)
+    if fields:
+        finished = is_finished(status)
+        message = (
+            f"{', '.join(fields)} changed after the run started; the run {'finished' if finished else 'goes on'} "
+            f"with the spec of generation {status.observed_generation}. Delete and re-create the {kind} to run "
+            "with the new spec"
+        )
+        reason = "RunFinished" if finished else "RunInProgress"
+        return with_conditions(status, now, Cond(SPEC_CHANGE_REFUSED, ConditionStatus.TRUE, reason, message))
+    if find_condition(status.conditions, SPEC_CHANGE_REFUSED) is None:
+        return status
+    message = "the spec matches the one the run started from"
+    return with_conditions(status, now, Cond(SPEC_CHANGE_REFUSED, ConditionStatus.FALSE, "SpecMatchesRun", message))
+
+
+def _failure(status: StatusT, job: JobObservation, activity: str, what: str, now: datetime) -> StatusT:
+    """The conditions of a failed Job: Failed=True with a user-facing reason."""
+    reason = _FAILURE_REASONS.get(job.reason, job.reason or "JobFailed")
+    detail = f": {job.message}" if job.message else ""
+    cause = f"{job.reason or 'no reason given'}{detail}"
+    message = f"the {what} Job {job.name} failed ({cause}); see `kubectl logs job/{job.name}`"
+    if reason == "InvalidInput":
+        message = f"the {what} rejected its input; `kubectl logs job/{job.name}` says why"
+    return with_conditions(
+        status,
+        now,
+        Cond(activity, ConditionStatus.FALSE, FAILED, message),
+        Cond(FAILED, ConditionStatus.TRUE, reason, message),
+        Cond(READY, ConditionStatus.FALSE, reason, message),
+    )
+
+
+def _in_flight(status: StatusT, job: JobObservation, activity: str, what: str, now: datetime) -> StatusT:
+    """The conditions of a Job that is missing, pending or running."""
+    if job.phase is JobPhase.MISSING:
+        message = f"the {what} Job {job.name} is gone; re-creating it"
+        return with_conditions(status, now, Cond(READY, ConditionStatus.FALSE, "JobMissing", message))
+    retries = f" ({job.failed_pods} pod failures so far)" if job.failed_pods else ""
+    state, reason = (
+        ("running", "JobRunning") if job.phase is JobPhase.RUNNING else ("waiting for its pods", "JobPending")
+    )
+    message = f"the {what} Job {job.name} is {state}{retries}"
+    return with_conditions(
+        status,
+        now,
+        Cond(activity, ConditionStatus.TRUE, reason, message),
+        Cond(READY, ConditionStatus.FALSE, activity, message),
+    )
+
+
+def _result_missing(status: StatusT, job: JobObservation, activity: str, error: str, now: datetime) -> StatusT:
+    """A Job that succeeded without results the operator can read: keep Ready=False and retry."""
+    message = f"the Job {job.name} succeeded but its results cannot be read yet: {error}"
+    return with_conditions(
+        status,
+        now,
+        Cond(activity, ConditionStatus.FALSE, "Completed", f"the Job {job.name} succeeded"),
+        Cond(READY, ConditionStatus.FALSE, "ResultMissing", message),
+    )
+
+
+# --- Dataset ------------------------------------------------------------------
+
+
+def dataset_status(
+    status: DatasetStatus, job: JobObservation, result: ImportResult | None, now: datetime, *, error: str = ""
+) -> DatasetStatus:
+    """A Dataset's status from its import Job and, once it succeeded, the import's result."""
+    if job.phase is JobPhase.FAILED:
+        return _failure(status, job, IMPORTING, "import", now)
+    if job.phase is not JobPhase.SUCCEEDED:
+        return _in_flight(status, job, IMPORTING, "import", now)
+    if result is None:
+        return _result_missing(status, job, IMPORTING, error or "no latest.json", now)
+    report = result.report
+    message = (
+        f"imported {report.kept} of {report.total} images as {result.version} ({report.rejected} rejected, "
+        f"{report.duplicates} duplicates, {report.conflicts} with conflicting labels)"
+    )
+    counts = DatasetCounts(
+        total=report.kept, rejected=report.rejected, duplicates=report.duplicates, per_label=report.per_label
+    )
+    done = status.model_copy(update={"version": result.version, "counts": counts, "report_uri": result.report_uri})
+    return with_conditions(
+        done,
+        now,
+        Cond(IMPORTING, ConditionStatus.FALSE, "Completed", f"the import Job {job.name} succeeded"),
+        Cond(READY, ConditionStatus.TRUE, "Imported", message),
+    )
+
+
+# --- TrainingJob --------------------------------------------------------------
+
+
+def _describe_progress(progress: Progress, budget_milli_node_hours: int) -> str:
+    trials = progress.trials
+    text = f"{trials.done} trials done, {trials.running} running, {trials.pruned} pruned"
+    if progress.best is not None:
+        best = progress.best
+        text += f"; best {best.metric} {best.value:.4g} (trial {best.trial}, {best.architecture})"
+    return f"{text}; {progress.milli_node_hours_used} of {budget_milli_node_hours} milli node-hours used"
+
+
+def training_status(
+    status: TrainingJobStatus,
+    job: JobObservation,
+    progress: Progress | None,
+    budget_milli_node_hours: int,
+    now: datetime,
+    *,
+    error: str = "",
+) -> TrainingJobStatus:
+    """A TrainingJob's status from its search Job and the trainer's progress.json.
+
+    A run whose progress says Succeeded is done even when its Job is already gone
+    (cleaned up by its TTL while the operator was away).
+    """
+    if progress is not None:
+        update: dict[str, Any] = {
+            "trials": progress.trials,
+            "best": progress.best or status.best,
+            "milli_node_hours_used": progress.milli_node_hours_used,
+        }
+        if progress.artifacts is not None:
+            update["artifacts"] = progress.artifacts
+        status = status.model_copy(update=update)
+    if job.phase is JobPhase.FAILED:
+        return _failure(status, job, SEARCHING, "search", now)
+    done = progress is not None and progress.succeeded
+    if job.phase is JobPhase.SUCCEEDED or (job.phase is JobPhase.MISSING and done):
+        if progress is None or not progress.succeeded:
+            return _result_missing(status, job, SEARCHING, error or "progress.json does not say Succeeded", now)
+        message = "search finished: " + _describe_progress(progress, budget_milli_node_hours)
+        return with_conditions(
+            status,
+            now,
+            Cond(SEARCHING, ConditionStatus.FALSE, "Completed", f"the search Job {job.name} succeeded"),
+            Cond(READY, ConditionStatus.TRUE, SUCCEEDED_PHASE, message),
+        )
+    if job.phase is JobPhase.RUNNING and progress is not None:
+        message = _describe_progress(progress, budget_milli_node_hours)
+        return with_conditions(
+            status,
+            now,
+            Cond(SEARCHING, ConditionStatus.TRUE, SEARCHING, message),
+            Cond(READY, ConditionStatus.FALSE, SEARCHING, message),
+        )
+    return _in_flight(status, job, SEARCHING, "search", now)
+
+
+# --- patches ------------------------------------------------------------------
+
+
+def status_patch(old: ResourceStatus, new: ResourceStatus) -> dict[str, Any]:
+    """The merge patch of ``status`` that turns ``old`` into ``new``: changed top-level fields only.
+
+    An empty patch means nothing changed, and kopf then sends no request.
+    """
+    before, after = _wire(old), _wire(new)
+    patch = {key: value for key, value in after.items() if before.get(key) != value}
+    patch |= dict.fromkeys(set(before) - set(after))
+    return patch
+
+
+def _wire(status: ResourceStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,317 @@
+"""The operator's pure builders: every child object is schema-valid and carries what matters."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from autovision.resources import Dataset, ModelDeployment, TrainingJob, parse_resource
+from autovision_operator import builders
+from autovision_operator.config import OperatorConfig
+
+K8S_VERSION = kubernetes_validate.latest_version()
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def make_config(**overrides: Any) -> OperatorConfig:
+    values: dict[str, Any] = {
+        "namespace": "autovision-system",
+        "storage_root": "s3://autovision",
+        "trainer_image": "ghcr.io/autovision/trainer:0.1.0",
+        "gpu_node_selector": {"nvidia.com/gpu.present": "true"},
+        "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    return OperatorConfig(**(values | overrides))
+
+
+def make_dataset(namespace: str = "ml", secret: str | None = "s3-credentials", version: str | None = None) -> Dataset:
+    spec: dict[str, Any] = {"source": "s3://bucket/flowers.zip", "split": {"train": 70, "validation": 20, "test": 10}}
+    if secret:
+        spec["storageSecretRef"] = {"name": secret}
+    obj = {
+        "apiVersion": "autovision.dev/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "flowers", "namespace": namespace, "uid": "uid-dataset"},
+        "spec": spec,
+        "status": {"version": version} if version else {},
+    }
+    dataset = parse_resource(obj)
+    assert isinstance(dataset, Dataset)
+    return dataset
+
+
+def make_training_job(name: str = "flowers-run", **spec: Any) -> TrainingJob:
+    obj = {
+        "apiVersion": "autovision.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": "ml", "uid": "uid-training"},
+        "spec": {"datasetRef": {"name": "flowers"}, "budgetMilliNodeHours": 2000, **spec},
+    }
+    training_job = parse_resource(obj)
+    assert isinstance(training_job, TrainingJob)
+    return training_job
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Strict: unknown fields are errors too."""
+    kubernetes_validate.validate(obj, K8S_VERSION, True)
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    (only,) = pod_spec(job)["containers"]
+    assert isinstance(only, dict)
+    return only
+
+
+def env(job: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container(job)["env"]}
+
+
+def training_job_for(**spec: Any) -> dict[str, Any]:
+    return builders.build_training_job(make_training_job(**spec), make_dataset(version="sha256-abc"), make_config())
+
+
+# --- import Job ------------------------------------------------------------------
+
+
+def test_import_job_is_valid_and_runs_the_import_contract() -> None:
+    job = builders.build_import_job(make_dataset(), make_config())
+    validate(job)
+    assert job["metadata"]["name"] == "flowers-import"
+    assert job["metadata"]["namespace"] == "ml"
+    assert container(job)["command"] == ["autovision-trainer"]
+    assert container(job)["args"] == [
+        "import", "--name", "flowers", "--source", "s3://bucket/flowers.zip", "--task", "SingleLabel",
+        "--train", "70", "--validation", "20", "--test", "10", "--seed", "0",
+    ]  # fmt: skip
+    assert container(job)["image"] == "ghcr.io/autovision/trainer:0.1.0"
+    assert env(job)["AUTOVISION_STORAGE_ROOT"] == "s3://autovision"
+
+
+def test_import_job_takes_credentials_only_by_secret_reference() -> None:
+    job = builders.build_import_job(make_dataset(), make_config())
+    assert container(job)["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert not any("AWS" in name or "SECRET" in name for name in env(job))
+
+
+def test_import_job_is_owned_by_its_dataset() -> None:
+    job = builders.build_import_job(make_dataset(), make_config())
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "autovision.dev/v1alpha1",
+            "kind": "Dataset",
+            "name": "flowers",
+            "uid": "uid-dataset",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "import"
+    assert job["spec"]["template"]["metadata"]["labels"] == job["metadata"]["labels"]
+
+
+def test_import_job_needs_no_gpu_and_has_a_deadline() -> None:
+    job = builders.build_import_job(make_dataset(), make_config())
+    assert "limits" not in container(job)["resources"]
+    assert "nodeSelector" not in pod_spec(job)
+    assert job["spec"]["activeDeadlineSeconds"] == builders.IMPORT_DEADLINE_SECONDS
+    assert "completionMode" not in job["spec"]
+
+
+@pytest.mark.parametrize("build", ["import", "training"])
+def test_jobs_fail_fast_on_bad_input_and_ignore_disruptions(build: str) -> None:
+    job = builders.build_import_job(make_dataset(), make_config()) if build == "import" else training_job_for()
+    spec = job["spec"]
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1]["action"] == "FailJob"
+    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    assert spec["backoffLimit"] >= 1
+    assert spec["ttlSecondsAfterFinished"] > 0
+    assert pod_spec(job)["restartPolicy"] == "Never"  # required by podFailurePolicy
+
+
+@pytest.mark.parametrize("build", ["import", "training"])
+def test_job_pods_are_restricted(build: str) -> None:
+    job = builders.build_import_job(make_dataset(), make_config()) if build == "import" else training_job_for()
+    pod = pod_spec(job)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["automountServiceAccountToken"] is False
+    security = container(job)["securityContext"]
+    assert security == {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    mounts = {mount["mountPath"]: mount["name"] for mount in container(job)["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {}
+
+
+# --- training Job ----------------------------------------------------------------
+
+
+def test_training_job_is_valid_and_runs_the_train_contract() -> None:
+    job = training_job_for()
+    validate(job)
+    assert job["metadata"]["name"] == "flowers-run-search"
+    assert container(job)["args"] == [
+        "train", "--namespace", "ml", "--job", "flowers-run", "--uid", "uid-training",
+        "--dataset", "flowers", "--dataset-version", "sha256-abc", "--budget-milli-node-hours", "2000",
+    ]  # fmt: skip
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-training"
+    # The training reads the dataset with the Dataset's credentials.
+    assert container(job)["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+
+
+@pytest.mark.parametrize(("gpus", "limits"), [(1, {"nvidia.com/gpu": "1"}), (4, {"nvidia.com/gpu": "4"}), (0, None)])
+def test_training_job_requests_gpus_per_node(gpus: int, limits: dict[str, str] | None) -> None:
+    job = training_job_for(resources={"gpusPerNode": gpus})
+    validate(job)
+    assert container(job)["resources"].get("limits") == limits
+    assert container(job)["resources"]["requests"]["cpu"] == str(4 * max(1, gpus))
+
+
+def test_gpu_training_uses_the_chart_placement_by_default() -> None:
+    job = training_job_for()
+    assert pod_spec(job)["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod_spec(job)["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_spec_placement_replaces_the_chart_defaults() -> None:
+    toleration = {"key": "pool", "operator": "Equal", "value": "a100", "effect": "NoExecute", "tolerationSeconds": 60}
+    job = training_job_for(resources={"nodeSelector": {"pool": "a100"}, "tolerations": [toleration]})
+    validate(job)
+    assert pod_spec(job)["nodeSelector"] == {"pool": "a100"}
+    assert pod_spec(job)["tolerations"] == [toleration]
+
+
+def test_cpu_training_does_not_take_gpu_nodes() -> None:
+    job = training_job_for(resources={"gpusPerNode": 0})
+    assert "nodeSelector" not in pod_spec(job)
+    assert "tolerations" not in pod_spec(job)
+
+
+def test_training_job_has_memory_backed_shared_memory() -> None:
+    job = training_job_for()
+    mounts = {mount["mountPath"]: mount["name"] for mount in container(job)["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod_spec(job)["volumes"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+
+
+def test_training_deadline_is_derived_from_the_budget() -> None:
+    # 2000 milli node-hours on one node: 7200 s of budget, doubled, plus 30 min to start.
+    assert training_job_for()["spec"]["activeDeadlineSeconds"] == 2 * 7200 + 1800
+    # The same budget spread over 4 nodes runs a quarter as long.
+    assert builders.training_deadline_seconds(2000, 4) == 2 * 1800 + 1800
+    assert builders.training_deadline_seconds(10, 1) == 72 + 1800
+
+
+def test_one_node_is_a_plain_job() -> None:
+    job = training_job_for(resources={"nodes": 1})
+    assert "completionMode" not in job["spec"]
+    assert "parallelism" not in job["spec"]
+
+
+def test_several_nodes_make_an_indexed_job() -> None:
+    job = training_job_for(resources={"nodes": 3, "gpusPerNode": 2})
+    validate(job)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert env(job)["AUTOVISION_NODES"] == "3"
+    assert container(job)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+
+
+def test_training_needs_an_imported_dataset() -> None:
+    with pytest.raises(ValueError, match="no imported version"):
+        builders.build_training_job(make_training_job(), make_dataset(), make_config())
+
+
+def test_storage_endpoint_and_pull_secrets_reach_the_pods() -> None:
+    config = make_config(storage_endpoint="http://seaweedfs.storage:8333", image_pull_secrets=[{"name": "regcred"}])
+    job = builders.build_import_job(make_dataset(), config)
+    validate(job)
+    assert env(job)["AUTOVISION_S3_ENDPOINT_URL"] == "http://seaweedfs.storage:8333"
+    assert pod_spec(job)["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "AUTOVISION_S3_ENDPOINT_URL" not in env(builders.build_import_job(make_dataset(), make_config()))
+
+
+# --- credentials ------------------------------------------------------------------
+
+
+def test_credentials_prefer_the_resource_secret() -> None:
+    config = make_config(storage_secret="operator-s3")
+    assert builders.credentials_secret(make_dataset(), config) == "s3-credentials"
+
+
+def test_operator_secret_is_used_only_in_its_own_namespace() -> None:
+    config = make_config(storage_secret="operator-s3")
+    in_operator_namespace = make_dataset(namespace="autovision-system", secret=None)
+    assert builders.credentials_secret(in_operator_namespace, config) == "operator-s3"
+    assert builders.credentials_secret(make_dataset(secret=None), config) is None
+    job = builders.build_import_job(make_dataset(secret=None), config)
+    assert "envFrom" not in container(job)
+
+
+# --- names and owners -------------------------------------------------------------
+
+
+def test_long_names_are_shortened_deterministically() -> None:
+    long_a, long_b = "a" * 70 + "-one", "a" * 70 + "-two"
+    name_a = builders.search_job_name(long_a)
+    assert len(name_a) <= 63
+    assert DNS_LABEL.match(name_a)
+    assert name_a.endswith("-search")
+    assert name_a == builders.search_job_name(long_a)
+    assert name_a != builders.search_job_name(long_b)
+    assert builders.import_job_name("flowers") == "flowers-import"
+
+
+def test_long_names_make_valid_jobs_and_labels() -> None:
+    job = builders.build_training_job(
+        make_training_job(name="x" * 80 + ".v2"), make_dataset(version="sha256-abc"), make_config()
+    )
+    validate(job)
+    assert len(job["metadata"]["labels"]["app.kubernetes.io/instance"]) <= 63
+
+
+def test_owner_reference_needs_a_server_assigned_uid() -> None:
+    training_job = make_training_job()
+    training_job.metadata.uid = None
+    with pytest.raises(ValueError, match="uid"):
+        builders.owner_reference(training_job)
+
+
+# --- ModelDeployment --------------------------------------------------------------
+
+
+def test_model_deployment_serves_the_training_job_and_is_owned_by_it() -> None:
+    obj = builders.build_model_deployment(make_training_job(deploy={"nodes": 3}))
+    deployment = parse_resource(obj)
+    assert isinstance(deployment, ModelDeployment)
+    assert obj["metadata"]["name"] == "flowers-run"
+    assert obj["metadata"]["namespace"] == "ml"
+    assert obj["spec"]["modelRef"] == {"trainingJob": "flowers-run"}
+    assert obj["spec"]["nodes"] == 3
+    assert "status" not in obj
+    (owner,) = obj["metadata"]["ownerReferences"]
+    assert owner["kind"] == "TrainingJob"
+    assert owner["uid"] == "uid-training"
+    assert owner["controller"] is True
+    assert owner["blockOwnerDeletion"] is True
+
+
+def test_model_deployment_needs_spec_deploy() -> None:
+    with pytest.raises(ValueError, match=r"spec\.deploy"):
+        builders.build_model_deployment(make_training_job())

@@ -1,0 +1,451 @@
+"""The operator as it runs: kopf's KopfRunner against the KMock Kubernetes API emulator.
+
+The scenario talks to the API server only through the official client and a
+kubeconfig, and plays the Job controller and the trainer by patching Job status
+and writing the trainer's files into a file:// storage root. KMock only serves
+the API: it is told which resources exist and, like a real API server, stamps
+uid, resourceVersion and generation on the objects it stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes.client import ApiClient, BatchV1Api, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from autovision.resources import API_VERSION, GROUP, RESOURCE_TYPES, VERSION
+from autovision.storage import Storage
+from autovision_operator.config import (
+    WATCH_CLIENT_TIMEOUT_SECONDS,
+    WATCH_SERVER_TIMEOUT_SECONDS,
+    OperatorConfig,
+    kopf_settings,
+)
+from autovision_operator.handlers import build_registry
+from autovision_operator.kube import connection_info, load_configuration
+
+NAMESPACE = "ml"
+WAIT_SECONDS = 15.0
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+class ApiServer(kmock.KubernetesEmulator):
+    """KMock's emulator plus the metadata a real API server assigns on writes."""
+
+    _versions = itertools.count(1)
+
+    async def _handle(self, request: Any) -> Any:
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            metadata = data.setdefault("metadata", {})
+            if request.action == kmock.action.CREATE:
+                metadata.setdefault("uid", str(uuid.uuid4()))
+                metadata.setdefault("creationTimestamp", dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                metadata.setdefault("namespace", request.namespace)
+                if "name" not in metadata and "generateName" in metadata:
+                    metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
+                metadata["generation"] = 1
+            elif request.action == kmock.action.UPDATE and "spec" in data and request.subresource is None:
+                stored = self.objects[request.resource, request.namespace, request.name]
+                metadata["generation"] = stored["metadata"].get("generation", 1) + 1
+            if request.action in {kmock.action.CREATE, kmock.action.UPDATE}:
+                metadata["resourceVersion"] = str(next(self._versions))
+        return await super()._handle(request)
+
+
+def declare_resources(server: Any) -> None:
+    """The built-in API (namespaces, events, Jobs, CRDs ...) and the AutoVision CRDs."""
+    server.resources.load_bundled()
+    for model in RESOURCE_TYPES:
+        server.resources[f"{GROUP}/{VERSION}/{model.info.plural}"] = kmock.ResourceInfo(
+            kind=model.__name__, singular=model.__name__.lower(), namespaced=True, verbs=VERBS, subresources={"status"}
+        )
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "operator", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "operator"}}],
+        "current-context": "kmock",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Cluster:
+    """The test's hands on the API server: the official client, in a thread (the server shares our loop)."""
+
+    def __init__(self) -> None:
+        client = ApiClient(load_configuration())
+        self.batch, self.core, self.custom = BatchV1Api(client), CoreV1Api(client), CustomObjectsApi(client)
+
+    async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        response = await asyncio.to_thread(method, *args, _preload_content=False, **kwargs)
+        return json.loads(response.data)
+
+    async def apply(self, plural: str, obj: dict[str, Any]) -> Any:
+        return await self.call(self.custom.create_namespaced_custom_object, GROUP, VERSION, NAMESPACE, plural, obj)
+
+    async def resource(self, plural: str, name: str) -> Any:
+        return await self.call(self.custom.get_namespaced_custom_object, GROUP, VERSION, NAMESPACE, plural, name)
+
+    async def patch_spec(self, plural: str, name: str, spec: dict[str, Any]) -> Any:
+        body = {"spec": spec}
+        return await self.call(
+            self.custom.patch_namespaced_custom_object, GROUP, VERSION, NAMESPACE, plural, name, body
+        )
+
+    async def delete(self, plural: str, name: str) -> Any:
+        return await self.call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, NAMESPACE, plural, name)
+
+    async def job(self, name: str) -> Any:
+        return await self.call(self.batch.read_namespaced_job, name, NAMESPACE)
+
+    async def job_names(self) -> set[str]:
+        jobs = await self.call(self.batch.list_namespaced_job, NAMESPACE)
+        return {job["metadata"]["name"] for job in jobs["items"]}
+
+    async def set_job_status(self, name: str, status: dict[str, Any]) -> Any:
+        return await self.call(self.batch.patch_namespaced_job_status, name, NAMESPACE, {"status": status})
+
+    async def event_reasons(self) -> set[str]:
+        events = await self.call(self.core.list_namespaced_event, NAMESPACE)
+        return {event["reason"] for event in events["items"]}
+
+    async def create_secret(self, name: str) -> Any:
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"K": "v"}}
+        return await self.call(self.core.create_namespaced_secret, NAMESPACE, secret)
+
+
+async def eventually(probe: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+    """Poll an async probe until it returns something truthy: what an operator promises."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ApiException):
+            last = await probe()
+            if last:
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+
+
+def has_condition(type: str, reason: str, status: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A predicate on a resource: its condition of this type has this reason (and status)."""
+
+    def check(obj: dict[str, Any]) -> bool:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        found = next((c for c in conditions if c["type"] == type), None)
+        return found is not None and found["reason"] == reason and (status is None or found["status"] == status)
+
+    check.__doc__ = f"{type}={status or 'any'} ({reason})"
+    return check
+
+
+def ready(reason: str, status: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A predicate on a resource: its Ready condition has this reason (and status)."""
+    return has_condition("Ready", reason, status)
+
+
+async def resource_where(
+    cluster: Cluster, plural: str, name: str, check: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Wait until the resource satisfies ``check``, and return it."""
+
+    async def probe() -> dict[str, Any] | None:
+        obj: dict[str, Any] = await cluster.resource(plural, name)
+        return obj if check(obj) else None
+
+    found: dict[str, Any] = await eventually(probe, f"{plural}/{name} to match {check.__doc__}")
+    return found
+
+
+@contextlib.asynccontextmanager
+async def running_operator(config: OperatorConfig) -> AsyncIterator[KopfRunner]:
+    """The operator exactly as ``main`` builds it, in kopf's test runner thread."""
+    runner = KopfRunner(
+        ["run", "--all-namespaces", "--standalone", "--verbose"],
+        registry=build_registry(config),
+        settings=kopf_settings(config),
+        timeout=30,
+    )
+    await asyncio.to_thread(runner.__enter__)
+    try:
+        yield runner
+    finally:
+        await asyncio.to_thread(runner.__exit__, None, None, None)
+    assert runner.exit_code == 0, runner.output
+    assert "Traceback" not in runner.output, runner.output
+
+
+DATASET = {
+    "apiVersion": API_VERSION,
+    "kind": "Dataset",
+    "metadata": {"name": "flowers"},
+    "spec": {"source": "s3://autovision/flowers.zip", "storageSecretRef": {"name": "s3-credentials"}},
+}
+TRAINING_JOB = {
+    "apiVersion": API_VERSION,
+    "kind": "TrainingJob",
+    "metadata": {"name": "flowers-run"},
+    "spec": {
+        "datasetRef": {"name": "flowers"},
+        "budgetMilliNodeHours": 1000,
+        "deploy": {"nodes": 2},
+        "artifactPolicy": "Delete",
+    },
+}
+REPORT = {
+    "total": 120,
+    "kept": 110,
+    "rejected": 6,
+    "duplicates": 4,
+    "conflicts": 0,
+    "perLabel": {"daisy": {"train": 44, "validation": 6, "test": 5}, "rose": {"train": 44, "validation": 6, "test": 5}},
+}
+BEST = {"trial": 4, "architecture": "efficientnet_lite0", "metric": "validationAccuracy", "value": 0.93}
+PROGRESS = {"phase": "Searching", "trials": {"done": 3, "running": 1, "pruned": 1}, "best": BEST}
+RUNNING = {"active": 1, "ready": 1, "startTime": "2026-11-23T12:00:00Z"}
+COMPLETE = {
+    "active": 0,
+    "ready": 0,
+    "succeeded": 1,
+    "startTime": "2026-11-23T12:00:00Z",
+    "completionTime": "2026-11-23T12:30:00Z",
+    "conditions": [
+        {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
+        {"type": "Complete", "status": "True", "reason": "CompletionsReached"},
+    ],
+}
+
+
+@pytest.fixture
+def operator_config(tmp_path: Path) -> OperatorConfig:
+    return OperatorConfig(
+        storage_root=f"file://{tmp_path / 'storage'}",
+        trainer_image="ghcr.io/autovision/trainer:test",
+        poll_interval_seconds=0.2,
+        retry_delay_seconds=0.2,
+        retry_delay_max_seconds=0.5,
+        metrics_port=None,
+    )
+
+
+@pytest.fixture
+def cluster(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    declare_resources(kmock)
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))))
+    return Cluster()
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(120)
+async def test_dataset_and_training_job_through_restart(cluster: Cluster, operator_config: OperatorConfig) -> None:
+    storage = Storage(operator_config.storage_root)
+    async with running_operator(operator_config):
+        # Applied before its Dataset exists: the TrainingJob waits, with a reason.
+        await cluster.apply("trainingjobs", TRAINING_JOB)
+        await resource_where(cluster, "trainingjobs", "flowers-run", ready("DatasetNotFound", "False"))
+        await import_dataset(cluster, storage)
+        training_job = await search_started(cluster)
+
+    # The operator restarts in the middle of the run and carries on from what it finds.
+    async with running_operator(operator_config):
+        run = f"runs/{NAMESPACE}/flowers-run/{training_job['metadata']['uid']}"
+        await search_progresses(cluster, storage, run)
+        await spec_change_is_refused(cluster)
+        await search_succeeds(cluster, storage, run, training_job["metadata"]["uid"])
+        expected = {"DatasetNotFound", "SecretNotFound", "JobCreated", "Imported", "SpecChangeRefused"}
+        expected |= {"Succeeded", "Deployed"}
+        await eventually(lambda: _has_events(cluster, expected), f"events {expected}")
+        assert await cluster.job_names() == {"flowers-import", "flowers-run-search"}  # no duplicates
+        await artifacts_go_with_the_training_job(cluster, storage, run)
+
+
+async def import_dataset(cluster: Cluster, storage: Storage) -> None:
+    """A Dataset waits for its Secret, gets an owned import Job, and becomes Ready when it succeeds."""
+    await cluster.apply("datasets", DATASET)
+    await resource_where(cluster, "datasets", "flowers", ready("SecretNotFound", "False"))
+    await cluster.create_secret("s3-credentials")
+    job = await eventually(lambda: cluster.job("flowers-import"), "the import Job")
+    dataset = await cluster.resource("datasets", "flowers")
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("Dataset", dataset["metadata"]["uid"], True)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["import", "--name", "flowers"]
+    await resource_where(cluster, "trainingjobs", "flowers-run", ready("DatasetNotReady"))
+
+    # The trainer wrote its files, the Job controller the Job's status.
+    storage.write_json("datasets/flowers/sha256-feed/report.json", REPORT)
+    storage.write_json("datasets/flowers/latest.json", {"version": "sha256-feed"})
+    await cluster.set_job_status("flowers-import", COMPLETE)
+    dataset = await resource_where(cluster, "datasets", "flowers", ready("Imported", "True"))
+    assert dataset["status"]["version"] == "sha256-feed"
+    assert dataset["status"]["counts"]["total"] == 110
+    assert dataset["status"]["counts"]["perLabel"]["rose"] == {"train": 44, "validation": 6, "test": 5}
+    assert dataset["status"]["observedGeneration"] == 1
+
+
+async def search_started(cluster: Cluster) -> dict[str, Any]:
+    """The TrainingJob's retry finds the Dataset Ready and creates the search Job on its version."""
+    search = await eventually(lambda: cluster.job("flowers-run-search"), "the search Job")
+    training_job: dict[str, Any] = await cluster.resource("trainingjobs", "flowers-run")
+    args = search["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--dataset-version") + 1] == "sha256-feed"
+    assert args[args.index("--uid") + 1] == training_job["metadata"]["uid"]
+    assert search["metadata"]["ownerReferences"][0]["uid"] == training_job["metadata"]["uid"]
+    return training_job
+
+
+async def search_progresses(cluster: Cluster, storage: Storage, run: str) -> None:
+    """progress.json and the running Job show up in status."""
+    storage.write_json(f"{run}/progress.json", PROGRESS | {"milliNodeHoursUsed": 300})
+    await cluster.set_job_status("flowers-run-search", RUNNING)
+    progressing = has_condition("Searching", "Searching", "True")  # set once progress.json is read
+    searching = await resource_where(cluster, "trainingjobs", "flowers-run", progressing)
+    assert searching["status"]["trials"] == {"done": 3, "running": 1, "pruned": 1}
+    assert searching["status"]["milliNodeHoursUsed"] == 300
+
+
+async def spec_change_is_refused(cluster: Cluster) -> None:
+    """A spec change mid-run is refused, not a restart; putting it back clears the refusal."""
+    await cluster.patch_spec("trainingjobs", "flowers-run", {"budgetMilliNodeHours": 5000})
+    refused = has_condition("SpecChangeRefused", "RunInProgress", "True")
+    changed = await resource_where(cluster, "trainingjobs", "flowers-run", refused)
+    condition = next(c for c in changed["status"]["conditions"] if c["type"] == "SpecChangeRefused")
+    assert "spec.budgetMilliNodeHours" in condition["message"]
+    assert changed["status"]["observedGeneration"] == 1
+    await cluster.patch_spec("trainingjobs", "flowers-run", {"budgetMilliNodeHours": 1000})
+    restored = has_condition("SpecChangeRefused", "SpecMatchesRun", "False")
+    await resource_where(cluster, "trainingjobs", "flowers-run", restored)
+
+
+async def search_succeeds(cluster: Cluster, storage: Storage, run: str, uid: str) -> None:
+    """The search finishes: Ready with the best trial and artifacts, and spec.deploy is served."""
+    artifacts = {"model": storage.uri(f"{run}/model"), "tritonRepository": storage.uri(f"{run}/triton")}
+    final = PROGRESS | {"phase": "Succeeded", "milliNodeHoursUsed": 950, "artifacts": artifacts}
+    storage.write_json(f"{run}/progress.json", final | {"trials": {"done": 9, "running": 0, "pruned": 2}})
+    await cluster.set_job_status("flowers-run-search", COMPLETE)
+    done = await resource_where(cluster, "trainingjobs", "flowers-run", ready("Succeeded", "True"))
+    assert done["status"]["best"] == BEST
+    assert done["status"]["milliNodeHoursUsed"] == 950
+    assert done["status"]["artifacts"]["tritonRepository"] == artifacts["tritonRepository"]
+    deployment = await eventually(lambda: cluster.resource("modeldeployments", "flowers-run"), "ModelDeployment")
+    assert deployment["spec"] == {"modelRef": {"trainingJob": "flowers-run"}, "nodes": 2, "scoreThreshold": 0.5}
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == uid
+
+
+async def artifacts_go_with_the_training_job(cluster: Cluster, storage: Storage, run: str) -> None:
+    """artifactPolicy: Delete removes the run's files before the resource goes (a finalizer)."""
+    assert storage.exists(f"{run}/progress.json")
+    await cluster.delete("trainingjobs", "flowers-run")
+    await eventually(lambda: _gone(cluster, "flowers-run"), "the TrainingJob to be deleted")
+    assert not storage.exists(f"{run}/progress.json")
+
+
+async def _has_events(cluster: Cluster, expected: set[str]) -> bool:
+    return expected <= await cluster.event_reasons()
+
+
+async def _gone(cluster: Cluster, name: str) -> bool:
+    try:
+        await cluster.resource("trainingjobs", name)
+    except ApiException as error:
+        return bool(error.status == 404)
+    return False
+
+
+# --- packaging and configuration ----------------------------------------------------
+
+
+def test_operator_knows_nothing_of_torch() -> None:
+    """The operator image has no torch: importing the operator must not need it (a fresh interpreter)."""
+    code = (
+        "import sys, autovision_operator.__main__\n"
+        "core_only = ('torch', 'autovision.train', 'autovision.export', 'autovision.pipeline')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(core_only)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_kopf_logs_in_as_the_client_does() -> None:
+    configuration = Configuration(host="https://10.0.0.1:443")
+    configuration.api_key["BearerToken"] = "bearer service-account-token"
+    configuration.ssl_ca_cert = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    info = connection_info(configuration)
+    assert info.server == "https://10.0.0.1:443"
+    assert info.as_http_headers() == {"Authorization": "bearer service-account-token"}
+    assert info.ca_path == configuration.ssl_ca_cert
+    assert info.insecure is False
+
+
+def test_chart_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    environment = {
+        "AUTOVISION_NAMESPACE": "autovision-system",
+        "AUTOVISION_WATCH_NAMESPACES": "ml, vision",
+        "AUTOVISION_LIVENESS_ENDPOINT": "http://0.0.0.0:8080/healthz",
+        "AUTOVISION_STORAGE_ROOT": "s3://autovision",
+        "AUTOVISION_STORAGE_ENDPOINT": "http://seaweedfs.storage:8333",
+        "AUTOVISION_STORAGE_SECRET": "",
+        "AUTOVISION_TRAINER_IMAGE": "ghcr.io/autovision/trainer:0.1.0",
+        "AUTOVISION_TRAINER_IMAGE_PULL_POLICY": "Always",
+        "AUTOVISION_IMAGE_PULL_SECRETS": '[{"name": "regcred"}]',
+        "AUTOVISION_GPU_NODE_SELECTOR": '{"nvidia.com/gpu.present": "true"}',
+        "AUTOVISION_GPU_TOLERATIONS": '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    config = OperatorConfig()
+    assert config.watch_namespaces == ("ml", "vision")
+    assert config.storage_endpoint == "http://seaweedfs.storage:8333"
+    assert config.storage_settings().s3_endpoint_url == "http://seaweedfs.storage:8333"
+    assert config.storage_secret is None
+    assert config.trainer_image_pull_policy == "Always"
+    assert config.image_pull_secrets[0].name == "regcred"
+    assert config.gpu_node_selector == {"nvidia.com/gpu.present": "true"}
+    assert config.gpu_tolerations[0].key == "nvidia.com/gpu"
+
+
+def test_unknown_storage_fails_at_start_up() -> None:
+    with pytest.raises(ValueError, match="unsupported storage URI"):
+        OperatorConfig(storage_root="gs://bucket", trainer_image="trainer")
+
+
+def test_retry_delay_backs_off_up_to_a_cap() -> None:
+    config = OperatorConfig(storage_root="s3://b", trainer_image="t", retry_delay_seconds=5, retry_delay_max_seconds=60)
+    assert [config.retry_delay(retry) for retry in range(6)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_kopf_settings_guard_against_silent_watches() -> None:
+    settings = kopf_settings(OperatorConfig(storage_root="s3://b", trainer_image="t"))
+    assert settings.watching.server_timeout == WATCH_SERVER_TIMEOUT_SECONDS
+    assert settings.watching.client_timeout == WATCH_CLIENT_TIMEOUT_SECONDS
+    assert settings.watching.server_timeout < settings.watching.client_timeout
+    assert settings.peering.name == "autovision"
+    assert settings.peering.clusterwide is True
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+
+
+def test_watching_namespaces_peers_per_namespace() -> None:
+    settings = kopf_settings(OperatorConfig(storage_root="s3://b", trainer_image="t", watch_namespaces="ml"))
+    assert settings.peering.clusterwide is False

@@ -1,0 +1,360 @@
+"""The pure mapping from (Job status, trainer files) to resource status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from autovision.resources import DatasetStatus, ResourceStatus, TrainingJobStatus, find_condition
+from autovision_operator.status import (
+    RUN_SPEC_ANNOTATION,
+    ImportReport,
+    ImportResult,
+    JobObservation,
+    JobPhase,
+    Progress,
+    changed_fields,
+    dataset_status,
+    is_finished,
+    needs_polling,
+    observe_job,
+    run_spec,
+    run_spec_annotation,
+    spec_change,
+    started,
+    status_patch,
+    training_status,
+    waiting,
+)
+
+T0 = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=5)
+JOB = "flowers-import"
+
+
+def job_with(status: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": JOB}, "status": status}
+
+
+def condition(status: ResourceStatus, type: str) -> tuple[str, str]:
+    found = find_condition(status.conditions, type)
+    assert found is not None, f"no {type} condition in {status.conditions}"
+    return found.status.value, found.reason
+
+
+COMPLETE = {
+    "succeeded": 1,
+    "conditions": [
+        {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
+        {"type": "Complete", "status": "True", "reason": "CompletionsReached"},
+    ],
+}
+
+
+def failed(reason: str, message: str = "") -> JobObservation:
+    return JobObservation(JOB, JobPhase.FAILED, reason, message)
+
+
+# --- observe_job -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job", "phase"),
+    [
+        (None, JobPhase.MISSING),
+        (job_with({}), JobPhase.PENDING),
+        (job_with({"active": 1, "ready": 0}), JobPhase.PENDING),
+        (job_with({"active": 1, "ready": 1}), JobPhase.RUNNING),
+        (job_with(COMPLETE), JobPhase.SUCCEEDED),
+        # Interim conditions: the pods are still terminating, the Job has not ended.
+        (
+            job_with({"active": 1, "ready": 1, "conditions": [{"type": "FailureTarget", "status": "True"}]}),
+            JobPhase.RUNNING,
+        ),
+        (job_with({"conditions": [{"type": "SuccessCriteriaMet", "status": "True"}]}), JobPhase.PENDING),
+        (job_with({"conditions": [{"type": "Complete", "status": "False"}]}), JobPhase.PENDING),
+    ],
+)
+def test_observe_job_phases(job: dict[str, Any] | None, phase: JobPhase) -> None:
+    assert observe_job(JOB, job).phase is phase
+
+
+def test_observe_job_keeps_the_failure_reason() -> None:
+    job = job_with(
+        {
+            "failed": 1,
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy"},
+                {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "exit code 2"},
+            ],
+        }
+    )
+    assert observe_job(JOB, job) == JobObservation(JOB, JobPhase.FAILED, "PodFailurePolicy", "exit code 2", 1)
+
+
+# --- Dataset -----------------------------------------------------------------------
+
+
+def import_result() -> ImportResult:
+    report = ImportReport.model_validate(
+        {
+            "total": 110,
+            "kept": 100,
+            "rejected": 4,
+            "duplicates": 5,
+            "conflicts": 1,
+            "perLabel": {"daisy": {"train": 40, "validation": 5, "test": 5}, "rose": {"train": 40, "validation": 5}},
+            "imbalanceRatio": 1.0,
+        }
+    )
+    return ImportResult("sha256-abc", report, "s3://autovision/datasets/flowers/sha256-abc/report.json")
+
+
+@pytest.mark.parametrize(("phase", "reason"), [(JobPhase.PENDING, "JobPending"), (JobPhase.RUNNING, "JobRunning")])
+def test_dataset_importing(phase: JobPhase, reason: str) -> None:
+    status = dataset_status(DatasetStatus(), JobObservation(JOB, phase), None, T0)
+    assert condition(status, "Importing") == ("True", reason)
+    assert condition(status, "Ready") == ("False", "Importing")
+    assert status.version is None
+    assert needs_polling(started(status, 1))
+
+
+def test_dataset_imported() -> None:
+    status = dataset_status(DatasetStatus(), JobObservation(JOB, JobPhase.SUCCEEDED), import_result(), T0)
+    assert condition(status, "Ready") == ("True", "Imported")
+    assert condition(status, "Importing") == ("False", "Completed")
+    assert status.version == "sha256-abc"
+    assert status.report_uri == "s3://autovision/datasets/flowers/sha256-abc/report.json"
+    assert status.counts is not None
+    assert (status.counts.total, status.counts.rejected, status.counts.duplicates) == (100, 4, 5)
+    assert status.counts.per_label["rose"].validation == 5
+    assert status.counts.per_label["rose"].test == 0
+    ready = find_condition(status.conditions, "Ready")
+    assert ready is not None
+    assert "100 of 110 images" in ready.message
+    assert is_finished(status)
+    assert not needs_polling(started(status, 1))
+
+
+def test_dataset_success_without_readable_result_keeps_waiting() -> None:
+    job = JobObservation(JOB, JobPhase.SUCCEEDED)
+    status = dataset_status(DatasetStatus(), job, None, T0, error="latest.json does not exist")
+    assert condition(status, "Ready") == ("False", "ResultMissing")
+    assert status.version is None
+    assert not is_finished(status)
+
+
+@pytest.mark.parametrize(
+    ("job_reason", "reason"),
+    [
+        ("PodFailurePolicy", "InvalidInput"),
+        ("BackoffLimitExceeded", "BackoffLimitExceeded"),
+        ("DeadlineExceeded", "DeadlineExceeded"),
+        ("", "JobFailed"),
+    ],
+)
+def test_dataset_import_failed(job_reason: str, reason: str) -> None:
+    status = dataset_status(DatasetStatus(), failed(job_reason, "details"), None, T0)
+    assert condition(status, "Failed") == ("True", reason)
+    assert condition(status, "Ready") == ("False", reason)
+    assert condition(status, "Importing") == ("False", "Failed")
+    message = find_condition(status.conditions, "Failed")
+    assert message is not None
+    assert f"kubectl logs job/{JOB}" in message.message
+    assert is_finished(status)
+
+
+def test_missing_job_is_reported() -> None:
+    status = dataset_status(DatasetStatus(), JobObservation(JOB, JobPhase.MISSING), None, T0)
+    assert condition(status, "Ready") == ("False", "JobMissing")
+    assert not is_finished(status)
+
+
+# --- TrainingJob -------------------------------------------------------------------
+
+SEARCHING = {
+    "phase": "Searching",
+    "trials": {"done": 7, "running": 2, "pruned": 3},
+    "best": {"trial": 5, "architecture": "efficientnet_lite0", "metric": "validationAccuracy", "value": 0.91},
+    "milliNodeHoursUsed": 400,
+    "updatedAt": "2026-11-23T12:00:00+00:00",
+}
+ARTIFACTS = {
+    "model": "s3://autovision/runs/ml/flowers-run/u/model",
+    "evaluation": "s3://autovision/runs/ml/flowers-run/u/model/evaluation.json",
+    "tritonRepository": "s3://autovision/runs/ml/flowers-run/u/triton",
+}
+SUCCEEDED = SEARCHING | {
+    "phase": "Succeeded",
+    "trials": {"done": 12},
+    "milliNodeHoursUsed": 950,
+    "artifacts": ARTIFACTS,
+}
+SEARCH = "flowers-run-search"
+
+
+def train(phase: JobPhase, progress: dict[str, Any] | None, **kwargs: Any) -> TrainingJobStatus:
+    parsed = Progress.model_validate(progress) if progress else None
+    return training_status(TrainingJobStatus(), JobObservation(SEARCH, phase, **kwargs), parsed, 1000, T0)
+
+
+def test_search_waiting_for_pods() -> None:
+    status = train(JobPhase.PENDING, None)
+    assert condition(status, "Searching") == ("True", "JobPending")
+    assert condition(status, "Ready") == ("False", "Searching")
+
+
+def test_search_progress_is_copied_into_status() -> None:
+    status = train(JobPhase.RUNNING, SEARCHING)
+    assert condition(status, "Searching") == ("True", "Searching")
+    assert condition(status, "Ready") == ("False", "Searching")
+    assert (status.trials.done, status.trials.running, status.trials.pruned) == (7, 2, 3)
+    assert status.best is not None
+    assert status.best.value == 0.91
+    assert status.best.architecture == "efficientnet_lite0"
+    assert status.milli_node_hours_used == 400
+    assert status.artifacts is None
+    searching = find_condition(status.conditions, "Searching")
+    assert searching is not None
+    assert "400 of 1000 milli node-hours" in searching.message
+
+
+def test_search_succeeded_with_artifacts() -> None:
+    status = train(JobPhase.SUCCEEDED, SUCCEEDED)
+    assert condition(status, "Ready") == ("True", "Succeeded")
+    assert condition(status, "Searching") == ("False", "Completed")
+    assert status.artifacts is not None
+    assert status.artifacts.triton_repository == ARTIFACTS["tritonRepository"]
+    assert status.milli_node_hours_used == 950
+    assert status.trials.done == 12
+    assert is_finished(status)
+
+
+def test_search_success_without_final_progress_keeps_waiting() -> None:
+    status = train(JobPhase.SUCCEEDED, SEARCHING)
+    assert condition(status, "Ready") == ("False", "ResultMissing")
+    assert not is_finished(status)
+
+
+def test_finished_run_whose_job_was_cleaned_up_is_still_succeeded() -> None:
+    assert condition(train(JobPhase.MISSING, SUCCEEDED), "Ready") == ("True", "Succeeded")
+    assert condition(train(JobPhase.MISSING, SEARCHING), "Ready") == ("False", "JobMissing")
+
+
+def test_search_rejected_its_input() -> None:
+    status = train(JobPhase.FAILED, SEARCHING, reason="PodFailurePolicy", message="exit code 2")
+    assert condition(status, "Failed") == ("True", "InvalidInput")
+    assert condition(status, "Searching") == ("False", "Failed")
+    assert status.milli_node_hours_used == 400  # what was spent stays visible
+    assert is_finished(status)
+
+
+def test_search_ran_out_of_time() -> None:
+    status = train(JobPhase.FAILED, SEARCHING, reason="DeadlineExceeded", message="Job was active longer than")
+    assert condition(status, "Ready") == ("False", "DeadlineExceeded")
+
+
+def test_progress_keeps_the_best_trial_when_a_restart_has_none_yet() -> None:
+    first = train(JobPhase.RUNNING, SEARCHING)
+    restarted = Progress.model_validate({"phase": "Searching", "milliNodeHoursUsed": 410})
+    status = training_status(first, JobObservation(SEARCH, JobPhase.RUNNING), restarted, 1000, T1)
+    assert status.best == first.best
+
+
+# --- conditions and patches --------------------------------------------------------
+
+
+def test_same_observation_twice_changes_nothing() -> None:
+    job = JobObservation(SEARCH, JobPhase.RUNNING)
+    progress = Progress.model_validate(SEARCHING)
+    first = training_status(TrainingJobStatus(), job, progress, 1000, T0)
+    again = training_status(first, job, progress, 1000, T1)
+    assert status_patch(first, again) == {}
+
+
+def test_transition_time_moves_only_when_the_status_does() -> None:
+    pending = dataset_status(DatasetStatus(), JobObservation(JOB, JobPhase.PENDING), None, T0)
+    running = dataset_status(pending, JobObservation(JOB, JobPhase.RUNNING), None, T1)
+    importing = find_condition(running.conditions, "Importing")
+    assert importing is not None
+    assert importing.last_transition_time == T0  # still True, only the reason changed
+    done = dataset_status(running, JobObservation(JOB, JobPhase.SUCCEEDED), import_result(), T1)
+    ready = find_condition(done.conditions, "Ready")
+    assert ready is not None
+    assert ready.last_transition_time == T1
+
+
+def test_status_patch_carries_only_changes_in_wire_format() -> None:
+    old = started(DatasetStatus(), 1)
+    new = dataset_status(old, JobObservation(JOB, JobPhase.SUCCEEDED), import_result(), T0)
+    patch = status_patch(old, new)
+    assert set(patch) == {"conditions", "version", "counts", "reportUri"}
+    assert patch["counts"]["perLabel"]["daisy"] == {"train": 40, "validation": 5, "test": 5}
+    assert patch["conditions"][0]["lastTransitionTime"] == "2026-11-23T12:00:00Z"
+    assert status_patch(new, old)["version"] is None  # merge-patch deletion
+
+
+def test_waiting_reports_the_reason() -> None:
+    status = waiting(TrainingJobStatus(), "DatasetNotFound", "Dataset flowers not found in ml", T0)
+    assert condition(status, "Ready") == ("False", "DatasetNotFound")
+    assert not needs_polling(status)  # nothing started: the create handler retries, not the timer
+
+
+# --- spec changes ------------------------------------------------------------------
+
+RUN_SPEC = {"datasetRef": {"name": "flowers"}, "budgetMilliNodeHours": 1000, "artifactPolicy": "Retain"}
+
+
+def in_flight() -> TrainingJobStatus:
+    return started(train(JobPhase.RUNNING, SEARCHING), 1)
+
+
+def test_recorded_run_spec_round_trips() -> None:
+    annotations = {RUN_SPEC_ANNOTATION: run_spec_annotation(RUN_SPEC)}
+    assert run_spec(annotations) == RUN_SPEC
+    assert run_spec({}) is None
+
+
+def test_spec_changes_before_the_run_are_accepted() -> None:
+    status = TrainingJobStatus()
+    changed = RUN_SPEC | {"budgetMilliNodeHours": 2000}
+    assert spec_change(status, None, changed, "TrainingJob", T0) == status
+
+
+def test_spec_changes_during_the_run_are_refused() -> None:
+    changed = RUN_SPEC | {"budgetMilliNodeHours": 2000}
+    refused = spec_change(in_flight(), RUN_SPEC, changed, "TrainingJob", T0)
+    assert condition(refused, "SpecChangeRefused") == ("True", "RunInProgress")
+    found = find_condition(refused.conditions, "SpecChangeRefused")
+    assert found is not None
+    assert "spec.budgetMilliNodeHours changed" in found.message
+    assert "generation 1" in found.message
+    assert condition(refused, "Searching") == ("True", "Searching")  # the run goes on
+
+
+def test_spec_changes_after_the_run_are_refused() -> None:
+    done = started(train(JobPhase.SUCCEEDED, SUCCEEDED), 1)
+    refused = spec_change(done, RUN_SPEC, RUN_SPEC | {"resources": {"nodes": 2}}, "TrainingJob", T0)
+    assert condition(refused, "SpecChangeRefused") == ("True", "RunFinished")
+
+
+def test_putting_the_spec_back_clears_the_refusal() -> None:
+    refused = spec_change(in_flight(), RUN_SPEC, RUN_SPEC | {"budgetMilliNodeHours": 2000}, "TrainingJob", T0)
+    restored = spec_change(refused, RUN_SPEC, dict(RUN_SPEC), "TrainingJob", T1)
+    assert condition(restored, "SpecChangeRefused") == ("False", "SpecMatchesRun")
+    unchanged = in_flight()
+    assert spec_change(unchanged, RUN_SPEC, dict(RUN_SPEC), "TrainingJob", T0) == unchanged
+
+
+def test_deletion_settings_may_change_at_any_time() -> None:
+    status = in_flight()
+    assert spec_change(status, RUN_SPEC, RUN_SPEC | {"artifactPolicy": "Delete"}, "TrainingJob", T0) == status
+
+
+def test_changed_fields() -> None:
+    old = {"source": "s3://a", "task": "SingleLabel", "split": {"train": 80}}
+    new = {"source": "s3://b", "task": "SingleLabel", "split": {"train": 70}, "storageSecretRef": {"name": "s"}}
+    assert changed_fields(old, new) == ["spec.source", "spec.split", "spec.storageSecretRef"]
+    assert changed_fields(old, dict(old)) == []
