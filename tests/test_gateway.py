@@ -15,7 +15,13 @@ from autovision.client import predict_automl
 from autovision.embedded_s3 import free_port
 from autovision.preprocess import PreprocessConfig
 from autovision.serving import LocalTritonServer, PredictionError, predict, write_local_repository
-from autovision.serving.gateway import GatewayError, GatewayServer, build_predict_response, parse_predict_request
+from autovision.serving.gateway import (
+    GatewayConfig,
+    GatewayError,
+    GatewayServer,
+    build_predict_response,
+    parse_predict_request,
+)
 from tests.test_serving import encode_image, make_onnx_classifier
 
 LABELS = ["cat", "dog", "fox"]
@@ -69,7 +75,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Local
     write_local_repository(workdir / "repository", onnx_path, LABELS, PreprocessConfig(size=16))
     with (
         LocalTritonServer(workdir / "repository", work_dir=workdir / "triton") as server,
-        GatewayServer(server.http_url, free_port(), max_image_bytes=64 * 1024) as gateway,
+        GatewayServer(GatewayConfig(server.http_url, max_image_bytes=64 * 1024), free_port()) as gateway,
     ):
         yield server, gateway
 

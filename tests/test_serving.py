@@ -39,7 +39,10 @@ from autovision.serving import (
     predict,
     write_local_repository,
 )
+from autovision.serving.batch import BatchOptions, parse_csv_uris, prediction_record, shard_key
 from autovision.serving.client import Protocol
+from autovision.serving.cluster import write_cluster_repository
+from autovision.serving.model_config import InstanceKind
 from autovision.serving.tritonserver import free_ports, pytriton_tritonserver_dir, summarize_log
 
 LABELS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -174,6 +177,12 @@ def test_config_rejects_invalid_input(name: str, num_labels: int, max_batch_size
         build_config_pbtxt(name, num_labels, max_batch_size, multi_label=False)
 
 
+def test_config_instance_kind_is_a_parameter() -> None:
+    gpu = parse_config(build_config_pbtxt("m", 2, 4, False, instance_kind=InstanceKind.GPU))
+
+    assert [group.kind for group in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+
+
 # --- repository writer -------------------------------------------------------------
 
 
@@ -188,6 +197,7 @@ def test_repository_layout(tmp_path: Path, onnx_path: Path) -> None:
     assert model_dir == (tmp_path / "repo" / "autovision").resolve()
     assert sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*")) == [
         "1",
+        "1/backend_common.py",
         "1/model.onnx",
         "1/model.py",
         "1/preprocess.json",
@@ -271,18 +281,23 @@ FAKE_PB_UTILS = SimpleNamespace(
 )
 
 
-def load_backend(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Import the written model.py the way Triton's stub does, and initialize it."""
+def load_backend_module(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import a written model.py the way Triton's stub does."""
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", FAKE_PB_UTILS)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    name = "autovision_backend_under_test"
+    name = f"autovision_backend_under_test_{model_dir.name}"
     spec = importlib.util.spec_from_file_location(name, model_dir / "1" / "model.py")
     assert spec is not None
     assert spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
-    model = module.TritonPythonModel()
+    return module
+
+
+def load_backend(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Import a written model.py the way Triton's stub does, and initialize it."""
+    model = load_backend_module(model_dir, monkeypatch).TritonPythonModel()
     config = parse_config((model_dir / "config.pbtxt").read_text())
     model.initialize(
         {
@@ -307,12 +322,14 @@ class CountingSession:
 
 
 @pytest.fixture
-def clean_preprocess_import() -> Iterator[None]:
+def clean_backend_imports() -> Iterator[None]:
+    """Forget the repository's sibling modules, which the backends import by bare name."""
     yield
-    sys.modules.pop("preprocess", None)
+    for name in ("preprocess", "backend_common"):
+        sys.modules.pop(name, None)
 
 
-@pytest.mark.usefixtures("clean_preprocess_import")
+@pytest.mark.usefixtures("clean_backend_imports")
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_backend_batches_requests_and_isolates_bad_images(
     tmp_path: Path, onnx_path: Path, monkeypatch: pytest.MonkeyPatch, multi_label: bool
@@ -336,6 +353,197 @@ def test_backend_batches_requests_and_isolates_bad_images(
     assert responses[0].error is None
     assert responses[2].error is None
     np.testing.assert_allclose(served, expected, atol=1e-6)
+
+
+# --- the cluster layout: an ensemble for NVIDIA's official Triton image ----------
+
+CLUSTER_MODELS = ["autovision", "autovision_onnx", "autovision_postprocess", "autovision_preprocess"]
+
+
+@pytest.fixture
+def cluster_dirs(tmp_path: Path, onnx_path: Path) -> dict[str, Path]:
+    return write_cluster_repository(tmp_path / "cluster", onnx_path, LABELS, PREPROCESS, max_batch_size=8)
+
+
+def cluster_config(model_dir: Path, name: str = "config.pbtxt") -> Any:
+    return parse_config((model_dir / name).read_text())
+
+
+def test_cluster_layout_files(cluster_dirs: dict[str, Path], onnx_path: Path) -> None:
+    repository = cluster_dirs["autovision"].parent
+
+    assert sorted(p.name for p in repository.iterdir()) == CLUSTER_MODELS
+    assert sorted(p.name for p in repository.parent.iterdir()) == ["cluster"], "no staging left behind"
+    files = sorted(str(p.relative_to(repository)) for p in repository.rglob("*") if p.is_file())
+    assert files == [
+        "autovision/1/.keep",
+        "autovision/config.pbtxt",
+        "autovision/labels.txt",
+        "autovision_onnx/1/model.onnx",
+        "autovision_onnx/config.pbtxt",
+        "autovision_onnx/configs/cpu.pbtxt",
+        "autovision_onnx/configs/gpu.pbtxt",
+        "autovision_postprocess/1/backend_common.py",
+        "autovision_postprocess/1/model.py",
+        "autovision_postprocess/config.pbtxt",
+        "autovision_preprocess/1/backend_common.py",
+        "autovision_preprocess/1/model.py",
+        "autovision_preprocess/1/preprocess.json",
+        "autovision_preprocess/1/preprocess.py",
+        "autovision_preprocess/config.pbtxt",
+    ]
+    assert (repository / "autovision_onnx/1/model.onnx").read_bytes() == onnx_path.read_bytes()
+    shipped = (repository / "autovision_preprocess/1/preprocess.py").read_bytes()
+    assert shipped == Path(autovision.preprocess.__file__).read_bytes()
+    assert (repository / "autovision/labels.txt").read_text().splitlines() == LABELS
+
+
+def test_cluster_ensemble_has_the_local_interface(
+    cluster_dirs: dict[str, Path], tmp_path: Path, onnx_path: Path
+) -> None:
+    ensemble = cluster_config(cluster_dirs["autovision"])
+    local = parse_config(build_config_pbtxt("autovision", len(LABELS), 8, multi_label=False))
+
+    assert ensemble.platform == "ensemble"
+    assert ensemble.max_batch_size == local.max_batch_size
+    assert list(ensemble.input) == list(local.input)
+    assert list(ensemble.output) == list(local.output), "IMAGE bytes in, SCORES with label_filename out"
+    assert not ensemble.HasField("dynamic_batching"), "composing models batch, ensembles may not"
+
+
+def test_cluster_ensemble_steps_are_wired_to_their_models(cluster_dirs: dict[str, Path]) -> None:
+    ensemble = cluster_config(cluster_dirs["autovision"])
+    configs = {name: cluster_config(path) for name, path in cluster_dirs.items()}
+    # Each ensemble tensor: its (data_type, dims), starting from the ensemble's inputs.
+    tensors = {t.name: (t.data_type, list(t.dims)) for t in ensemble.input}
+
+    for step in ensemble.ensemble_scheduling.step:
+        composing = configs[step.model_name]
+        assert composing.max_batch_size == ensemble.max_batch_size
+        inputs = {t.name: (t.data_type, list(t.dims)) for t in composing.input}
+        outputs = {t.name: (t.data_type, list(t.dims)) for t in composing.output}
+        assert set(step.input_map) == set(inputs), step.model_name
+        for model_tensor, ensemble_tensor in step.input_map.items():
+            assert tensors[ensemble_tensor] == inputs[model_tensor], (step.model_name, model_tensor)
+        for model_tensor, ensemble_tensor in step.output_map.items():
+            tensors[ensemble_tensor] = outputs[model_tensor]
+
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [
+        "autovision_preprocess",
+        "autovision_onnx",
+        "autovision_postprocess",
+    ]
+    (scores,) = ensemble.output
+    assert tensors[scores.name] == (scores.data_type, list(scores.dims))
+    assert configs["autovision_preprocess"].output[0].dims == [3, PREPROCESS.size, PREPROCESS.size]
+    assert configs["autovision_postprocess"].parameters["multi_label"].string_value == "false"
+
+
+def test_cluster_models_batch_and_run_where_they_should(cluster_dirs: dict[str, Path]) -> None:
+    kinds = model_config_pb2.ModelInstanceGroup
+    onnx_dir = cluster_dirs["autovision_onnx"]
+    onnx_config = cluster_config(onnx_dir)
+
+    assert onnx_config.platform == "onnxruntime_onnx"
+    assert (onnx_config.input[0].name, onnx_config.output[0].name) == ("input", "logits")
+    assert [g.kind for g in onnx_config.instance_group] == [kinds.KIND_GPU]
+    assert [g.kind for g in cluster_config(onnx_dir, "configs/cpu.pbtxt").instance_group] == [kinds.KIND_CPU]
+    assert [g.kind for g in cluster_config(onnx_dir, "configs/gpu.pbtxt").instance_group] == [kinds.KIND_GPU]
+    for name in ("autovision_preprocess", "autovision_postprocess"):
+        assert [g.kind for g in cluster_config(cluster_dirs[name]).instance_group] == [kinds.KIND_CPU], name
+    for name in ("autovision_preprocess", "autovision_onnx", "autovision_postprocess"):
+        batching = cluster_config(cluster_dirs[name]).dynamic_batching
+        assert list(batching.preferred_batch_size) == [2, 4, 8], name
+        assert batching.max_queue_delay_microseconds > 0
+
+
+def test_cluster_instance_kind_cpu_and_mismatched_onnx_models(tmp_path: Path, onnx_path: Path) -> None:
+    cpu = write_cluster_repository(tmp_path / "cpu", onnx_path, LABELS, PREPROCESS, instance_kind=InstanceKind.CPU)
+    kinds = [g.kind for g in cluster_config(cpu["autovision_onnx"]).instance_group]
+    assert kinds == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+
+    with pytest.raises(RepositoryError, match="outputs 5 classes but there are 2 labels"):
+        write_cluster_repository(tmp_path / "bad", onnx_path, ["a", "b"], PREPROCESS)
+    assert not (tmp_path / "bad").exists()
+    static = make_onnx_classifier(tmp_path / "static.onnx", len(LABELS))
+    model = onnx.load(static)
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], (32, 32), strict=True):
+        dim.dim_value = value
+    onnx.save(model, static)
+    with pytest.raises(RepositoryError, match=r"takes \(3, 32, 32\) but the preprocessing makes \(3, 24, 24\)"):
+        write_cluster_repository(tmp_path / "bad", static, LABELS, PREPROCESS)
+
+
+@pytest.mark.usefixtures("clean_backend_imports")
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_cluster_steps_compute_what_the_local_model_serves(
+    tmp_path: Path, onnx_path: Path, monkeypatch: pytest.MonkeyPatch, multi_label: bool
+) -> None:
+    """preprocess -> ONNX Runtime (what the onnxruntime backend runs) -> postprocess equals the local model."""
+    local = load_backend(
+        write_local_repository(tmp_path / "local", onnx_path, LABELS, PREPROCESS, multi_label=multi_label), monkeypatch
+    )
+    cluster = write_cluster_repository(tmp_path / "cluster", onnx_path, LABELS, PREPROCESS, multi_label=multi_label)
+    preprocess_model = load_backend(cluster["autovision_preprocess"], monkeypatch)
+    postprocess_model = load_backend(cluster["autovision_postprocess"], monkeypatch)
+    session = ort.InferenceSession(str(cluster["autovision_onnx"] / "1" / "model.onnx"))
+    requests = [
+        fake_request(encode_image("PNG", 20), encode_image("JPEG", 21)),
+        fake_request(b"not an image"),
+        fake_request(encode_image("PNG", 22)),
+    ]
+
+    expected = local.execute(requests)
+    pixels = preprocess_model.execute(requests)
+    good = [0, 2]
+    logits = [session.run(["logits"], {"input": pixels[i].output_tensors[0].array})[0] for i in good]
+    scores = postprocess_model.execute([{"LOGITS": FakeTensor("LOGITS", array)} for array in logits])
+
+    assert pixels[1].error.code == "INVALID_ARG"
+    assert pixels[1].error.message == expected[1].error.message
+    assert [pixels[i].output_tensors[0].tensor_name for i in good] == ["PIXELS", "PIXELS"]
+    for response, index in zip(scores, good, strict=True):
+        assert response.output_tensors[0].tensor_name == "SCORES"
+        np.testing.assert_allclose(response.output_tensors[0].array, expected[index].output_tensors[0].array, atol=1e-6)
+
+
+@pytest.mark.usefixtures("clean_backend_imports")
+def test_local_backend_uses_cpu_unless_a_gpu_instance_has_cuda(
+    tmp_path: Path, onnx_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = load_backend_module(write_local_repository(tmp_path, onnx_path, LABELS, PREPROCESS), monkeypatch)
+
+    assert module.execution_providers({"model_instance_kind": "CPU"}) == ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    gpu = module.execution_providers({"model_instance_kind": "GPU", "model_instance_device_id": "1"})
+    assert gpu == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+
+
+# --- batch prediction's pure parts --------------------------------------------------
+
+
+def test_batch_csv_lists_first_column_relative_to_the_csv() -> None:
+    text = "uri,label\nimages/a.png,cat\n\n s3://other/b.jpg \n/abs/c.png\nuri.png\n"
+
+    assert parse_csv_uris(text, "s3://bucket/jobs/list.csv") == [
+        "s3://bucket/jobs/images/a.png",
+        "s3://other/b.jpg",
+        "/abs/c.png",
+        "s3://bucket/jobs/uri.png",
+    ]
+    assert parse_csv_uris("a.png\n", "/data/list.csv") == ["/data/a.png"], "no header: the first row is an image"
+
+
+def test_batch_record_holds_top_k_above_the_threshold() -> None:
+    scores = np.array([0.1, 0.6, 0.05, 0.25], dtype=np.float32)
+
+    record = prediction_record("u", scores, ["a", "b", "c", "d"], BatchOptions(top_k=3, score_threshold=0.2))
+
+    assert record == {
+        "uri": "u",
+        "predictions": [{"label": "b", "score": pytest.approx(0.6)}, {"label": "d", "score": pytest.approx(0.25)}],
+    }
+    assert shard_key(3, 12) == "predictions-00003-of-00012.jsonl"
 
 
 # --- a real tritonserver -----------------------------------------------------------

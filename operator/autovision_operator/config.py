@@ -7,6 +7,9 @@ with ``toJson`` (lists, maps) arrive as JSON; empty strings mean "not set".
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
 from typing import Annotated, Any, Literal
 
 import kopf
@@ -25,10 +28,16 @@ from autovision.storage import StorageError, split_uri
 WATCH_SERVER_TIMEOUT_SECONDS = 270.0
 WATCH_CLIENT_TIMEOUT_SECONDS = 300.0
 CONNECT_TIMEOUT_SECONDS = 30.0
+# A resource deleted while its timer runs keeps kopf's finalizer until the timer
+# returns; kopf checks again after this long (its default is a minute).
+TIMER_EXIT_POLLING_SECONDS = 1.0
 # Where kopf keeps its own bookkeeping on our resources: annotations under our
 # domain, not ``status.kopf`` (the CRDs' structural schemas would prune it).
 ANNOTATION_PREFIX = "autovision.dev"
 FINALIZER = "autovision.dev/artifacts"
+# NVIDIA's official Triton image (ONNX Runtime and Python backends), pinned: a
+# serving pod must not change its server under a running model on a re-pull.
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
 
 
 class OperatorConfig(BaseSettings):
@@ -60,6 +69,12 @@ class OperatorConfig(BaseSettings):
     )
     trainer_image: str = Field(description="Image of the import and training Jobs.")
     trainer_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    triton_image: str = Field(default=TRITON_IMAGE, description="Image of the Triton server in serving pods.")
+    gateway_image: str | None = Field(
+        default=None,
+        description="Image of the AutoML JSON gateway beside Triton; empty means the trainer image, "
+        "which ships the autovision package and its serving extras.",
+    )
     image_pull_secrets: list[LocalObjectReference] = Field(default=[], description="Pull secrets of every Job pod.")
     gpu_node_selector: dict[str, str] = Field(default={}, description="Node selector of GPU pods a spec leaves empty.")
     gpu_tolerations: list[Toleration] = Field(default=[], description="Tolerations of GPU pods a spec leaves empty.")
@@ -67,7 +82,9 @@ class OperatorConfig(BaseSettings):
     retry_delay_seconds: float = Field(default=10.0, gt=0, description="First delay before retrying a bad reference.")
     retry_delay_max_seconds: float = Field(default=300.0, gt=0, description="Longest delay between such retries.")
 
-    @field_validator("storage_endpoint", "storage_secret", "liveness_endpoint", "metrics_port", mode="before")
+    @field_validator(
+        "storage_endpoint", "storage_secret", "liveness_endpoint", "metrics_port", "gateway_image", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """Helm renders an unset value as an empty string."""
@@ -100,9 +117,24 @@ class OperatorConfig(BaseSettings):
             overrides["s3_endpoint_url"] = self.storage_endpoint
         return Settings(**overrides)
 
+    @property
+    def serving_gateway_image(self) -> str:
+        """The gateway's image: its own if configured, else the trainer image."""
+        return self.gateway_image or self.trainer_image
+
     def retry_delay(self, retry: int) -> float:
         """Exponential backoff for waiting on a bad reference: 1x, 2x, 4x ... up to the cap."""
         return float(min(self.retry_delay_seconds * 2 ** min(retry, 16), self.retry_delay_max_seconds))
+
+
+def peering_priority(pod_id: str | None) -> int:
+    """A priority distinct per replica: kopf pauses every peer sharing the highest one.
+
+    Derived from the pod name (the chart sets POD_ID), so a restarted pod keeps it;
+    a process without one draws a random priority.
+    """
+    seed = pod_id or uuid.uuid4().hex
+    return int(hashlib.sha256(seed.encode()).hexdigest(), 16) % 32768
 
 
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -112,10 +144,12 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
     settings.watching.connect_timeout = CONNECT_TIMEOUT_SECONDS
     settings.networking.connect_timeout = CONNECT_TIMEOUT_SECONDS
+    settings.background.cancellation_polling = TIMER_EXIT_POLLING_SECONDS
     # Several replicas elect one active operator through KopfPeering objects of this
     # name; without the peering CRDs installed, kopf runs standalone with a warning.
     settings.peering.name = "autovision"
     settings.peering.clusterwide = not config.watch_namespaces
+    settings.peering.priority = peering_priority(os.environ.get("POD_ID"))
     # Only the events the handlers post on purpose (kopf.info/warn), not every log line.
     settings.posting.loggers = False
     settings.posting.reporting_component = "autovision-operator"

@@ -10,7 +10,8 @@ the pure status mapping (``status``):
 * a spec change after the run started gets a SpecChangeRefused condition.
 
 Every step is safe to repeat: children have deterministic names, an existing
-child is adopted, and status is recomputed from what exists.
+child is adopted, and status is recomputed from what exists. ModelDeployments
+are served by ``serving_handlers``, registered here too.
 """
 
 from __future__ import annotations
@@ -29,12 +30,10 @@ from autovision.resources import (
     ArtifactPolicy,
     ConditionStatus,
     Dataset,
-    DatasetStatus,
     ModelDeployment,
     ResourceError,
     ResourceStatus,
     TrainingJob,
-    TrainingJobStatus,
     find_condition,
     parse_resource,
 )
@@ -75,6 +74,7 @@ DATASETS = (GROUP, VERSION, Dataset.info.plural)
 TRAINING_JOBS = (GROUP, VERSION, TrainingJob.info.plural)
 STORAGE_ERRORS = (StorageError, ValidationError, OSError, KeyError)
 ResourceT = TypeVar("ResourceT", Dataset, TrainingJob)
+ParsedT = TypeVar("ParsedT", Dataset, TrainingJob, ModelDeployment)
 StatusT = TypeVar("StatusT", bound=ResourceStatus)
 # What kopf hands to handlers as ``logger``.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -99,13 +99,12 @@ def _now() -> dt.datetime:
 # --- shared steps -------------------------------------------------------------
 
 
-def _load(model: type[ResourceT], body: kopf.Body, patch: kopf.Patch) -> ResourceT:
+def _load(model: type[ParsedT], body: kopf.Body, patch: kopf.Patch) -> ParsedT:
     """Parse the resource; an invalid one gets an InvalidSpec condition and no retry."""
     try:
         resource = parse_resource(body)
     except ResourceError as error:
-        status_model = DatasetStatus if model is Dataset else TrainingJobStatus
-        current = status_model.model_validate(body.get("status") or {})
+        current = ResourceStatus.model_validate(body.get("status") or {})
         _write(patch, current, waiting(current, "InvalidSpec", str(error), _now()))
         kopf.warn(body, reason="InvalidSpec", message=str(error))
         raise kopf.PermanentError(str(error)) from None
@@ -127,10 +126,15 @@ def _wait(
     The event is posted when the reason first appears, not on every retry.
     """
     _write(patch, current, waiting(current, reason, message, _now()))
+    _warn_once(body, current, reason, message)
+    raise kopf.TemporaryError(message, delay=delay)
+
+
+def _warn_once(body: kopf.Body, current: ResourceStatus, reason: str, message: str) -> None:
+    """A warning event when the Ready condition's reason first becomes ``reason``, not on every retry."""
     previous = ready_condition(current)
     if previous is None or previous.reason != reason:
         kopf.warn(body, reason=reason, message=message)
-    raise kopf.TemporaryError(message, delay=delay)
 
 
 def _ensure_job(context: Context, body: kopf.Body, job: dict[str, Any]) -> dict[str, Any]:
@@ -397,6 +401,9 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     A registry per call, rather than decorators at import, lets the interval come
     from the configuration and lets tests run exactly the operator ``main`` runs.
     """
+    # Imported here: the serving handlers build on this module's shared steps.
+    from autovision_operator import serving_handlers
+
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -415,4 +422,5 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         kopf.on.update(*resource, field="spec", registry=registry)(refuse)
         kopf.on.delete(*resource, optional=True, registry=registry)(forget)
     kopf.on.delete(*TRAINING_JOBS, when=_deletes_artifacts, retries=10, registry=registry)(delete_artifacts)
+    serving_handlers.register(registry, interval)
     return registry

@@ -10,17 +10,28 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import kubernetes
-from kubernetes.client import ApiClient, BatchV1Api, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    AutoscalingV2Api,
+    BatchV1Api,
+    Configuration,
+    CoreV1Api,
+    CustomObjectsApi,
+    PolicyV1Api,
+)
 from kubernetes.client.exceptions import ApiException
 
 from autovision.resources import GROUP, VERSION
 
 NOT_FOUND = 404
 CONFLICT = 409
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class ChildConflictError(RuntimeError):
@@ -68,13 +79,51 @@ def is_owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(reference.get("uid") == uid and reference.get("controller") for reference in references)
 
 
+@dataclass(frozen=True)
+class ChildApi:
+    """The client methods of one kind of namespaced child: read, create, patch, delete."""
+
+    read: Callable[..., Any]
+    create: Callable[..., Any]
+    patch: Callable[..., Any]
+    delete: Callable[..., Any]
+
+
 class Kube:
-    """Reads and idempotent creates of the operator's children and references."""
+    """Reads and idempotent creates of the operator's children and references; patches and deletes of serving ones."""
 
     def __init__(self, client: ApiClient) -> None:
         self.batch = BatchV1Api(client)
         self.core = CoreV1Api(client)
         self.custom = CustomObjectsApi(client)
+        apps, policy, autoscaling = AppsV1Api(client), PolicyV1Api(client), AutoscalingV2Api(client)
+        # The serving children, by kind.
+        self.children = {
+            "Deployment": ChildApi(
+                apps.read_namespaced_deployment,
+                apps.create_namespaced_deployment,
+                apps.patch_namespaced_deployment,
+                apps.delete_namespaced_deployment,
+            ),
+            "Service": ChildApi(
+                self.core.read_namespaced_service,
+                self.core.create_namespaced_service,
+                self.core.patch_namespaced_service,
+                self.core.delete_namespaced_service,
+            ),
+            "PodDisruptionBudget": ChildApi(
+                policy.read_namespaced_pod_disruption_budget,
+                policy.create_namespaced_pod_disruption_budget,
+                policy.patch_namespaced_pod_disruption_budget,
+                policy.delete_namespaced_pod_disruption_budget,
+            ),
+            "HorizontalPodAutoscaler": ChildApi(
+                autoscaling.read_namespaced_horizontal_pod_autoscaler,
+                autoscaling.create_namespaced_horizontal_pod_autoscaler,
+                autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+                autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+            ),
+        }
 
     @classmethod
     def connect(cls) -> Kube:
@@ -116,6 +165,38 @@ class Kube:
                 GROUP, VERSION, namespace, plural, _plain(obj), _preload_content=False
             ),
         )
+
+    def read_child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A serving child (Deployment, Service, PodDisruptionBudget, HorizontalPodAutoscaler), or None."""
+        api = self.children[kind]
+        return _read(lambda: api.read(name, namespace, _preload_content=False))
+
+    def ensure_child(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create a serving child unless it exists; return it and whether this call created it."""
+        namespace, name = _identity(obj)
+        api = self.children[obj["kind"]]
+        return _ensure(
+            obj,
+            read=lambda: self.read_child(obj["kind"], namespace, name),
+            create=lambda: api.create(namespace, _plain(obj), _preload_content=False),
+        )
+
+    def patch_child(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply a JSON merge patch (RFC 7386) to a serving child; return the child as patched."""
+        api = self.children[kind]
+        return _decode(api.patch(name, namespace, dict(patch), _content_type=MERGE_PATCH, _preload_content=False))
+
+    def delete_child(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+        """Delete a serving child if it exists and this owner controls it; return whether it was deleted.
+
+        The uid precondition makes sure a namesake created meanwhile is not the one deleted.
+        """
+        existing = self.read_child(kind, namespace, name)
+        if existing is None or not is_owned_by(existing, owner_uid):
+            return False
+        options = {"preconditions": {"uid": existing["metadata"]["uid"]}}
+        api = self.children[kind]
+        return _read(lambda: api.delete(name, namespace, body=options, _preload_content=False)) is not None
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[str, str]:

@@ -16,14 +16,14 @@ from typing import Any
 
 from autovision.client import AutoMLPrediction, predict_automl
 from autovision.data.digits import write_digits_zip
-from autovision.data.importer import ImportResult, import_zip
+from autovision.data.importer import ImportResult, import_dataset
 from autovision.data.manifest import ImageRecord
 from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.pipeline import RunLocation, local_run_uid, train_evaluate_export
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.serving import LocalTritonServer, Prediction, predict
-from autovision.serving.gateway import GatewayServer
+from autovision.serving.gateway import GatewayConfig, GatewayServer
 from autovision.settings import Settings
 from autovision.storage import Storage, open_uri
 from autovision.train.trainer import TrainConfig
@@ -76,7 +76,7 @@ def serve_and_predict(storage: Storage, run: RunLocation, image: ImageRecord, wo
         data = handle.read()
     with (
         LocalTritonServer(repository, work_dir=workdir / "triton") as server,
-        GatewayServer(server.http_url, free_port()) as gateway,
+        GatewayServer(GatewayConfig(server.http_url), free_port()) as gateway,
     ):
         return Served(
             kserve={
@@ -100,7 +100,7 @@ def run_local_path(
     config = config or TrainConfig()
     preprocess = PreprocessConfig()
     reporter.stage("Importing dataset", total=1)
-    dataset = import_zip(source, dataset_name, storage)
+    dataset = import_dataset(source, dataset_name, storage)
     reporter.update(1, f"{len(dataset.records)} images, version {dataset.version}")
     run = RunLocation("local", dataset_name, local_run_uid(dataset.version, config, preprocess))
     card = train_evaluate_export(

@@ -380,7 +380,13 @@ class Artifacts(StatusModel):
     model: str | None = Field(default=None, description="URI of the exported model files.")
     evaluation: str | None = Field(default=None, description="URI of evaluation.json (test split).")
     report: str | None = Field(default=None, description="URI of the HTML model report.")
-    triton_repository: str | None = Field(default=None, description="URI of the Triton model repository.")
+    triton_repository: str | None = Field(
+        default=None, description="URI of the local Triton model repository (Python backend only)."
+    )
+    triton_cluster_repository: str | None = Field(
+        default=None,
+        description="URI of the Triton repository for NVIDIA's image (ensemble with the ONNX Runtime backend).",
+    )
 
 
 class TrainingJobStatus(ResourceStatus):

@@ -13,7 +13,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from autovision.data.importer import DatasetImportError, SplitSettings, import_zip
+from autovision.data.importer import DatasetImportError, SplitSettings
+from autovision.data.importer import import_dataset as import_source
 from autovision.pipeline import RunLocation, train_evaluate_export
 from autovision.progress import LogReporter
 from autovision.storage import Storage, StorageError
@@ -38,7 +39,7 @@ def import_dataset(
     if task != "SingleLabel":
         _bad_input(f"task {task} is not supported by this trainer version yet")
     try:
-        result = import_zip(source, name, Storage.from_settings(), SplitSettings(train, validation, test, seed))
+        result = import_source(source, name, Storage.from_settings(), SplitSettings(train, validation, test, seed))
     except (DatasetImportError, StorageError) as error:
         _bad_input(str(error))
     logging.info("imported %s version %s (%d images)", name, result.version, len(result.records))

@@ -7,37 +7,61 @@ The chart name, overridable with nameOverride.
 
 {{/*
 Full name of the release's objects: the release name, prefixed with the chart
-name unless the release name already contains it. Truncated to 63 characters,
-the limit of DNS labels.
+name unless the release name already contains it. Truncated to 55 characters so
+that the longest suffix added to it ("-storage") still fits a DNS label (63).
 */}}
 {{- define "autovision.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
 {{- else if contains (include "autovision.name" .) .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- .Release.Name | trunc 55 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name (include "autovision.name" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name (include "autovision.name" .) | trunc 55 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 
 {{/*
-Labels of every object the release owns.
+Labels of every object the release owns, without the component.
 */}}
-{{- define "autovision.labels" -}}
+{{- define "autovision.commonLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "autovision.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "autovision.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: autovision
 {{- end }}
 
 {{/*
+Labels of the operator's objects.
+*/}}
+{{- define "autovision.labels" -}}
+{{ include "autovision.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
 Labels selecting the operator's pods; never change them, Deployments cannot.
 */}}
 {{- define "autovision.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "autovision.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: operator
+{{ include "autovision.componentSelectorLabels" (dict "context" . "component" "operator") }}
+{{- end }}
+
+{{/*
+Labels of another component's objects. Call with (dict "context" $ "component" "storage").
+*/}}
+{{- define "autovision.componentLabels" -}}
+{{ include "autovision.commonLabels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Labels selecting another component's pods. Call with (dict "context" $ "component" "storage").
+*/}}
+{{- define "autovision.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "autovision.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
@@ -57,4 +81,140 @@ Call with (dict "image" .Values.x.image "context" $).
 */}}
 {{- define "autovision.image" -}}
 {{- printf "%s:%s" .image.repository (default .context.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{/*
+Name of the bundled object storage's Service, Deployment, PVC and Secret.
+*/}}
+{{- define "autovision.storageName" -}}
+{{- printf "%s-storage" (include "autovision.fullname" .) }}
+{{- end }}
+
+{{/*
+The S3 port of the bundled object storage.
+*/}}
+{{- define "autovision.storagePort" -}}
+8333
+{{- end }}
+
+{{/*
+The S3 endpoint every component uses: the bundled storage's Service, or storage.endpoint.
+*/}}
+{{- define "autovision.storageEndpoint" -}}
+{{- if .Values.storage.bundled.enabled }}
+{{- printf "http://%s.%s.svc:%s" (include "autovision.storageName" .) .Release.Namespace (include "autovision.storagePort" .) }}
+{{- else }}
+{{- .Values.storage.endpoint }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret with the operator's AWS_* storage credentials: the bundled storage's, or storage.credentialsSecret.
+*/}}
+{{- define "autovision.storageSecret" -}}
+{{- if .Values.storage.bundled.enabled }}
+{{- include "autovision.storageName" . }}
+{{- else }}
+{{- .Values.storage.credentialsSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level security context of every pod of the chart: Pod Security Standard
+"restricted". 65532 is the non-root user of the AutoVision images.
+*/}}
+{{- define "autovision.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Container-level security context of every container of the chart ("restricted").
+*/}}
+{{- define "autovision.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{/*
+What the operator may do in the API, and nothing more: no wildcards, no verb the
+code does not use. tests/test_rbac.py derives these rules from the operator's
+code (its kopf handlers, its kubernetes client calls, kopf's peering and event
+posting) and fails, naming the missing and unused rules, when they drift apart.
+Call with (dict "clusterwide" true|false): kopf keeps its peering in a
+cluster-scoped ClusterKopfPeering when it serves all namespaces, else in a
+KopfPeering in each served namespace.
+*/}}
+{{- define "autovision.rbacRules" -}}
+# kopf watches the resources it has handlers for, and patches them (finalizers,
+# its bookkeeping annotations) and their status subresource. The operator also
+# reads them: a TrainingJob's Dataset, a ModelDeployment's TrainingJob.
+- apiGroups: ["autovision.dev"]
+  resources: ["datasets", "trainingjobs", "modeldeployments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["autovision.dev"]
+  resources: ["datasets/status", "trainingjobs/status", "modeldeployments/status"]
+  verbs: ["patch"]
+# Children carry owner references with blockOwnerDeletion, which the
+# OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) only
+# allows with update on the owner's finalizers.
+- apiGroups: ["autovision.dev"]
+  resources: ["datasets/finalizers", "trainingjobs/finalizers", "modeldeployments/finalizers"]
+  verbs: ["update"]
+# spec.deploy of a TrainingJob: create (or adopt) its ModelDeployment.
+- apiGroups: ["autovision.dev"]
+  resources: ["modeldeployments"]
+  verbs: ["create"]
+# Import and search Jobs: created once, then read back by the status timer.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
+# Serving: the Triton Deployment, its Service, disruption budget and autoscaler
+# of each ModelDeployment, created, updated in place and removed when unused.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "create", "patch", "delete"]
+# Whether a Dataset's storageSecretRef exists (its data is never read).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Events about handler progress and errors (kopf.info / kopf.warn).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# kopf peering: which operator replica is active.
+- apiGroups: ["kopf.dev"]
+  resources: [{{ ternary "clusterkopfpeerings" "kopfpeerings" .clusterwide | quote }}]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
+
+{{/*
+Fail early, with one readable message, on value combinations that cannot work.
+*/}}
+{{- define "autovision.validate" -}}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.peering.enabled) }}
+{{- fail "operator.replicas > 1 needs operator.peering.enabled: without kopf peering every replica would reconcile at once" }}
+{{- end }}
+{{- if and .Values.storage.bundled.enabled (or .Values.storage.endpoint .Values.storage.credentialsSecret) }}
+{{- fail "storage.bundled.enabled sets the storage endpoint and credentials itself: leave storage.endpoint and storage.credentialsSecret empty" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
+{{- end }}
 {{- end }}

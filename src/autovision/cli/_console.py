@@ -49,5 +49,5 @@ def progress_display() -> Progress:
 
 def fail(message: str) -> NoReturn:
     """Print one readable error line and exit non-zero."""
-    errors.print(f"[red]error:[/red] {message}")
+    errors.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(code=1)

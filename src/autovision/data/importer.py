@@ -1,77 +1,47 @@
-"""Import a zip of label folders into an immutable, content-addressed dataset version.
+"""Import a zip, CSV index or storage prefix into an immutable, content-addressed dataset version.
 
-Two passes over the archive keep memory flat: the first decodes and hashes every
-entry (keeping only metadata), the second copies the kept images into storage.
-The manifest is written last, so a version without one is incomplete and ignored.
+Two passes keep memory flat: the first streams every file once to validate, hash
+and fingerprint it (keeping only metadata), the second copies the kept images
+into storage a bounded chunk at a time. Everything that can refuse the import is
+decided before the first write, and the manifest is written last: a version
+without one is incomplete, ignored by readers, and finished by the next import.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import posixpath
-import re
-import zipfile
-from collections import Counter, defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from autovision.data.batching import bounded_batches
+from autovision.data.curate import DistinctImage, Entry, assign_splits, content_version, curate
+from autovision.data.inspection import inspect_all
+from autovision.data.manifest import ImageRecord, SplitName, dataset_prefix, encode_manifest, latest_key
+from autovision.data.near_duplicates import find_near_duplicates
+from autovision.data.report import ImportFindings, build_report, check_trainable
+from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
+from autovision.data.sources import Source, open_source
+from autovision.data.split import SplitSettings
+from autovision.progress import Reporter
+from autovision.resources import Task
+from autovision.storage import Storage, StorageError
 
-from autovision.data.manifest import (
-    SPLITS,
-    ImageRecord,
-    SplitName,
-    dataset_prefix,
-    encode_manifest,
-)
-from autovision.data.split import stratified_split
-from autovision.storage import Storage, open_uri
+__all__ = [
+    "DatasetImportError",
+    "ImportLimits",
+    "ImportResult",
+    "SplitSettings",
+    "Task",
+    "import_dataset",
+    "load_report",
+]
 
-ALLOWED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "ICO": "ico", "WEBP": "webp"}
-LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,32}$")
-SPLIT_FOLDERS: dict[str, SplitName] = {
-    "train": "train",
-    "validation": "validation",
-    "val": "validation",
-    "test": "test",
-}
-MAX_IMAGE_BYTES = 30 * 1024 * 1024
-MAX_TOTAL_BYTES = 20 * 1024**3
-MAX_COMPRESSION_RATIO = 200
-MIN_IMAGES_PER_LABEL = 10
-
-ProgressCallback = Callable[[int, int], None]
-
-
-class DatasetImportError(ValueError):
-    """The whole import is refused; the message says why in one line."""
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    """Integer percentages and seed of the automatic split."""
-
-    train: int = 80
-    validation: int = 10
-    test: int = 10
-    seed: int = 0
-
-    @property
-    def percentages(self) -> tuple[int, int, int]:
-        return (self.train, self.validation, self.test)
-
-
-@dataclass
-class _Entry:
-    name: str
-    label: str
-    fixed_split: SplitName | None
-    sha256: str
-    extension: str
-    width: int
-    height: int
+# Images written per storage batch (concurrent on S3): at most this many, and this many bytes.
+WRITE_BATCH_IMAGES = 256
+WRITE_BATCH_BYTES = 16 * 1024 * 1024
+PROGRESS_INTERVAL_S = 0.2
 
 
 @dataclass
@@ -83,211 +53,150 @@ class ImportResult:
     records: list[ImageRecord]
     report: dict[str, Any]
     reused: bool = False
-    rejects: list[dict[str, str]] = field(default_factory=list)
 
 
-def _check_archive(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    """Refuse hostile or empty archives before reading any entry."""
-    members = [info for info in archive.infolist() if not info.is_dir()]
-    for info in members:
-        normalised = posixpath.normpath(info.filename)
-        if info.filename.startswith("/") or normalised.startswith("..") or "\\" in info.filename:
-            raise DatasetImportError(f"unsafe path in archive: {info.filename!r}")
-        if (info.external_attr >> 16) & 0o170000 == 0o120000:
-            raise DatasetImportError(f"symbolic link in archive: {info.filename!r}")
-        if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
-            raise DatasetImportError(f"suspicious compression ratio for {info.filename!r}")
-    if sum(info.file_size for info in members) > MAX_TOTAL_BYTES:
-        raise DatasetImportError("archive expands beyond the 20 GiB import limit")
-    images = [info for info in members if not _is_hidden(info.filename)]
-    if not images:
-        raise DatasetImportError("archive holds no files")
-    return images
+class _Progress:
+    """Forwards progress to a reporter at most every ``PROGRESS_INTERVAL_S`` seconds."""
+
+    def __init__(self, reporter: Reporter | None) -> None:
+        self.reporter = reporter
+        self.last = 0.0
+
+    def stage(self, title: str, total: float | None) -> None:
+        if self.reporter:
+            self.reporter.stage(title, total)
+
+    def update(self, completed: float, detail: str = "", force: bool = False) -> None:
+        now = time.monotonic()
+        if self.reporter and (force or now - self.last >= PROGRESS_INTERVAL_S):
+            self.last = now
+            self.reporter.update(completed, detail)
 
 
-def _is_hidden(name: str) -> bool:
-    return any(part.startswith((".", "__MACOSX")) for part in name.split("/"))
-
-
-def _label_and_split(name: str) -> tuple[str, SplitName | None]:
-    parts = name.split("/")
-    if len(parts) == 2:
-        return parts[0], None
-    if len(parts) == 3 and parts[0].lower() in SPLIT_FOLDERS:
-        return parts[1], SPLIT_FOLDERS[parts[0].lower()]
-    raise ValueError("expected LABEL/FILE or SPLIT/LABEL/FILE")
-
-
-def _inspect(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Entry:
-    """Decode one entry fully; raise ValueError with the rejection reason."""
-    label, fixed_split = _label_and_split(info.filename)
-    if not LABEL_PATTERN.match(label):
-        raise ValueError(f"label {label!r} is not 1-32 characters of [A-Za-z0-9_]")
-    if info.file_size > MAX_IMAGE_BYTES:
-        raise ValueError("image larger than 30 MB")
-    data = archive.read(info)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format or ""
-            image.load()
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"not a decodable image ({error.__class__.__name__})") from error
-    if image_format not in ALLOWED_FORMATS:
-        raise ValueError(f"unsupported image format {image_format or 'unknown'}")
-    return _Entry(
-        name=info.filename,
-        label=label,
-        fixed_split=fixed_split,
-        sha256=hashlib.sha256(data).hexdigest(),
-        extension=ALLOWED_FORMATS[image_format],
-        width=width,
-        height=height,
-    )
-
-
-def _dedupe(entries: list[_Entry]) -> tuple[list[_Entry], list[dict[str, str]], list[dict[str, Any]]]:
-    """Keep each distinct image once; hold out images seen under conflicting labels."""
-    by_hash: dict[str, list[_Entry]] = defaultdict(list)
-    for entry in entries:
-        by_hash[entry.sha256].append(entry)
-    kept: list[_Entry] = []
-    duplicates: list[dict[str, str]] = []
-    conflicts: list[dict[str, Any]] = []
-    for sha256 in sorted(by_hash):
-        group = sorted(by_hash[sha256], key=lambda e: e.name)
-        if len({entry.label for entry in group}) > 1:
-            conflicts.append(
-                {"sha256": sha256, "files": [e.name for e in group], "labels": sorted({e.label for e in group})}
-            )
-            continue
-        kept.append(group[0])
-        duplicates.extend({"file": e.name, "duplicateOf": group[0].name} for e in group[1:])
-    return kept, duplicates, conflicts
-
-
-def _assign_splits(kept: list[_Entry], split: SplitSettings) -> dict[str, SplitName]:
-    if any(entry.fixed_split for entry in kept):
-        return {entry.sha256: entry.fixed_split or "train" for entry in kept}
-    return stratified_split([(e.sha256, e.label) for e in kept], split.percentages, split.seed)
-
-
-def _content_version(kept: list[_Entry], assignment: dict[str, SplitName]) -> str:
-    """Content address of a version: its images, labels and splits, nothing else."""
-    digest = hashlib.sha256()
-    for entry in sorted(kept, key=lambda e: e.sha256):
-        digest.update(f"{entry.sha256}\t{entry.label}\t{assignment[entry.sha256]}\n".encode())
-    return f"sha256-{digest.hexdigest()[:32]}"
-
-
-def _build_report(
-    records: list[ImageRecord],
-    total: int,
-    rejects: list[dict[str, str]],
-    duplicates: list[dict[str, str]],
-    conflicts: list[dict[str, Any]],
-) -> dict[str, Any]:
-    per_label: dict[str, dict[str, int]] = {}
-    for record in records:
-        counts = per_label.setdefault(record.labels[0], dict.fromkeys(SPLITS, 0))
-        counts[record.split] += 1
-    sizes = [sum(c.values()) for c in per_label.values()]
-    return {
-        "total": total,
-        "kept": len(records),
-        "rejected": len(rejects),
-        "duplicates": len(duplicates),
-        "conflicts": len(conflicts),
-        "perLabel": dict(sorted(per_label.items())),
-        "imbalanceRatio": round(max(sizes) / min(sizes), 3) if sizes else None,
-        "rejects": rejects,
-        "duplicateFiles": duplicates,
-        "conflictingLabels": conflicts,
-    }
-
-
-def _check_label_minimum(records: list[ImageRecord]) -> None:
-    counts = Counter(record.labels[0] for record in records)
-    too_small = sorted(label for label, n in counts.items() if n < MIN_IMAGES_PER_LABEL)
-    if too_small:
-        raise DatasetImportError(f"labels with fewer than {MIN_IMAGES_PER_LABEL} images: {', '.join(too_small)}")
-    if len(counts) < 2:
-        raise DatasetImportError("a classifier needs at least 2 labels")
-
-
-def import_zip(
+def import_dataset(
     source: str,
     name: str,
     storage: Storage,
     split: SplitSettings | None = None,
-    on_progress: ProgressCallback | None = None,
+    *,
+    task: Task = Task.SINGLE_LABEL,
+    reporter: Reporter | None = None,
+    limits: ImportLimits | None = None,
 ) -> ImportResult:
-    """Validate, dedupe, split and store a zip of label folders as a dataset version.
+    """Validate, dedupe, split and store a zip, CSV index or prefix as a dataset version.
 
-    Re-importing the same data yields the same version and rewrites nothing.
+    Raises DatasetImportError (one readable line, nothing written) when the whole
+    import is refused. Re-importing the same data yields the same version and
+    rewrites nothing.
     """
-    if not LABEL_PATTERN.match(name.replace("-", "_")):
-        raise DatasetImportError(f"dataset name {name!r} must be 1-32 characters of [A-Za-z0-9_-]")
+    check_dataset_name(name)
     split = split or SplitSettings()
-    with open_uri(source, storage.settings) as handle:
-        if not zipfile.is_zipfile(handle):
-            raise DatasetImportError(f"{source} is not a zip archive")
-        handle.seek(0)
-        with zipfile.ZipFile(handle) as archive:
-            members = _check_archive(archive)
-            entries, rejects = _inspect_all(archive, members, on_progress)
-            kept, duplicates, conflicts = _dedupe(entries)
-            assignment = _assign_splits(kept, split)
-            version = _content_version(kept, assignment)
-            records = _records(kept, assignment, name, storage, version)
-            _check_label_minimum(records)
-            report = _build_report(records, len(members), rejects, duplicates, conflicts)
-            prefix = dataset_prefix(name, version)
-            reused = storage.exists(f"{prefix}/manifest.jsonl")
-            if not reused:
-                _write_images(archive, kept, prefix, storage)
-                storage.write_json(f"{prefix}/report.json", report)
-                storage.write_bytes(f"{prefix}/manifest.jsonl", encode_manifest(records))
-    storage.write_json(f"datasets/{name}/latest.json", {"version": version})
-    return ImportResult(name=name, version=version, records=records, report=report, reused=reused, rejects=rejects)
+    limits = limits or ImportLimits()
+    progress = _Progress(reporter)
+    multi_label = task is Task.MULTI_LABEL
+    with open_source(source, storage.settings, limits, multi_label) as opened:
+        entries, rejects = _scan(opened, limits, progress)
+        curated = curate(entries, multi_label)
+        splits, carved = assign_splits(curated.images, split)
+        version = content_version(task.value, curated.images, splits)
+        prefix = dataset_prefix(name, version)
+        records = [_record(image, splits[image.facts.sha256], prefix, storage) for image in curated.images]
+        findings = ImportFindings(
+            name=name,
+            version=version,
+            task=task.value,
+            source=source,
+            total=len(entries) + len(rejects),
+            ignored=opened.ignored,
+            rejects=rejects,
+            curated=curated,
+            near_duplicates=find_near_duplicates([image.facts.dhash for image in curated.images]),
+            taken_from_train=carved,
+        )
+        report = build_report(findings, records)
+        check_trainable(report)
+        reused = storage.exists(f"{prefix}/manifest.jsonl")
+        if not reused:
+            _write_images(opened, storage, prefix, curated.images, progress)
+            storage.write_json(f"{prefix}/report.json", report)
+            storage.write_bytes(f"{prefix}/manifest.jsonl", encode_manifest(records))
+    _point_latest(storage, name, version)
+    return ImportResult(name=name, version=version, records=records, report=report, reused=reused)
 
 
-def _inspect_all(
-    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], on_progress: ProgressCallback | None
-) -> tuple[list[_Entry], list[dict[str, str]]]:
-    entries: list[_Entry] = []
-    rejects: list[dict[str, str]] = []
-    for index, info in enumerate(members, start=1):
-        try:
-            entries.append(_inspect(archive, info))
-        except ValueError as error:
-            rejects.append({"file": info.filename, "reason": str(error)})
-        if on_progress:
-            on_progress(index, len(members))
+def load_report(storage: Storage, name: str, version: str | None = None) -> dict[str, Any]:
+    """The report of a dataset's version (its latest when none is given), for ``describe``."""
+    check_dataset_name(name)
+    try:
+        version = version or str(storage.read_json(latest_key(name))["version"])
+        report: dict[str, Any] = storage.read_json(f"{dataset_prefix(name, version)}/report.json")
+    except StorageError as error:
+        raise StorageError(f"dataset {name!r} has no imported version in {storage.uri('datasets')}") from error
+    return report
+
+
+def _scan(source: Source, limits: ImportLimits, progress: _Progress) -> tuple[list[Entry], list[Rejection]]:
+    """Pass 1: validate every file the source offers, keeping metadata only."""
+    entries: list[Entry] = []
+    rejects: list[Rejection] = []
+    progress.stage(f"Checking {source.description}", source.total)
+    for inspected in inspect_all(source.scan(), limits):
+        if isinstance(inspected, Rejection):
+            rejects.append(inspected)
+        else:
+            offer, facts = inspected
+            if isinstance(facts, Rejection):
+                rejects.append(Rejection(facts.file, facts.reason, facts.message, offer.line))
+            else:
+                entries.append(Entry(offer.file, offer.labels, offer.split, facts))
+        progress.update(source.position, f"{len(entries)} images, {len(rejects)} rejected")
+    progress.update(source.position, f"{len(entries)} images, {len(rejects)} rejected", force=True)
     return entries, rejects
 
 
-def _records(
-    kept: list[_Entry], assignment: dict[str, SplitName], name: str, storage: Storage, version: str
-) -> list[ImageRecord]:
-    prefix = dataset_prefix(name, version)
-    return [
-        ImageRecord(
-            uri=storage.uri(f"{prefix}/images/{e.sha256}.{e.extension}"),
-            sha256=e.sha256,
-            labels=[e.label],
-            split=assignment[e.sha256],
-            width=e.width,
-            height=e.height,
-            source=e.name,
-        )
-        for e in kept
-    ]
+def _image_key(prefix: str, image: DistinctImage) -> str:
+    return f"{prefix}/images/{image.facts.sha256}.{image.facts.extension}"
 
 
-def _write_images(archive: zipfile.ZipFile, kept: list[_Entry], prefix: str, storage: Storage, chunk: int = 64) -> None:
-    """Copy kept images in small concurrent batches (memory stays bounded by ``chunk``)."""
-    for start in range(0, len(kept), chunk):
-        storage.write_many(
-            {f"{prefix}/images/{e.sha256}.{e.extension}": archive.read(e.name) for e in kept[start : start + chunk]}
-        )
+def _record(image: DistinctImage, split: SplitName, prefix: str, storage: Storage) -> ImageRecord:
+    return ImageRecord(
+        uri=storage.uri(_image_key(prefix, image)),
+        sha256=image.facts.sha256,
+        labels=list(image.labels),
+        split=split,
+        width=image.facts.width,
+        height=image.facts.height,
+        source=image.file,
+    )
+
+
+def _write_images(
+    source: Source, storage: Storage, prefix: str, images: Sequence[DistinctImage], progress: _Progress
+) -> None:
+    """Pass 2: copy the images not yet stored (an interrupted import resumes), checking each hash."""
+    present = set(storage.list_keys(f"{prefix}/images"))
+    missing = [image for image in images if _image_key(prefix, image) not in present]
+    progress.stage("Writing images", len(missing))
+    written = 0
+    for batch in bounded_batches(missing, WRITE_BATCH_IMAGES, WRITE_BATCH_BYTES, lambda image: image.facts.size):
+        storage.write_many(_read_batch(source, prefix, batch))
+        written += len(batch)
+        progress.update(written, f"{written} of {len(missing)}")
+    progress.update(written, f"{written} of {len(missing)}", force=True)
+
+
+def _read_batch(source: Source, prefix: str, batch: list[DistinctImage]) -> dict[str, bytes]:
+    """A batch's images keyed by storage key, each checked against the hash the scan saw."""
+    contents = source.read([image.file for image in batch])
+    for image, data in zip(batch, contents, strict=True):
+        if hashlib.sha256(data).hexdigest() != image.facts.sha256:
+            raise DatasetImportError(f"{image.file!r} changed during the import: import again")
+    return {_image_key(prefix, image): data for image, data in zip(batch, contents, strict=True)}
+
+
+def _point_latest(storage: Storage, name: str, version: str) -> None:
+    """Make ``version`` the dataset's latest, unless it already is (nothing is rewritten)."""
+    key = latest_key(name)
+    if storage.exists(key) and storage.read_json(key) == {"version": version}:
+        return
+    storage.write_json(key, {"version": version})

@@ -9,6 +9,7 @@ building are pure functions; only ``create_app`` and ``GatewayServer`` do I/O.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import binascii
@@ -87,10 +88,43 @@ def _error(status: int, message: str) -> web.Response:
 
 
 @dataclass
+class GatewayConfig:
+    """What one gateway serves: the Triton model behind it and the name clients use."""
+
+    triton_url: str
+    model_name: str = "autovision"
+    public_name: str = "autovision"
+    default_threshold: float = DEFAULT_SCORE_THRESHOLD
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+
+
 class _Upstream:
-    client: triton_http.InferenceServerClient
-    model_name: str
-    num_labels: int
+    """The Triton client, and the model's label count, learnt on first use.
+
+    Learning it lazily lets the gateway start before Triton has loaded the model
+    (in a pod both containers start together); until then /healthz answers 503.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.client = triton_http.InferenceServerClient(config.triton_url)
+        self._num_labels: int | None = None
+
+    async def num_labels(self) -> int:
+        if self._num_labels is None:
+            try:
+                metadata = await self.client.get_model_metadata(self.config.model_name)
+            except (InferenceServerException, OSError) as error:
+                raise GatewayError(503, f"model {self.config.model_name!r} is not ready in Triton yet") from error
+            output = next(o for o in metadata["outputs"] if o["name"] == OUTPUT_NAME)
+            self._num_labels = int(output["shape"][-1])
+        return self._num_labels
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.client.is_model_ready(self.config.model_name))
+        except (InferenceServerException, OSError):
+            return False
 
 
 UPSTREAM = web.AppKey("upstream", _Upstream)
@@ -99,9 +133,9 @@ UPSTREAM = web.AppKey("upstream", _Upstream)
 async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]]:
     image_input = triton_http.InferInput(INPUT_NAME, [1, 1], "BYTES")
     image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
-    output = triton_http.InferRequestedOutput(OUTPUT_NAME, class_count=upstream.num_labels)
+    output = triton_http.InferRequestedOutput(OUTPUT_NAME, class_count=await upstream.num_labels())
     try:
-        result = await upstream.client.infer(upstream.model_name, [image_input], outputs=[output])
+        result = await upstream.client.infer(upstream.config.model_name, [image_input], outputs=[output])
     except InferenceServerException as error:
         # Triton answers 400 for a request it refuses (an undecodable image); anything
         # else is the upstream's failure, not the client's.
@@ -110,31 +144,25 @@ async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]
     return [(p.label, p.score) for p in parse_classification(result.as_numpy(OUTPUT_NAME))]
 
 
-def create_app(
-    triton_url: str,
-    model_name: str = "autovision",
-    default_threshold: float = DEFAULT_SCORE_THRESHOLD,
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-) -> web.Application:
-    """The gateway's aiohttp application, forwarding to Triton at ``triton_url`` (host:port)."""
-    app = web.Application(client_max_size=max_request_bytes(max_image_bytes))
+def create_app(config: GatewayConfig) -> web.Application:
+    """The gateway's aiohttp application, forwarding to the Triton model in ``config``."""
+    app = web.Application(client_max_size=max_request_bytes(config.max_image_bytes))
+
     async def connect(app: web.Application) -> Any:
-        client = triton_http.InferenceServerClient(triton_url)
-        metadata = await client.get_model_metadata(model_name)
-        output = next(o for o in metadata["outputs"] if o["name"] == OUTPUT_NAME)
-        app[UPSTREAM] = _Upstream(client, model_name, int(output["shape"][-1]))
+        app[UPSTREAM] = _Upstream(config)
         yield
-        await client.close()
+        await app[UPSTREAM].client.close()
 
     async def predict(request: web.Request) -> web.Response:
-        if request.match_info["name"] != model_name:
-            return _error(404, f"model {request.match_info['name']!r} is not served here; this serves {model_name!r}")
+        name = request.match_info["name"]
+        if name != config.public_name:
+            return _error(404, f"model {name!r} is not served here; this serves {config.public_name!r}")
         try:
             body = await request.json()
-            parsed = parse_predict_request(body, max_image_bytes, default_threshold)
+            parsed = parse_predict_request(body, config.max_image_bytes, config.default_threshold)
             scored = await _classify(request.app[UPSTREAM], parsed.image)
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body exceeds {max_request_bytes(max_image_bytes)} bytes")
+            return _error(413, f"request body exceeds {max_request_bytes(config.max_image_bytes)} bytes")
         except ValueError:
             return _error(400, "request body is not JSON")
         except GatewayError as error:
@@ -142,8 +170,8 @@ def create_app(
         return web.json_response(build_predict_response(scored, parsed.score_threshold))
 
     async def healthz(request: web.Request) -> web.Response:
-        ready = await request.app[UPSTREAM].client.is_model_ready(model_name)
-        return web.json_response({"ready": bool(ready)}, status=200 if ready else 503)
+        ready = await request.app[UPSTREAM].ready()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     app.cleanup_ctx.append(connect)
     app.router.add_post("/v1/models/{name:[^/:]+}:predict", predict)
@@ -154,17 +182,9 @@ def create_app(
 class GatewayServer:
     """Runs the gateway on 127.0.0.1 in a background thread (local runtime, tests)."""
 
-    def __init__(
-        self,
-        triton_url: str,
-        port: int,
-        model_name: str = "autovision",
-        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-    ) -> None:
-        self.triton_url = triton_url
+    def __init__(self, config: GatewayConfig, port: int) -> None:
+        self.config = config
         self.port = port
-        self.model_name = model_name
-        self.max_image_bytes = max_image_bytes
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="autovision-gateway", daemon=True)
@@ -179,9 +199,7 @@ class GatewayServer:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(
-            create_app(self.triton_url, self.model_name, max_image_bytes=self.max_image_bytes)
-        )
+        self._runner = web.AppRunner(create_app(self.config))
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
@@ -197,3 +215,28 @@ class GatewayServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m autovision.serving.gateway``: the gateway container of a ModelDeployment pod."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="0.0.0.0")  # a pod's container listens on the pod IP
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--triton-url", default="localhost:8000", help="Triton KServe v2 HTTP, host:port")
+    parser.add_argument("--model-name", default="autovision", help="the model's name inside Triton")
+    parser.add_argument("--public-name", default=None, help="the name in /v1/models/NAME:predict (default: model name)")
+    parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
+    parser.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES)
+    args = parser.parse_args(argv)
+    config = GatewayConfig(
+        triton_url=args.triton_url,
+        model_name=args.model_name,
+        public_name=args.public_name or args.model_name,
+        default_threshold=args.score_threshold,
+        max_image_bytes=args.max_image_bytes,
+    )
+    web.run_app(create_app(config), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,103 +5,103 @@ Layout written for one model::
     <out_dir>/<model_name>/config.pbtxt
                           /labels.txt
                           /1/model.py          (autovision.serving.backend_model)
+                          /1/backend_common.py (autovision.serving.backend_common)
                           /1/preprocess.py     (autovision.preprocess, byte for byte)
                           /1/preprocess.json   (PreprocessConfig.to_json())
                           /1/model.onnx
 
 The model takes encoded image bytes, so clients never reimplement preprocessing: the
-very file used in training decodes and normalises images inside the server.
+very file used in training decodes and normalises images inside the server. The
+cluster layout (``autovision.serving.cluster``) exposes the same interface.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from autovision import preprocess as preprocess_module
 from autovision.preprocess import PreprocessConfig
+from autovision.serving.model_config import (
+    InstanceKind,
+    RepositoryError,
+    TensorSpec,
+    dynamic_batching,
+    instance_group,
+    model_config,
+    parameters,
+    validate_model_name,
+)
+
+__all__ = [
+    "INPUT_NAME",
+    "LABELS_FILENAME",
+    "OUTPUT_NAME",
+    "InstanceKind",
+    "RepositoryError",
+    "build_config_pbtxt",
+    "write_local_repository",
+]
 
 INPUT_NAME = "IMAGE"
 OUTPUT_NAME = "SCORES"
 LABELS_FILENAME = "labels.txt"
 MODEL_VERSION = "1"
+# Read by backend_common.activation_for inside Triton.
 MULTI_LABEL_PARAMETER = "multi_label"
-# The backend's source; it imports triton_python_backend_utils, so it is copied, never imported.
-BACKEND_MODEL_SOURCE = Path(__file__).with_name("backend_model.py")
+# The backends' sources import triton_python_backend_utils, so they are copied, never imported.
+_SERVING_DIR = Path(__file__).parent
+BACKEND_MODEL_SOURCE = _SERVING_DIR / "backend_model.py"
+BACKEND_COMMON_SOURCE = _SERVING_DIR / "backend_common.py"
 PREPROCESS_SOURCE = Path(preprocess_module.__file__)
-# Short enough not to add visible latency, long enough for concurrent requests to meet.
-MAX_QUEUE_DELAY_MICROSECONDS = 2000
 
-_MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+ModelWriter = Callable[[Path], None]
 
 
-class RepositoryError(ValueError):
-    """The inputs cannot make a valid Triton model repository."""
+def image_input() -> TensorSpec:
+    """The interface's input: one encoded image (JPEG, PNG, ...) per batch row."""
+    return TensorSpec(INPUT_NAME, "TYPE_STRING", (1,))
 
 
-def preferred_batch_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two up to max_batch_size, plus max_batch_size itself.
-
-    The dynamic batcher then forms batches whose sizes ONNX Runtime sees again and again.
-    """
-    sizes = {max_batch_size}
-    size = 2
-    while size < max_batch_size:
-        sizes.add(size)
-        size *= 2
-    return sorted(sizes)
+def scores_output(num_labels: int) -> TensorSpec:
+    """The interface's output: one score per label, labelled for Triton's classification extension."""
+    if num_labels < 1:
+        raise RepositoryError("a classifier needs at least one label")
+    return TensorSpec(OUTPUT_NAME, "TYPE_FP32", (num_labels,), LABELS_FILENAME)
 
 
-def build_config_pbtxt(model_name: str, num_labels: int, max_batch_size: int, multi_label: bool) -> str:
-    """The config.pbtxt text: encoded images in, one FP32 score per label out.
+def multi_label_parameter(multi_label: bool) -> str:
+    """The parameters section telling a backend whether scores are softmax or sigmoid."""
+    return parameters({MULTI_LABEL_PARAMETER: str(multi_label).lower()})
+
+
+def build_config_pbtxt(
+    model_name: str,
+    num_labels: int,
+    max_batch_size: int,
+    multi_label: bool,
+    instance_kind: InstanceKind = InstanceKind.CPU,
+) -> str:
+    """The local model's config.pbtxt: encoded images in, one FP32 score per label out.
 
     ``label_filename`` turns on Triton's classification extension, so a client asking
     for ``class_count=k`` gets "score:index:label" strings for the top k labels.
     """
-    _validate_model_name(model_name)
-    if num_labels < 1:
-        raise RepositoryError("a classifier needs at least one label")
-    if max_batch_size < 1:
-        raise RepositoryError(f"max_batch_size must be at least 1, got {max_batch_size}")
-    preferred = ", ".join(str(size) for size in preferred_batch_sizes(max_batch_size))
-    return f"""name: "{model_name}"
-backend: "python"
-max_batch_size: {max_batch_size}
-input [
-  {{
-    name: "{INPUT_NAME}"
-    data_type: TYPE_STRING
-    dims: [ 1 ]
-  }}
-]
-output [
-  {{
-    name: "{OUTPUT_NAME}"
-    data_type: TYPE_FP32
-    dims: [ {num_labels} ]
-    label_filename: "{LABELS_FILENAME}"
-  }}
-]
-dynamic_batching {{
-  preferred_batch_size: [ {preferred} ]
-  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_MICROSECONDS}
-}}
-instance_group [
-  {{
-    kind: KIND_CPU
-    count: 1
-  }}
-]
-parameters [
-  {{
-    key: "{MULTI_LABEL_PARAMETER}"
-    value: {{ string_value: "{str(multi_label).lower()}" }}
-  }}
-]
-"""
+    return model_config(
+        model_name,
+        {"backend": "python"},
+        max_batch_size,
+        inputs=[image_input()],
+        outputs=[scores_output(num_labels)],
+        sections=[
+            dynamic_batching(max_batch_size),
+            instance_group(instance_kind),
+            multi_label_parameter(multi_label),
+        ],
+    )
 
 
 def write_local_repository(
@@ -113,44 +113,66 @@ def write_local_repository(
     model_name: str = "autovision",
     max_batch_size: int = 16,
     multi_label: bool = False,
+    instance_kind: InstanceKind = InstanceKind.CPU,
 ) -> Path:
     """Write (or replace) ``out_dir/<model_name>`` so tritonserver can serve the model.
 
-    The model directory is built in a hidden staging directory beside ``out_dir``
-    (never inside it: Triton tries to load every subdirectory of a repository) and
-    renamed into place last, so a crash never leaves a half-written model that looks
-    complete. Returns the model directory.
+    Returns the model directory. See ``install_models`` for how a crash is kept harmless.
     """
-    _validate_labels(labels)
-    config_text = build_config_pbtxt(model_name, len(labels), max_batch_size, multi_label)
-    if not onnx_path.is_file():
-        raise RepositoryError(f"ONNX model {onnx_path} does not exist")
-    out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.{model_name}.{uuid.uuid4().hex}.tmp"
-    try:
-        new_model_dir = staging / "new"
-        _write_model_dir(new_model_dir, config_text, onnx_path, labels, preprocess)
-        return _swap_into_place(new_model_dir, out_dir / model_name, staging / "old")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    validate_labels(labels)
+    config_text = build_config_pbtxt(model_name, len(labels), max_batch_size, multi_label, instance_kind)
+    require_file(onnx_path, "ONNX model")
+
+    def write(model_dir: Path) -> None:
+        write_model_dir(model_dir, config_text, labels)
+        version_dir = write_python_backend(model_dir, BACKEND_MODEL_SOURCE, preprocess)
+        shutil.copyfile(onnx_path, version_dir / "model.onnx")
+
+    return install_models(out_dir, {model_name: write})[model_name]
 
 
-def _write_model_dir(
-    model_dir: Path,
-    config_text: str,
-    onnx_path: Path,
-    labels: list[str],
-    preprocess: PreprocessConfig,
-) -> None:
+def write_model_dir(model_dir: Path, config_text: str, labels: list[str] | None = None) -> Path:
+    """Create a model directory with its config.pbtxt (and labels.txt); return its version directory."""
     version_dir = model_dir / MODEL_VERSION
     version_dir.mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(config_text, encoding="utf-8")
-    (model_dir / LABELS_FILENAME).write_text("".join(f"{label}\n" for label in labels), "utf-8")
-    shutil.copyfile(BACKEND_MODEL_SOURCE, version_dir / "model.py")
-    shutil.copyfile(PREPROCESS_SOURCE, version_dir / "preprocess.py")
-    (version_dir / "preprocess.json").write_text(preprocess.to_json(), encoding="utf-8")
-    shutil.copyfile(onnx_path, version_dir / "model.onnx")
+    if labels is not None:
+        (model_dir / LABELS_FILENAME).write_text("".join(f"{label}\n" for label in labels), "utf-8")
+    return version_dir
+
+
+def write_python_backend(model_dir: Path, backend_source: Path, preprocess: PreprocessConfig | None) -> Path:
+    """Copy a backend model and its helpers into the version directory; return that directory."""
+    version_dir = model_dir / MODEL_VERSION
+    shutil.copyfile(backend_source, version_dir / "model.py")
+    shutil.copyfile(BACKEND_COMMON_SOURCE, version_dir / "backend_common.py")
+    if preprocess is not None:
+        shutil.copyfile(PREPROCESS_SOURCE, version_dir / "preprocess.py")
+        (version_dir / "preprocess.json").write_text(preprocess.to_json(), encoding="utf-8")
+    return version_dir
+
+
+def install_models(out_dir: Path, writers: dict[str, ModelWriter]) -> dict[str, Path]:
+    """Build each model directory in staging, then rename each into ``out_dir``; return them.
+
+    Staging lives beside ``out_dir``, never inside it (Triton tries to load every
+    subdirectory of a repository), and a model directory is renamed into place only
+    once complete, so a crash never leaves a half-written model that looks complete.
+    """
+    for name in writers:
+        validate_model_name(name)
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        for name, write in writers.items():
+            write(staging / "new" / name)
+        (staging / "old").mkdir()
+        return {
+            name: _swap_into_place(staging / "new" / name, out_dir / name, staging / "old" / name) for name in writers
+        }
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _swap_into_place(new_dir: Path, final_dir: Path, old_dir: Path) -> Path:
@@ -160,15 +182,14 @@ def _swap_into_place(new_dir: Path, final_dir: Path, old_dir: Path) -> Path:
     return final_dir
 
 
-def _validate_model_name(model_name: str) -> None:
-    if not _MODEL_NAME_PATTERN.fullmatch(model_name):
-        raise RepositoryError(
-            f"model name {model_name!r} must start with a letter or digit and contain only "
-            "letters, digits, '_', '.' and '-'"
-        )
+def require_file(path: Path, what: str) -> None:
+    """Fail before anything is written when an input file is missing."""
+    if not path.is_file():
+        raise RepositoryError(f"{what} {path} does not exist")
 
 
-def _validate_labels(labels: list[str]) -> None:
+def validate_labels(labels: list[str]) -> None:
+    """Labels become lines of labels.txt: non-empty, single-line, unpadded and unique."""
     if not labels:
         raise RepositoryError("a classifier needs at least one label")
     bad = [label for label in labels if not label or label != label.strip() or "\n" in label]

@@ -1,0 +1,143 @@
+"""Benchmark: import CIFAR-10 (60,000 JPEGs, fixed split folders) and report images/s and peak memory.
+
+    .venv/bin/python benchmarks/import_cifar10.py [--zip PATH] [--embedded-s3] [--tracemalloc]
+
+Runs the real importer into a fresh temporary storage (file://, or an embedded
+SeaweedFS S3 with ``--embedded-s3``), then imports again to time the re-import
+(validation only; nothing is written). Peak memory is the resident set size of
+this process during the first import and of its largest child process
+(``getrusage``); ``--tracemalloc`` adds the peak of Python allocations during the
+first import, at a cost in speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autovision.data.importer import import_dataset
+from autovision.data.inspection import available_cores
+from autovision.embedded_s3 import EmbeddedS3
+from autovision.storage import Storage
+
+DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10.zip"
+
+
+class StageClock:
+    """A progress reporter that only records when each stage starts."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, float]] = []
+
+    def stage(self, title: str, total: float | None = None) -> None:
+        """Record when a stage starts."""
+        self.starts.append((title.split(maxsplit=1)[0].lower(), time.perf_counter()))
+
+    def update(self, completed: float, detail: str = "") -> None:
+        """Progress within a stage is not timed."""
+
+    def note(self, message: str) -> None:
+        """Notes are not timed."""
+
+    def durations(self, end: float) -> dict[str, float]:
+        """Seconds spent in each stage (a stage lasts until the next one starts)."""
+        ends = [start for _, start in self.starts[1:]] + [end]
+        return {name: round(stop - start, 2) for (name, start), stop in zip(self.starts, ends, strict=True)}
+
+
+@contextmanager
+def benchmark_storage(embedded_s3: bool) -> Iterator[Storage]:
+    """A fresh, empty storage that disappears afterwards."""
+    with tempfile.TemporaryDirectory(prefix="autovision-bench-") as folder:
+        if not embedded_s3:
+            yield Storage(f"file://{folder}/storage")
+            return
+        with EmbeddedS3(Path(folder) / "seaweedfs") as s3:
+            yield Storage.from_settings(s3.settings(prefix="bench"))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One import's outcome and timings (the records themselves are not kept)."""
+
+    version: str
+    images: int
+    reused: bool
+    seconds: float
+    stages: dict[str, float]
+    peak_rss_mib: int
+
+
+def timed_import(source: Path, storage: Storage) -> Timing:
+    """One import with its wall time, per-stage seconds and the process's peak RSS so far."""
+    clock = StageClock()
+    start = time.perf_counter()
+    result = import_dataset(str(source), "cifar10", storage, reporter=clock)
+    end = time.perf_counter()
+    return Timing(
+        version=result.version,
+        images=result.report["kept"],
+        reused=result.reused,
+        seconds=end - start,
+        stages=clock.durations(end),
+        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    )
+
+
+def main() -> None:
+    """Run the benchmark and print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="cifar10.zip from ../shared/datasets")
+    parser.add_argument("--embedded-s3", action="store_true", help="store into an embedded SeaweedFS S3")
+    parser.add_argument("--tracemalloc", action="store_true", help="also measure the peak of Python allocations")
+    args = parser.parse_args()
+    if args.tracemalloc:
+        tracemalloc.start()
+    with benchmark_storage(args.embedded_s3) as storage:
+        first = timed_import(args.zip, storage)
+        peak_python = tracemalloc.get_traced_memory()[1] if args.tracemalloc else 0
+        again = timed_import(args.zip, storage)
+    if not again.reused or again.version != first.version:
+        raise SystemExit("the re-import did not reuse the version: the import is not deterministic")
+    summary: dict[str, Any] = {
+        "images": first.images,
+        "storage": storage.protocol,
+        "seconds": round(first.seconds, 2),
+        "imagesPerSecond": round(first.images / first.seconds),
+        "stageSeconds": first.stages,
+        "peakRssMiB": first.peak_rss_mib,
+        "reimportSeconds": round(again.seconds, 2),
+        "reimportImagesPerSecond": round(again.images / again.seconds),
+        # Every finished child: the importer's workers, and SeaweedFS with --embedded-s3.
+        "peakChildRssMiB": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        "cores": available_cores(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+    }
+    if args.tracemalloc:
+        summary["peakPythonAllocationsMiB"] = round(peak_python / 2**20)
+    print(json.dumps(summary))
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or os.uname().machine
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,514 @@
+"""Pure builders of serving: a ModelDeployment in, the Kubernetes objects that serve it out.
+
+A ModelDeployment becomes four children, all named ``serving_name(md)`` and owned by it:
+
+* a Deployment of pods running NVIDIA's Triton server (KServe v2 over HTTP 8000 and
+  gRPC 8001, Prometheus metrics on 8002) with the AutoML JSON gateway beside it
+  (8080), which talks to Triton on localhost;
+* a Service in front of the four ports;
+* a PodDisruptionBudget letting voluntary disruptions take one pod at a time;
+* a HorizontalPodAutoscaler, only when ``spec.autoscaling`` is set.
+
+Which model to serve (``served_model``) and which Secret holds the storage
+credentials (``serving_secret``) are decided here too, from the resources the
+handlers read. Nothing here talks to a server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from autovision.resources import (
+    READY,
+    AutoscalingTarget,
+    ConditionStatus,
+    Dataset,
+    Endpoints,
+    ModelDeployment,
+    ResourceError,
+    TrainingJob,
+    find_condition,
+    parse_resource,
+)
+from autovision_operator.builders import (
+    GPU_RESOURCE,
+    RUNAS_ID,
+    bounded_name,
+    credentials_secret,
+    labels,
+    owner_reference,
+)
+from autovision_operator.config import OperatorConfig
+
+COMPONENT: Final = "serving"
+MODEL_VERSION_ANNOTATION: Final = "autovision.dev/model-version"
+"""On the pod template: the model version the pods serve. A new version changes the template, which rolls."""
+SERVED_MODEL: Final = "autovision"
+"""Name of the ensemble in the cluster Triton repository (``autovision.serving.cluster``), as the gateway serves it."""
+
+TRITON_CONTAINER: Final = "triton"
+GATEWAY_CONTAINER: Final = "gateway"
+TRITON_UID: Final = 1000
+"""The non-root ``triton-server`` user of NVIDIA's Triton image."""
+GATEWAY_COMMAND: Final = ("python", "-m", "autovision.serving.gateway")
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named port of the serving pods, exposed by the Service under the same number."""
+
+    name: str
+    number: int
+    app_protocol: str
+
+
+HTTP: Final = Port("http", 8000, "http")
+GRPC: Final = Port("grpc", 8001, "kubernetes.io/h2c")
+METRICS: Final = Port("metrics", 8002, "http")
+PREDICT: Final = Port("predict", 8080, "http")
+TRITON_PORTS: Final = (HTTP, GRPC, METRICS)
+
+# Triton downloads the whole repository from S3 and loads every model before its
+# HTTP endpoint answers, so the startup probe allows 15 minutes (90 x 10 s) for a
+# slow object store; the liveness probe only takes over once it passed.
+STARTUP_PERIOD_SECONDS: Final = 10
+STARTUP_FAILURE_THRESHOLD: Final = 90
+# Endpoints leave the Service's load balancing a few seconds after a pod starts
+# terminating; both containers keep serving that long before they get SIGTERM,
+# then Triton finishes in-flight requests within its exit timeout.
+PRE_STOP_SECONDS: Final = 10
+TRITON_EXIT_TIMEOUT_SECONDS: Final = 30
+TERMINATION_GRACE_SECONDS: Final = PRE_STOP_SECONDS + TRITON_EXIT_TIMEOUT_SECONDS + 20
+# Longer than the startup probe's allowance: a rollout stuck past it is reported
+# (Progressing=False, ProgressDeadlineExceeded), while the old pods keep serving.
+PROGRESS_DEADLINE_SECONDS: Final = 20 * 60
+REVISION_HISTORY_LIMIT: Final = 3
+# Requests only (Burstable), like the training pods. Triton's CPU decodes and
+# resizes the JPEGs in the preprocessing model; the GPU runs the network. Every
+# container has a CPU request: the HPA's CPU utilisation is relative to them.
+TRITON_REQUESTS: Final = {"cpu": "4", "memory": "8Gi"}
+GATEWAY_REQUESTS: Final = {"cpu": "500m", "memory": "256Mi"}
+# Triton's Python backend (pre- and postprocessing) exchanges tensors with its
+# stub processes through /dev/shm; a batch of 32 224 px images is about 20 MB.
+SHM_SIZE: Final = "1Gi"
+# Triton localises the S3 repository into /tmp before loading it.
+TMP_SIZE: Final = "4Gi"
+# Scale out at 70 % of the requested CPU: headroom for the new pods' start-up.
+CPU_TARGET_UTILIZATION: Final = 70
+INFLIGHT_METRIC: Final = "nv_inference_pending_request_count"
+# Triton's dynamic batcher forms batches of up to 32 (DEFAULT_MAX_BATCH_SIZE of the
+# cluster repository); a queue that stays half a batch deep per pod means requests
+# wait for a batch slot, which is when another node pays off.
+INFLIGHT_TARGET_PER_NODE: Final = "16"
+
+# What Triton's S3 file system accepts (its path regex in triton-inference-server/core):
+# host names and buckets of these characters, object keys of path segments of these.
+_TRITON_HOST = re.compile(r"^[0-9a-zA-Z.-]+$")
+_TRITON_BUCKET = re.compile(r"^[0-9a-z.-]+$")
+_TRITON_KEY = re.compile(r"^[0-9a-zA-Z._-]+(/[0-9a-zA-Z._-]+)*$")
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+# --- what to serve ----------------------------------------------------------
+
+
+class NotServableError(Exception):
+    """Why a ModelDeployment cannot be served as specified: a Ready=False reason and a message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model to serve: Triton's repository URL, its version, and the Dataset it was trained on."""
+
+    repository: str
+    version: str
+    dataset: str | None = None
+
+
+def triton_repository_url(uri: str, endpoint: str | None) -> str:
+    """Triton's form of an ``s3://bucket/prefix`` URI, given the S3 endpoint URL (None for AWS).
+
+    Triton takes a custom endpoint inside the URL: ``s3://host:port/bucket/prefix``,
+    plain HTTP unless the host is prefixed ``https://``. Its parser needs the port,
+    and silently misreads names outside its character sets, so those are errors here.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"{uri}: Triton serving reads model repositories from s3://bucket/prefix URIs")
+    bucket, key = parts.netloc, parts.path.strip("/")
+    if not _TRITON_BUCKET.match(bucket) or (key and not _TRITON_KEY.match(key)):
+        raise ValueError(f"{uri}: Triton accepts buckets of [0-9a-z.-] and keys of [0-9a-zA-Z._-] and /")
+    path = f"{bucket}/{key}" if key else bucket
+    if not endpoint:
+        return f"s3://{path}"
+    server = urlsplit(endpoint)
+    if server.scheme not in _DEFAULT_PORTS or not server.hostname or server.path.strip("/"):
+        raise ValueError(f"{endpoint}: the S3 endpoint must be http(s)://host[:port] for Triton")
+    if not _TRITON_HOST.match(server.hostname):
+        raise ValueError(f"{endpoint}: Triton accepts S3 endpoint hosts of [0-9a-zA-Z.-] only")
+    tls = "https://" if server.scheme == "https" else ""
+    return f"s3://{tls}{server.hostname}:{server.port or _DEFAULT_PORTS[server.scheme]}/{path}"
+
+
+def served_model(
+    deployment: ModelDeployment, training_job: Mapping[str, Any] | None, endpoint: str | None
+) -> ServedModel:
+    """The model ``spec.modelRef`` names, given the referenced TrainingJob as read (None if absent).
+
+    A TrainingJob's model is its run's Triton repository, versioned by the run
+    (name and uid). An explicit URI is versioned by a digest of the URI.
+    """
+    ref = deployment.spec.model_ref
+    if ref.uri is not None:
+        version = "uri-" + hashlib.sha256(ref.uri.encode()).hexdigest()[:12]
+        return ServedModel(_triton_url(ref.uri, endpoint), version)
+    name, namespace = str(ref.training_job), deployment.metadata.namespace
+    if training_job is None:
+        raise NotServableError("TrainingJobNotFound", f"TrainingJob {name} not found in {namespace}")
+    try:
+        run = parse_resource(training_job)
+    except ResourceError as error:
+        raise NotServableError("ModelNotReady", str(error)) from None
+    if not isinstance(run, TrainingJob):
+        raise NotServableError("ModelNotReady", f"{name} is not a TrainingJob")
+    ready = find_condition(run.status.conditions, READY)
+    if ready is None or ready.status != ConditionStatus.TRUE:
+        detail = f" ({ready.reason}: {ready.message})" if ready else ""
+        raise NotServableError("ModelNotReady", f"TrainingJob {name} has no model yet{detail}")
+    # NVIDIA's image serves the cluster layout (ONNX Runtime backend); runs from before
+    # it existed only have the local, Python-backend layout, which that image also serves.
+    artifacts = run.status.artifacts
+    repository = artifacts and (artifacts.triton_cluster_repository or artifacts.triton_repository)
+    if not repository:
+        raise NotServableError(
+            "ModelNotReady", f"TrainingJob {name} is Ready but has no status.artifacts.tritonClusterRepository"
+        )
+    version = f"{name}-{str(run.metadata.uid)[:8]}"
+    return ServedModel(_triton_url(repository, endpoint), version, run.spec.dataset_ref.name)
+
+
+def _triton_url(uri: str, endpoint: str | None) -> str:
+    try:
+        return triton_repository_url(uri, endpoint)
+    except ValueError as error:
+        raise NotServableError("UnsupportedModelUri", str(error)) from None
+
+
+def serving_secret(deployment: ModelDeployment, dataset: Dataset | None, config: OperatorConfig) -> str | None:
+    """The Secret whose AWS_* keys the serving pods get, to read the model repository.
+
+    A trained model is read with the credentials its training wrote it with (its
+    Dataset's); otherwise the operator's storage Secret, mountable only in the
+    operator's namespace; elsewhere the pods use ambient credentials.
+    """
+    if dataset is not None:
+        return credentials_secret(dataset, config)
+    if config.storage_secret and deployment.metadata.namespace == config.namespace:
+        return config.storage_secret
+    return None
+
+
+# --- names, labels, endpoints -----------------------------------------------
+
+
+def serving_name(deployment: ModelDeployment) -> str:
+    """The name of every child: a DNS-1035 label of at most 63 characters (Service names are), from the resource's."""
+    name = str(deployment.metadata.name).replace(".", "-")
+    if not name[0].isalpha():
+        name = f"md-{name}"
+    return bounded_name(name)
+
+
+def selector_labels(deployment: ModelDeployment) -> dict[str, str]:
+    """The labels that pick this ModelDeployment's serving pods, and only them."""
+    keys = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
+    all_labels = labels(COMPONENT, deployment)
+    return {key: all_labels[key] for key in keys}
+
+
+def serving_endpoints(deployment: ModelDeployment) -> Endpoints:
+    """In-cluster addresses of the Service: KServe v2 HTTP and gRPC, and the AutoML JSON predict URL."""
+    host = f"{serving_name(deployment)}.{deployment.metadata.namespace}.svc"
+    return Endpoints(
+        http=f"{host}:{HTTP.number}",
+        grpc=f"{host}:{GRPC.number}",
+        predict=f"http://{host}:{PREDICT.number}/v1/models/{deployment.metadata.name}:predict",
+    )
+
+
+def replica_floor(deployment: ModelDeployment) -> int:
+    """The replicas ``spec.nodes`` asks for; with autoscaling, the autoscaler's minimum."""
+    autoscaling = deployment.spec.autoscaling
+    return deployment.spec.nodes if autoscaling is None else max(autoscaling.min_nodes, deployment.spec.nodes)
+
+
+# --- the children -------------------------------------------------------------
+
+
+def build_triton_deployment(
+    deployment: ModelDeployment, model: ServedModel, config: OperatorConfig, secret: str | None
+) -> dict[str, Any]:
+    """The apps/v1 Deployment of Triton and the gateway, one GPU per pod.
+
+    Rollouts never lower capacity (maxUnavailable 0, one pod surged at a time) and
+    only move on once the new pod passes its readiness probes, which report ready
+    only when the whole model repository is loaded.
+    """
+    selector = selector_labels(deployment)
+    pod_spec: dict[str, Any] = {
+        # Neither container talks to the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_triton_container(model, config, secret), _gateway_container(deployment, config)],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+            {"name": "gateway-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        ],
+        # Spread the nodes of a deployment over machines, each ReplicaSet on its own,
+        # but never leave a pod pending for it.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+                "matchLabelKeys": ["pod-template-hash"],
+            }
+        ],
+    }
+    if config.gpu_node_selector:
+        pod_spec["nodeSelector"] = dict(config.gpu_node_selector)
+    if config.gpu_tolerations:
+        pod_spec["tolerations"] = [item.model_dump(mode="json", exclude_none=True) for item in config.gpu_tolerations]
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [secret.model_dump(mode="json") for secret in config.image_pull_secrets]
+    template_metadata = {
+        "labels": labels(COMPONENT, deployment),
+        "annotations": {MODEL_VERSION_ANNOTATION: model.version},
+    }
+    return _child(
+        deployment,
+        "apps/v1",
+        "Deployment",
+        {
+            "replicas": replica_floor(deployment),
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+            "template": {"metadata": template_metadata, "spec": pod_spec},
+        },
+    )
+
+
+def build_triton_service(deployment: ModelDeployment) -> dict[str, Any]:
+    """The v1 Service of the serving pods: KServe v2 HTTP and gRPC, metrics, and AutoML JSON predict."""
+    ports = [
+        {
+            "name": port.name,
+            "port": port.number,
+            "targetPort": port.name,
+            "protocol": "TCP",
+            "appProtocol": port.app_protocol,
+        }
+        for port in (*TRITON_PORTS, PREDICT)
+    ]
+    return _child(
+        deployment, "v1", "Service", {"type": "ClusterIP", "selector": selector_labels(deployment), "ports": ports}
+    )
+
+
+def build_pod_disruption_budget(deployment: ModelDeployment) -> dict[str, Any]:
+    """The policy/v1 PodDisruptionBudget: drains and upgrades take one serving pod at a time.
+
+    maxUnavailable rather than minAvailable: with a single node, minAvailable 1
+    would block every drain; maxUnavailable 1 lets it go (with a short outage,
+    which one node cannot avoid). Pods that are not ready anyway may always go.
+    """
+    spec = {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": selector_labels(deployment)},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    return _child(deployment, "policy/v1", "PodDisruptionBudget", spec)
+
+
+def build_horizontal_pod_autoscaler(deployment: ModelDeployment) -> dict[str, Any]:
+    """The autoscaling/v2 HorizontalPodAutoscaler of ``spec.autoscaling``, scaling the Triton Deployment.
+
+    ``spec.nodes`` is its floor. ``cpu`` scales on CPU utilisation (metrics-server);
+    ``inflight`` on Triton's queued requests per pod, the Pods metric
+    ``nv_inference_pending_request_count``, which needs a custom metrics adapter
+    (e.g. prometheus-adapter summing the metric's series per pod from the
+    ``metrics`` port). A floor above maxNodes raises the ceiling to it.
+    """
+    autoscaling = deployment.spec.autoscaling
+    if autoscaling is None:
+        raise ValueError(f"ModelDeployment {deployment.metadata.name!r} has no spec.autoscaling")
+    floor = replica_floor(deployment)
+    metric: dict[str, Any]
+    if autoscaling.target is AutoscalingTarget.CPU:
+        target = {"type": "Utilization", "averageUtilization": CPU_TARGET_UTILIZATION}
+        metric = {"type": "Resource", "resource": {"name": "cpu", "target": target}}
+    else:
+        target = {"type": "AverageValue", "averageValue": INFLIGHT_TARGET_PER_NODE}
+        metric = {"type": "Pods", "pods": {"metric": {"name": INFLIGHT_METRIC}, "target": target}}
+    spec = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": serving_name(deployment)},
+        "minReplicas": floor,
+        "maxReplicas": max(autoscaling.max_nodes, floor),
+        "metrics": [metric],
+    }
+    return _child(deployment, "autoscaling/v2", "HorizontalPodAutoscaler", spec)
+
+
+def child_patch(
+    desired: Mapping[str, Any], existing: Mapping[str, Any], *, omit_replicas: bool = False
+) -> dict[str, Any] | None:
+    """The merge patch that gives ``existing`` the labels and spec of ``desired``; None when it has them.
+
+    Fields the API server or other controllers added (defaults, status, the
+    Deployment controller's annotations) are left alone. ``omit_replicas`` leaves
+    ``spec.replicas`` to the HorizontalPodAutoscaler that owns it.
+    """
+    spec = dict(desired["spec"])
+    if omit_replicas:
+        spec.pop("replicas", None)
+    patch = {"metadata": {"labels": dict(desired["metadata"]["labels"])}, "spec": spec}
+    return None if _contains(existing, patch) else patch
+
+
+def _contains(actual: Any, expected: Any) -> bool:
+    """Whether ``actual`` has every field of ``expected`` with the same value; lists match item by item."""
+    if isinstance(expected, Mapping):
+        return isinstance(actual, Mapping) and all(
+            key in actual and _contains(actual[key], value) for key, value in expected.items()
+        )
+    if isinstance(expected, Sequence) and not isinstance(expected, str):
+        return (
+            isinstance(actual, Sequence)
+            and not isinstance(actual, str)
+            and len(actual) == len(expected)
+            and all(_contains(have, want) for have, want in zip(actual, expected, strict=True))
+        )
+    return bool(actual == expected)
+
+
+def _child(deployment: ModelDeployment, api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Identity and ownership, shared by every child."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": serving_name(deployment),
+            "namespace": deployment.metadata.namespace,
+            "labels": labels(COMPONENT, deployment),
+            "ownerReferences": [owner_reference(deployment)],
+        },
+        "spec": spec,
+    }
+
+
+def _restricted(user: int) -> dict[str, Any]:
+    """A container security context of the restricted Pod Security Standard."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": user,
+        "runAsGroup": user,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _http_probe(path: str, port: Port, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port.name},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _pre_stop() -> dict[str, Any]:
+    return {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}}
+
+
+def _container_ports(ports: Sequence[Port]) -> list[dict[str, Any]]:
+    return [{"name": port.name, "containerPort": port.number, "protocol": "TCP"} for port in ports]
+
+
+def _triton_container(model: ServedModel, config: OperatorConfig, secret: str | None) -> dict[str, Any]:
+    """Triton on the model repository in S3, readiness-gated on every model being loaded.
+
+    The root file system stays read-only: Triton writes only the localised
+    repository (/tmp) and the Python backend's shared memory (/dev/shm).
+    """
+    container: dict[str, Any] = {
+        "name": TRITON_CONTAINER,
+        "image": config.triton_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["tritonserver"],
+        "args": [
+            f"--model-repository={model.repository}",
+            f"--http-port={HTTP.number}",
+            f"--grpc-port={GRPC.number}",
+            f"--metrics-port={METRICS.number}",
+            # Not ready until every model loaded; exit (and restart) if one fails to.
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--exit-timeout-secs={TRITON_EXIT_TIMEOUT_SECONDS}",
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "ports": _container_ports(TRITON_PORTS),
+        "resources": {"requests": dict(TRITON_REQUESTS), "limits": {GPU_RESOURCE: "1"}},
+        "startupProbe": _http_probe("/v2/health/live", HTTP, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
+        "livenessProbe": _http_probe("/v2/health/live", HTTP, 10, 6),
+        "readinessProbe": _http_probe("/v2/health/ready", HTTP, 5, 3),
+        "lifecycle": _pre_stop(),
+        "securityContext": _restricted(TRITON_UID),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if secret:
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
+    return container
+
+
+def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> dict[str, Any]:
+    """The AutoML JSON gateway, forwarding to Triton in the same pod; ready when the model is."""
+    return {
+        "name": GATEWAY_CONTAINER,
+        "image": config.serving_gateway_image,
+        "imagePullPolicy": config.trainer_image_pull_policy,
+        "command": list(GATEWAY_COMMAND),
+        "args": [
+            "--host=0.0.0.0",
+            f"--port={PREDICT.number}",
+            f"--triton-url=localhost:{HTTP.number}",
+            f"--model-name={SERVED_MODEL}",
+            f"--public-name={deployment.metadata.name}",
+            f"--score-threshold={deployment.spec.score_threshold}",
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "ports": _container_ports([PREDICT]),
+        "resources": {"requests": dict(GATEWAY_REQUESTS)},
+        "readinessProbe": _http_probe("/healthz", PREDICT, 5, 3),
+        # /healthz fails while Triton is not ready: restarting the gateway would not help.
+        "livenessProbe": {"tcpSocket": {"port": PREDICT.name}, "periodSeconds": 10, "failureThreshold": 6},
+        "lifecycle": _pre_stop(),
+        "securityContext": _restricted(RUNAS_ID),
+        "volumeMounts": [{"name": "gateway-tmp", "mountPath": "/tmp"}],
+    }

@@ -1,0 +1,164 @@
+"""kopf handlers of ModelDeployments: the model served by Triton, scaled by node count.
+
+One level-triggered reconciliation, a thin layer of I/O around the pure builders
+(``serving_builders``) and status mapping (``serving_status``):
+
+1. resolve the model ``spec.modelRef`` names (a Ready TrainingJob's Triton
+   repository, or a URI) and the Secret the pods read it with;
+2. create, or patch where they differ, the Service, PodDisruptionBudget, Triton
+   Deployment and (with ``spec.autoscaling``) HorizontalPodAutoscaler; remove an
+   autoscaler no longer wanted;
+3. map the Deployment's rollout into status.
+
+A timer runs it every poll interval: it follows rollouts and autoscaling into
+status, puts back children edited or deleted by hand, and, while the model
+cannot be served, retries with exponential backoff (Ready=False with the
+reason). A spec change (a new model, ``kubectl scale``, autoscaling) runs it at
+once. Running it twice, or both at the same time, converges to the same state.
+
+kopf puts its finalizer on every ModelDeployment because of the timer: deleting
+one needs the operator running. The children go with it by owner reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from autovision.resources import GROUP, VERSION, Dataset, ModelDeployment, ResourceError, TrainingJob, parse_resource
+from autovision_operator.handlers import Context, _load, _now, _warn_once, _write
+from autovision_operator.kube import ChildConflictError, is_owned_by
+from autovision_operator.metrics import instrumented
+from autovision_operator.serving_builders import (
+    NotServableError,
+    ServedModel,
+    build_horizontal_pod_autoscaler,
+    build_pod_disruption_budget,
+    build_triton_deployment,
+    build_triton_service,
+    child_patch,
+    served_model,
+    serving_endpoints,
+    serving_name,
+    serving_secret,
+)
+from autovision_operator.serving_status import observe_deployment, serving_status
+from autovision_operator.status import waiting
+
+MODEL_DEPLOYMENTS = (GROUP, VERSION, ModelDeployment.info.plural)
+KIND = "ModelDeployment"
+
+
+def register(registry: kopf.OperatorRegistry, interval: float) -> None:
+    """Register the ModelDeployment handlers: a reconciling timer and an immediate run on spec changes."""
+    kopf.timer(*MODEL_DEPLOYMENTS, interval=interval, registry=registry)(reconcile_serving)
+    kopf.on.update(*MODEL_DEPLOYMENTS, field="spec", registry=registry)(apply_spec_change)
+
+
+@instrumented(KIND)
+def reconcile_serving(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
+    """Every poll interval: converge children and status; retry with backoff while the model is not servable."""
+    context: Context = memo.context
+    problem = _reconcile(context, body, patch)
+    if problem is not None:
+        raise kopf.TemporaryError(problem.message, delay=context.config.retry_delay(retry))
+
+
+@instrumented(KIND)
+def apply_spec_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """A spec change takes effect at once rather than at the next tick; the timer retries what cannot."""
+    _reconcile(memo.context, body, patch)
+
+
+def _reconcile(context: Context, body: kopf.Body, patch: kopf.Patch) -> NotServableError | None:
+    """Serve the spec and write status; return why it cannot be served, if it cannot."""
+    deployment = _load(ModelDeployment, body, patch)
+    try:
+        triton = _serve(context, body, deployment)
+    except NotServableError as problem:
+        _report_not_servable(context, body, patch, deployment, problem)
+        return problem
+    new = serving_status(deployment.status, observe_deployment(triton), serving_endpoints(deployment), _now())
+    new = new.model_copy(update={"observed_generation": deployment.metadata.generation})
+    _write(patch, deployment.status, new)
+    if new.model_version and new.model_version != deployment.status.model_version:
+        message = f"serving {new.model_version} on {new.ready_nodes} node(s)"
+        kopf.info(body, reason="ModelServed", message=message)
+    return None
+
+
+def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> dict[str, Any]:
+    """Resolve the model and its credentials, then converge the children; return the Triton Deployment."""
+    namespace, ref = str(deployment.metadata.namespace), deployment.spec.model_ref
+    training_job = (
+        context.kube.read_resource(TrainingJob.info.plural, namespace, ref.training_job) if ref.training_job else None
+    )
+    model = served_model(deployment, training_job, context.config.storage_endpoint)
+    dataset = _read_dataset(context, namespace, model.dataset) if model.dataset else None
+    secret = serving_secret(deployment, dataset, context.config)
+    if secret and not context.kube.secret_exists(namespace, secret):
+        raise NotServableError(
+            "SecretNotFound", f"Secret {secret} (storage credentials of the model) not found in {namespace}"
+        )
+    return _converge_children(context, body, deployment, model, secret)
+
+
+def _read_dataset(context: Context, namespace: str, name: str) -> Dataset | None:
+    """The Dataset a model was trained on, if it still exists and parses; it only names the credentials."""
+    raw = context.kube.read_resource(Dataset.info.plural, namespace, name)
+    try:
+        dataset = parse_resource(raw) if raw is not None else None
+    except ResourceError:
+        return None
+    return dataset if isinstance(dataset, Dataset) else None
+
+
+def _converge_children(
+    context: Context, body: kopf.Body, deployment: ModelDeployment, model: ServedModel, secret: str | None
+) -> dict[str, Any]:
+    """Create or patch every child; with an autoscaler, it (not ``spec.nodes``) sets the replicas."""
+    autoscaled = deployment.spec.autoscaling is not None
+    _converge(context, body, build_triton_service(deployment))
+    _converge(context, body, build_pod_disruption_budget(deployment))
+    desired = build_triton_deployment(deployment, model, context.config, secret)
+    triton = _converge(context, body, desired, omit_replicas=autoscaled)
+    name, namespace, uid = serving_name(deployment), str(deployment.metadata.namespace), str(deployment.metadata.uid)
+    if autoscaled:
+        _converge(context, body, build_horizontal_pod_autoscaler(deployment))
+    elif context.kube.delete_child("HorizontalPodAutoscaler", namespace, name, uid):
+        message = f"deleted HorizontalPodAutoscaler {name}: spec.nodes sets the replicas again"
+        kopf.info(body, reason="AutoscalerDeleted", message=message)
+    return triton
+
+
+def _converge(
+    context: Context, body: kopf.Body, desired: dict[str, Any], *, omit_replicas: bool = False
+) -> dict[str, Any]:
+    """Create a child, or patch it where it differs from ``desired``; return it as the server has it."""
+    kind, name, namespace = desired["kind"], desired["metadata"]["name"], desired["metadata"]["namespace"]
+    try:
+        existing, created = context.kube.ensure_child(desired)
+    except ChildConflictError as error:
+        raise NotServableError("ChildConflict", str(error)) from None
+    if created:
+        kopf.info(body, reason=f"{kind}Created", message=f"created {kind} {name}")
+        return existing
+    update = child_patch(desired, existing, omit_replicas=omit_replicas)
+    if update is None:
+        return existing
+    kopf.info(body, reason=f"{kind}Updated", message=f"updated {kind} {name} to the spec")
+    return context.kube.patch_child(kind, namespace, name, update)
+
+
+def _report_not_servable(
+    context: Context, body: kopf.Body, patch: kopf.Patch, deployment: ModelDeployment, problem: NotServableError
+) -> None:
+    """Ready=False with the reason; nodes and modelVersion still show what an existing Deployment serves."""
+    observed, meta, now = deployment.status, deployment.metadata, _now()
+    triton = context.kube.read_child("Deployment", str(meta.namespace), serving_name(deployment))
+    if triton is not None and is_owned_by(triton, str(meta.uid)):
+        observed = serving_status(observed, observe_deployment(triton), serving_endpoints(deployment), now)
+    serving = f"; still serving {observed.model_version}" if observed.model_version else ""
+    _write(patch, deployment.status, waiting(observed, problem.reason, problem.message + serving, now))
+    _warn_once(body, deployment.status, problem.reason, problem.message)

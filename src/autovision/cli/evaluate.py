@@ -1,0 +1,60 @@
+"""``autovision evaluate``: redo a model's evaluation at another score threshold, without retraining."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from autovision.cli._console import console, fail
+
+app = typer.Typer()
+
+
+@app.command(name="evaluate")
+def evaluate_command(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A run or its model/ directory: a URI (file://, s3://), a path, or a run prefix under "
+            "AUTOVISION_STORAGE_ROOT such as runs/local/quickstart/<uid>."
+        ),
+    ],
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold for predicted labels.")] = 0.5,
+    top_mistakes: Annotated[int, typer.Option(min=0, help="Most confident mistakes to list.")] = 10,
+    output: Annotated[str | None, typer.Option(help="Also write the evaluation JSON to this URI or path.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole evaluation as JSON.")] = False,
+) -> None:
+    """Recompute a model's evaluation from its saved test-split predictions and print a summary."""
+    from autovision.evaluate import SplitPredictions, evaluate_predictions, per_label_rows, summary_rows
+    from autovision.evaluate.tables import PER_LABEL_COLUMNS
+    from autovision.export.layout import EVALUATION_FILE, TEST_PREDICTIONS_FILE, ModelNotFoundError, locate_model
+    from autovision.storage import Storage, StorageError
+
+    try:
+        location = locate_model(model)
+        predictions = SplitPredictions.from_npz(location.storage.read_bytes(location.key(TEST_PREDICTIONS_FILE)))
+        evaluation = evaluate_predictions(predictions, score_threshold=threshold, top_mistakes=top_mistakes)
+        saved = location.storage.read_json(location.key(EVALUATION_FILE))
+        if "int8" in saved:  # measured at export time; the threshold does not change it
+            evaluation["int8"] = saved["int8"]
+        if output:
+            directory, name = posixpath.split(output)
+            Storage(directory or ".", location.storage.settings).write_json(name, evaluation)
+    except (ModelNotFoundError, StorageError, ValueError) as error:
+        fail(str(error))
+    if as_json:
+        sys.stdout.write(json.dumps(evaluation) + "\n")
+        return
+    summary = Table(title=f"{location.uri()} at score threshold {threshold:.2f}", show_header=False)
+    for name, value in summary_rows(evaluation):
+        summary.add_row(name, value)
+    console.print(summary)
+    labels = Table(*PER_LABEL_COLUMNS)
+    for row in per_label_rows(evaluation):
+        labels.add_row(*row)
+    console.print(labels)

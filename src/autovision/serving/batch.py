@@ -1,0 +1,248 @@
+"""Batch prediction, AutoML Vision's batch predict: images from a CSV or a prefix in, JSON Lines out.
+
+No server is involved: the exported ONNX model runs in ONNX Runtime on the same
+preprocessing Triton uses, so the answers are the served ones (the export parity
+check and the serving tests prove it). The same command runs on a laptop and, in
+the trainer image, as a Kubernetes Job.
+
+The output prefix receives ``request.json`` first, then one JSON Lines shard per
+``shard_size`` images, then ``manifest.json`` last. A Job retried after a crash
+finds its request, keeps the finished shards and writes only the missing ones; an
+output prefix holding a different request is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from autovision.evaluate.metrics import sigmoid, softmax
+from autovision.export.layout import INT8_ONNX_FILE, MODEL_CARD, ONNX_FILE, ModelLocation
+from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_bytes
+from autovision.progress import Reporter
+from autovision.settings import Settings
+from autovision.storage import Storage, StorageError, open_uri, read_uris
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CSV_HEADERS = ("uri", "image", "image_uri", "path")
+REQUEST_FILE = "request.json"
+MANIFEST_FILE = "manifest.json"
+DEFAULT_SHARD_SIZE = 1000
+# Images decoded and run through ONNX Runtime together.
+MINIBATCH = 64
+
+Variant = Literal["fp32", "int8"]
+
+
+class BatchPredictionError(RuntimeError):
+    """The batch prediction cannot run; the message says why."""
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What each output line holds and how the work is cut."""
+
+    top_k: int = 3
+    score_threshold: float = 0.0
+    variant: Variant = "fp32"
+    shard_size: int = DEFAULT_SHARD_SIZE
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An exported model ready to score preprocessed images."""
+
+    uri: str
+    labels: list[str]
+    preprocess: PreprocessConfig
+    multi_label: bool
+    session: ort.InferenceSession
+
+    def scores(self, inputs: FloatArray) -> FloatArray:
+        """Softmax (single-label) or sigmoid (multi-label) scores for a batch of model inputs."""
+        session_input = self.session.get_inputs()[0].name
+        (logits,) = self.session.run(None, {session_input: inputs})
+        activate = sigmoid if self.multi_label else softmax
+        return activate(np.asarray(logits, dtype=np.float32))
+
+
+def load_model(location: ModelLocation, variant: Variant = "fp32") -> LoadedModel:
+    """Read the model card and the chosen ONNX file (fp32, or the int8 edge model)."""
+    card = location.storage.read_json(location.key(MODEL_CARD))
+    filename = INT8_ONNX_FILE if variant == "int8" else ONNX_FILE
+    session = ort.InferenceSession(
+        location.storage.read_bytes(location.key(filename)), providers=["CPUExecutionProvider"]
+    )
+    return LoadedModel(
+        uri=location.uri(filename),
+        labels=list(card["labels"]),
+        preprocess=PreprocessConfig(size=int(card["inputSize"]), mean=tuple(card["mean"]), std=tuple(card["std"])),
+        multi_label=card.get("task") == "MultiLabel",
+        session=session,
+    )
+
+
+def parse_csv_uris(text: str, base_uri: str) -> list[str]:
+    """Image URIs from the first column of a CSV; relative entries are relative to the CSV's directory."""
+    base = posixpath.dirname(base_uri)
+    uris: list[str] = []
+    for row in csv.reader(io.StringIO(text)):
+        cell = row[0].strip() if row else ""
+        if not cell or (not uris and cell.lower() in CSV_HEADERS):
+            continue
+        uris.append(cell if "://" in cell or cell.startswith("/") else posixpath.join(base, cell))
+    return uris
+
+
+def list_images(source: str, settings: Settings | None = None) -> list[str]:
+    """The images a batch prediction covers: the URIs a CSV lists, or every image under a prefix."""
+    if source.lower().endswith(".csv"):
+        with open_uri(source, settings) as handle:
+            return parse_csv_uris(handle.read().decode("utf-8-sig"), source)
+    storage = Storage(source, settings)
+    return [storage.uri(key) for key in storage.list_keys("") if key.lower().endswith(IMAGE_SUFFIXES)]
+
+
+def prediction_record(uri: str, scores: FloatArray, labels: list[str], options: BatchOptions) -> dict[str, Any]:
+    """One output line: the top-k labels scoring at least the threshold, best first."""
+    best = np.argsort(-scores, kind="stable")[: options.top_k]
+    return {
+        "uri": uri,
+        "predictions": [
+            {"label": labels[i], "score": float(scores[i])} for i in best if scores[i] >= options.score_threshold
+        ],
+    }
+
+
+def error_record(uri: str, message: str) -> dict[str, Any]:
+    """One output line for an image that could not be read or decoded."""
+    return {"uri": uri, "error": message}
+
+
+def predict_uris(
+    model: LoadedModel, uris: list[str], options: BatchOptions, settings: Settings | None = None
+) -> list[dict[str, Any]]:
+    """Output records for some images, in their order, MINIBATCH images per ONNX Runtime call."""
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(uris), MINIBATCH):
+        chunk = uris[start : start + MINIBATCH]
+        records.extend(_predict_chunk(model, chunk, _read(chunk, settings), options))
+    return records
+
+
+def _read(uris: list[str], settings: Settings | None) -> list[bytes | str]:
+    """Every image's bytes, or why it cannot be read; one missing image does not fail the others."""
+    try:
+        return list(read_uris(uris, settings))
+    except StorageError:
+        return [_read_one(uri, settings) for uri in uris]
+
+
+def _read_one(uri: str, settings: Settings | None) -> bytes | str:
+    try:
+        with open_uri(uri, settings) as handle:
+            return bytes(handle.read())
+    except (StorageError, OSError) as error:
+        return f"cannot read the image: {error}"
+
+
+def _decode(data: bytes | str, config: PreprocessConfig) -> FloatArray | str:
+    if isinstance(data, str):
+        return data
+    try:
+        return preprocess_bytes(data, config)
+    # Pillow signals unreadable input with many exception types; each one fails only this image.
+    except Exception as error:  # noqa: BLE001
+        return f"not a decodable image: {type(error).__name__}: {error}"
+
+
+def _predict_chunk(
+    model: LoadedModel, uris: list[str], contents: list[bytes | str], options: BatchOptions
+) -> list[dict[str, Any]]:
+    decoded = [_decode(data, model.preprocess) for data in contents]
+    good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
+    scores = model.scores(np.stack([decoded[i] for i in good])) if good else np.zeros((0, len(model.labels)))
+    by_index = dict(zip(good, scores, strict=True))
+    return [
+        prediction_record(uri, by_index[i], model.labels, options) if i in by_index else error_record(uri, str(item))
+        for i, (uri, item) in enumerate(zip(uris, decoded, strict=True))
+    ]
+
+
+def shard_key(index: int, count: int) -> str:
+    """The output key of one shard: ``predictions-00000-of-00003.jsonl``."""
+    return f"predictions-{index:05d}-of-{count:05d}.jsonl"
+
+
+def describe_request(source: str, uris: list[str], model: LoadedModel, options: BatchOptions) -> dict[str, Any]:
+    """What was asked, precisely enough that a retry recognises its own earlier output."""
+    return {
+        "source": source,
+        "images": len(uris),
+        "imagesSha256": hashlib.sha256("\n".join(uris).encode()).hexdigest(),
+        "model": model.uri,
+        "topK": options.top_k,
+        "scoreThreshold": options.score_threshold,
+        "shardSize": options.shard_size,
+    }
+
+
+def run_batch_prediction(
+    source: str,
+    model: LoadedModel,
+    output: Storage,
+    options: BatchOptions,
+    *,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Predict every image of ``source`` into shards under ``output``; returns the manifest (written last)."""
+    uris = list_images(source, output.settings)
+    if not uris:
+        raise BatchPredictionError(f"{source} lists no images ({', '.join(IMAGE_SUFFIXES)})")
+    request = describe_request(source, uris, model, options)
+    if output.exists(MANIFEST_FILE):
+        manifest: dict[str, Any] = output.read_json(MANIFEST_FILE)
+        _require_same_request(output, manifest["request"], request)
+        return manifest
+    if output.exists(REQUEST_FILE):
+        _require_same_request(output, output.read_json(REQUEST_FILE), request)
+    output.write_json(REQUEST_FILE, request)
+    shards = [uris[start : start + options.shard_size] for start in range(0, len(uris), options.shard_size)]
+    keys = [shard_key(index, len(shards)) for index in range(len(shards))]
+    if reporter:
+        reporter.stage("Predicting", total=len(uris))
+    errors = done = 0
+    for key, shard in zip(keys, shards, strict=True):
+        if not output.exists(key):  # a retry keeps the shards an earlier attempt finished
+            records = predict_uris(model, shard, options, output.settings)
+            output.write_bytes(key, "".join(json.dumps(record) + "\n" for record in records).encode())
+        errors += sum("error" in json.loads(line) for line in output.read_bytes(key).decode().splitlines())
+        done += len(shard)
+        if reporter:
+            reporter.update(done, f"{done} of {len(uris)} images, {errors} errors")
+    manifest = {
+        "request": request,
+        "shards": [output.uri(key) for key in keys],
+        "images": len(uris),
+        "errors": errors,
+        "completedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    output.write_json(MANIFEST_FILE, manifest)
+    return manifest
+
+
+def _require_same_request(output: Storage, found: dict[str, Any], wanted: dict[str, Any]) -> None:
+    if found != wanted:
+        raise BatchPredictionError(
+            f"{output.uri('')} already holds the output of another batch prediction "
+            f"({found.get('source')}, model {found.get('model')}): choose another output prefix"
+        )

@@ -1,0 +1,157 @@
+"""The pure mapping from the Triton Deployment's rollout to ModelDeployment status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from autovision.resources import Endpoints, ModelDeploymentStatus, find_condition
+from autovision_operator.serving_builders import MODEL_VERSION_ANNOTATION
+from autovision_operator.serving_status import Rollout, label_selector, observe_deployment, serving_status
+from autovision_operator.status import status_patch
+
+T0 = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(minutes=5)
+ENDPOINTS = Endpoints(http="flowers.ml.svc:8000", grpc="flowers.ml.svc:8001", predict="http://flowers.ml.svc:8080/p")
+SELECTOR = {"app.kubernetes.io/name": "autovision", "app.kubernetes.io/component": "serving"}
+
+
+def deployment(version: str = "run-a", generation: int = 1, desired: int = 2, **status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "flowers", "generation": generation},
+        "spec": {
+            "replicas": desired,
+            "selector": {"matchLabels": SELECTOR},
+            "template": {"metadata": {"annotations": {MODEL_VERSION_ANNOTATION: version}}},
+        },
+        "status": status,
+    }
+
+
+def rolled_out(version: str = "run-a", generation: int = 1, desired: int = 2) -> dict[str, Any]:
+    """What the Deployment controller reports once every replica runs the template and is ready."""
+    counts = {"replicas": desired, "updatedReplicas": desired, "readyReplicas": desired}
+    return deployment(version, generation, desired, observedGeneration=generation, **counts)
+
+
+def status_of(obj: dict[str, Any], before: ModelDeploymentStatus | None = None, now: dt.datetime = T0) -> Any:
+    return serving_status(before or ModelDeploymentStatus(), observe_deployment(obj), ENDPOINTS, now)
+
+
+def condition(status: ModelDeploymentStatus, type: str) -> tuple[str, str]:
+    found = find_condition(status.conditions, type)
+    assert found is not None, f"no {type} condition in {status.conditions}"
+    return found.status.value, found.reason
+
+
+def test_observe_a_new_deployment() -> None:
+    rollout = observe_deployment(deployment())
+    assert rollout == Rollout(
+        desired=2,
+        current=0,
+        updated=0,
+        ready=0,
+        observed=False,
+        version="run-a",
+        selector="app.kubernetes.io/component=serving,app.kubernetes.io/name=autovision",
+    )
+    assert not rollout.complete
+
+
+def test_label_selector_is_the_scale_subresource_form() -> None:
+    assert label_selector({"b": "2", "a": "1"}) == "a=1,b=2"
+
+
+def test_no_deployment_is_not_ready() -> None:
+    status = serving_status(ModelDeploymentStatus(), None, ENDPOINTS, T0)
+    assert condition(status, "Ready") == ("False", "DeploymentMissing")
+    assert (status.nodes, status.ready_nodes, status.endpoints) == (0, 0, None)
+
+
+def test_a_first_rollout_is_not_ready_until_complete() -> None:
+    status = status_of(deployment(observedGeneration=1, replicas=2, updatedReplicas=2, readyReplicas=1))
+    assert condition(status, "Ready") == ("False", "RollingOut")
+    assert condition(status, "Progressing") == ("True", "RollingOut")
+    assert status.model_version is None
+    assert (status.nodes, status.ready_nodes) == (2, 1)
+    assert status.endpoints == ENDPOINTS
+    assert status.selector == "app.kubernetes.io/component=serving,app.kubernetes.io/name=autovision"
+
+
+def test_a_complete_rollout_serves_its_version() -> None:
+    status = status_of(rolled_out())
+    assert condition(status, "Ready") == ("True", "Available")
+    assert condition(status, "Progressing") == ("False", "RolloutComplete")
+    assert status.model_version == "run-a"
+    assert (status.nodes, status.ready_nodes) == (2, 2)
+
+
+def test_a_stale_observation_is_not_complete() -> None:
+    stale = rolled_out(generation=1) | {"metadata": {"name": "flowers", "generation": 2}}
+    assert not observe_deployment(stale).complete
+
+
+def test_a_new_model_rolls_out_while_the_old_one_serves() -> None:
+    serving = status_of(rolled_out("run-a"))
+    # The template now names run-b; one surged pod runs it, the two old ones still serve run-a.
+    rolling = deployment("run-b", generation=2, observedGeneration=2, replicas=3, updatedReplicas=1, readyReplicas=2)
+    status = status_of(rolling, serving, T1)
+    assert status.model_version == "run-a"
+    assert condition(status, "Ready") == ("False", "RollingOut")
+    ready = find_condition(status.conditions, "Ready")
+    assert ready is not None
+    assert "still serving run-a" in ready.message
+    done = status_of(rolled_out("run-b", generation=2), status, T1)
+    assert done.model_version == "run-b"
+    assert condition(done, "Ready") == ("True", "Available")
+
+
+def test_scaling_out_keeps_serving() -> None:
+    serving = status_of(rolled_out("run-a", desired=2))
+    scaling = deployment("run-a", 2, desired=4, observedGeneration=2, replicas=4, updatedReplicas=4, readyReplicas=2)
+    status = status_of(scaling, serving, T1)
+    assert condition(status, "Ready") == ("True", "Available")
+    assert condition(status, "Progressing") == ("True", "Scaling")
+    assert (status.nodes, status.ready_nodes, status.model_version) == (4, 2, "run-a")
+
+
+def test_no_ready_node_is_unavailable() -> None:
+    serving = status_of(rolled_out("run-a"))
+    crashed = deployment("run-a", observedGeneration=1, replicas=2, updatedReplicas=2, readyReplicas=0)
+    status = status_of(crashed, serving, T1)
+    assert condition(status, "Ready") == ("False", "Unavailable")
+
+
+def test_a_stuck_rollout_says_so() -> None:
+    serving = status_of(rolled_out("run-a"))
+    stuck = deployment(
+        "run-b",
+        generation=2,
+        observedGeneration=2,
+        replicas=3,
+        updatedReplicas=1,
+        readyReplicas=2,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "flowers-7d9" has timed out progressing.',
+            }
+        ],
+    )
+    status = status_of(stuck, serving, T1)
+    assert condition(status, "Ready") == ("False", "ProgressDeadlineExceeded")
+    assert condition(status, "Progressing") == ("False", "ProgressDeadlineExceeded")
+    assert status.model_version == "run-a"
+
+
+@pytest.mark.parametrize("obj", [deployment(), rolled_out()])
+def test_the_same_observation_changes_nothing(obj: dict[str, Any]) -> None:
+    first = status_of(obj)
+    again = status_of(obj, first, T1)
+    assert status_patch(first, again) == {}
