@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import kopf
+import kubernetes_validate
 import pytest
+import yaml
 from kubernetes.client import Configuration
 
 from autovision.resources import API_VERSION
@@ -259,3 +262,52 @@ def test_kopf_settings_guard_against_silent_watches() -> None:
 def test_watching_namespaces_peers_per_namespace() -> None:
     settings = kopf_settings(OperatorConfig(storage_root="s3://b", trainer_image="t", watch_namespaces="ml"))
     assert settings.peering.clusterwide is False
+
+
+# --- the examples, as a user applies them --------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _example(name: str) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return manifest
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(120)
+async def test_the_examples_yield_jobs_kubernetes_accepts(cluster: Cluster, operator_config: OperatorConfig) -> None:
+    """``kubectl apply -f examples/dataset.yaml -f examples/trainingjob.yaml``: both Jobs, with valid specs."""
+    storage = Storage(operator_config.storage_root)
+    dataset, training_job = _example("dataset.yaml"), _example("trainingjob.yaml")
+    name, run_name = dataset["metadata"]["name"], training_job["metadata"]["name"]
+    async with running_operator(operator_config):
+        await cluster.create_secret(dataset["spec"]["storageSecretRef"]["name"])
+        await cluster.apply("datasets", dataset)
+        await cluster.apply("trainingjobs", training_job)
+        import_job = await eventually(lambda: cluster.job(f"{name}-import"), "the import Job")
+        kubernetes_validate.validate(import_job, kubernetes_validate.latest_version(), True)
+        assert (
+            _container(import_job)["args"][_container(import_job)["args"].index("--source") + 1]
+            == (dataset["spec"]["source"])
+        )
+
+        storage.write_json(f"datasets/{name}/sha256-feed/report.json", REPORT)
+        storage.write_json(f"datasets/{name}/latest.json", {"version": "sha256-feed"})
+        await cluster.set_job_status(f"{name}-import", COMPLETE)
+        await resource_where(cluster, "datasets", name, ready("Imported", "True"))
+
+        search = await eventually(lambda: cluster.job(f"{run_name}-search"), "the search Job")
+        kubernetes_validate.validate(search, kubernetes_validate.latest_version(), True)
+    container = _container(search)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == str(training_job["spec"]["resources"]["gpusPerNode"])
+    budget = str(training_job["spec"]["budgetMilliNodeHours"])
+    assert container["args"][container["args"].index("--budget-milli-node-hours") + 1] == budget
+    assert {"secretRef": {"name": dataset["spec"]["storageSecretRef"]["name"]}} in container["envFrom"]
+    assert search["spec"]["activeDeadlineSeconds"] > training_job["spec"]["budgetMilliNodeHours"] * 3.6
+
+
+def _container(job: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = job["spec"]["template"]["spec"]["containers"][0]
+    return container

@@ -12,6 +12,7 @@ from autovision_operator.status import (
     RUN_SPEC_ANNOTATION,
     ImportReport,
     ImportResult,
+    ImportWarning,
     JobObservation,
     JobPhase,
     Progress,
@@ -136,6 +137,24 @@ def test_dataset_imported() -> None:
     assert "100 of 110 images" in ready.message
     assert is_finished(status)
     assert not needs_polling(started(status, 1))
+    assert condition(status, "DataWarnings") == ("False", "NoWarnings")
+
+
+def test_dataset_import_warnings_become_a_condition() -> None:
+    result = import_result()
+    warnings = [
+        {"reason": "FewImages", "message": "2 label(s) under 100 images: daisy, rose"},
+        {"reason": "RejectedFiles", "message": "4 file(s) rejected: see rejects in report.json"},
+    ]
+    report = result.report.model_copy(update={"warnings": [ImportWarning.model_validate(w) for w in warnings]})
+    imported = ImportResult(result.version, report, result.report_uri)
+    status = dataset_status(DatasetStatus(), JobObservation(JOB, JobPhase.SUCCEEDED), imported, T0)
+    assert condition(status, "DataWarnings") == ("True", "SeveralWarnings")
+    assert condition(status, "Ready") == ("True", "Imported")
+    warning = find_condition(status.conditions, "DataWarnings")
+    assert warning is not None
+    assert "under 100 images" in warning.message
+    assert "4 file(s) rejected" in warning.message
 
 
 def test_dataset_success_without_readable_result_keeps_waiting() -> None:

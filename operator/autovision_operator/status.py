@@ -41,6 +41,9 @@ StatusT = TypeVar("StatusT", bound=ResourceStatus)
 
 IMPORTING: Final = "Importing"
 SEARCHING: Final = "Searching"
+# True while the imported data has problems worth a look that did not refuse it
+# (labels under 100 images, rejected files, near-duplicates ...): AutoML's warnings.
+DATA_WARNINGS: Final = "DataWarnings"
 FAILED: Final = "Failed"
 SPEC_CHANGE_REFUSED: Final = "SpecChangeRefused"
 RUN_SPEC_ANNOTATION: Final = "autovision.dev/run-spec"
@@ -79,6 +82,13 @@ def progress_key(namespace: str, name: str, uid: str) -> str:
     return f"{run_prefix(namespace, name, uid)}/progress.json"
 
 
+class ImportWarning(StatusModel):
+    """One warning of an import: a CamelCase reason and a readable message."""
+
+    reason: str
+    message: str
+
+
 class ImportReport(StatusModel):
     """The parts of an import's report.json the Dataset status shows."""
 
@@ -88,6 +98,7 @@ class ImportReport(StatusModel):
     duplicates: Count = 0
     conflicts: Count = 0
     per_label: dict[str, SplitCounts] = Field(default={})
+    warnings: list[ImportWarning] = Field(default=[])
 
 
 @dataclass(frozen=True)
@@ -343,8 +354,16 @@ def dataset_status(
         done,
         now,
         Cond(IMPORTING, ConditionStatus.FALSE, "Completed", f"the import Job {job.name} succeeded"),
+        _data_warnings(report),
         Cond(READY, ConditionStatus.TRUE, "Imported", message),
     )
+
+
+def _data_warnings(report: ImportReport) -> Cond:
+    if not report.warnings:
+        return Cond(DATA_WARNINGS, ConditionStatus.FALSE, "NoWarnings", "the import found nothing to warn about")
+    reason = report.warnings[0].reason if len(report.warnings) == 1 else "SeveralWarnings"
+    return Cond(DATA_WARNINGS, ConditionStatus.TRUE, reason, "; ".join(w.message for w in report.warnings))
 
 
 # --- TrainingJob --------------------------------------------------------------
