@@ -40,7 +40,7 @@ from autovision.progress import LogReporter
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.tritonserver import TritonServerError, pytriton_tritonserver_dir
 from autovision.storage import Storage, read_uris
-from autovision.train.models import ResidualCNNConfig, build_residual_cnn
+from autovision.train.models import ResidualCNNConfig, build_model
 from autovision.train.trainer import TrainConfig
 
 # Small enough for two CPU cores in ~20 s, good enough to be a real classifier (~97%).
@@ -142,8 +142,16 @@ def test_model_card(run: FinishedRun) -> None:
         "width": 8,
         "stages": 3,
         "blocks_per_stage": 1,
+        "kernel": 3,
+        "stem_stride": 1,
+        "head": "linear",
         "dropout": 0.1,
     }
+    assert card["task"] == "SingleLabel"
+    assert card["search"]["chosenTrial"] == card["finalFit"]["trial"] == 0, "a given configuration is one trial"
+    assert [trial["state"] for trial in card["search"]["trials"]] == ["complete"]
+    assert card["finalFit"]["retrained"] is False
+    assert card["metrics"]["validationAccuracy"] == card["search"]["trials"][0]["value"]
     assert (card["inputSize"], card["mean"], card["std"]) == (16, list(PREPROCESS.mean), list(PREPROCESS.std))
     assert card["dataset"]["name"] == "digits"
     assert card["dataset"]["version"].startswith("sha256-")
@@ -394,7 +402,7 @@ def tritonserver_missing() -> bool:
 def eager_scores(run: FinishedRun, images: list[bytes]) -> npt.NDArray[Any]:
     """Scores of the trained weights in plain eager PyTorch, on the shared preprocessing."""
     state = torch.load(run.local_path("trials/0/checkpoint.pt"), weights_only=False)
-    model = build_residual_cnn(CONFIG.architecture, len(run.card["labels"]))
+    model = build_model(CONFIG.architecture, len(run.card["labels"]))
     model.load_state_dict(state["best_model"])
     model.eval()
     with torch.inference_mode():

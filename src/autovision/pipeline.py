@@ -2,11 +2,21 @@
 
 Each step reads its inputs from storage and writes its outputs there, and each
 step's completion is a marker written last, so a run killed anywhere continues
-where it stopped: the dataset version's manifest, the trial checkpoint, and the
-model card (``model/model.json``) that closes a run.
+where it stopped: the dataset version's manifest, the study journal and trial
+checkpoints of the search, the final fit's plan and checkpoint, and the model
+card (``model/model.json``) that closes a run.
+
+The steps: the architecture and hyperparameter search inside the budget (or one
+given configuration), the final fit of the chosen configuration on train +
+validation as the budget allows, evaluation on the test split, exports and the
+Triton repositories, and the model card with the trials table and Pareto front.
 
 A finished run holds, under ``runs/<namespace>/<job>/<uid>/``::
 
+    progress.json                                   what the operator shows (phase, trials, best, budget)
+    study/journal.log                               the search's shared Optuna study
+    trials/<n>/checkpoint.pt                        every trial's checkpoint
+    final/plan.json, final/checkpoint.pt            the final fit
     model/model.onnx, model.pt, model.int8.onnx    exports (fp32 ones parity-checked)
     model/test_predictions.npz                      test-split scores: evaluation can be redone
     model/evaluation.json, confusion_matrix.csv, report.html
@@ -25,10 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from autovision.data.manifest import SPLITS, SplitName, dataset_prefix, decode_manifest, labels_of
-from autovision.evaluate import SplitPredictions, confusion_matrix_csv, evaluate_predictions, softmax, variant_metrics
+from autovision.data.manifest import ImageRecord, dataset_prefix, decode_manifest, labels_of
+from autovision.evaluate import (
+    SplitPredictions,
+    confusion_matrix_csv,
+    evaluate_predictions,
+    sigmoid,
+    softmax,
+    variant_metrics,
+)
 from autovision.evaluate.metrics import DEFAULT_SCORE_THRESHOLD
 from autovision.export.bundle import ExportedModel, export_model
 from autovision.export.layout import (
@@ -43,27 +58,31 @@ from autovision.export.layout import (
     ModelLocation,
 )
 from autovision.export.layout import MODEL_CARD as MODEL_CARD_FILE
-from autovision.preprocess import PreprocessConfig
+from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.progress import Reporter
 from autovision.report import render_report, thumbnail_data_uri
+from autovision.resources import OptimizeFor, Task
+from autovision.search.budget import milli_node_hours
+from autovision.search.final import FinalModel, fit_final, pinned_plan
+from autovision.search.runner import (
+    ImageCache,
+    SearchJob,
+    SearchResult,
+    SearchSettings,
+    run_workers,
+    summarise,
+    trial_counts,
+)
+from autovision.search.runner import write_progress as write_run_progress
+from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space, space_for
 from autovision.serving.cluster import write_cluster_repository
 from autovision.serving.repository import write_local_repository
 from autovision.storage import Storage, StorageError, read_uris
-from autovision.train.trainer import (
-    EpochResult,
-    SplitData,
-    TrainConfig,
-    TrialCheckpoint,
-    TrialResult,
-    load_split,
-    predict_logits,
-    train_trial,
-)
+from autovision.train.trainer import CPU, ImageSet, TrainConfig, image_logits
 
 MODEL_CARD = f"{MODEL_DIR}/{MODEL_CARD_FILE}"
 TRITON_LOCAL = "triton"
 TRITON_CLUSTER = "triton-cluster"
-TASK = "SingleLabel"
 
 
 @dataclass(frozen=True)
@@ -80,10 +99,15 @@ class RunLocation:
         return f"runs/{self.namespace}/{self.job}/{self.uid}"
 
 
-def local_run_uid(dataset_version: str, config: TrainConfig, preprocess: PreprocessConfig) -> str:
-    """A stable run id for the local runtime: same data and config, same run (resumable)."""
-    text = json.dumps([dataset_version, config.describe(), preprocess.to_json()], sort_keys=True)
+def run_uid(*parts: object) -> str:
+    """A stable run id from what defines a run: same inputs, same run (so a rerun resumes it)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def local_run_uid(dataset_version: str, config: TrainConfig, preprocess: PreprocessConfig) -> str:
+    """A stable run id for the local runtime's fixed-configuration runs (the quickstart)."""
+    return run_uid(dataset_version, config.describe(), preprocess.to_json())
 
 
 def _now() -> str:
@@ -92,11 +116,32 @@ def _now() -> str:
 
 def write_progress(storage: Storage, run: RunLocation, **fields: Any) -> None:
     """progress.json, read by the operator: phase, trials, best so far, budget used."""
-    storage.write_json(f"{run.prefix}/progress.json", {"updatedAt": _now(), **fields})
+    write_run_progress(storage, run.prefix, **fields)
 
 
-def _milli_node_hours(seconds: float) -> int:
-    return int(np.ceil(seconds / 3.6))
+def is_multi_label(storage: Storage, dataset: str, version: str, records: list[ImageRecord]) -> bool:
+    """The dataset version's task, from its import report (or its labels, for a version without one)."""
+    key = f"{dataset_prefix(dataset, version)}/report.json"
+    if storage.exists(key):
+        return bool(storage.read_json(key)["task"] == Task.MULTI_LABEL.value)
+    return any(len(record.labels) > 1 for record in records)
+
+
+def search_space(
+    profile: DatasetProfile,
+    *,
+    config: TrainConfig | None,
+    preprocess: PreprocessConfig | None,
+    budget_milli_node_hours: int | None,
+    settings: SearchSettings,
+) -> Space:
+    """What the run trains: the settings' space; one configuration when it is given or there is no budget
+    (the default one then); otherwise the dataset's search space."""
+    if settings.space is not None:
+        return settings.space
+    if config is not None or budget_milli_node_hours is None:
+        return FixedSpace(Candidate(config or TrainConfig(), preprocess or PreprocessConfig()))
+    return space_for(profile, seed=settings.seed, preprocess=preprocess)
 
 
 def train_evaluate_export(
@@ -110,133 +155,149 @@ def train_evaluate_export(
     preprocess: PreprocessConfig | None = None,
     budget_milli_node_hours: int | None = None,
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    search: SearchSettings | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate on the test split, export three formats and two Triton repositories.
+    """Search, fit the final model, evaluate on the test split, export three formats and two Triton repositories.
 
+    With ``config`` (and optionally ``preprocess``) exactly that configuration is
+    trained, once; without a config, the dataset's search space is searched within
+    the budget (without a budget too, the default configuration is trained once).
     Returns the model card. A run whose model card exists is returned as is.
     """
     if storage.exists(f"{run.prefix}/{MODEL_CARD}"):
         reporter.note(f"run {run.uid} already complete: reusing it")
         card: dict[str, Any] = storage.read_json(f"{run.prefix}/{MODEL_CARD}")
         return card
-    config = config or TrainConfig()
-    preprocess = preprocess or PreprocessConfig()
+    settings = search or SearchSettings()
     records = decode_manifest(storage.read_bytes(f"{dataset_prefix(dataset, version)}/manifest.jsonl"))
     labels = labels_of(records)
-    reporter.stage("Loading images", total=3)
-    splits: dict[SplitName, SplitData] = {}
-    for done, split in enumerate(SPLITS, start=1):
-        splits[split] = load_split(records, labels, split, preprocess, storage)
-        reporter.update(done, f"{split}: {len(splits[split].targets)} images")
-    trial = _train(
-        storage,
-        run,
-        reporter,
-        splits,
-        num_classes=len(labels),
+    multi_label = is_multi_label(storage, dataset, version, records)
+    space = search_space(
+        DatasetProfile.of(records, labels, multi_label),
         config=config,
+        preprocess=preprocess,
         budget_milli_node_hours=budget_milli_node_hours,
+        settings=settings,
     )
+    job = SearchJob(
+        storage_root=storage.uri(""),
+        storage_settings=storage.settings,
+        prefix=run.prefix,
+        records=tuple(records),
+        labels=tuple(labels),
+        multi_label=multi_label,
+        space=space,
+        budget_milli_node_hours=budget_milli_node_hours,
+        settings=settings,
+    )
+    images = ImageCache(job.records, job.labels, storage)
+    result, final = search_and_fit(job, images, reporter)
+    preprocess = result.candidate.preprocess
+    test = images.split("test", preprocess.size).to(CPU)
 
     model_dir = ModelLocation(storage, f"{run.prefix}/{MODEL_DIR}")
     reporter.stage("Evaluating on the test split", total=1)
-    predictions = score_test_split(trial, splits["test"], labels)
+    predictions = score_test_split(final, test, labels, preprocess, multi_label)
     storage.write_bytes(model_dir.key(TEST_PREDICTIONS_FILE), predictions.to_npz())
     evaluation = evaluate_predictions(predictions, score_threshold=score_threshold)
     reporter.update(1, f"test accuracy {evaluation['accuracy']:.3f}")
 
     reporter.stage("Exporting ONNX, TorchScript, int8 ONNX and Triton repositories", total=3)
     with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
-        calibration = splits["validation"] if len(splits["validation"].targets) else splits["train"]
-        exported = export_model(trial.model, splits["test"].inputs, calibration.inputs, Path(workdir) / "model")
+        validation = images.split("validation", preprocess.size)
+        calibration = (validation if len(validation) else images.split("train", preprocess.size)).to(CPU)
+        exported = export_model(
+            final.model, test.inputs(preprocess), calibration.inputs(preprocess), Path(workdir) / "model"
+        )
         for path in (exported.onnx, exported.torchscript, exported.int8_onnx):
             storage.write_bytes(model_dir.key(path.name), path.read_bytes())
         reporter.update(1, f"ONNX parity max |diff| {exported.parity['onnx'].max_abs_diff:.2e}")
-        evaluation["int8"] = variant_metrics(predictions, softmax(exported.int8_logits), score_threshold)
-        facts = report_facts(dataset, version, run, config, trial)
+        evaluation["int8"] = variant_metrics(predictions, activate(exported.int8_logits, multi_label), score_threshold)
+        facts = report_facts(dataset, version, run, result, final)
         write_evaluation_files(storage, model_dir, evaluation, f"AutoVision model {run.job}", facts)
         reporter.update(2, f"int8 test accuracy {evaluation['int8']['accuracy']:.3f}")
-        write_triton_repositories(storage, run, exported.onnx, labels, preprocess=preprocess, workdir=Path(workdir))
+        write_triton_repositories(
+            storage,
+            run,
+            exported.onnx,
+            labels,
+            preprocess=preprocess,
+            multi_label=multi_label,
+            workdir=Path(workdir),
+        )
         reporter.update(3, "Triton repositories written")
 
     card = model_card(
         dataset=dataset,
         version=version,
         labels=labels,
-        config=config,
-        preprocess=preprocess,
-        trial=trial,
+        multi_label=multi_label,
+        result=result,
+        final=final,
         evaluation=evaluation,
         exported=exported,
         budget_milli_node_hours=budget_milli_node_hours,
-        artifacts=artifact_uris(storage, run, model_dir),
+        optimize_for=settings.optimize_for,
+        artifacts=artifact_uris(storage, run, model_dir, multi_label),
     )
     storage.write_json(f"{run.prefix}/{MODEL_CARD}", card)
     write_progress(
         storage,
         run,
         phase="Succeeded",
-        trials={"done": 1, "running": 0, "pruned": 0},
-        best=_best(trial.best_validation_accuracy),
+        trials=trial_counts(result.trials),
+        best={
+            "trial": result.chosen.number,
+            "architecture": result.candidate.architecture,
+            "metric": result.metric,
+            "value": result.chosen.value,
+        },
         milliNodeHoursUsed=card["milliNodeHoursUsed"],
         artifacts=card["artifacts"],
     )
     return card
 
 
-def _best(value: float) -> dict[str, Any]:
-    return {"trial": 0, "architecture": "residual_cnn", "metric": "validationAccuracy", "value": value}
+def search_and_fit(job: SearchJob, images: ImageCache, reporter: Reporter) -> tuple[SearchResult, FinalModel]:
+    """Run (or finish) the search, choose per optimizeFor, and fit the final model."""
+    pinned = pinned_plan(images.storage, job.prefix)
+    if pinned is None:  # with a plan written, the search is over and the final fit is under way
+        run_workers(job, images, reporter)
+    result = summarise(job, images, None if pinned is None else pinned.trial)
+    return result, fit_final(job, result, images, reporter)
 
 
-def _train(
-    storage: Storage,
-    run: RunLocation,
-    reporter: Reporter,
-    splits: dict[SplitName, SplitData],
-    *,
-    num_classes: int,
-    config: TrainConfig,
-    budget_milli_node_hours: int | None,
-) -> TrialResult:
-    def on_epoch(result: EpochResult) -> None:
-        reporter.update(result.epoch, f"validation accuracy {result.validation_accuracy:.3f}")
-        write_progress(
-            storage,
-            run,
-            phase="Searching",
-            trials={"done": 0, "running": 1, "pruned": 0},
-            best=_best(result.validation_accuracy),
-            milliNodeHoursUsed=_milli_node_hours(result.seconds_used),
-        )
-
-    reporter.stage("Training trial 0", total=config.epochs)
-    return train_trial(
-        splits["train"],
-        splits["validation"],
-        num_classes,
-        config,
-        checkpoint=TrialCheckpoint(storage, f"{run.prefix}/trials/0/checkpoint.pt"),
-        on_epoch=on_epoch,
-        max_seconds=None if budget_milli_node_hours is None else budget_milli_node_hours * 3.6,
-    )
+def activate(logits: FloatArray, multi_label: bool) -> FloatArray:
+    """Scores from logits: per-label sigmoid (multi-label) or softmax (single-label)."""
+    return sigmoid(logits) if multi_label else softmax(logits)
 
 
-def score_test_split(trial: TrialResult, test: SplitData, labels: list[str]) -> SplitPredictions:
-    """The trained model's softmax scores on every test image, with their URIs and true labels."""
-    probabilities = softmax(predict_logits(trial.model, test.inputs))
-    return SplitPredictions.single_label(labels, test.uris, test.targets.numpy(), probabilities)
+def score_test_split(
+    final: FinalModel, test: ImageSet, labels: list[str], preprocess: PreprocessConfig, multi_label: bool
+) -> SplitPredictions:
+    """The final model's scores on every test image, with their URIs and true labels."""
+    scores = activate(image_logits(final.model, test, preprocess), multi_label)
+    return SplitPredictions(labels=labels, uris=test.uris, truth=test.truth(), scores=scores, multi_label=multi_label)
+
+
+def _used_seconds(result: SearchResult, final: FinalModel) -> float:
+    return result.seconds + final.seconds
 
 
 def report_facts(
-    dataset: str, version: str, run: RunLocation, config: TrainConfig, trial: TrialResult
+    dataset: str, version: str, run: RunLocation, result: SearchResult, final: FinalModel
 ) -> list[tuple[str, str]]:
-    """The report's header lines: what was trained on what, for how long."""
+    """The report's header lines: what was trained on what, how it was chosen, for how long."""
+    seconds = _used_seconds(result, final)
+    refit = "retrained on train + validation" if final.refit else "trained on train"
     return [
         ("dataset", f"{dataset} {version}"),
         ("run", run.prefix),
-        ("architecture", json.dumps(config.architecture.describe())),
-        ("epochs", f"{len(trial.history)} trained, best {trial.best_epoch}"),
-        ("training time", f"{trial.seconds_used:.1f} s ({_milli_node_hours(trial.seconds_used)} milli node-hours)"),
+        ("architecture", json.dumps(result.candidate.config.architecture.describe())),
+        ("input size", f"{result.candidate.preprocess.size} px"),
+        ("search", f"{len(result.trials)} trials, stopped: {result.stop_reason}; chose trial {result.chosen.number}"),
+        ("epochs", f"{final.epochs_trained} ({refit})"),
+        ("training time", f"{seconds:.1f} s ({milli_node_hours(seconds)} milli node-hours)"),
         ("created", _now()),
     ]
 
@@ -248,9 +309,10 @@ def write_evaluation_files(
     title: str,
     facts: list[tuple[str, str]],
 ) -> None:
-    """evaluation.json, confusion_matrix.csv and report.html (with thumbnails of the top mistakes)."""
+    """evaluation.json, confusion_matrix.csv (single-label) and report.html (with thumbnails of the top mistakes)."""
     storage.write_json(model_dir.key(EVALUATION_FILE), evaluation)
-    storage.write_bytes(model_dir.key(CONFUSION_MATRIX_FILE), confusion_matrix_csv(evaluation).encode())
+    if evaluation["confusionMatrix"] is not None:
+        storage.write_bytes(model_dir.key(CONFUSION_MATRIX_FILE), confusion_matrix_csv(evaluation).encode())
     report = render_report(evaluation, title=title, facts=facts, thumbnails=mistake_thumbnails(storage, evaluation))
     storage.write_bytes(model_dir.key(REPORT_FILE), report.encode())
 
@@ -273,19 +335,20 @@ def write_triton_repositories(
     labels: list[str],
     *,
     preprocess: PreprocessConfig,
+    multi_label: bool,
     workdir: Path,
 ) -> None:
     """Both Triton layouts, each replacing whatever a previous attempt left under its prefix."""
-    write_local_repository(workdir / TRITON_LOCAL, onnx_path, labels, preprocess)
-    write_cluster_repository(workdir / TRITON_CLUSTER, onnx_path, labels, preprocess)
+    write_local_repository(workdir / TRITON_LOCAL, onnx_path, labels, preprocess, multi_label=multi_label)
+    write_cluster_repository(workdir / TRITON_CLUSTER, onnx_path, labels, preprocess, multi_label=multi_label)
     for prefix in (TRITON_LOCAL, TRITON_CLUSTER):
         storage.delete_prefix(f"{run.prefix}/{prefix}")
         storage.upload_dir(workdir / prefix, f"{run.prefix}/{prefix}")
 
 
-def artifact_uris(storage: Storage, run: RunLocation, model_dir: ModelLocation) -> dict[str, str]:
+def artifact_uris(storage: Storage, run: RunLocation, model_dir: ModelLocation, multi_label: bool) -> dict[str, str]:
     """Where the run's outputs are; ``model``, ``evaluation``, ``report`` and ``tritonRepository`` feed status."""
-    return {
+    uris = {
         "model": model_dir.uri(),
         "onnx": model_dir.uri(ONNX_FILE),
         "torchscript": model_dir.uri(TORCHSCRIPT_FILE),
@@ -297,6 +360,9 @@ def artifact_uris(storage: Storage, run: RunLocation, model_dir: ModelLocation) 
         "tritonRepository": storage.uri(f"{run.prefix}/{TRITON_LOCAL}"),
         "tritonClusterRepository": storage.uri(f"{run.prefix}/{TRITON_CLUSTER}"),
     }
+    if multi_label:  # no confusion matrix: labels are not exclusive
+        del uris["confusionMatrix"]
+    return uris
 
 
 def model_card(
@@ -304,19 +370,23 @@ def model_card(
     dataset: str,
     version: str,
     labels: list[str],
-    config: TrainConfig,
-    preprocess: PreprocessConfig,
-    trial: TrialResult,
+    multi_label: bool,
+    result: SearchResult,
+    final: FinalModel,
     evaluation: dict[str, Any],
     exported: ExportedModel,
     budget_milli_node_hours: int | None,
+    optimize_for: OptimizeFor,
     artifacts: dict[str, str],
 ) -> dict[str, Any]:
-    """model.json: what the model is, what it was trained on, how good it is and where its files are."""
+    """model.json: what the model is, what it was trained on, how it was chosen, how good it is, where its files are."""
+    candidate, chosen = result.candidate, result.chosen
+    preprocess = candidate.preprocess
+    seconds = _used_seconds(result, final)
     return {
-        "task": TASK,
-        "architecture": config.architecture.describe(),
-        "training": config.describe(),
+        "task": (Task.MULTI_LABEL if multi_label else Task.SINGLE_LABEL).value,
+        "architecture": candidate.config.architecture.describe(),
+        "training": candidate.config.describe(),
         "inputSize": preprocess.size,
         "mean": list(preprocess.mean),
         "std": list(preprocess.std),
@@ -330,9 +400,13 @@ def model_card(
             "testLogLoss": evaluation["logLoss"],
             "int8TestAccuracy": evaluation["int8"]["accuracy"],
             "scoreThreshold": evaluation["scoreThreshold"],
-            "validationAccuracy": trial.best_validation_accuracy,
-            "bestEpoch": trial.best_epoch,
-            "epochsTrained": len(trial.history),
+            "validationMetric": result.metric,
+            "validationValue": chosen.value,
+            "validationAccuracy": None if multi_label else chosen.value,
+            "bestEpoch": final.epochs_trained if final.refit else chosen.best_epoch,
+            "epochsTrained": final.epochs_trained,
+            "latencyMs": chosen.latency_ms,
+            "parameters": chosen.parameters,
         },
         "exports": {
             "onnx": {"file": ONNX_FILE, "opset": exported.onnx_opset, "dynamicBatch": True},
@@ -340,9 +414,11 @@ def model_card(
             "int8Onnx": {"file": INT8_ONNX_FILE, "quantization": "static QDQ, per-channel int8 weights"},
         },
         "parity": {name: report.to_json() for name, report in exported.parity.items()},
-        "milliNodeHoursUsed": _milli_node_hours(trial.seconds_used),
+        "search": result.to_json(optimize_for),
+        "finalFit": {"trial": chosen.number, "retrained": final.refit, "seconds": round(final.seconds, 2)},
+        "milliNodeHoursUsed": milli_node_hours(seconds),
         "budgetMilliNodeHours": budget_milli_node_hours,
-        "trainingSeconds": round(trial.seconds_used, 2),
+        "trainingSeconds": round(seconds, 2),
         "artifacts": artifacts,
         "createdAt": _now(),
     }

@@ -8,6 +8,7 @@ from the checkpoints in storage).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated, NoReturn
 
@@ -17,6 +18,8 @@ from autovision.data.importer import DatasetImportError, SplitSettings
 from autovision.data.importer import import_dataset as import_source
 from autovision.pipeline import RunLocation, train_evaluate_export
 from autovision.progress import LogReporter
+from autovision.resources import OptimizeFor, Task
+from autovision.search.runner import SearchSettings
 from autovision.storage import Storage, StorageError
 
 BAD_INPUT_EXIT_CODE = 2
@@ -36,10 +39,12 @@ def import_dataset(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Import a Dataset's source into a versioned dataset in storage."""
-    if task != "SingleLabel":
-        _bad_input(f"task {task} is not supported by this trainer version yet")
+    if task not in {choice.value for choice in Task}:
+        _bad_input(f"task {task!r} is not one of {', '.join(choice.value for choice in Task)}")
     try:
-        result = import_source(source, name, Storage.from_settings(), SplitSettings(train, validation, test, seed))
+        result = import_source(
+            source, name, Storage.from_settings(), SplitSettings(train, validation, test, seed), task=Task(task)
+        )
     except (DatasetImportError, StorageError) as error:
         _bad_input(str(error))
     logging.info("imported %s version %s (%d images)", name, result.version, len(result.records))
@@ -54,9 +59,28 @@ def train(
     dataset: Annotated[str, typer.Option()],
     dataset_version: Annotated[str, typer.Option()],
     budget_milli_node_hours: Annotated[int, typer.Option(min=1)],
+    optimize_for: Annotated[OptimizeFor, typer.Option(case_sensitive=False)] = OptimizeFor.BALANCED,
+    early_stopping: Annotated[bool, typer.Option("--early-stopping/--no-early-stopping")] = True,
+    workers: Annotated[int | None, typer.Option(min=1, help="Search workers; default one per GPU.")] = None,
 ) -> None:
-    """Train, evaluate and export a TrainingJob's model inside its budget; resumable."""
+    """Search, fit, evaluate and export a TrainingJob's model inside its budget; resumable.
+
+    Single- and multi-label datasets alike: the task is read from the dataset version.
+    The workers of one pod (one per GPU) share the search; the pods of an Indexed
+    Job beyond the first have no shared study to join yet, so they finish at once
+    and the first pod does the work.
+    """
+    import torch
+
+    if int(os.environ.get("JOB_COMPLETION_INDEX", "0")) > 0:
+        logging.info("search workers on other nodes are not supported yet: pod 0 runs the search")
+        return
     storage = Storage.from_settings()
+    settings = SearchSettings(
+        optimize_for=optimize_for,
+        early_stopping=early_stopping,
+        workers=workers or max(1, torch.cuda.device_count()),
+    )
     try:
         card = train_evaluate_export(
             storage,
@@ -65,6 +89,7 @@ def train(
             RunLocation(namespace, job, uid),
             LogReporter(),
             budget_milli_node_hours=budget_milli_node_hours,
+            search=settings,
         )
     except StorageError as error:
         _bad_input(str(error))

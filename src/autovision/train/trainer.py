@@ -1,83 +1,148 @@
 """The training loop of one trial, checkpointed to storage every epoch.
 
 A trial killed at any moment restarts from its last completed epoch with the same
-result it would have had uninterrupted (on CPU): shuffling is seeded per epoch,
-and the checkpoint holds model, optimiser, best weights and time used.
+result it would have had uninterrupted (on CPU): every epoch reseeds the random
+number generators from (seed, epoch), so shuffling, augmentation, mixing and
+dropout do not depend on where a run was interrupted, and the checkpoint holds
+model, optimiser, schedule, EMA, best weights and time used.
+
+Images are decoded once into a compact uint8 cache (``ImageSet``) with the shared
+preprocessing's resize; normalisation, augmentation and mixing run batch-wise on
+the training device, so a GPU never waits for a data loader.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
+import math
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional
+from torch.optim.swa_utils import AveragedModel
 
-from autovision.data.manifest import ImageRecord, SplitName
+from autovision.data.manifest import ImageRecord
+from autovision.evaluate.metrics import average_precision, sigmoid
+from autovision.evaluate.predictions import BoolArray
 from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_bytes
 from autovision.storage import Storage, read_uris
-from autovision.train.models import ResidualCNNConfig, build_residual_cnn
+from autovision.train.models import ArchitectureConfig, EfficientNetLiteConfig, ResidualCNNConfig, build_model
+
+CPU = torch.device("cpu")
+# Preprocessing without normalisation: pixels / 255 exactly, so the uint8 cache round-trips losslessly.
+_UNNORMALISED = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+PREDICT_BATCH = 256
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one trial."""
+    """Hyperparameters of one trial (the input resolution is the trial's PreprocessConfig).
+
+    ``augment`` is the magnitude in [0, 1] of a random affine transform (zoom,
+    rotation, shift) and brightness/contrast jitter; ``mixup`` and ``cutmix`` are
+    the Beta(alpha, alpha) parameters of those mixes (0 turns one off); ``ema`` is
+    the decay of an exponential moving average of the weights, evaluated and
+    exported instead of the raw weights (0 turns it off).
+    """
 
     epochs: int = 12
     batch_size: int = 64
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     learning_rate: float = 3e-3
     weight_decay: float = 5e-4
+    schedule: Literal["cosine", "linear"] = "cosine"
+    warmup_epochs: float = 1.0
     label_smoothing: float = 0.05
+    augment: float = 0.0
+    flip: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: float = 0.0
     seed: int = 0
-    architecture: ResidualCNNConfig = field(default_factory=ResidualCNNConfig)
+    architecture: ArchitectureConfig = field(default_factory=ResidualCNNConfig)
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        """The configuration as JSON-ready data, for run ids and the model card."""
+        return {**asdict(self), "architecture": self.architecture.describe()}
 
 
 @dataclass
-class SplitData:
-    """One split as model-ready tensors, plus where each image came from."""
+class ImageSet:
+    """Images of one or more splits at one resolution, decoded once.
 
-    inputs: torch.Tensor
+    ``pixels`` are the shared preprocessing's resized RGB values as uint8 (N, 3,
+    S, S); ``normalised`` turns them into exactly the float input
+    ``preprocess_bytes`` gives. ``targets`` is a 0/1 matrix (N, labels): one-hot
+    for single-label data, multi-hot for multi-label data.
+    """
+
+    pixels: torch.Tensor
     targets: torch.Tensor
     uris: list[str]
 
+    def __len__(self) -> int:
+        return len(self.uris)
 
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int
-    epochs: int
-    train_loss: float
-    validation_accuracy: float
-    seconds_used: float
+    def to(self, device: torch.device) -> ImageSet:
+        """The same images on another device."""
+        return ImageSet(self.pixels.to(device), self.targets.to(device), self.uris)
+
+    def inputs(self, preprocess: PreprocessConfig) -> torch.Tensor:
+        """All images as model input (normalised float32)."""
+        return normalise(self.pixels, preprocess)
+
+    def truth(self) -> BoolArray:
+        """Which labels are correct for each image, as a boolean array on the CPU."""
+        return np.asarray(self.targets.cpu().numpy() > 0.5, dtype=np.bool_)
+
+    def batches(self, preprocess: PreprocessConfig, size: int = PREDICT_BATCH) -> Iterator[torch.Tensor]:
+        """Model input in batches, normalised one batch at a time."""
+        for start in range(0, len(self), size):
+            yield normalise(self.pixels[start : start + size], preprocess)
+
+    @staticmethod
+    def concat(first: ImageSet, second: ImageSet) -> ImageSet:
+        """Two sets as one (train + validation for the final fit)."""
+        return ImageSet(
+            torch.cat([first.pixels, second.pixels]),
+            torch.cat([first.targets, second.targets]),
+            first.uris + second.uris,
+        )
 
 
-@dataclass
-class TrialResult:
-    model: nn.Module
-    best_validation_accuracy: float
-    best_epoch: int
-    history: list[dict[str, float]]
-    seconds_used: float
-    starts: list[int]
+def normalise(pixels: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
+    """uint8 pixels to model input with the same float32 operations as ``preprocess_bytes``."""
+    mean = torch.tensor(preprocess.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
 
 
-def load_split(
-    records: list[ImageRecord], labels: list[str], split: SplitName, preprocess: PreprocessConfig, storage: Storage
-) -> SplitData:
-    """Read and preprocess every image of one split with the shared preprocessing."""
-    chosen = [record for record in records if record.split == split]
+def target_matrix(records: list[ImageRecord], labels: list[str]) -> torch.Tensor:
+    """The 0/1 matrix of each record's labels, in the model's output order."""
     index = {label: i for i, label in enumerate(labels)}
-    arrays = [preprocess_bytes(data, preprocess) for data in read_uris([r.uri for r in chosen], storage.settings)]
-    inputs = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, preprocess.size, preprocess.size)
-    targets = torch.tensor([index[record.labels[0]] for record in chosen], dtype=torch.long)
-    return SplitData(inputs=inputs, targets=targets, uris=[record.uri for record in chosen])
+    targets = torch.zeros(len(records), len(labels), dtype=torch.float32)
+    for row, record in enumerate(records):
+        targets[row, [index[label] for label in record.labels]] = 1.0
+    return targets
+
+
+def load_images(records: list[ImageRecord], labels: list[str], size: int, storage: Storage) -> ImageSet:
+    """Read, decode and resize every record's image once with the shared preprocessing, as uint8."""
+    raw = PreprocessConfig(size=size, mean=_UNNORMALISED[0], std=_UNNORMALISED[1])
+    arrays = [
+        np.rint(preprocess_bytes(data, raw) * 255.0).astype(np.uint8)
+        for data in read_uris([record.uri for record in records], storage.settings)
+    ]
+    pixels = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return ImageSet(pixels, target_matrix(records, labels), [record.uri for record in records])
 
 
 class TrialCheckpoint:
@@ -88,135 +153,378 @@ class TrialCheckpoint:
         self.key = key
 
     def load(self) -> dict[str, Any] | None:
+        """The saved state, or None before the first epoch finished."""
         if not self.storage.exists(self.key):
             return None
         state: dict[str, Any] = torch.load(io.BytesIO(self.storage.read_bytes(self.key)), weights_only=False)
         return state
 
     def save(self, state: dict[str, Any]) -> None:
+        """Replace the saved state atomically."""
         buffer = io.BytesIO()
         torch.save(state, buffer)
         self.storage.write_bytes(self.key, buffer.getvalue())
 
 
-def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> FloatArray:
+@dataclass(frozen=True)
+class EpochResult:
+    """What one finished epoch reports; ``validation_score`` is None without a validation set."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    validation_score: float | None
+    seconds_used: float
+
+
+@dataclass
+class TrialResult:
+    """A trained trial: the best weights (on validation, else the last), its history and cost."""
+
+    model: nn.Module
+    best_score: float | None
+    best_epoch: int
+    history: list[dict[str, float | None]]
+    seconds_used: float
+    starts: list[int]
+
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs run so far, across restarts."""
+        return len(self.history)
+
+
+def metric_name(multi_label: bool) -> str:
+    """The validation metric a trial is judged by: accuracy, or micro average precision for multi-label."""
+    return "validationAveragePrecision" if multi_label else "validationAccuracy"
+
+
+def validation_score(logits: FloatArray, truth: BoolArray, multi_label: bool) -> float:
+    """Top-1 accuracy (single-label) or micro-averaged average precision of the sigmoid scores (multi-label)."""
+    if len(truth) == 0:
+        return 0.0
+    if multi_label:
+        micro = average_precision(truth, sigmoid(logits), [str(j) for j in range(truth.shape[1])])["micro"]
+        return float(micro) if micro is not None else 0.0
+    return float((logits.argmax(axis=1) == truth.argmax(axis=1)).mean())
+
+
+def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = PREDICT_BATCH) -> FloatArray:
     """Logits for a batch of inputs in eval mode."""
+    return _logits(model, (inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)))
+
+
+def image_logits(model: nn.Module, images: ImageSet, preprocess: PreprocessConfig) -> FloatArray:
+    """Logits for every image of a set, normalising one batch at a time."""
+    return _logits(model, images.batches(preprocess))
+
+
+def _logits(model: nn.Module, batches: Iterator[torch.Tensor]) -> FloatArray:
     model.eval()
     with torch.inference_mode():
-        outputs = [model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        outputs = [model(batch).float().cpu() for batch in batches]
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
-def _learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Linear warm-up for one epoch, then cosine decay to zero."""
+# --- augmentation and mixing: whole batches on the training device -----------------
+
+
+def _uniform(count: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.rand(count, device=device) * (high - low) + low
+
+
+def random_affine(x: torch.Tensor, magnitude: float) -> torch.Tensor:
+    """Per-image zoom (±25%), rotation (±15°) and shift (±15%), scaled by magnitude; empty areas are the mean."""
+    count, device = x.shape[0], x.device
+    angle = _uniform(count, -1.0, 1.0, device) * (math.pi / 12) * magnitude
+    zoom = 1 + _uniform(count, -1.0, 1.0, device) * 0.25 * magnitude
+    shift = _uniform(2 * count, -1.0, 1.0, device).view(2, count) * 0.15 * magnitude
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1)
+    grid = functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def colour_jitter(x: torch.Tensor, magnitude: float) -> torch.Tensor:
+    """Per-image contrast (x 1±0.3) and brightness (±0.3 of a standard deviation), scaled by magnitude."""
+    count, device = x.shape[0], x.device
+    contrast = (1 + _uniform(count, -1.0, 1.0, device) * 0.3 * magnitude).view(count, 1, 1, 1)
+    brightness = (_uniform(count, -1.0, 1.0, device) * 0.3 * magnitude).view(count, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * contrast + mean + brightness
+
+
+def random_flip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror a random half of the images left to right."""
+    flip = (torch.rand(x.shape[0], device=x.device) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def augment(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The trial's augmentation of one normalised batch."""
+    if config.augment > 0:
+        x = colour_jitter(random_affine(x, config.augment), config.augment)
+    return random_flip(x) if config.flip else x
+
+
+def mix(x: torch.Tensor, targets: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix (one of those enabled, chosen per batch) of images and their target rows."""
+    enabled = [(kind, alpha) for kind, alpha in (("mixup", config.mixup), ("cutmix", config.cutmix)) if alpha > 0]
+    if not enabled or len(x) < 2:
+        return x, targets
+    kind, alpha = enabled[int(torch.randint(len(enabled), (1,)))]
+    share = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(x), device=x.device)
+    if kind == "mixup":
+        mixed = share * x + (1 - share) * x[partner]
+    else:
+        mixed, share = _cutmix(x, partner, share)
+    return mixed, share * targets + (1 - share) * targets[partner]
+
+
+def _cutmix(x: torch.Tensor, partner: torch.Tensor, share: float) -> tuple[torch.Tensor, float]:
+    """Paste a box covering about 1 - share of each image from its partner; the share actually kept."""
+    height, width = x.shape[-2:]
+    cut_h, cut_w = int(height * math.sqrt(1 - share)), int(width * math.sqrt(1 - share))
+    centre_y, centre_x = int(torch.randint(height, (1,))), int(torch.randint(width, (1,)))
+    top, bottom = max(centre_y - cut_h // 2, 0), min(centre_y + cut_h // 2, height)
+    left, right = max(centre_x - cut_w // 2, 0), min(centre_x + cut_w // 2, width)
+    mixed = x.clone()
+    mixed[:, :, top:bottom, left:right] = x[partner, :, top:bottom, left:right]
+    return mixed, 1 - (bottom - top) * (right - left) / (height * width)
+
+
+def loss_of(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool, label_smoothing: float) -> torch.Tensor:
+    """Softmax cross-entropy on (soft) target rows, or per-label sigmoid binary cross-entropy."""
+    if multi_label:
+        smoothed = targets * (1 - label_smoothing) + label_smoothing / 2
+        return functional.binary_cross_entropy_with_logits(logits.float(), smoothed)
+    return functional.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+
+
+# --- optimisation ----------------------------------------------------------------
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD; weight decay on weights only, not on biases and norm parameters."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
+
+
+def learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_epochs``, then cosine or linear decay, reaching zero when training ends."""
     total = max(1, config.epochs * steps_per_epoch)
-    warmup = max(1, steps_per_epoch)
+    warmup = min(total, max(1, round(config.warmup_epochs * steps_per_epoch)))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + float(np.cos(np.pi * min(1.0, progress))))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1 - progress if config.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
 
-def _train_one_epoch(
-    model: nn.Module,
-    data: SplitData,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: nn.Module,
-    *,
-    config: TrainConfig,
-    epoch: int,
-) -> float:
-    model.train()
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    order = torch.randperm(len(data.inputs), generator=generator)
-    total_loss = 0.0
-    for start in range(0, len(order), config.batch_size):
-        batch = order[start : start + config.batch_size]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(data.inputs[batch]), data.targets[batch])
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item() * len(batch)
-    return total_loss / max(1, len(order))
+def _ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
+    """EMA update with TF's warm-up: the decay is min(decay, (1 + n) / (10 + n)) after n updates."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor | int) -> torch.Tensor:
+        n = float(updates)
+        rate = min(decay, (1 + n) / (10 + n))
+        return averaged * rate + current * (1 - rate)
+
+    return average
 
 
-def accuracy(logits: FloatArray, targets: torch.Tensor) -> float:
-    if len(targets) == 0:
-        return 0.0
-    return float((logits.argmax(axis=1) == targets.numpy()).mean())
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
 
 
-def train_trial(
-    train: SplitData,
-    validation: SplitData,
-    num_classes: int,
-    config: TrainConfig,
-    *,
-    checkpoint: TrialCheckpoint,
-    on_epoch: Callable[[EpochResult], None] | None = None,
-    max_seconds: float | None = None,
-) -> TrialResult:
-    """Train one configuration, keeping the weights best on validation; resumable.
+@dataclass
+class _Run:
+    """The live objects of one training run."""
 
-    With ``max_seconds`` the trial stops after the epoch that spends its budget, so a
-    budget is measured training time, not a promise.
-    """
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: AveragedModel | None
+    device: torch.device
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights that are validated and kept: the EMA's where there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+
+
+def _start(config: TrainConfig, num_classes: int, steps_per_epoch: int, device: torch.device) -> _Run:
     torch.manual_seed(config.seed)
-    model = build_residual_cnn(config.architecture, num_classes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = -(-len(train.inputs) // config.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _learning_rate_factor(config, steps_per_epoch))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    state = checkpoint.load() or {
+    model = build_model(config.architecture, num_classes).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(config, steps_per_epoch))
+    ema = AveragedModel(model, avg_fn=_ema_average(config.ema), use_buffers=True) if config.ema > 0 else None
+    return _Run(model, optimizer, scheduler, ema, device)
+
+
+def _train_one_epoch(
+    run: _Run, data: ImageSet, preprocess: PreprocessConfig, config: TrainConfig, multi_label: bool
+) -> float:
+    """One pass over shuffled data (the last partial batch dropped); the mean training loss."""
+    run.model.train()
+    order = torch.randperm(len(data)).to(run.device)
+    usable = len(order) - len(order) % config.batch_size if len(order) > config.batch_size else len(order)
+    total = torch.zeros((), device=run.device)
+    for start in range(0, usable, config.batch_size):
+        batch = order[start : start + config.batch_size]
+        inputs, targets = mix(augment(normalise(data.pixels[batch], preprocess), config), data.targets[batch], config)
+        if run.device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+            loss = loss_of(run.model(inputs), targets, multi_label, config.label_smoothing)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        run.optimizer.step()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+        total += loss.detach() * len(batch)
+    return float(total) / max(1, usable)
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {
         "epoch": 0,
-        "best_accuracy": -1.0,
+        "best_score": None,
         "best_epoch": 0,
         "best_model": None,
         "history": [],
         "seconds_used": 0.0,
         "starts": [],
     }
+
+
+def _improved(score: float | None, best: float | None) -> bool:
+    """Without validation the latest epoch is the best; with it, only a strictly higher score is."""
+    return score is None or best is None or score > best
+
+
+def train_trial(
+    train: ImageSet,
+    validation: ImageSet | None,
+    config: TrainConfig,
+    preprocess: PreprocessConfig,
+    *,
+    checkpoint: TrialCheckpoint,
+    multi_label: bool = False,
+    on_epoch: Callable[[EpochResult], bool] | None = None,
+    max_seconds: float | None = None,
+    device: torch.device = CPU,
+) -> TrialResult:
+    """Train one configuration, keeping the weights best on validation (the last ones without it); resumable.
+
+    With ``max_seconds`` the trial stops after the epoch that spends it, so a
+    budget is measured training time, not a promise. ``on_epoch`` runs after each
+    epoch's checkpoint is saved; when it returns True (a pruner's verdict, a spent
+    search budget) the trial stops there.
+    """
+    train, validation = train.to(device), validation.to(device) if validation is not None else None
+    steps_per_epoch = max(1, len(train) // config.batch_size)
+    run = _start(config, train.targets.shape[1], steps_per_epoch, device)
+    state = checkpoint.load() or _fresh_state()
     state["starts"].append(state["epoch"])
     if state["epoch"]:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        run.restore(state)
     for epoch in range(state["epoch"], config.epochs):
         if max_seconds is not None and state["seconds_used"] >= max_seconds:
             break
         started = time.perf_counter()
-        train_loss = _train_one_epoch(model, train, optimizer, scheduler, loss_fn, config=config, epoch=epoch)
-        validation_accuracy = accuracy(predict_logits(model, validation.inputs), validation.targets)
-        if validation_accuracy > state["best_accuracy"]:
-            state.update(
-                best_accuracy=validation_accuracy, best_epoch=epoch + 1, best_model=copy.deepcopy(model.state_dict())
-            )
+        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        train_loss = _train_one_epoch(run, train, preprocess, config, multi_label)
+        score = None
+        if validation is not None:
+            logits = image_logits(run.evaluated, validation, preprocess)
+            score = validation_score(logits, validation.truth(), multi_label)
+        if _improved(score, state["best_score"]):
+            best_model = copy.deepcopy(run.evaluated.state_dict())
+            state.update(best_score=score, best_epoch=epoch + 1, best_model=best_model)
         state["seconds_used"] += time.perf_counter() - started
         state["history"].append(
-            {"epoch": epoch + 1, "trainLoss": train_loss, "validationAccuracy": validation_accuracy}
+            {"epoch": epoch + 1, "trainLoss": train_loss, "validationScore": score, "seconds": state["seconds_used"]}
         )
-        state.update(
-            epoch=epoch + 1,
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-        )
+        state.update(epoch=epoch + 1, **run.state())
         checkpoint.save(state)
-        if on_epoch:
-            on_epoch(EpochResult(epoch + 1, config.epochs, train_loss, validation_accuracy, state["seconds_used"]))
-    model.load_state_dict(state["best_model"])
-    model.eval()
+        if on_epoch and on_epoch(EpochResult(epoch + 1, config.epochs, train_loss, score, state["seconds_used"])):
+            break
+    return _result(run, state)
+
+
+def _result(run: _Run, state: dict[str, Any]) -> TrialResult:
+    if state["best_model"] is not None:
+        run.model.load_state_dict(state["best_model"])
+    run.model.eval()
     return TrialResult(
-        model=model,
-        best_validation_accuracy=state["best_accuracy"],
+        model=run.model,
+        best_score=state["best_score"],
         best_epoch=state["best_epoch"],
         history=state["history"],
         seconds_used=state["seconds_used"],
         starts=state["starts"],
     )
+
+
+def restore_model(config: TrainConfig, num_classes: int, checkpoint: TrialCheckpoint) -> nn.Module:
+    """A trial's best weights from its checkpoint, in eval mode on the CPU."""
+    state = checkpoint.load()
+    if state is None or state["best_model"] is None:
+        raise FileNotFoundError(f"{checkpoint.key} holds no trained weights")
+    architecture = config.architecture
+    if isinstance(architecture, EfficientNetLiteConfig):  # the checkpoint holds every weight
+        architecture = dataclasses.replace(architecture, pretrained=False)
+    model = build_model(architecture, num_classes)
+    model.load_state_dict(state["best_model"])
+    return model.eval()
+
+
+def batch1_latency_ms(
+    model: nn.Module, size: int, device: torch.device = CPU, repeats: int = 30, warmup: int = 5
+) -> float:
+    """Median batch-1 forward latency in milliseconds on the device (eval mode, inference only)."""
+    model = model.to(device).eval()
+    example = torch.zeros(1, 3, size, size, device=device)
+    timings = []
+    with torch.inference_mode():
+        for index in range(warmup + repeats):
+            _synchronise(device)
+            started = time.perf_counter()
+            model(example)
+            _synchronise(device)
+            if index >= warmup:
+                timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1000
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,125 @@
+"""Benchmark: the whole search on scikit-learn's digits on this machine's CPU, within a budget.
+
+    .venv/bin/python benchmarks/search_digits_cpu.py [--budget 50] [--optimize-for Balanced] [--seed 0]
+
+Imports the bundled digits (1,797 8x8 images, split 80/10/10) into a fresh
+temporary storage, runs ``train_evaluate_export`` with the dataset's own search
+space (residual CNNs from scratch), a budget of 50 milli node-hours (180 s of
+device time, search and final fit together) and early stopping on, then prints
+one JSON line: test accuracy, what was chosen, the trials, the budget used and
+the wall time of each stage. The target of issue 11 is test accuracy >= 97%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autovision.data.digits import write_digits_zip
+from autovision.data.importer import import_dataset
+from autovision.data.inspection import available_cores
+from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.resources import OptimizeFor
+from autovision.search.runner import SearchSettings
+from autovision.storage import Storage
+
+
+class StageClock:
+    """A progress reporter that records when each stage starts."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, float]] = []
+
+    def stage(self, title: str, total: float | None = None) -> None:
+        """Record when a stage starts."""
+        self.starts.append((title, time.perf_counter()))
+
+    def update(self, completed: float, detail: str = "") -> None:
+        """Progress within a stage is not timed."""
+
+    def note(self, message: str) -> None:
+        """Notes are not timed."""
+
+    def durations(self, end: float) -> dict[str, float]:
+        """Wall seconds of each stage (a stage lasts until the next one starts)."""
+        ends = [start for _, start in self.starts[1:]] + [end]
+        return {title: round(stop - start, 1) for (title, start), stop in zip(self.starts, ends, strict=True)}
+
+
+def _trial_row(trial: dict[str, Any]) -> str:
+    """One trial in a line: id, state, architecture, resolution, epochs, validation value, latency."""
+    params = trial["params"]
+    shape = f"w{params.get('width')} s{params.get('stages')} d{params.get('depth')} k{params.get('kernel')}"
+    value = "-" if trial["value"] is None else f"{trial['value']:.4f}"
+    latency = "-" if trial["latencyMs"] is None else f"{trial['latencyMs']:.2f} ms"
+    epochs = f"{trial['epochsTrained']}/{trial['epochs']} epochs"
+    size = f"{trial['resolution']} px"
+    return f"{trial['trial']} {trial['state']} {trial['architecture']} {shape} {size} {epochs} {value} {latency}"
+
+
+def run(budget: int, optimize_for: OptimizeFor, seed: int) -> dict[str, Any]:
+    """One benchmark run in a fresh temporary storage."""
+    with tempfile.TemporaryDirectory(prefix="autovision-bench-") as folder:
+        storage = Storage(f"file://{folder}/storage")
+        dataset = import_dataset(str(write_digits_zip(Path(folder) / "digits.zip")), "digits", storage)
+        clock = StageClock()
+        started = time.perf_counter()
+        card = train_evaluate_export(
+            storage,
+            "digits",
+            dataset.version,
+            RunLocation("bench", "digits", "u"),
+            clock,
+            budget_milli_node_hours=budget,
+            search=SearchSettings(optimize_for=optimize_for, seed=seed),
+        )
+        ended = time.perf_counter()
+    search, metrics = card["search"], card["metrics"]
+    return {
+        "benchmark": "search_digits_cpu",
+        "machine": f"{platform.processor() or platform.machine()}, {available_cores()} cores",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "budgetMilliNodeHours": budget,
+        "milliNodeHoursUsed": card["milliNodeHoursUsed"],
+        "trainingSeconds": card["trainingSeconds"],
+        "searchSeconds": search["seconds"],
+        "finalFit": card["finalFit"],
+        "testAccuracy": metrics["testAccuracy"],
+        "int8TestAccuracy": metrics["int8TestAccuracy"],
+        "validationAccuracy": metrics["validationAccuracy"],
+        "chosen": {
+            "trial": search["chosenTrial"],
+            "architecture": card["architecture"],
+            "inputSize": card["inputSize"],
+            "latencyMs": metrics["latencyMs"],
+        },
+        "trialStates": dict(Counter(trial["state"] for trial in search["trials"])),
+        "trials": [_trial_row(trial) for trial in search["trials"]],
+        "stopReason": search["stopReason"],
+        "paretoFront": search["paretoFront"],
+        "stageWallSeconds": clock.durations(ended),
+        "wallSeconds": round(ended - started, 1),
+    }
+
+
+def main() -> None:
+    """Parse arguments, run, print the JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=int, default=50, help="milli node-hours (50 = 180 s)")
+    parser.add_argument("--optimize-for", type=OptimizeFor, default=OptimizeFor.BALANCED, choices=list(OptimizeFor))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(json.dumps(run(args.budget, args.optimize_for, args.seed)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""``autovision train``: search for the best model a budget buys, on the local runtime."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from autovision.cli._console import RichReporter, console, errors, fail, progress_display
+from autovision.resources import OptimizeFor
+
+if TYPE_CHECKING:
+    from autovision.progress import Reporter
+    from autovision.storage import Storage
+
+app = typer.Typer()
+
+TRIAL_COLUMNS = ("id", "architecture", "resolution", "epochs", "metric", "latency ms", "state")
+
+
+@app.command(name="train")
+def train_command(
+    *,
+    dataset: Annotated[str, typer.Option(help="Dataset name; its latest imported version is trained on.")],
+    budget_milli_node_hours: Annotated[
+        int, typer.Option(min=1, help="Budget in thousandths of a node-hour of device time (1000 = one hour).")
+    ],
+    optimize_for: Annotated[
+        OptimizeFor, typer.Option(case_sensitive=False, help="Which point of the accuracy/latency front to pick.")
+    ] = OptimizeFor.BALANCED,
+    early_stopping: Annotated[
+        bool, typer.Option("--early-stopping/--no-early-stopping", help="Stop when the search stops improving.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the search and of every trial.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary object instead of tables.")] = False,
+) -> None:
+    """Search architectures and hyperparameters within a budget, then evaluate and export the chosen model.
+
+    Running the same command again continues an interrupted search, or shows the finished one.
+    """
+    from autovision.pipeline import RunLocation, run_uid, train_evaluate_export
+    from autovision.search.runner import SearchSettings
+    from autovision.storage import Storage, StorageError
+
+    settings = SearchSettings(optimize_for=optimize_for, early_stopping=early_stopping, seed=seed)
+    try:
+        storage = Storage.from_settings()
+        version = _latest_version(storage, dataset)
+        uid = run_uid(version, budget_milli_node_hours, optimize_for.value, early_stopping, seed)
+        run = RunLocation("local", dataset, uid)
+        with _reporter(quiet=as_json) as reporter:
+            card = train_evaluate_export(
+                storage,
+                dataset,
+                version,
+                run,
+                reporter,
+                budget_milli_node_hours=budget_milli_node_hours,
+                search=settings,
+            )
+    except KeyboardInterrupt:
+        errors.print("interrupted: finished trials are kept; run the same command again to continue")
+        raise typer.Exit(code=130) from None
+    except StorageError as error:
+        fail(escape(str(error)))
+    if as_json:
+        sys.stdout.write(json.dumps(summary(card, run.prefix)) + "\n")
+        return
+    console.print(trials_table(card))
+    console.print(summary_table(card, run.prefix))
+
+
+@contextmanager
+def _reporter(*, quiet: bool) -> Iterator[Reporter]:
+    """Progress bars with the current best; nothing on the terminal for ``--json``."""
+    from autovision.progress import LogReporter
+
+    if quiet:
+        yield LogReporter()
+        return
+    with progress_display() as progress:
+        yield RichReporter(progress)
+
+
+def _latest_version(storage: Storage, dataset: str) -> str:
+    from autovision.data.manifest import latest_key
+    from autovision.storage import StorageError
+
+    key = latest_key(dataset)
+    if not storage.exists(key):
+        raise StorageError(f"dataset {dataset!r} has no imported version: run `autovision dataset import` first")
+    return str(storage.read_json(key)["version"])
+
+
+def summary(card: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The ``--json`` object: the chosen model, its metrics, the budget, the front and every trial."""
+    search = card["search"]
+    return {
+        "run": prefix,
+        "dataset": card["dataset"],
+        "optimizeFor": search["optimizeFor"],
+        "chosenTrial": search["chosenTrial"],
+        "architecture": card["architecture"],
+        "inputSize": card["inputSize"],
+        "metrics": card["metrics"],
+        "milliNodeHoursUsed": card["milliNodeHoursUsed"],
+        "budgetMilliNodeHours": card["budgetMilliNodeHours"],
+        "stopReason": search["stopReason"],
+        "paretoFront": search["paretoFront"],
+        "trials": search["trials"],
+        "artifacts": card["artifacts"],
+    }
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def trials_table(card: dict[str, Any]) -> Table:
+    """Every trial: id, architecture, resolution, epochs, metric, latency and state (the chosen one marked)."""
+    search = card["search"]
+    front = {point["trial"] for point in search["paretoFront"]}
+    table = Table(*TRIAL_COLUMNS, title=f"Trials ({search['metric']} on validation; * on the Pareto front)")
+    for trial in search["trials"]:
+        marker = " (chosen)" if trial["trial"] == search["chosenTrial"] else ""
+        table.add_row(
+            f"{trial['trial']}{'*' if trial['trial'] in front else ''}",
+            str(trial["architecture"] or "-"),
+            str(trial["resolution"] or "-"),
+            f"{trial['epochsTrained']}/{trial['epochs'] or '-'}",
+            _number(trial["value"], 4),
+            _number(trial["latencyMs"], 2),
+            f"{trial['state']}{' (' + trial['stop'] + ')' if trial['stop'] else ''}{marker}",
+        )
+    return table
+
+
+def summary_table(card: dict[str, Any], prefix: str) -> Table:
+    """The chosen model and what it cost."""
+    metrics, search = card["metrics"], card["search"]
+    table = Table(title="AutoVision train", show_header=False)
+    table.add_row("run", prefix)
+    table.add_row("optimize for", search["optimizeFor"])
+    table.add_row(
+        "chosen trial", f"{search['chosenTrial']}: {card['architecture']['family']} at {card['inputSize']} px"
+    )
+    table.add_row("test accuracy", f"{metrics['testAccuracy']:.4f}")
+    table.add_row(search["metric"], _number(metrics["validationValue"], 4))
+    table.add_row("batch-1 latency", f"{_number(metrics['latencyMs'], 2)} ms")
+    table.add_row("search stopped", search["stopReason"])
+    table.add_row("budget used", f"{card['milliNodeHoursUsed']} of {card['budgetMilliNodeHours']} milli node-hours")
+    table.add_row("model", card["artifacts"]["model"])
+    return table

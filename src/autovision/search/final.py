@@ -1,0 +1,101 @@
+"""The final model: the chosen configuration retrained on train + validation when the budget allows.
+
+The decision (which trial, whether to retrain) is written to ``final/plan.json``
+before any retraining starts, so a run interrupted during the final fit resumes
+the same fit from its checkpoint rather than deciding again. Without the budget
+for a full retraining, or for a single fixed configuration, the chosen trial's
+own best weights are the final model: a retraining cut short would end in the
+middle of its learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from autovision.progress import Reporter
+from autovision.search.budget import final_fit_affordable
+from autovision.search.runner import ImageCache, SearchJob, SearchResult
+from autovision.storage import Storage
+from autovision.train.trainer import CPU, EpochResult, ImageSet, TrialCheckpoint, restore_model, train_trial
+
+PLAN_FILE = "final/plan.json"
+CHECKPOINT_FILE = "final/checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class FinalPlan:
+    """Which trial becomes the model, and whether it is retrained on train + validation first."""
+
+    trial: int
+    refit: bool
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The model to evaluate and export, on the CPU, with what producing it cost."""
+
+    model: nn.Module
+    refit: bool
+    seconds: float
+    epochs_trained: int
+
+
+def pinned_plan(storage: Storage, prefix: str) -> FinalPlan | None:
+    """The plan an earlier, interrupted attempt of this run wrote, if any."""
+    key = f"{prefix}/{PLAN_FILE}"
+    if not storage.exists(key):
+        return None
+    saved = storage.read_json(key)
+    return FinalPlan(trial=int(saved["trial"]), refit=bool(saved["refit"]))
+
+
+def decide(job: SearchJob, result: SearchResult, images: ImageCache) -> FinalPlan:
+    """Retrain when this is a real search and a full retraining fits in what is left of the budget."""
+    chosen = result.chosen
+    seconds_per_epoch = chosen.seconds / max(1, chosen.epochs_trained)
+    affordable = final_fit_affordable(
+        job.plan.remaining(result.seconds),
+        seconds_per_epoch,
+        result.candidate.config.epochs,
+        images.count("train"),
+        images.count("validation"),
+    )
+    return FinalPlan(trial=chosen.number, refit=job.space.max_trials != 1 and affordable)
+
+
+def fit_final(job: SearchJob, result: SearchResult, images: ImageCache, reporter: Reporter) -> FinalModel:
+    """The final model per the run's plan (decided now, or kept from an interrupted attempt)."""
+    storage = images.storage
+    plan = pinned_plan(storage, job.prefix) or decide(job, result, images)
+    storage.write_json(f"{job.prefix}/{PLAN_FILE}", {"trial": plan.trial, "refit": plan.refit})
+    config, preprocess = result.candidate.config, result.candidate.preprocess
+    seconds = 0.0
+    if plan.refit:
+        reporter.stage("Final fit on train + validation", total=config.epochs)
+
+        def on_epoch(epoch: EpochResult) -> bool:
+            reporter.update(epoch.epoch, f"train loss {epoch.train_loss:.4f}")
+            return False
+
+        data = ImageSet.concat(images.split("train", preprocess.size), images.split("validation", preprocess.size))
+        trained = train_trial(
+            data,
+            None,
+            config,
+            preprocess,
+            checkpoint=TrialCheckpoint(storage, f"{job.prefix}/{CHECKPOINT_FILE}"),
+            multi_label=job.multi_label,
+            on_epoch=on_epoch,
+            max_seconds=job.plan.remaining(result.seconds),
+            device=images.device,
+        )
+        if trained.epochs_trained == config.epochs:
+            return FinalModel(trained.model.to(CPU).eval(), True, trained.seconds_used, trained.epochs_trained)
+        reporter.note("the final fit ran out of budget: exporting the chosen trial's own model")
+        seconds = trained.seconds_used
+    if result.chosen.checkpoint is None:
+        raise RuntimeError(f"trial {result.chosen.number} has no checkpoint")
+    model = restore_model(config, len(job.labels), TrialCheckpoint(storage, result.chosen.checkpoint))
+    return FinalModel(model, False, seconds, result.chosen.epochs_trained)

@@ -1,0 +1,151 @@
+"""The run's Optuna study, shared by all its workers through Optuna's JournalStorage.
+
+The journal is an append-only log of every study operation, written through
+Optuna's file backend and its lock, so several worker processes can ask for and
+report trials concurrently.
+
+* ``file://`` storage: the journal is the file in storage itself, shared by every
+  worker that sees that file system.
+* object storage: the workers of one machine share a local copy in a work
+  directory. It is restored from storage when it does not extend the copy
+  there (a new pod after a preemption) and uploaded after every epoch and trial
+  while holding the journal's lock, so uploads never go backwards and a kill
+  loses at most the epoch in progress.
+
+Proposals come from TPE and the multi-fidelity schedule from Hyperband: both are
+Optuna's. The sampler is reseeded from (seed, trials so far) before every
+proposal, so a search with a given seed and history proposes the same trials
+whether or not it was interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
+from optuna.samplers import TPESampler
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+
+from autovision.search.space import Space
+from autovision.storage import Storage
+
+STUDY_NAME = "search"
+JOURNAL_FILE = "journal.log"
+# Random proposals before TPE models the results: few, because budgets buy few trials.
+STARTUP_TRIALS = 5
+# Hyperband's smallest rung: one epoch says little while the learning rate warms up.
+MIN_RESOURCE = 2
+REDUCTION_FACTOR = 3
+
+
+class StudyStore:
+    """Where one run's study journal lives, and its copy in object storage."""
+
+    def __init__(self, storage: Storage, prefix: str, work_dir: Path | None = None) -> None:
+        self.storage = storage
+        self.key = f"{prefix}/study/{JOURNAL_FILE}"
+        self.mirrored = storage.protocol != "file"
+        if self.mirrored:
+            run_id = hashlib.sha256(storage.uri(self.key).encode()).hexdigest()[:16]
+            base = work_dir or Path(tempfile.gettempdir()) / "autovision-studies"
+            self.path = base / run_id / JOURNAL_FILE
+        else:
+            self.path = Path(storage.path(self.key))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = JournalFileSymlinkLock(str(self.path))
+
+    def restore(self) -> None:
+        """Make the local copy agree with object storage before the study is opened.
+
+        The copy in storage is the truth: a local journal is kept only when it
+        extends that copy (this node's workers are ahead of the last upload);
+        otherwise it belongs to some other run that used the same path and is
+        replaced. A run that has no journal in storage yet gets an empty one
+        there first, so that workers starting after this one keep what it writes.
+        """
+        if not self.mirrored:
+            return
+        with self._locked():
+            if not self.storage.exists(self.key):
+                self.storage.write_bytes(self.key, b"")
+                self._replace_local(b"")
+                return
+            remote = self.storage.read_bytes(self.key)
+            if not self.path.exists() or not self.path.read_bytes().startswith(remote):
+                self._replace_local(remote)
+
+    def _replace_local(self, content: bytes) -> None:
+        partial = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}")
+        partial.write_bytes(content)
+        partial.replace(self.path)
+
+    def push(self) -> None:
+        """Upload the journal as it is now (object storage only); uploads are serialised by the journal's lock."""
+        if not self.mirrored:
+            return
+        with self._locked():
+            self.storage.write_bytes(self.key, self.path.read_bytes())
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock Optuna's file backend takes for every append."""
+        self.lock.acquire()
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def journal(self) -> JournalStorage:
+        """Optuna's storage over the local journal file."""
+        return JournalStorage(JournalFileBackend(str(self.path), lock_obj=self.lock))
+
+
+def sampler_for(seed: int, trials_so_far: int, worker: int = 0) -> TPESampler:
+    """TPE seeded by the search's seed, its history and the asking worker (constant liar on, for parallel workers)."""
+    return TPESampler(
+        seed=((seed * 1_000_003 + trials_so_far) * 1_009 + worker) % 2**32,
+        n_startup_trials=STARTUP_TRIALS,
+        constant_liar=True,
+    )
+
+
+def pruner_for(space: Space) -> BasePruner:
+    """Hyperband over epochs for a real search; nothing is pruned when the space is one fixed configuration."""
+    if space.max_trials == 1:
+        return NopPruner()
+    return HyperbandPruner(
+        min_resource=min(MIN_RESOURCE, space.max_epochs),
+        max_resource=space.max_epochs,
+        reduction_factor=REDUCTION_FACTOR,
+    )
+
+
+def open_study(store: StudyStore, space: Space, seed: int) -> optuna.Study:
+    """Create or load the run's study; the space's warm start is enqueued once."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store.restore()
+    study = optuna.create_study(
+        storage=store.journal(),
+        study_name=STUDY_NAME,
+        direction="maximize",
+        sampler=sampler_for(seed, 0),
+        pruner=pruner_for(space),
+        load_if_exists=True,
+    )
+    warm_start = space.warm_start()
+    if warm_start is not None:
+        study.enqueue_trial(warm_start, skip_if_exists=True)
+    store.push()
+    return study
+
+
+def ask(study: optuna.Study, seed: int, worker: int) -> optuna.Trial:
+    """The next trial: an enqueued one (warm start, resumed trial) first, else TPE's proposal."""
+    study.sampler = sampler_for(seed, len(study.get_trials(deepcopy=False)), worker)
+    return study.ask()

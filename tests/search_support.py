@@ -1,0 +1,99 @@
+"""Small, fast search set-ups shared by the search tests, and a search worker to run as a subprocess.
+
+    python -m tests.search_support STORAGE_ROOT DATASET VERSION PREFIX MAX_TRIALS [SLOW]
+
+runs one search worker to its end: the subprocess that the kill-and-resume
+test kills with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from autovision.data.manifest import ImageRecord, dataset_prefix, decode_manifest, labels_of
+from autovision.progress import LogReporter
+from autovision.search.runner import ImageCache, SearchJob, SearchSettings, run_workers
+from autovision.search.space import SearchSpace
+from autovision.storage import Storage
+
+
+def digits_subset_zip(path: Path, per_class: int, classes: int = 10) -> Path:
+    """The first ``per_class`` scikit-learn digits of each class as ``digit_N/NNNN.png``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    taken = dict.fromkeys(range(classes), 0)
+    with zipfile.ZipFile(path, "w") as archive:
+        for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
+            if target not in taken or taken[target] >= per_class:
+                continue
+            taken[target] += 1
+            png = io.BytesIO()
+            Image.fromarray(np.clip(pixels * 16, 0, 255).astype(np.uint8), mode="L").save(png, format="PNG")
+            archive.writestr(f"digit_{target}/{index:04d}.png", png.getvalue())
+    return path
+
+
+def tiny_space(*, slow: bool = False, seed: int = 0) -> SearchSpace:
+    """CNNs at the digits' own 8 px (16 px when ``slow``): a trial takes a fraction of a second."""
+    return SearchSpace(
+        families=("residual_cnn",),
+        cnn_resolutions=(16,) if slow else (8,),
+        lite_resolutions={},
+        widths=(8, 16) if slow else (4, 8),
+        stage_counts=(2,),
+        depths=(1,),
+        kernels=(3,),
+        stem_strides=(1,),
+        epochs=(3, 4) if slow else (1, 3),
+        batch_size=32,
+        seed=seed,
+    )
+
+
+def search_job(
+    storage: Storage,
+    records: list[ImageRecord],
+    prefix: str,
+    *,
+    space: SearchSpace,
+    budget: int | None = None,
+    settings: SearchSettings | None = None,
+) -> SearchJob:
+    """A search job over a dataset version's records (single-label)."""
+    return SearchJob(
+        storage_root=storage.uri(""),
+        storage_settings=storage.settings,
+        prefix=prefix,
+        records=tuple(records),
+        labels=tuple(labels_of(records)),
+        multi_label=False,
+        space=space,
+        budget_milli_node_hours=budget,
+        settings=settings or SearchSettings(early_stopping=False),
+    )
+
+
+def run_search_worker(job: SearchJob) -> None:
+    """Run a job's workers to the end of the search in this process."""
+    run_workers(job, ImageCache(job.records, job.labels, job.storage()), LogReporter())
+
+
+def main(argv: list[str]) -> None:
+    """The subprocess entry point (see the module docstring)."""
+    root, name, version, prefix, max_trials = argv[:5]
+    storage = Storage(root)
+    records = decode_manifest(storage.read_bytes(f"{dataset_prefix(name, version)}/manifest.jsonl"))
+    settings = SearchSettings(early_stopping=False, max_trials=int(max_trials))
+    space = tiny_space(slow=len(argv) > 5)
+    run_search_worker(search_job(storage, records, prefix, space=space, settings=settings))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

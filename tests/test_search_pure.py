@@ -1,0 +1,187 @@
+"""The search's pure parts: the space per dataset, budget accounting and stopping, the Pareto choice."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial
+
+from autovision.data.manifest import ImageRecord
+from autovision.preprocess import PreprocessConfig
+from autovision.resources import OptimizeFor
+from autovision.search.budget import BudgetPlan, final_fit_affordable, milli_node_hours, stalled
+from autovision.search.pareto import Point, choose, dominates, pareto_front
+from autovision.search.space import (
+    CNN,
+    Candidate,
+    DatasetProfile,
+    FixedSpace,
+    SearchSpace,
+    small_cnn_resolutions,
+    space_for,
+)
+from autovision.train.models import LITE_MEAN, LITE_STD, EfficientNetLiteConfig, ResidualCNNConfig
+from autovision.train.trainer import TrainConfig
+
+DIGITS = DatasetProfile(train_images=1437, median_side=8, labels=10, multi_label=False)
+FLOWERS = DatasetProfile(train_images=2900, median_side=240, labels=5, multi_label=False)
+
+# --- Pareto front and optimizeFor --------------------------------------------------------------
+
+ACCURATE_SLOW = Point(trial=0, value=0.990, latency_ms=20.0)
+NEARLY_FAST = Point(trial=1, value=0.987, latency_ms=5.0)
+DECENT_FASTEST = Point(trial=2, value=0.965, latency_ms=1.0)
+POOR_FASTEST = Point(trial=3, value=0.60, latency_ms=0.5)
+DOMINATED = Point(trial=4, value=0.95, latency_ms=30.0)
+CANDIDATES = [ACCURATE_SLOW, NEARLY_FAST, DECENT_FASTEST, POOR_FASTEST, DOMINATED]
+
+
+def test_front_drops_dominated_points_and_is_fastest_first() -> None:
+    assert dominates(ACCURATE_SLOW, DOMINATED)
+    assert not dominates(ACCURATE_SLOW, NEARLY_FAST)
+    assert pareto_front(CANDIDATES) == [POOR_FASTEST, DECENT_FASTEST, NEARLY_FAST, ACCURATE_SLOW]
+
+
+@pytest.mark.parametrize(
+    ("optimize_for", "expected"),
+    [
+        (OptimizeFor.HIGH_ACCURACY, ACCURATE_SLOW),
+        (OptimizeFor.BALANCED, NEARLY_FAST),
+        (OptimizeFor.LOW_LATENCY, DECENT_FASTEST),
+    ],
+)
+def test_optimize_for_picks_along_the_front(optimize_for: OptimizeFor, expected: Point) -> None:
+    assert choose(CANDIDATES, optimize_for) == expected
+
+
+def test_optimize_for_changes_the_choice_only_when_latencies_differ() -> None:
+    same_latency = [Point(0, 0.99, 5.0), Point(1, 0.98, 5.0)]
+    assert {choose(same_latency, mode).trial for mode in OptimizeFor} == {0}
+    faster = [Point(0, 0.99, 5.0), Point(1, 0.98, 1.0)]
+    assert choose(faster, OptimizeFor.HIGH_ACCURACY).trial == 0
+    assert choose(faster, OptimizeFor.LOW_LATENCY).trial == 1
+
+
+def test_ties_go_to_the_faster_then_earlier_trial() -> None:
+    assert choose([Point(3, 0.9, 2.0), Point(1, 0.9, 2.0), Point(2, 0.9, 1.0)], OptimizeFor.HIGH_ACCURACY).trial == 2
+    assert choose([Point(3, 0.9, 2.0), Point(1, 0.9, 2.0)], OptimizeFor.HIGH_ACCURACY).trial == 1
+
+
+def test_nothing_to_choose_from_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no finished trial"):
+        choose([], OptimizeFor.BALANCED)
+
+
+# --- budget --------------------------------------------------------------------------------------
+
+
+def test_milli_node_hours_round_up_like_billing() -> None:
+    assert milli_node_hours(0) == 0
+    assert milli_node_hours(3.6) == 1
+    assert milli_node_hours(3.61) == 2
+    assert milli_node_hours(180) == 50
+
+
+def test_plan_keeps_a_share_for_the_final_fit() -> None:
+    plan = BudgetPlan.of(50)
+    assert plan.total_seconds == pytest.approx(180)
+    assert plan.search_seconds == pytest.approx(144)
+    assert not plan.search_exhausted(143.9)
+    assert plan.search_exhausted(144)
+    assert plan.remaining(150) == pytest.approx(30)
+    assert plan.remaining(200) == 0
+    unbounded = BudgetPlan.of(None)
+    assert unbounded.search_seconds == math.inf
+    assert not unbounded.search_exhausted(1e9)
+
+
+def test_final_fit_affordable_scales_with_the_extra_images() -> None:
+    # 2 s per epoch on 800 images, 10 epochs on 1000: 25 s.
+    assert final_fit_affordable(25.0, 2.0, 10, 800, 200)
+    assert not final_fit_affordable(24.9, 2.0, 10, 800, 200)
+    assert not final_fit_affordable(math.inf, 2.0, 10, 800, 0), "no validation images: nothing to add"
+
+
+def test_stalled_after_patience_trials_without_improvement() -> None:
+    assert not stalled([], patience=3, min_delta=0.001)
+    assert not stalled([0.5, 0.6, 0.6, 0.6], patience=3, min_delta=0.001)
+    assert stalled([0.5, 0.6, 0.6, 0.6, 0.6005], patience=3, min_delta=0.001)
+    assert not stalled([0.5, 0.6, 0.6, 0.6, 0.62], patience=3, min_delta=0.001)
+    assert not stalled([0.5, 1.0, 1.0], patience=3, min_delta=0.001), "a perfect score alone does not stop"
+    assert stalled([0.5, 1.0, 1.0, 1.0, 1.0], patience=3, min_delta=0.001)
+
+
+# --- the space -----------------------------------------------------------------------------------
+
+
+def record(width: int, height: int, split: str = "train") -> ImageRecord:
+    return ImageRecord(uri="file:///x.png", sha256="0", labels=["a"], split=split, width=width, height=height)
+
+
+def test_profile_of_a_dataset_version() -> None:
+    records = [record(8, 8), record(8, 10), record(300, 200, "test")]
+    profile = DatasetProfile.of(records, ["a", "b"], multi_label=True)
+    assert profile == DatasetProfile(train_images=2, median_side=8, labels=2, multi_label=True)
+    assert profile.small_images
+
+
+def test_small_images_search_cnns_from_scratch() -> None:
+    space = space_for(DIGITS)
+    assert space.families == (CNN,)
+    assert space.cnn_resolutions == (16, 24, 32)
+    assert small_cnn_resolutions(32) == (32, 48, 64)
+    assert small_cnn_resolutions(60) == (64,)
+
+
+def test_larger_images_search_pretrained_lite_backbones_and_cnns() -> None:
+    space = space_for(FLOWERS)
+    assert space.families == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", CNN)
+    candidate = space.suggest(FixedTrial(space.warm_start()))
+    assert candidate.config.architecture == EfficientNetLiteConfig(variant=0, frozen_stages=0, dropout=0.2)
+    assert candidate.preprocess == PreprocessConfig(size=224, mean=LITE_MEAN, std=LITE_STD)
+    assert candidate.config.flip
+
+
+def test_warm_start_is_the_known_good_small_image_recipe() -> None:
+    candidate = space_for(DIGITS).suggest(FixedTrial(space_for(DIGITS).warm_start()))
+    assert candidate.config.architecture == ResidualCNNConfig(width=16, stages=3, blocks_per_stage=1, dropout=0.1)
+    assert (candidate.config.epochs, candidate.config.optimizer, candidate.preprocess.size) == (12, "adamw", 32)
+
+
+def test_every_sampled_candidate_lies_in_the_space() -> None:
+    space = space_for(FLOWERS)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    candidates = [space.suggest(study.ask()) for _ in range(60)]
+    for candidate in candidates:
+        config, architecture = candidate.config, candidate.config.architecture
+        assert space.epochs[0] <= config.epochs <= space.epochs[1]
+        assert 0 <= config.label_smoothing <= 0.2
+        assert 0 <= config.augment <= 1
+        if isinstance(architecture, EfficientNetLiteConfig):
+            assert candidate.preprocess.size in space.lite_resolutions[architecture.variant]
+            assert candidate.preprocess.mean == LITE_MEAN
+        else:
+            assert candidate.preprocess.size in space.cnn_resolutions
+    assert {candidate.architecture for candidate in candidates} == set(space.families)
+
+
+def test_a_pinned_preprocessing_fixes_resolution_and_normalisation() -> None:
+    pinned = PreprocessConfig(size=40)
+    space = space_for(FLOWERS, preprocess=pinned)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    assert {space.suggest(study.ask()).preprocess for _ in range(20)} == {pinned}
+
+
+def test_a_fixed_space_is_one_trial_of_the_given_candidate() -> None:
+    candidate = Candidate(TrainConfig(epochs=3), PreprocessConfig(size=16))
+    space = FixedSpace(candidate)
+    assert (space.max_trials, space.max_epochs, space.warm_start()) == (1, 3, None)
+    assert space.suggest(FixedTrial({})) is candidate
+
+
+def test_space_is_a_search_without_a_cap() -> None:
+    space = SearchSpace(families=(CNN,), cnn_resolutions=(8,), lite_resolutions={}, epochs=(2, 5))
+    assert (space.max_trials, space.max_epochs) == (None, 5)
+    assert space.warm_start()["epochs"] == 5, "the warm start's epochs are clipped to the space"

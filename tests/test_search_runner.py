@@ -1,0 +1,325 @@
+"""The search on real data at small budgets: budget, early stopping, kill and resume, parallel workers,
+determinism, optimizeFor, the study journal on S3, and a multi-label run end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from autovision.data.importer import ImportResult, Task, import_dataset
+from autovision.evaluate import SplitPredictions
+from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.preprocess import PreprocessConfig
+from autovision.progress import LogReporter
+from autovision.resources import OptimizeFor
+from autovision.search.runner import (
+    ImageCache,
+    SearchJob,
+    SearchSettings,
+    TrialRecord,
+    run_workers,
+    spent_seconds,
+    summarise,
+)
+from autovision.search.study import StudyStore, open_study
+from autovision.storage import Storage
+from autovision.train.models import ResidualCNNConfig
+from autovision.train.trainer import TrialCheckpoint
+from tests.search_support import digits_subset_zip, run_search_worker, search_job, tiny_space
+
+
+@dataclasses.dataclass(frozen=True)
+class Digits:
+    storage: Storage
+    dataset: ImportResult
+
+    def job(self, name: str, **kwargs: Any) -> SearchJob:
+        return search_job(self.storage, self.dataset.records, f"runs/test/{name}/u", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    folder = tmp_path_factory.mktemp("search")
+    storage = Storage(f"file://{folder / 'storage'}")
+    dataset = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=24)), "digits", storage)
+    return Digits(storage, dataset)
+
+
+def study_trials(job: SearchJob) -> list[FrozenTrial]:
+    store = StudyStore(job.storage(), job.prefix, job.settings.work_dir)
+    return optuna.load_study(study_name="search", storage=store.journal()).get_trials()
+
+
+def finished(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [trial for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def checkpoint_starts(job: SearchJob, trial: FrozenTrial) -> list[int]:
+    state = TrialCheckpoint(job.storage(), trial.user_attrs["checkpoint"]).load()
+    assert state is not None
+    return list(state["starts"])
+
+
+def test_budget_is_respected(digits: Digits) -> None:
+    job = digits.job("budget", space=tiny_space(), budget=1)
+    run_search_worker(job)
+
+    result = summarise(job, ImageCache(job.records, job.labels, job.storage()))
+    search_seconds = job.plan.search_seconds  # 80% of 3.6 s
+    assert result.stop_reason == "budget"
+    assert len(result.trials) > 1
+    assert search_seconds <= result.seconds <= search_seconds + max(trial.seconds for trial in result.trials)
+    progress = digits.storage.read_json(f"{job.prefix}/progress.json")
+    assert progress["milliNodeHoursUsed"] == 1
+    assert progress["trials"]["running"] == 0
+
+
+def test_early_stopping_ends_a_search_that_stopped_improving(digits: Digits) -> None:
+    no_gain_counts = SearchSettings(early_stopping=True, patience=2, min_delta=1.0)
+    job = digits.job("stalled", space=tiny_space(), settings=no_gain_counts)
+    run_search_worker(job)
+    result = summarise(job, ImageCache(job.records, job.labels, job.storage()))
+    assert (result.stop_reason, len(result.trials)) == ("stalled", 3)
+
+    without = digits.job(
+        "not-stalled",
+        space=tiny_space(),
+        settings=dataclasses.replace(no_gain_counts, early_stopping=False, max_trials=5),
+    )
+    run_search_worker(without)
+    assert len(study_trials(without)) == 5
+
+
+def wait_for_a_trial_mid_way(job: SearchJob, process: subprocess.Popen[bytes], finished_count: int) -> None:
+    """Until the subprocess has finished trials and has one that checkpointed an epoch but is not done."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            trials = study_trials(job)
+        except KeyError:  # the study is not created yet
+            trials = []
+        running = [trial for trial in trials if trial.state == TrialState.RUNNING and trial.intermediate_values]
+        if len(finished(trials)) >= finished_count and running:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the search never had a trial mid-way (exit code {process.poll()})")
+
+
+def test_kill_9_mid_trial_then_rerun_loses_no_finished_trial(digits: Digits) -> None:
+    settings = SearchSettings(early_stopping=False, max_trials=4)
+    job = digits.job("killed", space=tiny_space(slow=True), settings=settings)
+    root = digits.storage.uri("")
+    command = [
+        sys.executable,
+        "-m",
+        "tests.search_support",
+        root,
+        "digits",
+        digits.dataset.version,
+        job.prefix,
+        "4",
+        "slow",
+    ]
+    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stderr=subprocess.DEVNULL)
+    wait_for_a_trial_mid_way(job, process, finished_count=2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    before = study_trials(job)
+    done_before = {trial.number: (trial.state, trial.value, trial.params) for trial in finished(before)}
+    interrupted = [trial for trial in before if trial.state == TrialState.RUNNING]
+    assert len(done_before) >= 2
+    assert len(interrupted) == 1
+
+    run_search_worker(job)
+
+    after = study_trials(job)
+    for trial in after:
+        if trial.number in done_before:
+            assert (trial.state, trial.value, trial.params) == done_before[trial.number], "a finished trial changed"
+            assert checkpoint_starts(job, trial) == [0], "a finished trial was trained again"
+    assert after[interrupted[0].number].state == TrialState.FAIL
+    resumed = [trial for trial in after if trial.user_attrs.get("resumedFrom") == interrupted[0].number]
+    assert len(resumed) == 1
+    assert resumed[0].params == interrupted[0].params
+    assert resumed[0].user_attrs["checkpoint"] == interrupted[0].user_attrs["checkpoint"]
+    starts = checkpoint_starts(job, resumed[0])
+    assert starts[0] == 0
+    assert starts[1] >= 1, "the resumed trial continued from its checkpoint"
+    assert len(finished(after)) == 4
+    assert spent_seconds(after) >= spent_seconds(before)
+
+
+class InterruptingReporter(LogReporter):
+    """Raises KeyboardInterrupt (a Ctrl-C) inside a trial once the search has spent ``after`` seconds."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+
+    def update(self, completed: float, detail: str = "") -> None:
+        if completed >= self.after and "epoch" in detail:
+            raise KeyboardInterrupt
+
+
+def test_a_rerun_spends_only_what_is_left_of_the_budget(digits: Digits) -> None:
+    job = digits.job("interrupted", space=tiny_space(), budget=1)
+    images = ImageCache(job.records, job.labels, job.storage())
+    with pytest.raises(KeyboardInterrupt):
+        run_workers(job, images, InterruptingReporter(after=job.plan.search_seconds / 2))
+    spent_before = spent_seconds(study_trials(job))
+    assert [trial.state for trial in study_trials(job)].count(TrialState.RUNNING) == 1
+
+    run_workers(job, images, LogReporter())
+
+    trials = study_trials(job)
+    assert TrialState.RUNNING not in [trial.state for trial in trials]
+    longest = max(float(trial.user_attrs.get("seconds", 0.0)) for trial in trials)
+    rerun_spent = spent_seconds(trials) - spent_before
+    assert rerun_spent <= job.plan.search_seconds - spent_before + longest, "the rerun got a fresh budget"
+    assert spent_seconds(trials) >= job.plan.search_seconds
+
+
+def test_two_worker_processes_share_one_study(digits: Digits) -> None:
+    # Trials of about a second, so that worker 0 is still busy when worker 1's process has started.
+    settings = SearchSettings(early_stopping=False, max_trials=10, workers=2)
+    job = digits.job("parallel", space=tiny_space(slow=True), settings=settings)
+    run_search_worker(job)
+
+    trials = study_trials(job)
+    assert {trial.user_attrs["worker"] for trial in trials} == {0, 1}
+    assert [trial.number for trial in trials] == list(range(len(trials)))
+    assert 10 <= len(finished(trials)) == len(trials) <= 11, "each worker may start one trial past the cap"
+    assert len({trial.user_attrs["checkpoint"] for trial in trials}) == len(trials)
+
+
+def search_history(trials: list[FrozenTrial]) -> list[tuple[Any, ...]]:
+    return [(trial.number, trial.state, trial.params, trial.value, trial.intermediate_values) for trial in trials]
+
+
+def test_a_search_is_deterministic_for_a_seed(digits: Digits) -> None:
+    settings = SearchSettings(early_stopping=False, max_trials=6, seed=7)
+    first, second = (digits.job(name, space=tiny_space(seed=7), settings=settings) for name in ("seed-a", "seed-b"))
+    run_search_worker(first)
+    run_search_worker(second)
+    history = search_history(study_trials(first))
+    assert history == search_history(study_trials(second))
+    assert len({str(params) for _, _, params, _, _ in history}) > 1, "the trials differ from each other"
+
+
+def add_trial(study: optuna.Study, job: SearchJob, params: dict[str, Any], value: float, latency: float) -> None:
+    """A finished trial with the given parameters, validation value and latency."""
+    study.enqueue_trial(params)
+    trial = study.ask()
+    job.space.suggest(trial)
+    for name, attribute in {"bestValue": value, "latencyMs": latency, "checkpoint": "unused"}.items():
+        trial.set_user_attr(name, attribute)
+    study.tell(trial, value)
+
+
+def test_optimize_for_changes_the_chosen_model_when_latencies_differ(digits: Digits) -> None:
+    job = digits.job("optimize-for", space=tiny_space())
+    study = open_study(StudyStore(job.storage(), job.prefix), job.space, seed=0)
+    warm = tiny_space().warm_start()
+    study.ask()  # the warm start, left aside
+    add_trial(study, job, warm | {"width": 8}, value=0.99, latency=4.0)
+    add_trial(study, job, warm | {"width": 4}, value=0.98, latency=1.0)
+    images = ImageCache(job.records, job.labels, job.storage())
+
+    chosen = {}
+    for mode in OptimizeFor:
+        result = summarise(dataclasses.replace(job, settings=SearchSettings(optimize_for=mode)), images)
+        assert isinstance(result.candidate.config.architecture, ResidualCNNConfig)
+        chosen[mode] = (result.chosen.number, result.candidate.config.architecture.width)
+        assert [point.trial for point in result.front] == [2, 1]
+    assert chosen == {
+        OptimizeFor.HIGH_ACCURACY: (1, 8),
+        OptimizeFor.BALANCED: (1, 8),
+        OptimizeFor.LOW_LATENCY: (2, 4),
+    }
+
+
+def test_the_journal_survives_in_object_storage(s3_storage: Storage, tmp_path: Path) -> None:
+    space = tiny_space()
+    first = StudyStore(s3_storage, "runs/s3/u", tmp_path / "node-a")
+    study = open_study(first, space, seed=0)
+    trial = study.ask()
+    space.suggest(trial)
+    study.tell(trial, 0.5)
+    first.push()
+
+    fresh_node = StudyStore(s3_storage, "runs/s3/u", tmp_path / "node-b")
+    assert not fresh_node.path.exists()
+    restored = open_study(fresh_node, space, seed=0)
+    assert [(t.number, t.value) for t in restored.get_trials()] == [(0, 0.5)]
+    assert fresh_node.path.read_bytes().startswith(first.path.read_bytes()), "restored, then appended to"
+
+    elsewhere = StudyStore(s3_storage, "runs/s3/other", tmp_path / "node-b")
+    elsewhere.path.write_bytes(first.path.read_bytes())  # a stale journal another run left at this path
+    assert open_study(elsewhere, space, seed=0).get_trials()[0].state == optuna.trial.TrialState.WAITING
+
+
+# --- multi-label, through the whole pipeline ----------------------------------------------------
+
+
+def multi_label_csv(digits: Digits, folder: Path) -> Path:
+    """Each digit image with two labels: even/odd and small/large."""
+    rows = []
+    for record in digits.dataset.records:
+        digit = int(record.labels[0].removeprefix("digit_"))
+        path = Path(record.uri.removeprefix("file://"))
+        rows.append(f"{path},{'even' if digit % 2 == 0 else 'odd'},{'small' if digit < 5 else 'large'}\n")
+    index = folder / "multi.csv"
+    index.write_text("".join(rows))
+    return index
+
+
+def test_multi_label_trains_and_evaluates(digits: Digits, tmp_path: Path) -> None:
+    storage = Storage(f"file://{tmp_path / 'storage'}")
+    dataset = import_dataset(str(multi_label_csv(digits, tmp_path)), "parity", storage, task=Task.MULTI_LABEL)
+    assert {len(record.labels) for record in dataset.records if record.split != "unassigned"} == {2}
+    space = dataclasses.replace(tiny_space(), epochs=(6, 8), preprocess=PreprocessConfig(size=8))
+    run = RunLocation("ns", "multi", "u1")
+
+    card = train_evaluate_export(
+        storage, "parity", dataset.version, run, LogReporter(), search=SearchSettings(space=space, max_trials=2)
+    )
+
+    assert card["task"] == "MultiLabel"
+    assert card["labels"] == ["even", "large", "odd", "small"]
+    assert card["metrics"]["validationMetric"] == "validationAveragePrecision"
+    assert card["metrics"]["validationAccuracy"] is None
+    assert card["finalFit"]["retrained"] is True
+    assert card["metrics"]["testAveragePrecision"] > 0.7
+    evaluation = storage.read_json(f"{run.prefix}/model/evaluation.json")
+    assert evaluation["task"] == "MultiLabel"
+    assert evaluation["confusionMatrix"] is None
+    predictions = SplitPredictions.from_npz(storage.read_bytes(f"{run.prefix}/model/test_predictions.npz"))
+    assert predictions.multi_label
+    assert not np.allclose(predictions.scores.sum(axis=1), 1.0), "sigmoid scores, not a softmax"
+    config = storage.read_bytes(f"{run.prefix}/triton/autovision/config.pbtxt").decode()
+    assert 'key: "multi_label"' in config
+    assert 'string_value: "true"' in config
+
+
+def test_records_of_a_finished_search(digits: Digits) -> None:
+    job = digits.job("records", space=tiny_space(), settings=SearchSettings(early_stopping=False, max_trials=2))
+    run_search_worker(job)
+    rows = [TrialRecord.of(trial).to_json() for trial in study_trials(job)]
+    assert [row["trial"] for row in rows] == [0, 1]
+    for row in rows:
+        assert row["architecture"] == "residual_cnn"
+        assert row["resolution"] == 8
+        assert row["latencyMs"] > 0
+        assert 0 <= row["value"] <= 1
+        assert row["state"] in ("complete", "pruned")

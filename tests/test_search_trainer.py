@@ -1,0 +1,194 @@
+"""One trial's training: the uint8 image cache, augmentation and mixing, multi-label, determinism and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autovision.data.importer import import_dataset
+from autovision.data.manifest import labels_of
+from autovision.preprocess import PreprocessConfig, preprocess_bytes
+from autovision.storage import Storage, read_uris
+from autovision.train.models import EfficientNetLite, EfficientNetLiteConfig, ResidualCNNConfig, build_efficientnet_lite
+from autovision.train.trainer import (
+    ImageSet,
+    TrainConfig,
+    TrialCheckpoint,
+    TrialResult,
+    augment,
+    learning_rate_factor,
+    load_images,
+    loss_of,
+    mix,
+    train_trial,
+    validation_score,
+)
+from tests.search_support import digits_subset_zip
+
+PREPROCESS = PreprocessConfig(size=8)
+# Every stochastic part on: augmentation, flips, both mixes, dropout, EMA.
+BUSY = TrainConfig(
+    epochs=3,
+    batch_size=32,
+    augment=0.5,
+    flip=True,
+    mixup=0.2,
+    cutmix=1.0,
+    ema=0.9,
+    architecture=ResidualCNNConfig(width=4, stages=2, dropout=0.3),
+)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Storage, dict[str, ImageSet]]:
+    folder = tmp_path_factory.mktemp("trainer")
+    storage = Storage(f"file://{folder / 'storage'}")
+    dataset = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=20)), "digits", storage)
+    labels = labels_of(dataset.records)
+    sets = {
+        split: load_images([r for r in dataset.records if r.split == split], labels, PREPROCESS.size, storage)
+        for split in ("train", "validation")
+    }
+    return storage, sets
+
+
+def test_cache_normalises_to_exactly_the_shared_preprocessing(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    storage, sets = digits
+    images = sets["validation"]
+    for preprocess in (PREPROCESS, PreprocessConfig(size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))):
+        expected = np.stack([preprocess_bytes(data, preprocess) for data in read_uris(images.uris, storage.settings)])
+        assert images.pixels.dtype == torch.uint8
+        np.testing.assert_array_equal(images.inputs(preprocess).numpy(), expected)
+        batched = torch.cat(list(images.batches(preprocess, size=7)))
+        np.testing.assert_array_equal(batched.numpy(), expected)
+
+
+def test_targets_are_one_hot_rows(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    targets = digits[1]["train"].targets
+    assert targets.shape == (len(digits[1]["train"]), 10)
+    assert torch.equal(targets.sum(dim=1), torch.ones(len(targets)))
+
+
+def test_augmentation_and_mixing_keep_shapes_and_target_mass() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    targets = torch.eye(4)[torch.arange(16) % 4]
+    augmented = augment(x, BUSY)
+    assert augmented.shape == x.shape
+    assert not torch.equal(augmented, x)
+    for config in (dataclasses.replace(BUSY, cutmix=0.0), dataclasses.replace(BUSY, mixup=0.0)):
+        mixed, soft = mix(x, targets, config)
+        assert mixed.shape == x.shape
+        torch.testing.assert_close(soft.sum(dim=1), torch.ones(16))
+    assert mix(x, targets, TrainConfig()) == (x, targets), "mixing is off by default"
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    for schedule in ("cosine", "linear"):
+        factor = learning_rate_factor(TrainConfig(epochs=4, schedule=schedule, warmup_epochs=1.0), 10)
+        assert factor(0) == pytest.approx(0.1)
+        assert factor(9) == pytest.approx(1.0)
+        assert factor(39) < 0.05
+        assert factor(40) == pytest.approx(0.0)
+
+
+def test_multi_label_loss_and_score() -> None:
+    truth = np.array([[True, False, True], [False, True, False]])
+    good = np.where(truth, 4.0, -4.0).astype(np.float32)
+    assert validation_score(good, truth, multi_label=True) == pytest.approx(1.0)
+    assert validation_score(-good, truth, multi_label=True) <= 0.5
+    targets = torch.from_numpy(truth.astype(np.float32))
+    low, high = (
+        loss_of(torch.from_numpy(good), targets, True, 0.0),
+        loss_of(torch.from_numpy(-good), targets, True, 0.0),
+    )
+    assert low < 0.05 < high
+
+
+def weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [tensor.clone() for tensor in model.state_dict().values()]
+
+
+def curve(result: TrialResult) -> list[tuple[float | None, float | None]]:
+    return [(entry["trainLoss"], entry["validationScore"]) for entry in result.history]
+
+
+def test_training_is_deterministic_for_a_seed_and_learns(
+    digits: tuple[Storage, dict[str, ImageSet]], tmp_path: Path
+) -> None:
+    storage, sets = digits
+    runs = [
+        train_trial(
+            sets["train"], sets["validation"], BUSY, PREPROCESS, checkpoint=TrialCheckpoint(storage, f"det/{i}.pt")
+        )
+        for i in range(2)
+    ]
+    assert curve(runs[0]) == curve(runs[1])
+    for first, second in zip(weights(runs[0].model), weights(runs[1].model), strict=True):
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+    plain = TrainConfig(epochs=10, batch_size=32, architecture=ResidualCNNConfig(width=8, stages=2))
+    trained = train_trial(
+        sets["train"], sets["validation"], plain, PREPROCESS, checkpoint=TrialCheckpoint(storage, "learn.pt")
+    )
+    assert trained.best_score is not None
+    assert trained.best_score > 0.8
+
+
+def test_an_interrupted_trial_resumes_to_the_same_weights(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    storage, sets = digits
+    whole = train_trial(
+        sets["train"], sets["validation"], BUSY, PREPROCESS, checkpoint=TrialCheckpoint(storage, "whole.pt")
+    )
+    checkpoint = TrialCheckpoint(storage, "resumed.pt")
+    first = train_trial(
+        sets["train"], sets["validation"], BUSY, PREPROCESS, checkpoint=checkpoint, on_epoch=lambda e: e.epoch == 1
+    )
+    assert first.epochs_trained == 1
+    resumed = train_trial(sets["train"], sets["validation"], BUSY, PREPROCESS, checkpoint=checkpoint)
+
+    assert resumed.starts == [0, 1]
+    assert curve(resumed) == curve(whole)
+    for a, b in zip(weights(whole.model), weights(resumed.model), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_max_seconds_stops_after_the_epoch_that_spends_it(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    storage, sets = digits
+    result = train_trial(
+        sets["train"],
+        sets["validation"],
+        dataclasses.replace(BUSY, epochs=50),
+        PREPROCESS,
+        checkpoint=TrialCheckpoint(storage, "budget.pt"),
+        max_seconds=1e-9,
+    )
+    assert result.epochs_trained == 1
+
+
+def test_without_validation_the_last_epoch_is_kept(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    storage, sets = digits
+    both = ImageSet.concat(sets["train"], sets["validation"])
+    result = train_trial(both, None, BUSY, PREPROCESS, checkpoint=TrialCheckpoint(storage, "final.pt"))
+    assert (result.best_score, result.best_epoch, result.epochs_trained) == (None, 3, 3)
+
+
+def test_lite_fine_tunes_with_frozen_stages(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    storage, sets = digits
+    config = TrainConfig(
+        epochs=1, batch_size=16, architecture=EfficientNetLiteConfig(frozen_stages=6), learning_rate=1e-3
+    )
+    small = ImageSet(sets["train"].pixels[:32], sets["train"].targets[:32], sets["train"].uris[:32])
+    imagenet = build_efficientnet_lite(EfficientNetLiteConfig(), 10)
+    result = train_trial(small, None, config, PREPROCESS, checkpoint=TrialCheckpoint(storage, "lite.pt"))
+    assert isinstance(result.model, EfficientNetLite)
+    for stage in (0, 5):
+        for before, after in zip(
+            imagenet.stages[stage].state_dict().values(), result.model.stages[stage].state_dict().values(), strict=True
+        ):
+            torch.testing.assert_close(before, after, rtol=0, atol=0)
+    head = result.model.stages[7].parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(imagenet.stages[7].parameters(), head, strict=True))
