@@ -168,6 +168,7 @@ def test_training_job_is_valid_and_runs_the_train_contract() -> None:
     assert container(job)["args"] == [
         "train", "--namespace", "ml", "--job", "flowers-run", "--uid", "uid-training",
         "--dataset", "flowers", "--dataset-version", "sha256-abc", "--budget-milli-node-hours", "2000",
+        "--optimize-for", "Balanced", "--early-stopping",
     ]  # fmt: skip
     assert job["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-training"
@@ -315,3 +316,19 @@ def test_model_deployment_serves_the_training_job_and_is_owned_by_it() -> None:
 def test_model_deployment_needs_spec_deploy() -> None:
     with pytest.raises(ValueError, match=r"spec\.deploy"):
         builders.build_model_deployment(make_training_job())
+
+
+def test_the_trainer_image_accepts_the_arguments_the_operator_builds() -> None:
+    """The contract between the two images: the trainer's CLI parses the Job's args as built."""
+    import typer
+
+    from autovision_trainer.__main__ import app as trainer_app
+
+    trainer: Any = typer.main.get_command(trainer_app)
+    for job in (training_job_for(), builders.build_import_job(make_dataset(), make_config())):
+        subcommand, *rest = container(job)["args"]
+        context = trainer.make_context("autovision-trainer", [subcommand, *rest])
+        command = trainer.get_command(context, subcommand)
+        assert command is not None, subcommand
+        parsed = command.make_context(subcommand, list(rest), parent=context)
+        assert parsed.params, subcommand

@@ -163,6 +163,8 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
     args = ["train", "--namespace", str(meta.namespace), "--job", str(meta.name), "--uid", str(meta.uid)]
     args += ["--dataset", spec.dataset_ref.name, "--dataset-version", dataset.status.version]
     args += ["--budget-milli-node-hours", str(spec.budget_milli_node_hours)]
+    args += ["--optimize-for", spec.optimize_for.value]
+    args += ["--early-stopping" if spec.early_stopping else "--no-early-stopping"]
     resources_spec = _training_resources(resources.gpus_per_node)
     container = _container(args, config, credentials_secret(dataset, config), resources_spec)
     container["env"].append({"name": "AUTOVISION_NODES", "value": str(resources.nodes)})
