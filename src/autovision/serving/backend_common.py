@@ -114,6 +114,11 @@ def error_response(message: str, code: Any) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
 
+def io_names(config: dict[str, Any]) -> tuple[str, str]:
+    """The model's one input and one output tensor name, as its config.pbtxt declares them."""
+    return str(config["input"][0]["name"]), str(config["output"][0]["name"])
+
+
 def activation_for(config: dict[str, Any]) -> Callable[[FloatArray], FloatArray]:
     """Softmax for single-label models, sigmoid for multi-label ones, as config.pbtxt says."""
     try:

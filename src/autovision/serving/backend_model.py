@@ -28,9 +28,9 @@ if str(_VERSION_DIR) not in sys.path:
 
 if TYPE_CHECKING:
     from autovision.preprocess import PreprocessConfig, preprocess_bytes
-    from autovision.serving.backend_common import activation_for, gather_images
+    from autovision.serving.backend_common import activation_for, gather_images, io_names
 else:
-    from backend_common import activation_for, gather_images
+    from backend_common import activation_for, gather_images, io_names
     from preprocess import PreprocessConfig, preprocess_bytes
 
 
@@ -41,8 +41,7 @@ class TritonPythonModel:
         """Load the ONNX session, the preprocessing and the I/O names once per instance."""
         version_dir = Path(args["model_repository"]) / args["model_version"]
         config = json.loads(args["model_config"])
-        self._input_name: str = config["input"][0]["name"]
-        self._output_name: str = config["output"][0]["name"]
+        self._input_name, self._output_name = io_names(config)
         self._activate = activation_for(config)
         preprocess = PreprocessConfig.from_json((version_dir / "preprocess.json").read_text(encoding="utf-8"))
         self._decode = functools.partial(preprocess_bytes, config=preprocess)

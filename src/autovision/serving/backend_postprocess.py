@@ -18,9 +18,9 @@ if str(_VERSION_DIR) not in sys.path:
     sys.path.insert(0, str(_VERSION_DIR))
 
 if TYPE_CHECKING:
-    from autovision.serving.backend_common import activation_for, gather_tensors
+    from autovision.serving.backend_common import activation_for, gather_tensors, io_names
 else:
-    from backend_common import activation_for, gather_tensors
+    from backend_common import activation_for, gather_tensors, io_names
 
 
 class TritonPythonModel:
@@ -29,8 +29,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         """Read the I/O names and the activation once per instance."""
         config = json.loads(args["model_config"])
-        self._input_name: str = config["input"][0]["name"]
-        self._output_name: str = config["output"][0]["name"]
+        self._input_name, self._output_name = io_names(config)
         self._activate = activation_for(config)
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -21,9 +21,9 @@ if str(_VERSION_DIR) not in sys.path:
 
 if TYPE_CHECKING:
     from autovision.preprocess import PreprocessConfig, preprocess_bytes
-    from autovision.serving.backend_common import gather_images
+    from autovision.serving.backend_common import gather_images, io_names
 else:
-    from backend_common import gather_images
+    from backend_common import gather_images, io_names
     from preprocess import PreprocessConfig, preprocess_bytes
 
 
@@ -34,8 +34,7 @@ class TritonPythonModel:
         """Read the I/O names and the preprocessing once per instance."""
         version_dir = Path(args["model_repository"]) / args["model_version"]
         config = json.loads(args["model_config"])
-        self._input_name: str = config["input"][0]["name"]
-        self._output_name: str = config["output"][0]["name"]
+        self._input_name, self._output_name = io_names(config)
         preprocess = PreprocessConfig.from_json((version_dir / "preprocess.json").read_text(encoding="utf-8"))
         self._decode = functools.partial(preprocess_bytes, config=preprocess)
 
