@@ -1,9 +1,11 @@
-"""Serving load benchmark: the local Triton (KServe v2 gRPC), the AutoML JSON gateway
-(HTTP, forwarding to Triton's KServe v2 HTTP) and an eager PyTorch server, in one run.
+"""Serving load benchmark: the local Triton (KServe v2 gRPC and KServe v2 HTTP), the AutoML
+JSON gateway (HTTP, forwarding to Triton's KServe v2 HTTP) and an eager PyTorch server, in one run.
 
-All three serve the same trained model; the shared closed-loop load generator
+All serve the same trained model; the shared closed-loop load generator
 (../shared/bench/loadgen.py: N concurrent clients for a fixed time after a warm-up,
-loopback only) drives each in turn with the same real images.
+loopback only) drives each in turn with the same real images. It speaks Triton gRPC and
+plain HTTP; benchmarks/loadgen_kserve_http.py is the same generator speaking KServe v2 HTTP
+(binary-data extension) through tritonclient.http.
 
   .venv/bin/autovision quickstart                      # once: a finished run to serve
   .venv/bin/python benchmarks/serving_load.py [--run RUN_DIR] [--concurrency 1,8,32] [--duration 10]
@@ -27,6 +29,8 @@ from autovision.serving.gateway import GatewayConfig, GatewayServer
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADGEN = ROOT.parent / "shared" / "bench" / "loadgen.py"
+LOADGEN_KSERVE_HTTP = ROOT / "benchmarks" / "loadgen_kserve_http.py"
+TRITON_MODEL = ["--model-name", "autovision", "--triton-shape", "1,1", "--output-name", "SCORES"]
 
 
 def newest_run(storage: Path) -> Path:
@@ -37,9 +41,9 @@ def newest_run(storage: Path) -> Path:
     return cards[-1].parents[1]
 
 
-def loadgen(target: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One load generator run; its levels (one per concurrency)."""
-    command = [sys.executable, str(LOADGEN), *target, "--concurrency", args.concurrency]
+def loadgen(script: Path, target: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One run of a load generator script (the shared one or its KServe v2 HTTP variant); its levels."""
+    command = [sys.executable, str(script), *target, "--concurrency", args.concurrency]
     command += ["--duration", str(args.duration), "--warmup", str(args.warmup), "--procs", "2"]
     command += ["--data", str(args.data), "--res", str(args.res), "--images", "64"]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=LOADGEN.parent).stdout
@@ -75,17 +79,18 @@ def main() -> None:
             LocalTritonServer(run / "triton", work_dir=Path(work) / "triton") as triton,
             GatewayServer(GatewayConfig(triton.http_url), free_port()) as gateway,
         ):
-            results["triton-grpc"] = loadgen(
-                ["--grpc-triton", triton.grpc_url, "--model-name", "autovision", "--triton-shape", "1,1",
-                 "--output-name", "SCORES"], args)  # fmt: skip
+            results["triton-grpc"] = loadgen(LOADGEN, ["--grpc-triton", triton.grpc_url, *TRITON_MODEL], args)
+            results["triton-http"] = loadgen(
+                LOADGEN_KSERVE_HTTP, ["--url", f"http://{triton.http_url}", *TRITON_MODEL], args
+            )
             results["gateway-http"] = loadgen(
-                ["--url", f"{gateway.url}/v1/models/autovision:predict", "--format", "json"], args
+                LOADGEN, ["--url", f"{gateway.url}/v1/models/autovision:predict", "--format", "json"], args
             )
         eager_port = free_port()
         eager = start_eager(run, eager_port)
         try:
             eager_url = f"http://127.0.0.1:{eager_port}/predict"
-            results["eager-http"] = loadgen(["--url", eager_url, "--format", "json"], args)
+            results["eager-http"] = loadgen(LOADGEN, ["--url", eager_url, "--format", "json"], args)
         finally:
             eager.terminate()
             eager.wait(timeout=30)

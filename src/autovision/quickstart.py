@@ -8,7 +8,6 @@ work directory, or a private SeaweedFS S3 endpoint with ``use_s3``.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ from autovision.data.digits import write_digits_zip
 from autovision.data.importer import ImportResult, import_dataset
 from autovision.data.manifest import ImageRecord
 from autovision.embedded_s3 import EmbeddedS3, free_port
-from autovision.pipeline import RunLocation, local_run_uid, train_evaluate_export
+from autovision.pipeline import TRITON_LOCAL, RunLocation, local_run_uid, train_evaluate_export
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.serving import LocalTritonServer, Prediction, predict
 from autovision.serving.gateway import GatewayConfig, GatewayServer
+from autovision.serving.repository import download_repository
 from autovision.settings import Settings
 from autovision.storage import Storage, open_uri
 from autovision.train.trainer import TrainConfig
@@ -58,20 +58,9 @@ def quickstart_storage(workdir: Path, use_s3: bool) -> Iterator[Storage]:
         yield Storage.from_settings(s3.settings())
 
 
-def _materialise_repository(storage: Storage, run: RunLocation, workdir: Path) -> Path:
-    """A local copy of the run's Triton repository, appearing whole or not at all."""
-    repository = workdir / "serving" / run.uid
-    if not repository.exists():
-        staging = repository.with_name(repository.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        storage.download_prefix(f"{run.prefix}/triton", staging)
-        staging.replace(repository)
-    return repository
-
-
 def serve_and_predict(storage: Storage, run: RunLocation, image: ImageRecord, workdir: Path, top_k: int = 3) -> Served:
     """The quickstart's ModelDeployment: tritonserver plus the AutoML gateway, asked once each way."""
-    repository = _materialise_repository(storage, run, workdir)
+    repository = download_repository(storage, f"{run.prefix}/{TRITON_LOCAL}", workdir / "serving" / run.uid)
     with open_uri(image.uri, storage.settings) as handle:
         data = handle.read()
     with (

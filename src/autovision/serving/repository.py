@@ -1,4 +1,4 @@
-"""Writer of the local Triton model repository (Python backend running ONNX Runtime).
+"""Writer of the local Triton model repository (Python backend running ONNX Runtime), and its download.
 
 Layout written for one model::
 
@@ -35,6 +35,7 @@ from autovision.serving.model_config import (
     parameters,
     validate_model_name,
 )
+from autovision.storage import Storage
 
 __all__ = [
     "INPUT_NAME",
@@ -43,6 +44,7 @@ __all__ = [
     "InstanceKind",
     "RepositoryError",
     "build_config_pbtxt",
+    "download_repository",
     "write_local_repository",
 ]
 
@@ -198,3 +200,18 @@ def validate_labels(labels: list[str]) -> None:
     duplicates = sorted(label for label, count in Counter(labels).items() if count > 1)
     if duplicates:
         raise RepositoryError(f"labels must be unique, repeated: {duplicates!r}")
+
+
+def download_repository(storage: Storage, prefix: str, directory: Path) -> Path:
+    """A local copy of a stored Triton repository, appearing whole or not at all; an existing copy is reused.
+
+    Runs keep their repositories in storage (``file://`` or ``s3://``), but tritonserver reads a
+    local directory: the quickstart and ``autovision serve`` both go through here.
+    """
+    if not directory.exists():
+        staging = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        if not storage.download_prefix(prefix, staging):
+            raise RepositoryError(f"{storage.uri(prefix)} holds no Triton repository")
+        staging.replace(directory)
+    return directory

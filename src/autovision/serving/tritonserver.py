@@ -114,10 +114,12 @@ def free_ports(count: int) -> list[int]:
 
 
 class LocalTritonServer:
-    """tritonserver serving one model repository on 127.0.0.1, as a context manager.
+    """tritonserver serving one model repository, as a context manager.
 
     ``work_dir`` receives the backend directory and ``tritonserver.log``; without one a
     fresh directory under the system temporary directory is used and removed on ``stop()``.
+    Every endpoint listens on ``host`` (loopback unless told otherwise); the HTTP and gRPC
+    ports are free ones unless given (``autovision serve --http-port/--grpc-port``).
     """
 
     def __init__(
@@ -126,6 +128,10 @@ class LocalTritonServer:
         work_dir: Path | None = None,
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 15.0,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int | None = None,
+        grpc_port: int | None = None,
     ) -> None:
         self.model_repository = model_repository.resolve()
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -136,35 +142,38 @@ class LocalTritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._shm_prefix = f"autovision{token}-"
-        self._ports = dict(zip(("http", "grpc", "metrics"), free_ports(3), strict=True))
+        self.host = host
+        given = {"http": http_port, "grpc": grpc_port, "metrics": None}
+        free = iter(free_ports(sum(port is None for port in given.values())))
+        self._ports = {name: next(free) if port is None else port for name, port in given.items()}
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def http_url(self) -> str:
         """KServe v2 HTTP endpoint, as tritonclient.http expects it (no scheme)."""
-        return f"127.0.0.1:{self._ports['http']}"
+        return f"{self.host}:{self._ports['http']}"
 
     @property
     def grpc_url(self) -> str:
         """KServe v2 gRPC endpoint, as tritonclient.grpc expects it."""
-        return f"127.0.0.1:{self._ports['grpc']}"
+        return f"{self.host}:{self._ports['grpc']}"
 
     @property
     def metrics_url(self) -> str:
         """Prometheus metrics endpoint."""
-        return f"http://127.0.0.1:{self._ports['metrics']}/metrics"
+        return f"http://{self.host}:{self._ports['metrics']}/metrics"
 
     def command(self, triton_dir: Path, backend_dir: Path) -> list[str]:
-        """The tritonserver command line: loopback only, our ports, our backend directory."""
+        """The tritonserver command line: our address and ports, our backend directory."""
         return [
             str(triton_dir / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backend_dir}",
-            "--http-address=127.0.0.1",
+            f"--http-address={self.host}",
             f"--http-port={self._ports['http']}",
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={self.host}",
             f"--grpc-port={self._ports['grpc']}",
-            "--metrics-address=127.0.0.1",
+            f"--metrics-address={self.host}",
             f"--metrics-port={self._ports['metrics']}",
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",

@@ -1,0 +1,93 @@
+"""``autovision serve``: a finished run served in the foreground, the local counterpart of a ModelDeployment."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from autovision.cli._console import console, errors, fail
+
+if TYPE_CHECKING:
+    from autovision.export.layout import ModelLocation
+    from autovision.storage import Storage
+
+app = typer.Typer()
+
+
+def repository_storage(location: ModelLocation) -> Storage:
+    """The run's local Triton repository, where its model card says it is (as a ModelDeployment finds it)."""
+    from autovision.export.layout import MODEL_CARD, ModelNotFoundError
+    from autovision.storage import Storage
+
+    uri = location.storage.read_json(location.key(MODEL_CARD)).get("artifacts", {}).get("tritonRepository")
+    if not uri:
+        raise ModelNotFoundError(f"{location.uri(MODEL_CARD)} names no artifacts.tritonRepository")
+    return Storage(uri, location.storage.settings)
+
+
+@app.command(name="serve")
+def serve_command(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A finished run or its model/ directory: a URI (file://, s3://), a path, or a run prefix under "
+            "AUTOVISION_STORAGE_ROOT such as runs/local/quickstart/<uid>."
+        ),
+    ],
+    http_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Triton's KServe v2 HTTP port; default: a free one.")
+    ] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Triton's KServe v2 gRPC port; default: a free one.")
+    ] = None,
+    gateway_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="The AutoML JSON gateway's port; default: a free one.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address every endpoint listens on.")] = "127.0.0.1",
+) -> None:
+    """Serve a finished run with tritonserver and the AutoML JSON gateway until Ctrl-C or SIGTERM."""
+    from aiohttp import web
+
+    from autovision.embedded_s3 import free_port
+    from autovision.export.layout import ModelNotFoundError, locate_model
+    from autovision.serving import LocalTritonServer, TritonServerError
+    from autovision.serving.gateway import GatewayConfig, create_app
+    from autovision.serving.repository import RepositoryError, download_repository
+    from autovision.storage import StorageError
+
+    # Until the gateway takes over signal handling, SIGTERM unwinds like Ctrl-C, so tritonserver
+    # (in its own session, out of reach of signals sent to us) is never left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        location = locate_model(model)
+        with tempfile.TemporaryDirectory(prefix="autovision-serve-") as work:
+            repository = download_repository(repository_storage(location), "", Path(work) / "repository")
+            with LocalTritonServer(
+                repository, work_dir=Path(work) / "triton", host=host, http_port=http_port, grpc_port=grpc_port
+            ) as triton:
+                config = GatewayConfig(triton.http_url)
+                port = gateway_port or free_port()
+                endpoints = [
+                    f"serving {location.uri()}",
+                    f"KServe v2 HTTP  http://{triton.http_url}/v2/models/{config.model_name}/infer",
+                    f"KServe v2 gRPC  {triton.grpc_url} (model {config.model_name})",
+                    f"AutoML JSON     POST http://{host}:{port}/v1/models/{config.public_name}:predict",
+                ]
+                console.print("\n".join(endpoints), soft_wrap=True)
+                # Returns once SIGINT or SIGTERM has stopped the gateway; leaving the block stops Triton.
+                web.run_app(
+                    create_app(config),
+                    host=host,
+                    port=port,
+                    print=lambda _banner: console.print("ready: press Ctrl-C to stop"),
+                )
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        raise typer.Exit(code=130) from None
+    except (ModelNotFoundError, RepositoryError, StorageError, TritonServerError, OSError) as error:
+        fail(str(error))
+    console.print("stopped")

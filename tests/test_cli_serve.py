@@ -1,0 +1,266 @@
+"""``autovision serve``: a finished run served in the foreground by the real tritonserver and the gateway.
+
+The run is laid out the way the pipeline lays one out (its Triton repository uploaded under
+the run, a model card with the pipeline's artifact URIs), around a tiny ONNX classifier, so
+starting the server costs seconds and the served answers can be checked against ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from autovision.cli import app as cli
+from autovision.client import predict_automl
+from autovision.export.layout import MODEL_DIR, ModelLocation
+from autovision.pipeline import MODEL_CARD as RUN_MODEL_CARD
+from autovision.pipeline import TRITON_LOCAL, RunLocation, artifact_uris
+from autovision.serving import LocalTritonServer, predict, write_local_repository
+from autovision.serving.client import Protocol
+from autovision.serving.tritonserver import free_ports
+from autovision.storage import Storage
+from tests.test_serving import (
+    LABELS,
+    PREPROCESS,
+    TOP_K,
+    encode_image,
+    make_onnx_classifier,
+    needs_tritonserver,
+    reference_top_k,
+)
+
+RUN = RunLocation("local", "serve", "u1")
+STARTUP_TIMEOUT_S = 120
+runner = CliRunner()
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run in file:// storage and the ONNX model its Triton repository serves."""
+
+    storage: Storage
+    onnx_path: Path
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.storage.path(RUN.prefix))
+
+
+def write_run(root: Path) -> Run:
+    """A run as the pipeline leaves it, as far as serving reads it: triton/ and model/model.json."""
+    storage = Storage(f"file://{root / 'storage'}")
+    onnx_path = make_onnx_classifier(root / "model.onnx", num_labels=len(LABELS))
+    write_local_repository(root / "repository", onnx_path, LABELS, PREPROCESS)
+    storage.upload_dir(root / "repository", f"{RUN.prefix}/{TRITON_LOCAL}")
+    model_dir = ModelLocation(storage, f"{RUN.prefix}/{MODEL_DIR}")
+    card = {"labels": LABELS, "artifacts": artifact_uris(storage, RUN, model_dir, multi_label=False)}
+    storage.write_json(f"{RUN.prefix}/{RUN_MODEL_CARD}", card)
+    return Run(storage, onnx_path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return write_run(tmp_path_factory.mktemp("serve"))
+
+
+# --- the served run, end to end --------------------------------------------------------
+
+
+class Served:
+    """``python -m autovision serve`` as a subprocess, its output collected line by line."""
+
+    def __init__(self, *args: str) -> None:
+        command = [sys.executable, "-m", "autovision", "serve", *args]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"}
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_until_ready(self) -> None:
+        """Block until the ready line; fail with the output if serve ends or hangs first."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not any(line.startswith("ready") for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"serve not ready (exit code {self.process.poll()}):\n" + "\n".join(self.lines))
+            time.sleep(0.1)
+
+    def endpoint(self, pattern: str) -> str:
+        """The first capture of ``pattern`` in the output."""
+        found = re.search(pattern, "\n".join(self.lines), re.MULTILINE)
+        assert found, "\n".join(self.lines)
+        return found.group(1)
+
+    def stop(self, signum: int) -> int:
+        """Send ``signum``; the exit code, once all output is read."""
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return code
+
+    def __enter__(self) -> Served:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:  # a failed test: let serve stop its tritonserver, or kill serve
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def tritonserver_children(parent: int) -> list[tuple[int, list[str]]]:
+    """The tritonservers ``parent`` started: pid and command line of each."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes().decode().split("\0")
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields["PPid"]) == parent and command[0].endswith("/tritonserver"):
+            found.append((int(status.parent.name), command))
+    return found
+
+
+def left_in_group(pgid: int) -> list[int]:
+    """Live processes of a process group: tritonserver's own holds it and its backend stubs.
+
+    Zombies are left out: they are dead, and init reaps those whose parent is gone.
+    """
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _parent, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # gone meanwhile
+            continue
+        if int(group) == pgid and state != "Z":
+            left.append(int(stat.parent.name))
+    return left
+
+
+def refuses_connections(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_answers_on_three_endpoints_then_stops_cleanly(
+    run: Run, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    """KServe v2 HTTP and gRPC on the given ports, the gateway on a free one; a signal stops all of it."""
+    http_port, grpc_port = free_ports(2)
+    monkeypatch.setenv("AUTOVISION_STORAGE_ROOT", run.storage.uri(""))
+    with Served(RUN.prefix, "--http-port", str(http_port), "--grpc-port", str(grpc_port)) as served:
+        served.wait_until_ready()
+        [(triton_pid, command)] = tritonserver_children(served.process.pid)
+        urls: dict[Protocol, str] = {
+            "http": served.endpoint(r"^KServe v2 HTTP +http://(\S+)/v2/models/autovision/infer$"),
+            "grpc": served.endpoint(r"^KServe v2 gRPC +(\S+) \(model autovision\)$"),
+        }
+        gateway = served.endpoint(r"^AutoML JSON +POST (http://[^/]+)/v1/models/autovision:predict$")
+        assert urls == {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}"}
+        assert served.endpoint(r"^serving (\S+)$") == run.storage.uri(f"{RUN.prefix}/{MODEL_DIR}")
+
+        image = encode_image("PNG", 7)
+        expected = reference_top_k(run.onnx_path, image)
+        for protocol, url in urls.items():
+            predictions = predict(image, url, protocol=protocol, top_k=TOP_K)
+            assert [p.label for p in predictions] == [label for label, _ in expected], protocol
+            np.testing.assert_allclose([p.score for p in predictions], [s for _, s in expected], atol=1e-5)
+        automl = predict_automl(image, gateway, score_threshold=0.0)
+        assert [p.display_name for p in automl[:TOP_K]] == [label for label, _ in expected]
+        np.testing.assert_allclose([p.score for p in automl[:TOP_K]], [s for _, s in expected], atol=1e-5)
+
+        assert served.stop(signum) == 0, "\n".join(served.lines)
+    assert served.lines[-1] == "stopped"
+    assert left_in_group(triton_pid) == []
+    assert all(refuses_connections(int(url.rsplit(":", 1)[1])) for url in [*urls.values(), gateway])
+    repository = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--model-repository="))
+    assert not Path(repository).parent.exists(), "the downloaded repository is removed"
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_sigterm_while_tritonserver_starts_leaves_nothing_behind(run: Run) -> None:
+    """tritonserver runs in its own session, so only serve's own cleanup can stop it."""
+    with Served(run.storage.uri(RUN.prefix)) as served:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not (started := tritonserver_children(served.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started, "\n".join(served.lines)
+
+        code = served.stop(signal.SIGTERM)
+
+    assert code in (0, 130), "\n".join(served.lines)  # 0 if it became ready meanwhile
+    assert left_in_group(started[0][0]) == []
+
+
+# --- refusals ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def never_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if tritonserver is started; keep this process's SIGTERM handler as it was."""
+
+    def refuse(self: LocalTritonServer) -> None:
+        raise AssertionError("tritonserver must not start")
+
+    monkeypatch.setattr(LocalTritonServer, "start", refuse)
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.usefixtures("never_starts")
+@pytest.mark.parametrize(
+    ("target", "removed", "message"),
+    [
+        ("{root}/nowhere", None, "holds no finished model"),
+        ("{run}", RUN_MODEL_CARD, "holds no finished model"),
+        ("runs/local/serve/other", None, "holds no finished model"),
+        ("{run}/model", TRITON_LOCAL, "holds no Triton repository"),
+    ],
+    ids=["missing", "unfinished", "unknown-prefix", "no-repository"],
+)
+def test_serve_refuses_what_is_not_a_finished_run(
+    tmp_path: Path, target: str, removed: str | None, message: str
+) -> None:
+    """One error line, a non-zero exit, and no tritonserver."""
+    local = write_run(tmp_path)
+    if removed == TRITON_LOCAL:
+        shutil.rmtree(local.directory / removed)
+    elif removed:
+        (local.directory / removed).unlink()
+    model = target.format(root=tmp_path, run=local.directory)
+
+    result = runner.invoke(cli, ["serve", model], env={"AUTOVISION_STORAGE_ROOT": local.storage.uri("")})
+
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert message in result.output
