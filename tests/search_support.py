@@ -1,13 +1,16 @@
 """Small, fast search set-ups shared by the search tests, and a search worker to run as a subprocess.
 
-    python -m tests.search_support STORAGE_ROOT DATASET VERSION PREFIX MAX_TRIALS [SLOW]
+    python -m tests.search_support STORAGE_ROOT DATASET VERSION PREFIX MAX_TRIALS [--slow]
+        [--node N --nodes M --coordinator HOST:PORT]
 
-runs one search worker to its end: the subprocess that the kill-and-resume
-test kills with SIGKILL.
+runs one node's search workers to their end: the subprocess that the
+kill-and-resume test kills with SIGKILL, and the second node of the
+multi-node test. S3 settings come from the environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import zipfile
@@ -18,7 +21,8 @@ from PIL import Image
 
 from autovision.data.manifest import ImageRecord, dataset_prefix, decode_manifest, labels_of
 from autovision.progress import LogReporter
-from autovision.search.runner import ImageCache, SearchJob, SearchSettings, run_workers
+from autovision.search.nodes import run_node
+from autovision.search.runner import ImageCache, SearchJob, SearchSettings
 from autovision.search.space import SearchSpace
 from autovision.storage import Storage
 
@@ -81,18 +85,32 @@ def search_job(
 
 
 def run_search_worker(job: SearchJob) -> None:
-    """Run a job's workers to the end of the search in this process."""
-    run_workers(job, ImageCache(job.records, job.labels, job.storage()), LogReporter())
+    """Run this node's part of a job's search to its end in this process."""
+    run_node(job, ImageCache(job.records, job.labels, job.storage()), LogReporter())
 
 
 def main(argv: list[str]) -> None:
     """The subprocess entry point (see the module docstring)."""
-    root, name, version, prefix, max_trials = argv[:5]
-    storage = Storage(root)
-    records = decode_manifest(storage.read_bytes(f"{dataset_prefix(name, version)}/manifest.jsonl"))
-    settings = SearchSettings(early_stopping=False, max_trials=int(max_trials))
-    space = tiny_space(slow=len(argv) > 5)
-    run_search_worker(search_job(storage, records, prefix, space=space, settings=settings))
+    parser = argparse.ArgumentParser()
+    for name in ("root", "dataset", "version", "prefix"):
+        parser.add_argument(name)
+    parser.add_argument("max_trials", type=int)
+    parser.add_argument("--slow", action="store_true")
+    parser.add_argument("--node", type=int, default=0)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--coordinator")
+    args = parser.parse_args(argv)
+    storage = Storage(args.root)
+    records = decode_manifest(storage.read_bytes(f"{dataset_prefix(args.dataset, args.version)}/manifest.jsonl"))
+    settings = SearchSettings(
+        early_stopping=False,
+        max_trials=args.max_trials,
+        node=args.node,
+        nodes=args.nodes,
+        coordinator=args.coordinator,
+    )
+    space = tiny_space(slow=args.slow)
+    run_search_worker(search_job(storage, records, args.prefix, space=space, settings=settings))
 
 
 if __name__ == "__main__":

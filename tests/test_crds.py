@@ -268,6 +268,10 @@ def test_enums_defaults_and_bounds_reach_the_schema() -> None:
     assert properties["budgetMilliNodeHours"]["minimum"] == 10
     assert properties["resources"]["properties"]["nodeSelector"]["additionalProperties"] == {"type": "string"}
     assert properties["deploy"]["nullable"] is True
+    backbones = properties["backbones"]
+    assert (backbones["x-kubernetes-list-type"], backbones["x-kubernetes-list-map-keys"]) == ("map", ["name"])
+    assert backbones["items"]["properties"]["architecture"]["enum"] == ["resnet18", "resnet34", "resnet50", "resnet101"]
+    assert backbones["items"]["required"] == ["name", "architecture", "weightsUri"]
     assert spec["required"] == ["datasetRef", "budgetMilliNodeHours"]
 
 
@@ -320,6 +324,10 @@ def example_of(kind: str) -> dict[str, Any]:
         ("TrainingJob", "optimizeFor", "Fastest"),
         ("TrainingJob", "budgetMilliNodeHours", 0),
         ("TrainingJob", "resources", {"nodes": 0}),
+        ("TrainingJob", "backbones", [{"name": "mine", "architecture": "resnet152", "weightsUri": "s3://b/w.pth"}]),
+        ("TrainingJob", "backbones", [{"name": "my_net", "architecture": "resnet18", "weightsUri": "s3://b/w.pth"}]),
+        ("TrainingJob", "backbones", [{"name": "mine", "architecture": "resnet18", "weightsUri": "w.pth"}]),
+        ("TrainingJob", "backbones", [{"name": "mine", "architecture": "resnet18"}]),
         ("ModelDeployment", "scoreThreshold", 2),
         ("ModelDeployment", "autoscaling", {"maxNodes": 2, "target": "gpu"}),
         ("ModelDeployment", "modelRef", {"trainingJob": "run", "secretKey": "x"}),
@@ -337,12 +345,13 @@ def test_schema_and_model_both_reject(kind: str, field: str, value: Any) -> None
     ("kind", "field", "value"),
     [
         ("Dataset", "split", {"train": 80, "validation": 10, "test": 20}),
+        ("TrainingJob", "backbones", [{"name": "a", "architecture": "resnet18", "weightsUri": "s3://b/w"}] * 2),
         ("ModelDeployment", "modelRef", {"trainingJob": "run", "uri": "s3://b/m"}),
         ("ModelDeployment", "autoscaling", {"minNodes": 3, "maxNodes": 2}),
     ],
 )
 def test_cross_field_rules_reject_in_the_model(kind: str, field: str, value: Any) -> None:
-    """The API server enforces these with CEL, which is not evaluated here."""
+    """The API server enforces these with CEL and list-map keys, which are not evaluated here."""
     bad = example_of(kind)
     bad["spec"][field] = value
     assert schema_errors(bad) == []

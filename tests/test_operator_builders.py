@@ -8,11 +8,15 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from autovision.resources import Dataset, ModelDeployment, TrainingJob, parse_resource
+from autovision.resources import Backbone, Dataset, ModelDeployment, TrainingJob, parse_resource
 from autovision_operator import builders
 from autovision_operator.config import OperatorConfig
 
 K8S_VERSION = kubernetes_validate.latest_version()
+BACKBONES = [
+    {"name": "mine", "architecture": "resnet50", "weightsUri": "s3://models/resnet50.pth"},
+    {"name": "small", "architecture": "resnet18", "weightsUri": "s3://models/a=b@c/resnet18.pth"},
+]
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -234,6 +238,29 @@ def test_several_nodes_make_an_indexed_job() -> None:
     assert container(job)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
 
 
+def test_the_nodes_of_a_search_find_pod_0_through_a_headless_service() -> None:
+    training_job = make_training_job(resources={"nodes": 3})
+    job = builders.build_training_job(training_job, make_dataset(version="sha256-abc"), make_config())
+    service = builders.build_search_service(training_job)
+    validate(service)
+    name = job["metadata"]["name"]
+    # Indexed Job pods are named <job>-<index> and get <hostname>.<subdomain> DNS names from the Service.
+    assert pod_spec(job)["subdomain"] == service["metadata"]["name"] == name
+    host, port = env(job)["AUTOVISION_STUDY_COORDINATOR"].split(":")
+    assert host == f"{name}-0.{name}"
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    (service_port,) = service["spec"]["ports"]
+    (container_port,) = container(job)["ports"]
+    assert int(port) == service_port["port"] == container_port["containerPort"]
+    assert service_port["targetPort"] == container_port["name"]
+    assert service["metadata"]["ownerReferences"] == job["metadata"]["ownerReferences"]
+    one_node = training_job_for(resources={"nodes": 1})
+    assert "subdomain" not in pod_spec(one_node)
+    assert "AUTOVISION_STUDY_COORDINATOR" not in env(one_node)
+
+
 def test_training_needs_an_imported_dataset() -> None:
     with pytest.raises(ValueError, match="no imported version"):
         builders.build_training_job(make_training_job(), make_dataset(), make_config())
@@ -271,7 +298,7 @@ def test_operator_secret_is_used_only_in_its_own_namespace() -> None:
 def test_long_names_are_shortened_deterministically() -> None:
     long_a, long_b = "a" * 70 + "-one", "a" * 70 + "-two"
     name_a = builders.search_job_name(long_a)
-    assert len(name_a) <= 63
+    assert len(name_a) <= 63 - len("-999"), "room for the index in an Indexed Job's pod hostnames"
     assert DNS_LABEL.match(name_a)
     assert name_a.endswith("-search")
     assert name_a == builders.search_job_name(long_a)
@@ -325,10 +352,26 @@ def test_the_trainer_image_accepts_the_arguments_the_operator_builds() -> None:
     from autovision_trainer.__main__ import app as trainer_app
 
     trainer: Any = typer.main.get_command(trainer_app)
-    for job in (training_job_for(), builders.build_import_job(make_dataset(), make_config())):
+    with_backbones = training_job_for(backbones=BACKBONES)
+    jobs = (training_job_for(), with_backbones, builders.build_import_job(make_dataset(), make_config()))
+    parsed_params = []
+    for job in jobs:
         subcommand, *rest = container(job)["args"]
         context = trainer.make_context("autovision-trainer", [subcommand, *rest])
         command = trainer.get_command(context, subcommand)
         assert command is not None, subcommand
         parsed = command.make_context(subcommand, list(rest), parent=context)
         assert parsed.params, subcommand
+        parsed_params.append(parsed.params)
+    assert not parsed_params[0]["backbone"]
+    given = [Backbone.parse(option) for option in parsed_params[1]["backbone"]]
+    assert [backbone.model_dump() for backbone in given] == BACKBONES
+
+
+def test_training_job_passes_the_user_backbones_to_the_trainer() -> None:
+    job = training_job_for(backbones=BACKBONES)
+    validate(job)
+    assert container(job)["args"][-4:] == [
+        "--backbone", "mine=resnet50@s3://models/resnet50.pth",
+        "--backbone", "small=resnet18@s3://models/a=b@c/resnet18.pth",
+    ]  # fmt: skip

@@ -6,6 +6,7 @@ writing the trainer's files into a file:// storage root (see ``kube_harness``).
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ DATASET = {
     "metadata": {"name": "flowers"},
     "spec": {"source": "s3://autovision/flowers.zip", "storageSecretRef": {"name": "s3-credentials"}},
 }
-TRAINING_JOB = {
+TRAINING_JOB: dict[str, Any] = {
     "apiVersion": API_VERSION,
     "kind": "TrainingJob",
     "metadata": {"name": "flowers-run"},
@@ -120,14 +121,20 @@ async def import_dataset(cluster: Cluster, storage: Storage) -> None:
     await resource_where(cluster, "trainingjobs", "flowers-run", ready("DatasetNotReady"))
 
     # The trainer wrote its files, the Job controller the Job's status.
-    storage.write_json("datasets/flowers/sha256-feed/report.json", REPORT)
-    storage.write_json("datasets/flowers/latest.json", {"version": "sha256-feed"})
-    await cluster.set_job_status("flowers-import", COMPLETE)
-    dataset = await resource_where(cluster, "datasets", "flowers", ready("Imported", "True"))
+    await _finish_import(cluster, storage, "flowers")
+    dataset = await cluster.resource("datasets", "flowers")
     assert dataset["status"]["version"] == "sha256-feed"
     assert dataset["status"]["counts"]["total"] == 110
     assert dataset["status"]["counts"]["perLabel"]["rose"] == {"train": 44, "validation": 6, "test": 5}
     assert dataset["status"]["observedGeneration"] == 1
+
+
+async def _finish_import(cluster: Cluster, storage: Storage, name: str) -> None:
+    """Play the import Job and the trainer: the dataset's files, the Job complete, the Dataset Ready."""
+    storage.write_json(f"datasets/{name}/sha256-feed/report.json", REPORT)
+    storage.write_json(f"datasets/{name}/latest.json", {"version": "sha256-feed"})
+    await cluster.set_job_status(f"{name}-import", COMPLETE)
+    await resource_where(cluster, "datasets", name, ready("Imported", "True"))
 
 
 async def search_started(cluster: Cluster) -> dict[str, Any]:
@@ -293,10 +300,7 @@ async def test_the_examples_yield_jobs_kubernetes_accepts(cluster: Cluster, oper
             == (dataset["spec"]["source"])
         )
 
-        storage.write_json(f"datasets/{name}/sha256-feed/report.json", REPORT)
-        storage.write_json(f"datasets/{name}/latest.json", {"version": "sha256-feed"})
-        await cluster.set_job_status(f"{name}-import", COMPLETE)
-        await resource_where(cluster, "datasets", name, ready("Imported", "True"))
+        await _finish_import(cluster, storage, name)
 
         search = await eventually(lambda: cluster.job(f"{run_name}-search"), "the search Job")
         kubernetes_validate.validate(search, kubernetes_validate.latest_version(), True)
@@ -306,6 +310,28 @@ async def test_the_examples_yield_jobs_kubernetes_accepts(cluster: Cluster, oper
     assert container["args"][container["args"].index("--budget-milli-node-hours") + 1] == budget
     assert {"secretRef": {"name": dataset["spec"]["storageSecretRef"]["name"]}} in container["envFrom"]
     assert search["spec"]["activeDeadlineSeconds"] > training_job["spec"]["budgetMilliNodeHours"] * 3.6
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(120)
+async def test_a_search_over_several_nodes_gets_its_headless_service(
+    cluster: Cluster, operator_config: OperatorConfig
+) -> None:
+    training_job = copy.deepcopy(TRAINING_JOB)
+    training_job["spec"]["resources"] = {"nodes": 3}
+    async with running_operator(operator_config):
+        await cluster.create_secret("s3-credentials")
+        await cluster.apply("datasets", DATASET)
+        await cluster.apply("trainingjobs", training_job)
+        await eventually(lambda: cluster.job("flowers-import"), "the import Job")
+        await _finish_import(cluster, Storage(operator_config.storage_root), "flowers")
+        search = await eventually(lambda: cluster.job("flowers-run-search"), "the search Job")
+        service = await eventually(lambda: cluster.service("flowers-run-search"), "the search Service")
+    assert search["spec"]["completionMode"] == "Indexed"
+    assert search["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
 
 
 def _container(job: dict[str, Any]) -> dict[str, Any]:

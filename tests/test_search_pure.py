@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import optuna
@@ -9,12 +10,15 @@ import pytest
 from optuna.trial import FixedTrial
 
 from autovision.data.manifest import ImageRecord
-from autovision.preprocess import PreprocessConfig
+from autovision.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from autovision.resources import OptimizeFor
 from autovision.search.budget import BudgetPlan, final_fit_affordable, milli_node_hours, stalled
 from autovision.search.pareto import Point, choose, dominates, pareto_front
 from autovision.search.space import (
+    BACKBONE_FROZEN_STAGES,
+    BACKBONE_RESOLUTIONS,
     CNN,
+    LEARNING_RATES,
     Candidate,
     DatasetProfile,
     FixedSpace,
@@ -22,7 +26,7 @@ from autovision.search.space import (
     small_cnn_resolutions,
     space_for,
 )
-from autovision.train.models import LITE_MEAN, LITE_STD, EfficientNetLiteConfig, ResidualCNNConfig
+from autovision.train.models import LITE_MEAN, LITE_STD, EfficientNetLiteConfig, ResidualCNNConfig, UserBackboneConfig
 from autovision.train.trainer import TrainConfig
 
 DIGITS = DatasetProfile(train_images=1437, median_side=8, labels=10, multi_label=False)
@@ -185,3 +189,48 @@ def test_space_is_a_search_without_a_cap() -> None:
     space = SearchSpace(families=(CNN,), cnn_resolutions=(8,), lite_resolutions={}, epochs=(2, 5))
     assert (space.max_trials, space.max_epochs) == (None, 5)
     assert space.warm_start()["epochs"] == 5, "the warm start's epochs are clipped to the space"
+
+
+MINE = UserBackboneConfig("mine", "resnet50", "s3://bucket/resnet50.pth")
+
+
+@pytest.mark.parametrize("profile", [DIGITS, FLOWERS])
+def test_user_backbones_come_last_and_leave_the_warm_start_alone(profile: DatasetProfile) -> None:
+    plain, with_backbone = space_for(profile), space_for(profile, backbones=[MINE])
+    assert with_backbone.families == (*plain.families, "mine")
+    assert with_backbone.backbones == (MINE,)
+    assert with_backbone.warm_start() == plain.warm_start()
+
+
+def test_user_backbones_are_fine_tuned_at_imagenet_resolutions_with_torchvisions_normalisation() -> None:
+    space = space_for(FLOWERS, backbones=[MINE, UserBackboneConfig("tiny", "resnet18", "file:///w/r18.pth")])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    candidates = [space.suggest(study.ask()) for _ in range(80)]
+    users = [candidate for candidate in candidates if isinstance(candidate.config.architecture, UserBackboneConfig)]
+    assert {candidate.architecture for candidate in users} == {"mine", "tiny"}
+    for candidate in users:
+        architecture = candidate.config.architecture
+        assert isinstance(architecture, UserBackboneConfig)
+        base = next(backbone for backbone in space.backbones if backbone.name == architecture.name)
+        assert (architecture.architecture, architecture.weights_uri) == (base.architecture, base.weights_uri)
+        assert architecture.frozen_stages in BACKBONE_FROZEN_STAGES
+        assert candidate.preprocess.size in BACKBONE_RESOLUTIONS
+        assert (candidate.preprocess.mean, candidate.preprocess.std) == (IMAGENET_MEAN, IMAGENET_STD)
+        low, high = LEARNING_RATES[candidate.config.optimizer][True]  # the fine-tuning range
+        assert low <= candidate.config.learning_rate <= high
+    assert {candidate.architecture for candidate in candidates} == set(space.families)
+
+
+def test_a_space_that_starts_with_a_user_backbone_warm_starts_it_unfrozen_at_full_resolution() -> None:
+    space = SearchSpace(families=("mine",), cnn_resolutions=(), lite_resolutions={}, backbones=(MINE,))
+    candidate = space.suggest(FixedTrial(space.warm_start()))
+    assert candidate.config.architecture == MINE
+    assert candidate.preprocess == PreprocessConfig(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    pinned = dataclasses.replace(space, preprocess=PreprocessConfig(size=40))
+    assert pinned.suggest(FixedTrial(pinned.warm_start())).preprocess == PreprocessConfig(size=40)
+
+
+def test_a_space_names_the_backbones_to_check_before_searching() -> None:
+    assert space_for(FLOWERS).backbones == ()
+    assert FixedSpace(Candidate(TrainConfig(architecture=MINE), PreprocessConfig())).backbones == (MINE,)
+    assert FixedSpace(Candidate(TrainConfig(), PreprocessConfig())).backbones == ()

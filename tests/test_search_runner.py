@@ -58,7 +58,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
 
 def study_trials(job: SearchJob) -> list[FrozenTrial]:
     store = StudyStore(job.storage(), job.prefix, job.settings.work_dir)
-    return optuna.load_study(study_name="search", storage=store.journal()).get_trials()
+    return optuna.load_study(study_name="search", storage=store.optuna_storage()).get_trials()
 
 
 def finished(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -129,7 +129,7 @@ def test_kill_9_mid_trial_then_rerun_loses_no_finished_trial(digits: Digits) -> 
         digits.dataset.version,
         job.prefix,
         "4",
-        "slow",
+        "--slow",
     ]
     process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stderr=subprocess.DEVNULL)
     wait_for_a_trial_mid_way(job, process, finished_count=2)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from autovision.embedded_s3 import free_port
 from autovision.storage import Storage
 from autovision_trainer.__main__ import BAD_INPUT_EXIT_CODE, app
 
@@ -56,11 +60,56 @@ def test_bad_source_exits_with_the_bad_input_code(storage_root: Storage, tmp_pat
     assert storage_root.list_keys("") == []
 
 
-def test_pods_after_the_first_of_an_indexed_job_leave_the_search_to_pod_0(
-    storage_root: Storage, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+def train_args(version: str, *extra: str) -> list[str]:
     args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u2", "--dataset", "digits"]
-    result = runner.invoke(app, [*args, "--dataset-version", "sha256-x", "--budget-milli-node-hours", "10"])
-    assert result.exit_code == 0, result.output
+    return [*args, "--dataset-version", version, "--budget-milli-node-hours", "10", *extra]
+
+
+def test_other_pods_of_an_indexed_job_join_node_0_or_stop_when_there_is_none(
+    storage_root: Storage, digits_zip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["import", "--name", "digits", "--source", f"file://{digits_zip}"]).exit_code == 0
+    version = storage_root.read_json("datasets/digits/latest.json")["version"]
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    monkeypatch.setenv("AUTOVISION_NODES", "2")
+
+    no_coordinator = runner.invoke(app, train_args(version))
+    assert no_coordinator.exit_code == BAD_INPUT_EXIT_CODE
+
+    # As the operator sets it; nobody serves there: node 0 has ended the search (or never started one).
+    monkeypatch.setenv("AUTOVISION_STUDY_COORDINATOR", f"127.0.0.1:{free_port()}")
+    alone = runner.invoke(app, train_args(version, "--connect-timeout", "1"))
+    assert alone.exit_code == 0, alone.output
     assert storage_root.list_keys("runs") == []
+
+
+def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
+    storage_root: Storage, digits_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["import", "--name", "digits", "--source", f"file://{digits_zip}"]).exit_code == 0
+    version = storage_root.read_json("datasets/digits/latest.json")["version"]
+    environment = {"AUTOVISION_NODES": "2", "AUTOVISION_STUDY_COORDINATOR": f"127.0.0.1:{free_port()}"}
+    # Pod 1 starts first and waits for pod 0's study server, as it may in a cluster.
+    log = tmp_path / "pod-1.log"
+    with log.open("w") as output:
+        pod_1 = subprocess.Popen(
+            [sys.executable, "-m", "autovision_trainer", *train_args(version, "--workers", "1")],
+            env={**os.environ, **environment, "JOB_COMPLETION_INDEX": "1"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    for name, value in {**environment, "JOB_COMPLETION_INDEX": "0"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        pod_0 = runner.invoke(app, train_args(version, "--workers", "1"))
+    finally:
+        pod_1.wait(timeout=300)
+    assert pod_0.exit_code == 0, pod_0.output
+    assert pod_1.returncode == 0, log.read_text()
+    assert "the search is over" in log.read_text()
+
+    card = storage_root.read_json("runs/ns/tj/u2/model/model.json")
+    workers = {trial["worker"] for trial in card["search"]["trials"]}
+    assert workers == {0, 100}, "pod 0's worker and pod 1's worker (node 1, GPU 0) trained trials"
+    assert all(trial["state"] in ("complete", "pruned") for trial in card["search"]["trials"])
+    assert card["metrics"]["testAccuracy"] > 0.5

@@ -26,6 +26,8 @@ from autovision_operator.config import OperatorConfig
 
 MAX_NAME_LENGTH: Final = 63
 """Job names become label values (``job-name``) and pod hostnames: 63 characters at most."""
+INDEX_SUFFIX_LENGTH: Final = 4
+"""``-<index>`` of an Indexed Job's pod hostnames, for up to 999 nodes."""
 CONTAINER: Final = "trainer"
 TRAINER_COMMAND: Final = "autovision-trainer"
 RUNAS_ID: Final = 65532
@@ -62,6 +64,9 @@ SHM_SIZE: Final = "8Gi"
 IMPORT_REQUESTS: Final = {"cpu": "1", "memory": "2Gi"}
 CPU_PER_NODE_UNIT: Final = 4
 MEMORY_GI_PER_NODE_UNIT: Final = 16
+# Node 0 of a multi-node search serves the study to the other nodes on this
+# port (Optuna's gRPC storage proxy); they find it through the headless Service.
+STUDY_PORT: Final = 13000
 
 
 def bounded_name(name: str, suffix: str = "", limit: int = MAX_NAME_LENGTH) -> str:
@@ -84,8 +89,8 @@ def import_job_name(dataset_name: str) -> str:
 
 
 def search_job_name(training_job_name: str) -> str:
-    """The name of a TrainingJob's search Job."""
-    return bounded_name(training_job_name, "search")
+    """The name of a TrainingJob's search Job (and of its Service): room is left for ``-<index>`` in pod hostnames."""
+    return bounded_name(training_job_name, "search", limit=MAX_NAME_LENGTH - INDEX_SUFFIX_LENGTH)
 
 
 def owner_reference(owner: CustomResource) -> dict[str, Any]:
@@ -153,8 +158,9 @@ def build_import_job(dataset: Dataset, config: OperatorConfig) -> dict[str, Any]
 def build_training_job(training_job: TrainingJob, dataset: Dataset, config: OperatorConfig) -> dict[str, Any]:
     """The batch/v1 Job that runs a TrainingJob's search on the Dataset's current version.
 
-    Several nodes make an Indexed Job: each pod is one worker of the same search,
-    coordinating through the search's shared storage, not through each other.
+    Several nodes make an Indexed Job: every pod runs workers of the same search.
+    Pod 0 serves the search's study on ``STUDY_PORT``; the others reach it by the
+    DNS name the Job's headless Service (``build_search_service``) gives it.
     """
     if not dataset.status.version:
         raise ValueError(f"Dataset {dataset.metadata.name!r} has no imported version yet")
@@ -165,9 +171,15 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
     args += ["--budget-milli-node-hours", str(spec.budget_milli_node_hours)]
     args += ["--optimize-for", spec.optimize_for.value]
     args += ["--early-stopping" if spec.early_stopping else "--no-early-stopping"]
+    for backbone in spec.backbones:
+        args += ["--backbone", backbone.as_option()]
     resources_spec = _training_resources(resources.gpus_per_node)
     container = _container(args, config, credentials_secret(dataset, config), resources_spec)
     container["env"].append({"name": "AUTOVISION_NODES", "value": str(resources.nodes)})
+    name = search_job_name(str(meta.name))
+    if resources.nodes > 1:
+        container["env"].append({"name": "AUTOVISION_STUDY_COORDINATOR", "value": study_coordinator(name)})
+        container["ports"] = [{"name": "study", "containerPort": STUDY_PORT, "protocol": "TCP"}]
     container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
     volumes = [_tmp_volume(), {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}]
     pod_spec = _pod_spec(container, config, volumes=volumes)
@@ -178,7 +190,39 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
     }
     if resources.nodes > 1:
         job_spec |= {"completionMode": "Indexed", "completions": resources.nodes, "parallelism": resources.nodes}
-    return _job(training_job, search_job_name(str(meta.name)), "search", pod_spec, job_spec)
+        pod_spec["subdomain"] = name
+    return _job(training_job, name, "search", pod_spec, job_spec)
+
+
+def study_coordinator(job_name: str) -> str:
+    """HOST:PORT of pod 0's study server: Indexed Job pods are named ``<job>-<index>`` under the subdomain."""
+    return f"{job_name}-0.{job_name}:{STUDY_PORT}"
+
+
+def build_search_service(training_job: TrainingJob) -> dict[str, Any]:
+    """The headless Service of a multi-node search Job: DNS names for its pods, so other nodes find pod 0.
+
+    Addresses are published before the pods are ready (they have no readiness
+    probe to pass), and the Service has the Job's name, as the pods' subdomain.
+    """
+    name = search_job_name(str(training_job.metadata.name))
+    service_labels = labels("search", training_job)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": training_job.metadata.namespace,
+            "labels": service_labels,
+            "ownerReferences": [owner_reference(training_job)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": service_labels,
+            "ports": [{"name": "study", "port": STUDY_PORT, "targetPort": "study", "protocol": "TCP"}],
+        },
+    }
 
 
 def build_model_deployment(training_job: TrainingJob) -> dict[str, Any]:

@@ -293,6 +293,8 @@ def _ensure_search_job(
     if missing:
         _wait(body, patch, training_job.status, "SecretNotFound", missing, delay=delay)
     try:
+        if training_job.spec.resources.nodes > 1:
+            context.kube.ensure_child(builders.build_search_service(training_job))
         return _ensure_job(context, body, builders.build_training_job(training_job, dataset, context.config))
     except ChildConflictError as error:
         _wait(body, patch, training_job.status, "JobConflict", str(error), delay=delay)

@@ -97,7 +97,7 @@ class Kube:
         self.core = CoreV1Api(client)
         self.custom = CustomObjectsApi(client)
         apps, policy, autoscaling = AppsV1Api(client), PolicyV1Api(client), AutoscalingV2Api(client)
-        # The serving children, by kind.
+        # Children other than Jobs (serving ones, a multi-node search's Service), by kind.
         self.children = {
             "Deployment": ChildApi(
                 apps.read_namespaced_deployment,
@@ -172,7 +172,7 @@ class Kube:
         return _read(lambda: api.read(name, namespace, _preload_content=False))
 
     def ensure_child(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create a serving child unless it exists; return it and whether this call created it."""
+        """Create a child unless it exists; return it and whether this call created it."""
         namespace, name = _identity(obj)
         api = self.children[obj["kind"]]
         return _ensure(

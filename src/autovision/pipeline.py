@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,15 @@ from autovision.export.layout import MODEL_CARD as MODEL_CARD_FILE
 from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.progress import Reporter
 from autovision.report import render_report, thumbnail_data_uri
-from autovision.resources import OptimizeFor, Task
+from autovision.resources import Backbone, OptimizeFor, Task
 from autovision.search.budget import milli_node_hours
 from autovision.search.final import FinalModel, fit_final, pinned_plan
+from autovision.search.nodes import run_node
 from autovision.search.runner import (
     ImageCache,
     SearchJob,
     SearchResult,
     SearchSettings,
-    run_workers,
     summarise,
     trial_counts,
 )
@@ -78,6 +79,7 @@ from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space
 from autovision.serving.cluster import write_cluster_repository
 from autovision.serving.repository import write_local_repository
 from autovision.storage import Storage, StorageError, read_uris
+from autovision.train.models import UserBackboneConfig, backbone_weights
 from autovision.train.trainer import CPU, ImageSet, TrainConfig, image_logits
 
 MODEL_CARD = f"{MODEL_DIR}/{MODEL_CARD_FILE}"
@@ -134,14 +136,16 @@ def search_space(
     preprocess: PreprocessConfig | None,
     budget_milli_node_hours: int | None,
     settings: SearchSettings,
+    backbones: Sequence[Backbone] = (),
 ) -> Space:
     """What the run trains: the settings' space; one configuration when it is given or there is no budget
-    (the default one then); otherwise the dataset's search space."""
+    (the default one then); otherwise the dataset's search space, the user's backbones included."""
     if settings.space is not None:
         return settings.space
     if config is not None or budget_milli_node_hours is None:
         return FixedSpace(Candidate(config or TrainConfig(), preprocess or PreprocessConfig()))
-    return space_for(profile, seed=settings.seed, preprocess=preprocess)
+    users = [UserBackboneConfig(backbone.name, backbone.architecture, backbone.weights_uri) for backbone in backbones]
+    return space_for(profile, seed=settings.seed, preprocess=preprocess, backbones=users)
 
 
 def train_evaluate_export(
@@ -156,40 +160,33 @@ def train_evaluate_export(
     budget_milli_node_hours: int | None = None,
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     search: SearchSettings | None = None,
+    backbones: Sequence[Backbone] = (),
 ) -> dict[str, Any]:
     """Search, fit the final model, evaluate on the test split, export three formats and two Triton repositories.
 
     With ``config`` (and optionally ``preprocess``) exactly that configuration is
-    trained, once; without a config, the dataset's search space is searched within
-    the budget (without a budget too, the default configuration is trained once).
-    Returns the model card. A run whose model card exists is returned as is.
+    trained, once; without a config, the dataset's search space (with the user's
+    ``backbones``) is searched within the budget (without a budget too, the
+    default configuration is trained once). Returns the model card. A run whose
+    model card exists is returned as is.
     """
     if storage.exists(f"{run.prefix}/{MODEL_CARD}"):
         reporter.note(f"run {run.uid} already complete: reusing it")
         card: dict[str, Any] = storage.read_json(f"{run.prefix}/{MODEL_CARD}")
         return card
     settings = search or SearchSettings()
-    records = decode_manifest(storage.read_bytes(f"{dataset_prefix(dataset, version)}/manifest.jsonl"))
-    labels = labels_of(records)
-    multi_label = is_multi_label(storage, dataset, version, records)
-    space = search_space(
-        DatasetProfile.of(records, labels, multi_label),
+    job = build_search_job(
+        storage,
+        dataset,
+        version,
+        run,
         config=config,
         preprocess=preprocess,
         budget_milli_node_hours=budget_milli_node_hours,
         settings=settings,
+        backbones=backbones,
     )
-    job = SearchJob(
-        storage_root=storage.uri(""),
-        storage_settings=storage.settings,
-        prefix=run.prefix,
-        records=tuple(records),
-        labels=tuple(labels),
-        multi_label=multi_label,
-        space=space,
-        budget_milli_node_hours=budget_milli_node_hours,
-        settings=settings,
-    )
+    labels, multi_label = list(job.labels), job.multi_label
     images = ImageCache(job.records, job.labels, storage)
     result, final = search_and_fit(job, images, reporter)
     preprocess = result.candidate.preprocess
@@ -258,11 +255,85 @@ def train_evaluate_export(
     return card
 
 
+def build_search_job(
+    storage: Storage,
+    dataset: str,
+    version: str,
+    run: RunLocation,
+    *,
+    config: TrainConfig | None,
+    preprocess: PreprocessConfig | None,
+    budget_milli_node_hours: int | None,
+    settings: SearchSettings,
+    backbones: Sequence[Backbone] = (),
+) -> SearchJob:
+    """What a run's search works on: the dataset version's records, its task, and the space to search.
+
+    The space's user backbones are read and checked here, so that a bad weights
+    file fails the run with one clear error before any trial starts.
+    """
+    records = decode_manifest(storage.read_bytes(f"{dataset_prefix(dataset, version)}/manifest.jsonl"))
+    labels = labels_of(records)
+    multi_label = is_multi_label(storage, dataset, version, records)
+    space = search_space(
+        DatasetProfile.of(records, labels, multi_label),
+        config=config,
+        preprocess=preprocess,
+        budget_milli_node_hours=budget_milli_node_hours,
+        settings=settings,
+        backbones=backbones,
+    )
+    for backbone in space.backbones:
+        backbone_weights(backbone, storage.settings)
+    return SearchJob(
+        storage_root=storage.uri(""),
+        storage_settings=storage.settings,
+        prefix=run.prefix,
+        records=tuple(records),
+        labels=tuple(labels),
+        multi_label=multi_label,
+        space=space,
+        budget_milli_node_hours=budget_milli_node_hours,
+        settings=settings,
+    )
+
+
+def join_search(
+    storage: Storage,
+    dataset: str,
+    version: str,
+    run: RunLocation,
+    reporter: Reporter,
+    *,
+    budget_milli_node_hours: int,
+    search: SearchSettings,
+    backbones: Sequence[Backbone] = (),
+) -> None:
+    """A node other than node 0 of a multi-node run: train trials of node 0's search until it ends.
+
+    Node 0 (``train_evaluate_export``) then fits, evaluates and exports the model.
+    """
+    if not search.is_member_node:
+        raise ValueError("join_search is for nodes other than node 0")
+    job = build_search_job(
+        storage,
+        dataset,
+        version,
+        run,
+        config=None,
+        preprocess=None,
+        budget_milli_node_hours=budget_milli_node_hours,
+        settings=search,
+        backbones=backbones,
+    )
+    run_node(job, ImageCache(job.records, job.labels, storage), reporter)
+
+
 def search_and_fit(job: SearchJob, images: ImageCache, reporter: Reporter) -> tuple[SearchResult, FinalModel]:
-    """Run (or finish) the search, choose per optimizeFor, and fit the final model."""
+    """Run (or finish) this node's part of the search, choose per optimizeFor, and fit the final model."""
     pinned = pinned_plan(images.storage, job.prefix)
     if pinned is None:  # with a plan written, the search is over and the final fit is under way
-        run_workers(job, images, reporter)
+        run_node(job, images, reporter)
     result = summarise(job, images, None if pinned is None else pinned.trial)
     return result, fit_final(job, result, images, reporter)
 

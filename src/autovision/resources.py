@@ -330,6 +330,43 @@ class DeployOptions(WireModel):
     nodes: int = Field(default=1, ge=1, description="Serving replicas of the ModelDeployment created.")
 
 
+ResNetArchitecture = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+"""The torchvision architectures whose weights a user backbone may bring."""
+# A DNS-1123 label: built-in family names contain "_", so a backbone's name never shadows one.
+BackboneName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+
+
+class Backbone(WireModel):
+    """A pretrained backbone the search may fine-tune besides the built-in ones, with the user's own weights."""
+
+    name: BackboneName = Field(
+        description="The backbone's family name in trials and model cards: lowercase letters, digits and '-'."
+    )
+    architecture: ResNetArchitecture = Field(description="The torchvision architecture the weights belong to.")
+    weights_uri: Uri = Field(
+        description="URI of the weights: a torchvision state_dict of that architecture, saved with torch.save; "
+        "read with the storage credentials, never downloaded from a hub."
+    )
+
+    @classmethod
+    def parse(cls, text: str) -> Backbone:
+        """A backbone from its command-line form ``NAME=ARCHITECTURE@URI``; ValueError with one readable message."""
+        name, equals, rest = text.partition("=")
+        architecture, at, uri = rest.partition("@")
+        if not (equals and at):
+            raise ValueError(f"{text!r} is not NAME=ARCHITECTURE@URI, e.g. mine=resnet50@s3://bucket/resnet50.pth")
+        try:
+            return cls.model_validate({"name": name, "architecture": architecture, "weightsUri": uri})
+        except ValidationError as error:
+            raise ValueError(f"{text!r}: {_describe(error)}") from None
+
+    def as_option(self) -> str:
+        """The command-line form ``parse`` reads: how the operator hands a backbone to the trainer."""
+        return f"{self.name}={self.architecture}@{self.weights_uri}"
+
+
 class TrainingJobSpec(WireModel):
     """What to train on and how much it may cost."""
 
@@ -355,6 +392,21 @@ class TrainingJobSpec(WireModel):
         default=ArtifactPolicy.RETAIN,
         description="Retain or Delete the run's stored artifacts when the TrainingJob is deleted.",
     )
+    backbones: list[Backbone] = Field(
+        default=[],
+        description="Backbones with the user's own weights that the search may pick besides the built-in ones.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @field_validator("backbones")
+    @classmethod
+    def _unique_backbone_names(cls, backbones: list[Backbone]) -> list[Backbone]:
+        """The API server refuses duplicate keys of a map list; so does the model."""
+        names = [backbone.name for backbone in backbones]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"backbone names must be unique: {', '.join(duplicates)} repeated")
+        return backbones
 
 
 class TrialCounts(StatusModel):

@@ -16,11 +16,12 @@ import typer
 
 from autovision.data.importer import DatasetImportError, SplitSettings
 from autovision.data.importer import import_dataset as import_source
-from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.pipeline import RunLocation, join_search, train_evaluate_export
 from autovision.progress import LogReporter
-from autovision.resources import OptimizeFor, Task
-from autovision.search.runner import SearchSettings
+from autovision.resources import Backbone, OptimizeFor, Task
+from autovision.search.runner import CONNECT_TIMEOUT_SECONDS, SearchSettings
 from autovision.storage import Storage, StorageError
+from autovision.train.models import BackboneWeightsError
 
 BAD_INPUT_EXIT_CODE = 2
 
@@ -62,36 +63,66 @@ def train(
     optimize_for: Annotated[OptimizeFor, typer.Option(case_sensitive=False)] = OptimizeFor.BALANCED,
     early_stopping: Annotated[bool, typer.Option("--early-stopping/--no-early-stopping")] = True,
     workers: Annotated[int | None, typer.Option(min=1, help="Search workers; default one per GPU.")] = None,
+    backbone: Annotated[list[str] | None, typer.Option(metavar="NAME=ARCH@URI", help="A user backbone.")] = None,
+    nodes: Annotated[int, typer.Option(min=1, envvar="AUTOVISION_NODES", help="Nodes of the search.")] = 1,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(envvar="AUTOVISION_STUDY_COORDINATOR", help="HOST:PORT of node 0's study server."),
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds the other nodes wait for node 0's study server.")
+    ] = CONNECT_TIMEOUT_SECONDS,
 ) -> None:
     """Search, fit, evaluate and export a TrainingJob's model inside its budget; resumable.
 
     Single- and multi-label datasets alike: the task is read from the dataset version.
-    The workers of one pod (one per GPU) share the search; the pods of an Indexed
-    Job beyond the first have no shared study to join yet, so they finish at once
-    and the first pod does the work.
+    The workers of one pod (one per GPU) share the search. With several nodes
+    (an Indexed Job; this pod's index in JOB_COMPLETION_INDEX), pod 0 serves the
+    study on the coordinator's port and fits, evaluates and exports the model;
+    the other pods train trials of the same study and finish with the search.
     """
     import torch
 
-    if int(os.environ.get("JOB_COMPLETION_INDEX", "0")) > 0:
-        logging.info("search workers on other nodes are not supported yet: pod 0 runs the search")
-        return
-    storage = Storage.from_settings()
-    settings = SearchSettings(
-        optimize_for=optimize_for,
-        early_stopping=early_stopping,
-        workers=workers or max(1, torch.cuda.device_count()),
-    )
     try:
+        backbones = [Backbone.parse(text) for text in backbone or []]
+        settings = SearchSettings(
+            optimize_for=optimize_for,
+            early_stopping=early_stopping,
+            workers=workers or max(1, torch.cuda.device_count()),
+            node=int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
+            nodes=nodes,
+            coordinator=coordinator,
+            connect_timeout=connect_timeout,
+        )
+    except ValueError as error:
+        _bad_input(str(error))
+    storage = Storage.from_settings()
+    run = RunLocation(namespace, job, uid)
+    try:
+        if settings.is_member_node:
+            join_search(
+                storage,
+                dataset,
+                dataset_version,
+                run,
+                LogReporter(),
+                budget_milli_node_hours=budget_milli_node_hours,
+                search=settings,
+                backbones=backbones,
+            )
+            logging.info("node %d: the search is over; node 0 fits and exports the model", settings.node)
+            return
         card = train_evaluate_export(
             storage,
             dataset,
             dataset_version,
-            RunLocation(namespace, job, uid),
+            run,
             LogReporter(),
             budget_milli_node_hours=budget_milli_node_hours,
             search=settings,
+            backbones=backbones,
         )
-    except StorageError as error:
+    except (StorageError, BackboneWeightsError) as error:
         _bad_input(str(error))
     logging.info("run complete: test accuracy %.4f", card["metrics"]["testAccuracy"])
 

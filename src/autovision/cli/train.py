@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from autovision.cli._console import RichReporter, console, errors, fail, progress_display
-from autovision.resources import OptimizeFor
+from autovision.resources import Backbone, OptimizeFor
 
 if TYPE_CHECKING:
     from autovision.progress import Reporter
@@ -38,6 +38,14 @@ def train_command(
         bool, typer.Option("--early-stopping/--no-early-stopping", help="Stop when the search stops improving.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the search and of every trial.")] = 0,
+    backbone: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=ARCH@URI",
+            help="Also search this backbone with your own weights: ARCH is resnet18, resnet34, resnet50 or "
+            "resnet101, URI a torchvision state_dict (file:// or s3://). Repeatable.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary object instead of tables.")] = False,
 ) -> None:
     """Search architectures and hyperparameters within a budget, then evaluate and export the chosen model.
@@ -47,12 +55,18 @@ def train_command(
     from autovision.pipeline import RunLocation, run_uid, train_evaluate_export
     from autovision.search.runner import SearchSettings
     from autovision.storage import Storage, StorageError
+    from autovision.train.models import BackboneWeightsError
 
+    try:
+        backbones = [Backbone.parse(text) for text in backbone or []]
+    except ValueError as error:
+        fail(escape(str(error)))
     settings = SearchSettings(optimize_for=optimize_for, early_stopping=early_stopping, seed=seed)
     try:
         storage = Storage.from_settings()
         version = _latest_version(storage, dataset)
-        uid = run_uid(version, budget_milli_node_hours, optimize_for.value, early_stopping, seed)
+        # Backbones change the search, so they make a run of their own; without any, run ids stay as they were.
+        uid = run_uid(version, budget_milli_node_hours, optimize_for.value, early_stopping, seed, *backbone or [])
         run = RunLocation("local", dataset, uid)
         with _reporter(quiet=as_json) as reporter:
             card = train_evaluate_export(
@@ -63,11 +77,12 @@ def train_command(
                 reporter,
                 budget_milli_node_hours=budget_milli_node_hours,
                 search=settings,
+                backbones=backbones,
             )
     except KeyboardInterrupt:
         errors.print("interrupted: finished trials are kept; run the same command again to continue")
         raise typer.Exit(code=130) from None
-    except StorageError as error:
+    except (StorageError, BackboneWeightsError) as error:
         fail(escape(str(error)))
     if as_json:
         sys.stdout.write(json.dumps(summary(card, run.prefix)) + "\n")

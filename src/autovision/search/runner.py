@@ -10,21 +10,25 @@ progress.json for the operator, so a killed worker that starts again
 * never redoes a finished trial, and
 * keeps counting the budget from what the journal says was spent.
 
-``run_search`` runs worker 0 in this process and any others as processes of
-their own (one per GPU), then summarises the study: the trials table, the
-accuracy/latency Pareto front and the candidate ``optimizeFor`` chooses.
+``run_workers`` runs a node's worker 0 in this process and any others as
+processes of their own (one per GPU); ``autovision.search.nodes`` joins the
+workers of several nodes into one search. ``summarise`` reads the finished
+study: the trials table, the accuracy/latency Pareto front and the candidate
+``optimizeFor`` chooses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import multiprocessing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import optuna
 import torch
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
@@ -36,10 +40,17 @@ from autovision.resources import OptimizeFor
 from autovision.search.budget import BudgetPlan, milli_node_hours, stalled
 from autovision.search.pareto import Point, choose, pareto_front
 from autovision.search.space import Candidate, Space
-from autovision.search.study import StudyStore, ask, open_study
+from autovision.search.study import (
+    RemoteStudy,
+    StudyBackend,
+    StudyStore,
+    StudyUnreachableError,
+    ask,
+    open_study,
+)
 from autovision.settings import Settings
 from autovision.storage import Storage
-from autovision.train.models import parameter_count
+from autovision.train.models import backbone_weights, parameter_count
 from autovision.train.trainer import (
     EpochResult,
     ImageSet,
@@ -52,6 +63,12 @@ from autovision.train.trainer import (
 )
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Worker numbers are node * WORKERS_PER_NODE + the worker's number on its node (its GPU).
+WORKERS_PER_NODE = 100
+# How long the workers of nodes other than node 0 wait for node 0's study server.
+CONNECT_TIMEOUT_SECONDS = 600.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,9 @@ class SearchSettings:
     Early stopping ends the search once ``patience`` finished trials in a row
     failed to beat the best before them by ``min_delta``. ``space`` replaces the
     dataset's default search space; ``work_dir`` holds the study journal's local
-    copy when storage is an object store.
+    copy when storage is an object store. ``workers`` counts one node's workers;
+    with ``nodes`` > 1 this process is node ``node`` of them and ``coordinator``
+    (HOST:PORT) is where node 0 serves the study.
     """
 
     optimize_for: OptimizeFor = OptimizeFor.BALANCED
@@ -73,6 +92,23 @@ class SearchSettings:
     seed: int = 0
     space: Space | None = None
     work_dir: Path | None = None
+    node: int = 0
+    nodes: int = 1
+    coordinator: str | None = None
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.node < self.nodes:
+            raise ValueError(f"node {self.node} is not one of the {self.nodes} nodes")
+        if self.nodes > 1 and self.coordinator is None:
+            raise ValueError("a search over several nodes needs the coordinator's HOST:PORT")
+        if not 1 <= self.workers <= WORKERS_PER_NODE:
+            raise ValueError(f"workers per node must be 1 to {WORKERS_PER_NODE}, not {self.workers}")
+
+    @property
+    def is_member_node(self) -> bool:
+        """Whether these are the settings of a node other than node 0."""
+        return self.node > 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +138,18 @@ class SearchJob:
     def metric(self) -> str:
         """The validation metric trials are compared by."""
         return metric_name(self.multi_label)
+
+    @property
+    def is_member(self) -> bool:
+        """Whether this process belongs to a node other than node 0 (it reaches the study over gRPC)."""
+        return self.settings.is_member_node
+
+    def study_backend(self, storage: Storage) -> StudyBackend:
+        """The study as this node's workers reach it."""
+        if self.is_member:
+            assert self.settings.coordinator is not None
+            return RemoteStudy(self.settings.coordinator, self.settings.connect_timeout)
+        return StudyStore(storage, self.prefix, self.settings.work_dir)
 
     @property
     def trial_cap(self) -> int | None:
@@ -277,15 +325,15 @@ def worker_device(worker: int) -> torch.device:
 
 
 class _Worker:
-    """One process's share of the search."""
+    """One process's share of the search; ``local`` is its number on its node (its GPU)."""
 
-    def __init__(self, job: SearchJob, index: int, images: ImageCache, reporter: Reporter) -> None:
+    def __init__(self, job: SearchJob, local: int, images: ImageCache, reporter: Reporter) -> None:
         self.job = job
-        self.index = index
+        self.index = job.settings.node * WORKERS_PER_NODE + local
         self.storage = images.storage
-        self.images = images.on(worker_device(index))
+        self.images = images.on(worker_device(local))
         self.reporter = reporter
-        self.store = StudyStore(self.storage, job.prefix, job.settings.work_dir)
+        self.store = job.study_backend(self.storage)
         self.study = open_study(self.store, job.space, job.settings.seed)
 
     def run(self) -> None:
@@ -323,6 +371,7 @@ class _Worker:
         key = trial.user_attrs.get("checkpoint", self._checkpoint_key(trial.number))
         attributes = {
             "worker": self.index,
+            "updatedAt": time.time(),
             "checkpoint": key,
             "architecture": candidate.architecture,
             "resolution": candidate.preprocess.size,
@@ -364,10 +413,10 @@ class _Worker:
         self.publish()
 
     def publish(self, detail: str = "") -> float:
-        """Write progress.json and show progress; the seconds spent so far."""
+        """Write progress.json (node 0 only) and show progress; the seconds spent so far."""
         trials = self._trials()
-        fields = progress_fields(trials, self.job.metric)
-        write_progress(self.storage, self.job.prefix, phase="Searching", **fields)
+        if not self.job.is_member:
+            write_progress(self.storage, self.job.prefix, phase="Searching", **progress_fields(trials, self.job.metric))
         spent = spent_seconds(trials)
         best = best_so_far(trials)
         shown = f"best {best.value:.4f} (trial {best.number}, {best.architecture} {best.resolution} px)" if best else ""
@@ -397,6 +446,7 @@ class _EpochMonitor:
 
     def __call__(self, result: EpochResult) -> bool:
         self.trial.set_user_attr("seconds", result.seconds_used - self.earlier_seconds)
+        self.trial.set_user_attr("updatedAt", time.time())
         if result.validation_score is not None:
             self.trial.report(result.validation_score, result.epoch)
         self.worker.store.push()
@@ -409,15 +459,31 @@ class _EpochMonitor:
         return self.stop is not None
 
 
-def _worker_process(job: SearchJob, index: int) -> None:
+def _run_worker(job: SearchJob, local: int, images: ImageCache, reporter: Reporter) -> None:
+    """One worker to the end of the search; on a member node, also to the end of node 0's study server.
+
+    Node 0 stops serving only once the search is over, so a member that loses
+    the server stops too; a trial it was running stays unfinished in the study.
+    """
+    try:
+        _Worker(job, local, images, reporter).run()
+    except (grpc.RpcError, StudyUnreachableError) as error:
+        if not job.is_member:
+            raise
+        log.warning("worker %d stops: the study at %s is gone (%s)", local, job.settings.coordinator, error)
+
+
+def _worker_process(job: SearchJob, local: int) -> None:
     """Entry point of a spawned worker process."""
     torch.set_num_threads(max(1, available_cores() // job.settings.workers))
+    for backbone in job.space.backbones:  # read once here, with the run's storage settings
+        backbone_weights(backbone, job.storage_settings)
     images = ImageCache(job.records, job.labels, job.storage())
-    _Worker(job, index, images, LogReporter()).run()
+    _run_worker(job, local, images, LogReporter())
 
 
 def run_workers(job: SearchJob, images: ImageCache, reporter: Reporter) -> None:
-    """Worker 0 here, the others as spawned processes sharing the study; returns when all have stopped."""
+    """This node's workers: worker 0 here, the others as spawned processes; returns when all have stopped."""
     context = multiprocessing.get_context("spawn")
     others = [context.Process(target=_worker_process, args=(job, index)) for index in range(1, job.settings.workers)]
     threads = torch.get_num_threads()
@@ -426,7 +492,7 @@ def run_workers(job: SearchJob, images: ImageCache, reporter: Reporter) -> None:
     for process in others:
         process.start()
     try:
-        _Worker(job, 0, images, reporter).run()
+        _run_worker(job, 0, images, reporter)
     finally:
         for process in others:
             process.join()

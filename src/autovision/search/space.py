@@ -3,8 +3,10 @@
 Small images (median short side up to 64 px: digits, CIFAR-10) search the
 from-scratch residual CNN family, since ImageNet features help little there;
 larger images search EfficientNet-Lite0/1/2 fine-tuned from ImageNet, plus the
-CNN family at low resolution. Every trial also draws its input resolution,
-optimiser, schedule, regularisation, augmentation and epochs.
+CNN family at low resolution. Backbones the user brings (torchvision ResNets with
+their own weights) are fine-tuned like Lite, on images of any size: the user
+asked for them. Every trial also draws its input resolution, optimiser,
+schedule, regularisation, augmentation and epochs.
 
 Optuna's samplers propose the values (``suggest`` is define-by-run, so each
 family has its own parameters); the first trial is a known-good configuration
@@ -15,20 +17,22 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from optuna.trial import BaseTrial
 
 from autovision.data.manifest import ImageRecord
-from autovision.preprocess import PreprocessConfig
+from autovision.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from autovision.train.models import (
     LITE_MEAN,
     LITE_RESOLUTIONS,
     LITE_STD,
     ArchitectureConfig,
     EfficientNetLiteConfig,
+    HeadKind,
     ResidualCNNConfig,
+    UserBackboneConfig,
 )
 from autovision.train.trainer import TrainConfig
 
@@ -42,6 +46,10 @@ LARGE_CNN_RESOLUTIONS = (64, 96, 128)
 # Fine-tuning resolutions per Lite variant, up to the one it was trained at.
 LITE_TRIAL_RESOLUTIONS = {0: (160, 192, 224), 1: (192, 240), 2: (224, 260)}
 FROZEN_STAGE_CHOICES = (0, 2, 4, 6)
+# User backbones (torchvision ResNets, trained at 224 px; normalised as torchvision does): up to
+# that resolution; frozen up to the stem, then through layer1, layer2 or layer3 (of four).
+BACKBONE_RESOLUTIONS = (160, 192, 224)
+BACKBONE_FROZEN_STAGES = (0, 2, 3, 4)
 # Learning-rate and weight-decay ranges per optimiser: (from scratch, fine-tuning).
 LEARNING_RATES = {"adamw": ((5e-4, 1e-2), (1e-4, 3e-3)), "sgd": ((1e-2, 0.3), (3e-3, 0.1))}
 WEIGHT_DECAYS = {"adamw": (1e-3, 0.1), "sgd": (1e-5, 1e-3)}
@@ -105,6 +113,11 @@ class Space(Protocol):
         """A cap on the number of trials, if the space itself has one."""
         ...
 
+    @property
+    def backbones(self) -> tuple[UserBackboneConfig, ...]:
+        """The user backbones trials may build on: their weights are checked before the search starts."""
+        ...
+
     def warm_start(self) -> dict[str, Any] | None:
         """The parameters of the first trial, if any."""
         ...
@@ -130,6 +143,12 @@ class FixedSpace:
         """Exactly one trial."""
         return 1
 
+    @property
+    def backbones(self) -> tuple[UserBackboneConfig, ...]:
+        """The configuration's backbone, when it is a user's."""
+        architecture = self.candidate.config.architecture
+        return (architecture,) if isinstance(architecture, UserBackboneConfig) else ()
+
     def warm_start(self) -> dict[str, Any] | None:
         """Nothing to enqueue: the trial has no parameters."""
         return None
@@ -149,11 +168,15 @@ class SearchSpace:
 
     ``preprocess`` pins resolution and normalisation for every family when given
     (a caller that fixed its preprocessing); otherwise each family uses its own.
+    ``backbones`` define the families named after them (each name listed in ``families``).
     """
 
     families: tuple[str, ...]
     cnn_resolutions: tuple[int, ...]
     lite_resolutions: dict[int, tuple[int, ...]]
+    backbones: tuple[UserBackboneConfig, ...] = ()
+    backbone_resolutions: tuple[int, ...] = BACKBONE_RESOLUTIONS
+    backbone_frozen_stages: tuple[int, ...] = BACKBONE_FROZEN_STAGES
     widths: tuple[int, ...] = (16, 24, 32, 48)
     stage_counts: tuple[int, ...] = (2, 3, 4)
     depths: tuple[int, ...] = (1, 2)
@@ -177,7 +200,7 @@ class SearchSpace:
     def warm_start(self) -> dict[str, Any]:
         """A configuration that is good on most data of its kind, tried first."""
         family = self.families[0]
-        fine_tuning = family in LITE_FAMILIES
+        fine_tuning = self._fine_tuned(family)
         common = {
             "family": family,
             "optimizer": "adamw",
@@ -195,9 +218,11 @@ class SearchSpace:
             "epochs": _closest(range(self.epochs[0], self.epochs[1] + 1), 8 if fine_tuning else 12),
         }
         if fine_tuning:
-            variant = LITE_FAMILIES[family]
-            resolutions = self._lite_resolutions(variant)
-            return common | {f"{family}.resolution": resolutions[-1], f"{family}.frozen_stages": 0}
+            resolutions, frozen_stages = self._pretrained_choices(family)
+            return common | {
+                f"{family}.resolution": resolutions[-1],
+                f"{family}.frozen_stages": _closest(frozen_stages, 0),
+            }
         size = _closest(self._cnn_resolutions(), 32)
         stem = {"stem_stride": min(self.stem_strides)} if size >= MIN_STEM_DOWNSAMPLING_SIZE else {}
         return (
@@ -215,16 +240,27 @@ class SearchSpace:
     def _cnn_resolutions(self) -> tuple[int, ...]:
         return (self.preprocess.size,) if self.preprocess else self.cnn_resolutions
 
-    def _lite_resolutions(self, variant: int) -> tuple[int, ...]:
-        return (self.preprocess.size,) if self.preprocess else self.lite_resolutions[variant]
+    def _backbone(self, family: str) -> UserBackboneConfig | None:
+        return next((backbone for backbone in self.backbones if backbone.name == family), None)
+
+    def _fine_tuned(self, family: str) -> bool:
+        """Whether a family starts from pretrained weights (Lite, a user backbone) rather than from scratch."""
+        return family in LITE_FAMILIES or self._backbone(family) is not None
+
+    def _pretrained_choices(self, family: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """A pretrained family's resolutions (the pinned one, if any) and frozen-stage counts."""
+        pinned = (self.preprocess.size,) if self.preprocess else None
+        if family in LITE_FAMILIES:
+            return pinned or self.lite_resolutions[LITE_FAMILIES[family]], FROZEN_STAGE_CHOICES
+        return pinned or self.backbone_resolutions, self.backbone_frozen_stages
 
     def suggest(self, trial: BaseTrial) -> Candidate:
         """Draw a candidate: the family first, then its own and the shared parameters."""
         family = str(trial.suggest_categorical("family", self.families))
-        fine_tuning = family in LITE_FAMILIES
+        fine_tuning = self._fine_tuned(family)
         architecture: ArchitectureConfig
         if fine_tuning:
-            architecture, preprocess = self._suggest_lite(trial, family)
+            architecture, preprocess = self._suggest_pretrained(trial, family)
         else:
             architecture, preprocess = self._suggest_cnn(trial)
         optimizer = str(trial.suggest_categorical("optimizer", ("adamw", "sgd")))
@@ -248,8 +284,8 @@ class SearchSpace:
         )
         return Candidate(config, preprocess)
 
-    def _head(self, trial: BaseTrial) -> tuple[str, float]:
-        head = "mlp" if trial.suggest_categorical("head", ("linear", "mlp")) == "mlp" else "linear"
+    def _head(self, trial: BaseTrial) -> tuple[HeadKind, float]:
+        head: HeadKind = "mlp" if trial.suggest_categorical("head", ("linear", "mlp")) == "mlp" else "linear"
         return head, trial.suggest_float("dropout", 0.0, 0.5)
 
     def _suggest_cnn(self, trial: BaseTrial) -> tuple[ResidualCNNConfig, PreprocessConfig]:
@@ -261,7 +297,7 @@ class SearchSpace:
             blocks_per_stage=int(trial.suggest_categorical("depth", self.depths)),
             kernel=int(trial.suggest_categorical("kernel", self.kernels)),
             stem_stride=self._stem_stride(trial, size),
-            head="mlp" if head == "mlp" else "linear",
+            head=head,
             dropout=dropout,
         )
         return architecture, self.preprocess or PreprocessConfig(size=size)
@@ -272,17 +308,20 @@ class SearchSpace:
             return 1
         return int(trial.suggest_categorical("stem_stride", self.stem_strides))
 
-    def _suggest_lite(self, trial: BaseTrial, family: str) -> tuple[EfficientNetLiteConfig, PreprocessConfig]:
-        variant = LITE_FAMILIES[family]
-        size = int(trial.suggest_categorical(f"{family}.resolution", self._lite_resolutions(variant)))
+    def _suggest_pretrained(self, trial: BaseTrial, family: str) -> tuple[ArchitectureConfig, PreprocessConfig]:
+        """A Lite variant or a user backbone: resolution, head and frozen stages; the weights' own normalisation."""
+        resolutions, frozen_choices = self._pretrained_choices(family)
+        size = int(trial.suggest_categorical(f"{family}.resolution", resolutions))
         head, dropout = self._head(trial)
-        architecture = EfficientNetLiteConfig(
-            variant=variant,
-            frozen_stages=int(trial.suggest_categorical(f"{family}.frozen_stages", FROZEN_STAGE_CHOICES)),
-            head="mlp" if head == "mlp" else "linear",
-            dropout=dropout,
+        frozen_stages = int(trial.suggest_categorical(f"{family}.frozen_stages", frozen_choices))
+        backbone = self._backbone(family)
+        if backbone is not None:
+            user = replace(backbone, frozen_stages=frozen_stages, head=head, dropout=dropout)
+            return user, self.preprocess or PreprocessConfig(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        lite = EfficientNetLiteConfig(
+            variant=LITE_FAMILIES[family], frozen_stages=frozen_stages, head=head, dropout=dropout
         )
-        return architecture, self.preprocess or PreprocessConfig(size=size, mean=LITE_MEAN, std=LITE_STD)
+        return lite, self.preprocess or PreprocessConfig(size=size, mean=LITE_MEAN, std=LITE_STD)
 
 
 def small_cnn_resolutions(median_side: int) -> tuple[int, ...]:
@@ -292,20 +331,32 @@ def small_cnn_resolutions(median_side: int) -> tuple[int, ...]:
     return chosen or (_closest(SMALL_CNN_RESOLUTIONS, median_side),)
 
 
-def space_for(profile: DatasetProfile, *, seed: int = 0, preprocess: PreprocessConfig | None = None) -> SearchSpace:
-    """The search space for a dataset: CNNs from scratch for small images, Lite backbones first otherwise."""
+def space_for(
+    profile: DatasetProfile,
+    *,
+    seed: int = 0,
+    preprocess: PreprocessConfig | None = None,
+    backbones: Sequence[UserBackboneConfig] = (),
+) -> SearchSpace:
+    """The search space for a dataset: CNNs from scratch for small images, Lite backbones first otherwise.
+
+    The user's backbones come last, so the warm start stays the known-good recipe of the dataset's kind.
+    """
+    names = tuple(backbone.name for backbone in backbones)
     if profile.small_images:
         return SearchSpace(
-            families=(CNN,),
+            families=(CNN, *names),
             cnn_resolutions=small_cnn_resolutions(profile.median_side),
             lite_resolutions={},
+            backbones=tuple(backbones),
             seed=seed,
             preprocess=preprocess,
         )
     return SearchSpace(
-        families=(*LITE_FAMILIES, CNN),
+        families=(*LITE_FAMILIES, CNN, *names),
         cnn_resolutions=LARGE_CNN_RESOLUTIONS,
         lite_resolutions=LITE_TRIAL_RESOLUTIONS,
+        backbones=tuple(backbones),
         epochs=(3, 20),
         seed=seed,
         preprocess=preprocess,

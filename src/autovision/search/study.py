@@ -11,6 +11,9 @@ report trials concurrently.
   there (a new pod after a preemption) and uploaded after every epoch and trial
   while holding the journal's lock, so uploads never go backwards and a kill
   loses at most the epoch in progress.
+* several nodes: node 0 keeps the journal as above and serves it with Optuna's
+  gRPC storage proxy (``autovision.search.nodes``); the workers of the other
+  nodes reach the study through it (``RemoteStudy``).
 
 Proposals come from TPE and the multi-fidelity schedule from Hyperband: both are
 Optuna's. The sampler is reseeded from (seed, trials so far) before every
@@ -23,13 +26,17 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
 from optuna.samplers import TPESampler
+from optuna.storages import BaseStorage, GrpcStorageProxy
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
 from autovision.search.space import Space
@@ -42,6 +49,20 @@ STARTUP_TRIALS = 5
 # Hyperband's smallest rung: one epoch says little while the learning rate warms up.
 MIN_RESOURCE = 2
 REDUCTION_FACTOR = 3
+
+
+class StudyBackend(Protocol):
+    """Where a worker's study operations go: the run's journal on this node, or node 0's over gRPC."""
+
+    def restore(self) -> None:
+        """Prepare the study's storage before the study is opened."""
+
+    def push(self) -> None:
+        """Make what the study holds now durable beyond this node."""
+
+    def optuna_storage(self) -> BaseStorage:
+        """The Optuna storage the study is opened on."""
+        ...
 
 
 class StudyStore:
@@ -101,9 +122,56 @@ class StudyStore:
         finally:
             self.lock.release()
 
-    def journal(self) -> JournalStorage:
+    def optuna_storage(self) -> JournalStorage:
         """Optuna's storage over the local journal file."""
         return JournalStorage(JournalFileBackend(str(self.path), lock_obj=self.lock))
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """HOST:PORT of node 0's study server, checked."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"study server address {address!r} is not HOST:PORT")
+    return host, int(port)
+
+
+class StudyUnreachableError(RuntimeError):
+    """Node 0's study server did not answer in time."""
+
+
+class RemoteStudy:
+    """The study as the workers of nodes other than node 0 see it: node 0's journal, through gRPC.
+
+    Node 0 uploads the journal; here there is nothing to restore or push, only a
+    server to wait for (node 0 may start after this node).
+    """
+
+    def __init__(self, address: str, connect_timeout: float) -> None:
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.connect_timeout = connect_timeout
+
+    def restore(self) -> None:
+        """Wait until node 0 serves the study."""
+        proxy = self.optuna_storage()
+        try:
+            proxy.wait_server_ready(timeout=self.connect_timeout)
+        except ConnectionError as error:
+            raise StudyUnreachableError(
+                f"no study server at {self.address} after {self.connect_timeout:.0f} s"
+            ) from error
+        finally:
+            proxy.close()
+
+    def push(self) -> None:
+        """Nothing to do: node 0 makes the journal durable."""
+
+    def optuna_storage(self) -> GrpcStorageProxy:
+        """A gRPC client of node 0's study server."""
+        with warnings.catch_warnings():
+            # Experimental since Optuna 4.2; the combination with JournalStorage is tested in this project.
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return GrpcStorageProxy(host=self.host, port=self.port)
 
 
 def sampler_for(seed: int, trials_so_far: int, worker: int = 0) -> TPESampler:
@@ -126,12 +194,12 @@ def pruner_for(space: Space) -> BasePruner:
     )
 
 
-def open_study(store: StudyStore, space: Space, seed: int) -> optuna.Study:
+def open_study(store: StudyBackend, space: Space, seed: int) -> optuna.Study:
     """Create or load the run's study; the space's warm start is enqueued once."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store.restore()
     study = optuna.create_study(
-        storage=store.journal(),
+        storage=store.optuna_storage(),
         study_name=STUDY_NAME,
         direction="maximize",
         sampler=sampler_for(seed, 0),

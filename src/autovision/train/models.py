@@ -8,6 +8,12 @@
   from a hub. The definition follows the TF reference exactly ("same" padding on
   strided convolutions, BN eps 1e-3, ReLU6, no squeeze-excitation, fixed stem and
   head widths), so the weights give the predictions they were trained to give.
+* User backbones: torchvision ResNets (``autovision.train.resnet``) with the
+  user's own weights, read by URI through the storage layer, never from a hub.
+
+Pretrained families share their fine-tuning: a fresh task head (linear or MLP,
+with dropout) replaces the ImageNet classifier, and the first ``frozen_stages``
+stages (the stem is stage 0) keep their weights and batch-norm statistics.
 
 Every architecture is a frozen dataclass so the search can vary it and the model
 card can record it (``describe``); ``build_model`` turns one into a module that
@@ -17,7 +23,9 @@ maps normalised NCHW float input to logits.
 from __future__ import annotations
 
 import importlib
+import io
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Self
@@ -26,9 +34,13 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from autovision.resources import ResNetArchitecture
+from autovision.settings import Settings
+from autovision.storage import StorageError, open_uri
+from autovision.train.resnet import IMAGENET_CLASSES, ResNet
+
 HeadKind = Literal["linear", "mlp"]
 LITE_VARIANTS = (0, 1, 2)
-IMAGENET_CLASSES = 1000
 # EfficientNet-Lite's own (TF) input normalisation: (x - 127) / 128, i.e. mean = std = 0.5 on [0, 1].
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
@@ -85,23 +97,80 @@ class EfficientNetLiteConfig:
         return {"family": self.family, **asdict(self)}
 
 
-ArchitectureConfig = ResidualCNNConfig | EfficientNetLiteConfig
+@dataclass(frozen=True)
+class UserBackboneConfig:
+    """A torchvision ResNet with the user's weights (``weights_uri``), fine-tuned like EfficientNet-Lite.
+
+    Stage 0 is the stem (conv1, bn1), stages 1-4 are layer1-layer4. ``name`` is
+    the family name the user gave it; ``pretrained`` False skips reading the
+    weights (a checkpoint restore brings every weight itself).
+    """
+
+    name: str
+    architecture: ResNetArchitecture
+    weights_uri: str
+    frozen_stages: int = 0
+    head: HeadKind = "linear"
+    dropout: float = 0.2
+    pretrained: bool = True
+
+    @property
+    def family(self) -> str:
+        """The family name used in trial tables and status: the user's name for the backbone."""
+        return self.name
+
+    def describe(self) -> dict[str, object]:
+        """The architecture as JSON-ready data, for the model card."""
+        return {"family": self.family, **asdict(self)}
+
+
+ArchitectureConfig = ResidualCNNConfig | EfficientNetLiteConfig | UserBackboneConfig
 
 
 def build_model(architecture: ArchitectureConfig, num_classes: int) -> nn.Module:
     """The classifier an architecture describes (pretrained weights loaded where it says so)."""
     if isinstance(architecture, ResidualCNNConfig):
         return build_residual_cnn(architecture, num_classes)
+    if isinstance(architecture, UserBackboneConfig):
+        return build_user_backbone(architecture, num_classes)
     return build_efficientnet_lite(architecture, num_classes)
 
 
-def _head(in_features: int, num_classes: int, kind: HeadKind, dropout: float) -> nn.Sequential:
-    """Global average pooling, then a linear layer or a one-hidden-layer MLP, with dropout before the output."""
-    layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+def _classifier(in_features: int, num_classes: int, kind: HeadKind, dropout: float) -> list[nn.Module]:
+    """A linear layer or a one-hidden-layer MLP on pooled features, with dropout before the output."""
+    layers: list[nn.Module] = []
     if kind == "mlp":
         layers += [nn.Linear(in_features, in_features), nn.ReLU(inplace=True)]
-    layers += [nn.Dropout(dropout), nn.Linear(in_features, num_classes)]
-    return nn.Sequential(*layers)
+    return [*layers, nn.Dropout(dropout), nn.Linear(in_features, num_classes)]
+
+
+def _head(in_features: int, num_classes: int, kind: HeadKind, dropout: float) -> nn.Sequential:
+    """Global average pooling, then the classifier."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), *_classifier(in_features, num_classes, kind, dropout))
+
+
+class _FineTuned(nn.Module):
+    """A pretrained network whose first ``frozen_stages`` stages keep their weights and batch-norm statistics."""
+
+    frozen_stages: int
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The network's stages in input order, the stem first: the units ``frozen_stages`` counts."""
+        raise NotImplementedError
+
+    def _frozen(self) -> nn.ModuleList:
+        return nn.ModuleList(self.stage_modules()[: self.frozen_stages])
+
+    def _freeze(self, stages: int) -> None:
+        self.frozen_stages = stages
+        for parameter in self._frozen().parameters():
+            parameter.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Self:
+        """Train mode everywhere except the frozen stages, whose batch-norm statistics stay the pretrained ones."""
+        super().train(mode)
+        self._frozen().eval()
+        return self
 
 
 # --- residual CNN ---------------------------------------------------------------
@@ -221,7 +290,7 @@ class _InvertedResidual(nn.Module):
         return x + out if self.skip else out
 
 
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(_FineTuned):
     """EfficientNet-Lite: ``stages`` (stem, seven block groups, 1x1 head convolution) then ``classifier``."""
 
     def __init__(self, config: EfficientNetLiteConfig, num_classes: int) -> None:
@@ -242,17 +311,11 @@ class EfficientNetLite(nn.Module):
         self.stages = nn.Sequential(*groups)
         self.classifier = _head(_LITE_FEATURES, num_classes, config.head, config.dropout)
         self.config = config
-        for parameter in self._frozen().parameters():
-            parameter.requires_grad_(False)
+        self._freeze(config.frozen_stages)
 
-    def _frozen(self) -> nn.Module:
-        return self.stages[: self.config.frozen_stages]
-
-    def train(self, mode: bool = True) -> Self:
-        """Train mode everywhere except the frozen stages, whose batch-norm statistics stay ImageNet's."""
-        super().train(mode)
-        self._frozen().eval()
-        return self
+    def stage_modules(self) -> list[nn.Module]:
+        """The stem, the seven block groups and the head convolution."""
+        return list(self.stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.classifier(self.stages(x))
@@ -314,6 +377,109 @@ def build_efficientnet_lite(config: EfficientNetLiteConfig, num_classes: int) ->
     model = EfficientNetLite(config, num_classes)
     if config.pretrained:
         load_lite_imagenet_weights(model, config.variant)
+    return model
+
+
+# --- user backbones -------------------------------------------------------------
+
+# Raw state dicts by URI: each file is read once per process, however many trials build on it.
+_USER_WEIGHTS: dict[str, dict[str, torch.Tensor]] = {}
+# How many offending keys an error names, of each kind.
+_NAMED_KEYS = 3
+
+
+class BackboneWeightsError(ValueError):
+    """A user backbone's weights cannot be used: unreadable, not a state_dict, or another architecture's."""
+
+
+class UserResNet(_FineTuned, ResNet):
+    """A torchvision-layout ResNet whose ``fc`` is the task's classifier on the pooled features."""
+
+    def __init__(self, config: UserBackboneConfig, num_classes: int) -> None:
+        super().__init__(config.architecture)
+        self.fc = nn.Sequential(*_classifier(self.features, num_classes, config.head, config.dropout))
+        self._freeze(config.frozen_stages)
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The stem (conv1, bn1), then layer1-layer4."""
+        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+
+
+def _is_imagenet_classifier(key: str) -> bool:
+    """The file's ``fc`` is replaced by the task's head: its presence and size do not matter."""
+    return key.startswith("fc.")
+
+
+def backbone_weights(config: UserBackboneConfig, settings: Settings | None = None) -> dict[str, torch.Tensor]:
+    """The backbone's weights, read through storage once per process and checked against its architecture.
+
+    The run calls this while it sets up the search, with its storage settings, so
+    that a bad file fails the run before any trial; every trial's model then
+    reuses what was read. Without ``settings`` (a worker process) the
+    environment's are used, which is where a run's own come from.
+    """
+    if config.weights_uri not in _USER_WEIGHTS:
+        _USER_WEIGHTS[config.weights_uri] = _read_state_dict(config, settings or Settings())
+    state = _USER_WEIGHTS[config.weights_uri]
+    _check_layout(config, state)
+    return state
+
+
+def _read_state_dict(config: UserBackboneConfig, settings: Settings) -> dict[str, torch.Tensor]:
+    try:
+        with open_uri(config.weights_uri, settings) as file:
+            data = file.read()
+    except (StorageError, OSError) as error:
+        raise BackboneWeightsError(f"backbone {config.name!r}: cannot read {config.weights_uri}: {error}") from error
+    not_a_state_dict = BackboneWeightsError(
+        f"backbone {config.name!r}: {config.weights_uri} is not a state_dict saved with torch.save "
+        "(save model.state_dict(), not the model)"
+    )
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError) as error:
+        raise not_a_state_dict from error
+    if not isinstance(state, dict) or not all(
+        isinstance(key, str) and isinstance(tensor, torch.Tensor) for key, tensor in state.items()
+    ):
+        raise not_a_state_dict
+    return state
+
+
+def _check_layout(config: UserBackboneConfig, state: dict[str, torch.Tensor]) -> None:
+    """Every key and shape of torchvision's architecture but the classifier; batch counters may be absent."""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        reference = ResNet(config.architecture).state_dict()
+    expected = {key: tuple(tensor.shape) for key, tensor in reference.items() if not _is_imagenet_classifier(key)}
+    given = {key: tuple(tensor.shape) for key, tensor in state.items() if not _is_imagenet_classifier(key)}
+    problems = {
+        "missing": [key for key in expected if key not in given and not key.endswith(".num_batches_tracked")],
+        "unexpected": [key for key in given if key not in expected],
+        "wrong shape": [
+            f"{key} {given[key]} instead of {expected[key]}"
+            for key in expected
+            if key in given and given[key] != expected[key]
+        ],
+    }
+    found = [f"{kind} {_first(keys)}" for kind, keys in problems.items() if keys]
+    if found:
+        raise BackboneWeightsError(
+            f"backbone {config.name!r}: {config.weights_uri} is not a torchvision {config.architecture} "
+            f"state_dict: {'; '.join(found)}"
+        )
+
+
+def _first(keys: list[str]) -> str:
+    more = len(keys) - _NAMED_KEYS
+    return ", ".join(keys[:_NAMED_KEYS]) + (f" and {more} more" if more > 0 else "")
+
+
+def build_user_backbone(config: UserBackboneConfig, num_classes: int) -> UserResNet:
+    """The user's ResNet with its weights (when ``pretrained``) and a freshly initialised head."""
+    model = UserResNet(config, num_classes)
+    if config.pretrained:
+        backbone = {key: tensor for key, tensor in backbone_weights(config).items() if not _is_imagenet_classifier(key)}
+        model.load_state_dict(model.state_dict() | backbone, strict=True)
     return model
 
 

@@ -34,7 +34,13 @@ from autovision.evaluate.metrics import average_precision, sigmoid
 from autovision.evaluate.predictions import BoolArray
 from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_bytes
 from autovision.storage import Storage, read_uris
-from autovision.train.models import ArchitectureConfig, EfficientNetLiteConfig, ResidualCNNConfig, build_model
+from autovision.train.models import (
+    ArchitectureConfig,
+    EfficientNetLiteConfig,
+    ResidualCNNConfig,
+    UserBackboneConfig,
+    build_model,
+)
 
 CPU = torch.device("cpu")
 # Preprocessing without normalisation: pixels / 255 exactly, so the uint8 cache round-trips losslessly.
@@ -500,7 +506,7 @@ def restore_model(config: TrainConfig, num_classes: int, checkpoint: TrialCheckp
     if state is None or state["best_model"] is None:
         raise FileNotFoundError(f"{checkpoint.key} holds no trained weights")
     architecture = config.architecture
-    if isinstance(architecture, EfficientNetLiteConfig):  # the checkpoint holds every weight
+    if isinstance(architecture, EfficientNetLiteConfig | UserBackboneConfig):  # the checkpoint holds every weight
         architecture = dataclasses.replace(architecture, pretrained=False)
     model = build_model(architecture, num_classes)
     model.load_state_dict(state["best_model"])
