@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import tempfile
@@ -26,34 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import StageClock, cpu_model
+
 from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
 from autovision.embedded_s3 import EmbeddedS3
 from autovision.storage import Storage
 
 DEFAULT_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10.zip"
-
-
-class StageClock:
-    """A progress reporter that only records when each stage starts."""
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[str, float]] = []
-
-    def stage(self, title: str, total: float | None = None) -> None:
-        """Record when a stage starts."""
-        self.starts.append((title.split(maxsplit=1)[0].lower(), time.perf_counter()))
-
-    def update(self, completed: float, detail: str = "") -> None:
-        """Progress within a stage is not timed."""
-
-    def note(self, message: str) -> None:
-        """Notes are not timed."""
-
-    def durations(self, end: float) -> dict[str, float]:
-        """Seconds spent in each stage (a stage lasts until the next one starts)."""
-        ends = [start for _, start in self.starts[1:]] + [end]
-        return {name: round(stop - start, 2) for (name, start), stop in zip(self.starts, ends, strict=True)}
 
 
 @contextmanager
@@ -90,7 +69,7 @@ def timed_import(source: Path, storage: Storage) -> Timing:
         images=result.report["kept"],
         reused=result.reused,
         seconds=end - start,
-        stages=clock.durations(end),
+        stages={title.split(maxsplit=1)[0].lower(): seconds for title, seconds in clock.durations(end).items()},
         peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     )
 
@@ -122,21 +101,12 @@ def main() -> None:
         # Every finished child: the importer's workers, and SeaweedFS with --embedded-s3.
         "peakChildRssMiB": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
         "cores": available_cores(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
     }
     if args.tracemalloc:
         summary["peakPythonAllocationsMiB"] = round(peak_python / 2**20)
     print(json.dumps(summary))
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or os.uname().machine
 
 
 if __name__ == "__main__":

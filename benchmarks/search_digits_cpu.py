@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import StageClock, cpu_model
 
 from autovision.data.digits import write_digits_zip
 from autovision.data.importer import import_dataset
@@ -30,28 +30,6 @@ from autovision.pipeline import RunLocation, train_evaluate_export
 from autovision.resources import OptimizeFor
 from autovision.search.runner import SearchSettings
 from autovision.storage import Storage
-
-
-class StageClock:
-    """A progress reporter that records when each stage starts."""
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[str, float]] = []
-
-    def stage(self, title: str, total: float | None = None) -> None:
-        """Record when a stage starts."""
-        self.starts.append((title, time.perf_counter()))
-
-    def update(self, completed: float, detail: str = "") -> None:
-        """Progress within a stage is not timed."""
-
-    def note(self, message: str) -> None:
-        """Notes are not timed."""
-
-    def durations(self, end: float) -> dict[str, float]:
-        """Wall seconds of each stage (a stage lasts until the next one starts)."""
-        ends = [start for _, start in self.starts[1:]] + [end]
-        return {title: round(stop - start, 1) for (title, start), stop in zip(self.starts, ends, strict=True)}
 
 
 def _trial_row(trial: dict[str, Any]) -> str:
@@ -85,7 +63,7 @@ def run(budget: int, optimize_for: OptimizeFor, seed: int) -> dict[str, Any]:
     search, metrics = card["search"], card["metrics"]
     return {
         "benchmark": "search_digits_cpu",
-        "machine": f"{platform.processor() or platform.machine()}, {available_cores()} cores",
+        "machine": f"{cpu_model()}, {available_cores()} cores",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "budgetMilliNodeHours": budget,
@@ -106,7 +84,7 @@ def run(budget: int, optimize_for: OptimizeFor, seed: int) -> dict[str, Any]:
         "trials": [_trial_row(trial) for trial in search["trials"]],
         "stopReason": search["stopReason"],
         "paretoFront": search["paretoFront"],
-        "stageWallSeconds": clock.durations(ended),
+        "stageWallSeconds": clock.durations(ended, digits=1),
         "wallSeconds": round(ended - started, 1),
     }
 

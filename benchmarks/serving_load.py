@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from _common import cpu_model
 
 from autovision.embedded_s3 import free_port
 from autovision.serving import LocalTritonServer
@@ -94,7 +95,7 @@ def main() -> None:
         finally:
             eager.terminate()
             eager.wait(timeout=30)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; run {run}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; run {run}")
     print("| server | clients | images/s | p50 ms | p99 ms | errors |")
     print("| --- | --- | --- | --- | --- | --- |")
     for server, levels in results.items():

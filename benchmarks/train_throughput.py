@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from import_cifar10 import _cpu_model  # type: ignore[import-not-found]
+from _common import cpu_model
 
 from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
@@ -279,7 +279,7 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model and cores."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{_cpu_model()}, {available_cores()} cores"
+    return f"{cpu_model()}, {available_cores()} cores"
 
 
 def machine(device: torch.device) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated, NoReturn
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -96,27 +97,14 @@ def train(
         )
     except ValueError as error:
         _bad_input(str(error))
-    storage = Storage.from_settings()
-    run = RunLocation(namespace, job, uid)
+    # Node 0 (or the only node) searches, fits and exports; the other nodes only search with it.
+    step: Callable[..., dict[str, Any] | None] = join_search if settings.is_member_node else train_evaluate_export
     try:
-        if settings.is_member_node:
-            join_search(
-                storage,
-                dataset,
-                dataset_version,
-                run,
-                LogReporter(),
-                budget_milli_node_hours=budget_milli_node_hours,
-                search=settings,
-                backbones=backbones,
-            )
-            logging.info("node %d: the search is over; node 0 fits and exports the model", settings.node)
-            return
-        card = train_evaluate_export(
-            storage,
+        card = step(
+            Storage.from_settings(),
             dataset,
             dataset_version,
-            run,
+            RunLocation(namespace, job, uid),
             LogReporter(),
             budget_milli_node_hours=budget_milli_node_hours,
             search=settings,
@@ -124,7 +112,10 @@ def train(
         )
     except (StorageError, BackboneWeightsError) as error:
         _bad_input(str(error))
-    logging.info("run complete: test accuracy %.4f", card["metrics"]["testAccuracy"])
+    if card is None:
+        logging.info("node %d: the search is over; node 0 fits and exports the model", settings.node)
+    else:
+        logging.info("run complete: test accuracy %.4f", card["metrics"]["testAccuracy"])
 
 
 def _bad_input(message: str) -> NoReturn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -10,6 +10,15 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 console = Console()
 errors = Console(stderr=True)
+
+# A finished run, as `evaluate` and `serve` take it (resolved by autovision.export.layout.locate_model).
+ModelArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A run or its model/ directory: a URI (file://, s3://), a path, or a run prefix under "
+        "AUTOVISION_STORAGE_ROOT such as runs/local/quickstart/<uid>."
+    ),
+]
 
 
 class RichReporter:

@@ -10,20 +10,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from autovision.cli._console import console, fail
+from autovision.cli._console import ModelArgument, console, fail
 
 app = typer.Typer()
 
 
 @app.command(name="evaluate")
 def evaluate_command(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="A run or its model/ directory: a URI (file://, s3://), a path, or a run prefix under "
-            "AUTOVISION_STORAGE_ROOT such as runs/local/quickstart/<uid>."
-        ),
-    ],
+    model: ModelArgument,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Score threshold for predicted labels.")] = 0.5,
     top_mistakes: Annotated[int, typer.Option(min=0, help="Most confident mistakes to list.")] = 10,
     output: Annotated[str | None, typer.Option(help="Also write the evaluation JSON to this URI or path.")] = None,

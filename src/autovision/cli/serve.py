@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from autovision.cli._console import console, errors, fail
+from autovision.cli._console import ModelArgument, console, errors, fail
 
 if TYPE_CHECKING:
     from autovision.export.layout import ModelLocation
@@ -31,13 +31,7 @@ def repository_storage(location: ModelLocation) -> Storage:
 
 @app.command(name="serve")
 def serve_command(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="A finished run or its model/ directory: a URI (file://, s3://), a path, or a run prefix under "
-            "AUTOVISION_STORAGE_ROOT such as runs/local/quickstart/<uid>."
-        ),
-    ],
+    model: ModelArgument,
     http_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Triton's KServe v2 HTTP port; default: a free one.")
     ] = None,
