@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,19 @@ from autovision.embedded_s3 import EmbeddedS3
 from autovision.storage import Storage
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def children_answer_ctrl_c() -> None:
+    """Subprocesses that tests interrupt with SIGINT must react to it as from a terminal.
+
+    A shell without job control (a CI script, ``cmd &``) starts background
+    commands with SIGINT ignored, and an ignored signal stays ignored in every
+    child: Python would then never raise KeyboardInterrupt there. A handler set
+    here is reset to the default in children.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
