@@ -1,13 +1,16 @@
-"""Benchmark: the whole search on scikit-learn's digits on this machine's CPU, within a budget.
+"""Benchmark: the whole search on a dataset zip, within a budget, on this machine (its GPUs when it has any).
 
-    .venv/bin/python benchmarks/search_digits_cpu.py [--budget 50] [--optimize-for Balanced] [--seed 0]
+    .venv/bin/python benchmarks/search_budget.py [--data ZIP] [--budget 50] [--optimize-for Balanced] [--seed 0]
 
-Imports the bundled digits (1,797 8x8 images, split 80/10/10) into a fresh
-temporary storage, runs ``train_evaluate_export`` with the dataset's own search
-space (residual CNNs from scratch), a budget of 50 milli node-hours (180 s of
-device time, search and final fit together) and early stopping on, then prints
-one JSON line: test accuracy, what was chosen, the trials, the budget used and
-the wall time of each stage. The target of issue 11 is test accuracy >= 97%.
+Imports the zip (default: scikit-learn's bundled digits, 1,797 8x8 images) with
+AutoVision's importer into a fresh temporary storage (split 80/10/10, or the
+zip's own train/test folders), runs ``train_evaluate_export`` with the dataset's
+own search space, the budget in milli node-hours (search and final fit together;
+50 = 180 s of device time) and early stopping on, then prints one JSON line:
+test accuracy, what was chosen, the trials, the budget used and the wall time of
+each stage (the import is outside the budget, as in AutoML). Issue 11's targets:
+digits on 2 CPU cores at 50 >= 97 %; on one H100, flowers.zip at 100 >= 95 %,
+cifar10.zip at 100 and 1000 against airbench94/96 measured in the same run.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from autovision.storage import Storage
 
 
 def _trial_row(trial: dict[str, Any]) -> str:
-    """One trial in a line: id, state, architecture, resolution, epochs, validation value, latency."""
+    """One trial in a line: id, state, architecture (and a CNN's shape), resolution, epochs, value, latency."""
     params = trial["params"]
-    shape = f"w{params.get('width')} s{params.get('stages')} d{params.get('depth')} k{params.get('kernel')}"
+    shape = ""
+    if "width" in params:
+        shape = f"w{params.get('width')} s{params.get('stages')} d{params.get('depth')} k{params.get('kernel')}"
     value = "-" if trial["value"] is None else f"{trial['value']:.4f}"
     latency = "-" if trial["latencyMs"] is None else f"{trial['latencyMs']:.2f} ms"
     epochs = f"{trial['epochsTrained']}/{trial['epochs']} epochs"
@@ -43,29 +48,41 @@ def _trial_row(trial: dict[str, Any]) -> str:
     return f"{trial['trial']} {trial['state']} {trial['architecture']} {shape} {size} {epochs} {value} {latency}"
 
 
-def run(budget: int, optimize_for: OptimizeFor, seed: int) -> dict[str, Any]:
+def _device() -> str:
+    """What trains: the GPUs, else the CPU cores."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"{cpu_model()}, {available_cores()} cores"
+
+
+def run(data: Path | None, budget: int, optimize_for: OptimizeFor, seed: int) -> dict[str, Any]:
     """One benchmark run in a fresh temporary storage."""
     with tempfile.TemporaryDirectory(prefix="autovision-bench-") as folder:
         storage = Storage(f"file://{folder}/storage")
-        dataset = import_dataset(str(write_digits_zip(Path(folder) / "digits.zip")), "digits", storage)
+        source = data or write_digits_zip(Path(folder) / "digits.zip")
+        imported = time.perf_counter()
+        dataset = import_dataset(str(source), "bench", storage)
         clock = StageClock()
         started = time.perf_counter()
         card = train_evaluate_export(
             storage,
-            "digits",
+            "bench",
             dataset.version,
-            RunLocation("bench", "digits", "u"),
+            RunLocation("bench", "search", "u"),
             clock,
             budget_milli_node_hours=budget,
-            search=SearchSettings(optimize_for=optimize_for, seed=seed),
+            search=SearchSettings(optimize_for=optimize_for, seed=seed, workers=max(1, torch.cuda.device_count())),
         )
         ended = time.perf_counter()
     search, metrics = card["search"], card["metrics"]
     return {
-        "benchmark": "search_digits_cpu",
-        "machine": f"{cpu_model()}, {available_cores()} cores",
+        "benchmark": "search_budget",
+        "data": source.name,
+        "images": len(dataset.records),
+        "machine": _device(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "importSeconds": round(started - imported, 1),
         "budgetMilliNodeHours": budget,
         "milliNodeHoursUsed": card["milliNodeHoursUsed"],
         "trainingSeconds": card["trainingSeconds"],
@@ -92,11 +109,12 @@ def run(budget: int, optimize_for: OptimizeFor, seed: int) -> dict[str, Any]:
 def main() -> None:
     """Parse arguments, run, print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="dataset zip (default: scikit-learn's digits)")
     parser.add_argument("--budget", type=int, default=50, help="milli node-hours (50 = 180 s)")
     parser.add_argument("--optimize-for", type=OptimizeFor, default=OptimizeFor.BALANCED, choices=list(OptimizeFor))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(json.dumps(run(args.budget, args.optimize_for, args.seed)), flush=True)
+    print(json.dumps(run(args.data, args.budget, args.optimize_for, args.seed)), flush=True)
 
 
 if __name__ == "__main__":
