@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -19,9 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 from autovision.data.importer import import_dataset
 from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.progress import LogReporter
-from autovision.search.nodes import SEARCHING, members_to_wait_for, node_attr, run_node
+from autovision.search.nodes import NODE_SILENCE_SECONDS, SEARCHING, members_to_wait_for, node_attr, run_node
 from autovision.search.runner import WORKERS_PER_NODE, ImageCache, SearchSettings, summarise
-from autovision.search.study import StudyStore
+from autovision.search.study import StudyStore, open_study
 from autovision.storage import Storage
 from tests.search_support import digits_subset_zip, run_search_worker, search_job, tiny_space
 
@@ -128,3 +129,29 @@ def test_a_member_with_no_search_to_join_stops_without_writing(file_storage: Sto
     run_node(job, ImageCache(job.records, job.labels, file_storage), LogReporter())
 
     assert set(file_storage.list_keys("")) == before
+
+
+def test_node_0_starting_again_resumes_what_a_lost_member_left_running(file_storage: Storage, tmp_path: Path) -> None:
+    dataset = import_dataset(str(digits_subset_zip(tmp_path / "digits.zip", per_class=10)), "digits", file_storage)
+    settings = SearchSettings(early_stopping=False, max_trials=3, nodes=2, coordinator=f"127.0.0.1:{free_port()}")
+    job = search_job(file_storage, dataset.records, "runs/test/restart/u", space=tiny_space(), settings=settings)
+    # What node 0's journal held when it was preempted: node 1 searching, its trial mid-way.
+    study = open_study(StudyStore(file_storage, job.prefix), job.space, seed=0)
+    orphan = study.ask()
+    job.space.suggest(orphan)
+    orphan.set_user_attr("worker", WORKERS_PER_NODE)
+    study.set_user_attr(node_attr(1), {"state": SEARCHING, "at": time.time()})
+
+    started = time.monotonic()
+    run_search_worker(job)  # node 0 again; node 1 is gone for good
+
+    assert time.monotonic() - started < NODE_SILENCE_SECONDS / 10, "node 0 did not wait for the lost node"
+    trials = optuna.load_study(study_name="search", storage=StudyStore(file_storage, job.prefix).optuna_storage())
+    assert trials.user_attrs[node_attr(1)]["state"] == "lost"
+    by_number = {trial.number: trial for trial in trials.get_trials()}
+    assert by_number[orphan.number].state == TrialState.FAIL
+    resumed = [trial for trial in by_number.values() if trial.user_attrs.get("resumedFrom") == orphan.number]
+    assert len(resumed) == 1
+    assert resumed[0].params == orphan.params
+    assert resumed[0].user_attrs["worker"] == 0
+    assert resumed[0].state == TrialState.COMPLETE

@@ -11,7 +11,10 @@ exit: they write no progress.json and no model; node 0 does.
 
 A member that stays silent for ``NODE_SILENCE_SECONDS`` (its pod gone for
 good) is not waited for. The nodes' states are user attributes of the study
-itself, so they survive with the journal.
+itself, so they survive with the journal. Members stop when node 0's server
+goes away; so when node 0 starts (again, after a preemption), every member is
+marked lost and the trials members left running are resumed by whichever
+worker asks next, from their checkpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from optuna.storages._grpc.server import make_server
 from optuna.trial import FrozenTrial, TrialState
 
 from autovision.progress import Reporter
-from autovision.search.runner import WORKERS_PER_NODE, ImageCache, SearchJob, run_workers
+from autovision.search.runner import WORKERS_PER_NODE, ImageCache, SearchJob, recover_interrupted, run_workers
 from autovision.search.study import StudyStore, StudyUnreachableError, open_study, parse_address
 
 # Node 0 uploads the journal at least this often while it serves other nodes.
@@ -41,6 +44,7 @@ NODE_SILENCE_SECONDS = 900.0
 POLL_SECONDS = 2.0
 SEARCHING = "searching"
 FINISHED = "finished"
+LOST = "lost"
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,8 @@ def _run_coordinator(job: SearchJob, images: ImageCache, reporter: Reporter, sil
     assert job.settings.coordinator is not None
     store = StudyStore(images.storage, job.prefix, job.settings.work_dir)
     study = open_study(store, job.space, job.settings.seed)
+    _adopt_members_work(study, job)
+    store.push()
     with StudyServer(store, parse_address(job.settings.coordinator)[1]):
         run_workers(job, images, reporter)
         reporter.stage("Waiting for the other nodes' trials", total=None)
@@ -146,6 +152,14 @@ def _run_coordinator(job: SearchJob, images: ImageCache, reporter: Reporter, sil
         ):
             reporter.update(0, f"nodes {', '.join(map(str, waiting))} still training")
             time.sleep(POLL_SECONDS)
+
+
+def _adopt_members_work(study: optuna.Study, job: SearchJob) -> None:
+    """Before serving: no member can be connected yet, so those that said they were searching are gone."""
+    for node, state in node_states(study.user_attrs, job.settings.nodes).items():
+        if state.state == SEARCHING:
+            _set_state(study, node, LOST)
+    recover_interrupted(study, job, lambda worker: worker >= WORKERS_PER_NODE)
 
 
 def _run_member(job: SearchJob, images: ImageCache, reporter: Reporter) -> None:

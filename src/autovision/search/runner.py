@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import multiprocessing
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,7 +341,8 @@ class _Worker:
         plan = self.job.plan
         title = "Training" if self.job.space.max_trials == 1 else "Searching"
         self.reporter.stage(title, total=None if plan.total_seconds is None else plan.search_seconds)
-        self._recover_interrupted()
+        recover_interrupted(self.study, self.job, lambda worker: worker == self.index)
+        self.store.push()
         while stop_reason(self._trials(), self.job) is None:
             self._run_trial(ask(self.study, self.job.settings.seed, self.index))
         self.publish()
@@ -348,27 +350,9 @@ class _Worker:
     def _trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
-    def _recover_interrupted(self) -> None:
-        """This worker's trials left running by a kill: resume them, or close them once the budget is spent."""
-        trials = self._trials()
-        exhausted = self.job.plan.search_exhausted(spent_seconds(trials))
-        for trial in trials:
-            if trial.state != TrialState.RUNNING or trial.user_attrs.get("worker") != self.index:
-                continue
-            if exhausted:
-                self.study.tell(trial.number, state=TrialState.PRUNED)
-                continue
-            self.study.tell(trial.number, state=TrialState.FAIL)
-            checkpoint = trial.user_attrs.get("checkpoint", self._checkpoint_key(trial.number))
-            self.study.enqueue_trial(trial.params, user_attrs={"checkpoint": checkpoint, "resumedFrom": trial.number})
-        self.store.push()
-
-    def _checkpoint_key(self, number: int) -> str:
-        return f"{self.job.prefix}/trials/{number}/checkpoint.pt"
-
     def _run_trial(self, trial: optuna.Trial) -> None:
         candidate = self.job.space.suggest(trial)
-        key = trial.user_attrs.get("checkpoint", self._checkpoint_key(trial.number))
+        key = trial.user_attrs.get("checkpoint", checkpoint_key(self.job.prefix, trial.number))
         attributes = {
             "worker": self.index,
             "updatedAt": time.time(),
@@ -422,6 +406,31 @@ class _Worker:
         shown = f"best {best.value:.4f} (trial {best.number}, {best.architecture} {best.resolution} px)" if best else ""
         self.reporter.update(spent, " · ".join(part for part in (detail, shown) if part))
         return spent
+
+
+def checkpoint_key(prefix: str, number: int) -> str:
+    """Where trial ``number`` of the run under ``prefix`` checkpoints."""
+    return f"{prefix}/trials/{number}/checkpoint.pt"
+
+
+def recover_interrupted(study: optuna.Study, job: SearchJob, interrupted_by: Callable[[int], bool]) -> None:
+    """Trials left running by workers that are gone (a kill, a lost node): resume them, or close them once
+    the budget is spent.
+
+    A resumed trial is enqueued with the same parameters and checkpoint, so
+    whichever worker takes it next continues from its last epoch.
+    """
+    trials = study.get_trials(deepcopy=False)
+    exhausted = job.plan.search_exhausted(spent_seconds(trials))
+    for trial in trials:
+        if trial.state != TrialState.RUNNING or not interrupted_by(int(trial.user_attrs.get("worker", -1))):
+            continue
+        if exhausted:
+            study.tell(trial.number, state=TrialState.PRUNED)
+            continue
+        study.tell(trial.number, state=TrialState.FAIL)
+        checkpoint = trial.user_attrs.get("checkpoint", checkpoint_key(job.prefix, trial.number))
+        study.enqueue_trial(trial.params, user_attrs={"checkpoint": checkpoint, "resumedFrom": trial.number})
 
 
 def _report_earlier_epochs(trial: optuna.Trial, checkpoint: TrialCheckpoint) -> float:
