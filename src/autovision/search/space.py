@@ -33,6 +33,7 @@ from autovision.train.models import (
     HeadKind,
     ResidualCNNConfig,
     UserBackboneConfig,
+    lite_weights_installed,
 )
 from autovision.train.trainer import TrainConfig
 
@@ -340,7 +341,9 @@ def space_for(
 ) -> SearchSpace:
     """The search space for a dataset: CNNs from scratch for small images, Lite backbones first otherwise.
 
-    The user's backbones come last, so the warm start stays the known-good recipe of the dataset's kind.
+    Only the Lite variants whose weights package is installed are offered (nothing
+    is ever downloaded). The user's backbones come last, so the warm start stays
+    the known-good recipe of the dataset's kind.
     """
     names = tuple(backbone.name for backbone in backbones)
     if profile.small_images:
@@ -352,10 +355,11 @@ def space_for(
             seed=seed,
             preprocess=preprocess,
         )
+    lite = {family: variant for family, variant in LITE_FAMILIES.items() if lite_weights_installed(variant)}
     return SearchSpace(
-        families=(*LITE_FAMILIES, CNN, *names),
+        families=(*lite, CNN, *names),
         cnn_resolutions=LARGE_CNN_RESOLUTIONS,
-        lite_resolutions=LITE_TRIAL_RESOLUTIONS,
+        lite_resolutions={variant: LITE_TRIAL_RESOLUTIONS[variant] for variant in lite.values()},
         backbones=tuple(backbones),
         epochs=(3, 20),
         seed=seed,

