@@ -288,18 +288,18 @@ def _all_ready(client: httpclient.InferenceServerClient) -> bool:
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM; if the server is not gone in time, or we are interrupted, SIGKILL its group."""
-    stopped = False
+    """SIGTERM; then SIGKILL whatever is left of its group (all of it if the server is not gone in time).
+
+    The group holds the server and its backend stubs, all started by us: a
+    second Ctrl-C must not orphan a server running in its own session, and a
+    server stopped while it was still loading can leave stubs behind.
+    """
     try:
         process.terminate()
         process.wait(timeout=timeout_s)
-        stopped = True
     except subprocess.TimeoutExpired:
         pass
     finally:
-        # A second Ctrl-C must not orphan a server running in its own session. The group
-        # holds the server and its backend stubs, all started by us.
-        if not stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
