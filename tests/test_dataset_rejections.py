@@ -264,12 +264,17 @@ def test_duplicates_do_not_count_towards_the_minimum(tmp_path: Path, file_storag
     _refused(file_storage, str(write_zip(tmp_path / "d.zip", entries)), r"bird \(5\)")
 
 
-@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".", "x" * 64, "-lead"])
+@pytest.mark.parametrize("name", ["../escape", "a/b/c", "/b", "a/", "a/..", "", ".", "x" * 64, "-lead"])
 def test_a_bad_dataset_name_is_refused(tmp_path: Path, file_storage: Storage, name: str) -> None:
     path = write_zip(tmp_path / "d.zip", labelled(10))
     with pytest.raises(DatasetImportError, match="dataset name"):
         import_dataset(str(path), name, file_storage)
     assert file_storage.list_keys("") == []
+
+
+def test_a_dataset_name_may_have_a_scope(tmp_path: Path, file_storage: Storage) -> None:
+    result = import_dataset(str(write_zip(tmp_path / "d.zip", labelled(10))), "team-a/flowers", file_storage)
+    assert file_storage.read_json("datasets/team-a/flowers/latest.json")["version"] == result.version
 
 
 @pytest.mark.parametrize("percentages", [(80, 10, 5), (0, 50, 50), (110, -5, -5)])

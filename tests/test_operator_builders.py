@@ -93,7 +93,7 @@ def test_import_job_is_valid_and_runs_the_import_contract() -> None:
     assert job["metadata"]["namespace"] == "ml"
     assert container(job)["command"] == ["autovision-trainer"]
     assert container(job)["args"] == [
-        "import", "--name", "flowers", "--source", "s3://bucket/flowers.zip", "--task", "SingleLabel",
+        "import", "--name", "ml/flowers", "--source", "s3://bucket/flowers.zip", "--task", "SingleLabel",
         "--train", "70", "--validation", "20", "--test", "10", "--seed", "0",
     ]  # fmt: skip
     assert container(job)["image"] == "ghcr.io/autovision/trainer:0.1.0"
@@ -162,6 +162,11 @@ def test_job_pods_are_restricted(build: str) -> None:
     assert volumes[mounts["/tmp"]]["emptyDir"] == {}
 
 
+def test_equal_dataset_names_in_two_namespaces_are_stored_apart() -> None:
+    args = [container(builders.build_import_job(make_dataset(namespace), make_config()))["args"] for namespace in "ab"]
+    assert [arg[arg.index("--name") + 1] for arg in args] == ["a/flowers", "b/flowers"]
+
+
 # --- training Job ----------------------------------------------------------------
 
 
@@ -171,7 +176,7 @@ def test_training_job_is_valid_and_runs_the_train_contract() -> None:
     assert job["metadata"]["name"] == "flowers-run-search"
     assert container(job)["args"] == [
         "train", "--namespace", "ml", "--job", "flowers-run", "--uid", "uid-training",
-        "--dataset", "flowers", "--dataset-version", "sha256-abc", "--budget-milli-node-hours", "2000",
+        "--dataset", "ml/flowers", "--dataset-version", "sha256-abc", "--budget-milli-node-hours", "2000",
         "--optimize-for", "Balanced", "--early-stopping",
     ]  # fmt: skip
     assert job["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
@@ -364,6 +369,7 @@ def test_the_trainer_image_accepts_the_arguments_the_operator_builds() -> None:
         assert parsed.params, subcommand
         parsed_params.append(parsed.params)
     assert not parsed_params[0]["backbone"]
+    assert parsed_params[0]["dataset"] == parsed_params[2]["name"] == "ml/flowers", "reads what the import wrote"
     given = [Backbone.parse(option) for option in parsed_params[1]["backbone"]]
     assert [backbone.model_dump() for backbone in given] == BACKBONES
 

@@ -117,7 +117,7 @@ async def import_dataset(cluster: Cluster, storage: Storage) -> None:
     dataset = await cluster.resource("datasets", "flowers")
     (owner,) = job["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("Dataset", dataset["metadata"]["uid"], True)
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["import", "--name", "flowers"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["import", "--name", f"{NAMESPACE}/flowers"]
     await resource_where(cluster, "trainingjobs", "flowers-run", ready("DatasetNotReady"))
 
     # The trainer wrote its files, the Job controller the Job's status.
@@ -131,8 +131,8 @@ async def import_dataset(cluster: Cluster, storage: Storage) -> None:
 
 async def _finish_import(cluster: Cluster, storage: Storage, name: str) -> None:
     """Play the import Job and the trainer: the dataset's files, the Job complete, the Dataset Ready."""
-    storage.write_json(f"datasets/{name}/sha256-feed/report.json", REPORT)
-    storage.write_json(f"datasets/{name}/latest.json", {"version": "sha256-feed"})
+    storage.write_json(f"datasets/{NAMESPACE}/{name}/sha256-feed/report.json", REPORT)
+    storage.write_json(f"datasets/{NAMESPACE}/{name}/latest.json", {"version": "sha256-feed"})
     await cluster.set_job_status(f"{name}-import", COMPLETE)
     await resource_where(cluster, "datasets", name, ready("Imported", "True"))
 

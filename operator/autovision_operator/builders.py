@@ -23,6 +23,7 @@ from autovision.resources import (
     TrainingJob,
 )
 from autovision_operator.config import OperatorConfig
+from autovision_operator.status import dataset_storage_name
 
 MAX_NAME_LENGTH: Final = 63
 """Job names become label values (``job-name``) and pod hostnames: 63 characters at most."""
@@ -141,7 +142,8 @@ def training_deadline_seconds(budget_milli_node_hours: int, nodes: int) -> int:
 def build_import_job(dataset: Dataset, config: OperatorConfig) -> dict[str, Any]:
     """The batch/v1 Job that imports a Dataset with ``autovision-trainer import``."""
     spec, split = dataset.spec, dataset.spec.split
-    args = ["import", "--name", str(dataset.metadata.name), "--source", spec.source, "--task", spec.task.value]
+    stored_as = dataset_storage_name(str(dataset.metadata.namespace), str(dataset.metadata.name))
+    args = ["import", "--name", stored_as, "--source", spec.source, "--task", spec.task.value]
     args += ["--train", str(split.train), "--validation", str(split.validation), "--test", str(split.test)]
     args += ["--seed", str(split.seed)]
     container = _container(args, config, credentials_secret(dataset, config), {"requests": dict(IMPORT_REQUESTS)})
@@ -167,7 +169,8 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
     spec, resources = training_job.spec, training_job.spec.resources
     meta = training_job.metadata
     args = ["train", "--namespace", str(meta.namespace), "--job", str(meta.name), "--uid", str(meta.uid)]
-    args += ["--dataset", spec.dataset_ref.name, "--dataset-version", dataset.status.version]
+    args += ["--dataset", dataset_storage_name(str(meta.namespace), spec.dataset_ref.name)]
+    args += ["--dataset-version", dataset.status.version]
     args += ["--budget-milli-node-hours", str(spec.budget_milli_node_hours)]
     args += ["--optimize-for", spec.optimize_for.value]
     args += ["--early-stopping" if spec.early_stopping else "--no-early-stopping"]

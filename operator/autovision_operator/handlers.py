@@ -53,6 +53,7 @@ from autovision_operator.status import (
     dataset_latest_key,
     dataset_report_key,
     dataset_status,
+    dataset_storage_name,
     has_failed,
     is_finished,
     is_started,
@@ -230,7 +231,8 @@ def poll_import(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Log
     result, error = None, ""
     if job.phase is JobPhase.SUCCEEDED:
         try:
-            result = read_import_result(context.storage(), str(dataset.metadata.name))
+            stored_as = dataset_storage_name(str(dataset.metadata.namespace), str(dataset.metadata.name))
+            result = read_import_result(context.storage(), stored_as)
         except STORAGE_ERRORS as exc:
             logger.warning("cannot read the result of Job %s: %s", name, exc)
             error = str(exc)

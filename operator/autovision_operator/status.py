@@ -62,6 +62,11 @@ _FAILURE_REASONS: Final = {
 # --- what the trainer writes --------------------------------------------------
 
 
+def dataset_storage_name(namespace: str, name: str) -> str:
+    """A Dataset's name in storage: scoped by its namespace, so equal names in two namespaces stay apart."""
+    return f"{namespace}/{name}"
+
+
 def dataset_latest_key(name: str) -> str:
     """Storage key of the pointer to a Dataset's newest imported version."""
     return f"datasets/{name}/latest.json"

@@ -90,9 +90,14 @@ def label_problem(label: str) -> str | None:
 
 
 def check_dataset_name(name: str) -> None:
-    """Refuse dataset names that could not be one storage key component (or a resource name)."""
-    if not DATASET_NAME_PATTERN.match(name) or ".." in name:
+    """Refuse dataset names that could not be storage key components (or resource names).
+
+    A name may have a scope, ``SCOPE/NAME``: the operator stores each Dataset
+    under its namespace, so equal names in two namespaces never share data.
+    """
+    parts = name.split("/")
+    if len(parts) > 2 or not all(DATASET_NAME_PATTERN.match(part) and ".." not in part for part in parts):
         raise DatasetImportError(
             f"dataset name {name[:80]!r} must be 1-63 letters, digits, '-', '_' or single '.', "
-            "starting and ending with a letter or digit"
+            "starting and ending with a letter or digit (optionally after a SCOPE/ of the same form)"
         )
