@@ -114,6 +114,10 @@ class Served:
     def stop(self, signum: int) -> int:
         """Send ``signum``; the exit code, once all output is read."""
         self.process.send_signal(signum)
+        return self.wait()
+
+    def wait(self) -> int:
+        """The exit code, once serve has exited and all its output is read."""
         code = self.process.wait(timeout=60)
         self._reader.join(timeout=10)
         return code
@@ -218,6 +222,19 @@ def test_sigterm_while_tritonserver_starts_leaves_nothing_behind(run: Run) -> No
 
     assert code in (0, 130), "\n".join(served.lines)  # 0 if it became ready meanwhile
     assert left_in_group(started[0][0]) == []
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_serve_stops_with_an_error_when_tritonserver_dies(run: Run) -> None:
+    """No gateway left answering 502s: serve exits non-zero, so a supervisor can restart it."""
+    with Served(run.storage.uri(RUN.prefix)) as served:
+        served.wait_until_ready()
+        [(triton_pid, _)] = tritonserver_children(served.process.pid)
+        os.killpg(triton_pid, signal.SIGKILL)  # tritonserver and its backend stubs, as an OOM kill would
+        code = served.wait()
+    assert code == 1, "\n".join(served.lines)
+    assert any("tritonserver exited with code -9" in line for line in served.lines), "\n".join(served.lines)
 
 
 # --- refusals ------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,9 +15,28 @@ from autovision.cli._console import ModelArgument, console, errors, fail
 
 if TYPE_CHECKING:
     from autovision.export.layout import ModelLocation
+    from autovision.serving import LocalTritonServer
     from autovision.storage import Storage
 
 app = typer.Typer()
+
+
+class TritonWatchdog:
+    """Stops ``serve`` when tritonserver dies, rather than leaving a gateway that answers only 502s.
+
+    A supervisor (systemd, a container runtime) then sees the failure and can restart it.
+    """
+
+    def __init__(self, triton: LocalTritonServer) -> None:
+        self.serving = True
+        self.exit_code: int | None = None
+        threading.Thread(target=self._watch, args=(triton,), name="triton-watchdog", daemon=True).start()
+
+    def _watch(self, triton: LocalTritonServer) -> None:
+        code = triton.wait()
+        if self.serving:
+            self.exit_code = code
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def repository_storage(location: ModelLocation) -> Storage:
@@ -72,13 +93,18 @@ def serve_command(
                     f"AutoML JSON     POST http://{host}:{port}/v1/models/{config.public_name}:predict",
                 ]
                 console.print("\n".join(endpoints), soft_wrap=True)
-                # Returns once SIGINT or SIGTERM has stopped the gateway; leaving the block stops Triton.
+                watchdog = TritonWatchdog(triton)
+                # Returns once SIGINT or SIGTERM has stopped the gateway (the watchdog sends SIGTERM
+                # when tritonserver dies); leaving the block stops Triton.
                 web.run_app(
                     create_app(config),
                     host=host,
                     port=port,
                     print=lambda _banner: console.print("ready: press Ctrl-C to stop"),
                 )
+                watchdog.serving = False
+                if watchdog.exit_code is not None:
+                    raise TritonServerError(f"tritonserver exited with code {watchdog.exit_code}; stopped serving")
     except KeyboardInterrupt:
         errors.print("interrupted")
         raise typer.Exit(code=130) from None
