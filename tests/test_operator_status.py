@@ -10,6 +10,7 @@ import pytest
 from autovision.resources import DatasetStatus, ResourceStatus, TrainingJobStatus, find_condition
 from autovision_operator.status import (
     RUN_SPEC_ANNOTATION,
+    ImportProgress,
     ImportReport,
     ImportResult,
     ImportWarning,
@@ -120,6 +121,16 @@ def test_dataset_importing(phase: JobPhase, reason: str) -> None:
     assert condition(status, "Ready") == ("False", "Importing")
     assert status.version is None
     assert needs_polling(started(status, 1))
+
+
+def test_a_running_import_says_how_far_it_is() -> None:
+    progress = ImportProgress(stage="Decoding and validating images", completed=12000, total=60000)
+    running = dataset_status(DatasetStatus(), JobObservation(JOB, JobPhase.RUNNING), None, T0, progress=progress)
+    message = next(c.message for c in running.conditions if c.type == "Importing")
+    assert message.endswith(": decoding and validating images: 12,000 of 60,000")
+    pending = dataset_status(DatasetStatus(), JobObservation(JOB, JobPhase.PENDING), None, T0, progress=progress)
+    assert "12,000" not in next(c.message for c in pending.conditions if c.type == "Importing")
+    assert ImportProgress(stage="Writing manifest").describe() == "writing manifest"
 
 
 def test_dataset_imported() -> None:

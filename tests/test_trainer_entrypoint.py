@@ -28,6 +28,7 @@ def test_import_then_train_within_budget(storage_root: Storage, digits_zip: Path
     imported = runner.invoke(app, ["import", "--name", "digits", "--source", f"file://{digits_zip}"])
     assert imported.exit_code == 0, imported.output
     version = storage_root.read_json("datasets/digits/latest.json")["version"]
+    assert not storage_root.exists("datasets/digits/import-progress.json"), "the import's progress file is gone"
 
     budget = 2  # 7.2 seconds: the search's share ends inside its first trial (12 epochs)
     args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u1", "--dataset", "digits"]

@@ -24,6 +24,7 @@ from typing import Any, NoReturn, TypeVar
 import kopf
 from pydantic import ValidationError
 
+from autovision.data.manifest import import_progress_key
 from autovision.resources import (
     GROUP,
     VERSION,
@@ -45,6 +46,7 @@ from autovision_operator.metrics import JOB_PHASES, MILLI_NODE_HOURS, RUNS_FINIS
 from autovision_operator.status import (
     RUN_SPEC_ANNOTATION,
     SPEC_CHANGE_REFUSED,
+    ImportProgress,
     ImportReport,
     ImportResult,
     JobObservation,
@@ -228,21 +230,29 @@ def poll_import(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Log
     dataset = _load(Dataset, body, patch)
     name = builders.import_job_name(str(dataset.metadata.name))
     job = observe_job(name, context.kube.read_job(str(dataset.metadata.namespace), name))
-    result, error = None, ""
-    if job.phase is JobPhase.SUCCEEDED:
-        try:
-            stored_as = dataset_storage_name(str(dataset.metadata.namespace), str(dataset.metadata.name))
+    result, progress, error = None, None, ""
+    stored_as = dataset_storage_name(str(dataset.metadata.namespace), str(dataset.metadata.name))
+    try:
+        if job.phase is JobPhase.SUCCEEDED:
             result = read_import_result(context.storage(), stored_as)
-        except STORAGE_ERRORS as exc:
-            logger.warning("cannot read the result of Job %s: %s", name, exc)
-            error = str(exc)
-    new = dataset_status(dataset.status, job, result, _now(), error=error)
+        elif job.phase is JobPhase.RUNNING:
+            progress = read_import_progress(context.storage(), stored_as)
+    except STORAGE_ERRORS as exc:
+        logger.warning("cannot read the state of Job %s: %s", name, exc)
+        error = str(exc)
+    new = dataset_status(dataset.status, job, result, _now(), error=error, progress=progress)
     new = _with_spec_change(new, dataset, body)
     _write(patch, dataset.status, new)
     _report(body, "Dataset", job, dataset.status, new)
     if job.phase is JobPhase.MISSING:
         kopf.warn(body, reason="JobMissing", message=f"Job {name} is gone; re-creating it")
         _ensure_job(context, body, builders.build_import_job(dataset, context.config))
+
+
+def read_import_progress(storage: Storage, dataset: str) -> ImportProgress | None:
+    """How far a running import is, or None before it wrote that."""
+    key = import_progress_key(dataset)
+    return ImportProgress.model_validate(storage.read_json(key)) if storage.exists(key) else None
 
 
 def read_import_result(storage: Storage, dataset: str) -> ImportResult:

@@ -106,6 +106,20 @@ class ImportReport(StatusModel):
     warnings: list[ImportWarning] = Field(default=[])
 
 
+class ImportProgress(StatusModel):
+    """A running import's import-progress.json: its stage and how far into it."""
+
+    stage: str
+    completed: float = 0.0
+    total: float | None = None
+
+    def describe(self) -> str:
+        """The stage and count, for the Importing condition's message."""
+        if self.total:
+            return f"{self.stage.lower()}: {self.completed:,.0f} of {self.total:,.0f}"
+        return self.stage.lower()
+
+
 @dataclass(frozen=True)
 class ImportResult:
     """A finished import: its version, its report and where the report is."""
@@ -304,8 +318,10 @@ def _failure(status: StatusT, job: JobObservation, activity: str, what: str, now
     )
 
 
-def _in_flight(status: StatusT, job: JobObservation, activity: str, what: str, now: datetime) -> StatusT:
-    """The conditions of a Job that is missing, pending or running."""
+def _in_flight(
+    status: StatusT, job: JobObservation, activity: str, what: str, now: datetime, *, detail: str = ""
+) -> StatusT:
+    """The conditions of a Job that is missing, pending or running (``detail``: how far a running one is)."""
     if job.phase is JobPhase.MISSING:
         message = f"the {what} Job {job.name} is gone; re-creating it"
         return with_conditions(status, now, Cond(READY, ConditionStatus.FALSE, "JobMissing", message))
@@ -314,6 +330,8 @@ def _in_flight(status: StatusT, job: JobObservation, activity: str, what: str, n
         ("running", "JobRunning") if job.phase is JobPhase.RUNNING else ("waiting for its pods", "JobPending")
     )
     message = f"the {what} Job {job.name} is {state}{retries}"
+    if detail and job.phase is JobPhase.RUNNING:
+        message += f": {detail}"
     return with_conditions(
         status,
         now,
@@ -337,13 +355,19 @@ def _result_missing(status: StatusT, job: JobObservation, activity: str, error: 
 
 
 def dataset_status(
-    status: DatasetStatus, job: JobObservation, result: ImportResult | None, now: datetime, *, error: str = ""
+    status: DatasetStatus,
+    job: JobObservation,
+    result: ImportResult | None,
+    now: datetime,
+    *,
+    error: str = "",
+    progress: ImportProgress | None = None,
 ) -> DatasetStatus:
-    """A Dataset's status from its import Job and, once it succeeded, the import's result."""
+    """A Dataset's status from its import Job, how far a running import is, and, once it succeeded, its result."""
     if job.phase is JobPhase.FAILED:
         return _failure(status, job, IMPORTING, "import", now)
     if job.phase is not JobPhase.SUCCEEDED:
-        return _in_flight(status, job, IMPORTING, "import", now)
+        return _in_flight(status, job, IMPORTING, "import", now, detail=progress.describe() if progress else "")
     if result is None:
         return _result_missing(status, job, IMPORTING, error or "no latest.json", now)
     report = result.report

@@ -17,8 +17,10 @@ import typer
 
 from autovision.data.importer import DatasetImportError, SplitSettings
 from autovision.data.importer import import_dataset as import_source
+from autovision.data.manifest import import_progress_key
+from autovision.data.rules import check_dataset_name
 from autovision.pipeline import RunLocation, join_search, train_evaluate_export
-from autovision.progress import LogReporter
+from autovision.progress import LogReporter, ProgressFile
 from autovision.resources import Backbone, OptimizeFor, Task
 from autovision.search.runner import CONNECT_TIMEOUT_SECONDS, SearchSettings
 from autovision.storage import Storage, StorageError
@@ -44,11 +46,19 @@ def import_dataset(
     if task not in {choice.value for choice in Task}:
         _bad_input(f"task {task!r} is not one of {', '.join(choice.value for choice in Task)}")
     try:
+        check_dataset_name(name)  # before a storage key is made of it
+    except DatasetImportError as error:
+        _bad_input(str(error))
+    storage = Storage.from_settings()
+    progress = ProgressFile(storage, import_progress_key(name), LogReporter())
+    try:
         result = import_source(
-            source, name, Storage.from_settings(), SplitSettings(train, validation, test, seed), task=Task(task)
+            source, name, storage, SplitSettings(train, validation, test, seed), task=Task(task), reporter=progress
         )
     except (DatasetImportError, StorageError) as error:
         _bad_input(str(error))
+    finally:
+        progress.remove()
     logging.info("imported %s version %s (%d images)", name, result.version, len(result.records))
 
 

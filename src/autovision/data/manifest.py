@@ -32,6 +32,11 @@ def dataset_prefix(name: str, version: str) -> str:
     return f"datasets/{name}/{version}"
 
 
+def import_progress_key(name: str) -> str:
+    """Storage key where a running import reports its stage and progress (read by the operator)."""
+    return f"datasets/{name}/import-progress.json"
+
+
 def latest_key(name: str) -> str:
     """Storage key of the pointer to a dataset's most recently imported version."""
     return f"datasets/{name}/latest.json"
