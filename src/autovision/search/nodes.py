@@ -140,7 +140,7 @@ class StudyServer:
 def _run_coordinator(job: SearchJob, images: ImageCache, reporter: Reporter, silence: float) -> None:
     """Node 0: serve the study, run this node's workers, then wait for the members' last trials."""
     assert job.settings.coordinator is not None
-    store = StudyStore(images.storage, job.prefix, job.settings.work_dir)
+    store = job.study_store(images.storage)
     study = open_study(store, job.space, job.settings.seed)
     _adopt_members_work(study, job)
     store.push()
@@ -182,7 +182,7 @@ def run_node(job: SearchJob, images: ImageCache, reporter: Reporter, silence: fl
     """This node's part of the search: all of it on a single node, else as node 0 or as a member."""
     if job.settings.nodes == 1:
         run_workers(job, images, reporter)
-    elif job.is_member:
+    elif job.settings.is_member_node:
         _run_member(job, images, reporter)
     else:
         _run_coordinator(job, images, reporter, silence)

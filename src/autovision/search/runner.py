@@ -140,17 +140,16 @@ class SearchJob:
         """The validation metric trials are compared by."""
         return metric_name(self.multi_label)
 
-    @property
-    def is_member(self) -> bool:
-        """Whether this process belongs to a node other than node 0 (it reaches the study over gRPC)."""
-        return self.settings.is_member_node
+    def study_store(self, storage: Storage) -> StudyStore:
+        """The run's study journal, kept by node 0 (or the only node)."""
+        return StudyStore(storage, self.prefix, self.settings.work_dir)
 
     def study_backend(self, storage: Storage) -> StudyBackend:
-        """The study as this node's workers reach it."""
-        if self.is_member:
+        """The study as this node's workers reach it: the journal, or node 0's server over gRPC."""
+        if self.settings.is_member_node:
             assert self.settings.coordinator is not None
             return RemoteStudy(self.settings.coordinator, self.settings.connect_timeout)
-        return StudyStore(storage, self.prefix, self.settings.work_dir)
+        return self.study_store(storage)
 
     @property
     def trial_cap(self) -> int | None:
@@ -399,7 +398,7 @@ class _Worker:
     def publish(self, detail: str = "") -> float:
         """Write progress.json (node 0 only) and show progress; the seconds spent so far."""
         trials = self._trials()
-        if not self.job.is_member:
+        if not self.job.settings.is_member_node:
             write_progress(self.storage, self.job.prefix, phase="Searching", **progress_fields(trials, self.job.metric))
         spent = spent_seconds(trials)
         best = best_so_far(trials)
@@ -477,7 +476,7 @@ def _run_worker(job: SearchJob, local: int, images: ImageCache, reporter: Report
     try:
         _Worker(job, local, images, reporter).run()
     except (grpc.RpcError, StudyUnreachableError) as error:
-        if not job.is_member:
+        if not job.settings.is_member_node:
             raise
         log.warning("worker %d stops: the study at %s is gone (%s)", local, job.settings.coordinator, error)
 
@@ -562,7 +561,7 @@ def summarise(job: SearchJob, images: ImageCache, pinned: int | None = None) -> 
     ``pinned`` is a choice made before (by an interrupted run), kept so that a
     rerun exports the model it had started to finish.
     """
-    study = open_study(StudyStore(images.storage, job.prefix, job.settings.work_dir), job.space, job.settings.seed)
+    study = open_study(job.study_store(images.storage), job.space, job.settings.seed)
     trials = study.get_trials(deepcopy=False)
     records = [TrialRecord.of(trial) for trial in trials]
     candidates = [
