@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 import kopf
 from pydantic import ValidationError
 
-from autovision.data.manifest import import_progress_key
+from autovision.data.manifest import import_progress_key, latest_key, report_key
 from autovision.resources import (
     GROUP,
     VERSION,
@@ -52,8 +52,6 @@ from autovision_operator.status import (
     JobObservation,
     JobPhase,
     Progress,
-    dataset_latest_key,
-    dataset_report_key,
     dataset_status,
     dataset_storage_name,
     has_failed,
@@ -257,8 +255,8 @@ def read_import_progress(storage: Storage, dataset: str) -> ImportProgress | Non
 
 def read_import_result(storage: Storage, dataset: str) -> ImportResult:
     """The newest version of a Dataset and its report, as the import Job left them."""
-    version = str(storage.read_json(dataset_latest_key(dataset))["version"])
-    key = dataset_report_key(dataset, version)
+    version = str(storage.read_json(latest_key(dataset))["version"])
+    key = report_key(dataset, version)
     return ImportResult(version, ImportReport.model_validate(storage.read_json(key)), storage.uri(key))
 
 

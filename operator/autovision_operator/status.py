@@ -67,16 +67,6 @@ def dataset_storage_name(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def dataset_latest_key(name: str) -> str:
-    """Storage key of the pointer to a Dataset's newest imported version."""
-    return f"datasets/{name}/latest.json"
-
-
-def dataset_report_key(name: str, version: str) -> str:
-    """Storage key of the import report of one Dataset version."""
-    return f"datasets/{name}/{version}/report.json"
-
-
 def run_prefix(namespace: str, name: str, uid: str) -> str:
     """Storage prefix of everything one TrainingJob run writes (a re-created namesake has a new uid)."""
     return f"runs/{namespace}/{name}/{uid}"

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autovision.data.manifest import ImageRecord, dataset_prefix, decode_manifest, labels_of
+from autovision.data.manifest import ImageRecord, dataset_prefix, decode_manifest, labels_of, report_key
 from autovision.evaluate import (
     SplitPredictions,
     confusion_matrix_csv,
@@ -123,7 +123,7 @@ def write_progress(storage: Storage, run: RunLocation, **fields: Any) -> None:
 
 def is_multi_label(storage: Storage, dataset: str, version: str, records: list[ImageRecord]) -> bool:
     """The dataset version's task, from its import report (or its labels, for a version without one)."""
-    key = f"{dataset_prefix(dataset, version)}/report.json"
+    key = report_key(dataset, version)
     if storage.exists(key):
         return bool(storage.read_json(key)["task"] == Task.MULTI_LABEL.value)
     return any(len(record.labels) > 1 for record in records)

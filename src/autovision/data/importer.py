@@ -18,7 +18,14 @@ from typing import Any
 from autovision.data.batching import bounded_batches
 from autovision.data.curate import DistinctImage, Entry, assign_splits, content_version, curate
 from autovision.data.inspection import inspect_all
-from autovision.data.manifest import ImageRecord, SplitName, dataset_prefix, encode_manifest, latest_key
+from autovision.data.manifest import (
+    ImageRecord,
+    SplitName,
+    dataset_prefix,
+    encode_manifest,
+    latest_key,
+    report_key,
+)
 from autovision.data.near_duplicates import find_near_duplicates
 from autovision.data.report import ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
@@ -118,7 +125,7 @@ def import_dataset(
         reused = storage.exists(f"{prefix}/manifest.jsonl")
         if not reused:
             _write_images(opened, storage, prefix, curated.images, progress)
-            storage.write_json(f"{prefix}/report.json", report)
+            storage.write_json(report_key(name, version), report)
             storage.write_bytes(f"{prefix}/manifest.jsonl", encode_manifest(records))
     _point_latest(storage, name, version)
     return ImportResult(name=name, version=version, records=records, report=report, reused=reused)
@@ -129,7 +136,7 @@ def load_report(storage: Storage, name: str, version: str | None = None) -> dict
     check_dataset_name(name)
     try:
         version = version or str(storage.read_json(latest_key(name))["version"])
-        report: dict[str, Any] = storage.read_json(f"{dataset_prefix(name, version)}/report.json")
+        report: dict[str, Any] = storage.read_json(report_key(name, version))
     except StorageError as error:
         raise StorageError(f"dataset {name!r} has no imported version in {storage.uri('datasets')}") from error
     return report

@@ -32,6 +32,11 @@ def dataset_prefix(name: str, version: str) -> str:
     return f"datasets/{name}/{version}"
 
 
+def report_key(name: str, version: str) -> str:
+    """Storage key of one dataset version's import report (read by the trainer and the operator)."""
+    return f"{dataset_prefix(name, version)}/report.json"
+
+
 def import_progress_key(name: str) -> str:
     """Storage key where a running import reports its stage and progress (read by the operator)."""
     return f"datasets/{name}/import-progress.json"
