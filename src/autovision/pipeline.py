@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autovision.data.manifest import ImageRecord, dataset_prefix, decode_manifest, labels_of, report_key
+from autovision.data.manifest import ImageRecord, decode_manifest, labels_of, manifest_key, report_key
 from autovision.evaluate import (
     SplitPredictions,
     confusion_matrix_csv,
@@ -272,7 +272,7 @@ def build_search_job(
     The space's user backbones are read and checked here, so that a bad weights
     file fails the run with one clear error before any trial starts.
     """
-    records = decode_manifest(storage.read_bytes(f"{dataset_prefix(dataset, version)}/manifest.jsonl"))
+    records = decode_manifest(storage.read_bytes(manifest_key(dataset, version)))
     labels = labels_of(records)
     multi_label = is_multi_label(storage, dataset, version, records)
     space = search_space(

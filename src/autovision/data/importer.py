@@ -24,6 +24,7 @@ from autovision.data.manifest import (
     dataset_prefix,
     encode_manifest,
     latest_key,
+    manifest_key,
     report_key,
 )
 from autovision.data.near_duplicates import find_near_duplicates
@@ -122,11 +123,11 @@ def import_dataset(
         )
         report = build_report(findings, records)
         check_trainable(report)
-        reused = storage.exists(f"{prefix}/manifest.jsonl")
+        reused = storage.exists(manifest_key(name, version))
         if not reused:
             _write_images(opened, storage, prefix, curated.images, progress)
             storage.write_json(report_key(name, version), report)
-            storage.write_bytes(f"{prefix}/manifest.jsonl", encode_manifest(records))
+            storage.write_bytes(manifest_key(name, version), encode_manifest(records))
     _point_latest(storage, name, version)
     return ImportResult(name=name, version=version, records=records, report=report, reused=reused)
 

@@ -32,6 +32,11 @@ def dataset_prefix(name: str, version: str) -> str:
     return f"datasets/{name}/{version}"
 
 
+def manifest_key(name: str, version: str) -> str:
+    """Storage key of one dataset version's manifest, written last: the version is complete once it exists."""
+    return f"{dataset_prefix(name, version)}/manifest.jsonl"
+
+
 def report_key(name: str, version: str) -> str:
     """Storage key of one dataset version's import report (read by the trainer and the operator)."""
     return f"{dataset_prefix(name, version)}/report.json"
