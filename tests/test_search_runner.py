@@ -34,6 +34,7 @@ from autovision.search.runner import (
 )
 from autovision.search.study import StudyStore, open_study
 from autovision.storage import Storage
+from autovision.train.images import ImageSet, load_images
 from autovision.train.models import ResidualCNNConfig
 from autovision.train.trainer import TrialCheckpoint
 from tests.search_support import digits_subset_zip, run_search_worker, search_job, tiny_space
@@ -83,6 +84,33 @@ def test_budget_is_respected(digits: Digits) -> None:
     progress = digits.storage.read_json(f"{job.prefix}/progress.json")
     assert progress["milliNodeHoursUsed"] == 1
     assert progress["trials"]["running"] == 0
+
+
+def test_decoding_the_images_is_charged_to_the_trial_that_needed_them(
+    digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filling the image cache is device time: the first trial at a resolution pays for it, the next do not."""
+    delay = 0.5
+
+    def slow_to_decode(*args: Any, **kwargs: Any) -> ImageSet:
+        time.sleep(delay)
+        return load_images(*args, **kwargs)
+
+    monkeypatch.setattr("autovision.search.runner.load_images", slow_to_decode)
+    job = digits.job("decoding", space=tiny_space(), settings=SearchSettings(early_stopping=False, max_trials=2))
+    run_search_worker(job)
+
+    first, second = sorted(study_trials(job), key=lambda trial: trial.number)
+    assert first.user_attrs["resolution"] == second.user_attrs["resolution"]
+    outside_training = [trial.user_attrs["seconds"] - trained_seconds(job, trial) for trial in (first, second)]
+    assert outside_training[0] >= 2 * delay, "train and validation were decoded for the first trial"
+    assert 0 <= outside_training[1] < delay, "the second trial found them in the cache"
+
+
+def trained_seconds(job: SearchJob, trial: FrozenTrial) -> float:
+    state = TrialCheckpoint(job.storage(), trial.user_attrs["checkpoint"]).load()
+    assert state is not None
+    return float(state["seconds_used"])
 
 
 def test_early_stopping_ends_a_search_that_stopped_improving(digits: Digits) -> None:

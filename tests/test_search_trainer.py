@@ -13,17 +13,20 @@ from autovision.data.importer import import_dataset
 from autovision.data.manifest import labels_of
 from autovision.preprocess import PreprocessConfig, preprocess_bytes
 from autovision.storage import Storage, read_uris
+from autovision.train import images
+from autovision.train.augment import augment, mix
+from autovision.train.ema import WeightAverage
+from autovision.train.images import ImageSet, decode_pixels, load_images
 from autovision.train.models import EfficientNetLite, EfficientNetLiteConfig, ResidualCNNConfig, build_efficientnet_lite
 from autovision.train.trainer import (
-    ImageSet,
+    Acceleration,
     TrainConfig,
     TrialCheckpoint,
     TrialResult,
-    augment,
     learning_rate_factor,
-    load_images,
     loss_of,
-    mix,
+    predict_logits,
+    restore_model,
     train_trial,
     validation_score,
 )
@@ -67,6 +70,21 @@ def test_cache_normalises_to_exactly_the_shared_preprocessing(digits: tuple[Stor
         np.testing.assert_array_equal(batched.numpy(), expected)
 
 
+def test_the_cache_keeps_source_order_across_read_chunks_and_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Storage(f"file://{tmp_path / 'storage'}")
+    records = list(import_dataset(str(digits_subset_zip(tmp_path / "d.zip", per_class=10)), "d", storage).records)
+    uris = [record.uri for record in records]
+    monkeypatch.setattr(images, "READ_CHUNK", 7)  # 100 images: 15 chunks, the last one short
+
+    one, three = (load_images(records, labels_of(records), 8, storage, threads=n) for n in (1, 3))
+    expected = np.stack([decode_pixels(data, 8) for data in read_uris(uris, storage.settings)])
+    np.testing.assert_array_equal(one.pixels.numpy(), expected)
+    np.testing.assert_array_equal(three.pixels.numpy(), expected)
+    assert one.uris == three.uris == uris
+
+
 def test_targets_are_one_hot_rows(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     targets = digits[1]["train"].targets
     assert targets.shape == (len(digits[1]["train"]), 10)
@@ -77,14 +95,16 @@ def test_augmentation_and_mixing_keep_shapes_and_target_mass() -> None:
     torch.manual_seed(0)
     x = torch.randn(16, 3, 8, 8)
     targets = torch.eye(4)[torch.arange(16) % 4]
-    augmented = augment(x, BUSY)
+    augmented = augment(x, BUSY.augment, BUSY.flip)
     assert augmented.shape == x.shape
     assert not torch.equal(augmented, x)
-    for config in (dataclasses.replace(BUSY, cutmix=0.0), dataclasses.replace(BUSY, mixup=0.0)):
-        mixed, soft = mix(x, targets, config)
+    assert torch.equal(augment(x, 0.0, flip=False), x), "magnitude 0 without flips leaves the batch alone"
+    for mixup, cutmix in ((BUSY.mixup, 0.0), (0.0, BUSY.cutmix)):
+        mixed, soft = mix(x, targets, mixup, cutmix)
         assert mixed.shape == x.shape
+        assert not torch.equal(mixed, x)
         torch.testing.assert_close(soft.sum(dim=1), torch.ones(16))
-    assert mix(x, targets, TrainConfig()) == (x, targets), "mixing is off by default"
+    assert mix(x, targets, 0.0, 0.0) == (x, targets), "alpha 0 turns both mixes off"
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
@@ -192,3 +212,53 @@ def test_lite_fine_tunes_with_frozen_stages(digits: tuple[Storage, dict[str, Ima
             torch.testing.assert_close(before, after, rtol=0, atol=0)
     head = result.model.stages[7].parameters()
     assert any(not torch.equal(a, b) for a, b in zip(imagenet.stages[7].parameters(), head, strict=True))
+
+
+def test_the_weight_average_copies_first_then_warms_up_its_decay() -> None:
+    linear, norm = torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)
+    model = torch.nn.Sequential(linear, norm)
+    average = WeightAverage(model, decay=0.9)
+
+    def averaged(name: str) -> torch.Tensor:
+        tensor: torch.Tensor = average.module.state_dict()[name]
+        return tensor
+
+    torch.nn.init.constant_(linear.weight, 1.0)
+    average.update(model)
+    torch.testing.assert_close(averaged("0.weight"), torch.ones(2, 2))
+
+    torch.nn.init.constant_(linear.weight, 3.0)
+    model.train()(torch.randn(4, 2))  # batch norm counts a batch and moves its running statistics
+    average.update(model)
+    keep = 2 / 11  # min(0.9, (1 + 1) / (10 + 1)) after one update
+    torch.testing.assert_close(averaged("0.weight"), torch.full((2, 2), keep * 1 + (1 - keep) * 3))
+    torch.testing.assert_close(averaged("1.running_mean"), (1 - keep) * model.state_dict()["1.running_mean"])
+    assert int(averaged("1.num_batches_tracked")) == 1, "counters follow the model"
+    assert average.rate() == pytest.approx(3 / 12)
+
+    resumed = WeightAverage(model, decay=0.9)
+    resumed.load_state_dict(average.state_dict())
+    assert resumed.updates == 2
+    torch.testing.assert_close(resumed.module.state_dict()["0.weight"], averaged("0.weight"))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_every_acceleration_trains_on_the_cpu_as_a_gpu_run_would(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    """channels_last, bf16 autocast, fused optimiser and torch.compile together: the path a GPU run takes."""
+    storage, sets = digits
+    every = Acceleration(channels_last=True, bf16=True, fused_optimizer=True, compile=True)
+    checkpoint = TrialCheckpoint(storage, "accelerated.pt")
+    config = dataclasses.replace(BUSY, epochs=6, mixup=0.0, cutmix=0.0, augment=0.0, flip=False)
+    result = train_trial(
+        sets["train"], sets["validation"], config, PREPROCESS, checkpoint=checkpoint, acceleration=every
+    )
+
+    assert result.epochs_trained == 6
+    assert result.best_score is not None
+    assert result.best_score > 0.3, "it learns (chance is 0.1)"
+    restored = restore_model(config, 10, checkpoint)  # the saved keys are the plain model's, not the compiled one's
+    inputs = sets["validation"].inputs(PREPROCESS)
+    torch.testing.assert_close(
+        torch.from_numpy(predict_logits(restored, inputs)), torch.from_numpy(predict_logits(result.model, inputs))
+    )

@@ -79,8 +79,9 @@ from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space
 from autovision.serving.cluster import write_cluster_repository
 from autovision.serving.repository import write_local_repository
 from autovision.storage import Storage, StorageError, read_uris
+from autovision.train.images import ImageSet
 from autovision.train.models import UserBackboneConfig, backbone_weights
-from autovision.train.trainer import CPU, ImageSet, TrainConfig, image_logits
+from autovision.train.trainer import CPU, TrainConfig, image_logits
 
 MODEL_CARD = f"{MODEL_DIR}/{MODEL_CARD_FILE}"
 TRITON_LOCAL = "triton"

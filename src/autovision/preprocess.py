@@ -16,6 +16,7 @@ import numpy.typing as npt
 from PIL import Image
 
 FloatArray = npt.NDArray[np.float32]
+PixelArray = npt.NDArray[np.uint8]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,10 +46,18 @@ def decode_image(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
+def resized_pixels(image: Image.Image, size: int) -> PixelArray:
+    """The model's square input before normalisation: RGB uint8, HWC.
+
+    Training caches exactly these values and normalises them on its device, so it
+    sees the same numbers ``image_to_array`` gives serving.
+    """
+    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def image_to_array(image: Image.Image, config: PreprocessConfig) -> FloatArray:
     """Resize to the model's square input and normalise into a CHW float32 array."""
-    resized = image.convert("RGB").resize((config.size, config.size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(resized, dtype=np.float32) / 255.0
+    pixels = resized_pixels(image, config.size).astype(np.float32) / 255.0
     mean = np.asarray(config.mean, dtype=np.float32)
     std = np.asarray(config.std, dtype=np.float32)
     return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))

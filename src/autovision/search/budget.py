@@ -1,7 +1,8 @@
 """Budget accounting and stopping rules of the search (pure: numbers in, decisions out).
 
-A budget is measured device time: the seconds every trial actually trained and
-validated, summed over all workers, plus the final fit. The search may overrun
+A budget is measured device time: the seconds every trial actually trained,
+validated and measured its latency, with the decoding of the images it was the
+first to need, summed over all workers, plus the final fit. The search may overrun
 its share by at most the epoch each worker is in when the share runs out: trials
 check the budget after every epoch.
 """

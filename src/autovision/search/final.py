@@ -18,7 +18,8 @@ from autovision.progress import Reporter
 from autovision.search.budget import final_fit_affordable
 from autovision.search.runner import ImageCache, SearchJob, SearchResult
 from autovision.storage import Storage
-from autovision.train.trainer import CPU, EpochResult, ImageSet, TrialCheckpoint, restore_model, train_trial
+from autovision.train.images import ImageSet
+from autovision.train.trainer import CPU, EpochResult, TrialCheckpoint, restore_model, train_trial
 
 PLAN_FILE = "final/plan.json"
 CHECKPOINT_FILE = "final/checkpoint.pt"

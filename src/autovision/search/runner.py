@@ -51,13 +51,12 @@ from autovision.search.study import (
 )
 from autovision.settings import Settings
 from autovision.storage import Storage
+from autovision.train.images import ImageSet, load_images
 from autovision.train.models import backbone_weights, parameter_count
 from autovision.train.trainer import (
     EpochResult,
-    ImageSet,
     TrialCheckpoint,
     batch1_latency_ms,
-    load_images,
     metric_name,
     restore_model,
     train_trial,
@@ -363,11 +362,15 @@ class _Worker:
         for name, value in attributes.items():
             trial.set_user_attr(name, value)
         checkpoint = TrialCheckpoint(self.storage, key)
-        monitor = _EpochMonitor(self, trial, _report_earlier_epochs(trial, checkpoint))
         size = candidate.preprocess.size
+        decoding_started = time.perf_counter()
+        train, validation = self.images.split("train", size), self.images.split("validation", size)
+        decoding = time.perf_counter() - decoding_started
+        monitor = _EpochMonitor(self, trial, _report_earlier_epochs(trial, checkpoint), decoding)
+        trial.set_user_attr("seconds", monitor.seconds(0.0))
         result = train_trial(
-            self.images.split("train", size),
-            self.images.split("validation", size),
+            train,
+            validation,
             candidate.config,
             candidate.preprocess,
             checkpoint=checkpoint,
@@ -383,7 +386,7 @@ class _Worker:
             "bestValue": result.best_score,
             "bestEpoch": result.best_epoch,
             "epochsTrained": result.epochs_trained,
-            "seconds": result.seconds_used - monitor.earlier_seconds + time.perf_counter() - started,
+            "seconds": monitor.seconds(result.seconds_used) + time.perf_counter() - started,
         }
         for name, value in measured.items():
             trial.set_user_attr(name, value)
@@ -444,16 +447,25 @@ def _report_earlier_epochs(trial: optuna.Trial, checkpoint: TrialCheckpoint) -> 
 
 
 class _EpochMonitor:
-    """After each epoch: record time and score in the study, publish progress, decide whether to stop."""
+    """After each epoch: record time and score in the study, publish progress, decide whether to stop.
 
-    def __init__(self, worker: _Worker, trial: optuna.Trial, earlier_seconds: float) -> None:
+    ``earlier_seconds`` are the interrupted predecessor's (its own trial counts them);
+    ``decoding_seconds`` filled the image cache for this trial: device time too.
+    """
+
+    def __init__(self, worker: _Worker, trial: optuna.Trial, earlier_seconds: float, decoding_seconds: float) -> None:
         self.worker = worker
         self.trial = trial
         self.earlier_seconds = earlier_seconds
+        self.decoding_seconds = decoding_seconds
         self.stop: str | None = None
 
+    def seconds(self, trained_seconds: float) -> float:
+        """What this trial has cost, from the seconds its checkpoint says it trained (predecessors' included)."""
+        return trained_seconds - self.earlier_seconds + self.decoding_seconds
+
     def __call__(self, result: EpochResult) -> bool:
-        self.trial.set_user_attr("seconds", result.seconds_used - self.earlier_seconds)
+        self.trial.set_user_attr("seconds", self.seconds(result.seconds_used))
         self.trial.set_user_attr("updatedAt", time.time())
         if result.validation_score is not None:
             self.trial.report(result.validation_score, result.epoch)

@@ -6,9 +6,10 @@ number generators from (seed, epoch), so shuffling, augmentation, mixing and
 dropout do not depend on where a run was interrupted, and the checkpoint holds
 model, optimiser, schedule, EMA, best weights and time used.
 
-Images are decoded once into a compact uint8 cache (``ImageSet``) with the shared
-preprocessing's resize; normalisation, augmentation and mixing run batch-wise on
-the training device, so a GPU never waits for a data loader.
+Images come decoded once into a compact uint8 cache (``ImageSet``,
+``autovision.train.images``); normalisation, augmentation and mixing
+(``autovision.train.augment``) run batch-wise on the training device, so a GPU
+never waits for a data loader.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
-from torch.optim.swa_utils import AveragedModel
 
-from autovision.data.manifest import ImageRecord
 from autovision.evaluate.metrics import average_precision, sigmoid
 from autovision.evaluate.predictions import BoolArray
-from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_bytes
-from autovision.storage import Storage, read_uris
+from autovision.preprocess import FloatArray, PreprocessConfig
+from autovision.storage import Storage
+from autovision.train.augment import augment, mix
+from autovision.train.ema import WeightAverage
+from autovision.train.images import PREDICT_BATCH, ImageSet, normalise
 from autovision.train.models import (
     ArchitectureConfig,
     EfficientNetLiteConfig,
@@ -43,9 +45,6 @@ from autovision.train.models import (
 )
 
 CPU = torch.device("cpu")
-# Preprocessing without normalisation: pixels / 255 exactly, so the uint8 cache round-trips losslessly.
-_UNNORMALISED = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-PREDICT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -78,77 +77,6 @@ class TrainConfig:
     def describe(self) -> dict[str, Any]:
         """The configuration as JSON-ready data, for run ids and the model card."""
         return {**asdict(self), "architecture": self.architecture.describe()}
-
-
-@dataclass
-class ImageSet:
-    """Images of one or more splits at one resolution, decoded once.
-
-    ``pixels`` are the shared preprocessing's resized RGB values as uint8 (N, 3,
-    S, S); ``normalised`` turns them into exactly the float input
-    ``preprocess_bytes`` gives. ``targets`` is a 0/1 matrix (N, labels): one-hot
-    for single-label data, multi-hot for multi-label data.
-    """
-
-    pixels: torch.Tensor
-    targets: torch.Tensor
-    uris: list[str]
-
-    def __len__(self) -> int:
-        return len(self.uris)
-
-    def to(self, device: torch.device) -> ImageSet:
-        """The same images on another device."""
-        return ImageSet(self.pixels.to(device), self.targets.to(device), self.uris)
-
-    def inputs(self, preprocess: PreprocessConfig) -> torch.Tensor:
-        """All images as model input (normalised float32)."""
-        return normalise(self.pixels, preprocess)
-
-    def truth(self) -> BoolArray:
-        """Which labels are correct for each image, as a boolean array on the CPU."""
-        return np.asarray(self.targets.cpu().numpy() > 0.5, dtype=np.bool_)
-
-    def batches(self, preprocess: PreprocessConfig, size: int = PREDICT_BATCH) -> Iterator[torch.Tensor]:
-        """Model input in batches, normalised one batch at a time."""
-        for start in range(0, len(self), size):
-            yield normalise(self.pixels[start : start + size], preprocess)
-
-    @staticmethod
-    def concat(first: ImageSet, second: ImageSet) -> ImageSet:
-        """Two sets as one (train + validation for the final fit)."""
-        return ImageSet(
-            torch.cat([first.pixels, second.pixels]),
-            torch.cat([first.targets, second.targets]),
-            first.uris + second.uris,
-        )
-
-
-def normalise(pixels: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
-    """uint8 pixels to model input with the same float32 operations as ``preprocess_bytes``."""
-    mean = torch.tensor(preprocess.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-    return (pixels.float() / 255.0 - mean) / std
-
-
-def target_matrix(records: list[ImageRecord], labels: list[str]) -> torch.Tensor:
-    """The 0/1 matrix of each record's labels, in the model's output order."""
-    index = {label: i for i, label in enumerate(labels)}
-    targets = torch.zeros(len(records), len(labels), dtype=torch.float32)
-    for row, record in enumerate(records):
-        targets[row, [index[label] for label in record.labels]] = 1.0
-    return targets
-
-
-def load_images(records: list[ImageRecord], labels: list[str], size: int, storage: Storage) -> ImageSet:
-    """Read, decode and resize every record's image once with the shared preprocessing, as uint8."""
-    raw = PreprocessConfig(size=size, mean=_UNNORMALISED[0], std=_UNNORMALISED[1])
-    arrays = [
-        np.rint(preprocess_bytes(data, raw) * 255.0).astype(np.uint8)
-        for data in read_uris([record.uri for record in records], storage.settings)
-    ]
-    pixels = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, size, size, dtype=torch.uint8)
-    return ImageSet(pixels, target_matrix(records, labels), [record.uri for record in records])
 
 
 class TrialCheckpoint:
@@ -232,74 +160,6 @@ def _logits(model: nn.Module, batches: Iterator[torch.Tensor]) -> FloatArray:
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
-# --- augmentation and mixing: whole batches on the training device -----------------
-
-
-def _uniform(count: int, low: float, high: float, device: torch.device) -> torch.Tensor:
-    return torch.rand(count, device=device) * (high - low) + low
-
-
-def random_affine(x: torch.Tensor, magnitude: float) -> torch.Tensor:
-    """Per-image zoom (±25%), rotation (±15°) and shift (±15%), scaled by magnitude; empty areas are the mean."""
-    count, device = x.shape[0], x.device
-    angle = _uniform(count, -1.0, 1.0, device) * (math.pi / 12) * magnitude
-    zoom = 1 + _uniform(count, -1.0, 1.0, device) * 0.25 * magnitude
-    shift = _uniform(2 * count, -1.0, 1.0, device).view(2, count) * 0.15 * magnitude
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1)
-    grid = functional.affine_grid(theta, list(x.shape), align_corners=False)
-    return functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def colour_jitter(x: torch.Tensor, magnitude: float) -> torch.Tensor:
-    """Per-image contrast (x 1±0.3) and brightness (±0.3 of a standard deviation), scaled by magnitude."""
-    count, device = x.shape[0], x.device
-    contrast = (1 + _uniform(count, -1.0, 1.0, device) * 0.3 * magnitude).view(count, 1, 1, 1)
-    brightness = (_uniform(count, -1.0, 1.0, device) * 0.3 * magnitude).view(count, 1, 1, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * contrast + mean + brightness
-
-
-def random_flip(x: torch.Tensor) -> torch.Tensor:
-    """Mirror a random half of the images left to right."""
-    flip = (torch.rand(x.shape[0], device=x.device) < 0.5).view(-1, 1, 1, 1)
-    return torch.where(flip, x.flip(3), x)
-
-
-def augment(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """The trial's augmentation of one normalised batch."""
-    if config.augment > 0:
-        x = colour_jitter(random_affine(x, config.augment), config.augment)
-    return random_flip(x) if config.flip else x
-
-
-def mix(x: torch.Tensor, targets: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup or CutMix (one of those enabled, chosen per batch) of images and their target rows."""
-    enabled = [(kind, alpha) for kind, alpha in (("mixup", config.mixup), ("cutmix", config.cutmix)) if alpha > 0]
-    if not enabled or len(x) < 2:
-        return x, targets
-    kind, alpha = enabled[int(torch.randint(len(enabled), (1,)))]
-    share = float(torch.distributions.Beta(alpha, alpha).sample())
-    partner = torch.randperm(len(x), device=x.device)
-    if kind == "mixup":
-        mixed = share * x + (1 - share) * x[partner]
-    else:
-        mixed, share = _cutmix(x, partner, share)
-    return mixed, share * targets + (1 - share) * targets[partner]
-
-
-def _cutmix(x: torch.Tensor, partner: torch.Tensor, share: float) -> tuple[torch.Tensor, float]:
-    """Paste a box covering about 1 - share of each image from its partner; the share actually kept."""
-    height, width = x.shape[-2:]
-    cut_h, cut_w = int(height * math.sqrt(1 - share)), int(width * math.sqrt(1 - share))
-    centre_y, centre_x = int(torch.randint(height, (1,))), int(torch.randint(width, (1,)))
-    top, bottom = max(centre_y - cut_h // 2, 0), min(centre_y + cut_h // 2, height)
-    left, right = max(centre_x - cut_w // 2, 0), min(centre_x + cut_w // 2, width)
-    mixed = x.clone()
-    mixed[:, :, top:bottom, left:right] = x[partner, :, top:bottom, left:right]
-    return mixed, 1 - (bottom - top) * (right - left) / (height * width)
-
-
 def loss_of(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool, label_smoothing: float) -> torch.Tensor:
     """Softmax cross-entropy on (soft) target rows, or per-label sigmoid binary cross-entropy."""
     if multi_label:
@@ -311,7 +171,29 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool, labe
 # --- optimisation ----------------------------------------------------------------
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class Acceleration:
+    """How a run uses its device; none of it changes what is learnt beyond floating-point rounding.
+
+    ``channels_last`` memory layout and ``bf16`` autocast suit tensor cores;
+    ``fused_optimizer`` updates all weights in a few kernels; ``compile`` runs the
+    training forward and backward through torch.compile, which costs a compilation
+    per run (counted in its time) and so pays off only for long runs.
+    """
+
+    channels_last: bool = False
+    bf16: bool = False
+    fused_optimizer: bool = False
+    compile: bool = False
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> Acceleration:
+        """What a device gets by default: everything but compilation on a GPU, plain fp32 on a CPU."""
+        cuda = device.type == "cuda"
+        return cls(channels_last=cuda, bf16=cuda, fused_optimizer=cuda)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW or Nesterov SGD; weight decay on weights only, not on biases and norm parameters."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -319,8 +201,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
     ]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
+        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=0.9, nesterov=True, fused=fused)
+    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused)
 
 
 def learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -337,17 +219,6 @@ def learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[
     return factor
 
 
-def _ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
-    """EMA update with TF's warm-up: the decay is min(decay, (1 + n) / (10 + n)) after n updates."""
-
-    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor | int) -> torch.Tensor:
-        n = float(updates)
-        rate = min(decay, (1 + n) / (10 + n))
-        return averaged * rate + current * (1 - rate)
-
-    return average
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -357,10 +228,12 @@ class _Run:
     """The live objects of one training run."""
 
     model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    ema: AveragedModel | None
+    ema: WeightAverage | None
     device: torch.device
+    acceleration: Acceleration
 
     @property
     def evaluated(self) -> nn.Module:
@@ -383,15 +256,20 @@ class _Run:
             self.ema.load_state_dict(state["ema"])
 
 
-def _start(config: TrainConfig, num_classes: int, steps_per_epoch: int, device: torch.device) -> _Run:
+def _start(
+    config: TrainConfig, num_classes: int, steps_per_epoch: int, device: torch.device, acceleration: Acceleration
+) -> _Run:
     torch.manual_seed(config.seed)
     model = build_model(config.architecture, num_classes).to(device)
-    if device.type == "cuda":
+    if acceleration.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = build_optimizer(model, config)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch of a run has the same shape
+    forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if acceleration.compile else model
+    optimizer = build_optimizer(model, config, fused=acceleration.fused_optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(config, steps_per_epoch))
-    ema = AveragedModel(model, avg_fn=_ema_average(config.ema), use_buffers=True) if config.ema > 0 else None
-    return _Run(model, optimizer, scheduler, ema, device)
+    ema = WeightAverage(model, config.ema) if config.ema > 0 else None
+    return _Run(model, forward, optimizer, scheduler, ema, device, acceleration)
 
 
 def _train_one_epoch(
@@ -404,17 +282,18 @@ def _train_one_epoch(
     total = torch.zeros((), device=run.device)
     for start in range(0, usable, config.batch_size):
         batch = order[start : start + config.batch_size]
-        inputs, targets = mix(augment(normalise(data.pixels[batch], preprocess), config), data.targets[batch], config)
-        if run.device.type == "cuda":
+        augmented = augment(normalise(data.pixels[batch], preprocess), config.augment, config.flip)
+        inputs, targets = mix(augmented, data.targets[batch], config.mixup, config.cutmix)
+        if run.acceleration.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
-            loss = loss_of(run.model(inputs), targets, multi_label, config.label_smoothing)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.acceleration.bf16):
+            loss = loss_of(run.forward(inputs), targets, multi_label, config.label_smoothing)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         run.optimizer.step()
         run.scheduler.step()
         if run.ema is not None:
-            run.ema.update_parameters(run.model)
+            run.ema.update(run.model)
         total += loss.detach() * len(batch)
     return float(total) / max(1, usable)
 
@@ -447,17 +326,20 @@ def train_trial(
     on_epoch: Callable[[EpochResult], bool] | None = None,
     max_seconds: float | None = None,
     device: torch.device = CPU,
+    acceleration: Acceleration | None = None,
 ) -> TrialResult:
     """Train one configuration, keeping the weights best on validation (the last ones without it); resumable.
 
     With ``max_seconds`` the trial stops after the epoch that spends it, so a
     budget is measured training time, not a promise. ``on_epoch`` runs after each
     epoch's checkpoint is saved; when it returns True (a pruner's verdict, a spent
-    search budget) the trial stops there.
+    search budget) the trial stops there. ``acceleration`` defaults to the device's
+    (``Acceleration.for_device``).
     """
     train, validation = train.to(device), validation.to(device) if validation is not None else None
     steps_per_epoch = max(1, len(train) // config.batch_size)
-    run = _start(config, train.targets.shape[1], steps_per_epoch, device)
+    acceleration = acceleration or Acceleration.for_device(device)
+    run = _start(config, train.targets.shape[1], steps_per_epoch, device, acceleration)
     state = checkpoint.load() or _fresh_state()
     state["starts"].append(state["epoch"])
     if state["epoch"]:

@@ -1,0 +1,106 @@
+"""Training images decoded once into a compact uint8 cache, normalised batch-wise on the training device.
+
+Decoding dominates the time it takes to fill the cache, and Pillow releases the
+GIL while it decodes and resizes, so a thread per core decodes in parallel
+without a process pool (the search's workers are processes of their own).
+The cached values are exactly the shared preprocessing's resized pixels, so
+``normalise`` gives the very inputs serving computes from the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from autovision.data.inspection import available_cores
+from autovision.data.manifest import ImageRecord
+from autovision.evaluate.predictions import BoolArray
+from autovision.preprocess import PixelArray, PreprocessConfig, decode_image, resized_pixels
+from autovision.storage import Storage, read_uris
+
+PREDICT_BATCH = 256
+# Images read from storage at a time: bounds the encoded bytes held while they decode.
+READ_CHUNK = 1024
+
+
+@dataclass
+class ImageSet:
+    """Images of one or more splits at one resolution, decoded once.
+
+    ``pixels`` are the shared preprocessing's resized RGB values as uint8 (N, 3,
+    S, S); ``normalised`` turns them into exactly the float input
+    ``preprocess_bytes`` gives. ``targets`` is a 0/1 matrix (N, labels): one-hot
+    for single-label data, multi-hot for multi-label data.
+    """
+
+    pixels: torch.Tensor
+    targets: torch.Tensor
+    uris: list[str]
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def to(self, device: torch.device) -> ImageSet:
+        """The same images on another device."""
+        return ImageSet(self.pixels.to(device), self.targets.to(device), self.uris)
+
+    def inputs(self, preprocess: PreprocessConfig) -> torch.Tensor:
+        """All images as model input (normalised float32)."""
+        return normalise(self.pixels, preprocess)
+
+    def truth(self) -> BoolArray:
+        """Which labels are correct for each image, as a boolean array on the CPU."""
+        return np.asarray(self.targets.cpu().numpy() > 0.5, dtype=np.bool_)
+
+    def batches(self, preprocess: PreprocessConfig, size: int = PREDICT_BATCH) -> Iterator[torch.Tensor]:
+        """Model input in batches, normalised one batch at a time."""
+        for start in range(0, len(self), size):
+            yield normalise(self.pixels[start : start + size], preprocess)
+
+    @staticmethod
+    def concat(first: ImageSet, second: ImageSet) -> ImageSet:
+        """Two sets as one (train + validation for the final fit)."""
+        return ImageSet(
+            torch.cat([first.pixels, second.pixels]),
+            torch.cat([first.targets, second.targets]),
+            first.uris + second.uris,
+        )
+
+
+def normalise(pixels: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
+    """uint8 pixels to model input with the same float32 operations as ``preprocess_bytes``."""
+    mean = torch.tensor(preprocess.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
+
+
+def target_matrix(records: list[ImageRecord], labels: list[str]) -> torch.Tensor:
+    """The 0/1 matrix of each record's labels, in the model's output order."""
+    index = {label: i for i, label in enumerate(labels)}
+    targets = torch.zeros(len(records), len(labels), dtype=torch.float32)
+    for row, record in enumerate(records):
+        targets[row, [index[label] for label in record.labels]] = 1.0
+    return targets
+
+
+def decode_pixels(data: bytes, size: int) -> PixelArray:
+    """One encoded image as the cache holds it: the shared preprocessing's resize, uint8 CHW."""
+    return resized_pixels(decode_image(data), size).transpose(2, 0, 1)
+
+
+def load_images(
+    records: list[ImageRecord], labels: list[str], size: int, storage: Storage, threads: int | None = None
+) -> ImageSet:
+    """Read, decode and resize every record's image once, on a thread per core (``threads``), as uint8."""
+    uris = [record.uri for record in records]
+    pixels = np.empty((len(uris), 3, size, size), dtype=np.uint8)
+    with ThreadPoolExecutor(threads or available_cores()) as pool:
+        for start in range(0, len(uris), READ_CHUNK):
+            encoded = read_uris(uris[start : start + READ_CHUNK], storage.settings)
+            for offset, array in enumerate(pool.map(decode_pixels, encoded, [size] * len(encoded))):
+                pixels[start + offset] = array
+    return ImageSet(torch.from_numpy(pixels), target_matrix(records, labels), uris)
