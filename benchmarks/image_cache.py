@@ -1,11 +1,11 @@
 """Benchmark: filling the trainer's uint8 image cache (read, decode, resize) from a dataset zip.
 
-    .venv/bin/python benchmarks/image_cache.py [--data ZIP] [--res 224,64] [--threads 1,0]
+    .venv/bin/python benchmarks/image_cache.py [--data ZIP] [--res 224,64] [--workers 1,0]
 
 Imports the zip (default: ../shared/datasets/flowers.zip) with AutoVision's importer
 into a fresh temporary file:// storage, then times ``load_images`` on the training
-split at each resolution with each thread count (0: one per available core, the
-trainer's default), and prints one JSON line. Every search trial that asks for a
+split at each resolution with each number of decoding processes (0: the trainer's default,
+one per available core up to 8), and prints one JSON line. Every search trial that asks for a
 new resolution pays this (it is charged to the budget), so it is the part of a
 search's time that is not training.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from _common import cpu_model
 
 from autovision.data.importer import import_dataset
-from autovision.data.inspection import available_cores
+from autovision.data.inspection import MAX_WORKERS, available_cores
 from autovision.data.manifest import labels_of
 from autovision.storage import Storage
 from autovision.train.images import load_images
@@ -34,8 +34,8 @@ def _numbers(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
 
-def run(data: Path, resolutions: list[int], thread_counts: list[int]) -> dict[str, Any]:
-    """Import once, then fill the training split's cache at every resolution and thread count."""
+def run(data: Path, resolutions: list[int], worker_counts: list[int]) -> dict[str, Any]:
+    """Import once, then fill the training split's cache at every resolution and number of workers."""
     with tempfile.TemporaryDirectory(prefix="autovision-bench-") as folder:
         storage = Storage(f"file://{folder}/storage")
         dataset = import_dataset(str(data), "bench", storage)
@@ -43,14 +43,14 @@ def run(data: Path, resolutions: list[int], thread_counts: list[int]) -> dict[st
         train = [record for record in dataset.records if record.split == "train"]
         timings = []
         for size in resolutions:
-            for threads in thread_counts:
+            for workers in worker_counts:
                 began = time.perf_counter()
-                cache = load_images(train, labels, size, storage, threads=threads or None)
+                cache = load_images(train, labels, size, storage, workers=workers or None)
                 seconds = time.perf_counter() - began
                 timings.append(
                     {
                         "res": size,
-                        "threads": threads or available_cores(),
+                        "workers": workers or min(available_cores(), MAX_WORKERS),
                         "seconds": round(seconds, 2),
                         "images_per_s": round(len(train) / seconds),
                         "cache_mib": round(cache.pixels.numel() / 2**20, 1),
@@ -71,11 +71,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "flowers.zip")
     parser.add_argument("--res", type=_numbers, default=[224, 64], help="comma-separated resolutions")
-    parser.add_argument("--threads", type=_numbers, default=[1, 0], help="comma-separated; 0 = one per core")
+    parser.add_argument("--workers", type=_numbers, default=[1, 0], help="comma-separated; 0 = the default")
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"no dataset zip at {args.data}")
-    print(json.dumps(run(args.data, args.res, args.threads)), flush=True)
+    print(json.dumps(run(args.data, args.res, args.workers)), flush=True)
 
 
 if __name__ == "__main__":

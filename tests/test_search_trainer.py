@@ -70,15 +70,16 @@ def test_cache_normalises_to_exactly_the_shared_preprocessing(digits: tuple[Stor
         np.testing.assert_array_equal(batched.numpy(), expected)
 
 
-def test_the_cache_keeps_source_order_across_read_chunks_and_threads(
+def test_the_cache_keeps_source_order_across_read_chunks_and_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = Storage(f"file://{tmp_path / 'storage'}")
     records = list(import_dataset(str(digits_subset_zip(tmp_path / "d.zip", per_class=10)), "d", storage).records)
     uris = [record.uri for record in records]
-    monkeypatch.setattr(images, "READ_CHUNK", 7)  # 100 images: 15 chunks, the last one short
+    monkeypatch.setattr(images, "READ_CHUNK", 7)  # 100 images: 15 chunks, the last one short,
+    monkeypatch.setattr(images, "DECODE_BATCH", 3)  # each decoded as batches of 3, 3 and 1
 
-    one, three = (load_images(records, labels_of(records), 8, storage, threads=n) for n in (1, 3))
+    one, three = (load_images(records, labels_of(records), 8, storage, workers=n) for n in (1, 3))
     expected = np.stack([decode_pixels(data, 8) for data in read_uris(uris, storage.settings)])
     np.testing.assert_array_equal(one.pixels.numpy(), expected)
     np.testing.assert_array_equal(three.pixels.numpy(), expected)

@@ -56,12 +56,14 @@ def inspect_all(scanned: Iterable[Scanned], limits: ImportLimits) -> Iterator[In
     if workers < 2:
         yield from _inline(rest, limits)
         return
-    with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
+    with ProcessPoolExecutor(workers, mp_context=decoding_context()) as pool:
         yield from _in_pool(pool, rest, limits, window=2 * workers)
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """fork on Linux: spawn and forkserver children re-run the caller's ``__main__``
+def decoding_context() -> multiprocessing.context.BaseContext:
+    """How decoding pools (the importer's, the trainer's image cache) start processes.
+
+    fork on Linux: spawn and forkserver children re-run the caller's ``__main__``
     (a script without a main guard runs again; a script read from stdin breaks the
     pool). Forked children only decode with Pillow and numpy; CPython resets the
     import lock and the GIL after fork, and every Pillow plugin is loaded before the

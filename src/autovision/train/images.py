@@ -1,22 +1,28 @@
 """Training images decoded once into a compact uint8 cache, normalised batch-wise on the training device.
 
-Decoding dominates the time it takes to fill the cache, and Pillow releases the
-GIL while it decodes and resizes, so a thread per core decodes in parallel
-without a process pool (the search's workers are processes of their own).
+Decoding dominates the time it takes to fill the cache and is pure, so it runs on
+a process per core, as the importer's does (threads scale poorly: small images
+spend most of their decoding time in Python, holding the GIL). The forked workers
+write straight into the cache, held in memory they share with this process, so
+no decoded image is pickled back.
 The cached values are exactly the shared preprocessing's resized pixels, so
 ``normalise`` gives the very inputs serving computes from the same bytes.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import mmap
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from autovision.data.inspection import available_cores
+from autovision.data.batching import map_in_order
+from autovision.data.inspection import MAX_WORKERS, available_cores, decoding_context
 from autovision.data.manifest import ImageRecord
 from autovision.evaluate.predictions import BoolArray
 from autovision.preprocess import PixelArray, PreprocessConfig, decode_image, resized_pixels
@@ -25,6 +31,8 @@ from autovision.storage import Storage, read_uris
 PREDICT_BATCH = 256
 # Images read from storage at a time: bounds the encoded bytes held while they decode.
 READ_CHUNK = 1024
+# Images a worker decodes per task: enough that handing out tasks costs little next to decoding.
+DECODE_BATCH = 64
 
 
 @dataclass
@@ -93,14 +101,49 @@ def decode_pixels(data: bytes, size: int) -> PixelArray:
 
 
 def load_images(
-    records: list[ImageRecord], labels: list[str], size: int, storage: Storage, threads: int | None = None
+    records: list[ImageRecord], labels: list[str], size: int, storage: Storage, workers: int | None = None
 ) -> ImageSet:
-    """Read, decode and resize every record's image once, on a thread per core (``threads``), as uint8."""
+    """Read, decode and resize every record's image once, as uint8, on ``workers`` processes (default: the cores)."""
     uris = [record.uri for record in records]
-    pixels = np.empty((len(uris), 3, size, size), dtype=np.uint8)
-    with ThreadPoolExecutor(threads or available_cores()) as pool:
-        for start in range(0, len(uris), READ_CHUNK):
-            encoded = read_uris(uris[start : start + READ_CHUNK], storage.settings)
-            for offset, array in enumerate(pool.map(decode_pixels, encoded, [size] * len(encoded))):
-                pixels[start + offset] = array
+    workers = workers or min(available_cores(), MAX_WORKERS)
+    context = decoding_context()
+    shape = (len(uris), 3, size, size)
+    tasks = _decode_tasks(uris, storage)
+    if workers < 2 or len(uris) <= DECODE_BATCH or context.get_start_method() != "fork":
+        pixels = np.empty(shape, dtype=np.uint8)
+        for task in tasks:
+            _decode_into(pixels, task, size)
+    else:
+        # Memory the forked workers share: they decode straight into the cache, nothing is sent back.
+        pixels = np.frombuffer(mmap.mmap(-1, math.prod(shape)), dtype=np.uint8).reshape(shape)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_attach, initargs=(pixels,)) as pool:
+            for _ in map_in_order(pool, functools.partial(_decode_into_attached, size=size), tasks, 2 * workers):
+                pass
     return ImageSet(torch.from_numpy(pixels), target_matrix(records, labels), uris)
+
+
+_DecodeTask = tuple[int, list[bytes]]
+_ATTACHED: dict[str, PixelArray] = {}  # in a pool's worker: the cache it decodes into
+
+
+def _attach(pixels: PixelArray) -> None:
+    _ATTACHED["pixels"] = pixels
+
+
+def _decode_into_attached(task: _DecodeTask, size: int) -> None:
+    _decode_into(_ATTACHED["pixels"], task, size)
+
+
+def _decode_into(pixels: PixelArray, task: _DecodeTask, size: int) -> None:
+    """Decode a task's images into their rows of the cache."""
+    start, encoded = task
+    for offset, data in enumerate(encoded):
+        pixels[start + offset] = decode_pixels(data, size)
+
+
+def _decode_tasks(uris: list[str], storage: Storage) -> Iterator[_DecodeTask]:
+    """The images' bytes in order, DECODE_BATCH at a time with the row of the first, read READ_CHUNK at a time."""
+    for start in range(0, len(uris), READ_CHUNK):
+        encoded = read_uris(uris[start : start + READ_CHUNK], storage.settings)
+        for offset in range(0, len(encoded), DECODE_BATCH):
+            yield start + offset, encoded[offset : offset + DECODE_BATCH]
