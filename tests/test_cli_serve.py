@@ -31,7 +31,7 @@ from autovision.pipeline import MODEL_CARD as RUN_MODEL_CARD
 from autovision.pipeline import TRITON_LOCAL, RunLocation, artifact_uris
 from autovision.serving import LocalTritonServer, predict, write_local_repository
 from autovision.serving.client import Protocol
-from autovision.serving.tritonserver import free_ports
+from autovision.serving.tritonserver import endpoint, free_ports
 from autovision.storage import Storage
 from tests.test_serving import (
     LABELS,
@@ -206,6 +206,36 @@ def test_serve_answers_on_three_endpoints_then_stops_cleanly(
     assert all(refuses_connections(int(url.rsplit(":", 1)[1])) for url in [*urls.values(), gateway])
     repository = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--model-repository="))
     assert not Path(repository).parent.exists(), "the downloaded repository is removed"
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_serve_on_ipv6_loopback_prints_bracketed_urls_that_answer(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOVISION_STORAGE_ROOT", run.storage.uri(""))
+    with Served(RUN.prefix, "--host", "::1") as served:
+        served.wait_until_ready()
+        urls: dict[Protocol, str] = {
+            "http": served.endpoint(r"^KServe v2 HTTP +http://(\S+)/v2/models/autovision/infer$"),
+            "grpc": served.endpoint(r"^KServe v2 gRPC +(\S+) \(model autovision\)$"),
+        }
+        gateway = served.endpoint(r"^AutoML JSON +POST (http://[^/]+)/v1/models/autovision:predict$")
+        assert all(re.fullmatch(r"\[::1\]:\d+", url) for url in urls.values()), urls
+        assert re.fullmatch(r"http://\[::1\]:\d+", gateway), gateway
+
+        image = encode_image("PNG", 3)
+        expected = [label for label, _ in reference_top_k(run.onnx_path, image)]
+        for protocol, url in urls.items():
+            assert [p.label for p in predict(image, url, protocol=protocol, top_k=TOP_K)] == expected, protocol
+        assert [p.display_name for p in predict_automl(image, gateway, score_threshold=0.0)[:TOP_K]] == expected
+        assert served.stop(signal.SIGINT) == 0, "\n".join(served.lines)
+
+
+def test_endpoints_bracket_ipv6_and_reach_wildcards_on_loopback() -> None:
+    assert endpoint("127.0.0.1", 80) == "127.0.0.1:80"
+    assert endpoint("triton.default.svc", 8001) == "triton.default.svc:8001"
+    assert endpoint("::1", 8000) == "[::1]:8000"
+    assert endpoint("0.0.0.0", 8000) == "127.0.0.1:8000"
+    assert endpoint("::", 8000) == "[::1]:8000"
 
 
 @pytest.mark.e2e

@@ -72,6 +72,7 @@ def serve_command(
     from autovision.serving import LocalTritonServer, TritonServerError
     from autovision.serving.gateway import GatewayConfig, create_app
     from autovision.serving.repository import RepositoryError, download_repository
+    from autovision.serving.tritonserver import endpoint
     from autovision.storage import StorageError
 
     # Until the gateway takes over signal handling, SIGTERM unwinds like Ctrl-C, so tritonserver
@@ -90,7 +91,7 @@ def serve_command(
                     f"serving {location.uri()}",
                     f"KServe v2 HTTP  http://{triton.http_url}/v2/models/{config.model_name}/infer",
                     f"KServe v2 gRPC  {triton.grpc_url} (model {config.model_name})",
-                    f"AutoML JSON     POST http://{host}:{port}/v1/models/{config.public_name}:predict",
+                    f"AutoML JSON     POST http://{endpoint(host, port)}/v1/models/{config.public_name}:predict",
                 ]
                 console.print("\n".join(endpoints), soft_wrap=True)
                 watchdog = TritonWatchdog(triton)

@@ -101,6 +101,16 @@ def server_environment(triton_dir: Path) -> dict[str, str]:
     return env
 
 
+# A server listening on a wildcard address is reached on the loopback address of its family.
+LOOPBACK_OF_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def endpoint(host: str, port: int) -> str:
+    """``host:port`` as URLs and gRPC targets write it: an IPv6 address in brackets, a wildcard as loopback."""
+    reachable = LOOPBACK_OF_WILDCARD.get(host, host)
+    return f"[{reachable}]:{port}" if ":" in reachable else f"{reachable}:{port}"
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct TCP ports on 127.0.0.1 that nothing listens on right now.
 
@@ -151,29 +161,32 @@ class LocalTritonServer:
     @property
     def http_url(self) -> str:
         """KServe v2 HTTP endpoint, as tritonclient.http expects it (no scheme)."""
-        return f"{self.host}:{self._ports['http']}"
+        return endpoint(self.host, self._ports["http"])
 
     @property
     def grpc_url(self) -> str:
         """KServe v2 gRPC endpoint, as tritonclient.grpc expects it."""
-        return f"{self.host}:{self._ports['grpc']}"
+        return endpoint(self.host, self._ports["grpc"])
 
     @property
     def metrics_url(self) -> str:
         """Prometheus metrics endpoint."""
-        return f"http://{self.host}:{self._ports['metrics']}/metrics"
+        return f"http://{endpoint(self.host, self._ports['metrics'])}/metrics"
 
     def command(self, triton_dir: Path, backend_dir: Path) -> list[str]:
         """The tritonserver command line: our address and ports, our backend directory."""
+        ipv6 = ":" in self.host
+        http_address = f"ipv6:{self.host}" if ipv6 else self.host  # libevhtp's form of an IPv6 address
+        grpc_address = f"[{self.host}]" if ipv6 else self.host  # Triton appends ":port" to it
         return [
             str(triton_dir / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backend_dir}",
-            f"--http-address={self.host}",
+            f"--http-address={http_address}",
             f"--http-port={self._ports['http']}",
-            f"--grpc-address={self.host}",
+            f"--grpc-address={grpc_address}",
             f"--grpc-port={self._ports['grpc']}",
-            f"--metrics-address={self.host}",
+            f"--metrics-address={http_address}",
             f"--metrics-port={self._ports['metrics']}",
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
