@@ -280,6 +280,8 @@ def test_schema_describes_exactly_the_values() -> None:
         ({"operator": {"peering": {"enabled": "yes"}}}, "/operator/peering/enabled"),
         ({"watchNamespaces": "team-a"}, "/watchNamespaces"),
         ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
+        ({"importUriSchemes": ["gs"]}, "/importUriSchemes/0"),
+        ({"importUriSchemes": []}, "/importUriSchemes"),
         ({"imagePullSecrets": ["regcred"]}, "/imagePullSecrets/0"),
         ({"storage": {"root": "/data"}}, "/storage/root"),
         ({"storage": {"endpoint": "seaweedfs:8333"}}, "/storage/endpoint"),
@@ -427,6 +429,15 @@ def test_the_operator_reads_every_variable_the_chart_sets(
     config = operator_config(container, monkeypatch)
     assert config.namespace == NAMESPACE
     assert config.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+
+
+def test_imports_read_only_the_schemes_the_chart_allows(
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default no import reads the pod's own disk; narrowing the value reaches the operator's config."""
+    assert operator_config(operator_container(rendered), monkeypatch).import_uri_schemes == ("s3", "http", "https")
+    narrowed = operator_container(objects(render({"importUriSchemes": ["s3"]})))
+    assert operator_config(narrowed, monkeypatch).import_uri_schemes == ("s3",)
 
 
 def test_environment_contract_of_the_namespaced_install(monkeypatch: pytest.MonkeyPatch) -> None:

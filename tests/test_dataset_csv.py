@@ -15,7 +15,7 @@ import pytest
 
 from autovision.data.importer import ImportLimits, Task, import_dataset
 from autovision.data.manifest import SPLITS
-from autovision.data.rules import Rejection, RejectReason
+from autovision.data.rules import DatasetImportError, Rejection, RejectReason
 from autovision.data.sources.csv_index import CsvRow, CsvSource, parse_row
 from autovision.data.sources.reader import READ_CHUNK
 from autovision.data.split import allocate
@@ -162,3 +162,43 @@ def test_memory_holds_a_chunk_of_images_not_the_dataset(tmp_path: Path, file_sto
     assert result.report["kept"] == 1200
     assert peak < 28 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
     assert Counter(r.split for r in result.records) == {"train": 960, "validation": 120, "test": 120}
+
+
+def test_an_installation_can_refuse_uri_schemes_in_rows(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    """A cluster that imports only from its own storage never fetches the URLs an index names."""
+    root, url = http_root
+    requests: list[object] = []
+    write_files(root, labelled(1))
+    local = labelled(10)
+    write_files(tmp_path / "data", local)
+    index = tmp_path / "data" / "index.csv"
+    rows = [f"{name},{name.split('/')[0]}\n" for name in local] + [f"{url}/cat/0.png,cat\n"]
+    index.write_text("".join(rows))
+    storage = Storage(f"file://{tmp_path / 'storage'}", Settings(import_uri_schemes=("file",)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http.server.SimpleHTTPRequestHandler, "log_message", lambda *args: requests.append(args))
+        result = import_dataset(str(index), "local-only", storage)
+
+    assert result.report["kept"] == len(local)
+    [reject] = result.report["rejects"]
+    assert (reject["reason"], reject["line"]) == ("unsupported_uri", len(rows))
+    assert "use file:// or a path relative to the CSV" in reject["message"]
+    assert requests == [], "the URL was never requested"
+
+
+def test_an_installation_can_refuse_the_source_itself(tmp_path: Path, digits_zip: Path) -> None:
+    storage = Storage(f"file://{tmp_path / 'storage'}", Settings(import_uri_schemes=("s3",)))
+    with pytest.raises(
+        DatasetImportError, match=r"cannot import from .*digits\.zip: this installation imports only from s3://$"
+    ):
+        import_dataset(str(digits_zip), "digits", storage)
+    assert storage.list_keys("") == []
+
+
+def test_import_uri_schemes_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().import_uri_schemes == ("s3", "file", "http", "https")
+    monkeypatch.setenv("AUTOVISION_IMPORT_URI_SCHEMES", " s3, HTTPS ,")
+    assert Settings().import_uri_schemes == ("s3", "https")
+    monkeypatch.setenv("AUTOVISION_IMPORT_URI_SCHEMES", "s3,ftp")
+    with pytest.raises(ValueError, match="unknown URI scheme"):
+        Settings()

@@ -98,6 +98,7 @@ def test_import_job_is_valid_and_runs_the_import_contract() -> None:
     ]  # fmt: skip
     assert container(job)["image"] == "ghcr.io/autovision/trainer:0.1.0"
     assert env(job)["AUTOVISION_STORAGE_ROOT"] == "s3://autovision"
+    assert env(job)["AUTOVISION_IMPORT_URI_SCHEMES"] == "s3,http,https", "never file://: the pod's own disk"
 
 
 def test_import_job_takes_credentials_only_by_secret_reference() -> None:

@@ -61,6 +61,17 @@ def test_bad_source_exits_with_the_bad_input_code(storage_root: Storage, tmp_pat
     assert storage_root.list_keys("") == []
 
 
+def test_a_source_outside_the_allowed_schemes_exits_with_the_bad_input_code(
+    storage_root: Storage, digits_zip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator sets AUTOVISION_IMPORT_URI_SCHEMES on import Jobs: a pod's own file:// is refused."""
+    monkeypatch.setenv("AUTOVISION_IMPORT_URI_SCHEMES", "s3,http,https")
+    result = runner.invoke(app, ["import", "--name", "d", "--source", f"file://{digits_zip}"])
+    assert result.exit_code == BAD_INPUT_EXIT_CODE
+    assert "this installation imports only from s3://, http://, https://" in caplog.text
+    assert storage_root.list_keys("") == []
+
+
 def train_args(version: str, *extra: str) -> list[str]:
     args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u2", "--dataset", "digits"]
     return [*args, "--dataset-version", version, "--budget-milli-node-hours", "10", *extra]

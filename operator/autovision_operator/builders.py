@@ -288,6 +288,7 @@ def _container(
     """The trainer container: storage settings in env, credentials only by Secret reference."""
     env = [
         {"name": "AUTOVISION_STORAGE_ROOT", "value": config.storage_root},
+        {"name": "AUTOVISION_IMPORT_URI_SCHEMES", "value": ",".join(config.import_uri_schemes)},
         # A read-only root file system: caches and scratch space live in /tmp.
         {"name": "HOME", "value": "/tmp"},
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},

@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from autovision.resources import LocalObjectReference, Toleration
-from autovision.settings import Settings
+from autovision.settings import Settings, known_import_uri_schemes
 from autovision.storage import StorageError, split_uri
 
 # kopf's watch requests have no timeouts by default, and a watch connection can
@@ -75,6 +75,11 @@ class OperatorConfig(BaseSettings):
         description="Image of the AutoML JSON gateway beside Triton; empty means the trainer image, "
         "which ships the autovision package and its serving extras.",
     )
+    import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("s3", "http", "https"),
+        description="URI schemes Dataset imports may read (the source and a CSV index's rows), comma-separated; "
+        "file, the import pod's own disk, is never a user's data.",
+    )
     image_pull_secrets: list[LocalObjectReference] = Field(default=[], description="Pull secrets of every Job pod.")
     gpu_node_selector: dict[str, str] = Field(default={}, description="Node selector of GPU pods a spec leaves empty.")
     gpu_tolerations: list[Toleration] = Field(default=[], description="Tolerations of GPU pods a spec leaves empty.")
@@ -90,12 +95,18 @@ class OperatorConfig(BaseSettings):
         """Helm renders an unset value as an empty string."""
         return None if value == "" else value
 
-    @field_validator("watch_namespaces", mode="before")
+    @field_validator("watch_namespaces", "import_uri_schemes", mode="before")
     @classmethod
-    def _split_namespaces(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("import_uri_schemes")
+    @classmethod
+    def _readable_schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Fail at start-up, with one message, on schemes the import Jobs could not read."""
+        return known_import_uri_schemes(value)
 
     @field_validator("storage_root")
     @classmethod

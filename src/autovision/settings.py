@@ -6,8 +6,14 @@ environment, which in a cluster is filled from a Secret.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Every scheme the importer can read. A cluster leaves out file (the pod's own disk is
+# never a user's data), and may leave out http and https (requests from inside the cluster).
+IMPORT_URI_SCHEMES = ("s3", "file", "http", "https")
 
 
 class Settings(BaseSettings):
@@ -36,6 +42,22 @@ class Settings(BaseSettings):
         default="us-east-1",
         validation_alias=AliasChoices("AUTOVISION_S3_REGION", "AWS_DEFAULT_REGION"),
     )
+    import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=IMPORT_URI_SCHEMES,
+        description="URI schemes an import may read, its source and a CSV index's rows alike; comma-separated.",
+    )
+
+    @field_validator("import_uri_schemes", mode="before")
+    @classmethod
+    def _split_schemes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("import_uri_schemes")
+    @classmethod
+    def _known_schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return known_import_uri_schemes(value)
 
     def s3_options(self) -> dict[str, object]:
         """Keyword arguments for s3fs built from these settings."""
@@ -46,3 +68,12 @@ class Settings(BaseSettings):
             options["key"] = self.s3_access_key_id.get_secret_value()
             options["secret"] = self.s3_secret_access_key.get_secret_value()
         return options
+
+
+def known_import_uri_schemes(schemes: tuple[str, ...]) -> tuple[str, ...]:
+    """The schemes in lower case, or a ValueError naming any the importer cannot read (fails at start-up)."""
+    lowered = tuple(scheme.lower() for scheme in schemes)
+    unknown = sorted(set(lowered) - set(IMPORT_URI_SCHEMES))
+    if unknown:
+        raise ValueError(f"unknown URI scheme(s) {', '.join(unknown)}: choose from {', '.join(IMPORT_URI_SCHEMES)}")
+    return lowered

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autovision.data.rules import ImportLimits
+from autovision.data.rules import DatasetImportError, ImportLimits
 from autovision.data.sources.base import Offer, Scanned, Source
 from autovision.data.sources.csv_index import CsvSource
 from autovision.data.sources.prefix import PrefixSource
@@ -17,6 +17,9 @@ def open_source(uri: str, settings: Settings, limits: ImportLimits, multi_label:
     """The source a URI names: ``*.csv`` is an index, a folder or prefix holds label folders,
     anything else must be a zip."""
     protocol, path = split_uri(uri)
+    if protocol not in settings.import_uri_schemes:
+        allowed = ", ".join(f"{scheme}://" for scheme in settings.import_uri_schemes)
+        raise DatasetImportError(f"cannot import from {uri}: this installation imports only from {allowed}")
     if path.lower().endswith(".csv"):
         return CsvSource(uri, settings, limits, multi_label)
     if filesystem(protocol, settings).isdir(path):

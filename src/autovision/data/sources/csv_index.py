@@ -2,7 +2,8 @@
 
 SET is TRAIN, VALIDATION, TEST or UNASSIGNED (split automatically); a row without
 a label is an unlabelled image. URIs are s3://, file://, http(s):// or paths
-relative to the CSV. The file is read line by line with a cap on each line and
+relative to the CSV, as far as the installation allows those schemes
+(``Settings.import_uri_schemes``). The file is read line by line with a cap on each line and
 the images a small chunk at a time (see ``reader``), so a million-row index needs the memory of
 one chunk of images plus one small digest per row (to spot duplicate rows).
 """
@@ -21,7 +22,7 @@ from autovision.data.manifest import SplitName
 from autovision.data.rules import ImportLimits, Rejection, RejectReason, label_problem
 from autovision.data.sources.base import Scanned, Source
 from autovision.data.sources.reader import CappedReader, Pending
-from autovision.settings import Settings
+from autovision.settings import IMPORT_URI_SCHEMES, Settings
 from autovision.storage import filesystem, open_uri, split_uri
 
 SET_VALUES: dict[str, SplitName | None] = {
@@ -30,7 +31,6 @@ SET_VALUES: dict[str, SplitName | None] = {
     "TEST": "test",
     "UNASSIGNED": None,
 }
-URI_SCHEMES = ("s3", "file", "http", "https")
 _BUFFER_BYTES = 1024 * 1024
 
 
@@ -54,16 +54,20 @@ def _looks_like_uri(field: str) -> bool:
     return "://" in field or "/" in field or "." in field
 
 
-def resolve_uri(text: str, base: str) -> str | None:
+def resolve_uri(text: str, base: str, schemes: Sequence[str] = IMPORT_URI_SCHEMES) -> str | None:
     """An absolute URI for a row's URI field (relative paths are relative to ``base``), or
-    None when its scheme is not one the importer can read."""
+    None when its scheme is not one of ``schemes`` (those this installation imports from)."""
     if "://" in text:
-        return text if text.split("://", 1)[0].lower() in URI_SCHEMES else None
-    protocol, directory = base.split("://", 1)
-    return f"{protocol}://{posixpath.normpath(posixpath.join(directory, text))}"
+        uri = text
+    else:
+        protocol, directory = base.split("://", 1)
+        uri = f"{protocol}://{posixpath.normpath(posixpath.join(directory, text))}"
+    return uri if uri.split("://", 1)[0].lower() in schemes else None
 
 
-def parse_row(raw: bytes, line: int, base: str, multi_label: bool) -> CsvRow | Rejection | None:
+def parse_row(
+    raw: bytes, line: int, base: str, multi_label: bool, schemes: Sequence[str] = IMPORT_URI_SCHEMES
+) -> CsvRow | Rejection | None:
     """Parse one raw CSV line (None for a blank line), relative URIs against ``base``."""
     where = f"line {line}"
     try:
@@ -80,10 +84,12 @@ def parse_row(raw: bytes, line: int, base: str, multi_label: bool) -> CsvRow | R
         fields.pop()
     if not fields:
         return None
-    return _row_from_fields(fields, line, base, multi_label)
+    return _row_from_fields(fields, line, base, multi_label, schemes)
 
 
-def _row_from_fields(fields: list[str], line: int, base: str, multi_label: bool) -> CsvRow | Rejection:
+def _row_from_fields(
+    fields: list[str], line: int, base: str, multi_label: bool, schemes: Sequence[str]
+) -> CsvRow | Rejection:
     """Interpret non-empty fields as ``[SET,]URI[,LABEL...]``."""
     where = f"line {line}"
     split: SplitName | None = None
@@ -101,9 +107,10 @@ def _row_from_fields(fields: list[str], line: int, base: str, multi_label: bool)
     problems = [problem for problem in map(label_problem, labels) if problem]
     if problems:
         return Rejection(where, RejectReason.INVALID_LABEL, problems[0], line)
-    uri = resolve_uri(fields[0], base)
+    uri = resolve_uri(fields[0], base, schemes)
     if uri is None:
-        message = f"cannot read {fields[0][:80]!r}: use s3://, file://, http(s):// or a path relative to the CSV"
+        readable = ", ".join(f"{scheme}://" for scheme in schemes)
+        message = f"cannot read {fields[0][:80]!r}: use {readable} or a path relative to the CSV"
         return Rejection(where, RejectReason.UNSUPPORTED_URI, message, line)
     return CsvRow(uri=uri, labels=labels, split=split, line=line)
 
@@ -128,6 +135,7 @@ class CsvSource(Source):
         self.limits = limits
         self._reader = CappedReader(limits.max_image_bytes, settings)
         self.multi_label = multi_label
+        self._schemes = settings.import_uri_schemes
         self._raw = open_uri(uri, settings)
         self.total = int(filesystem(protocol, settings).size(path))
         self._base = f"{protocol}://{posixpath.dirname(path)}"
@@ -142,7 +150,7 @@ class CsvSource(Source):
                 message = f"longer than {self.limits.max_csv_line_bytes} bytes"
                 yield Rejection(f"line {line}", RejectReason.LINE_TOO_LONG, message, line)
                 continue
-            row = parse_row(raw, line, self._base, self.multi_label)
+            row = parse_row(raw, line, self._base, self.multi_label, self._schemes)
             if isinstance(row, CsvRow):
                 if row.key() in seen:
                     yield Rejection(row.uri, RejectReason.DUPLICATE_ROW, "repeats an earlier row", line)
