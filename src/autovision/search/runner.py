@@ -367,7 +367,7 @@ class _Worker:
         train, validation = self.images.split("train", size), self.images.split("validation", size)
         decoding = time.perf_counter() - decoding_started
         monitor = _EpochMonitor(self, trial, _report_earlier_epochs(trial, checkpoint), decoding)
-        trial.set_user_attr("seconds", monitor.seconds(0.0))
+        trial.set_user_attr("seconds", decoding)  # all this trial has cost before its first epoch
         result = train_trial(
             train,
             validation,
