@@ -164,19 +164,21 @@ class ImageCache:
         self.labels = list(labels)
         self.storage = storage
         self.device = torch.device("cpu")
+        self.decode_workers: int | None = None  # None: one per core
         self._records = {split: [record for record in records if record.split == split] for split in SPLITS}
         self._sets: dict[tuple[SplitName, int], ImageSet] = {}
 
-    def on(self, device: torch.device) -> ImageCache:
-        """Keep the cached images on this device from now on."""
+    def on(self, device: torch.device, decode_workers: int | None = None) -> ImageCache:
+        """Keep the cached images on this device from now on, decoding new ones on ``decode_workers`` processes."""
         self.device = device
+        self.decode_workers = decode_workers
         self._sets = {key: images.to(device) for key, images in self._sets.items()}
         return self
 
     def split(self, split: SplitName, size: int) -> ImageSet:
         """One split at one resolution, decoded on first use."""
         if (split, size) not in self._sets:
-            loaded = load_images(self._records[split], self.labels, size, self.storage)
+            loaded = load_images(self._records[split], self.labels, size, self.storage, self.decode_workers)
             self._sets[(split, size)] = loaded.to(self.device)
         return self._sets[(split, size)]
 
@@ -316,6 +318,11 @@ def write_progress(storage: Storage, prefix: str, **fields: Any) -> None:
 # --- one worker ---------------------------------------------------------------------
 
 
+def cores_per_worker(workers: int) -> int:
+    """A worker's share of the cores, for its torch threads and its decoding processes."""
+    return max(1, available_cores() // workers)
+
+
 def worker_device(worker: int) -> torch.device:
     """One GPU per worker where there are GPUs, else the CPU."""
     if torch.cuda.is_available():
@@ -330,7 +337,7 @@ class _Worker:
         self.job = job
         self.index = job.settings.node * WORKERS_PER_NODE + local
         self.storage = images.storage
-        self.images = images.on(worker_device(local))
+        self.images = images.on(worker_device(local), cores_per_worker(job.settings.workers))
         self.reporter = reporter
         self.store = job.study_backend(self.storage)
         self.study = open_study(self.store, job.space, job.settings.seed)
@@ -495,7 +502,7 @@ def _run_worker(job: SearchJob, local: int, images: ImageCache, reporter: Report
 
 def _worker_process(job: SearchJob, local: int) -> None:
     """Entry point of a spawned worker process."""
-    torch.set_num_threads(max(1, available_cores() // job.settings.workers))
+    torch.set_num_threads(cores_per_worker(job.settings.workers))
     for backbone in job.space.backbones:  # read once here, with the run's storage settings
         backbone_weights(backbone, job.storage_settings)
     images = ImageCache(job.records, job.labels, job.storage())
@@ -508,7 +515,7 @@ def run_workers(job: SearchJob, images: ImageCache, reporter: Reporter) -> None:
     others = [context.Process(target=_worker_process, args=(job, index)) for index in range(1, job.settings.workers)]
     threads = torch.get_num_threads()
     if others:
-        torch.set_num_threads(max(1, available_cores() // job.settings.workers))
+        torch.set_num_threads(cores_per_worker(job.settings.workers))
     for process in others:
         process.start()
     try:
