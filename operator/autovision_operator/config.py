@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from autovision.resources import LocalObjectReference, Toleration
-from autovision.settings import Settings, known_import_uri_schemes
+from autovision.settings import Settings, known_import_uri_schemes, split_commas
 from autovision.storage import StorageError, split_uri
 
 # kopf's watch requests have no timeouts by default, and a watch connection can
@@ -98,9 +98,7 @@ class OperatorConfig(BaseSettings):
     @field_validator("watch_namespaces", "import_uri_schemes", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return split_commas(value)
 
     @field_validator("import_uri_schemes")
     @classmethod

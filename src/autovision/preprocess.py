@@ -52,7 +52,8 @@ def resized_pixels(image: Image.Image, size: int) -> PixelArray:
     Training caches exactly these values and normalises them on its device, so it
     sees the same numbers ``image_to_array`` gives serving.
     """
-    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # converting an RGB image copies it whole
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def image_to_array(image: Image.Image, config: PreprocessConfig) -> FloatArray:

@@ -6,6 +6,7 @@ environment, which in a cluster is filled from a Secret.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -50,9 +51,7 @@ class Settings(BaseSettings):
     @field_validator("import_uri_schemes", mode="before")
     @classmethod
     def _split_schemes(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_commas(value)
 
     @field_validator("import_uri_schemes")
     @classmethod
@@ -68,6 +67,18 @@ class Settings(BaseSettings):
             options["key"] = self.s3_access_key_id.get_secret_value()
             options["secret"] = self.s3_secret_access_key.get_secret_value()
         return options
+
+
+def split_commas(value: Any) -> Any:
+    """A comma-separated environment value as a tuple of its non-empty parts; anything else as it is."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def uri_prefixes(schemes: Sequence[str]) -> str:
+    """Schemes as a message lists them: "s3://, https://"."""
+    return ", ".join(f"{scheme}://" for scheme in schemes)
 
 
 def known_import_uri_schemes(schemes: tuple[str, ...]) -> tuple[str, ...]:

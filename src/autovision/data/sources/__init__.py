@@ -7,7 +7,7 @@ from autovision.data.sources.base import Offer, Scanned, Source
 from autovision.data.sources.csv_index import CsvSource
 from autovision.data.sources.prefix import PrefixSource
 from autovision.data.sources.zip import ZipSource
-from autovision.settings import Settings
+from autovision.settings import Settings, uri_prefixes
 from autovision.storage import filesystem, split_uri
 
 __all__ = ["Offer", "Scanned", "Source", "open_source"]
@@ -18,7 +18,7 @@ def open_source(uri: str, settings: Settings, limits: ImportLimits, multi_label:
     anything else must be a zip."""
     protocol, path = split_uri(uri)
     if protocol not in settings.import_uri_schemes:
-        allowed = ", ".join(f"{scheme}://" for scheme in settings.import_uri_schemes)
+        allowed = uri_prefixes(settings.import_uri_schemes)
         raise DatasetImportError(f"cannot import from {uri}: this installation imports only from {allowed}")
     if path.lower().endswith(".csv"):
         return CsvSource(uri, settings, limits, multi_label)

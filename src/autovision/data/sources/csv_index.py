@@ -22,7 +22,7 @@ from autovision.data.manifest import SplitName
 from autovision.data.rules import ImportLimits, Rejection, RejectReason, label_problem
 from autovision.data.sources.base import Scanned, Source
 from autovision.data.sources.reader import CappedReader, Pending
-from autovision.settings import IMPORT_URI_SCHEMES, Settings
+from autovision.settings import IMPORT_URI_SCHEMES, Settings, uri_prefixes
 from autovision.storage import filesystem, open_uri, split_uri
 
 SET_VALUES: dict[str, SplitName | None] = {
@@ -109,8 +109,7 @@ def _row_from_fields(
         return Rejection(where, RejectReason.INVALID_LABEL, problems[0], line)
     uri = resolve_uri(fields[0], base, schemes)
     if uri is None:
-        readable = ", ".join(f"{scheme}://" for scheme in schemes)
-        message = f"cannot read {fields[0][:80]!r}: use {readable} or a path relative to the CSV"
+        message = f"cannot read {fields[0][:80]!r}: use {uri_prefixes(schemes)} or a path relative to the CSV"
         return Rejection(where, RejectReason.UNSUPPORTED_URI, message, line)
     return CsvRow(uri=uri, labels=labels, split=split, line=line)
 
