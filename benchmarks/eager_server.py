@@ -24,17 +24,18 @@ from typing import Any
 
 import torch
 
+from autovision.contract.files import ModelCard
 from autovision.preprocess import PreprocessConfig, preprocess_bytes
 
 
 def load(run: Path) -> tuple[torch.jit.ScriptModule, list[str], PreprocessConfig]:
     """The run's TorchScript model, labels and preprocessing, from its model directory."""
-    card = json.loads((run / "model" / "model.json").read_text())
-    config = PreprocessConfig(size=int(card["inputSize"]), mean=tuple(card["mean"]), std=tuple(card["std"]))
+    card = ModelCard.model_validate_json((run / "model" / "model.json").read_text())
+    config = PreprocessConfig(size=int(card.input_size), mean=card.mean, std=card.std)
     model: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
         str(run / "model" / "model.pt"), map_location="cpu"
     ).eval()
-    return model, list(card["labels"]), config
+    return model, list(card.labels), config
 
 
 def main() -> None:

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from _common import StageClock, cpu_model
 
+from autovision.contract.keys import RunLocation
 from autovision.data.digits import write_digits_zip
 from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
-from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.pipeline import train_evaluate_export
 from autovision.resources import OptimizeFor
 from autovision.search.runner import SearchSettings
 from autovision.storage import Storage
@@ -74,7 +75,7 @@ def run(data: Path | None, budget: int, optimize_for: OptimizeFor, seed: int) ->
             search=SearchSettings(optimize_for=optimize_for, seed=seed, workers=max(1, torch.cuda.device_count())),
         )
         ended = time.perf_counter()
-    search, metrics = card["search"], card["metrics"]
+    search, metrics = card.search, card.metrics
     return {
         "benchmark": "search_budget",
         "data": source.name,
@@ -84,18 +85,18 @@ def run(data: Path | None, budget: int, optimize_for: OptimizeFor, seed: int) ->
         "threads": torch.get_num_threads(),
         "importSeconds": round(started - imported, 1),
         "budgetMilliNodeHours": budget,
-        "milliNodeHoursUsed": card["milliNodeHoursUsed"],
-        "trainingSeconds": card["trainingSeconds"],
+        "milliNodeHoursUsed": card.milli_node_hours_used,
+        "trainingSeconds": card.training_seconds,
         "searchSeconds": search["seconds"],
-        "finalFit": card["finalFit"],
-        "testAccuracy": metrics["testAccuracy"],
-        "int8TestAccuracy": metrics["int8TestAccuracy"],
-        "validationAccuracy": metrics["validationAccuracy"],
+        "finalFit": card.final_fit.to_json(),
+        "testAccuracy": metrics.test_accuracy,
+        "int8TestAccuracy": metrics.int8_test_accuracy,
+        "validationAccuracy": metrics.validation_accuracy,
         "chosen": {
             "trial": search["chosenTrial"],
-            "architecture": card["architecture"],
-            "inputSize": card["inputSize"],
-            "latencyMs": metrics["latencyMs"],
+            "architecture": card.architecture,
+            "inputSize": card.input_size,
+            "latencyMs": metrics.latency_ms,
         },
         "trialStates": dict(Counter(trial["state"] for trial in search["trials"])),
         "trials": [_trial_row(trial) for trial in search["trials"]],

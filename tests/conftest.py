@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from autovision.contract.files import ModelCard
 from autovision.data.digits import write_digits_zip
 from autovision.embedded_s3 import EmbeddedS3
 from autovision.storage import Storage
@@ -55,3 +56,43 @@ def storage(request: pytest.FixtureRequest) -> Storage:
 @pytest.fixture(scope="session")
 def digits_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_digits_zip(tmp_path_factory.mktemp("data") / "digits.zip")
+
+
+@pytest.fixture(scope="session")
+def model_card() -> ModelCard:
+    """A valid model card, for tests of what reads one (copy it with ``model_copy(update=...)``)."""
+    return ModelCard.model_validate(
+        {
+            "task": "SingleLabel",
+            "architecture": {"family": "residual_cnn"},
+            "training": {"epochs": 3},
+            "inputSize": 32,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+            "preprocessing": "decode, resize",
+            "labels": ["a", "b"],
+            "dataset": {"name": "d", "version": "sha256-ab"},
+            "metrics": {
+                "testAccuracy": 0.5,
+                "testAveragePrecision": 0.6,
+                "testLogLoss": 0.7,
+                "int8TestAccuracy": 0.5,
+                "scoreThreshold": 0.5,
+                "validationMetric": "validationAccuracy",
+                "validationValue": 0.6,
+                "validationAccuracy": 0.6,
+                "bestEpoch": 2,
+                "epochsTrained": 3,
+                "latencyMs": 1.5,
+                "parameters": 1000,
+            },
+            "exports": {"onnx": {"file": "model.onnx"}},
+            "parity": {},
+            "search": {"chosenTrial": 0},
+            "finalFit": {"trial": 0, "retrained": True, "seconds": 1.0},
+            "milliNodeHoursUsed": 3,
+            "budgetMilliNodeHours": 10,
+            "trainingSeconds": 9.5,
+            "artifacts": {"model": "file:///m"},
+        }
+    )

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from autovision.data.manifest import ImageRecord, dataset_prefix, decode_manifest, labels_of
+from autovision.contract.keys import dataset_prefix
+from autovision.data.manifest import ImageRecord, decode_manifest, labels_of
 from autovision.progress import LogReporter
 from autovision.search.nodes import run_node
 from autovision.search.runner import ImageCache, SearchJob, SearchSettings

@@ -445,7 +445,7 @@ def test_environment_contract_of_the_namespaced_install(monkeypatch: pytest.Monk
     container = operator_container(manifests)
     config = operator_config(container, monkeypatch)
     assert config.watch_namespaces == tuple(WATCHED)
-    assert config.storage_endpoint == "http://seaweedfs.storage:8333"
+    assert config.s3_endpoint_url == "http://seaweedfs.storage:8333"
     assert config.storage_secret == "s3-credentials"
     assert config.metrics_port == 8081
     assert config.triton_image == "registry.example/tritonserver:26.06-py3"
@@ -565,7 +565,7 @@ def test_bundled_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     assert service["spec"]["ports"] == [{"name": "s3", "port": 8333, "targetPort": "s3", "protocol": "TCP"}]
     # The operator reaches it with the generated credentials, which SeaweedFS accepts.
     config = operator_config(operator_container(manifests), monkeypatch)
-    assert config.storage_endpoint == f"http://{name}.{NAMESPACE}.svc:8333"
+    assert config.s3_endpoint_url == f"http://{name}.{NAMESPACE}.svc:8333"
     assert operator_container(manifests)["envFrom"] == [{"secretRef": {"name": name}}]
     data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
     assert set(data) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, "envFrom gets nothing else"

@@ -26,9 +26,10 @@ from typer.testing import CliRunner
 
 from autovision.cli import app as cli
 from autovision.client import predict_automl
-from autovision.export.layout import MODEL_DIR, ModelLocation
-from autovision.pipeline import MODEL_CARD as RUN_MODEL_CARD
-from autovision.pipeline import TRITON_LOCAL, RunLocation, artifact_uris
+from autovision.contract.files import ModelCard
+from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL, RunLocation, model_card_key
+from autovision.export.layout import ModelLocation
+from autovision.pipeline import artifact_uris
 from autovision.serving import LocalTritonServer, predict, write_local_repository
 from autovision.serving.client import Protocol
 from autovision.serving.tritonserver import endpoint, free_ports
@@ -60,21 +61,22 @@ class Run:
         return Path(self.storage.path(RUN.prefix))
 
 
-def write_run(root: Path) -> Run:
+def write_run(root: Path, model_card: ModelCard) -> Run:
     """A run as the pipeline leaves it, as far as serving reads it: triton/ and model/model.json."""
     storage = Storage(f"file://{root / 'storage'}")
     onnx_path = make_onnx_classifier(root / "model.onnx", num_labels=len(LABELS))
     write_local_repository(root / "repository", onnx_path, LABELS, PREPROCESS)
     storage.upload_dir(root / "repository", f"{RUN.prefix}/{TRITON_LOCAL}")
     model_dir = ModelLocation(storage, f"{RUN.prefix}/{MODEL_DIR}")
-    card = {"labels": LABELS, "artifacts": artifact_uris(storage, RUN, model_dir, multi_label=False)}
-    storage.write_json(f"{RUN.prefix}/{RUN_MODEL_CARD}", card)
+    artifacts = artifact_uris(storage, RUN, model_dir, multi_label=False)
+    card = model_card.model_copy(update={"labels": LABELS, "artifacts": artifacts})
+    storage.write_json(model_card_key(RUN.prefix), card.to_json())
     return Run(storage, onnx_path)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    return write_run(tmp_path_factory.mktemp("serve"))
+def run(tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard) -> Run:
+    return write_run(tmp_path_factory.mktemp("serve"), model_card)
 
 
 # --- the served run, end to end --------------------------------------------------------
@@ -288,17 +290,17 @@ def never_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     ("target", "removed", "message"),
     [
         ("{root}/nowhere", None, "holds no finished model"),
-        ("{run}", RUN_MODEL_CARD, "holds no finished model"),
+        ("{run}", f"{MODEL_DIR}/{MODEL_CARD}", "holds no finished model"),
         ("runs/local/serve/other", None, "holds no finished model"),
         ("{run}/model", TRITON_LOCAL, "holds no Triton repository"),
     ],
     ids=["missing", "unfinished", "unknown-prefix", "no-repository"],
 )
 def test_serve_refuses_what_is_not_a_finished_run(
-    tmp_path: Path, target: str, removed: str | None, message: str
+    tmp_path: Path, target: str, removed: str | None, message: str, model_card: ModelCard
 ) -> None:
     """One error line, a non-zero exit, and no tritonserver."""
-    local = write_run(tmp_path)
+    local = write_run(tmp_path, model_card)
     if removed == TRITON_LOCAL:
         shutil.rmtree(local.directory / removed)
     elif removed:

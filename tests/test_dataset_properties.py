@@ -13,8 +13,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from autovision.contract.keys import dataset_prefix
 from autovision.data.importer import DatasetImportError, ImportLimits, ImportResult, Task, import_dataset
-from autovision.data.manifest import SPLITS, UNASSIGNED, dataset_prefix, decode_manifest
+from autovision.data.manifest import SPLITS, UNASSIGNED, decode_manifest
 from autovision.storage import Storage
 from tests.test_dataset_support import assert_only_dataset_keys, image_bytes, labelled, tree, write_files
 

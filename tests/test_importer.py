@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from autovision.contract.keys import dataset_prefix, latest_key
 from autovision.data import importer as importer_module
 from autovision.data import inspection
 from autovision.data.importer import DatasetImportError, ImportResult, SplitSettings, Task, import_dataset
-from autovision.data.manifest import SPLITS, dataset_prefix, decode_manifest, labels_of, latest_key
+from autovision.data.manifest import SPLITS, decode_manifest, labels_of
 from autovision.data.sources.zip import ZipSource
 from autovision.storage import Storage
 from tests.test_dataset_support import assert_only_dataset_keys, image_bytes, labelled, write_files, write_zip

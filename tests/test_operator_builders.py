@@ -8,7 +8,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from autovision.resources import Backbone, Dataset, ModelDeployment, TrainingJob, parse_resource
+from autovision.contract.trainer_args import ImportArgs, TrainArgs, parse_trainer_args
+from autovision.resources import Dataset, ModelDeployment, TrainingJob, parse_resource
 from autovision_operator import builders
 from autovision_operator.config import OperatorConfig
 
@@ -240,7 +241,7 @@ def test_several_nodes_make_an_indexed_job() -> None:
     validate(job)
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
-    assert env(job)["AUTOVISION_NODES"] == "3"
+    assert TrainArgs.parse(container(job)["args"][1:]).nodes == 3
     assert container(job)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
 
 
@@ -252,7 +253,9 @@ def test_the_nodes_of_a_search_find_pod_0_through_a_headless_service() -> None:
     name = job["metadata"]["name"]
     # Indexed Job pods are named <job>-<index> and get <hostname>.<subdomain> DNS names from the Service.
     assert pod_spec(job)["subdomain"] == service["metadata"]["name"] == name
-    host, port = env(job)["AUTOVISION_STUDY_COORDINATOR"].split(":")
+    coordinator = TrainArgs.parse(container(job)["args"][1:]).coordinator
+    assert coordinator is not None
+    host, port = coordinator.split(":")
     assert host == f"{name}-0.{name}"
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True
@@ -273,7 +276,7 @@ def test_training_needs_an_imported_dataset() -> None:
 
 
 def test_storage_endpoint_and_pull_secrets_reach_the_pods() -> None:
-    config = make_config(storage_endpoint="http://seaweedfs.storage:8333", image_pull_secrets=[{"name": "regcred"}])
+    config = make_config(s3_endpoint_url="http://seaweedfs.storage:8333", image_pull_secrets=[{"name": "regcred"}])
     job = builders.build_import_job(make_dataset(), config)
     validate(job)
     assert env(job)["AUTOVISION_S3_ENDPOINT_URL"] == "http://seaweedfs.storage:8333"
@@ -352,26 +355,17 @@ def test_model_deployment_needs_spec_deploy() -> None:
 
 
 def test_the_trainer_image_accepts_the_arguments_the_operator_builds() -> None:
-    """The contract between the two images: the trainer's CLI parses the Job's args as built."""
-    import typer
-
-    from autovision_trainer.__main__ import app as trainer_app
-
-    trainer: Any = typer.main.get_command(trainer_app)
-    with_backbones = training_job_for(backbones=BACKBONES)
-    jobs = (training_job_for(), with_backbones, builders.build_import_job(make_dataset(), make_config()))
-    parsed_params = []
-    for job in jobs:
-        subcommand, *rest = container(job)["args"]
-        context = trainer.make_context("autovision-trainer", [subcommand, *rest])
-        command = trainer.get_command(context, subcommand)
-        assert command is not None, subcommand
-        parsed = command.make_context(subcommand, list(rest), parent=context)
-        assert parsed.params, subcommand
-        parsed_params.append(parsed.params)
-    assert not parsed_params[0]["backbone"]
-    assert parsed_params[0]["dataset"] == parsed_params[2]["name"] == "ml/flowers", "reads what the import wrote"
-    given = [Backbone.parse(option) for option in parsed_params[1]["backbone"]]
+    """The contract between the two images: the trainer's parser reads the Job's args as built."""
+    plain, with_backbones = training_job_for(), training_job_for(backbones=BACKBONES)
+    imported = builders.build_import_job(make_dataset(), make_config())
+    trained = parse_trainer_args(container(plain)["args"])
+    assert isinstance(trained, TrainArgs)
+    assert not trained.backbone
+    assert (trained.nodes, trained.coordinator) == (1, None)
+    import_args = parse_trainer_args(container(imported)["args"])
+    assert isinstance(import_args, ImportArgs)
+    assert trained.dataset == import_args.name == "ml/flowers", "reads what the import wrote"
+    given = TrainArgs.parse(container(with_backbones)["args"][1:]).backbones()
     assert [backbone.model_dump() for backbone in given] == BACKBONES
 
 

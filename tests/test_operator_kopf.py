@@ -237,7 +237,7 @@ def test_chart_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     config = OperatorConfig()
     assert config.watch_namespaces == ("ml", "vision")
-    assert config.storage_endpoint == "http://seaweedfs.storage:8333"
+    assert config.s3_endpoint_url == "http://seaweedfs.storage:8333"
     assert config.storage_settings().s3_endpoint_url == "http://seaweedfs.storage:8333"
     assert config.storage_secret is None
     assert config.trainer_image_pull_policy == "Always"

@@ -92,7 +92,7 @@ FAILED_RUN = training_job(
 
 @pytest.fixture
 def serving_config(operator_config: OperatorConfig) -> OperatorConfig:
-    return operator_config.model_copy(update={"storage_endpoint": ENDPOINT})
+    return operator_config.model_copy(update={"s3_endpoint_url": ENDPOINT})
 
 
 @pytest.mark.asyncio

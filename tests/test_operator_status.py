@@ -7,16 +7,13 @@ from typing import Any
 
 import pytest
 
+from autovision.contract.files import ImportProgress, ImportReportSummary, ImportWarning, Progress
 from autovision.resources import DatasetStatus, ResourceStatus, TrainingJobStatus, find_condition
 from autovision_operator.status import (
     RUN_SPEC_ANNOTATION,
-    ImportProgress,
-    ImportReport,
     ImportResult,
-    ImportWarning,
     JobObservation,
     JobPhase,
-    Progress,
     changed_fields,
     dataset_status,
     is_finished,
@@ -100,7 +97,7 @@ def test_observe_job_keeps_the_failure_reason() -> None:
 
 
 def import_result() -> ImportResult:
-    report = ImportReport.model_validate(
+    report = ImportReportSummary.model_validate(
         {
             "total": 110,
             "kept": 100,

@@ -30,11 +30,13 @@ from sklearn.metrics import (
 from typer.testing import CliRunner
 
 from autovision.cli import app as cli
+from autovision.contract.files import ModelCard
+from autovision.contract.keys import RunLocation
 from autovision.data.importer import import_dataset
 from autovision.data.manifest import ImageRecord
 from autovision.evaluate import SplitPredictions, softmax
 from autovision.export import onnx_logits
-from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
 from autovision.serving import LocalTritonServer, predict
@@ -53,7 +55,7 @@ runner = CliRunner()
 @dataclass(frozen=True)
 class FinishedRun:
     storage: Storage
-    card: dict[str, Any]
+    card: ModelCard
     test_records: list[ImageRecord]
 
     def key(self, name: str) -> str:
@@ -132,12 +134,12 @@ def test_every_file_is_written_and_the_card_last(run: FinishedRun) -> None:
 
 
 def test_model_card(run: FinishedRun) -> None:
-    card = run.read_json("model/model.json")
+    card = ModelCard.model_validate(run.read_json("model/model.json"))
     evaluation = run.read_json("model/evaluation.json")
 
     assert card == run.card
-    assert card["labels"] == [f"digit_{i}" for i in range(10)]
-    assert card["architecture"] == {
+    assert card.labels == [f"digit_{i}" for i in range(10)]
+    assert card.architecture == {
         "family": "residual_cnn",
         "width": 8,
         "stages": 3,
@@ -147,30 +149,30 @@ def test_model_card(run: FinishedRun) -> None:
         "head": "linear",
         "dropout": 0.1,
     }
-    assert card["task"] == "SingleLabel"
-    assert card["search"]["chosenTrial"] == card["finalFit"]["trial"] == 0, "a given configuration is one trial"
-    assert [trial["state"] for trial in card["search"]["trials"]] == ["complete"]
-    assert card["finalFit"]["retrained"] is False
-    assert card["metrics"]["validationAccuracy"] == card["search"]["trials"][0]["value"]
-    assert (card["inputSize"], card["mean"], card["std"]) == (16, list(PREPROCESS.mean), list(PREPROCESS.std))
-    assert card["dataset"]["name"] == "digits"
-    assert card["dataset"]["version"].startswith("sha256-")
-    assert card["metrics"]["testAccuracy"] == evaluation["accuracy"] > 0.9
-    assert card["metrics"]["int8TestAccuracy"] == evaluation["int8"]["accuracy"]
-    assert card["milliNodeHoursUsed"] >= 1
-    assert card["budgetMilliNodeHours"] == 1000
+    assert card.task == "SingleLabel"
+    assert card.search["chosenTrial"] == card.final_fit.trial == 0, "a given configuration is one trial"
+    assert [trial["state"] for trial in card.search["trials"]] == ["complete"]
+    assert card.final_fit.retrained is False
+    assert card.metrics.validation_accuracy == card.search["trials"][0]["value"]
+    assert (card.input_size, card.mean, card.std) == (16, PREPROCESS.mean, PREPROCESS.std)
+    assert card.dataset.name == "digits"
+    assert card.dataset.version.startswith("sha256-")
+    assert card.metrics.test_accuracy == evaluation["accuracy"] > 0.9
+    assert card.metrics.int8_test_accuracy == evaluation["int8"]["accuracy"]
+    assert card.milli_node_hours_used >= 1
+    assert card.budget_milli_node_hours == 1000
     for name, file in [("onnx", "model.onnx"), ("torchscript", "model.pt"), ("int8Onnx", "model.int8.onnx")]:
-        assert card["artifacts"][name] == run.storage.uri(run.key(f"model/{file}"))
-        assert card["exports"][name]["file"] == file
-    assert card["artifacts"]["tritonRepository"] == run.storage.uri(run.key("triton"))
-    assert card["artifacts"]["tritonClusterRepository"] == run.storage.uri(run.key("triton-cluster"))
-    assert run.read_json("progress.json")["artifacts"] == card["artifacts"]
+        assert card.artifacts[name] == run.storage.uri(run.key(f"model/{file}"))
+        assert card.exports[name]["file"] == file
+    assert card.artifacts["tritonRepository"] == run.storage.uri(run.key("triton"))
+    assert card.artifacts["tritonClusterRepository"] == run.storage.uri(run.key("triton-cluster"))
+    assert run.read_json("progress.json")["artifacts"] == card.artifacts
 
 
 def test_exports_passed_parity_and_batch_dynamically(run: FinishedRun) -> None:
     images = preprocess_batch(run.test_images(), PREPROCESS)
     for name in ("onnx", "torchscript"):
-        parity = run.card["parity"][name]
+        parity = run.card.parity[name]
         assert parity["images"] == len(run.test_records)
         assert parity["maxAbsDiff"] <= parity["tolerance"] == 1e-4
         assert parity["top1Identical"] is True
@@ -186,7 +188,7 @@ def test_exports_passed_parity_and_batch_dynamically(run: FinishedRun) -> None:
 
 def test_saved_predictions_are_the_exported_models_scores(run: FinishedRun) -> None:
     predictions = run.predictions()
-    labels = run.card["labels"]
+    labels = run.card.labels
 
     assert predictions.uris == [record.uri for record in run.test_records]
     assert predictions.labels == labels
@@ -286,7 +288,7 @@ def test_confusion_csv_and_report(run: FinishedRun) -> None:
     rows = list(csv.reader(io.StringIO(run.storage.read_bytes(run.key("model/confusion_matrix.csv")).decode())))
     report = run.storage.read_bytes(run.key("model/report.html")).decode()
 
-    assert rows[0] == ["true\\predicted", *run.card["labels"]]
+    assert rows[0] == ["true\\predicted", *run.card.labels]
     assert [[int(cell) for cell in row[1:]] for row in rows[1:]] == evaluation["confusionMatrix"]["matrix"]
     assert 'id="confusion-matrix"' in report
     assert 'id="pr-micro"' in report
@@ -402,7 +404,7 @@ def tritonserver_missing() -> bool:
 def eager_scores(run: FinishedRun, images: list[bytes]) -> npt.NDArray[Any]:
     """Scores of the trained weights in plain eager PyTorch, on the shared preprocessing."""
     state = torch.load(run.local_path("trials/0/checkpoint.pt"), weights_only=False)
-    model = build_model(CONFIG.architecture, len(run.card["labels"]))
+    model = build_model(CONFIG.architecture, len(run.card.labels))
     model.load_state_dict(state["best_model"])
     model.eval()
     with torch.inference_mode():
@@ -417,7 +419,7 @@ def test_local_layout_served_by_tritonserver_equals_eager_pytorch(run: FinishedR
     run.storage.download_prefix(run.key("triton"), repository)
     images = run.test_images()[:8]
     expected = eager_scores(run, images)
-    labels = run.card["labels"]
+    labels = run.card.labels
 
     with LocalTritonServer(repository, work_dir=tmp_path / "work") as server:
         served = [predict(image, server.http_url, top_k=len(labels)) for image in images]

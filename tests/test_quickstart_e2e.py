@@ -29,7 +29,7 @@ def test_local_path_on_s3_with_real_triton(embedded_s3: EmbeddedS3, digits_zip: 
     storage = Storage.from_settings(embedded_s3.settings("e2e"))
     result = run_local_path(storage, str(digits_zip), tmp_path, LogReporter(), config=TrainConfig(epochs=3))
 
-    assert result.card["metrics"]["testAccuracy"] > 0.85
+    assert result.card.metrics.test_accuracy > 0.85
     for key in ("model/model.json", "model/model.onnx", "model/evaluation.json", "triton/autovision/config.pbtxt"):
         assert storage.exists(f"{result.run.prefix}/{key}"), key
     assert storage.read_json(f"{result.run.prefix}/progress.json")["phase"] == "Succeeded"
@@ -46,7 +46,7 @@ def test_local_path_on_s3_with_real_triton(embedded_s3: EmbeddedS3, digits_zip: 
     onnx_path.write_bytes(storage.read_bytes(f"{result.run.prefix}/model/model.onnx"))
     image = storage.read_bytes(result.image.uri.split(storage.root_path + "/", 1)[1])
     scores = softmax(onnx_logits(onnx_path, preprocess_bytes(image, PreprocessConfig())[None]))[0]
-    labels = result.card["labels"]
+    labels = result.card.labels
     assert http[0].label == labels[int(scores.argmax())]
     assert http[0].score == pytest.approx(float(scores.max()), abs=1e-5)
 

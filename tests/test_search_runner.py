@@ -17,9 +17,10 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
+from autovision.contract.keys import RunLocation
 from autovision.data.importer import ImportResult, Task, import_dataset
 from autovision.evaluate import SplitPredictions
-from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import LogReporter
 from autovision.resources import OptimizeFor
@@ -324,12 +325,12 @@ def test_multi_label_trains_and_evaluates(digits: Digits, tmp_path: Path) -> Non
         storage, "parity", dataset.version, run, LogReporter(), search=SearchSettings(space=space, max_trials=2)
     )
 
-    assert card["task"] == "MultiLabel"
-    assert card["labels"] == ["even", "large", "odd", "small"]
-    assert card["metrics"]["validationMetric"] == "validationAveragePrecision"
-    assert card["metrics"]["validationAccuracy"] is None
-    assert card["finalFit"]["retrained"] is True
-    assert card["metrics"]["testAveragePrecision"] > 0.7
+    assert card.task == "MultiLabel"
+    assert card.labels == ["even", "large", "odd", "small"]
+    assert card.metrics.validation_metric == "validationAveragePrecision"
+    assert card.metrics.validation_accuracy is None
+    assert card.final_fit.retrained is True
+    assert (card.metrics.test_average_precision or 0) > 0.7
     evaluation = storage.read_json(f"{run.prefix}/model/evaluation.json")
     assert evaluation["task"] == "MultiLabel"
     assert evaluation["confusionMatrix"] is None

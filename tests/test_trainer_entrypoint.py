@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from autovision.contract.exit_codes import BAD_INPUT
+from autovision.contract.files import ModelCard
 from autovision.embedded_s3 import free_port
 from autovision.storage import Storage
-from autovision_trainer.__main__ import BAD_INPUT_EXIT_CODE, app
-
-runner = CliRunner()
+from autovision_trainer.__main__ import run
 
 
 @pytest.fixture
@@ -25,39 +24,37 @@ def storage_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Storage:
 
 
 def test_import_then_train_within_budget(storage_root: Storage, digits_zip: Path) -> None:
-    imported = runner.invoke(app, ["import", "--name", "digits", "--source", f"file://{digits_zip}"])
-    assert imported.exit_code == 0, imported.output
+    assert run(["import", "--name", "digits", "--source", f"file://{digits_zip}"]) == 0
     version = storage_root.read_json("datasets/digits/latest.json")["version"]
     assert not storage_root.exists("datasets/digits/import-progress.json"), "the import's progress file is gone"
 
     budget = 2  # 7.2 seconds: the search's share ends inside its first trial (12 epochs)
     args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u1", "--dataset", "digits"]
     args += ["--dataset-version", version, "--budget-milli-node-hours", str(budget), "--optimize-for", "LowLatency"]
-    trained = runner.invoke(app, args)
-    assert trained.exit_code == 0, trained.output
+    assert run(args) == 0
     progress = storage_root.read_json("runs/ns/tj/u1/progress.json")
-    card = storage_root.read_json("runs/ns/tj/u1/model/model.json")
+    card = ModelCard.model_validate(storage_root.read_json("runs/ns/tj/u1/model/model.json"))
     assert progress["phase"] == "Succeeded"
     assert progress["artifacts"]["onnx"].endswith("runs/ns/tj/u1/model/model.onnx")
-    assert progress["best"]["trial"] == card["search"]["chosenTrial"]
-    assert sum(progress["trials"].values()) == len(card["search"]["trials"]) >= 1
-    assert card["search"]["optimizeFor"] == "LowLatency"
-    assert card["search"]["stopReason"] == "budget"
-    assert 1 <= card["metrics"]["epochsTrained"] < 12, "the budget must stop training before all epochs"
-    assert card["milliNodeHoursUsed"] >= budget
+    assert progress["best"]["trial"] == card.search["chosenTrial"]
+    assert sum(progress["trials"].values()) == len(card.search["trials"]) >= 1
+    assert card.search["optimizeFor"] == "LowLatency"
+    assert card.search["stopReason"] == "budget"
+    assert 1 <= card.metrics.epochs_trained < 12, "the budget must stop training before all epochs"
+    assert card.milli_node_hours_used >= budget
 
 
 def test_an_unknown_task_exits_with_the_bad_input_code(storage_root: Storage, digits_zip: Path) -> None:
-    result = runner.invoke(app, ["import", "--name", "d", "--source", f"file://{digits_zip}", "--task", "Regression"])
-    assert result.exit_code == BAD_INPUT_EXIT_CODE
+    code = run(["import", "--name", "d", "--source", f"file://{digits_zip}", "--task", "Regression"])
+    assert code == BAD_INPUT
     assert storage_root.list_keys("") == []
 
 
 def test_bad_source_exits_with_the_bad_input_code(storage_root: Storage, tmp_path: Path) -> None:
     not_a_zip = tmp_path / "x.zip"
     not_a_zip.write_text("hello")
-    result = runner.invoke(app, ["import", "--name", "bad", "--source", f"file://{not_a_zip}"])
-    assert result.exit_code == BAD_INPUT_EXIT_CODE
+    code = run(["import", "--name", "bad", "--source", f"file://{not_a_zip}"])
+    assert code == BAD_INPUT
     assert storage_root.list_keys("") == []
 
 
@@ -66,8 +63,8 @@ def test_a_source_outside_the_allowed_schemes_exits_with_the_bad_input_code(
 ) -> None:
     """The operator sets AUTOVISION_IMPORT_URI_SCHEMES on import Jobs: a pod's own file:// is refused."""
     monkeypatch.setenv("AUTOVISION_IMPORT_URI_SCHEMES", "s3,http,https")
-    result = runner.invoke(app, ["import", "--name", "d", "--source", f"file://{digits_zip}"])
-    assert result.exit_code == BAD_INPUT_EXIT_CODE
+    code = run(["import", "--name", "d", "--source", f"file://{digits_zip}"])
+    assert code == BAD_INPUT
     assert "this installation imports only from s3://, http://, https://" in caplog.text
     assert storage_root.list_keys("") == []
 
@@ -80,49 +77,45 @@ def train_args(version: str, *extra: str) -> list[str]:
 def test_other_pods_of_an_indexed_job_join_node_0_or_stop_when_there_is_none(
     storage_root: Storage, digits_zip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert runner.invoke(app, ["import", "--name", "digits", "--source", f"file://{digits_zip}"]).exit_code == 0
+    assert run(["import", "--name", "digits", "--source", f"file://{digits_zip}"]) == 0
     version = storage_root.read_json("datasets/digits/latest.json")["version"]
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
-    monkeypatch.setenv("AUTOVISION_NODES", "2")
 
-    no_coordinator = runner.invoke(app, train_args(version))
-    assert no_coordinator.exit_code == BAD_INPUT_EXIT_CODE
+    assert run(train_args(version, "--nodes", "2")) == BAD_INPUT, "several nodes need a coordinator"
 
     # As the operator sets it; nobody serves there: node 0 has ended the search (or never started one).
-    monkeypatch.setenv("AUTOVISION_STUDY_COORDINATOR", f"127.0.0.1:{free_port()}")
-    alone = runner.invoke(app, train_args(version, "--connect-timeout", "1"))
-    assert alone.exit_code == 0, alone.output
+    coordinator = f"127.0.0.1:{free_port()}"
+    assert run(train_args(version, "--nodes", "2", "--coordinator", coordinator, "--connect-timeout", "1")) == 0
     assert storage_root.list_keys("runs") == []
 
 
 def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
     storage_root: Storage, digits_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert runner.invoke(app, ["import", "--name", "digits", "--source", f"file://{digits_zip}"]).exit_code == 0
+    assert run(["import", "--name", "digits", "--source", f"file://{digits_zip}"]) == 0
     version = storage_root.read_json("datasets/digits/latest.json")["version"]
-    environment = {"AUTOVISION_NODES": "2", "AUTOVISION_STUDY_COORDINATOR": f"127.0.0.1:{free_port()}"}
+    nodes = ("--nodes", "2", "--coordinator", f"127.0.0.1:{free_port()}", "--workers", "1")
     # Pod 1 starts first and waits for pod 0's study server, as it may in a cluster.
     log = tmp_path / "pod-1.log"
     with log.open("w") as output:
         pod_1 = subprocess.Popen(
-            [sys.executable, "-m", "autovision_trainer", *train_args(version, "--workers", "1")],
-            env={**os.environ, **environment, "JOB_COMPLETION_INDEX": "1"},
+            [sys.executable, "-m", "autovision_trainer", *train_args(version, *nodes)],
+            env={**os.environ, "JOB_COMPLETION_INDEX": "1"},
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    for name, value in {**environment, "JOB_COMPLETION_INDEX": "0"}.items():
-        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
     try:
-        pod_0 = runner.invoke(app, train_args(version, "--workers", "1"))
+        pod_0 = run(train_args(version, *nodes))
     finally:
         pod_1.wait(timeout=300)
-    assert pod_0.exit_code == 0, pod_0.output
+    assert pod_0 == 0
     assert pod_1.returncode == 0, log.read_text()
     assert "the search is over" in log.read_text()
 
-    card = storage_root.read_json("runs/ns/tj/u2/model/model.json")
-    workers = {trial["worker"] for trial in card["search"]["trials"]}
+    card = ModelCard.model_validate(storage_root.read_json("runs/ns/tj/u2/model/model.json"))
+    workers = {trial["worker"] for trial in card.search["trials"]}
     assert workers == {0, 100}, "pod 0's worker and pod 1's worker (node 1, GPU 0) trained trials"
-    assert all(trial["state"] in ("complete", "pruned") for trial in card["search"]["trials"])
-    assert card["search"]["chosenTrial"] in {trial["trial"] for trial in card["search"]["trials"]}
+    assert all(trial["state"] in ("complete", "pruned") for trial in card.search["trials"])
+    assert card.search["chosenTrial"] in {trial["trial"] for trial in card.search["trials"]}
     assert storage_root.exists("runs/ns/tj/u2/model/model.onnx")

@@ -17,8 +17,10 @@ import torch
 from typer.testing import CliRunner
 
 from autovision.cli import app as cli
+from autovision.contract import exit_codes
+from autovision.contract.keys import RunLocation
 from autovision.data.importer import ImportResult, import_dataset
-from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.pipeline import train_evaluate_export
 from autovision.progress import LogReporter
 from autovision.resources import ResNetArchitecture
 from autovision.search.runner import SearchSettings
@@ -33,8 +35,7 @@ from autovision.train.models import (
 )
 from autovision.train.resnet import ResNet
 from autovision.train.trainer import TrainConfig, TrialCheckpoint, restore_model
-from autovision_trainer.__main__ import BAD_INPUT_EXIT_CODE
-from autovision_trainer.__main__ import app as trainer
+from autovision_trainer.__main__ import run as run_trainer
 from tests.search_support import digits_subset_zip
 
 runner = CliRunner()
@@ -251,18 +252,18 @@ def test_a_search_fine_tunes_the_users_resnet_and_exports_it(storage: Storage, d
 
     card = train_evaluate_export(storage, "digits", digits.version, run, LogReporter(), search=settings)
 
-    described = {key: card["architecture"][key] for key in ("family", "architecture", "weights_uri", "frozen_stages")}
+    described = {key: card.architecture[key] for key in ("family", "architecture", "weights_uri", "frozen_stages")}
     assert described == {
         "family": "mine",
         "architecture": "resnet18",
         "weights_uri": backbone.weights_uri,
         "frozen_stages": 2,
     }
-    assert [trial["architecture"] for trial in card["search"]["trials"]] == ["mine", "mine"]
-    assert (card["inputSize"], card["mean"], card["std"]) == (32, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    assert card["parity"]["onnx"]["top1Identical"]
-    assert card["parity"]["onnx"]["maxAbsDiff"] <= card["parity"]["onnx"]["tolerance"]
-    assert 0 <= card["metrics"]["testAccuracy"] <= 1
+    assert [trial["architecture"] for trial in card.search["trials"]] == ["mine", "mine"]
+    assert (card.input_size, card.mean, card.std) == (32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert card.parity["onnx"]["top1Identical"]
+    assert card.parity["onnx"]["maxAbsDiff"] <= card.parity["onnx"]["tolerance"]
+    assert 0 <= card.metrics.test_accuracy <= 1
     torchscript = io.BytesIO(storage.read_bytes(f"{run.prefix}/model/model.pt"))
     exported = torch.jit.load(torchscript).state_dict()  # type: ignore[no-untyped-call]
     for key in ("conv1.weight", "bn1.running_mean", "layer1.1.conv2.weight", "layer1.1.bn2.running_var"):
@@ -271,7 +272,7 @@ def test_a_search_fine_tunes_the_users_resnet_and_exports_it(storage: Storage, d
 
     warm_start = dataclasses.replace(backbone, frozen_stages=2)  # trial 0: the warm start's linear head
     checkpoint = TrialCheckpoint(storage, f"{run.prefix}/trials/0/checkpoint.pt")
-    restored = restore_model(TrainConfig(architecture=warm_start), len(card["labels"]), checkpoint)
+    restored = restore_model(TrainConfig(architecture=warm_start), len(card.labels), checkpoint)
     torch.testing.assert_close(restored.state_dict()["conv1.weight"], known["conv1.weight"])
 
 
@@ -312,8 +313,7 @@ def test_bad_backbone_options_are_one_clear_error(option: str, message: str) -> 
     assert local.stderr.startswith("error: ")
     assert message in " ".join(local.stderr.split()), local.stderr
     args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u", "--dataset", "d", "--dataset-version", "v"]
-    cluster = runner.invoke(trainer, [*args, "--budget-milli-node-hours", "10", "--backbone", option])
-    assert cluster.exit_code == BAD_INPUT_EXIT_CODE
+    assert run_trainer([*args, "--budget-milli-node-hours", "10", "--backbone", option]) == exit_codes.BAD_INPUT
 
 
 def test_the_command_lines_check_the_weights_before_searching(
@@ -328,5 +328,5 @@ def test_the_command_lines_check_the_weights_before_searching(
     assert f"error: backbone 'mine': {uri} is not a torchvision resnet50 state_dict" in " ".join(result.stderr.split())
     args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u", "--dataset", "digits"]
     args += ["--dataset-version", dataset.version, "--budget-milli-node-hours", "10"]
-    assert runner.invoke(trainer, [*args, "--backbone", declared_wrong]).exit_code == BAD_INPUT_EXIT_CODE
+    assert run_trainer([*args, "--backbone", declared_wrong]) == exit_codes.BAD_INPUT
     assert storage.list_keys("runs") == [], "no search started"

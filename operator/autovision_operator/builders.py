@@ -13,6 +13,9 @@ import hashlib
 import math
 from typing import Any, Final
 
+from autovision.contract import env, exit_codes
+from autovision.contract.keys import dataset_storage_name
+from autovision.contract.trainer_args import ImportArgs, TrainArgs
 from autovision.resources import (
     CustomResource,
     Dataset,
@@ -23,7 +26,6 @@ from autovision.resources import (
     TrainingJob,
 )
 from autovision_operator.config import OperatorConfig
-from autovision_operator.status import dataset_storage_name
 
 MAX_NAME_LENGTH: Final = 63
 """Job names become label values (``job-name``) and pod hostnames: 63 characters at most."""
@@ -33,8 +35,6 @@ CONTAINER: Final = "trainer"
 TRAINER_COMMAND: Final = "autovision-trainer"
 RUNAS_ID: Final = 65532
 """The non-root user of the AutoVision images."""
-BAD_INPUT_EXIT_CODE: Final = 2
-"""What the trainer exits with on input no retry can fix (unreadable source, too few images)."""
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 
 # A Job gone from the API loses its pods' logs; three days keeps a Friday night
@@ -143,9 +143,15 @@ def build_import_job(dataset: Dataset, config: OperatorConfig) -> dict[str, Any]
     """The batch/v1 Job that imports a Dataset with ``autovision-trainer import``."""
     spec, split = dataset.spec, dataset.spec.split
     stored_as = dataset_storage_name(str(dataset.metadata.namespace), str(dataset.metadata.name))
-    args = ["import", "--name", stored_as, "--source", spec.source, "--task", spec.task.value]
-    args += ["--train", str(split.train), "--validation", str(split.validation), "--test", str(split.test)]
-    args += ["--seed", str(split.seed)]
+    args = ImportArgs(
+        name=stored_as,
+        source=spec.source,
+        task=spec.task,
+        train=split.train,
+        validation=split.validation,
+        test=split.test,
+        seed=split.seed,
+    ).to_args()
     container = _container(args, config, credentials_secret(dataset, config), {"requests": dict(IMPORT_REQUESTS)})
     pod_spec = _pod_spec(container, config, volumes=[_tmp_volume()])
     return _job(
@@ -168,20 +174,23 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
         raise ValueError(f"Dataset {dataset.metadata.name!r} has no imported version yet")
     spec, resources = training_job.spec, training_job.spec.resources
     meta = training_job.metadata
-    args = ["train", "--namespace", str(meta.namespace), "--job", str(meta.name), "--uid", str(meta.uid)]
-    args += ["--dataset", dataset_storage_name(str(meta.namespace), spec.dataset_ref.name)]
-    args += ["--dataset-version", dataset.status.version]
-    args += ["--budget-milli-node-hours", str(spec.budget_milli_node_hours)]
-    args += ["--optimize-for", spec.optimize_for.value]
-    args += ["--early-stopping" if spec.early_stopping else "--no-early-stopping"]
-    for backbone in spec.backbones:
-        args += ["--backbone", backbone.as_option()]
+    name = search_job_name(str(meta.name))
+    args = TrainArgs(
+        namespace=str(meta.namespace),
+        job=str(meta.name),
+        uid=str(meta.uid),
+        dataset=dataset_storage_name(str(meta.namespace), spec.dataset_ref.name),
+        dataset_version=dataset.status.version,
+        budget_milli_node_hours=spec.budget_milli_node_hours,
+        optimize_for=spec.optimize_for,
+        early_stopping=spec.early_stopping,
+        backbone=[backbone.as_option() for backbone in spec.backbones],
+        nodes=resources.nodes,
+        coordinator=study_coordinator(name) if resources.nodes > 1 else None,
+    ).to_args()
     resources_spec = _training_resources(resources.gpus_per_node)
     container = _container(args, config, credentials_secret(dataset, config), resources_spec)
-    container["env"].append({"name": "AUTOVISION_NODES", "value": str(resources.nodes)})
-    name = search_job_name(str(meta.name))
     if resources.nodes > 1:
-        container["env"].append({"name": "AUTOVISION_STUDY_COORDINATOR", "value": study_coordinator(name)})
         container["ports"] = [{"name": "study", "containerPort": STUDY_PORT, "protocol": "TCP"}]
     container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
     volumes = [_tmp_volume(), {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}]
@@ -271,10 +280,10 @@ def _job(
                     # wrong; its replacement resumes from the last checkpoint.
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                     # Bad input fails the same way on every retry: stop at once.
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [BAD_INPUT_EXIT_CODE]},
-                    },
+                    {"action": "FailJob", "onExitCodes": _exit_codes(exit_codes.BAD_INPUT)},
+                    # Storage or another service was down for longer than the trainer's own
+                    # retries: a retry counts against backoffLimit and resumes from checkpoints.
+                    {"action": "Count", "onExitCodes": _exit_codes(exit_codes.TEMPORARY_FAILURE)},
                 ]
             },
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
@@ -282,26 +291,32 @@ def _job(
     }
 
 
+def _exit_codes(*codes: int) -> dict[str, Any]:
+    """A podFailurePolicy rule's match on the trainer container's exit codes."""
+    return {"containerName": CONTAINER, "operator": "In", "values": list(codes)}
+
+
 def _container(
     args: list[str], config: OperatorConfig, secret: str | None, resources: dict[str, Any]
 ) -> dict[str, Any]:
     """The trainer container: storage settings in env, credentials only by Secret reference."""
-    env = [
-        {"name": "AUTOVISION_STORAGE_ROOT", "value": config.storage_root},
-        {"name": "AUTOVISION_IMPORT_URI_SCHEMES", "value": ",".join(config.import_uri_schemes)},
+    variables = [
+        {"name": env.STORAGE_ROOT, "value": config.storage_root},
+        # Passed explicitly: the local runtime's default reads more schemes than a cluster allows.
+        {"name": env.IMPORT_URI_SCHEMES, "value": ",".join(config.import_uri_schemes)},
         # A read-only root file system: caches and scratch space live in /tmp.
         {"name": "HOME", "value": "/tmp"},
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
     ]
-    if config.storage_endpoint:
-        env.append({"name": "AUTOVISION_S3_ENDPOINT_URL", "value": config.storage_endpoint})
+    if config.s3_endpoint_url:
+        variables.append({"name": env.S3_ENDPOINT_URL, "value": config.s3_endpoint_url})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": config.trainer_image,
         "imagePullPolicy": config.trainer_image_pull_policy,
         "command": [TRAINER_COMMAND],
         "args": args,
-        "env": env,
+        "env": variables,
         "resources": resources,
         "securityContext": {
             "runAsNonRoot": True,

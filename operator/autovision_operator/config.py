@@ -13,11 +13,12 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import kopf
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
+from autovision.contract import env
 from autovision.resources import LocalObjectReference, Toleration
-from autovision.settings import Settings, known_import_uri_schemes, split_commas
+from autovision.settings import Settings, split_commas
 from autovision.storage import StorageError, split_uri
 
 # kopf's watch requests have no timeouts by default, and a watch connection can
@@ -40,10 +41,13 @@ FINALIZER = "autovision.dev/artifacts"
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
 
 
-class OperatorConfig(BaseSettings):
-    """Everything the operator needs to know about its installation, from ``AUTOVISION_*``."""
+class OperatorConfig(Settings):
+    """Everything the operator needs to know about its installation, from ``AUTOVISION_*``.
 
-    model_config = SettingsConfigDict(env_prefix="AUTOVISION_", extra="ignore", populate_by_name=True)
+    The storage settings are the core's (``Settings``): one name and one default per
+    variable in the whole process. The chart sets the storage root and the import
+    schemes explicitly; the operator passes both on to every Job it builds.
+    """
 
     namespace: str = Field(default="default", description="The operator's own namespace (the release namespace).")
     watch_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -54,14 +58,6 @@ class OperatorConfig(BaseSettings):
     )
     metrics_port: int | None = Field(
         default=8081, description="Port of the Prometheus metrics endpoint; unset disables it."
-    )
-    storage_root: str = Field(description="Root URI of datasets and runs, as the trainer Jobs see it.")
-    storage_endpoint: str | None = Field(
-        default=None,
-        # The chart names it AUTOVISION_STORAGE_ENDPOINT; autovision.settings reads
-        # AUTOVISION_S3_ENDPOINT_URL. Both are accepted here.
-        validation_alias=AliasChoices("AUTOVISION_STORAGE_ENDPOINT", "AUTOVISION_S3_ENDPOINT_URL"),
-        description="S3 endpoint URL; empty means AWS S3.",
     )
     storage_secret: str | None = Field(
         default=None,
@@ -75,11 +71,6 @@ class OperatorConfig(BaseSettings):
         description="Image of the AutoML JSON gateway beside Triton; empty means the trainer image, "
         "which ships the autovision package and its serving extras.",
     )
-    import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=("s3", "http", "https"),
-        description="URI schemes Dataset imports may read (the source and a CSV index's rows), comma-separated; "
-        "file, the import pod's own disk, is never a user's data.",
-    )
     image_pull_secrets: list[LocalObjectReference] = Field(default=[], description="Pull secrets of every Job pod.")
     gpu_node_selector: dict[str, str] = Field(default={}, description="Node selector of GPU pods a spec leaves empty.")
     gpu_tolerations: list[Toleration] = Field(default=[], description="Tolerations of GPU pods a spec leaves empty.")
@@ -88,43 +79,32 @@ class OperatorConfig(BaseSettings):
     retry_delay_max_seconds: float = Field(default=300.0, gt=0, description="Longest delay between such retries.")
 
     @field_validator(
-        "storage_endpoint", "storage_secret", "liveness_endpoint", "metrics_port", "gateway_image", mode="before"
+        "s3_endpoint_url", "storage_secret", "liveness_endpoint", "metrics_port", "gateway_image", mode="before"
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """Helm renders an unset value as an empty string."""
         return None if value == "" else value
 
-    @field_validator("watch_namespaces", "import_uri_schemes", mode="before")
+    @field_validator("watch_namespaces", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return split_commas(value)
 
-    @field_validator("import_uri_schemes")
-    @classmethod
-    def _readable_schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        """Fail at start-up, with one message, on schemes the import Jobs could not read."""
-        return known_import_uri_schemes(value)
-
-    @field_validator("storage_root")
-    @classmethod
-    def _known_storage(cls, value: str) -> str:
-        """Fail at start-up, with one message, on a storage root no component can use."""
+    @model_validator(mode="after")
+    def _known_storage(self) -> OperatorConfig:
+        """Fail at start-up, with one message, on a storage root that is unset or no component can use."""
+        if "storage_root" not in self.model_fields_set:
+            raise ValueError(f"{env.STORAGE_ROOT} is required: the root URI of datasets and runs")
         try:
-            split_uri(value)
+            split_uri(self.storage_root)
         except StorageError as error:
             raise ValueError(str(error)) from None
-        return value
+        return self
 
     def storage_settings(self) -> Settings:
-        """autovision.settings for the operator's own reads of results and progress.
-
-        Credentials still come from the environment (the chart's ``envFrom``).
-        """
-        overrides: dict[str, Any] = {"storage_root": self.storage_root}
-        if self.storage_endpoint:
-            overrides["s3_endpoint_url"] = self.storage_endpoint
-        return Settings(**overrides)
+        """The core's settings alone, for the operator's own reads of results and progress."""
+        return Settings(**{name: getattr(self, name) for name in Settings.model_fields})
 
     @property
     def serving_gateway_image(self) -> str:

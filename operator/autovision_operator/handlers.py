@@ -24,7 +24,15 @@ from typing import Any, NoReturn, TypeVar
 import kopf
 from pydantic import ValidationError
 
-from autovision.data.manifest import import_progress_key, latest_key, report_key
+from autovision.contract.files import ImportProgress, ImportReportSummary, LatestVersion, Progress
+from autovision.contract.keys import (
+    dataset_storage_name,
+    import_progress_key,
+    latest_key,
+    progress_key,
+    report_key,
+    run_prefix,
+)
 from autovision.resources import (
     GROUP,
     VERSION,
@@ -46,22 +54,16 @@ from autovision_operator.metrics import JOB_PHASES, MILLI_NODE_HOURS, RUNS_FINIS
 from autovision_operator.status import (
     RUN_SPEC_ANNOTATION,
     SPEC_CHANGE_REFUSED,
-    ImportProgress,
-    ImportReport,
     ImportResult,
     JobObservation,
     JobPhase,
-    Progress,
     dataset_status,
-    dataset_storage_name,
     has_failed,
     is_finished,
     is_started,
     needs_polling,
     observe_job,
-    progress_key,
     ready_condition,
-    run_prefix,
     run_spec,
     run_spec_annotation,
     spec_change,
@@ -255,9 +257,9 @@ def read_import_progress(storage: Storage, dataset: str) -> ImportProgress | Non
 
 def read_import_result(storage: Storage, dataset: str) -> ImportResult:
     """The newest version of a Dataset and its report, as the import Job left them."""
-    version = str(storage.read_json(latest_key(dataset))["version"])
+    version = LatestVersion.model_validate(storage.read_json(latest_key(dataset))).version
     key = report_key(dataset, version)
-    return ImportResult(version, ImportReport.model_validate(storage.read_json(key)), storage.uri(key))
+    return ImportResult(version, ImportReportSummary.model_validate(storage.read_json(key)), storage.uri(key))
 
 
 @instrumented("Dataset")
@@ -353,7 +355,7 @@ def poll_search(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Log
 
 def read_progress(storage: Storage, namespace: str, name: str, uid: str) -> Progress | None:
     """The trainer's progress.json of this run, or None before it wrote one."""
-    key = progress_key(namespace, name, uid)
+    key = progress_key(run_prefix(namespace, name, uid))
     return Progress.model_validate(storage.read_json(key)) if storage.exists(key) else None
 
 

@@ -94,7 +94,7 @@ def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> di
     training_job = (
         context.kube.read_resource(TrainingJob.info.plural, namespace, ref.training_job) if ref.training_job else None
     )
-    model = served_model(deployment, training_job, context.config.storage_endpoint)
+    model = served_model(deployment, training_job, context.config.s3_endpoint_url)
     dataset = _read_dataset(context, namespace, model.dataset) if model.dataset else None
     secret = serving_secret(deployment, dataset, context.config)
     if secret and not context.kube.secret_exists(namespace, secret):

@@ -17,22 +17,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from pydantic import Field
-
+from autovision.contract.files import SUCCEEDED_PHASE, ImportProgress, ImportReportSummary, Progress
 from autovision.resources import (
     READY,
-    Artifacts,
-    BestTrial,
     Condition,
     ConditionStatus,
-    Count,
     DatasetCounts,
     DatasetStatus,
     ResourceStatus,
-    SplitCounts,
-    StatusModel,
     TrainingJobStatus,
-    TrialCounts,
     find_condition,
     set_condition,
 )
@@ -49,7 +42,6 @@ SPEC_CHANGE_REFUSED: Final = "SpecChangeRefused"
 RUN_SPEC_ANNOTATION: Final = "autovision.dev/run-spec"
 # Spec fields that only matter when the resource is deleted: they may change at any time.
 MUTABLE_FIELDS: Final = frozenset({"artifactPolicy"})
-SUCCEEDED_PHASE: Final = "Succeeded"
 # Job failure reasons (batch/v1 JobCondition) and what they mean to a user.
 _FAILURE_REASONS: Final = {
     # Our pod failure policy fails the Job at once on the trainer's bad-input exit code.
@@ -59,79 +51,13 @@ _FAILURE_REASONS: Final = {
 }
 
 
-# --- what the trainer writes --------------------------------------------------
-
-
-def dataset_storage_name(namespace: str, name: str) -> str:
-    """A Dataset's name in storage: scoped by its namespace, so equal names in two namespaces stay apart."""
-    return f"{namespace}/{name}"
-
-
-def run_prefix(namespace: str, name: str, uid: str) -> str:
-    """Storage prefix of everything one TrainingJob run writes (a re-created namesake has a new uid)."""
-    return f"runs/{namespace}/{name}/{uid}"
-
-
-def progress_key(namespace: str, name: str, uid: str) -> str:
-    """Storage key of a TrainingJob run's progress.json."""
-    return f"{run_prefix(namespace, name, uid)}/progress.json"
-
-
-class ImportWarning(StatusModel):
-    """One warning of an import: a CamelCase reason and a readable message."""
-
-    reason: str
-    message: str
-
-
-class ImportReport(StatusModel):
-    """The parts of an import's report.json the Dataset status shows."""
-
-    total: Count = Field(description="Files seen in the source.")
-    kept: Count = Field(description="Images accepted into the version.")
-    rejected: Count = 0
-    duplicates: Count = 0
-    conflicts: Count = 0
-    per_label: dict[str, SplitCounts] = Field(default={})
-    warnings: list[ImportWarning] = Field(default=[])
-
-
-class ImportProgress(StatusModel):
-    """A running import's import-progress.json: its stage and how far into it."""
-
-    stage: str
-    completed: float = 0.0
-    total: float | None = None
-
-    def describe(self) -> str:
-        """The stage and count, for the Importing condition's message."""
-        if self.total:
-            return f"{self.stage.lower()}: {self.completed:,.0f} of {self.total:,.0f}"
-        return self.stage.lower()
-
-
 @dataclass(frozen=True)
 class ImportResult:
     """A finished import: its version, its report and where the report is."""
 
     version: str
-    report: ImportReport
+    report: ImportReportSummary
     report_uri: str
-
-
-class Progress(StatusModel):
-    """The trainer's progress.json: the search's state, rewritten as it goes."""
-
-    phase: str = Field(description="Searching while the search runs, Succeeded once the model is exported.")
-    trials: TrialCounts = TrialCounts()
-    best: BestTrial | None = None
-    milli_node_hours_used: Count = 0
-    artifacts: Artifacts | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the trainer finished and wrote its artifacts."""
-        return self.phase == SUCCEEDED_PHASE
 
 
 # --- what the Job says --------------------------------------------------------
@@ -378,7 +304,7 @@ def dataset_status(
     )
 
 
-def _data_warnings(report: ImportReport) -> Cond:
+def _data_warnings(report: ImportReportSummary) -> Cond:
     if not report.warnings:
         return Cond(DATA_WARNINGS, ConditionStatus.FALSE, "NoWarnings", "the import found nothing to warn about")
     reason = report.warnings[0].reason if len(report.warnings) == 1 else "SeveralWarnings"

@@ -11,32 +11,47 @@ given configuration), the final fit of the chosen configuration on train +
 validation as the budget allows, evaluation on the test split, exports and the
 Triton repositories, and the model card with the trials table and Pareto front.
 
-A finished run holds, under ``runs/<namespace>/<job>/<uid>/``::
-
-    progress.json                                   what the operator shows (phase, trials, best, budget)
-    study/journal.log                               the search's shared Optuna study
-    trials/<n>/checkpoint.pt                        every trial's checkpoint
-    final/plan.json, final/checkpoint.pt            the final fit
-    model/model.onnx, model.pt, model.int8.onnx    exports (fp32 ones parity-checked)
-    model/test_predictions.npz                      test-split scores: evaluation can be redone
-    model/evaluation.json, confusion_matrix.csv, report.html
-    model/model.json                                the model card, written last
-    triton/                                         local layout (Python backend + ONNX Runtime)
-    triton-cluster/                                 cluster layout (ensemble, ONNX Runtime backend)
+Where each of these lives is ``autovision.contract.keys``; what progress.json
+and model.json hold is ``autovision.contract.files``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autovision.data.manifest import ImageRecord, decode_manifest, labels_of, manifest_key, report_key
+from autovision.contract.files import (
+    SUCCEEDED_PHASE,
+    DatasetVersionRef,
+    FinalFit,
+    ImportReportSummary,
+    ModelCard,
+    ModelMetrics,
+    Progress,
+    now_iso,
+)
+from autovision.contract.keys import (
+    CONFUSION_MATRIX_FILE,
+    EVALUATION_FILE,
+    INT8_ONNX_FILE,
+    ONNX_FILE,
+    REPORT_FILE,
+    TEST_PREDICTIONS_FILE,
+    TORCHSCRIPT_FILE,
+    TRITON_CLUSTER,
+    TRITON_LOCAL,
+    RunLocation,
+    manifest_key,
+    model_card_key,
+    model_dir_key,
+    report_key,
+    triton_key,
+)
+from autovision.data.manifest import ImageRecord, decode_manifest, labels_of
 from autovision.evaluate import (
     SplitPredictions,
     confusion_matrix_csv,
@@ -47,18 +62,7 @@ from autovision.evaluate import (
 )
 from autovision.evaluate.metrics import DEFAULT_SCORE_THRESHOLD
 from autovision.export.bundle import ExportedModel, export_model
-from autovision.export.layout import (
-    CONFUSION_MATRIX_FILE,
-    EVALUATION_FILE,
-    INT8_ONNX_FILE,
-    MODEL_DIR,
-    ONNX_FILE,
-    REPORT_FILE,
-    TEST_PREDICTIONS_FILE,
-    TORCHSCRIPT_FILE,
-    ModelLocation,
-)
-from autovision.export.layout import MODEL_CARD as MODEL_CARD_FILE
+from autovision.export.layout import ModelLocation
 from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.progress import Reporter
 from autovision.report import render_report, thumbnail_data_uri
@@ -73,8 +77,8 @@ from autovision.search.runner import (
     SearchSettings,
     summarise,
     trial_counts,
+    write_progress,
 )
-from autovision.search.runner import write_progress as write_run_progress
 from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space, space_for
 from autovision.serving.cluster import write_cluster_repository
 from autovision.serving.repository import write_local_repository
@@ -82,24 +86,6 @@ from autovision.storage import Storage, StorageError, read_uris
 from autovision.train.images import ImageSet
 from autovision.train.models import UserBackboneConfig, backbone_weights
 from autovision.train.trainer import CPU, TrainConfig, image_logits
-
-MODEL_CARD = f"{MODEL_DIR}/{MODEL_CARD_FILE}"
-TRITON_LOCAL = "triton"
-TRITON_CLUSTER = "triton-cluster"
-
-
-@dataclass(frozen=True)
-class RunLocation:
-    """Where one TrainingJob run lives: ``runs/<namespace>/<job>/<uid>``."""
-
-    namespace: str
-    job: str
-    uid: str
-
-    @property
-    def prefix(self) -> str:
-        """The run's storage prefix."""
-        return f"runs/{self.namespace}/{self.job}/{self.uid}"
 
 
 def run_uid(*parts: object) -> str:
@@ -113,20 +99,11 @@ def local_run_uid(dataset_version: str, config: TrainConfig, preprocess: Preproc
     return run_uid(dataset_version, config.describe(), preprocess.to_json())
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def write_progress(storage: Storage, run: RunLocation, **fields: Any) -> None:
-    """progress.json, read by the operator: phase, trials, best so far, budget used."""
-    write_run_progress(storage, run.prefix, **fields)
-
-
 def is_multi_label(storage: Storage, dataset: str, version: str, records: list[ImageRecord]) -> bool:
     """The dataset version's task, from its import report (or its labels, for a version without one)."""
     key = report_key(dataset, version)
     if storage.exists(key):
-        return bool(storage.read_json(key)["task"] == Task.MULTI_LABEL.value)
+        return ImportReportSummary.model_validate(storage.read_json(key)).task == Task.MULTI_LABEL
     return any(len(record.labels) > 1 for record in records)
 
 
@@ -162,7 +139,7 @@ def train_evaluate_export(
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     search: SearchSettings | None = None,
     backbones: Sequence[Backbone] = (),
-) -> dict[str, Any]:
+) -> ModelCard:
     """Search, fit the final model, evaluate on the test split, export three formats and two Triton repositories.
 
     With ``config`` (and optionally ``preprocess``) exactly that configuration is
@@ -171,10 +148,9 @@ def train_evaluate_export(
     default configuration is trained once). Returns the model card. A run whose
     model card exists is returned as is.
     """
-    if storage.exists(f"{run.prefix}/{MODEL_CARD}"):
+    if storage.exists(model_card_key(run.prefix)):
         reporter.note(f"run {run.uid} already complete: reusing it")
-        card: dict[str, Any] = storage.read_json(f"{run.prefix}/{MODEL_CARD}")
-        return card
+        return ModelCard.model_validate(storage.read_json(model_card_key(run.prefix)))
     settings = search or SearchSettings()
     job = build_search_job(
         storage,
@@ -193,7 +169,7 @@ def train_evaluate_export(
     preprocess = result.candidate.preprocess
     test = images.split("test", preprocess.size).to(CPU)
 
-    model_dir = ModelLocation(storage, f"{run.prefix}/{MODEL_DIR}")
+    model_dir = ModelLocation(storage, model_dir_key(run.prefix))
     reporter.stage("Evaluating on the test split", total=1)
     predictions = score_test_split(final, test, labels, preprocess, multi_label)
     storage.write_bytes(model_dir.key(TEST_PREDICTIONS_FILE), predictions.to_npz())
@@ -238,21 +214,20 @@ def train_evaluate_export(
         optimize_for=settings.optimize_for,
         artifacts=artifact_uris(storage, run, model_dir, multi_label),
     )
-    storage.write_json(f"{run.prefix}/{MODEL_CARD}", card)
-    write_progress(
-        storage,
-        run,
-        phase="Succeeded",
-        trials=trial_counts(result.trials),
-        best={
+    storage.write_json(model_card_key(run.prefix), card.to_json())
+    progress = {
+        "phase": SUCCEEDED_PHASE,
+        "trials": trial_counts(result.trials),
+        "best": {
             "trial": result.chosen.number,
             "architecture": result.candidate.architecture,
             "metric": result.metric,
             "value": result.chosen.value,
         },
-        milliNodeHoursUsed=card["milliNodeHoursUsed"],
-        artifacts=card["artifacts"],
-    )
+        "milliNodeHoursUsed": card.milli_node_hours_used,
+        "artifacts": card.artifacts,
+    }
+    write_progress(storage, run.prefix, Progress.model_validate(progress))
     return card
 
 
@@ -370,7 +345,7 @@ def report_facts(
         ("search", f"{len(result.trials)} trials, stopped: {result.stop_reason}; chose trial {result.chosen.number}"),
         ("epochs", f"{final.epochs_trained} ({refit})"),
         ("training time", f"{seconds:.1f} s ({milli_node_hours(seconds)} milli node-hours)"),
-        ("created", _now()),
+        ("created", now_iso()),
     ]
 
 
@@ -413,9 +388,9 @@ def write_triton_repositories(
     """Both Triton layouts, each replacing whatever a previous attempt left under its prefix."""
     write_local_repository(workdir / TRITON_LOCAL, onnx_path, labels, preprocess, multi_label=multi_label)
     write_cluster_repository(workdir / TRITON_CLUSTER, onnx_path, labels, preprocess, multi_label=multi_label)
-    for prefix in (TRITON_LOCAL, TRITON_CLUSTER):
-        storage.delete_prefix(f"{run.prefix}/{prefix}")
-        storage.upload_dir(workdir / prefix, f"{run.prefix}/{prefix}")
+    for layout in (TRITON_LOCAL, TRITON_CLUSTER):
+        storage.delete_prefix(triton_key(run.prefix, layout))
+        storage.upload_dir(workdir / layout, triton_key(run.prefix, layout))
 
 
 def artifact_uris(storage: Storage, run: RunLocation, model_dir: ModelLocation, multi_label: bool) -> dict[str, str]:
@@ -429,8 +404,8 @@ def artifact_uris(storage: Storage, run: RunLocation, model_dir: ModelLocation, 
         "testPredictions": model_dir.uri(TEST_PREDICTIONS_FILE),
         "confusionMatrix": model_dir.uri(CONFUSION_MATRIX_FILE),
         "report": model_dir.uri(REPORT_FILE),
-        "tritonRepository": storage.uri(f"{run.prefix}/{TRITON_LOCAL}"),
-        "tritonClusterRepository": storage.uri(f"{run.prefix}/{TRITON_CLUSTER}"),
+        "tritonRepository": storage.uri(triton_key(run.prefix, TRITON_LOCAL)),
+        "tritonClusterRepository": storage.uri(triton_key(run.prefix, TRITON_CLUSTER)),
     }
     if multi_label:  # no confusion matrix: labels are not exclusive
         del uris["confusionMatrix"]
@@ -450,47 +425,46 @@ def model_card(
     budget_milli_node_hours: int | None,
     optimize_for: OptimizeFor,
     artifacts: dict[str, str],
-) -> dict[str, Any]:
+) -> ModelCard:
     """model.json: what the model is, what it was trained on, how it was chosen, how good it is, where its files are."""
     candidate, chosen = result.candidate, result.chosen
     preprocess = candidate.preprocess
     seconds = _used_seconds(result, final)
-    return {
-        "task": (Task.MULTI_LABEL if multi_label else Task.SINGLE_LABEL).value,
-        "architecture": candidate.config.architecture.describe(),
-        "training": candidate.config.describe(),
-        "inputSize": preprocess.size,
-        "mean": list(preprocess.mean),
-        "std": list(preprocess.std),
-        "preprocessing": "decode, convert to RGB, bilinear resize to inputSize x inputSize, "
+    return ModelCard(
+        task=Task.MULTI_LABEL if multi_label else Task.SINGLE_LABEL,
+        architecture=candidate.config.architecture.describe(),
+        training=candidate.config.describe(),
+        input_size=preprocess.size,
+        mean=preprocess.mean,
+        std=preprocess.std,
+        preprocessing="decode, convert to RGB, bilinear resize to inputSize x inputSize, "
         "scale to [0, 1], normalise with mean and std, NCHW float32",
-        "labels": labels,
-        "dataset": {"name": dataset, "version": version},
-        "metrics": {
-            "testAccuracy": evaluation["accuracy"],
-            "testAveragePrecision": evaluation["averagePrecision"]["micro"],
-            "testLogLoss": evaluation["logLoss"],
-            "int8TestAccuracy": evaluation["int8"]["accuracy"],
-            "scoreThreshold": evaluation["scoreThreshold"],
-            "validationMetric": result.metric,
-            "validationValue": chosen.value,
-            "validationAccuracy": None if multi_label else chosen.value,
-            "bestEpoch": final.epochs_trained if final.refit else chosen.best_epoch,
-            "epochsTrained": final.epochs_trained,
-            "latencyMs": chosen.latency_ms,
-            "parameters": chosen.parameters,
-        },
-        "exports": {
+        labels=labels,
+        dataset=DatasetVersionRef(name=dataset, version=version),
+        metrics=ModelMetrics(
+            test_accuracy=evaluation["accuracy"],
+            test_average_precision=evaluation["averagePrecision"]["micro"],
+            test_log_loss=evaluation["logLoss"],
+            int8_test_accuracy=evaluation["int8"]["accuracy"],
+            score_threshold=evaluation["scoreThreshold"],
+            validation_metric=result.metric,
+            validation_value=chosen.value,
+            validation_accuracy=None if multi_label else chosen.value,
+            best_epoch=final.epochs_trained if final.refit else chosen.best_epoch,
+            epochs_trained=final.epochs_trained,
+            latency_ms=chosen.latency_ms,
+            parameters=chosen.parameters,
+        ),
+        exports={
             "onnx": {"file": ONNX_FILE, "opset": exported.onnx_opset, "dynamicBatch": True},
             "torchscript": {"file": TORCHSCRIPT_FILE},
             "int8Onnx": {"file": INT8_ONNX_FILE, "quantization": "static QDQ, per-channel int8 weights"},
         },
-        "parity": {name: report.to_json() for name, report in exported.parity.items()},
-        "search": result.to_json(optimize_for),
-        "finalFit": {"trial": chosen.number, "retrained": final.refit, "seconds": round(final.seconds, 2)},
-        "milliNodeHoursUsed": milli_node_hours(seconds),
-        "budgetMilliNodeHours": budget_milli_node_hours,
-        "trainingSeconds": round(seconds, 2),
-        "artifacts": artifacts,
-        "createdAt": _now(),
-    }
+        parity={name: report.to_json() for name, report in exported.parity.items()},
+        search=result.to_json(optimize_for),
+        final_fit=FinalFit(trial=chosen.number, retrained=final.refit, seconds=round(final.seconds, 2)),
+        milli_node_hours_used=milli_node_hours(seconds),
+        budget_milli_node_hours=budget_milli_node_hours,
+        training_seconds=round(seconds, 2),
+        artifacts=artifacts,
+    )

@@ -11,14 +11,15 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from autovision.client import AutoMLPrediction, predict_automl
+from autovision.contract.files import ModelCard
+from autovision.contract.keys import TRITON_LOCAL, RunLocation
 from autovision.data.digits import write_digits_zip
 from autovision.data.importer import ImportResult, import_dataset
 from autovision.data.manifest import ImageRecord
 from autovision.embedded_s3 import EmbeddedS3, free_port
-from autovision.pipeline import TRITON_LOCAL, RunLocation, local_run_uid, train_evaluate_export
+from autovision.pipeline import local_run_uid, train_evaluate_export
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.serving import LocalTritonServer, Prediction, predict
@@ -35,7 +36,7 @@ class QuickstartResult:
 
     dataset: ImportResult
     run: RunLocation
-    card: dict[str, Any]
+    card: ModelCard
     image: ImageRecord
     served: Served
 

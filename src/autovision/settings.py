@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from autovision.contract import env
+
 # Every scheme the importer can read. A cluster leaves out file (the pod's own disk is
 # never a user's data), and may leave out http and https (requests from inside the cluster).
 IMPORT_URI_SCHEMES = ("s3", "file", "http", "https")
@@ -20,7 +22,7 @@ IMPORT_URI_SCHEMES = ("s3", "file", "http", "https")
 class Settings(BaseSettings):
     """Where AutoVision keeps its data and how it reaches S3."""
 
-    model_config = SettingsConfigDict(env_prefix="AUTOVISION_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=env.PREFIX, extra="ignore", populate_by_name=True)
 
     storage_root: str = Field(
         default="file://.autovision/storage",
@@ -28,24 +30,25 @@ class Settings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("AUTOVISION_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+        validation_alias=AliasChoices(env.S3_ENDPOINT_URL, env.AWS_ENDPOINT_URL),
         description="S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS; None means AWS.",
     )
     s3_access_key_id: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("AUTOVISION_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        validation_alias=AliasChoices(env.S3_ACCESS_KEY_ID, env.AWS_ACCESS_KEY_ID),
     )
     s3_secret_access_key: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("AUTOVISION_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        validation_alias=AliasChoices(env.S3_SECRET_ACCESS_KEY, env.AWS_SECRET_ACCESS_KEY),
     )
     s3_region: str = Field(
         default="us-east-1",
-        validation_alias=AliasChoices("AUTOVISION_S3_REGION", "AWS_DEFAULT_REGION"),
+        validation_alias=AliasChoices(env.S3_REGION, env.AWS_DEFAULT_REGION),
     )
     import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=IMPORT_URI_SCHEMES,
-        description="URI schemes an import may read, its source and a CSV index's rows alike; comma-separated.",
+        description="URI schemes an import may read, its source and a CSV index's rows alike; comma-separated. "
+        "The local runtime reads all of them; a cluster's operator passes its own list to every Job.",
     )
 
     @field_validator("import_uri_schemes", mode="before")

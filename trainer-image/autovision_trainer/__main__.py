@@ -1,8 +1,10 @@
 """``autovision-trainer import|train``: what the operator's Jobs run.
 
-Exit codes: 0 success, 2 bad input (the Job's podFailurePolicy fails the Job at
-once instead of retrying), anything else a retryable failure (the retry resumes
-from the checkpoints in storage).
+The command line is ``autovision.contract.trainer_args``, the definition the
+operator builds it from. The exit status is ``autovision.contract.exit_codes``:
+bad input makes the Job's podFailurePolicy fail the Job at once instead of
+retrying; any other failure is retried, and the retry resumes from the
+checkpoints in storage.
 """
 
 from __future__ import annotations
@@ -10,80 +12,44 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any, NoReturn
+from collections.abc import Callable, Sequence
 
-import typer
-
+from autovision.contract import env, exit_codes
+from autovision.contract.files import ModelCard
+from autovision.contract.keys import RunLocation, import_progress_key
+from autovision.contract.trainer_args import ImportArgs, TrainArgs, TrainerArgsError, parse_trainer_args
 from autovision.data.importer import DatasetImportError, SplitSettings
 from autovision.data.importer import import_dataset as import_source
-from autovision.data.manifest import import_progress_key
 from autovision.data.rules import check_dataset_name
-from autovision.pipeline import RunLocation, join_search, train_evaluate_export
+from autovision.pipeline import join_search, train_evaluate_export
 from autovision.progress import LogReporter, ProgressFile
-from autovision.resources import Backbone, OptimizeFor, Task
-from autovision.search.runner import CONNECT_TIMEOUT_SECONDS, SearchSettings
 from autovision.storage import Storage, StorageError
 from autovision.train.models import BackboneWeightsError
 
-BAD_INPUT_EXIT_CODE = 2
 
-app = typer.Typer(help="AutoVision trainer: run by the operator's Jobs.", no_args_is_help=True)
+class BadInputError(ValueError):
+    """Input no retry can fix: the Job fails at once."""
 
 
-@app.command(name="import")
-def import_dataset(
-    *,
-    name: Annotated[str, typer.Option()],
-    source: Annotated[str, typer.Option()],
-    task: Annotated[str, typer.Option()] = "SingleLabel",
-    train: Annotated[int, typer.Option()] = 80,
-    validation: Annotated[int, typer.Option()] = 10,
-    test: Annotated[int, typer.Option()] = 10,
-    seed: Annotated[int, typer.Option()] = 0,
-) -> None:
+def import_dataset(args: ImportArgs) -> None:
     """Import a Dataset's source into a versioned dataset in storage."""
-    if task not in {choice.value for choice in Task}:
-        _bad_input(f"task {task!r} is not one of {', '.join(choice.value for choice in Task)}")
     try:
-        check_dataset_name(name)  # before a storage key is made of it
+        check_dataset_name(args.name)  # before a storage key is made of it
     except DatasetImportError as error:
-        _bad_input(str(error))
+        raise BadInputError(str(error)) from None
     storage = Storage.from_settings()
-    progress = ProgressFile(storage, import_progress_key(name), LogReporter())
+    progress = ProgressFile(storage, import_progress_key(args.name), LogReporter())
+    split = SplitSettings(args.train, args.validation, args.test, args.seed)
     try:
-        result = import_source(
-            source, name, storage, SplitSettings(train, validation, test, seed), task=Task(task), reporter=progress
-        )
+        result = import_source(args.source, args.name, storage, split, task=args.task, reporter=progress)
     except (DatasetImportError, StorageError) as error:
-        _bad_input(str(error))
+        raise BadInputError(str(error)) from None
     finally:
         progress.remove()
-    logging.info("imported %s version %s (%d images)", name, result.version, len(result.records))
+    logging.info("imported %s version %s (%d images)", args.name, result.version, len(result.records))
 
 
-@app.command()
-def train(
-    *,
-    namespace: Annotated[str, typer.Option()],
-    job: Annotated[str, typer.Option()],
-    uid: Annotated[str, typer.Option()],
-    dataset: Annotated[str, typer.Option()],
-    dataset_version: Annotated[str, typer.Option()],
-    budget_milli_node_hours: Annotated[int, typer.Option(min=1)],
-    optimize_for: Annotated[OptimizeFor, typer.Option(case_sensitive=False)] = OptimizeFor.BALANCED,
-    early_stopping: Annotated[bool, typer.Option("--early-stopping/--no-early-stopping")] = True,
-    workers: Annotated[int | None, typer.Option(min=1, help="Search workers; default one per GPU.")] = None,
-    backbone: Annotated[list[str] | None, typer.Option(metavar="NAME=ARCH@URI", help="A user backbone.")] = None,
-    nodes: Annotated[int, typer.Option(min=1, envvar="AUTOVISION_NODES", help="Nodes of the search.")] = 1,
-    coordinator: Annotated[
-        str | None,
-        typer.Option(envvar="AUTOVISION_STUDY_COORDINATOR", help="HOST:PORT of node 0's study server."),
-    ] = None,
-    connect_timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds the other nodes wait for node 0's study server.")
-    ] = CONNECT_TIMEOUT_SECONDS,
-) -> None:
+def train(args: TrainArgs) -> None:
     """Search, fit, evaluate and export a TrainingJob's model inside its budget; resumable.
 
     Single- and multi-label datasets alike: the task is read from the dataset version.
@@ -94,49 +60,59 @@ def train(
     """
     import torch
 
+    from autovision.search.runner import SearchSettings
+
     try:
-        backbones = [Backbone.parse(text) for text in backbone or []]
         settings = SearchSettings(
-            optimize_for=optimize_for,
-            early_stopping=early_stopping,
-            workers=workers or max(1, torch.cuda.device_count()),
-            node=int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
-            nodes=nodes,
-            coordinator=coordinator,
-            connect_timeout=connect_timeout,
+            optimize_for=args.optimize_for,
+            early_stopping=args.early_stopping,
+            workers=args.workers or max(1, torch.cuda.device_count()),
+            node=int(os.environ.get(env.JOB_COMPLETION_INDEX, "0")),
+            nodes=args.nodes,
+            coordinator=args.coordinator,
+            connect_timeout=args.connect_timeout,
         )
     except ValueError as error:
-        _bad_input(str(error))
+        raise BadInputError(str(error)) from None
     # Node 0 (or the only node) searches, fits and exports; the other nodes only search with it.
-    step: Callable[..., dict[str, Any] | None] = join_search if settings.is_member_node else train_evaluate_export
+    step: Callable[..., ModelCard | None] = join_search if settings.is_member_node else train_evaluate_export
     try:
         card = step(
             Storage.from_settings(),
-            dataset,
-            dataset_version,
-            RunLocation(namespace, job, uid),
+            args.dataset,
+            args.dataset_version,
+            RunLocation(args.namespace, args.job, args.uid),
             LogReporter(),
-            budget_milli_node_hours=budget_milli_node_hours,
+            budget_milli_node_hours=args.budget_milli_node_hours,
             search=settings,
-            backbones=backbones,
+            backbones=args.backbones(),
         )
     except (StorageError, BackboneWeightsError) as error:
-        _bad_input(str(error))
+        raise BadInputError(str(error)) from None
     if card is None:
         logging.info("node %d: the search is over; node 0 fits and exports the model", settings.node)
     else:
-        logging.info("run complete: test accuracy %.4f", card["metrics"]["testAccuracy"])
+        logging.info("run complete: test accuracy %.4f", card.metrics.test_accuracy)
 
 
-def _bad_input(message: str) -> NoReturn:
-    logging.error("%s", message)
-    sys.exit(BAD_INPUT_EXIT_CODE)
+def run(argv: Sequence[str]) -> int:
+    """Run one trainer command line; its exit status."""
+    try:
+        args = parse_trainer_args(argv)
+        if isinstance(args, ImportArgs):
+            import_dataset(args)
+        elif isinstance(args, TrainArgs):
+            train(args)
+    except (TrainerArgsError, BadInputError) as error:
+        logging.error("%s", error)
+        return exit_codes.BAD_INPUT
+    return exit_codes.SUCCESS
 
 
 def main() -> None:
     """Console script entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    app()
+    sys.exit(run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

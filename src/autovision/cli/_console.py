@@ -8,6 +8,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from autovision.contract import env
+from autovision.contract.keys import run_prefix
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -16,7 +19,7 @@ ModelArgument = Annotated[
     str,
     typer.Argument(
         help="A run or its model/ directory: a URI (file://, s3://), a path, or a run prefix under "
-        "AUTOVISION_STORAGE_ROOT such as runs/local/quickstart/<uid>."
+        f"{env.STORAGE_ROOT} such as {run_prefix('local', 'quickstart', '<uid>')}."
     ),
 ]
 

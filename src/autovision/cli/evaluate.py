@@ -24,9 +24,10 @@ def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole evaluation as JSON.")] = False,
 ) -> None:
     """Recompute a model's evaluation from its saved test-split predictions and print a summary."""
+    from autovision.contract.keys import EVALUATION_FILE, TEST_PREDICTIONS_FILE
     from autovision.evaluate import SplitPredictions, evaluate_predictions, per_label_rows, summary_rows
     from autovision.evaluate.tables import PER_LABEL_COLUMNS
-    from autovision.export.layout import EVALUATION_FILE, TEST_PREDICTIONS_FILE, ModelNotFoundError, locate_model
+    from autovision.export.layout import ModelNotFoundError, locate_model
     from autovision.storage import Storage, StorageError
 
     try:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from autovision.cli._console import RichReporter, console, fail, progress_display
+from autovision.contract import env
 
 app = typer.Typer()
 
@@ -22,7 +23,7 @@ def predict_batch_command(
     *,
     model: Annotated[
         str,
-        typer.Option(help="A run or its model/ directory: URI, path, or run prefix under AUTOVISION_STORAGE_ROOT."),
+        typer.Option(help=f"A run or its model/ directory: URI, path, or run prefix under {env.STORAGE_ROOT}."),
     ],
     output: Annotated[str, typer.Option(help="Output prefix (URI or path) for the JSON Lines shards.")],
     top_k: Annotated[int, typer.Option(min=1, help="Labels per image.")] = 3,

@@ -40,13 +40,13 @@ def quickstart(
         raise typer.Exit(code=130) from None
     except (DatasetImportError, StorageError) as error:
         fail(str(error))
-    metrics = result.card["metrics"]
+    metrics = result.card.metrics
     summary = Table(title="AutoVision quickstart", show_header=False)
     summary.add_row("dataset", f"{result.dataset.name} {result.dataset.version} ({len(result.dataset.records)} images)")
     summary.add_row("run", result.run.prefix)
-    summary.add_row("test accuracy", f"{metrics['testAccuracy']:.4f}")
-    summary.add_row("validation accuracy", f"{metrics['validationAccuracy']:.4f}")
-    summary.add_row("budget used", f"{result.card['milliNodeHoursUsed']} milli node-hours")
+    summary.add_row("test accuracy", f"{metrics.test_accuracy:.4f}")
+    summary.add_row("validation accuracy", f"{metrics.validation_accuracy:.4f}")
+    summary.add_row("budget used", f"{result.card.milli_node_hours_used} milli node-hours")
     summary.add_row("image", f"{result.image.source} (true label {result.image.labels[0]})")
     for protocol, predictions in result.served.kserve.items():
         summary.add_row(f"Triton {protocol}", ", ".join(f"{p.label} {p.score:.3f}" for p in predictions))

@@ -41,10 +41,11 @@ class TritonWatchdog:
 
 def repository_storage(location: ModelLocation) -> Storage:
     """The run's local Triton repository, where its model card says it is (as a ModelDeployment finds it)."""
-    from autovision.export.layout import MODEL_CARD, ModelNotFoundError
+    from autovision.contract.keys import MODEL_CARD
+    from autovision.export.layout import ModelNotFoundError
     from autovision.storage import Storage
 
-    uri = location.storage.read_json(location.key(MODEL_CARD)).get("artifacts", {}).get("tritonRepository")
+    uri = location.card().artifacts.get("tritonRepository")
     if not uri:
         raise ModelNotFoundError(f"{location.uri(MODEL_CARD)} names no artifacts.tritonRepository")
     return Storage(uri, location.storage.settings)

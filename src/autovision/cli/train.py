@@ -16,6 +16,7 @@ from autovision.cli._console import RichReporter, console, errors, fail, progres
 from autovision.resources import Backbone, OptimizeFor
 
 if TYPE_CHECKING:
+    from autovision.contract.files import ModelCard
     from autovision.progress import Reporter
     from autovision.storage import Storage
 
@@ -52,7 +53,8 @@ def train_command(
 
     Running the same command again continues an interrupted search, or shows the finished one.
     """
-    from autovision.pipeline import RunLocation, run_uid, train_evaluate_export
+    from autovision.contract.keys import RunLocation
+    from autovision.pipeline import run_uid, train_evaluate_export
     from autovision.search.runner import SearchSettings
     from autovision.storage import Storage, StorageError
     from autovision.train.models import BackboneWeightsError
@@ -104,32 +106,33 @@ def _reporter(*, quiet: bool) -> Iterator[Reporter]:
 
 
 def _latest_version(storage: Storage, dataset: str) -> str:
-    from autovision.data.manifest import latest_key
+    from autovision.contract.files import LatestVersion
+    from autovision.contract.keys import latest_key
     from autovision.storage import StorageError
 
     key = latest_key(dataset)
     if not storage.exists(key):
         raise StorageError(f"dataset {dataset!r} has no imported version: run `autovision dataset import` first")
-    return str(storage.read_json(key)["version"])
+    return LatestVersion.model_validate(storage.read_json(key)).version
 
 
-def summary(card: dict[str, Any], prefix: str) -> dict[str, Any]:
+def summary(card: ModelCard, prefix: str) -> dict[str, Any]:
     """The ``--json`` object: the chosen model, its metrics, the budget, the front and every trial."""
-    search = card["search"]
+    search = card.search
     return {
         "run": prefix,
-        "dataset": card["dataset"],
+        "dataset": card.dataset.to_json(),
         "optimizeFor": search["optimizeFor"],
         "chosenTrial": search["chosenTrial"],
-        "architecture": card["architecture"],
-        "inputSize": card["inputSize"],
-        "metrics": card["metrics"],
-        "milliNodeHoursUsed": card["milliNodeHoursUsed"],
-        "budgetMilliNodeHours": card["budgetMilliNodeHours"],
+        "architecture": card.architecture,
+        "inputSize": card.input_size,
+        "metrics": card.metrics.to_json(),
+        "milliNodeHoursUsed": card.milli_node_hours_used,
+        "budgetMilliNodeHours": card.budget_milli_node_hours,
         "stopReason": search["stopReason"],
         "paretoFront": search["paretoFront"],
         "trials": search["trials"],
-        "artifacts": card["artifacts"],
+        "artifacts": card.artifacts,
     }
 
 
@@ -137,9 +140,9 @@ def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def trials_table(card: dict[str, Any]) -> Table:
+def trials_table(card: ModelCard) -> Table:
     """Every trial: id, architecture, resolution, epochs, metric, latency and state (the chosen one marked)."""
-    search = card["search"]
+    search = card.search
     front = {point["trial"] for point in search["paretoFront"]}
     table = Table(*TRIAL_COLUMNS, title=f"Trials ({search['metric']} on validation; * on the Pareto front)")
     for trial in search["trials"]:
@@ -156,19 +159,17 @@ def trials_table(card: dict[str, Any]) -> Table:
     return table
 
 
-def summary_table(card: dict[str, Any], prefix: str) -> Table:
+def summary_table(card: ModelCard, prefix: str) -> Table:
     """The chosen model and what it cost."""
-    metrics, search = card["metrics"], card["search"]
+    metrics, search = card.metrics, card.search
     table = Table(title="AutoVision train", show_header=False)
     table.add_row("run", prefix)
     table.add_row("optimize for", search["optimizeFor"])
-    table.add_row(
-        "chosen trial", f"{search['chosenTrial']}: {card['architecture']['family']} at {card['inputSize']} px"
-    )
-    table.add_row("test accuracy", f"{metrics['testAccuracy']:.4f}")
-    table.add_row(search["metric"], _number(metrics["validationValue"], 4))
-    table.add_row("batch-1 latency", f"{_number(metrics['latencyMs'], 2)} ms")
+    table.add_row("chosen trial", f"{search['chosenTrial']}: {card.architecture['family']} at {card.input_size} px")
+    table.add_row("test accuracy", f"{metrics.test_accuracy:.4f}")
+    table.add_row(search["metric"], _number(metrics.validation_value, 4))
+    table.add_row("batch-1 latency", f"{_number(metrics.latency_ms, 2)} ms")
     table.add_row("search stopped", search["stopReason"])
-    table.add_row("budget used", f"{card['milliNodeHoursUsed']} of {card['budgetMilliNodeHours']} milli node-hours")
-    table.add_row("model", card["artifacts"]["model"])
+    table.add_row("budget used", f"{card.milli_node_hours_used} of {card.budget_milli_node_hours} milli node-hours")
+    table.add_row("model", card.artifacts["model"])
     return table

@@ -15,18 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from autovision.contract.files import LatestVersion
+from autovision.contract.keys import dataset_prefix, latest_key, manifest_key, report_key
 from autovision.data.batching import bounded_batches
 from autovision.data.curate import DistinctImage, Entry, assign_splits, content_version, curate
 from autovision.data.inspection import inspect_all
-from autovision.data.manifest import (
-    ImageRecord,
-    SplitName,
-    dataset_prefix,
-    encode_manifest,
-    latest_key,
-    manifest_key,
-    report_key,
-)
+from autovision.data.manifest import ImageRecord, SplitName, encode_manifest
 from autovision.data.near_duplicates import find_near_duplicates
 from autovision.data.report import ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
@@ -136,7 +130,7 @@ def load_report(storage: Storage, name: str, version: str | None = None) -> dict
     """The report of a dataset's version (its latest when none is given), for ``describe``."""
     check_dataset_name(name)
     try:
-        version = version or str(storage.read_json(latest_key(name))["version"])
+        version = version or LatestVersion.model_validate(storage.read_json(latest_key(name))).version
         report: dict[str, Any] = storage.read_json(report_key(name, version))
     except StorageError as error:
         raise StorageError(f"dataset {name!r} has no imported version in {storage.uri('datasets')}") from error
@@ -205,6 +199,7 @@ def _read_batch(source: Source, prefix: str, batch: list[DistinctImage]) -> dict
 def _point_latest(storage: Storage, name: str, version: str) -> None:
     """Make ``version`` the dataset's latest, unless it already is (nothing is rewritten)."""
     key = latest_key(name)
-    if storage.exists(key) and storage.read_json(key) == {"version": version}:
+    latest = LatestVersion(version=version)
+    if storage.exists(key) and LatestVersion.model_validate(storage.read_json(key)) == latest:
         return
-    storage.write_json(key, {"version": version})
+    storage.write_json(key, latest.to_json())

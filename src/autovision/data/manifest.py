@@ -27,31 +27,6 @@ class ImageRecord(BaseModel):
     source: str = ""
 
 
-def dataset_prefix(name: str, version: str) -> str:
-    """Storage prefix of one immutable dataset version."""
-    return f"datasets/{name}/{version}"
-
-
-def manifest_key(name: str, version: str) -> str:
-    """Storage key of one dataset version's manifest, written last: the version is complete once it exists."""
-    return f"{dataset_prefix(name, version)}/manifest.jsonl"
-
-
-def report_key(name: str, version: str) -> str:
-    """Storage key of one dataset version's import report (read by the trainer and the operator)."""
-    return f"{dataset_prefix(name, version)}/report.json"
-
-
-def import_progress_key(name: str) -> str:
-    """Storage key where a running import reports its stage and progress (read by the operator)."""
-    return f"datasets/{name}/import-progress.json"
-
-
-def latest_key(name: str) -> str:
-    """Storage key of the pointer to a dataset's most recently imported version."""
-    return f"datasets/{name}/latest.json"
-
-
 def encode_manifest(records: list[ImageRecord]) -> bytes:
     """The manifest.jsonl bytes of a version (one record per line)."""
     return "".join(record.model_dump_json() + "\n" for record in records).encode()

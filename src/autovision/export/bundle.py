@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from autovision.export.layout import INT8_ONNX_FILE, ONNX_FILE, TORCHSCRIPT_FILE
+from autovision.contract.keys import INT8_ONNX_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 from autovision.export.onnx_export import export_onnx, onnx_logits, onnx_opset
 from autovision.export.parity import ParityReport, compare_logits
 from autovision.export.quantize import quantize_int8

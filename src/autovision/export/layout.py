@@ -10,18 +10,10 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from autovision.contract.files import ModelCard
+from autovision.contract.keys import MODEL_CARD, MODEL_DIR, model_file_key
 from autovision.settings import Settings
 from autovision.storage import Storage
-
-MODEL_DIR = "model"
-MODEL_CARD = "model.json"
-ONNX_FILE = "model.onnx"
-TORCHSCRIPT_FILE = "model.pt"
-INT8_ONNX_FILE = "model.int8.onnx"
-EVALUATION_FILE = "evaluation.json"
-CONFUSION_MATRIX_FILE = "confusion_matrix.csv"
-REPORT_FILE = "report.html"
-TEST_PREDICTIONS_FILE = "test_predictions.npz"
 
 
 class ModelNotFoundError(LookupError):
@@ -37,11 +29,15 @@ class ModelLocation:
 
     def key(self, filename: str) -> str:
         """The storage key of one file of the model directory."""
-        return posixpath.join(self.prefix, filename) if self.prefix else filename
+        return model_file_key(self.prefix, filename)
 
     def uri(self, filename: str = "") -> str:
         """The absolute URI of the directory, or of one file in it."""
         return self.storage.uri(self.key(filename)) if filename else self.storage.uri(self.prefix)
+
+    def card(self) -> ModelCard:
+        """The model card, validated."""
+        return ModelCard.model_validate(self.storage.read_json(self.key(MODEL_CARD)))
 
 
 def is_location_uri(target: str) -> bool:

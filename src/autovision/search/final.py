@@ -14,15 +14,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from autovision.contract.keys import final_checkpoint_key, final_plan_key
 from autovision.progress import Reporter
 from autovision.search.budget import final_fit_affordable
 from autovision.search.runner import ImageCache, SearchJob, SearchResult
 from autovision.storage import Storage
 from autovision.train.images import ImageSet
 from autovision.train.trainer import CPU, EpochResult, TrialCheckpoint, restore_model, train_trial
-
-PLAN_FILE = "final/plan.json"
-CHECKPOINT_FILE = "final/checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class FinalModel:
 
 def pinned_plan(storage: Storage, prefix: str) -> FinalPlan | None:
     """The plan an earlier, interrupted attempt of this run wrote, if any."""
-    key = f"{prefix}/{PLAN_FILE}"
+    key = final_plan_key(prefix)
     if not storage.exists(key):
         return None
     saved = storage.read_json(key)
@@ -70,7 +68,7 @@ def fit_final(job: SearchJob, result: SearchResult, images: ImageCache, reporter
     """The final model per the run's plan (decided now, or kept from an interrupted attempt)."""
     storage = images.storage
     plan = pinned_plan(storage, job.prefix) or decide(job, result, images)
-    storage.write_json(f"{job.prefix}/{PLAN_FILE}", {"trial": plan.trial, "refit": plan.refit})
+    storage.write_json(final_plan_key(job.prefix), {"trial": plan.trial, "refit": plan.refit})
     config, preprocess = result.candidate.config, result.candidate.preprocess
     seconds = 0.0
     if plan.refit:
@@ -86,7 +84,7 @@ def fit_final(job: SearchJob, result: SearchResult, images: ImageCache, reporter
             None,
             config,
             preprocess,
-            checkpoint=TrialCheckpoint(storage, f"{job.prefix}/{CHECKPOINT_FILE}"),
+            checkpoint=TrialCheckpoint(storage, final_checkpoint_key(job.prefix)),
             multi_label=job.multi_label,
             on_epoch=on_epoch,
             max_seconds=job.plan.remaining(result.seconds),

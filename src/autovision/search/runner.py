@@ -20,7 +20,6 @@ study: the trials table, the accuracy/latency Pareto front and the candidate
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import multiprocessing
 import time
@@ -34,6 +33,9 @@ import optuna
 import torch
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
+from autovision.contract.files import SEARCHING_PHASE, Progress
+from autovision.contract.keys import progress_key, trial_checkpoint_key
+from autovision.contract.trainer_args import CONNECT_TIMEOUT_SECONDS
 from autovision.data.inspection import available_cores
 from autovision.data.manifest import SPLITS, ImageRecord, SplitName
 from autovision.progress import LogReporter, Reporter
@@ -65,8 +67,6 @@ from autovision.train.trainer import (
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Worker numbers are node * WORKERS_PER_NODE + the worker's number on its node (its GPU).
 WORKERS_PER_NODE = 100
-# How long the workers of nodes other than node 0 wait for node 0's study server.
-CONNECT_TIMEOUT_SECONDS = 600.0
 
 log = logging.getLogger(__name__)
 
@@ -297,22 +297,24 @@ def trial_counts(records: list[TrialRecord]) -> dict[str, int]:
     return {"done": states.count("complete"), "running": states.count("running"), "pruned": states.count("pruned")}
 
 
-def progress_fields(trials: list[FrozenTrial], metric: str) -> dict[str, Any]:
-    """progress.json's search fields: trial counts, the best so far and the budget used."""
+def search_progress(trials: list[FrozenTrial], metric: str) -> Progress:
+    """progress.json while searching: trial counts, the best so far and the budget used."""
     best = best_so_far(trials)
-    return {
-        "trials": trial_counts([TrialRecord.of(trial) for trial in trials]),
-        "best": None
-        if best is None
-        else {"trial": best.number, "architecture": best.architecture, "metric": metric, "value": best.value},
-        "milliNodeHoursUsed": milli_node_hours(spent_seconds(trials)),
-    }
+    return Progress.model_validate(
+        {
+            "phase": SEARCHING_PHASE,
+            "trials": trial_counts([TrialRecord.of(trial) for trial in trials]),
+            "best": None
+            if best is None
+            else {"trial": best.number, "architecture": best.architecture, "metric": metric, "value": best.value},
+            "milliNodeHoursUsed": milli_node_hours(spent_seconds(trials)),
+        }
+    )
 
 
-def write_progress(storage: Storage, prefix: str, **fields: Any) -> None:
+def write_progress(storage: Storage, prefix: str, progress: Progress) -> None:
     """progress.json, read by the operator: phase, trials, best so far, budget used."""
-    updated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    storage.write_json(f"{prefix}/progress.json", {"updatedAt": updated, **fields})
+    storage.write_json(progress_key(prefix), progress.to_json())
 
 
 # --- one worker ---------------------------------------------------------------------
@@ -357,7 +359,7 @@ class _Worker:
 
     def _run_trial(self, trial: optuna.Trial) -> None:
         candidate = self.job.space.suggest(trial)
-        key = trial.user_attrs.get("checkpoint", checkpoint_key(self.job.prefix, trial.number))
+        key = trial.user_attrs.get("checkpoint", trial_checkpoint_key(self.job.prefix, trial.number))
         attributes = {
             "worker": self.index,
             "updatedAt": time.time(),
@@ -409,17 +411,12 @@ class _Worker:
         """Write progress.json (node 0 only) and show progress; the seconds spent so far."""
         trials = self._trials()
         if not self.job.settings.is_member_node:
-            write_progress(self.storage, self.job.prefix, phase="Searching", **progress_fields(trials, self.job.metric))
+            write_progress(self.storage, self.job.prefix, search_progress(trials, self.job.metric))
         spent = spent_seconds(trials)
         best = best_so_far(trials)
         shown = f"best {best.value:.4f} (trial {best.number}, {best.architecture} {best.resolution} px)" if best else ""
         self.reporter.update(spent, " · ".join(part for part in (detail, shown) if part))
         return spent
-
-
-def checkpoint_key(prefix: str, number: int) -> str:
-    """Where trial ``number`` of the run under ``prefix`` checkpoints."""
-    return f"{prefix}/trials/{number}/checkpoint.pt"
 
 
 def recover_interrupted(study: optuna.Study, job: SearchJob, interrupted_by: Callable[[int], bool]) -> None:
@@ -438,7 +435,7 @@ def recover_interrupted(study: optuna.Study, job: SearchJob, interrupted_by: Cal
             study.tell(trial.number, state=TrialState.PRUNED)
             continue
         study.tell(trial.number, state=TrialState.FAIL)
-        checkpoint = trial.user_attrs.get("checkpoint", checkpoint_key(job.prefix, trial.number))
+        checkpoint = trial.user_attrs.get("checkpoint", trial_checkpoint_key(job.prefix, trial.number))
         study.enqueue_trial(trial.params, user_attrs={"checkpoint": checkpoint, "resumedFrom": trial.number})
 
 

@@ -24,6 +24,7 @@ whether or not it was interrupted.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import tempfile
 import uuid
 import warnings
@@ -39,11 +40,11 @@ from optuna.samplers import TPESampler
 from optuna.storages import BaseStorage, GrpcStorageProxy
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
+from autovision.contract.keys import study_journal_key
 from autovision.search.space import Space
 from autovision.storage import Storage
 
 STUDY_NAME = "search"
-JOURNAL_FILE = "journal.log"
 # Random proposals before TPE models the results: few, because budgets buy few trials.
 STARTUP_TRIALS = 5
 # Hyperband's smallest rung: one epoch says little while the learning rate warms up.
@@ -70,12 +71,12 @@ class StudyStore:
 
     def __init__(self, storage: Storage, prefix: str, work_dir: Path | None = None) -> None:
         self.storage = storage
-        self.key = f"{prefix}/study/{JOURNAL_FILE}"
+        self.key = study_journal_key(prefix)
         self.mirrored = storage.protocol != "file"
         if self.mirrored:
             run_id = hashlib.sha256(storage.uri(self.key).encode()).hexdigest()[:16]
             base = work_dir or Path(tempfile.gettempdir()) / "autovision-studies"
-            self.path = base / run_id / JOURNAL_FILE
+            self.path = base / run_id / posixpath.basename(self.key)
         else:
             self.path = Path(storage.path(self.key))
         self.path.parent.mkdir(parents=True, exist_ok=True)

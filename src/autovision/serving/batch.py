@@ -25,8 +25,9 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
+from autovision.contract.keys import INT8_ONNX_FILE, ONNX_FILE
 from autovision.evaluate.metrics import sigmoid, softmax
-from autovision.export.layout import INT8_ONNX_FILE, MODEL_CARD, ONNX_FILE, ModelLocation
+from autovision.export.layout import ModelLocation
 from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_bytes
 from autovision.progress import Reporter
 from autovision.settings import Settings
@@ -77,16 +78,16 @@ class LoadedModel:
 
 def load_model(location: ModelLocation, variant: Variant = "fp32") -> LoadedModel:
     """Read the model card and the chosen ONNX file (fp32, or the int8 edge model)."""
-    card = location.storage.read_json(location.key(MODEL_CARD))
+    card = location.card()
     filename = INT8_ONNX_FILE if variant == "int8" else ONNX_FILE
     session = ort.InferenceSession(
         location.storage.read_bytes(location.key(filename)), providers=["CPUExecutionProvider"]
     )
     return LoadedModel(
         uri=location.uri(filename),
-        labels=list(card["labels"]),
-        preprocess=PreprocessConfig(size=int(card["inputSize"]), mean=tuple(card["mean"]), std=tuple(card["std"])),
-        multi_label=card.get("task") == "MultiLabel",
+        labels=card.labels,
+        preprocess=PreprocessConfig(size=card.input_size, mean=card.mean, std=card.std),
+        multi_label=card.multi_label,
         session=session,
     )
 

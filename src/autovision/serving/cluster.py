@@ -32,6 +32,7 @@ import onnx
 
 from autovision.preprocess import PreprocessConfig
 from autovision.serving.model_config import (
+    TRITON_ONNX_FILE,
     EnsembleStep,
     InstanceKind,
     RepositoryError,
@@ -223,7 +224,7 @@ def write_cluster_repository(
             (model_dir / "configs" / f"{kind}.pbtxt").write_text(
                 configs[f"{models.onnx}/configs/{kind}.pbtxt"], encoding="utf-8"
             )
-        shutil.copyfile(onnx_path, version_dir / "model.onnx")
+        shutil.copyfile(onnx_path, version_dir / TRITON_ONNX_FILE)
 
     def write_postprocess(model_dir: Path) -> None:
         write_model_dir(model_dir, config_of(models.postprocess))

@@ -12,8 +12,13 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from autovision.contract.keys import ONNX_FILE
+
 # Short enough not to add visible latency, long enough for concurrent requests to meet.
 MAX_QUEUE_DELAY_MICROSECONDS = 2000
+# The ONNX file of a Triton model version: Triton's default_model_filename for the ONNX
+# Runtime backend, which is also the name the run's export has.
+TRITON_ONNX_FILE = ONNX_FILE
 
 _MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

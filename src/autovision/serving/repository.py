@@ -26,6 +26,7 @@ from pathlib import Path
 from autovision import preprocess as preprocess_module
 from autovision.preprocess import PreprocessConfig
 from autovision.serving.model_config import (
+    TRITON_ONNX_FILE,
     InstanceKind,
     RepositoryError,
     TensorSpec,
@@ -128,7 +129,7 @@ def write_local_repository(
     def write(model_dir: Path) -> None:
         write_model_dir(model_dir, config_text, labels)
         version_dir = write_python_backend(model_dir, BACKEND_MODEL_SOURCE, preprocess)
-        shutil.copyfile(onnx_path, version_dir / "model.onnx")
+        shutil.copyfile(onnx_path, version_dir / TRITON_ONNX_FILE)
 
     return install_models(out_dir, {model_name: write})[model_name]
 

@@ -1,0 +1,150 @@
+"""The files the trainer writes and the operator (or a CLI) reads, as pydantic models.
+
+Writers build one of these models and dump it with ``to_json``; readers validate
+what they read with ``model_validate``. Unknown fields are ignored on reading, so
+an older reader keeps working beside a newer writer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+from pydantic import Field
+
+from autovision.resources import Artifacts, BestTrial, Count, SplitCounts, StatusModel, Task, TrialCounts
+
+SEARCHING_PHASE: Final = "Searching"
+SUCCEEDED_PHASE: Final = "Succeeded"
+
+
+def now_iso() -> str:
+    """The current UTC time as the files spell it (seconds, with offset)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class ContractFile(StatusModel):
+    """Base of every exchanged file: camelCase on the wire, unknown fields ignored."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's JSON content."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Progress(ContractFile):
+    """A run's progress.json: the search's state, rewritten as it goes (read by the operator)."""
+
+    updated_at: str = Field(default_factory=now_iso, description="When the trainer last wrote this file.")
+    phase: str = Field(description="Searching while the search runs, Succeeded once the model is exported.")
+    trials: TrialCounts = TrialCounts()
+    best: BestTrial | None = None
+    milli_node_hours_used: Count = 0
+    artifacts: Artifacts | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the trainer finished and wrote its artifacts."""
+        return self.phase == SUCCEEDED_PHASE
+
+
+class ImportProgress(ContractFile):
+    """A running import's import-progress.json: its stage and how far into it."""
+
+    stage: str
+    completed: float = 0.0
+    total: float | None = None
+    detail: str = ""
+    updated_at: str = Field(default_factory=now_iso)
+
+    def describe(self) -> str:
+        """The stage and count, for the Importing condition's message."""
+        if self.total:
+            return f"{self.stage.lower()}: {self.completed:,.0f} of {self.total:,.0f}"
+        return self.stage.lower()
+
+
+class ImportWarning(ContractFile):
+    """One warning of an import: a CamelCase reason and a readable message."""
+
+    reason: str
+    message: str
+
+
+class ImportReportSummary(ContractFile):
+    """The parts of an import's report.json that status and the trainer rely on."""
+
+    task: Task = Task.SINGLE_LABEL
+    total: Count = Field(description="Files seen in the source.")
+    kept: Count = Field(description="Images accepted into the version.")
+    rejected: Count = 0
+    duplicates: Count = 0
+    conflicts: Count = 0
+    per_label: dict[str, SplitCounts] = Field(default={})
+    warnings: list[ImportWarning] = Field(default=[])
+
+
+class LatestVersion(ContractFile):
+    """A dataset's latest.json: the version its last import made, what a new TrainingJob trains on."""
+
+    version: str
+
+
+class DatasetVersionRef(ContractFile):
+    """The dataset version a model was trained on."""
+
+    name: str
+    version: str
+
+
+class ModelMetrics(ContractFile):
+    """How good the model is: test-split metrics and what the search measured."""
+
+    test_accuracy: float
+    test_average_precision: float | None
+    test_log_loss: float | None
+    int8_test_accuracy: float
+    score_threshold: float
+    validation_metric: str
+    validation_value: float | None
+    validation_accuracy: float | None
+    best_epoch: int | None
+    epochs_trained: int
+    latency_ms: float | None
+    parameters: int | None
+
+
+class FinalFit(ContractFile):
+    """Which trial the final model is, and whether it was retrained on train + validation."""
+
+    trial: int
+    retrained: bool
+    seconds: float
+
+
+class ModelCard(ContractFile):
+    """A run's model.json, written last: what the model is, how it was chosen, how good it is, where its files are."""
+
+    task: Task
+    architecture: dict[str, Any]
+    training: dict[str, Any]
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    preprocessing: str
+    labels: list[str]
+    dataset: DatasetVersionRef
+    metrics: ModelMetrics
+    exports: dict[str, dict[str, Any]]
+    parity: dict[str, dict[str, Any]]
+    search: dict[str, Any]
+    final_fit: FinalFit
+    milli_node_hours_used: Count
+    budget_milli_node_hours: int | None
+    training_seconds: float
+    artifacts: dict[str, str]
+    created_at: str = Field(default_factory=now_iso)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the model scores each label on its own (sigmoid) rather than one of them (softmax)."""
+        return self.task == Task.MULTI_LABEL

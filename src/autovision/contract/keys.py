@@ -1,0 +1,149 @@
+"""The storage key layout: the one place that names every object of a dataset or a run.
+
+Keys are relative to the storage root (``AUTOVISION_STORAGE_ROOT``)::
+
+    datasets/<name>/latest.json                      pointer to the newest version
+    datasets/<name>/import-progress.json             a running import's stage (removed when it ends)
+    datasets/<name>/<version>/report.json            the import report
+    datasets/<name>/<version>/manifest.jsonl         one record per image, written last
+    runs/<namespace>/<job>/<uid>/progress.json       the search's state, read by the operator
+                                /study/journal.log   the search's shared Optuna study
+                                /trials/<n>/checkpoint.pt
+                                /final/plan.json, final/checkpoint.pt
+                                /model/              exports, evaluation, model.json (written last)
+                                /triton/, triton-cluster/
+
+A Dataset resource is stored under ``<namespace>/<name>``, so equal names in two
+namespaces stay apart.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Final
+
+DATASETS: Final = "datasets"
+RUNS: Final = "runs"
+
+# The files of a finished model directory (<run>/model/); model.json is written last.
+MODEL_DIR: Final = "model"
+MODEL_CARD: Final = "model.json"
+ONNX_FILE: Final = "model.onnx"
+TORCHSCRIPT_FILE: Final = "model.pt"
+INT8_ONNX_FILE: Final = "model.int8.onnx"
+EVALUATION_FILE: Final = "evaluation.json"
+CONFUSION_MATRIX_FILE: Final = "confusion_matrix.csv"
+REPORT_FILE: Final = "report.html"
+TEST_PREDICTIONS_FILE: Final = "test_predictions.npz"
+
+# A run's Triton repositories: the local layout (Python backend) and the cluster's (ensemble, ONNX Runtime).
+TRITON_LOCAL: Final = "triton"
+TRITON_CLUSTER: Final = "triton-cluster"
+STUDY_JOURNAL: Final = "study/journal.log"
+FINAL_PLAN: Final = "final/plan.json"
+FINAL_CHECKPOINT: Final = "final/checkpoint.pt"
+PROGRESS_FILE: Final = "progress.json"
+
+
+def dataset_storage_name(namespace: str, name: str) -> str:
+    """A Dataset resource's name in storage: scoped by its namespace."""
+    return f"{namespace}/{name}"
+
+
+def dataset_root(name: str) -> str:
+    """Storage prefix of everything one dataset holds, every version included."""
+    return f"{DATASETS}/{name}"
+
+
+def dataset_prefix(name: str, version: str) -> str:
+    """Storage prefix of one immutable dataset version."""
+    return f"{dataset_root(name)}/{version}"
+
+
+def manifest_key(name: str, version: str) -> str:
+    """One dataset version's manifest, written last: the version is complete once it exists."""
+    return f"{dataset_prefix(name, version)}/manifest.jsonl"
+
+
+def report_key(name: str, version: str) -> str:
+    """One dataset version's import report (read by the trainer and the operator)."""
+    return f"{dataset_prefix(name, version)}/report.json"
+
+
+def import_progress_key(name: str) -> str:
+    """Where a running import reports its stage and progress (read by the operator)."""
+    return f"{dataset_root(name)}/import-progress.json"
+
+
+def latest_key(name: str) -> str:
+    """The pointer to a dataset's most recently imported version."""
+    return f"{dataset_root(name)}/latest.json"
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    """Where one TrainingJob run lives: ``runs/<namespace>/<job>/<uid>`` (a re-created namesake has a new uid)."""
+
+    namespace: str
+    job: str
+    uid: str
+
+    @property
+    def prefix(self) -> str:
+        """The run's storage prefix."""
+        return run_prefix(self.namespace, self.job, self.uid)
+
+    def key(self, name: str) -> str:
+        """The key of one of the run's files or folders, e.g. ``key(PROGRESS_FILE)``."""
+        return f"{self.prefix}/{name}"
+
+
+def run_prefix(namespace: str, job: str, uid: str) -> str:
+    """Storage prefix of everything one TrainingJob run writes."""
+    return f"{RUNS}/{namespace}/{job}/{uid}"
+
+
+def progress_key(prefix: str) -> str:
+    """A run's progress.json, under its run prefix."""
+    return f"{prefix}/{PROGRESS_FILE}"
+
+
+def study_journal_key(prefix: str) -> str:
+    """A run's Optuna journal, under its run prefix."""
+    return f"{prefix}/{STUDY_JOURNAL}"
+
+
+def trial_checkpoint_key(prefix: str, number: int) -> str:
+    """The checkpoint of one trial of a run's search."""
+    return f"{prefix}/trials/{number}/checkpoint.pt"
+
+
+def final_plan_key(prefix: str) -> str:
+    """The final fit's decision (which trial, whether to retrain), written before it starts."""
+    return f"{prefix}/{FINAL_PLAN}"
+
+
+def final_checkpoint_key(prefix: str) -> str:
+    """The final fit's checkpoint."""
+    return f"{prefix}/{FINAL_CHECKPOINT}"
+
+
+def model_dir_key(prefix: str) -> str:
+    """A run's finished model directory."""
+    return f"{prefix}/{MODEL_DIR}"
+
+
+def model_card_key(prefix: str) -> str:
+    """A run's model card, the last file a run writes."""
+    return f"{model_dir_key(prefix)}/{MODEL_CARD}"
+
+
+def model_file_key(model_dir: str, filename: str) -> str:
+    """One file of a model directory (``model_dir`` may be empty: the directory is the root)."""
+    return posixpath.join(model_dir, filename) if model_dir else filename
+
+
+def triton_key(prefix: str, layout: str) -> str:
+    """One of a run's Triton repositories (``TRITON_LOCAL`` or ``TRITON_CLUSTER``)."""
+    return f"{prefix}/{layout}"
