@@ -25,6 +25,7 @@ def make_config(**overrides: Any) -> OperatorConfig:
     values: dict[str, Any] = {
         "namespace": "autovision-system",
         "storage_root": "s3://autovision",
+        "import_uri_schemes": "s3,http,https",  # as the chart sets it (importUriSchemes)
         "trainer_image": "ghcr.io/autovision/trainer:0.1.0",
         "gpu_node_selector": {"nvidia.com/gpu.present": "true"},
         "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -99,7 +100,7 @@ def test_import_job_is_valid_and_runs_the_import_contract() -> None:
     ]  # fmt: skip
     assert container(job)["image"] == "ghcr.io/autovision/trainer:0.1.0"
     assert env(job)["AUTOVISION_STORAGE_ROOT"] == "s3://autovision"
-    assert env(job)["AUTOVISION_IMPORT_URI_SCHEMES"] == "s3,http,https", "never file://: the pod's own disk"
+    assert env(job)["AUTOVISION_IMPORT_URI_SCHEMES"] == "s3,http,https", "the operator's own list, passed on"
 
 
 def test_import_job_takes_credentials_only_by_secret_reference() -> None:
@@ -179,7 +180,7 @@ def test_training_job_is_valid_and_runs_the_train_contract() -> None:
     assert container(job)["args"] == [
         "train", "--namespace", "ml", "--job", "flowers-run", "--uid", "uid-training",
         "--dataset", "ml/flowers", "--dataset-version", "sha256-abc", "--budget-milli-node-hours", "2000",
-        "--optimize-for", "Balanced", "--early-stopping",
+        "--optimize-for", "Balanced", "--early-stopping", "--nodes", "1",
     ]  # fmt: skip
     assert job["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-training"

@@ -225,7 +225,7 @@ def test_chart_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         "AUTOVISION_WATCH_NAMESPACES": "ml, vision",
         "AUTOVISION_LIVENESS_ENDPOINT": "http://0.0.0.0:8080/healthz",
         "AUTOVISION_STORAGE_ROOT": "s3://autovision",
-        "AUTOVISION_STORAGE_ENDPOINT": "http://seaweedfs.storage:8333",
+        "AUTOVISION_S3_ENDPOINT_URL": "http://seaweedfs.storage:8333",
         "AUTOVISION_STORAGE_SECRET": "",
         "AUTOVISION_TRAINER_IMAGE": "ghcr.io/autovision/trainer:0.1.0",
         "AUTOVISION_TRAINER_IMAGE_PULL_POLICY": "Always",

@@ -20,6 +20,7 @@ from typing import Any, Final, TypeVar
 from autovision.contract.files import SUCCEEDED_PHASE, ImportProgress, ImportReportSummary, Progress
 from autovision.resources import (
     READY,
+    Artifacts,
     Condition,
     ConditionStatus,
     DatasetCounts,
@@ -344,7 +345,7 @@ def training_status(
             "milli_node_hours_used": progress.milli_node_hours_used,
         }
         if progress.artifacts is not None:
-            update["artifacts"] = progress.artifacts
+            update["artifacts"] = Artifacts.model_validate(progress.artifacts)
         status = status.model_copy(update=update)
     if job.phase is JobPhase.FAILED:
         return _failure(status, job, SEARCHING, "search", now)

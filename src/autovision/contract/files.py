@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from pydantic import Field
 
-from autovision.resources import Artifacts, BestTrial, Count, SplitCounts, StatusModel, Task, TrialCounts
+from autovision.resources import BestTrial, Count, SplitCounts, StatusModel, Task, TrialCounts
 
 SEARCHING_PHASE: Final = "Searching"
 SUCCEEDED_PHASE: Final = "Succeeded"
@@ -39,7 +39,9 @@ class Progress(ContractFile):
     trials: TrialCounts = TrialCounts()
     best: BestTrial | None = None
     milli_node_hours_used: Count = 0
-    artifacts: Artifacts | None = None
+    artifacts: dict[str, str] | None = Field(
+        default=None, description="Where every output of a finished run is; status shows the main ones."
+    )
 
     @property
     def succeeded(self) -> bool:
