@@ -207,7 +207,7 @@ def ready(reason: str, status: str | None = None) -> Callable[[dict[str, Any]], 
 
 
 async def resource_where(
-    cluster: Cluster, plural: str, name: str, check: Callable[[dict[str, Any]], bool]
+    cluster: Cluster, plural: str, name: str, check: Callable[[dict[str, Any]], bool], timeout: float = WAIT_SECONDS
 ) -> dict[str, Any]:
     """Wait until the resource satisfies ``check``, and return it."""
 
@@ -215,7 +215,7 @@ async def resource_where(
         obj: dict[str, Any] = await cluster.resource(plural, name)
         return obj if check(obj) else None
 
-    found: dict[str, Any] = await eventually(probe, f"{plural}/{name} to match {check.__doc__}")
+    found: dict[str, Any] = await eventually(probe, f"{plural}/{name} to match {check.__doc__}", timeout)
     return found
 
 

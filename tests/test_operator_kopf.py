@@ -7,6 +7,7 @@ writing the trainer's files into a file:// storage root (see ``kube_harness``).
 from __future__ import annotations
 
 import copy
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,52 @@ async def artifacts_go_with_the_training_job(cluster: Cluster, storage: Storage,
     await cluster.delete("trainingjobs", "flowers-run")
     await eventually(lambda: gone(cluster, "trainingjobs", "flowers-run"), "the TrainingJob to be deleted")
     assert not storage.exists(f"{run}/progress.json")
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(180)
+async def test_unreachable_storage_is_waited_for_not_failed(
+    cluster: Cluster,
+    operator_config: OperatorConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    unused_tcp_port: int,
+) -> None:
+    """A search whose progress.json cannot be read: Ready=False StorageUnavailable and retries, never Failed."""
+    caplog.set_level(logging.INFO, logger="botocore")  # its DEBUG log has a traceback for every refused connection
+    storage = Storage(operator_config.storage_root)
+    async with running_operator(operator_config):
+        await cluster.create_secret("s3-credentials")
+        await cluster.apply("datasets", DATASET)
+        await cluster.apply("trainingjobs", TRAINING_JOB)
+        await eventually(lambda: cluster.job("flowers-import"), "the import Job")
+        await _finish_import(cluster, storage, "flowers")
+        training_job = await search_started(cluster)
+    run = f"runs/{NAMESPACE}/flowers-run/{training_job['metadata']['uid']}"
+
+    # The operator restarts with its store at a free port nothing listens on; with credentials
+    # set, what fails is the connection (s3fs and botocore retry it for seconds first).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "operator")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-secret")
+    endpoint = f"http://127.0.0.1:{unused_tcp_port}"
+    unreachable = operator_config.model_copy(update={"storage_root": "s3://autovision", "s3_endpoint_url": endpoint})
+    async with running_operator(unreachable) as runner:
+        await cluster.set_job_status("flowers-run-search", RUNNING)
+        waiting = await resource_where(
+            cluster, "trainingjobs", "flowers-run", ready("StorageUnavailable", "False"), timeout=60
+        )
+        await eventually(lambda: has_events(cluster, {"StorageUnavailable"}), "the StorageUnavailable event")
+    (condition,) = [c for c in waiting["status"]["conditions"] if c["type"] == "Ready"]
+    assert condition["message"].startswith(f"cannot read s3://autovision/{run}/progress.json: ")
+    assert endpoint in condition["message"]
+    assert "Failed" not in {c["type"] for c in waiting["status"]["conditions"]}
+    assert "Timer 'poll_search' failed temporarily: cannot read" in runner.output  # a kopf retry, with backoff
+    assert await cluster.job_names() == {"flowers-import", "flowers-run-search"}
+
+    # Storage is back: the run carries on from where it was.
+    async with running_operator(operator_config):
+        await search_progresses(cluster, storage, run)
 
 
 # --- packaging and configuration ----------------------------------------------------

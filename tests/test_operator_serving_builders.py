@@ -8,9 +8,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from autovision.resources import ModelDeployment, parse_resource
+from autovision.resources import ModelDeployment, TrainingJob, parse_resource
 from autovision_operator import serving_builders as sb
 from autovision_operator.config import TRITON_IMAGE, OperatorConfig
+from autovision_operator.reconcile import NotReadyError
 from tests.test_operator_builders import make_config, make_dataset
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -31,7 +32,7 @@ def make_model_deployment(name: str = "flowers", namespace: str = "ml", **spec: 
     return deployment
 
 
-def training_job(ready: bool = True, artifacts: dict[str, str] | None = None) -> dict[str, Any]:
+def training_job(ready: bool = True, artifacts: dict[str, str] | None = None) -> TrainingJob:
     condition = (
         {"type": "Ready", "status": "True", "reason": "Succeeded", "lastTransitionTime": "2026-11-23T12:00:00Z"}
         if ready
@@ -43,13 +44,17 @@ def training_job(ready: bool = True, artifacts: dict[str, str] | None = None) ->
             "lastTransitionTime": "2026-11-23T12:00:00Z",
         }
     )
-    return {
-        "apiVersion": "autovision.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "flowers-run", "namespace": "ml", "uid": "0f1e2d3c-aaaa-bbbb"},
-        "spec": {"datasetRef": {"name": "flowers"}, "budgetMilliNodeHours": 1000},
-        "status": {"conditions": [condition], "artifacts": artifacts if artifacts is not None else {}},
-    }
+    run = parse_resource(
+        {
+            "apiVersion": "autovision.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "flowers-run", "namespace": "ml", "uid": "0f1e2d3c-aaaa-bbbb"},
+            "spec": {"datasetRef": {"name": "flowers"}, "budgetMilliNodeHours": 1000},
+            "status": {"conditions": [condition], "artifacts": artifacts if artifacts is not None else {}},
+        }
+    )
+    assert isinstance(run, TrainingJob)
+    return run
 
 
 def model(version: str = "flowers-run-0f1e2d3c") -> sb.ServedModel:
@@ -110,9 +115,7 @@ def test_triton_repository_url_refuses_what_triton_misreads(uri: str, endpoint: 
 
 
 def test_a_ready_training_job_serves_its_triton_repository() -> None:
-    served = sb.served_model(
-        make_model_deployment(), training_job(artifacts={"tritonRepository": REPOSITORY}), ENDPOINT
-    )
+    served = sb.trained_model(training_job(artifacts={"tritonRepository": REPOSITORY}), ENDPOINT)
     assert served == sb.ServedModel(
         "s3://seaweedfs.storage:8333/autovision/runs/ml/flowers-run/0f1e2d3c-aaaa/triton",
         "flowers-run-0f1e2d3c",
@@ -122,34 +125,37 @@ def test_a_ready_training_job_serves_its_triton_repository() -> None:
 
 def test_the_cluster_layout_is_preferred_over_the_local_one() -> None:
     artifacts = {"tritonRepository": REPOSITORY, "tritonClusterRepository": REPOSITORY + "-cluster"}
-    served = sb.served_model(make_model_deployment(), training_job(artifacts=artifacts), ENDPOINT)
+    served = sb.trained_model(training_job(artifacts=artifacts), ENDPOINT)
     assert served.repository.endswith("/triton-cluster")
 
 
 def test_a_uri_is_served_as_is_and_versioned_by_its_digest() -> None:
-    deployment = make_model_deployment(modelRef={"uri": "s3://models/flowers/v3"})
-    served = sb.served_model(deployment, None, None)
+    served = sb.uri_model("s3://models/flowers/v3", None)
     assert served.repository == "s3://models/flowers/v3"
     assert re.fullmatch(r"uri-[0-9a-f]{12}", served.version)
     assert served.dataset is None
-    other = make_model_deployment(modelRef={"uri": "s3://models/flowers/v4"})
-    assert sb.served_model(other, None, None).version != served.version
+    assert sb.uri_model("s3://models/flowers/v4", None).version != served.version
 
 
 @pytest.mark.parametrize(
-    ("raw", "reason", "message"),
+    ("run", "reason", "message"),
     [
-        (None, "TrainingJobNotFound", "TrainingJob flowers-run not found in ml"),
         (training_job(ready=False), "ModelNotReady", "has no model yet (Searching: 3 trials done)"),
         (training_job(), "ModelNotReady", "has no status.artifacts.tritonClusterRepository"),
-        ({"apiVersion": "autovision.dev/v1alpha1", "kind": "TrainingJob", "spec": {}}, "ModelNotReady", "invalid"),
         (training_job(artifacts={"tritonRepository": "file:///tmp/x"}), "UnsupportedModelUri", "s3://bucket/prefix"),
     ],
 )
-def test_a_model_that_cannot_be_served_says_why(raw: dict[str, Any] | None, reason: str, message: str) -> None:
-    with pytest.raises(sb.NotServableError, match=re.escape(message)) as raised:
-        sb.served_model(make_model_deployment(), raw, None)
+def test_a_model_that_cannot_be_served_says_why(run: TrainingJob, reason: str, message: str) -> None:
+    """A missing or invalid TrainingJob is ``reconcile.referenced``'s (tests/test_operator_reconcile.py)."""
+    with pytest.raises(NotReadyError, match=re.escape(message)) as raised:
+        sb.trained_model(run, None)
     assert raised.value.reason == reason
+
+
+def test_an_unsupported_uri_is_not_served() -> None:
+    with pytest.raises(NotReadyError, match=re.escape("s3://bucket/prefix")) as raised:
+        sb.uri_model("file:///tmp/x", None)
+    assert raised.value.reason == "UnsupportedModelUri"
 
 
 def test_serving_reads_the_model_with_the_credentials_that_wrote_it() -> None:

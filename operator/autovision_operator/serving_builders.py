@@ -9,9 +9,10 @@ A ModelDeployment becomes four children, all named ``serving_name(md)`` and owne
 * a PodDisruptionBudget letting voluntary disruptions take one pod at a time;
 * a HorizontalPodAutoscaler, only when ``spec.autoscaling`` is set.
 
-Which model to serve (``served_model``) and which Secret holds the storage
-credentials (``serving_secret``) are decided here too, from the resources the
-handlers read. Nothing here talks to a server.
+Which model to serve (``uri_model``, ``trained_model``) and which Secret holds
+the storage credentials (``serving_secret``) are decided here too, from the
+resources the handlers read; what cannot be served yet raises
+``reconcile.NotReadyError``. Nothing here talks to a server.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ from autovision.resources import (
     Dataset,
     Endpoints,
     ModelDeployment,
-    ResourceError,
     TrainingJob,
     find_condition,
-    parse_resource,
 )
 from autovision_operator.builders import (
     GPU_RESOURCE,
@@ -44,6 +43,7 @@ from autovision_operator.builders import (
     owner_reference,
 )
 from autovision_operator.config import OperatorConfig
+from autovision_operator.reconcile import NotReadyError
 
 COMPONENT: Final = "serving"
 MODEL_VERSION_ANNOTATION: Final = "autovision.dev/model-version"
@@ -117,15 +117,6 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # --- what to serve ----------------------------------------------------------
 
 
-class NotServableError(Exception):
-    """Why a ModelDeployment cannot be served as specified: a Ready=False reason and a message."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 @dataclass(frozen=True)
 class ServedModel:
     """A model to serve: Triton's repository URL, its version, and the Dataset it was trained on."""
@@ -160,48 +151,40 @@ def triton_repository_url(uri: str, endpoint: str | None) -> str:
     return f"s3://{tls}{server.hostname}:{server.port or _DEFAULT_PORTS[server.scheme]}/{path}"
 
 
-def served_model(
-    deployment: ModelDeployment, training_job: Mapping[str, Any] | None, endpoint: str | None
-) -> ServedModel:
-    """The model ``spec.modelRef`` names, given the referenced TrainingJob as read (None if absent).
+def uri_model(uri: str, endpoint: str | None) -> ServedModel:
+    """The model of ``spec.modelRef.uri``, versioned by a digest of the URI."""
+    version = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
+    return ServedModel(_triton_url(uri, endpoint), version)
 
-    A TrainingJob's model is its run's Triton repository, versioned by the run
-    (name and uid). An explicit URI is versioned by a digest of the URI.
+
+def trained_model(training_job: TrainingJob, endpoint: str | None) -> ServedModel:
+    """The model of ``spec.modelRef.trainingJob``: its run's Triton repository, versioned by the run (name, uid).
+
+    NotReadyError ModelNotReady until the TrainingJob is Ready with a repository.
     """
-    ref = deployment.spec.model_ref
-    if ref.uri is not None:
-        version = "uri-" + hashlib.sha256(ref.uri.encode()).hexdigest()[:12]
-        return ServedModel(_triton_url(ref.uri, endpoint), version)
-    name, namespace = str(ref.training_job), deployment.metadata.namespace
-    if training_job is None:
-        raise NotServableError("TrainingJobNotFound", f"TrainingJob {name} not found in {namespace}")
-    try:
-        run = parse_resource(training_job)
-    except ResourceError as error:
-        raise NotServableError("ModelNotReady", str(error)) from None
-    if not isinstance(run, TrainingJob):
-        raise NotServableError("ModelNotReady", f"{name} is not a TrainingJob")
-    ready = find_condition(run.status.conditions, READY)
+    name = training_job.metadata.name
+    ready = find_condition(training_job.status.conditions, READY)
     if ready is None or ready.status != ConditionStatus.TRUE:
         detail = f" ({ready.reason}: {ready.message})" if ready else ""
-        raise NotServableError("ModelNotReady", f"TrainingJob {name} has no model yet{detail}")
+        raise NotReadyError("ModelNotReady", f"TrainingJob {name} has no model yet{detail}")
     # NVIDIA's image serves the cluster layout (ONNX Runtime backend); runs from before
     # it existed only have the local, Python-backend layout, which that image also serves.
-    artifacts = run.status.artifacts
+    artifacts = training_job.status.artifacts
     repository = artifacts and (artifacts.triton_cluster_repository or artifacts.triton_repository)
     if not repository:
-        raise NotServableError(
+        raise NotReadyError(
             "ModelNotReady", f"TrainingJob {name} is Ready but has no status.artifacts.tritonClusterRepository"
         )
-    version = f"{name}-{str(run.metadata.uid)[:8]}"
-    return ServedModel(_triton_url(repository, endpoint), version, run.spec.dataset_ref.name)
+    version = f"{name}-{str(training_job.metadata.uid)[:8]}"
+    return ServedModel(_triton_url(repository, endpoint), version, training_job.spec.dataset_ref.name)
 
 
 def _triton_url(uri: str, endpoint: str | None) -> str:
+    """Triton's URL of a model repository; NotReadyError UnsupportedModelUri where Triton cannot read it."""
     try:
         return triton_repository_url(uri, endpoint)
     except ValueError as error:
-        raise NotServableError("UnsupportedModelUri", str(error)) from None
+        raise NotReadyError("UnsupportedModelUri", str(error)) from None
 
 
 def serving_secret(deployment: ModelDeployment, dataset: Dataset | None, config: OperatorConfig) -> str | None:

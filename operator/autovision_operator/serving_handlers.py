@@ -26,25 +26,23 @@ from typing import Any
 
 import kopf
 
-from autovision.resources import GROUP, VERSION, Dataset, ModelDeployment, ResourceError, TrainingJob, parse_resource
-from autovision_operator.handlers import Context, _load, _now, _warn_once, _write
+from autovision.resources import GROUP, VERSION, Dataset, ModelDeployment, ModelDeploymentStatus, TrainingJob
 from autovision_operator.kube import ChildConflictError, is_owned_by
-from autovision_operator.metrics import instrumented
+from autovision_operator.reconcile import Context, NotReadyError, handler, load, now, referenced, write
 from autovision_operator.serving_builders import (
-    NotServableError,
     ServedModel,
     build_horizontal_pod_autoscaler,
     build_pod_disruption_budget,
     build_triton_deployment,
     build_triton_service,
     child_patch,
-    served_model,
     serving_endpoints,
     serving_name,
     serving_secret,
+    trained_model,
+    uri_model,
 )
 from autovision_operator.serving_status import observe_deployment, serving_status
-from autovision_operator.status import waiting
 
 MODEL_DEPLOYMENTS = (GROUP, VERSION, ModelDeployment.info.plural)
 KIND = "ModelDeployment"
@@ -56,62 +54,61 @@ def register(registry: kopf.OperatorRegistry, interval: float) -> None:
     kopf.on.update(*MODEL_DEPLOYMENTS, field="spec", registry=registry)(apply_spec_change)
 
 
-@instrumented(KIND)
-def reconcile_serving(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
+@handler(KIND)
+def reconcile_serving(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Every poll interval: converge children and status; retry with backoff while the model is not servable."""
-    context: Context = memo.context
-    problem = _reconcile(context, body, patch)
-    if problem is not None:
-        raise kopf.TemporaryError(problem.message, delay=context.config.retry_delay(retry))
+    _reconcile(memo.context, body, patch)
 
 
-@instrumented(KIND)
+@handler(KIND, retry=False)
 def apply_spec_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """A spec change takes effect at once rather than at the next tick; the timer retries what cannot."""
     _reconcile(memo.context, body, patch)
 
 
-def _reconcile(context: Context, body: kopf.Body, patch: kopf.Patch) -> NotServableError | None:
-    """Serve the spec and write status; return why it cannot be served, if it cannot."""
-    deployment = _load(ModelDeployment, body, patch)
+def _reconcile(context: Context, body: kopf.Body, patch: kopf.Patch) -> None:
+    """Serve the spec and write status; NotReadyError, showing what is still served, while it cannot be served."""
+    deployment = load(ModelDeployment, body, patch)
     try:
         triton = _serve(context, body, deployment)
-    except NotServableError as problem:
-        _report_not_servable(context, body, patch, deployment, problem)
-        return problem
-    new = serving_status(deployment.status, observe_deployment(triton), serving_endpoints(deployment), _now())
+    except NotReadyError as problem:
+        observed, serving = _still_served(context, deployment)
+        raise NotReadyError(problem.reason, problem.message, status=observed, note=serving) from None
+    new = serving_status(deployment.status, observe_deployment(triton), serving_endpoints(deployment), now())
     new = new.model_copy(update={"observed_generation": deployment.metadata.generation})
-    _write(patch, deployment.status, new)
+    write(patch, deployment.status, new)
     if new.model_version and new.model_version != deployment.status.model_version:
         message = f"serving {new.model_version} on {new.ready_nodes} node(s)"
         kopf.info(body, reason="ModelServed", message=message)
-    return None
 
 
 def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> dict[str, Any]:
     """Resolve the model and its credentials, then converge the children; return the Triton Deployment."""
-    namespace, ref = str(deployment.metadata.namespace), deployment.spec.model_ref
-    training_job = (
-        context.kube.read_resource(TrainingJob.info.plural, namespace, ref.training_job) if ref.training_job else None
-    )
-    model = served_model(deployment, training_job, context.config.s3_endpoint_url)
-    dataset = _read_dataset(context, namespace, model.dataset) if model.dataset else None
+    namespace = str(deployment.metadata.namespace)
+    model = _model(context, deployment)
+    dataset = _training_dataset(context, namespace, model.dataset) if model.dataset else None
     secret = serving_secret(deployment, dataset, context.config)
     if secret and not context.kube.secret_exists(namespace, secret):
-        raise NotServableError(
-            "SecretNotFound", f"Secret {secret} (storage credentials of the model) not found in {namespace}"
-        )
+        message = f"Secret {secret} (storage credentials of the model) not found in {namespace}"
+        raise NotReadyError("SecretNotFound", message)
     return _converge_children(context, body, deployment, model, secret)
 
 
-def _read_dataset(context: Context, namespace: str, name: str) -> Dataset | None:
+def _model(context: Context, deployment: ModelDeployment) -> ServedModel:
+    """The model ``spec.modelRef`` names: a URI as it is, or the referenced TrainingJob's."""
+    ref, endpoint = deployment.spec.model_ref, context.config.s3_endpoint_url
+    if ref.uri is not None:
+        return uri_model(ref.uri, endpoint)
+    namespace, name = str(deployment.metadata.namespace), str(ref.training_job)
+    return trained_model(referenced(context.kube, TrainingJob, namespace, name, not_ready="ModelNotReady"), endpoint)
+
+
+def _training_dataset(context: Context, namespace: str, name: str) -> Dataset | None:
     """The Dataset a model was trained on, if it still exists and parses; it only names the credentials."""
-    raw = context.kube.read_resource(Dataset.info.plural, namespace, name)
     try:
-        dataset = parse_resource(raw) if raw is not None else None
-    except ResourceError:
+        return referenced(context.kube, Dataset, namespace, name, not_ready="DatasetNotReady")
+    except NotReadyError:
         return None
-    return dataset if isinstance(dataset, Dataset) else None
 
 
 def _converge_children(
@@ -140,7 +137,7 @@ def _converge(
     try:
         existing, created = context.kube.ensure_child(desired)
     except ChildConflictError as error:
-        raise NotServableError("ChildConflict", str(error)) from None
+        raise NotReadyError("ChildConflict", str(error)) from None
     if created:
         kopf.info(body, reason=f"{kind}Created", message=f"created {kind} {name}")
         return existing
@@ -151,14 +148,10 @@ def _converge(
     return context.kube.patch_child(kind, namespace, name, update)
 
 
-def _report_not_servable(
-    context: Context, body: kopf.Body, patch: kopf.Patch, deployment: ModelDeployment, problem: NotServableError
-) -> None:
-    """Ready=False with the reason; nodes and modelVersion still show what an existing Deployment serves."""
-    observed, meta, now = deployment.status, deployment.metadata, _now()
+def _still_served(context: Context, deployment: ModelDeployment) -> tuple[ModelDeploymentStatus, str]:
+    """What an existing Deployment still serves (nodes, modelVersion) while the spec cannot be, and a note saying so."""
+    observed, meta = deployment.status, deployment.metadata
     triton = context.kube.read_child("Deployment", str(meta.namespace), serving_name(deployment))
     if triton is not None and is_owned_by(triton, str(meta.uid)):
-        observed = serving_status(observed, observe_deployment(triton), serving_endpoints(deployment), now)
-    serving = f"; still serving {observed.model_version}" if observed.model_version else ""
-    _write(patch, deployment.status, waiting(observed, problem.reason, problem.message + serving, now))
-    _warn_once(body, deployment.status, problem.reason, problem.message)
+        observed = serving_status(observed, observe_deployment(triton), serving_endpoints(deployment), now())
+    return observed, f"; still serving {observed.model_version}" if observed.model_version else ""

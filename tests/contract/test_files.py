@@ -15,7 +15,7 @@ from autovision.progress import LogReporter, ProgressFile
 from autovision.resources import Task
 from autovision.search.runner import write_progress
 from autovision.storage import Storage
-from autovision_operator import handlers
+from autovision_operator import dataset_handlers, training_handlers
 
 
 @pytest.fixture
@@ -26,17 +26,18 @@ def storage(tmp_path: Path) -> Storage:
 def test_import_progress_as_the_import_writes_it(storage: Storage) -> None:
     progress = ProgressFile(storage, import_progress_key("ml/flowers"), LogReporter())
     progress.stage("Decoding images", total=40)
-    read = handlers.read_import_progress(storage, "ml/flowers")
+    read = dataset_handlers.read_import_progress(storage, "ml/flowers")
     assert read == ImportProgress(stage="Decoding images", total=40, updated_at=read.updated_at if read else "")
     assert read is not None
     assert read.describe() == "decoding images: 0 of 40"
     progress.remove()
-    assert handlers.read_import_progress(storage, "ml/flowers") is None
+    assert dataset_handlers.read_import_progress(storage, "ml/flowers") is None
 
 
 def test_the_import_report_and_latest_version_as_an_import_writes_them(storage: Storage, digits_zip: Path) -> None:
     imported = import_dataset(f"file://{digits_zip}", "ml/digits", storage, SplitSettings(80, 10, 10, 0))
-    result = handlers.read_import_result(storage, "ml/digits")
+    result = dataset_handlers.read_import_result(storage, "ml/digits")
+    assert result is not None
     assert result.version == imported.version
     assert result.report.kept == len(imported.records)
     assert result.report.task == Task.SINGLE_LABEL
@@ -54,14 +55,14 @@ def test_progress_as_the_search_writes_it(storage: Storage) -> None:
     )
     write_progress(storage, "runs/ns/tj/u1", written)
     assert storage.read_json(progress_key("runs/ns/tj/u1"))["milliNodeHoursUsed"] == 12, "camelCase on the wire"
-    assert handlers.read_progress(storage, "ns", "tj", "u1") == written
-    assert handlers.read_progress(storage, "ns", "tj", "other") is None
+    assert training_handlers.read_progress(storage, "ns", "tj", "u1") == written
+    assert training_handlers.read_progress(storage, "ns", "tj", "other") is None
 
 
 def test_a_reader_ignores_fields_it_does_not_know(storage: Storage) -> None:
     """An older operator keeps reading what a newer trainer writes."""
     storage.write_json(progress_key("runs/ns/tj/u1"), {"phase": "Succeeded", "somethingNew": [1, 2]})
-    progress = handlers.read_progress(storage, "ns", "tj", "u1")
+    progress = training_handlers.read_progress(storage, "ns", "tj", "u1")
     assert progress is not None
     assert progress.succeeded
 
