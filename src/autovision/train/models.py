@@ -20,7 +20,6 @@ from autovision.train.families.base import ArchitectureConfig
 from autovision.train.families.user_backbone import BackboneWeightsError, UserBackboneConfig, backbone_weights
 
 __all__ = [
-    "ArchitectureConfig",
     "BackboneWeightsError",
     "UserBackboneConfig",
     "backbone_weights",
