@@ -58,8 +58,8 @@ from autovision.data.inspection import available_cores
 from autovision.data.manifest import ImageRecord, labels_of
 from autovision.preprocess import PreprocessConfig
 from autovision.storage import Storage
+from autovision.train.families.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteConfig
 from autovision.train.images import ImageSet, load_images
-from autovision.train.models import LITE_MEAN, LITE_STD, EfficientNetLiteConfig
 from autovision.train.trainer import (
     Acceleration,
     EpochResult,

@@ -20,7 +20,7 @@ from autovision.export.torchscript import export_torchscript, torchscript_logits
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.settings import Settings
 from autovision.storage import Storage
-from autovision.train.models import ResidualCNNConfig, build_residual_cnn
+from autovision.train.families.residual_cnn import ResidualCNNConfig, build_residual_cnn
 from autovision.train.trainer import predict_logits
 
 ARCHITECTURE = ResidualCNNConfig(width=4, stages=2)

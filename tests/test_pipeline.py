@@ -42,7 +42,8 @@ from autovision.progress import LogReporter
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.tritonserver import TritonServerError, pytriton_tritonserver_dir
 from autovision.storage import Storage, read_uris
-from autovision.train.models import ResidualCNNConfig, build_model
+from autovision.train.families.residual_cnn import ResidualCNNConfig
+from autovision.train.models import build_model
 from autovision.train.trainer import TrainConfig
 
 # Small enough for two CPU cores in ~20 s, good enough to be a real classifier (~97%).

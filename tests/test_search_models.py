@@ -12,16 +12,15 @@ from sklearn.datasets import load_sample_image
 
 from autovision.export import onnx_logits
 from autovision.export.onnx_export import export_onnx
-from autovision.train.models import (
+from autovision.train.families.efficientnet_lite import (
     LITE_RESOLUTIONS,
     EfficientNetLite,
     EfficientNetLiteConfig,
-    ResidualCNNConfig,
     build_efficientnet_lite,
-    build_residual_cnn,
     lite_weights_path,
     load_lite_imagenet_weights,
 )
+from autovision.train.families.residual_cnn import ResidualCNNConfig, build_residual_cnn
 from autovision.train.trainer import predict_logits
 
 # ImageNet classes that are right, or a near miss a person would accept, for scikit-learn's two photos:

@@ -16,19 +16,10 @@ from autovision.resources import OptimizeFor
 from autovision.search import runner
 from autovision.search.budget import BudgetPlan, final_fit_affordable, milli_node_hours, stalled
 from autovision.search.pareto import Point, choose, dominates, pareto_front
-from autovision.search.space import (
-    BACKBONE_FROZEN_STAGES,
-    BACKBONE_RESOLUTIONS,
-    CNN,
-    LEARNING_RATES,
-    Candidate,
-    DatasetProfile,
-    FixedSpace,
-    SearchSpace,
-    small_cnn_resolutions,
-    space_for,
-)
-from autovision.train.models import LITE_MEAN, LITE_STD, EfficientNetLiteConfig, ResidualCNNConfig, UserBackboneConfig
+from autovision.search.space import LEARNING_RATES, Candidate, DatasetProfile, FixedSpace, SearchSpace, space_for
+from autovision.train.families.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteConfig
+from autovision.train.families.residual_cnn import CNN, ResidualCNNConfig, small_cnn_resolutions
+from autovision.train.families.user_backbone import BACKBONE_FROZEN_STAGES, BACKBONE_RESOLUTIONS, UserBackboneConfig
 from autovision.train.trainer import TrainConfig
 
 DIGITS = DatasetProfile(train_images=1437, median_side=8, labels=10, multi_label=False)

@@ -35,8 +35,8 @@ from autovision.search.runner import (
 )
 from autovision.search.study import StudyStore, open_study
 from autovision.storage import Storage
+from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import ImageSet, load_images
-from autovision.train.models import ResidualCNNConfig
 from autovision.train.trainer import TrialCheckpoint
 from tests.search_support import digits_subset_zip, run_search_worker, search_job, tiny_space
 

@@ -16,8 +16,13 @@ from autovision.storage import Storage, read_uris
 from autovision.train import images
 from autovision.train.augment import augment, mix
 from autovision.train.ema import WeightAverage
+from autovision.train.families.efficientnet_lite import (
+    EfficientNetLite,
+    EfficientNetLiteConfig,
+    build_efficientnet_lite,
+)
+from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import ImageSet, decode_pixels, load_images
-from autovision.train.models import EfficientNetLite, EfficientNetLiteConfig, ResidualCNNConfig, build_efficientnet_lite
 from autovision.train.trainer import (
     Acceleration,
     TrainConfig,

@@ -26,13 +26,13 @@ from autovision.resources import ResNetArchitecture
 from autovision.search.runner import SearchSettings
 from autovision.search.space import SearchSpace
 from autovision.storage import Storage
-from autovision.train.models import (
+from autovision.train.families.user_backbone import (
     BackboneWeightsError,
     UserBackboneConfig,
     backbone_weights,
-    build_model,
     build_user_backbone,
 )
+from autovision.train.models import build_model
 from autovision.train.resnet import ResNet
 from autovision.train.trainer import TrainConfig, TrialCheckpoint, restore_model
 from autovision_trainer.__main__ import run as run_trainer

@@ -11,55 +11,36 @@ schedule, regularisation, augmentation and epochs.
 Optuna's samplers propose the values (``suggest`` is define-by-run, so each
 family has its own parameters); the first trial is a known-good configuration
 (``warm_start``), so even a budget that affords one trial yields a sound model.
+What is particular to a family (its parameters, preprocessing, warm start and
+whether it suits a dataset) is the family's own (``autovision.train.families``):
+this module draws the family and the parameters every trial shares.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from optuna.trial import BaseTrial
 
 from autovision.data.manifest import ImageRecord
-from autovision.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
-from autovision.train.models import (
-    LITE_MEAN,
-    LITE_RESOLUTIONS,
-    LITE_STD,
-    ArchitectureConfig,
-    EfficientNetLiteConfig,
-    HeadKind,
-    ResidualCNNConfig,
-    UserBackboneConfig,
-    lite_weights_installed,
-)
+from autovision.preprocess import PreprocessConfig
+from autovision.train.families import families, family_named
+from autovision.train.families.base import closest
+from autovision.train.families.user_backbone import BACKBONE_FROZEN_STAGES, BACKBONE_RESOLUTIONS, UserBackboneConfig
 from autovision.train.trainer import TrainConfig
 
 SMALL_IMAGE_SIDE = 64
-CNN = "residual_cnn"
-LITE_FAMILIES = {f"efficientnet_lite{variant}": variant for variant in LITE_RESOLUTIONS}
-# Resolutions offered to the CNN family: small images go up to twice their size (or 32 px),
-# larger ones are only ever seen downscaled by it.
-SMALL_CNN_RESOLUTIONS = (16, 24, 32, 48, 64)
-LARGE_CNN_RESOLUTIONS = (64, 96, 128)
-# Fine-tuning resolutions per Lite variant, up to the one it was trained at.
-LITE_TRIAL_RESOLUTIONS = {0: (160, 192, 224), 1: (192, 240), 2: (224, 260)}
-FROZEN_STAGE_CHOICES = (0, 2, 4, 6)
-# User backbones (torchvision ResNets, trained at 224 px; normalised as torchvision does): up to
-# that resolution; frozen up to the stem, then through layer1, layer2 or layer3 (of four).
-BACKBONE_RESOLUTIONS = (160, 192, 224)
-BACKBONE_FROZEN_STAGES = (0, 2, 3, 4)
 # Learning-rate and weight-decay ranges per optimiser: (from scratch, fine-tuning).
 LEARNING_RATES = {"adamw": ((5e-4, 1e-2), (1e-4, 3e-3)), "sgd": ((1e-2, 0.3), (3e-3, 0.1))}
 WEIGHT_DECAYS = {"adamw": (1e-3, 0.1), "sgd": (1e-5, 1e-3)}
 EMA_CHOICES = (0.0, 0.99, 0.999)
-# Below this input size a stride-2 stem leaves too little resolution for the stages after it.
-MIN_STEM_DOWNSAMPLING_SIZE = 32
 MIX_CHOICES = (0.0, 0.2, 1.0)
-
-T = TypeVar("T", int, float)
+# Epochs a trial may run: small images from scratch, or larger ones (mostly fine-tuned).
+SMALL_IMAGE_EPOCHS = (4, 30)
+LARGE_IMAGE_EPOCHS = (3, 20)
 
 
 @dataclass(frozen=True)
@@ -159,10 +140,6 @@ class FixedSpace:
         return self.candidate
 
 
-def _closest(choices: Sequence[T], target: T) -> T:
-    return min(choices, key=lambda choice: (abs(choice - target), choice))
-
-
 @dataclass(frozen=True)
 class SearchSpace:
     """Architectures and hyperparameters for one dataset; ``suggest`` draws a candidate from a trial.
@@ -170,6 +147,8 @@ class SearchSpace:
     ``preprocess`` pins resolution and normalisation for every family when given
     (a caller that fixed its preprocessing); otherwise each family uses its own.
     ``backbones`` define the families named after them (each name listed in ``families``).
+    ``cnn_resolutions`` to ``stem_strides`` are the built-in families' choices (their
+    modules in ``autovision.train.families`` read them); ``epochs`` on apply to every trial.
     """
 
     families: tuple[str, ...]
@@ -183,7 +162,7 @@ class SearchSpace:
     depths: tuple[int, ...] = (1, 2)
     kernels: tuple[int, ...] = (3, 5)
     stem_strides: tuple[int, ...] = (1, 2)
-    epochs: tuple[int, int] = (4, 30)
+    epochs: tuple[int, int] = SMALL_IMAGE_EPOCHS
     batch_size: int = 64
     seed: int = 0
     preprocess: PreprocessConfig | None = None
@@ -198,12 +177,17 @@ class SearchSpace:
         """No cap: the budget and early stopping end the search."""
         return None
 
+    def resolutions(self, offered: tuple[int, ...]) -> tuple[int, ...]:
+        """A family's offered input resolutions, or the pinned one when the preprocessing is fixed."""
+        return (self.preprocess.size,) if self.preprocess else offered
+
     def warm_start(self) -> dict[str, Any]:
-        """A configuration that is good on most data of its kind, tried first."""
-        family = self.families[0]
-        fine_tuning = self._fine_tuned(family)
+        """A configuration that is good on most data of its kind, tried first: the first family's recipe."""
+        choice = self.families[0]
+        family = family_named(choice, self)
+        fine_tuning = family.fine_tuned
         common = {
-            "family": family,
+            "family": choice,
             "optimizer": "adamw",
             "adamw.learning_rate": 1e-3 if fine_tuning else 3e-3,
             "adamw.weight_decay": 0.02,
@@ -216,61 +200,22 @@ class SearchSpace:
             "ema": 0.0,
             "head": "linear",
             "dropout": 0.2 if fine_tuning else 0.1,
-            "epochs": _closest(range(self.epochs[0], self.epochs[1] + 1), 8 if fine_tuning else 12),
+            "epochs": closest(range(self.epochs[0], self.epochs[1] + 1), 8 if fine_tuning else 12),
         }
-        if fine_tuning:
-            resolutions, frozen_stages = self._pretrained_choices(family)
-            return common | {
-                f"{family}.resolution": resolutions[-1],
-                f"{family}.frozen_stages": _closest(frozen_stages, 0),
-            }
-        size = _closest(self._cnn_resolutions(), 32)
-        stem = {"stem_stride": min(self.stem_strides)} if size >= MIN_STEM_DOWNSAMPLING_SIZE else {}
-        return (
-            common
-            | stem
-            | {
-                f"{CNN}.resolution": size,
-                "width": _closest(self.widths, 16),
-                "stages": _closest(self.stage_counts, 3),
-                "depth": _closest(self.depths, 1),
-                "kernel": _closest(self.kernels, 3),
-            }
-        )
-
-    def _cnn_resolutions(self) -> tuple[int, ...]:
-        return (self.preprocess.size,) if self.preprocess else self.cnn_resolutions
-
-    def _backbone(self, family: str) -> UserBackboneConfig | None:
-        return next((backbone for backbone in self.backbones if backbone.name == family), None)
-
-    def _fine_tuned(self, family: str) -> bool:
-        """Whether a family starts from pretrained weights (Lite, a user backbone) rather than from scratch."""
-        return family in LITE_FAMILIES or self._backbone(family) is not None
-
-    def _pretrained_choices(self, family: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """A pretrained family's resolutions (the pinned one, if any) and frozen-stage counts."""
-        pinned = (self.preprocess.size,) if self.preprocess else None
-        if family in LITE_FAMILIES:
-            return pinned or self.lite_resolutions[LITE_FAMILIES[family]], FROZEN_STAGE_CHOICES
-        return pinned or self.backbone_resolutions, self.backbone_frozen_stages
+        return common | family.warm_start(choice, self)
 
     def suggest(self, trial: BaseTrial) -> Candidate:
         """Draw a candidate: the family first, then its own and the shared parameters."""
-        family = str(trial.suggest_categorical("family", self.families))
-        fine_tuning = self._fine_tuned(family)
-        architecture: ArchitectureConfig
-        if fine_tuning:
-            architecture, preprocess = self._suggest_pretrained(trial, family)
-        else:
-            architecture, preprocess = self._suggest_cnn(trial)
+        choice = str(trial.suggest_categorical("family", self.families))
+        family = family_named(choice, self)
+        architecture, preprocess = family.suggest(trial, choice, self)
         optimizer = str(trial.suggest_categorical("optimizer", ("adamw", "sgd")))
         config = TrainConfig(
             epochs=trial.suggest_int("epochs", *self.epochs, log=True),
             batch_size=self.batch_size,
             optimizer="sgd" if optimizer == "sgd" else "adamw",
             learning_rate=trial.suggest_float(
-                f"{optimizer}.learning_rate", *LEARNING_RATES[optimizer][fine_tuning], log=True
+                f"{optimizer}.learning_rate", *LEARNING_RATES[optimizer][family.fine_tuned], log=True
             ),
             weight_decay=trial.suggest_float(f"{optimizer}.weight_decay", *WEIGHT_DECAYS[optimizer], log=True),
             schedule="linear" if trial.suggest_categorical("schedule", ("cosine", "linear")) == "linear" else "cosine",
@@ -283,53 +228,7 @@ class SearchSpace:
             seed=self.seed,
             architecture=architecture,
         )
-        return Candidate(config, preprocess)
-
-    def _head(self, trial: BaseTrial) -> tuple[HeadKind, float]:
-        head: HeadKind = "mlp" if trial.suggest_categorical("head", ("linear", "mlp")) == "mlp" else "linear"
-        return head, trial.suggest_float("dropout", 0.0, 0.5)
-
-    def _suggest_cnn(self, trial: BaseTrial) -> tuple[ResidualCNNConfig, PreprocessConfig]:
-        size = int(trial.suggest_categorical(f"{CNN}.resolution", self._cnn_resolutions()))
-        head, dropout = self._head(trial)
-        architecture = ResidualCNNConfig(
-            width=int(trial.suggest_categorical("width", self.widths)),
-            stages=int(trial.suggest_categorical("stages", self.stage_counts)),
-            blocks_per_stage=int(trial.suggest_categorical("depth", self.depths)),
-            kernel=int(trial.suggest_categorical("kernel", self.kernels)),
-            stem_stride=self._stem_stride(trial, size),
-            head=head,
-            dropout=dropout,
-        )
-        return architecture, self.preprocess or PreprocessConfig(size=size)
-
-    def _stem_stride(self, trial: BaseTrial, size: int) -> int:
-        """A downsampling stem only where the input is large enough to afford it."""
-        if size < MIN_STEM_DOWNSAMPLING_SIZE:
-            return 1
-        return int(trial.suggest_categorical("stem_stride", self.stem_strides))
-
-    def _suggest_pretrained(self, trial: BaseTrial, family: str) -> tuple[ArchitectureConfig, PreprocessConfig]:
-        """A Lite variant or a user backbone: resolution, head and frozen stages; the weights' own normalisation."""
-        resolutions, frozen_choices = self._pretrained_choices(family)
-        size = int(trial.suggest_categorical(f"{family}.resolution", resolutions))
-        head, dropout = self._head(trial)
-        frozen_stages = int(trial.suggest_categorical(f"{family}.frozen_stages", frozen_choices))
-        backbone = self._backbone(family)
-        if backbone is not None:
-            user = replace(backbone, frozen_stages=frozen_stages, head=head, dropout=dropout)
-            return user, self.preprocess or PreprocessConfig(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        lite = EfficientNetLiteConfig(
-            variant=LITE_FAMILIES[family], frozen_stages=frozen_stages, head=head, dropout=dropout
-        )
-        return lite, self.preprocess or PreprocessConfig(size=size, mean=LITE_MEAN, std=LITE_STD)
-
-
-def small_cnn_resolutions(median_side: int) -> tuple[int, ...]:
-    """From the images' own size up to twice it (at least 32 px), among the offered resolutions."""
-    low, high = median_side, max(2 * median_side, 32)
-    chosen = tuple(size for size in SMALL_CNN_RESOLUTIONS if low <= size <= high)
-    return chosen or (_closest(SMALL_CNN_RESOLUTIONS, median_side),)
+        return Candidate(config, self.preprocess or preprocess)
 
 
 def space_for(
@@ -339,29 +238,22 @@ def space_for(
     preprocess: PreprocessConfig | None = None,
     backbones: Sequence[UserBackboneConfig] = (),
 ) -> SearchSpace:
-    """The search space for a dataset: CNNs from scratch for small images, Lite backbones first otherwise.
+    """The search space for a dataset: each registered family joins it where it suits the data, in order.
 
-    Only the Lite variants whose weights package is installed are offered (nothing
-    is ever downloaded). The user's backbones come last, so the warm start stays
-    the known-good recipe of the dataset's kind.
+    Small images search CNNs from scratch; larger ones the Lite backbones first
+    (only the variants whose weights package is installed: nothing is ever
+    downloaded), then CNNs at low resolution. The user's backbones come last, so
+    the warm start stays the known-good recipe of the dataset's kind.
     """
-    names = tuple(backbone.name for backbone in backbones)
-    if profile.small_images:
-        return SearchSpace(
-            families=(CNN, *names),
-            cnn_resolutions=small_cnn_resolutions(profile.median_side),
-            lite_resolutions={},
-            backbones=tuple(backbones),
-            seed=seed,
-            preprocess=preprocess,
-        )
-    lite = {family: variant for family, variant in LITE_FAMILIES.items() if lite_weights_installed(variant)}
-    return SearchSpace(
-        families=(*lite, CNN, *names),
-        cnn_resolutions=LARGE_CNN_RESOLUTIONS,
-        lite_resolutions={variant: LITE_TRIAL_RESOLUTIONS[variant] for variant in lite.values()},
+    space = SearchSpace(
+        families=(),
+        cnn_resolutions=(),
+        lite_resolutions={},
         backbones=tuple(backbones),
-        epochs=(3, 20),
+        epochs=SMALL_IMAGE_EPOCHS if profile.small_images else LARGE_IMAGE_EPOCHS,
         seed=seed,
         preprocess=preprocess,
     )
+    for family in families():
+        space = family.offer(space, profile)
+    return space

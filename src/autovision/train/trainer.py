@@ -15,7 +15,6 @@ never waits for a data loader.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import io
 import math
 import statistics
@@ -35,14 +34,11 @@ from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.storage import Storage
 from autovision.train.augment import augment, mix
 from autovision.train.ema import WeightAverage
+from autovision.train.families import family_of
+from autovision.train.families.base import ArchitectureConfig
+from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import PREDICT_BATCH, ImageSet, normalise
-from autovision.train.models import (
-    ArchitectureConfig,
-    EfficientNetLiteConfig,
-    ResidualCNNConfig,
-    UserBackboneConfig,
-    build_model,
-)
+from autovision.train.models import build_model
 
 CPU = torch.device("cpu")
 
@@ -387,12 +383,7 @@ def restore_model(config: TrainConfig, num_classes: int, checkpoint: TrialCheckp
     state = checkpoint.load()
     if state is None or state["best_model"] is None:
         raise FileNotFoundError(f"{checkpoint.key} holds no trained weights")
-    architecture = config.architecture
-    if isinstance(architecture, EfficientNetLiteConfig | UserBackboneConfig):  # the checkpoint holds every weight
-        architecture = dataclasses.replace(architecture, pretrained=False)
-    model = build_model(architecture, num_classes)
-    model.load_state_dict(state["best_model"])
-    return model.eval()
+    return family_of(config.architecture).restore(config.architecture, num_classes, state["best_model"]).eval()
 
 
 def batch1_latency_ms(
