@@ -20,12 +20,12 @@ import torch
 from optuna.trial import BaseTrial, FixedTrial
 from torch import nn
 
+from autovision.contract.keys import RunLocation, final_checkpoint_key
 from autovision.data.importer import import_dataset
 from autovision.export import onnx_logits
-from autovision.pipeline import RunLocation, train_evaluate_export
+from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
-from autovision.search.final import CHECKPOINT_FILE
 from autovision.search.runner import SearchSettings
 from autovision.search.space import LEARNING_RATES, DatasetProfile, SearchSpace, space_for
 from autovision.storage import Storage, read_uris
@@ -142,14 +142,14 @@ def test_a_search_of_a_new_family_trains_exports_and_restores_it(
 
     card = train_evaluate_export(file_storage, "digits", dataset.version, run, LogReporter(), search=settings)
 
-    assert [trial["architecture"] for trial in card["search"]["trials"]] == [TOY, TOY]
-    assert card["architecture"]["family"] == TOY
-    assert card["parity"]["onnx"]["top1Identical"]
-    assert card["parity"]["onnx"]["maxAbsDiff"] <= card["parity"]["onnx"]["tolerance"]
-    assert card["finalFit"]["retrained"] is True
-    architecture = ToyConfig(**{key: value for key, value in card["architecture"].items() if key != "family"})
-    checkpoint = TrialCheckpoint(file_storage, f"{run.prefix}/{CHECKPOINT_FILE}")
-    restored = restore_model(TrainConfig(architecture=architecture), len(card["labels"]), checkpoint)
+    assert [trial["architecture"] for trial in card.search["trials"]] == [TOY, TOY]
+    assert card.architecture["family"] == TOY
+    assert card.parity["onnx"]["top1Identical"]
+    assert card.parity["onnx"]["maxAbsDiff"] <= card.parity["onnx"]["tolerance"]
+    assert card.final_fit.retrained is True
+    architecture = ToyConfig(**{key: value for key, value in card.architecture.items() if key != "family"})
+    checkpoint = TrialCheckpoint(file_storage, final_checkpoint_key(run.prefix))
+    restored = restore_model(TrainConfig(architecture=architecture), len(card.labels), checkpoint)
     test_uris = [record.uri for record in dataset.records if record.split == "test"]
     images = preprocess_batch(read_uris(test_uris, file_storage.settings), PreprocessConfig(size=architecture.size))
     with torch.inference_mode():
