@@ -134,13 +134,16 @@ def test_import_job_needs_no_gpu_and_has_a_deadline() -> None:
 
 
 @pytest.mark.parametrize("build", ["import", "training"])
-def test_jobs_fail_fast_on_bad_input_and_ignore_disruptions(build: str) -> None:
+def test_jobs_fail_fast_on_bad_input_retry_temporary_failures_and_ignore_disruptions(build: str) -> None:
     job = builders.build_import_job(make_dataset(), make_config()) if build == "import" else training_job_for()
     spec = job["spec"]
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
-    assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    # The trainer's exit codes (autovision.contract.exit_codes) as the Job spells them: bad input, temporary failure.
+    trainer_exits = {"containerName": "trainer", "operator": "In"}
+    assert rules[1] == {"action": "FailJob", "onExitCodes": {**trainer_exits, "values": [2]}}
+    assert rules[2] == {"action": "Count", "onExitCodes": {**trainer_exits, "values": [75]}}
+    assert len(rules) == 3
     assert spec["backoffLimit"] >= 1
     assert spec["ttlSecondsAfterFinished"] > 0
     assert pod_spec(job)["restartPolicy"] == "Never"  # required by podFailurePolicy

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-import pytest
+import time
+from collections.abc import Callable
+from typing import Any
 
-from autovision.storage import TEMP_INFIX, Storage, StorageError, split_uri
+import botocore.exceptions
+import pytest
+from s3fs.errors import translate_boto_error
+
+from autovision.settings import Settings
+from autovision.storage import (
+    TEMP_INFIX,
+    Storage,
+    StorageError,
+    StorageUnavailableError,
+    is_transient,
+    retrying,
+    split_uri,
+    storage_unavailable,
+)
 
 
 def test_round_trip_and_listing(storage: Storage) -> None:
@@ -67,3 +83,95 @@ def test_delete_and_upload_download(storage: Storage, tmp_path) -> None:
 def test_unsupported_uris_are_refused(uri: str) -> None:
     with pytest.raises(StorageError):
         split_uri(uri)
+
+
+def client_error(status: int, code: str) -> botocore.exceptions.ClientError:
+    """An S3 error response as botocore raises it."""
+    response: Any = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return botocore.exceptions.ClientError(response, "GetObject")
+
+
+def as_s3fs_raises(error: botocore.exceptions.ClientError) -> BaseException:
+    """The OSError s3fs raises for an S3 error response, with botocore's error as its cause."""
+    translated: BaseException = translate_boto_error(error)
+    return translated
+
+
+TRANSIENT = {
+    "refused": ConnectionRefusedError(111, "Connection refused"),
+    "reset": ConnectionResetError(104, "Connection reset by peer"),
+    "timeout": TimeoutError("timed out"),
+    "endpoint": botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3:8333"),
+    "connect timeout": botocore.exceptions.ConnectTimeoutError(endpoint_url="http://s3:8333"),
+    "read timeout": botocore.exceptions.ReadTimeoutError(endpoint_url="http://s3:8333"),
+    "closed": botocore.exceptions.ConnectionClosedError(endpoint_url="http://s3:8333"),
+    "500": as_s3fs_raises(client_error(500, "InternalError")),
+    "502": client_error(502, "BadGateway"),
+    "503 slow down": as_s3fs_raises(client_error(503, "SlowDown")),
+    "throttled 400": client_error(400, "ThrottlingException"),
+    "429": client_error(429, "TooManyRequests"),
+}
+NOT_TRANSIENT = {
+    "missing object": as_s3fs_raises(client_error(404, "NoSuchKey")),
+    "missing bucket": as_s3fs_raises(client_error(404, "NoSuchBucket")),
+    "access denied": as_s3fs_raises(client_error(403, "AccessDenied")),
+    "bad request": client_error(400, "InvalidArgument"),
+    "missing file": FileNotFoundError("gone"),
+    "bad uri": StorageError("unsupported storage URI"),
+    "already retried": StorageUnavailableError("storage unavailable for 180 s"),
+    "a bug": ValueError("not storage at all"),
+}
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_outages_throttling_and_5xx_are_transient(error: BaseException) -> None:
+    assert is_transient(error)
+    assert storage_unavailable(error)
+
+
+@pytest.mark.parametrize("error", NOT_TRANSIENT.values(), ids=NOT_TRANSIENT.keys())
+def test_missing_forbidden_or_malformed_is_not_transient(error: BaseException) -> None:
+    assert not is_transient(error)
+
+
+def test_an_outage_behind_a_wrapping_error_is_still_an_outage() -> None:
+    """What the trainer asks of, e.g., a BackboneWeightsError raised from the storage error."""
+    wrapped = ValueError("cannot read the weights")
+    wrapped.__cause__ = StorageUnavailableError("storage unavailable for 180 s")  # raise ... from
+    assert storage_unavailable(wrapped)
+    assert not storage_unavailable(ValueError("cannot read the weights"))
+    assert not storage_unavailable(StorageError("s3://b/w.pt does not exist"))
+
+
+def failing(times: int, error: Exception) -> Callable[[], str]:
+    """An operation that raises ``error`` on its first ``times`` calls and then answers; counts its calls."""
+    calls: list[None] = []
+
+    def operation() -> str:
+        calls.append(None)
+        if len(calls) <= times:
+            raise error
+        return f"answered on call {len(calls)}"
+
+    return operation
+
+
+def test_a_transient_failure_is_retried_until_it_passes() -> None:
+    assert retrying(failing(2, ConnectionRefusedError()), "read", Settings(storage_retry_seconds=30)) == (
+        "answered on call 3"
+    )
+
+
+def test_a_lasting_outage_gives_up_after_the_retry_time() -> None:
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailableError, match="cannot read: storage unavailable for 1 s") as raised:
+        retrying(failing(1000, ConnectionRefusedError()), "read", Settings(storage_retry_seconds=1))
+    assert 1 <= time.monotonic() - started < 2
+    assert isinstance(raised.value.__cause__, ConnectionRefusedError)
+
+
+def test_bad_input_is_never_retried() -> None:
+    operation = failing(1, FileNotFoundError("gone"))
+    with pytest.raises(FileNotFoundError):
+        retrying(operation, "read", Settings(storage_retry_seconds=30))
+    assert operation() == "answered on call 2", "called once by retrying, once here"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from autovision.contract.exit_codes import BAD_INPUT
+from autovision.contract import env
+from autovision.contract.exit_codes import BAD_INPUT, TEMPORARY_FAILURE
 from autovision.contract.files import ModelCard
-from autovision.embedded_s3 import free_port
+from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.storage import Storage
 from autovision_trainer.__main__ import run
 
@@ -119,3 +121,38 @@ def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
     assert all(trial["state"] in ("complete", "pruned") for trial in card.search["trials"])
     assert card.search["chosenTrial"] in {trial["trial"] for trial in card.search["trials"]}
     assert storage_root.exists("runs/ns/tj/u2/model/model.onnx")
+
+
+def use_s3(monkeypatch: pytest.MonkeyPatch, root: str, retry_seconds: float, s3: EmbeddedS3 | None = None) -> None:
+    """The trainer's environment as a Job sets it for S3 (``s3``, or a port nobody listens on), retry time set."""
+    monkeypatch.setenv(env.STORAGE_ROOT, root)
+    monkeypatch.setenv(env.S3_ENDPOINT_URL, s3.endpoint_url if s3 else f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv(env.S3_ACCESS_KEY_ID, s3.access_key if s3 else "key")
+    monkeypatch.setenv(env.S3_SECRET_ACCESS_KEY, s3.secret_key if s3 else "secret")
+    monkeypatch.setenv(env.STORAGE_RETRY_SECONDS, str(retry_seconds))
+
+
+@pytest.mark.parametrize("command", ["import", "train"])
+def test_storage_that_stays_down_exits_with_the_temporary_failure_code(
+    command: str, digits_zip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listens at the endpoint: retried for the (shortened) retry time, then the Job may retry the pod."""
+    use_s3(monkeypatch, "s3://autovision/down", retry_seconds=1)
+    args = ["import", "--name", "d", "--source", f"file://{digits_zip}"] if command == "import" else train_args("v1")
+    assert run(args) == TEMPORARY_FAILURE
+    assert "storage unavailable, the Job retries this pod" in caplog.text
+    assert "storage unavailable for 1 s (EndpointConnectionError" in caplog.text
+
+
+def test_bad_input_on_reachable_s3_fails_at_once(
+    embedded_s3: EmbeddedS3, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing source or dataset version is bad input, not an outage: no retries, whatever the retry time."""
+    root = f"{embedded_s3.settings().storage_root}/bad-input"
+    use_s3(monkeypatch, root, retry_seconds=600, s3=embedded_s3)
+    started = time.monotonic()
+    missing_source = f"{root}/no-such.zip"
+    assert run(["import", "--name", "d", "--source", missing_source]) == BAD_INPUT
+    assert run(train_args("sha256-00")) == BAD_INPUT
+    assert time.monotonic() - started < 60, "bad input was retried"
+    assert "retrying in" not in caplog.text

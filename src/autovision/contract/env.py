@@ -19,6 +19,7 @@ S3_ACCESS_KEY_ID: Final = f"{PREFIX}S3_ACCESS_KEY_ID"
 S3_SECRET_ACCESS_KEY: Final = f"{PREFIX}S3_SECRET_ACCESS_KEY"
 S3_REGION: Final = f"{PREFIX}S3_REGION"
 IMPORT_URI_SCHEMES: Final = f"{PREFIX}IMPORT_URI_SCHEMES"
+STORAGE_RETRY_SECONDS: Final = f"{PREFIX}STORAGE_RETRY_SECONDS"
 
 # Read by the operator (autovision_operator.config.OperatorConfig), set by the chart.
 NAMESPACE: Final = f"{PREFIX}NAMESPACE"

@@ -21,7 +21,7 @@ from autovision.data.manifest import SplitName
 from autovision.data.rules import DatasetImportError, Rejection, RejectReason
 from autovision.data.sources.base import Offer, Scanned
 from autovision.settings import Settings
-from autovision.storage import StorageError, filesystem, split_uri
+from autovision.storage import StorageError, filesystem, raise_transient, retrying, split_uri
 
 HTTP_TIMEOUT_S = 30
 HTTP_WORKERS = 8
@@ -93,7 +93,15 @@ class CappedReader:
             return [Rejection(uri, RejectReason.UNSUPPORTED_URI, str(error)) for uri in uris]
         if protocol not in self._filesystems:
             self._filesystems[protocol] = filesystem(protocol, self.settings)
-        fetched = self._filesystems[protocol].cat_ranges(paths, 0, self.cap + 1, on_error="return")
+        fs = self._filesystems[protocol]
+
+        def fetch() -> list[object]:
+            # An outage is retried, never taken for unreadable images (each would be rejected).
+            fetched: list[object] = fs.cat_ranges(paths, 0, self.cap + 1, on_error="return")
+            raise_transient(fetched)
+            return fetched
+
+        fetched = retrying(fetch, f"read {len(uris)} image(s), first: {uris[0]}", self.settings)
         return [_outcome(uri, data) for uri, data in zip(uris, fetched, strict=True)]
 
     def _read_http(self, uris: list[str]) -> list[bytes | Rejection]:

@@ -22,7 +22,7 @@ from autovision.data.sources.base import Offer, Scanned, Source
 from autovision.data.sources.layout import detect_layout, is_ignored, place
 from autovision.data.validate import too_large
 from autovision.settings import Settings
-from autovision.storage import open_uri
+from autovision.storage import open_uri, storage_unavailable
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What a malformed entry raises while it is decompressed (bz2 reports bad data as OSError).
@@ -86,7 +86,9 @@ def _open_archive(handle: Any, uri: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(handle)
     # zipfile parses attacker-controlled headers: any failure means "not a usable zip".
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
+        if storage_unavailable(error):  # the zip may be fine: storage holding it is down
+            raise
         detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
         raise DatasetImportError(f"{uri} is not a zip archive ({detail})") from None
 
