@@ -69,17 +69,11 @@ from autovision.report import render_report, thumbnail_data_uri
 from autovision.resources import Backbone, OptimizeFor, Task
 from autovision.search.budget import milli_node_hours
 from autovision.search.final import FinalModel, fit_final, pinned_plan
+from autovision.search.job import ImageCache, SearchJob, SearchSettings
 from autovision.search.nodes import run_node
-from autovision.search.runner import (
-    ImageCache,
-    SearchJob,
-    SearchResult,
-    SearchSettings,
-    summarise,
-    trial_counts,
-    write_progress,
-)
+from autovision.search.records import trial_counts, write_progress
 from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space, space_for
+from autovision.search.summary import SearchResult, summarise
 from autovision.serving.cluster import write_cluster_repository
 from autovision.serving.repository import write_local_repository
 from autovision.storage import Storage, StorageError, read_uris
