@@ -3,12 +3,14 @@
 ``SearchSettings`` says how to search (what to optimise for, when to stop early,
 how many workers on how many nodes); ``SearchJob`` adds the dataset version's
 records, the space and the budget, and is picklable so that worker processes
-can be spawned with it. ``ImageCache`` decodes each split once per resolution a
-trial asks for and keeps it on the worker's device.
+can be spawned with it; ``search_space`` is the space a run searches.
+``ImageCache`` decodes each split once per resolution a trial asks for and keeps
+it on the worker's device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,14 +18,16 @@ import torch
 
 from autovision.contract.trainer_args import CONNECT_TIMEOUT_SECONDS
 from autovision.data.manifest import SPLITS, ImageRecord, SplitName
-from autovision.resources import OptimizeFor
+from autovision.preprocess import PreprocessConfig
+from autovision.resources import Backbone, OptimizeFor
 from autovision.search.budget import BudgetPlan
-from autovision.search.space import Space
+from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space, space_for
 from autovision.search.study import RemoteStudy, StudyBackend, StudyStore
 from autovision.settings import Settings
 from autovision.storage import Storage
 from autovision.train.images import ImageSet, load_images
-from autovision.train.trainer import metric_name
+from autovision.train.models import UserBackboneConfig
+from autovision.train.trainer import TrainConfig, metric_name
 
 # Worker numbers are node * WORKERS_PER_NODE + the worker's number on its node (its GPU).
 WORKERS_PER_NODE = 100
@@ -143,3 +147,22 @@ class ImageCache:
     def count(self, split: SplitName) -> int:
         """Images in a split."""
         return len(self._records[split])
+
+
+def search_space(
+    profile: DatasetProfile,
+    *,
+    config: TrainConfig | None,
+    preprocess: PreprocessConfig | None,
+    budget_milli_node_hours: int | None,
+    settings: SearchSettings,
+    backbones: Sequence[Backbone] = (),
+) -> Space:
+    """What the run trains: the settings' space; one configuration when it is given or there is no budget
+    (the default one then); otherwise the dataset's search space, the user's backbones included."""
+    if settings.space is not None:
+        return settings.space
+    if config is not None or budget_milli_node_hours is None:
+        return FixedSpace(Candidate(config or TrainConfig(), preprocess or PreprocessConfig()))
+    users = [UserBackboneConfig(backbone.name, backbone.architecture, backbone.weights_uri) for backbone in backbones]
+    return space_for(profile, seed=settings.seed, preprocess=preprocess, backbones=users)
