@@ -32,7 +32,7 @@ from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
 from autovision.pipeline import train_evaluate_export
 from autovision.resources import OptimizeFor
-from autovision.search.runner import SearchSettings
+from autovision.search.job import SearchSettings
 from autovision.storage import Storage
 
 

@@ -22,8 +22,8 @@ from PIL import Image
 from autovision.contract.keys import dataset_prefix
 from autovision.data.manifest import ImageRecord, decode_manifest, labels_of
 from autovision.progress import LogReporter
+from autovision.search.job import ImageCache, SearchJob, SearchSettings
 from autovision.search.nodes import run_node
-from autovision.search.runner import ImageCache, SearchJob, SearchSettings
 from autovision.search.space import SearchSpace
 from autovision.storage import Storage
 

@@ -28,8 +28,8 @@ from autovision.cli import app as cli
 from autovision.client import predict_automl
 from autovision.contract.files import ModelCard
 from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL, RunLocation, model_card_key
+from autovision.export.card import artifact_uris
 from autovision.export.layout import ModelLocation
-from autovision.pipeline import artifact_uris
 from autovision.serving import LocalTritonServer, predict, write_local_repository
 from autovision.serving.client import Protocol
 from autovision.serving.tritonserver import endpoint, free_ports

@@ -26,7 +26,7 @@ from autovision.export import onnx_logits
 from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
-from autovision.search.runner import SearchSettings
+from autovision.search.job import SearchSettings
 from autovision.search.space import LEARNING_RATES, DatasetProfile, SearchSpace, space_for
 from autovision.storage import Storage, read_uris
 from autovision.train.families import families, family_named, family_of, register_family, registered

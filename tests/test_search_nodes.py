@@ -20,9 +20,10 @@ from optuna.trial import FrozenTrial, TrialState
 from autovision.data.importer import import_dataset
 from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.progress import LogReporter
+from autovision.search.job import WORKERS_PER_NODE, ImageCache, SearchSettings
 from autovision.search.nodes import NODE_SILENCE_SECONDS, SEARCHING, members_to_wait_for, node_attr, run_node
-from autovision.search.runner import WORKERS_PER_NODE, ImageCache, SearchSettings, summarise
 from autovision.search.study import StudyStore, open_study
+from autovision.search.summary import summarise
 from autovision.storage import Storage
 from tests.search_support import digits_subset_zip, run_search_worker, search_job, tiny_space
 

@@ -13,7 +13,7 @@ from optuna.trial import FixedTrial
 from autovision.data.manifest import ImageRecord
 from autovision.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from autovision.resources import OptimizeFor
-from autovision.search import runner
+from autovision.search import worker
 from autovision.search.budget import BudgetPlan, final_fit_affordable, milli_node_hours, stalled
 from autovision.search.pareto import Point, choose, dominates, pareto_front
 from autovision.search.space import LEARNING_RATES, Candidate, DatasetProfile, FixedSpace, SearchSpace, space_for
@@ -250,5 +250,5 @@ def test_a_space_names_the_backbones_to_check_before_searching() -> None:
 
 
 def test_workers_share_the_cores_for_threads_and_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "available_cores", lambda: 16)
-    assert [runner.cores_per_worker(workers) for workers in (1, 3, 8, 32)] == [16, 5, 2, 1]
+    monkeypatch.setattr(worker, "available_cores", lambda: 16)
+    assert [worker.cores_per_worker(workers) for workers in (1, 3, 8, 32)] == [16, 5, 2, 1]

@@ -24,16 +24,11 @@ from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import LogReporter
 from autovision.resources import OptimizeFor
-from autovision.search.runner import (
-    ImageCache,
-    SearchJob,
-    SearchSettings,
-    TrialRecord,
-    run_workers,
-    spent_seconds,
-    summarise,
-)
+from autovision.search.job import ImageCache, SearchJob, SearchSettings
+from autovision.search.records import TrialRecord, spent_seconds
 from autovision.search.study import StudyStore, open_study
+from autovision.search.summary import summarise
+from autovision.search.worker import run_workers
 from autovision.storage import Storage
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import ImageSet, load_images
@@ -97,7 +92,7 @@ def test_decoding_the_images_is_charged_to_the_trial_that_needed_them(
         time.sleep(delay)
         return load_images(*args, **kwargs)
 
-    monkeypatch.setattr("autovision.search.runner.load_images", slow_to_decode)
+    monkeypatch.setattr("autovision.search.job.load_images", slow_to_decode)
     job = digits.job("decoding", space=tiny_space(), settings=SearchSettings(early_stopping=False, max_trials=2))
     run_search_worker(job)
 

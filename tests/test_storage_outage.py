@@ -14,8 +14,8 @@ from autovision.contract.keys import progress_key
 from autovision.data.importer import import_dataset
 from autovision.embedded_s3 import EmbeddedS3
 from autovision.progress import LogReporter
+from autovision.search.job import ImageCache, SearchJob, SearchSettings
 from autovision.search.nodes import run_node
-from autovision.search.runner import ImageCache, SearchJob, SearchSettings
 from autovision.search.study import StudyStore
 from autovision.storage import Storage
 from autovision.train.trainer import TrialCheckpoint

@@ -23,7 +23,7 @@ from autovision.data.importer import ImportResult, import_dataset
 from autovision.pipeline import train_evaluate_export
 from autovision.progress import LogReporter
 from autovision.resources import ResNetArchitecture
-from autovision.search.runner import SearchSettings
+from autovision.search.job import SearchSettings
 from autovision.search.space import SearchSpace
 from autovision.storage import Storage
 from autovision.train.families.user_backbone import (

@@ -13,7 +13,7 @@ from autovision.contract.keys import import_progress_key, model_card_key, progre
 from autovision.data.importer import SplitSettings, import_dataset
 from autovision.progress import LogReporter, ProgressFile
 from autovision.resources import Task
-from autovision.search.runner import write_progress
+from autovision.search.records import write_progress
 from autovision.storage import Storage
 from autovision_operator import dataset_handlers, training_handlers
 

@@ -63,7 +63,7 @@ def train(args: TrainArgs) -> None:
     """
     import torch
 
-    from autovision.search.runner import SearchSettings
+    from autovision.search.job import SearchSettings
 
     try:
         settings = SearchSettings(

@@ -55,7 +55,7 @@ def train_command(
     """
     from autovision.contract.keys import RunLocation
     from autovision.pipeline import run_uid, train_evaluate_export
-    from autovision.search.runner import SearchSettings
+    from autovision.search.job import SearchSettings
     from autovision.storage import Storage, StorageError
     from autovision.train.models import BackboneWeightsError
 

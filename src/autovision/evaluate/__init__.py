@@ -2,6 +2,8 @@
 
 ``metrics`` computes everything from saved scores (pure), ``predictions`` saves and
 loads those scores, ``tables`` turns an evaluation into CSV and summary rows.
+``scoring`` (the final model's test scores, with torch) and ``files`` (writing
+evaluation.json, the CSV and report.html) are for the pipeline and not imported here.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from autovision.evaluate.metrics import (
     DEFAULT_SCORE_THRESHOLD,
     SWEEP_THRESHOLDS,
+    activate,
     evaluate_predictions,
     sigmoid,
     softmax,
@@ -21,6 +24,7 @@ __all__ = [
     "DEFAULT_SCORE_THRESHOLD",
     "SWEEP_THRESHOLDS",
     "SplitPredictions",
+    "activate",
     "confusion_matrix_csv",
     "evaluate_predictions",
     "per_label_rows",

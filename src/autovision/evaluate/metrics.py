@@ -48,6 +48,11 @@ def sigmoid(logits: FloatArray) -> FloatArray:
     return np.asarray(np.exp(-np.logaddexp(0.0, -logits)), dtype=np.float32)
 
 
+def activate(logits: FloatArray, multi_label: bool) -> FloatArray:
+    """Scores from logits: per-label sigmoid (multi-label) or softmax (single-label)."""
+    return sigmoid(logits) if multi_label else softmax(logits)
+
+
 def evaluate_predictions(
     predictions: SplitPredictions,
     *,

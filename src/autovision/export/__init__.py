@@ -1,5 +1,7 @@
 """Export: ONNX (dynamic batch), TorchScript and int8 ONNX, parity-checked at export time.
 
+``card`` builds the model card (model.json) that describes what was exported.
+
 Names are imported lazily: ``autovision.export.layout`` (the model directory's file
 names, read by the CLI) must not pull in torch.
 """

@@ -17,7 +17,8 @@ from torch import nn
 from autovision.contract.keys import final_checkpoint_key, final_plan_key
 from autovision.progress import Reporter
 from autovision.search.budget import final_fit_affordable
-from autovision.search.runner import ImageCache, SearchJob, SearchResult
+from autovision.search.job import ImageCache, SearchJob
+from autovision.search.summary import SearchResult
 from autovision.storage import Storage
 from autovision.train.images import ImageSet
 from autovision.train.trainer import CPU, EpochResult, TrialCheckpoint, restore_model, train_trial

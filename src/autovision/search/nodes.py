@@ -33,8 +33,9 @@ from optuna.storages._grpc.server import make_server
 from optuna.trial import FrozenTrial, TrialState
 
 from autovision.progress import Reporter
-from autovision.search.runner import WORKERS_PER_NODE, ImageCache, SearchJob, recover_interrupted, run_workers
+from autovision.search.job import WORKERS_PER_NODE, ImageCache, SearchJob
 from autovision.search.study import StudyStore, StudyUnreachableError, open_study, parse_address
+from autovision.search.worker import recover_interrupted, run_workers
 
 # Node 0 uploads the journal at least this often while it serves other nodes.
 PUSH_INTERVAL_SECONDS = 30.0

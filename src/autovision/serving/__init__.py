@@ -1,5 +1,7 @@
 """Serving: the local Triton model repository, the local tritonserver, and the client.
 
+``publish`` writes a run's two Triton repositories (local and cluster) to its storage.
+
 Names are imported lazily: writing a repository (done by the trainer at export time)
 must not require tritonclient or nvidia-pytriton, which only the ``serve`` extra installs.
 """

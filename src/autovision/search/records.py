@@ -1,0 +1,151 @@
+"""The trials table and the search's stop rules, read from the study's trials (pure, but for ``write_progress``).
+
+A worker stops at the budget, at the trial cap, or (with early stopping) when
+the last trials stopped improving on the best. The budget is counted from what
+the study's journal says was spent, over every trial of every worker
+(interrupted ones included), so a worker that starts again keeps counting from
+there. ``search_progress`` is progress.json while searching; ``write_progress``
+stores it for the operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from autovision.contract.files import SEARCHING_PHASE, Progress
+from autovision.contract.keys import progress_key
+from autovision.search.budget import milli_node_hours, stalled
+from autovision.search.job import SearchJob
+from autovision.storage import Storage
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One row of the trials table, read from the study."""
+
+    number: int
+    state: str
+    architecture: str | None
+    resolution: int | None
+    epochs: int | None
+    epochs_trained: int
+    best_epoch: int | None
+    value: float | None
+    latency_ms: float | None
+    parameters: int | None
+    seconds: float
+    worker: int | None
+    stop: str | None
+    checkpoint: str | None
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord:
+        """The record of a trial in any state."""
+        attrs = trial.user_attrs
+        intermediate = list(trial.intermediate_values.values())
+        value = attrs.get("bestValue", max(intermediate) if intermediate else None)
+        stop = attrs.get("stop", "interrupted" if trial.state == TrialState.FAIL else None)
+        return cls(
+            number=trial.number,
+            state=trial.state.name.lower(),
+            architecture=attrs.get("architecture"),
+            resolution=attrs.get("resolution"),
+            epochs=attrs.get("epochs"),
+            epochs_trained=attrs.get("epochsTrained", len(intermediate)),
+            best_epoch=attrs.get("bestEpoch"),
+            value=value,
+            latency_ms=attrs.get("latencyMs"),
+            parameters=attrs.get("parameters"),
+            seconds=float(attrs.get("seconds", 0.0)),
+            worker=attrs.get("worker"),
+            stop=stop,
+            checkpoint=attrs.get("checkpoint"),
+            params=dict(trial.params),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as the model card and ``--json`` show it."""
+        return {
+            "trial": self.number,
+            "state": self.state,
+            "architecture": self.architecture,
+            "resolution": self.resolution,
+            "epochs": self.epochs,
+            "epochsTrained": self.epochs_trained,
+            "bestEpoch": self.best_epoch,
+            "value": self.value,
+            "latencyMs": self.latency_ms,
+            "parameters": self.parameters,
+            "seconds": round(self.seconds, 3),
+            "worker": self.worker,
+            "stop": self.stop,
+            "params": self.params,
+        }
+
+
+def spent_seconds(trials: list[FrozenTrial]) -> float:
+    """Device seconds the search has spent, over every trial of every worker (interrupted ones included)."""
+    return sum(float(trial.user_attrs.get("seconds", 0.0)) for trial in trials)
+
+
+def finished_values(trials: list[FrozenTrial]) -> list[float]:
+    """Finished trials' values in the order they finished, for early stopping."""
+    finished = sorted(
+        (trial for trial in trials if trial.state in FINISHED and trial.datetime_complete is not None),
+        key=lambda trial: (trial.datetime_complete, trial.number),
+    )
+    values = (TrialRecord.of(trial).value for trial in finished)
+    return [value for value in values if value is not None]
+
+
+def stop_reason(trials: list[FrozenTrial], job: SearchJob) -> str | None:
+    """Why the search must not start another trial: budget, trials or stalled; None to go on."""
+    if job.plan.search_exhausted(spent_seconds(trials)):
+        return "budget"
+    started = [trial for trial in trials if trial.state in (*FINISHED, TrialState.RUNNING)]
+    cap = job.trial_cap
+    if cap is not None and len(started) >= cap:
+        return "trials"
+    settings = job.settings
+    if settings.early_stopping and stalled(finished_values(trials), settings.patience, settings.min_delta):
+        return "stalled"
+    return None
+
+
+def best_so_far(trials: list[FrozenTrial]) -> TrialRecord | None:
+    """The trial with the highest validation value yet (running trials count with their best epoch)."""
+    records = [TrialRecord.of(trial) for trial in trials if trial.state != TrialState.FAIL]
+    scored = [record for record in records if record.value is not None]
+    return max(scored, key=lambda record: (record.value, -record.number)) if scored else None
+
+
+def trial_counts(records: list[TrialRecord]) -> dict[str, int]:
+    """Trials done, running and pruned, as status shows them (interrupted ones are counted once resumed)."""
+    states = [record.state for record in records]
+    return {"done": states.count("complete"), "running": states.count("running"), "pruned": states.count("pruned")}
+
+
+def search_progress(trials: list[FrozenTrial], metric: str) -> Progress:
+    """progress.json while searching: trial counts, the best so far and the budget used."""
+    best = best_so_far(trials)
+    return Progress.model_validate(
+        {
+            "phase": SEARCHING_PHASE,
+            "trials": trial_counts([TrialRecord.of(trial) for trial in trials]),
+            "best": None
+            if best is None
+            else {"trial": best.number, "architecture": best.architecture, "metric": metric, "value": best.value},
+            "milliNodeHoursUsed": milli_node_hours(spent_seconds(trials)),
+        }
+    )
+
+
+def write_progress(storage: Storage, prefix: str, progress: Progress) -> None:
+    """progress.json, read by the operator: phase, trials, best so far, budget used."""
+    storage.write_json(progress_key(prefix), progress.to_json())
