@@ -34,7 +34,7 @@ from autovision.serving import LocalTritonServer, predict, write_local_repositor
 from autovision.serving.client import Protocol
 from autovision.serving.tritonserver import endpoint, free_ports
 from autovision.storage import Storage
-from tests.test_serving import (
+from tests.support.serving import (
     LABELS,
     PREPROCESS,
     TOP_K,

@@ -113,6 +113,7 @@ def dark_blue_pixels(image: Image.Image) -> int:
     return int(((red < 90) & (blue > red + 60)).sum())
 
 
+@pytest.mark.chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
 def test_headless_chromium_draws_the_confusion_matrix_and_pr_curves(page: str, tmp_path: Path) -> None:
     report = tmp_path / "report.html"

@@ -10,7 +10,7 @@ import pytest
 from autovision.contract import env
 from autovision.settings import Settings
 from autovision_operator.config import OperatorConfig
-from tests.source_scan import REPO, source_strings
+from tests.support.source_scan import REPO, source_strings
 
 VARIABLE = re.compile(r"\bAUTOVISION_[A-Z0-9_]*[A-Z0-9]\b")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from autovision.contract import exit_codes
-from tests.source_scan import python_sources
+from tests.support.source_scan import python_sources
 
 EXIT_CALLS = {"exit", "SystemExit", "Exit", "_exit"}
 

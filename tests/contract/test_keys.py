@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from autovision.contract import keys
-from tests.source_scan import source_strings
+from tests.support.source_scan import source_strings
 
 # Fragments of the storage layout: finding one in a string outside the contract means a key spelled by hand.
 KEY_FRAGMENTS = (

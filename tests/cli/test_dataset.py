@@ -1,0 +1,70 @@
+"""``autovision dataset import`` and ``describe``: tables, one JSON object, one error line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autovision.cli import app
+from autovision.storage import Storage
+from tests.support.datasets import labelled, write_zip
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def storage_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Storage:
+    root = f"file://{tmp_path / 'storage'}"
+    monkeypatch.setenv("AUTOVISION_STORAGE_ROOT", root)
+    return Storage(root)
+
+
+def test_import_then_describe_as_json(storage_root: Storage, tmp_path: Path) -> None:
+    source = write_zip(tmp_path / "pets.zip", labelled(10) | {"dog/bad.png": b"GIF89a nonsense"})
+    imported = runner.invoke(app, ["dataset", "import", str(source), "--name", "pets", "--json"])
+    assert imported.exit_code == 0, imported.output
+    summary = json.loads(imported.stdout)
+    assert summary["reused"] is False
+    assert (summary["kept"], summary["rejected"], summary["rejectReasons"]) == (20, 1, {"not_an_image": 1})
+    assert summary["perLabel"]["cat"] == {"train": 8, "validation": 1, "test": 1}
+    assert {w["reason"] for w in summary["warnings"]} == {"FewImages", "RejectedFiles"}
+
+    described = runner.invoke(app, ["dataset", "describe", "pets", "--json"])
+    assert described.exit_code == 0, described.output
+    assert json.loads(described.stdout) == {k: v for k, v in summary.items() if k != "reused"}
+
+    again = runner.invoke(app, ["dataset", "import", str(source), "--name", "pets", "--json"])
+    assert json.loads(again.stdout)["reused"] is True
+
+
+def test_import_prints_label_stats_and_warnings(storage_root: Storage, tmp_path: Path) -> None:
+    source = write_zip(tmp_path / "pets.zip", labelled(10))
+    result = runner.invoke(app, ["dataset", "import", str(source), "--name", "pets", "--task", "multi-label"])
+    assert result.exit_code == 0, result.output
+    for text in ("(MultiLabel)", "label", "validation", "cat", "dog", "FewImages", "20 images kept"):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset", "import", "{tmp}/empty.zip", "--name", "pets"], "archive holds no files"),
+        (["dataset", "import", "{tmp}/nowhere.zip", "--name", "pets"], "does not exist"),
+        (["dataset", "import", "{tmp}/empty.zip", "--name", "../up"], "dataset name"),
+        (["dataset", "describe", "pets"], "has no imported version"),
+    ],
+)
+def test_refusals_exit_non_zero_with_one_line(
+    storage_root: Storage, tmp_path: Path, args: list[str], message: str
+) -> None:
+    write_zip(tmp_path / "empty.zip", {})
+    result = runner.invoke(app, [arg.format(tmp=tmp_path) for arg in args])
+    assert result.exit_code == 1
+    # One message; rich folds it at the console width when stderr is not a terminal.
+    assert result.stderr.startswith("error: ")
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert result.stdout.strip() == ""
+    assert storage_root.list_keys("") == []

@@ -1,0 +1,398 @@
+"""The pure serving builders: which model is served, and every child object, schema-valid."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from autovision.resources import ModelDeployment, TrainingJob, parse_resource
+from autovision_operator import serving_builders as sb
+from autovision_operator.config import TRITON_IMAGE, OperatorConfig
+from autovision_operator.reconcile import NotReadyError
+from tests.support.operator import make_config, make_dataset
+
+K8S_VERSION = kubernetes_validate.latest_version()
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+ENDPOINT = "http://seaweedfs.storage:8333"
+REPOSITORY = "s3://autovision/runs/ml/flowers-run/0f1e2d3c-aaaa/triton"
+
+
+def make_model_deployment(name: str = "flowers", namespace: str = "ml", **spec: Any) -> ModelDeployment:
+    obj = {
+        "apiVersion": "autovision.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace, "uid": "uid-md"},
+        "spec": {"modelRef": {"trainingJob": "flowers-run"}, **spec},
+    }
+    deployment = parse_resource(obj)
+    assert isinstance(deployment, ModelDeployment)
+    return deployment
+
+
+def training_job(ready: bool = True, artifacts: dict[str, str] | None = None) -> TrainingJob:
+    condition = (
+        {"type": "Ready", "status": "True", "reason": "Succeeded", "lastTransitionTime": "2026-11-23T12:00:00Z"}
+        if ready
+        else {
+            "type": "Ready",
+            "status": "False",
+            "reason": "Searching",
+            "message": "3 trials done",
+            "lastTransitionTime": "2026-11-23T12:00:00Z",
+        }
+    )
+    run = parse_resource(
+        {
+            "apiVersion": "autovision.dev/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "flowers-run", "namespace": "ml", "uid": "0f1e2d3c-aaaa-bbbb"},
+            "spec": {"datasetRef": {"name": "flowers"}, "budgetMilliNodeHours": 1000},
+            "status": {"conditions": [condition], "artifacts": artifacts if artifacts is not None else {}},
+        }
+    )
+    assert isinstance(run, TrainingJob)
+    return run
+
+
+def model(version: str = "flowers-run-0f1e2d3c") -> sb.ServedModel:
+    return sb.ServedModel(sb.triton_repository_url(REPOSITORY, ENDPOINT), version, "flowers")
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Strict: unknown fields are errors too."""
+    kubernetes_validate.validate(obj, K8S_VERSION, True)
+
+
+def deployment_for(config: OperatorConfig | None = None, secret: str | None = "s3-credentials", **spec: Any) -> Any:
+    return sb.build_triton_deployment(make_model_deployment(**spec), model(), config or make_config(), secret)
+
+
+def containers(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {container["name"]: container for container in deployment["spec"]["template"]["spec"]["containers"]}
+
+
+# --- Triton's S3 URLs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "endpoint", "expected"),
+    [
+        ("s3://bucket/runs/ml/x/triton", None, "s3://bucket/runs/ml/x/triton"),
+        ("s3://bucket/runs/ml/x/triton/", "", "s3://bucket/runs/ml/x/triton"),
+        ("s3://bucket/runs/x", "http://seaweedfs.storage:8333", "s3://seaweedfs.storage:8333/bucket/runs/x"),
+        ("s3://bucket/runs/x", "http://minio.storage", "s3://minio.storage:80/bucket/runs/x"),
+        ("s3://bucket/runs/x", "https://s3.example.com", "s3://https://s3.example.com:443/bucket/runs/x"),
+        ("s3://bucket/runs/x", "https://10.0.0.7:9000/", "s3://https://10.0.0.7:9000/bucket/runs/x"),
+        ("s3://bucket", "http://host:9000", "s3://host:9000/bucket"),
+    ],
+)
+def test_triton_repository_url(uri: str, endpoint: str | None, expected: str) -> None:
+    assert sb.triton_repository_url(uri, endpoint) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "endpoint", "message"),
+    [
+        ("file:///data/triton", None, "s3://bucket/prefix"),
+        ("gs://bucket/triton", None, "s3://bucket/prefix"),
+        ("s3:///triton", None, "s3://bucket/prefix"),
+        ("s3://Bucket/triton", None, "buckets of"),
+        ("s3://bucket/model=1/triton", None, "keys of"),
+        ("s3://bucket/triton", "seaweedfs:8333", "http(s)://host"),
+        ("s3://bucket/triton", "http://host:9000/s3", "http(s)://host"),
+        ("s3://bucket/triton", "http://[fd00::1]:9000", "hosts of"),
+    ],
+)
+def test_triton_repository_url_refuses_what_triton_misreads(uri: str, endpoint: str | None, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sb.triton_repository_url(uri, endpoint)
+
+
+# --- which model ----------------------------------------------------------------------
+
+
+def test_a_ready_training_job_serves_its_triton_repository() -> None:
+    served = sb.trained_model(training_job(artifacts={"tritonRepository": REPOSITORY}), ENDPOINT)
+    assert served == sb.ServedModel(
+        "s3://seaweedfs.storage:8333/autovision/runs/ml/flowers-run/0f1e2d3c-aaaa/triton",
+        "flowers-run-0f1e2d3c",
+        "flowers",
+    )
+
+
+def test_the_cluster_layout_is_preferred_over_the_local_one() -> None:
+    artifacts = {"tritonRepository": REPOSITORY, "tritonClusterRepository": REPOSITORY + "-cluster"}
+    served = sb.trained_model(training_job(artifacts=artifacts), ENDPOINT)
+    assert served.repository.endswith("/triton-cluster")
+
+
+def test_a_uri_is_served_as_is_and_versioned_by_its_digest() -> None:
+    served = sb.uri_model("s3://models/flowers/v3", None)
+    assert served.repository == "s3://models/flowers/v3"
+    assert re.fullmatch(r"uri-[0-9a-f]{12}", served.version)
+    assert served.dataset is None
+    assert sb.uri_model("s3://models/flowers/v4", None).version != served.version
+
+
+@pytest.mark.parametrize(
+    ("run", "reason", "message"),
+    [
+        (training_job(ready=False), "ModelNotReady", "has no model yet (Searching: 3 trials done)"),
+        (training_job(), "ModelNotReady", "has no status.artifacts.tritonClusterRepository"),
+        (training_job(artifacts={"tritonRepository": "file:///tmp/x"}), "UnsupportedModelUri", "s3://bucket/prefix"),
+    ],
+)
+def test_a_model_that_cannot_be_served_says_why(run: TrainingJob, reason: str, message: str) -> None:
+    """A missing or invalid TrainingJob is ``reconcile.referenced``'s (tests/test_operator_reconcile.py)."""
+    with pytest.raises(NotReadyError, match=re.escape(message)) as raised:
+        sb.trained_model(run, None)
+    assert raised.value.reason == reason
+
+
+def test_an_unsupported_uri_is_not_served() -> None:
+    with pytest.raises(NotReadyError, match=re.escape("s3://bucket/prefix")) as raised:
+        sb.uri_model("file:///tmp/x", None)
+    assert raised.value.reason == "UnsupportedModelUri"
+
+
+def test_serving_reads_the_model_with_the_credentials_that_wrote_it() -> None:
+    config = make_config(storage_secret="operator-s3")
+    assert sb.serving_secret(make_model_deployment(), make_dataset(secret="s3-credentials"), config) == "s3-credentials"
+    in_operator_namespace = make_model_deployment(namespace="autovision-system")
+    assert sb.serving_secret(in_operator_namespace, None, config) == "operator-s3"
+    assert sb.serving_secret(make_model_deployment(), None, config) is None  # ambient credentials
+
+
+# --- names and endpoints --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["flowers", "flowers.v2", "2024-flowers", "x" * 253, "a" * 60 + ".b"])
+def test_children_have_a_service_name(name: str) -> None:
+    child = sb.serving_name(make_model_deployment(name=name))
+    assert DNS_1035_LABEL.match(child)
+    assert len(child) <= 63
+    assert child == sb.serving_name(make_model_deployment(name=name))  # deterministic
+
+
+def test_endpoints_are_in_cluster_addresses_of_the_service() -> None:
+    endpoints = sb.serving_endpoints(make_model_deployment())
+    assert endpoints.http == "flowers.ml.svc:8000"
+    assert endpoints.grpc == "flowers.ml.svc:8001"
+    assert endpoints.predict == "http://flowers.ml.svc:8080/v1/models/flowers:predict"
+
+
+# --- Deployment -----------------------------------------------------------------------
+
+
+def test_deployment_is_valid_and_owned() -> None:
+    deployment = deployment_for(nodes=2)
+    validate(deployment)
+    meta = deployment["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("flowers", "ml")
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "autovision.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "name": "flowers",
+            "uid": "uid-md",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    selector = spec["selector"]["matchLabels"]
+    assert selector.items() <= spec["template"]["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "serving"
+
+
+def test_rollouts_keep_capacity_and_a_new_model_changes_the_template() -> None:
+    deployment = deployment_for()
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"] == {sb.MODEL_VERSION_ANNOTATION: "flowers-run-0f1e2d3c"}
+    other = sb.build_triton_deployment(make_model_deployment(), model("other-run-12345678"), make_config(), None)
+    assert other["spec"]["template"] != template
+
+
+def test_triton_reads_the_repository_from_s3_with_the_secret() -> None:
+    triton = containers(deployment_for())["triton"]
+    assert triton["image"] == TRITON_IMAGE
+    assert triton["command"] == ["tritonserver"]
+    expected = "--model-repository=s3://seaweedfs.storage:8333/autovision/runs/ml/flowers-run/0f1e2d3c-aaaa/triton"
+    assert expected in triton["args"]
+    assert triton["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert "envFrom" not in containers(deployment_for(secret=None))["triton"]
+
+
+def test_triton_serves_three_ports_with_health_probes() -> None:
+    triton = containers(deployment_for())["triton"]
+    ports = {port["name"]: port["containerPort"] for port in triton["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert triton["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert triton["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    startup = triton["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 10 * 60  # room for the model download
+
+
+def test_triton_gets_a_gpu_on_gpu_nodes() -> None:
+    deployment = deployment_for()
+    pod = deployment["spec"]["template"]["spec"]
+    assert containers(deployment)["triton"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    plain = deployment_for(make_config(gpu_node_selector={}, gpu_tolerations=[]))
+    assert "nodeSelector" not in plain["spec"]["template"]["spec"]
+    assert "tolerations" not in plain["spec"]["template"]["spec"]
+
+
+def test_pods_run_restricted_with_writable_scratch_only() -> None:
+    deployment = deployment_for()
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["runAsUser"] > 0
+        assert container["resources"]["requests"]["cpu"]  # the HPA's CPU utilisation needs requests
+    mounts = {mount["mountPath"]: mount["name"] for mount in containers(deployment)["triton"]["volumeMounts"]}
+    volumes = {volume["name"]: volume["emptyDir"] for volume in pod["volumes"]}
+    assert volumes[mounts["/dev/shm"]]["medium"] == "Memory"
+    assert "/tmp" in mounts
+
+
+def test_the_gateway_runs_beside_triton() -> None:
+    gateway = containers(deployment_for(scoreThreshold=0.3))["gateway"]
+    assert gateway["image"] == "ghcr.io/autovision/trainer:0.1.0"  # the trainer image unless configured
+    assert gateway["command"] == ["python", "-m", "autovision.serving.gateway"]
+    assert "--triton-url=localhost:8000" in gateway["args"]
+    assert "--score-threshold=0.3" in gateway["args"]
+    assert gateway["ports"] == [{"name": "predict", "containerPort": 8080, "protocol": "TCP"}]
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "predict"}
+    configured = deployment_for(make_config(gateway_image="ghcr.io/autovision/gateway:0.1.0"))
+    assert containers(configured)["gateway"]["image"] == "ghcr.io/autovision/gateway:0.1.0"
+
+
+def test_serving_images_come_from_the_chart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOVISION_STORAGE_ROOT", "s3://autovision")
+    monkeypatch.setenv("AUTOVISION_TRAINER_IMAGE", "ghcr.io/autovision/trainer:0.1.0")
+    monkeypatch.setenv("AUTOVISION_TRITON_IMAGE", "registry.example/tritonserver:26.06-py3")
+    monkeypatch.setenv("AUTOVISION_GATEWAY_IMAGE", "")
+    config = OperatorConfig()
+    assert config.triton_image == "registry.example/tritonserver:26.06-py3"
+    assert config.gateway_image is None
+    assert config.serving_gateway_image == "ghcr.io/autovision/trainer:0.1.0"
+
+
+def test_image_pull_secrets_reach_the_pods() -> None:
+    deployment = deployment_for(make_config(image_pull_secrets=[{"name": "regcred"}]))
+    validate(deployment)
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+# --- Service, PodDisruptionBudget, HorizontalPodAutoscaler ----------------------------
+
+
+def test_service_exposes_kserve_metrics_and_predict() -> None:
+    md = make_model_deployment()
+    service = sb.build_triton_service(md)
+    validate(service)
+    ports = {port["name"]: (port["port"], port["targetPort"]) for port in service["spec"]["ports"]}
+    assert ports == {
+        "http": (8000, "http"),
+        "grpc": (8001, "grpc"),
+        "metrics": (8002, "metrics"),
+        "predict": (8080, "predict"),
+    }
+    assert service["spec"]["selector"] == sb.selector_labels(md)
+    assert service["metadata"]["ownerReferences"][0]["uid"] == "uid-md"
+
+
+def test_disruption_budget_lets_a_single_node_drain() -> None:
+    budget = sb.build_pod_disruption_budget(make_model_deployment(nodes=1))
+    validate(budget)
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in budget["spec"]
+    assert budget["spec"]["selector"]["matchLabels"] == sb.selector_labels(make_model_deployment())
+
+
+def test_cpu_autoscaling_uses_a_resource_metric_with_nodes_as_floor() -> None:
+    md = make_model_deployment(nodes=3, autoscaling={"minNodes": 2, "maxNodes": 6, "target": "cpu"})
+    autoscaler = sb.build_horizontal_pod_autoscaler(md)
+    validate(autoscaler)
+    spec = autoscaler["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "flowers"}
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (3, 6)
+    assert spec["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    ]
+
+
+def test_inflight_autoscaling_uses_tritons_queue_metric() -> None:
+    md = make_model_deployment(nodes=1, autoscaling={"minNodes": 2, "maxNodes": 4})
+    autoscaler = sb.build_horizontal_pod_autoscaler(md)
+    validate(autoscaler)
+    (metric,) = autoscaler["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"] == {"name": "nv_inference_pending_request_count"}
+    assert autoscaler["spec"]["minReplicas"] == 2
+
+
+def test_a_floor_above_max_nodes_raises_the_ceiling() -> None:
+    md = make_model_deployment(nodes=5, autoscaling={"minNodes": 1, "maxNodes": 3})
+    spec = sb.build_horizontal_pod_autoscaler(md)["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (5, 5)
+    assert sb.build_triton_deployment(md, model(), make_config(), None)["spec"]["replicas"] == 5
+
+
+def test_no_autoscaler_without_autoscaling() -> None:
+    with pytest.raises(ValueError, match=r"no spec\.autoscaling"):
+        sb.build_horizontal_pod_autoscaler(make_model_deployment())
+
+
+# --- patches --------------------------------------------------------------------------
+
+
+def as_stored(desired: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """``desired`` as the API server returns it: defaults and status added, and the spec changes given."""
+    stored = {**desired, "metadata": {**desired["metadata"], "uid": "uid-child", "resourceVersion": "7"}}
+    template = desired["spec"].get("template")
+    if template is not None:
+        pod = template["spec"]
+        defaulted = [{**c, "terminationMessagePath": "/dev/termination-log"} for c in pod["containers"]]
+        template = {**template, "spec": {**pod, "containers": defaulted, "dnsPolicy": "ClusterFirst"}}
+        spec = {"template": template, **spec}
+    stored["spec"] = {**desired["spec"], **spec}
+    stored["status"] = {"replicas": 1}
+    return stored
+
+
+def test_an_unchanged_child_needs_no_patch() -> None:
+    desired = deployment_for()
+    assert sb.child_patch(desired, as_stored(desired)) is None
+    service = sb.build_triton_service(make_model_deployment())
+    assert sb.child_patch(service, as_stored(service, clusterIP="10.0.0.1")) is None
+
+
+def test_a_changed_child_gets_its_spec_and_labels_back() -> None:
+    desired = deployment_for(nodes=3)
+    patch = sb.child_patch(desired, as_stored(desired, replicas=1))
+    assert patch == {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": desired["spec"]}
+
+
+def test_an_autoscaler_owns_the_replicas() -> None:
+    desired = deployment_for(nodes=3)
+    assert sb.child_patch(desired, as_stored(desired, replicas=7), omit_replicas=True) is None
+    new_model = sb.build_triton_deployment(make_model_deployment(nodes=3), model("v2"), make_config(), "s3-credentials")
+    patch = sb.child_patch(new_model, as_stored(desired, replicas=7), omit_replicas=True)
+    assert patch is not None
+    assert "replicas" not in patch["spec"]
+    assert patch["spec"]["template"]["metadata"]["annotations"] == {sb.MODEL_VERSION_ANNOTATION: "v2"}

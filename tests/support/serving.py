@@ -1,0 +1,179 @@
+"""Serving test inputs: a tiny ONNX classifier, seeded images, Triton's config parser, a stand-in backend API."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+import pytest
+from google.protobuf import text_format  # type: ignore[import-untyped]
+from google.protobuf.json_format import MessageToJson  # type: ignore[import-untyped]
+from onnx import TensorProto, helper
+from PIL import Image
+from tritonclient.grpc import model_config_pb2
+
+from autovision.preprocess import PreprocessConfig, preprocess_bytes
+from autovision.serving import (
+    TritonServerError,
+)
+from autovision.serving.tritonserver import pytriton_tritonserver_dir
+
+LABELS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+PREPROCESS = PreprocessConfig(size=24)
+TOP_K = 3
+PROTOCOLS = ["http", "grpc"]
+
+
+def make_onnx_classifier(path: Path, num_labels: int, seed: int = 0) -> Path:
+    """GlobalAveragePool -> Flatten -> Gemm with fixed random weights, dynamic batch."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0.0, 3.0, size=(3, num_labels)).astype(np.float32)
+    bias = rng.normal(0.0, 0.5, size=num_labels).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["features"]),
+            helper.make_node("Gemm", ["features", "weights", "bias"], ["logits"]),
+        ],
+        "tiny_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, None, None])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_labels])],
+        initializer=[
+            onnx.numpy_helper.from_array(weights, "weights"),
+            onnx.numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def encode_image(fmt: str, seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
+    """A seeded colour gradient with noise, not square, so resizing matters."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 255, size=3)
+    ramp = np.linspace(-60, 60, size[0])[None, :, None]
+    noise = rng.normal(0, 20, size=(size[1], size[0], 3))
+    pixels = np.clip(base + ramp + noise, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True), dtype=np.float32)
+
+
+def reference_top_k(onnx_path: Path, image: bytes) -> list[tuple[str, float]]:
+    """What the model predicts run directly, outside Triton, on the shared preprocessing."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    batch = preprocess_bytes(image, PREPROCESS)[None]
+    scores = softmax(session.run(["logits"], {"input": batch})[0])[0]
+    best = np.argsort(-scores)[:TOP_K]
+    return [(LABELS[i], float(scores[i])) for i in best]
+
+
+def tritonserver_unavailable() -> str | None:
+    """Why the tritonserver binary cannot run here, or None when it can."""
+    try:
+        binary = pytriton_tritonserver_dir() / "bin" / "tritonserver"
+    except TritonServerError as error:
+        return str(error)
+    if not sys.platform.startswith("linux"):
+        return "nvidia-pytriton's tritonserver runs on Linux only"
+    return None if binary.is_file() else f"{binary} is missing"
+
+
+TRITONSERVER_UNAVAILABLE = tritonserver_unavailable()
+_SKIP_WITHOUT_TRITONSERVER = pytest.mark.skipif(
+    TRITONSERVER_UNAVAILABLE is not None, reason=TRITONSERVER_UNAVAILABLE or ""
+)
+Test = TypeVar("Test", bound=Callable[..., Any])
+
+
+def needs_tritonserver(test: Test) -> Test:
+    """Mark a test that starts tritonserver, and skip it where the binary cannot run."""
+    marked: Test = pytest.mark.tritonserver(_SKIP_WITHOUT_TRITONSERVER(test))
+    return marked
+
+
+def parse_config(text: str) -> Any:
+    """Parse with Triton's own ModelConfig schema: the text must be valid for Triton."""
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@dataclass
+class FakeTensor:
+    tensor_name: str
+    array: npt.NDArray[Any]
+
+    def as_numpy(self) -> npt.NDArray[Any]:
+        return self.array
+
+
+@dataclass
+class FakeTritonError:
+    message: str
+    code: str = "INTERNAL"
+    INVALID_ARG = "INVALID_ARG"
+    INTERNAL = "INTERNAL"
+
+
+@dataclass
+class FakeResponse:
+    output_tensors: list[FakeTensor] = field(default_factory=list)
+    error: FakeTritonError | None = None
+
+
+def fake_request(*images: bytes) -> dict[str, FakeTensor]:
+    array = np.array([[image] for image in images], dtype=np.object_)
+    return {"IMAGE": FakeTensor("IMAGE", array)}
+
+
+FAKE_PB_UTILS = SimpleNamespace(
+    Tensor=FakeTensor,
+    TritonError=FakeTritonError,
+    InferenceResponse=FakeResponse,
+    get_input_tensor_by_name=lambda request, name: request[name],
+)
+
+
+def load_backend_module(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import a written model.py the way Triton's stub does."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", FAKE_PB_UTILS)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    name = f"autovision_backend_under_test_{model_dir.name}"
+    spec = importlib.util.spec_from_file_location(name, model_dir / "1" / "model.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_backend(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Import a written model.py the way Triton's stub does, and initialize it."""
+    model = load_backend_module(model_dir, monkeypatch).TritonPythonModel()
+    config = parse_config((model_dir / "config.pbtxt").read_text())
+    model.initialize(
+        {
+            "model_config": MessageToJson(config, preserving_proto_field_name=True),
+            "model_repository": str(model_dir),
+            "model_version": "1",
+        }
+    )
+    return model
