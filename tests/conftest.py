@@ -20,79 +20,11 @@ from autovision.embedded_s3 import EmbeddedS3
 from autovision.storage import Storage
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-TESTS = Path(__file__).resolve().parent
 SEAWEEDFS_FIXTURES = {"embedded_s3", "s3_storage"}
-_TRAINING, _TRITONSERVER = pytest.mark.training, pytest.mark.tritonserver
-PENDING_MARKERS: dict[tuple[str, str], tuple[pytest.MarkDecorator, ...]] = {
-    **{
-        ("test_search_trainer.py", name): (_TRAINING,)
-        for name in (
-            "test_training_is_deterministic_for_a_seed_and_learns",
-            "test_an_interrupted_trial_resumes_to_the_same_weights",
-            "test_max_seconds_stops_after_the_epoch_that_spends_it",
-            "test_without_validation_the_last_epoch_is_kept",
-            "test_lite_fine_tunes_with_frozen_stages",
-            "test_every_acceleration_trains_on_the_cpu_as_a_gpu_run_would",
-        )
-    },
-    **{
-        ("test_search_runner.py", name): (_TRAINING,)
-        for name in (
-            "test_budget_is_respected",
-            "test_decoding_the_images_is_charged_to_the_trial_that_needed_them",
-            "test_early_stopping_ends_a_search_that_stopped_improving",
-            "test_kill_9_mid_trial_then_rerun_loses_no_finished_trial",
-            "test_a_rerun_spends_only_what_is_left_of_the_budget",
-            "test_two_worker_processes_share_one_study",
-            "test_a_search_is_deterministic_for_a_seed",
-            "test_multi_label_trains_and_evaluates",
-            "test_records_of_a_finished_search",
-        )
-    },
-    **{
-        ("test_search_nodes.py", name): (_TRAINING,)
-        for name in (
-            "test_two_nodes_share_one_study_through_node_0",
-            "test_node_0_starting_again_resumes_what_a_lost_member_left_running",
-        )
-    },
-    **{
-        ("test_pipeline.py", name): (_TRAINING,)
-        for name in (
-            "test_every_file_is_written_and_the_card_last",
-            "test_model_card",
-            "test_exports_passed_parity_and_batch_dynamically",
-            "test_saved_predictions_are_the_exported_models_scores",
-            "test_evaluation_json_recomputed_with_sklearn",
-            "test_int8_accuracy_recomputed",
-            "test_confusion_csv_and_report",
-            "test_evaluate_cli_recomputes_at_another_threshold",
-            "test_predict_batch_writes_what_the_model_predicts",
-            "test_predict_batch_retry_keeps_finished_shards",
-        )
-    },
-    ("test_pipeline.py", "test_local_layout_served_by_tritonserver_equals_eager_pytorch"): (_TRAINING, _TRITONSERVER),
-    **{
-        ("test_export.py", name): (_TRAINING,)
-        for name in (
-            "test_export_writes_three_formats_that_pass_parity",
-            "test_onnx_batch_dimension_is_dynamic",
-            "test_int8_model_is_quantised_and_close",
-            "test_parity_fails_loudly_on_a_different_model",
-            "test_export_model_raises_when_the_export_is_not_the_trained_model",
-            "test_torchscript_runs_any_batch",
-            "test_quantisation_needs_calibration_images",
-        )
-    },
-    ("test_search_models.py", "test_lite_exports_to_onnx_at_any_resolution"): (_TRAINING,),
-    ("test_user_backbones.py", "test_a_search_fine_tunes_the_users_resnet_and_exports_it"): (_TRAINING,),
-    ("test_trainer_entrypoint.py", "test_import_then_train_within_budget"): (_TRAINING,),
-    ("test_trainer_entrypoint.py", "test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports"): (_TRAINING,),
-}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests that start a server from the fixtures they use, and the pending files' tests from the table."""
+    """Mark the tests that start a server from the fixtures they use."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
@@ -101,9 +33,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.seaweedfs)
         if item.get_closest_marker("kmock") is not None:
             item.add_marker(pytest.mark.kopf)
-        name = getattr(item, "originalname", item.name)
-        for marker in PENDING_MARKERS.get((item.path.relative_to(TESTS).as_posix(), name), ()):
-            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -48,6 +48,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, images: torch.Tensor) -> 
     return export_model(small_model(0), images[:30], images[30:], tmp_path_factory.mktemp("export"))
 
 
+@pytest.mark.training
 def test_export_writes_three_formats_that_pass_parity(exported: ExportedModel) -> None:
     assert [path.name for path in (exported.onnx, exported.torchscript, exported.int8_onnx)] == [
         "model.onnx",
@@ -64,6 +65,7 @@ def test_export_writes_three_formats_that_pass_parity(exported: ExportedModel) -
     assert exported.int8_logits.shape == (30, 10)
 
 
+@pytest.mark.training
 def test_onnx_batch_dimension_is_dynamic(exported: ExportedModel, images: torch.Tensor) -> None:
     graph = onnx.load(str(exported.onnx)).graph
     batch = graph.input[0].type.tensor_type.shape.dim[0]
@@ -73,6 +75,7 @@ def test_onnx_batch_dimension_is_dynamic(exported: ExportedModel, images: torch.
         np.testing.assert_allclose(onnx_logits(exported.onnx, images[:size].numpy()), expected[:size], atol=1e-4)
 
 
+@pytest.mark.training
 def test_int8_model_is_quantised_and_close(exported: ExportedModel, images: torch.Tensor) -> None:
     operators = {node.op_type for node in onnx.load(str(exported.int8_onnx)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= operators
@@ -80,6 +83,7 @@ def test_int8_model_is_quantised_and_close(exported: ExportedModel, images: torc
     assert np.abs(exported.int8_logits - fp32).max() < 0.5, "int8 stays near fp32 on calibrated data"
 
 
+@pytest.mark.training
 def test_parity_fails_loudly_on_a_different_model(exported: ExportedModel, images: torch.Tensor) -> None:
     other = predict_logits(small_model(1), images[:30])
 
@@ -89,6 +93,7 @@ def test_parity_fails_loudly_on_a_different_model(exported: ExportedModel, image
         compare_logits("model.pt", other, torchscript_logits(exported.torchscript, images[:30]))
 
 
+@pytest.mark.training
 def test_export_model_raises_when_the_export_is_not_the_trained_model(
     tmp_path: Path, images: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,6 +123,7 @@ def test_identical_top1_is_required_even_within_tolerance() -> None:
     assert compare_logits("model.onnx", expected, expected + 5e-5).max_abs_diff == pytest.approx(5e-5, abs=1e-6)
 
 
+@pytest.mark.training
 def test_torchscript_runs_any_batch(tmp_path: Path, images: torch.Tensor) -> None:
     model = small_model(2)
     path = export_torchscript(model, images[:2], tmp_path / "model.pt")
@@ -125,6 +131,7 @@ def test_torchscript_runs_any_batch(tmp_path: Path, images: torch.Tensor) -> Non
     np.testing.assert_array_equal(torchscript_logits(path, images[:7]), predict_logits(model, images[:7]))
 
 
+@pytest.mark.training
 def test_quantisation_needs_calibration_images(exported: ExportedModel, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="calibration images"):
         quantize_int8(exported.onnx, np.zeros((0, 3, 16, 16), np.float32), tmp_path / "int8.onnx")

@@ -118,6 +118,7 @@ LOCAL_LAYOUT = [
 ]
 
 
+@pytest.mark.training
 def test_every_file_is_written_and_the_card_last(run: FinishedRun) -> None:
     keys = [key.removeprefix(LOCATION.prefix + "/") for key in run.storage.list_keys(LOCATION.prefix)]
 
@@ -134,6 +135,7 @@ def test_every_file_is_written_and_the_card_last(run: FinishedRun) -> None:
             assert run.local_path(key).stat().st_mtime_ns <= card_written, f"{key} written after model.json"
 
 
+@pytest.mark.training
 def test_model_card(run: FinishedRun) -> None:
     card = ModelCard.model_validate(run.read_json("model/model.json"))
     evaluation = run.read_json("model/evaluation.json")
@@ -170,6 +172,7 @@ def test_model_card(run: FinishedRun) -> None:
     assert run.read_json("progress.json")["artifacts"] == card.artifacts
 
 
+@pytest.mark.training
 def test_exports_passed_parity_and_batch_dynamically(run: FinishedRun) -> None:
     images = preprocess_batch(run.test_images(), PREPROCESS)
     for name in ("onnx", "torchscript"):
@@ -187,6 +190,7 @@ def test_exports_passed_parity_and_batch_dynamically(run: FinishedRun) -> None:
         np.testing.assert_allclose(torchscript(torch.from_numpy(images[:5])).numpy(), full[:5], atol=1e-4)
 
 
+@pytest.mark.training
 def test_saved_predictions_are_the_exported_models_scores(run: FinishedRun) -> None:
     predictions = run.predictions()
     labels = run.card.labels
@@ -235,6 +239,7 @@ def assert_threshold_metrics_match(at: dict[str, Any], expected: dict[str, Any])
         assert {key: at["perLabel"][label][key] for key in values} == pytest.approx(values), label
 
 
+@pytest.mark.training
 def test_evaluation_json_recomputed_with_sklearn(run: FinishedRun) -> None:
     evaluation = run.read_json("model/evaluation.json")
     predictions = run.predictions()
@@ -271,6 +276,7 @@ def test_evaluation_json_recomputed_with_sklearn(run: FinishedRun) -> None:
     assert [m["score"] for m in evaluation["mostConfidentMistakes"]] == pytest.approx(scores[ranked, top1[ranked]])
 
 
+@pytest.mark.training
 def test_int8_accuracy_recomputed(run: FinishedRun) -> None:
     int8 = run.storage.read_bytes(run.key("model/model.int8.onnx"))
     logits = onnx_logits(int8, preprocess_batch(run.test_images(), PREPROCESS))
@@ -284,6 +290,7 @@ def test_int8_accuracy_recomputed(run: FinishedRun) -> None:
     )
 
 
+@pytest.mark.training
 def test_confusion_csv_and_report(run: FinishedRun) -> None:
     evaluation = run.read_json("model/evaluation.json")
     rows = list(csv.reader(io.StringIO(run.storage.read_bytes(run.key("model/confusion_matrix.csv")).decode())))
@@ -297,6 +304,7 @@ def test_confusion_csv_and_report(run: FinishedRun) -> None:
     assert report.count('src="data:image/png;base64,') == len(evaluation["mostConfidentMistakes"])
 
 
+@pytest.mark.training
 def test_evaluate_cli_recomputes_at_another_threshold(run: FinishedRun, tmp_path: Path) -> None:
     written = tmp_path / "evaluation-0.7.json"
 
@@ -338,6 +346,7 @@ def read_records(output: Path) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.training
 def test_predict_batch_writes_what_the_model_predicts(run: FinishedRun, tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
@@ -368,6 +377,7 @@ def test_predict_batch_writes_what_the_model_predicts(run: FinishedRun, tmp_path
     assert "already holds the output of another batch prediction" in other.output
 
 
+@pytest.mark.training
 def test_predict_batch_retry_keeps_finished_shards(run: FinishedRun, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -415,6 +425,8 @@ def eager_scores(run: FinishedRun, images: list[bytes]) -> npt.NDArray[Any]:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(tritonserver_missing(), reason="tritonserver from nvidia-pytriton is not available")
+@pytest.mark.training
+@pytest.mark.tritonserver
 def test_local_layout_served_by_tritonserver_equals_eager_pytorch(run: FinishedRun, tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     run.storage.download_prefix(run.key("triton"), repository)

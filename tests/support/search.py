@@ -1,6 +1,6 @@
 """Small, fast search set-ups shared by the search tests, and a search worker to run as a subprocess.
 
-    python -m tests.search_support STORAGE_ROOT DATASET VERSION PREFIX MAX_TRIALS [--slow]
+    python -m tests.support.search STORAGE_ROOT DATASET VERSION PREFIX MAX_TRIALS [--slow]
         [--node N --nodes M --coordinator HOST:PORT]
 
 runs one node's search workers to their end: the subprocess that the

@@ -133,6 +133,7 @@ def test_a_family_is_registered_once_and_gone_after_its_block() -> None:
         build_model(ToyConfig(), 3)
 
 
+@pytest.mark.training
 def test_a_search_of_a_new_family_trains_exports_and_restores_it(
     toy: ToyFamily, file_storage: Storage, digits_zip: Path
 ) -> None:

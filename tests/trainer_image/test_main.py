@@ -25,6 +25,7 @@ def storage_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Storage:
     return Storage(root)
 
 
+@pytest.mark.training
 def test_import_then_train_within_budget(storage_root: Storage, digits_zip: Path) -> None:
     assert run(["import", "--name", "digits", "--source", f"file://{digits_zip}"]) == 0
     version = storage_root.read_json("datasets/digits/latest.json")["version"]
@@ -91,6 +92,7 @@ def test_other_pods_of_an_indexed_job_join_node_0_or_stop_when_there_is_none(
     assert storage_root.list_keys("runs") == []
 
 
+@pytest.mark.training
 def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
     storage_root: Storage, digits_zip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

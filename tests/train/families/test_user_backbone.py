@@ -36,7 +36,7 @@ from autovision.train.models import build_model
 from autovision.train.resnet import ResNet
 from autovision.train.trainer import TrainConfig, TrialCheckpoint, restore_model
 from autovision_trainer.__main__ import run as run_trainer
-from tests.search_support import digits_subset_zip
+from tests.support.search import digits_subset_zip
 
 runner = CliRunner()
 
@@ -242,6 +242,7 @@ def backbone_space(backbone: UserBackboneConfig) -> SearchSpace:
     )
 
 
+@pytest.mark.training
 def test_a_search_fine_tunes_the_users_resnet_and_exports_it(storage: Storage, digits: ImportResult) -> None:
     """From file:// and from S3: trained, evaluated, exported with parity; the frozen stages still hold the file's."""
     known = known_weights("resnet18")

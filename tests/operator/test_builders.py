@@ -9,9 +9,9 @@ import kubernetes_validate
 import pytest
 
 from autovision.contract.trainer_args import ImportArgs, TrainArgs, parse_trainer_args
-from autovision.resources import Dataset, ModelDeployment, TrainingJob, parse_resource
+from autovision.resources import ModelDeployment, TrainingJob, parse_resource
 from autovision_operator import builders
-from autovision_operator.config import OperatorConfig
+from tests.support.operator import make_config, make_dataset
 
 K8S_VERSION = kubernetes_validate.latest_version()
 BACKBONES = [
@@ -19,34 +19,6 @@ BACKBONES = [
     {"name": "small", "architecture": "resnet18", "weightsUri": "s3://models/a=b@c/resnet18.pth"},
 ]
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def make_config(**overrides: Any) -> OperatorConfig:
-    values: dict[str, Any] = {
-        "namespace": "autovision-system",
-        "storage_root": "s3://autovision",
-        "import_uri_schemes": "s3,http,https",  # as the chart sets it (importUriSchemes)
-        "trainer_image": "ghcr.io/autovision/trainer:0.1.0",
-        "gpu_node_selector": {"nvidia.com/gpu.present": "true"},
-        "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    }
-    return OperatorConfig(**(values | overrides))
-
-
-def make_dataset(namespace: str = "ml", secret: str | None = "s3-credentials", version: str | None = None) -> Dataset:
-    spec: dict[str, Any] = {"source": "s3://bucket/flowers.zip", "split": {"train": 70, "validation": 20, "test": 10}}
-    if secret:
-        spec["storageSecretRef"] = {"name": secret}
-    obj = {
-        "apiVersion": "autovision.dev/v1alpha1",
-        "kind": "Dataset",
-        "metadata": {"name": "flowers", "namespace": namespace, "uid": "uid-dataset"},
-        "spec": spec,
-        "status": {"version": version} if version else {},
-    }
-    dataset = parse_resource(obj)
-    assert isinstance(dataset, Dataset)
-    return dataset
 
 
 def make_training_job(name: str = "flowers-run", **spec: Any) -> TrainingJob:

@@ -81,6 +81,7 @@ def test_new_head_and_frozen_stages() -> None:
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
 
 
+@pytest.mark.training
 def test_lite_exports_to_onnx_at_any_resolution(tmp_path: Path) -> None:
     """TF "same" padding is computed from the input size; the export must keep it exact."""
     model = build_efficientnet_lite(EfficientNetLiteConfig(dropout=0.0), num_classes=4).eval()

@@ -33,7 +33,7 @@ from autovision.storage import Storage
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import ImageSet, load_images
 from autovision.train.trainer import TrialCheckpoint
-from tests.search_support import digits_subset_zip, run_search_worker, search_job, tiny_space
+from tests.support.search import digits_subset_zip, run_search_worker, search_job, tiny_space
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,7 @@ def checkpoint_starts(job: SearchJob, trial: FrozenTrial) -> list[int]:
     return list(state["starts"])
 
 
+@pytest.mark.training
 def test_budget_is_respected(digits: Digits) -> None:
     job = digits.job("budget", space=tiny_space(), budget=1)
     run_search_worker(job)
@@ -82,6 +83,7 @@ def test_budget_is_respected(digits: Digits) -> None:
     assert progress["trials"]["running"] == 0
 
 
+@pytest.mark.training
 def test_decoding_the_images_is_charged_to_the_trial_that_needed_them(
     digits: Digits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,6 +111,7 @@ def trained_seconds(job: SearchJob, trial: FrozenTrial) -> float:
     return float(state["seconds_used"])
 
 
+@pytest.mark.training
 def test_early_stopping_ends_a_search_that_stopped_improving(digits: Digits) -> None:
     no_gain_counts = SearchSettings(early_stopping=True, patience=2, min_delta=1.0)
     job = digits.job("stalled", space=tiny_space(), settings=no_gain_counts)
@@ -140,6 +143,7 @@ def wait_for_a_trial_mid_way(job: SearchJob, process: subprocess.Popen[bytes], f
     raise AssertionError(f"the search never had a trial mid-way (exit code {process.poll()})")
 
 
+@pytest.mark.training
 def test_kill_9_mid_trial_then_rerun_loses_no_finished_trial(digits: Digits) -> None:
     settings = SearchSettings(early_stopping=False, max_trials=4)
     job = digits.job("killed", space=tiny_space(slow=True), settings=settings)
@@ -147,7 +151,7 @@ def test_kill_9_mid_trial_then_rerun_loses_no_finished_trial(digits: Digits) -> 
     command = [
         sys.executable,
         "-m",
-        "tests.search_support",
+        "tests.support.search",
         root,
         "digits",
         digits.dataset.version,
@@ -196,6 +200,7 @@ class InterruptingReporter(LogReporter):
             raise KeyboardInterrupt
 
 
+@pytest.mark.training
 def test_a_rerun_spends_only_what_is_left_of_the_budget(digits: Digits) -> None:
     job = digits.job("interrupted", space=tiny_space(), budget=1)
     images = ImageCache(job.records, job.labels, job.storage())
@@ -214,6 +219,7 @@ def test_a_rerun_spends_only_what_is_left_of_the_budget(digits: Digits) -> None:
     assert spent_seconds(trials) >= job.plan.search_seconds
 
 
+@pytest.mark.training
 def test_two_worker_processes_share_one_study(digits: Digits) -> None:
     # Trials of about half a second, and enough of them that worker 0 alone would need several times
     # what spawning worker 1 takes (seconds: a new interpreter importing torch, more on a loaded machine).
@@ -232,6 +238,7 @@ def search_history(trials: list[FrozenTrial]) -> list[tuple[Any, ...]]:
     return [(trial.number, trial.state, trial.params, trial.value, trial.intermediate_values) for trial in trials]
 
 
+@pytest.mark.training
 def test_a_search_is_deterministic_for_a_seed(digits: Digits) -> None:
     settings = SearchSettings(early_stopping=False, max_trials=6, seed=7)
     first, second = (digits.job(name, space=tiny_space(seed=7), settings=settings) for name in ("seed-a", "seed-b"))
@@ -309,6 +316,7 @@ def multi_label_csv(digits: Digits, folder: Path) -> Path:
     return index
 
 
+@pytest.mark.training
 def test_multi_label_trains_and_evaluates(digits: Digits, tmp_path: Path) -> None:
     storage = Storage(f"file://{tmp_path / 'storage'}")
     dataset = import_dataset(str(multi_label_csv(digits, tmp_path)), "parity", storage, task=Task.MULTI_LABEL)
@@ -337,6 +345,7 @@ def test_multi_label_trains_and_evaluates(digits: Digits, tmp_path: Path) -> Non
     assert 'string_value: "true"' in config
 
 
+@pytest.mark.training
 def test_records_of_a_finished_search(digits: Digits) -> None:
     job = digits.job("records", space=tiny_space(), settings=SearchSettings(early_stopping=False, max_trials=2))
     run_search_worker(job)

@@ -25,7 +25,7 @@ from autovision.search.nodes import NODE_SILENCE_SECONDS, SEARCHING, members_to_
 from autovision.search.study import StudyStore, open_study
 from autovision.search.summary import summarise
 from autovision.storage import Storage
-from tests.search_support import digits_subset_zip, run_search_worker, search_job, tiny_space
+from tests.support.search import digits_subset_zip, run_search_worker, search_job, tiny_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,11 +81,12 @@ def s3_environment(s3: EmbeddedS3) -> dict[str, str]:
     }
 
 
+@pytest.mark.training
 def test_two_nodes_share_one_study_through_node_0(s3_storage: Storage, embedded_s3: EmbeddedS3, tmp_path: Path) -> None:
     dataset = import_dataset(str(digits_subset_zip(tmp_path / "digits.zip", per_class=24)), "digits", s3_storage)
     coordinator = f"127.0.0.1:{free_port()}"
     prefix = "runs/test/nodes/u"
-    node_1 = [sys.executable, "-m", "tests.search_support", s3_storage.uri(""), "digits", dataset.version, prefix]
+    node_1 = [sys.executable, "-m", "tests.support.search", s3_storage.uri(""), "digits", dataset.version, prefix]
     node_1 += ["10", "--slow", "--node", "1", "--nodes", "2", "--coordinator", coordinator]
     # Node 1 starts first and waits for node 0's server, as a pod scheduled early does.
     log = tmp_path / "node-1.log"
@@ -132,6 +133,7 @@ def test_a_member_with_no_search_to_join_stops_without_writing(file_storage: Sto
     assert set(file_storage.list_keys("")) == before
 
 
+@pytest.mark.training
 def test_node_0_starting_again_resumes_what_a_lost_member_left_running(file_storage: Storage, tmp_path: Path) -> None:
     dataset = import_dataset(str(digits_subset_zip(tmp_path / "digits.zip", per_class=10)), "digits", file_storage)
     settings = SearchSettings(early_stopping=False, max_trials=3, nodes=2, coordinator=f"127.0.0.1:{free_port()}")

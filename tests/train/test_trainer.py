@@ -35,7 +35,7 @@ from autovision.train.trainer import (
     train_trial,
     validation_score,
 )
-from tests.search_support import digits_subset_zip
+from tests.support.search import digits_subset_zip
 
 PREPROCESS = PreprocessConfig(size=8)
 # Every stochastic part on: augmentation, flips, both mixes, dropout, EMA.
@@ -143,6 +143,7 @@ def curve(result: TrialResult) -> list[tuple[float | None, float | None]]:
     return [(entry["trainLoss"], entry["validationScore"]) for entry in result.history]
 
 
+@pytest.mark.training
 def test_training_is_deterministic_for_a_seed_and_learns(
     digits: tuple[Storage, dict[str, ImageSet]], tmp_path: Path
 ) -> None:
@@ -164,6 +165,7 @@ def test_training_is_deterministic_for_a_seed_and_learns(
     assert trained.best_score > 0.8
 
 
+@pytest.mark.training
 def test_an_interrupted_trial_resumes_to_the_same_weights(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     storage, sets = digits
     whole = train_trial(
@@ -182,6 +184,7 @@ def test_an_interrupted_trial_resumes_to_the_same_weights(digits: tuple[Storage,
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.training
 def test_max_seconds_stops_after_the_epoch_that_spends_it(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     storage, sets = digits
     result = train_trial(
@@ -195,6 +198,7 @@ def test_max_seconds_stops_after_the_epoch_that_spends_it(digits: tuple[Storage,
     assert result.epochs_trained == 1
 
 
+@pytest.mark.training
 def test_without_validation_the_last_epoch_is_kept(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     storage, sets = digits
     both = ImageSet.concat(sets["train"], sets["validation"])
@@ -202,6 +206,7 @@ def test_without_validation_the_last_epoch_is_kept(digits: tuple[Storage, dict[s
     assert (result.best_score, result.best_epoch, result.epochs_trained) == (None, 3, 3)
 
 
+@pytest.mark.training
 def test_lite_fine_tunes_with_frozen_stages(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     storage, sets = digits
     config = TrainConfig(
@@ -250,6 +255,7 @@ def test_the_weight_average_copies_first_then_warms_up_its_decay() -> None:
         WeightAverage(model, decay=1.0)
 
 
+@pytest.mark.training
 def test_every_acceleration_trains_on_the_cpu_as_a_gpu_run_would(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     """channels_last, bf16 autocast, fused optimiser and torch.compile together: the path a GPU run takes."""
     storage, sets = digits
