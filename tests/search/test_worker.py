@@ -24,6 +24,7 @@ from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import LogReporter
 from autovision.resources import OptimizeFor
+from autovision.search import worker
 from autovision.search.job import ImageCache, SearchJob, SearchSettings
 from autovision.search.records import TrialRecord, spent_seconds
 from autovision.search.study import StudyStore, open_study
@@ -357,3 +358,8 @@ def test_records_of_a_finished_search(digits: Digits) -> None:
         assert row["latencyMs"] > 0
         assert 0 <= row["value"] <= 1
         assert row["state"] in ("complete", "pruned")
+
+
+def test_workers_share_the_cores_for_threads_and_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "available_cores", lambda: 16)
+    assert [worker.cores_per_worker(workers) for workers in (1, 3, 8, 32)] == [16, 5, 2, 1]

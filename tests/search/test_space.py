@@ -1,10 +1,9 @@
-"""The search's pure parts: the space per dataset, budget accounting and stopping, the Pareto choice."""
+"""The search space: what a dataset searches, and what each trial may sample (pure)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 
 import optuna
 import pytest
@@ -12,10 +11,6 @@ from optuna.trial import FixedTrial
 
 from autovision.data.manifest import ImageRecord
 from autovision.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
-from autovision.resources import OptimizeFor
-from autovision.search import worker
-from autovision.search.budget import BudgetPlan, final_fit_affordable, milli_node_hours, stalled
-from autovision.search.pareto import Point, choose, dominates, pareto_front
 from autovision.search.space import LEARNING_RATES, Candidate, DatasetProfile, FixedSpace, SearchSpace, space_for
 from autovision.train.families.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteConfig
 from autovision.train.families.residual_cnn import CNN, ResidualCNNConfig, small_cnn_resolutions
@@ -24,93 +19,6 @@ from autovision.train.trainer import TrainConfig
 
 DIGITS = DatasetProfile(train_images=1437, median_side=8, labels=10, multi_label=False)
 FLOWERS = DatasetProfile(train_images=2900, median_side=240, labels=5, multi_label=False)
-
-# --- Pareto front and optimizeFor --------------------------------------------------------------
-
-ACCURATE_SLOW = Point(trial=0, value=0.990, latency_ms=20.0)
-NEARLY_FAST = Point(trial=1, value=0.987, latency_ms=5.0)
-DECENT_FASTEST = Point(trial=2, value=0.965, latency_ms=1.0)
-POOR_FASTEST = Point(trial=3, value=0.60, latency_ms=0.5)
-DOMINATED = Point(trial=4, value=0.95, latency_ms=30.0)
-CANDIDATES = [ACCURATE_SLOW, NEARLY_FAST, DECENT_FASTEST, POOR_FASTEST, DOMINATED]
-
-
-def test_front_drops_dominated_points_and_is_fastest_first() -> None:
-    assert dominates(ACCURATE_SLOW, DOMINATED)
-    assert not dominates(ACCURATE_SLOW, NEARLY_FAST)
-    assert pareto_front(CANDIDATES) == [POOR_FASTEST, DECENT_FASTEST, NEARLY_FAST, ACCURATE_SLOW]
-
-
-@pytest.mark.parametrize(
-    ("optimize_for", "expected"),
-    [
-        (OptimizeFor.HIGH_ACCURACY, ACCURATE_SLOW),
-        (OptimizeFor.BALANCED, NEARLY_FAST),
-        (OptimizeFor.LOW_LATENCY, DECENT_FASTEST),
-    ],
-)
-def test_optimize_for_picks_along_the_front(optimize_for: OptimizeFor, expected: Point) -> None:
-    assert choose(CANDIDATES, optimize_for) == expected
-
-
-def test_optimize_for_changes_the_choice_only_when_latencies_differ() -> None:
-    same_latency = [Point(0, 0.99, 5.0), Point(1, 0.98, 5.0)]
-    assert {choose(same_latency, mode).trial for mode in OptimizeFor} == {0}
-    faster = [Point(0, 0.99, 5.0), Point(1, 0.98, 1.0)]
-    assert choose(faster, OptimizeFor.HIGH_ACCURACY).trial == 0
-    assert choose(faster, OptimizeFor.LOW_LATENCY).trial == 1
-
-
-def test_ties_go_to_the_faster_then_earlier_trial() -> None:
-    assert choose([Point(3, 0.9, 2.0), Point(1, 0.9, 2.0), Point(2, 0.9, 1.0)], OptimizeFor.HIGH_ACCURACY).trial == 2
-    assert choose([Point(3, 0.9, 2.0), Point(1, 0.9, 2.0)], OptimizeFor.HIGH_ACCURACY).trial == 1
-
-
-def test_nothing_to_choose_from_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no finished trial"):
-        choose([], OptimizeFor.BALANCED)
-
-
-# --- budget --------------------------------------------------------------------------------------
-
-
-def test_milli_node_hours_round_up_like_billing() -> None:
-    assert milli_node_hours(0) == 0
-    assert milli_node_hours(3.6) == 1
-    assert milli_node_hours(3.61) == 2
-    assert milli_node_hours(180) == 50
-
-
-def test_plan_keeps_a_share_for_the_final_fit() -> None:
-    plan = BudgetPlan.of(50)
-    assert plan.total_seconds == pytest.approx(180)
-    assert plan.search_seconds == pytest.approx(144)
-    assert not plan.search_exhausted(143.9)
-    assert plan.search_exhausted(144)
-    assert plan.remaining(150) == pytest.approx(30)
-    assert plan.remaining(200) == 0
-    unbounded = BudgetPlan.of(None)
-    assert unbounded.search_seconds == math.inf
-    assert not unbounded.search_exhausted(1e9)
-
-
-def test_final_fit_affordable_scales_with_the_extra_images() -> None:
-    # 2 s per epoch on 800 images, 10 epochs on 1000: 25 s.
-    assert final_fit_affordable(25.0, 2.0, 10, 800, 200)
-    assert not final_fit_affordable(24.9, 2.0, 10, 800, 200)
-    assert not final_fit_affordable(math.inf, 2.0, 10, 800, 0), "no validation images: nothing to add"
-
-
-def test_stalled_after_patience_trials_without_improvement() -> None:
-    assert not stalled([], patience=3, min_delta=0.001)
-    assert not stalled([0.5, 0.6, 0.6, 0.6], patience=3, min_delta=0.001)
-    assert stalled([0.5, 0.6, 0.6, 0.6, 0.6005], patience=3, min_delta=0.001)
-    assert not stalled([0.5, 0.6, 0.6, 0.6, 0.62], patience=3, min_delta=0.001)
-    assert not stalled([0.5, 1.0, 1.0], patience=3, min_delta=0.001), "a perfect score alone does not stop"
-    assert stalled([0.5, 1.0, 1.0, 1.0, 1.0], patience=3, min_delta=0.001)
-
-
-# --- the space -----------------------------------------------------------------------------------
 
 
 def record(width: int, height: int, split: str = "train") -> ImageRecord:
@@ -247,8 +155,3 @@ def test_a_space_names_the_backbones_to_check_before_searching() -> None:
     assert space_for(FLOWERS).backbones == ()
     assert FixedSpace(Candidate(TrainConfig(architecture=MINE), PreprocessConfig())).backbones == (MINE,)
     assert FixedSpace(Candidate(TrainConfig(), PreprocessConfig())).backbones == ()
-
-
-def test_workers_share_the_cores_for_threads_and_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker, "available_cores", lambda: 16)
-    assert [worker.cores_per_worker(workers) for workers in (1, 3, 8, 32)] == [16, 5, 2, 1]

@@ -1,0 +1,20 @@
+"""Fixtures of the export tests: real digit images and one exported small model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autovision.export import export_model
+from autovision.export.bundle import ExportedModel
+from tests.support.export import digit_images, small_model
+
+
+@pytest.fixture(scope="package")
+def images() -> torch.Tensor:
+    return digit_images(40)
+
+
+@pytest.fixture(scope="package")
+def exported(tmp_path_factory: pytest.TempPathFactory, images: torch.Tensor) -> ExportedModel:
+    return export_model(small_model(0), images[:30], images[30:], tmp_path_factory.mktemp("export"))
