@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from autovision.cli._console import RichReporter, console, errors, fail, progress_display
+from autovision.contract.trainer_args import trainer_help
 from autovision.resources import Backbone, OptimizeFor
 
 if TYPE_CHECKING:
@@ -29,14 +30,12 @@ TRIAL_COLUMNS = ("id", "architecture", "resolution", "epochs", "metric", "latenc
 def train_command(
     *,
     dataset: Annotated[str, typer.Option(help="Dataset name; its latest imported version is trained on.")],
-    budget_milli_node_hours: Annotated[
-        int, typer.Option(min=1, help="Budget in thousandths of a node-hour of device time (1000 = one hour).")
-    ],
+    budget_milli_node_hours: Annotated[int, typer.Option(min=1, help=trainer_help("budget_milli_node_hours"))],
     optimize_for: Annotated[
-        OptimizeFor, typer.Option(case_sensitive=False, help="Which point of the accuracy/latency front to pick.")
+        OptimizeFor, typer.Option(case_sensitive=False, help=trainer_help("optimize_for"))
     ] = OptimizeFor.BALANCED,
     early_stopping: Annotated[
-        bool, typer.Option("--early-stopping/--no-early-stopping", help="Stop when the search stops improving.")
+        bool, typer.Option("--early-stopping/--no-early-stopping", help=trainer_help("early_stopping"))
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the search and of every trial.")] = 0,
     backbone: Annotated[

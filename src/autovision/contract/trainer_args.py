@@ -104,7 +104,9 @@ class TrainArgs(TrainerArgs):
     uid: str = Field(description="The TrainingJob's uid: a re-created namesake is a new run.")
     dataset: str = Field(description="The dataset's name in storage.")
     dataset_version: str = Field(description="The dataset version to train on.")
-    budget_milli_node_hours: int = Field(ge=1, description="Budget in thousandths of a node-hour of device time.")
+    budget_milli_node_hours: int = Field(
+        ge=1, description="Budget in thousandths of a node-hour of device time (1000 = one hour)."
+    )
     optimize_for: OptimizeFor = Field(
         default=OptimizeFor.BALANCED, description="Which point of the accuracy/latency front to pick."
     )
@@ -127,6 +129,11 @@ class TrainArgs(TrainerArgs):
     def backbones(self) -> list[Backbone]:
         """The user backbones, parsed."""
         return [Backbone.parse(text) for text in self.backbone]
+
+
+def trainer_help(field: str) -> str:
+    """A train option's description, for ``autovision train``'s options that mean the same as the trainer's."""
+    return str(TrainArgs.model_fields[field].description)
 
 
 TRAINER_COMMANDS: dict[str, type[TrainerArgs]] = {args.COMMAND: args for args in (ImportArgs, TrainArgs)}
