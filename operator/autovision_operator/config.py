@@ -103,8 +103,13 @@ class OperatorConfig(Settings):
         return self
 
     def storage_settings(self) -> Settings:
-        """The core's settings alone, for the operator's own reads of results and progress."""
-        return Settings(**{name: getattr(self, name) for name in Settings.model_fields})
+        """The core's settings alone, for the operator's own reads of results and progress.
+
+        A handler never waits out an outage inside itself (it would hold a kopf worker
+        for minutes): one attempt, then Ready=False and kopf's backoff retry it.
+        """
+        fields = {name: getattr(self, name) for name in Settings.model_fields}
+        return Settings(**(fields | {"storage_retry_seconds": 0.0}))
 
     @property
     def serving_gateway_image(self) -> str:

@@ -46,7 +46,7 @@ def test_the_operator_and_the_core_agree_on_each_default(monkeypatch: pytest.Mon
     monkeypatch.setenv(env.STORAGE_ROOT, "s3://bucket/autovision")
     monkeypatch.delenv(env.IMPORT_URI_SCHEMES, raising=False)
     config = OperatorConfig(trainer_image="trainer:1")
-    assert config.storage_settings() == Settings()
+    assert config.storage_settings() == Settings(storage_retry_seconds=0), "the operator's handlers retry by backoff"
     assert config.import_uri_schemes == Settings().import_uri_schemes
 
 

@@ -27,7 +27,7 @@ from autovision.search.summary import summarise
 from autovision.storage import Storage
 from tests.support.search import digits_subset_zip, run_search_worker, search_job, tiny_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trial(number: int, worker: int, state: TrialState, updated_at: float) -> FrozenTrial:

@@ -160,7 +160,7 @@ def test_kill_9_mid_trial_then_rerun_loses_no_finished_trial(digits: Digits) -> 
         "4",
         "--slow",
     ]
-    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stderr=subprocess.DEVNULL)
     wait_for_a_trial_mid_way(job, process, finished_count=2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
