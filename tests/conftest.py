@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import signal
-from collections.abc import Iterator
+import struct
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from autovision.contract.files import ModelCard
 from autovision.data.digits import write_digits_zip
@@ -96,3 +101,47 @@ def model_card() -> ModelCard:
             "artifacts": {"model": "file:///m"},
         }
     )
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    header = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+    return data[:12] + header + struct.pack(">I", zlib.crc32(header)) + data[33:]
+
+
+@pytest.fixture(scope="session")
+def claimed_png() -> Callable[[int, int], bytes]:
+    """``png_claiming`` for tests: a tiny PNG whose header claims any size."""
+    return png_claiming
+
+
+@pytest.fixture(scope="session")
+def flat_png() -> Callable[[int, int, str], bytes]:
+    """A real PNG of one colour in any mode: large in pixels, small in bytes (a bomb within the limit)."""
+
+    def make(width: int, height: int, mode: str = "RGB") -> bytes:
+        buffer = io.BytesIO()
+        Image.new(mode, (width, height)).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def photo_jpeg() -> Callable[[int, int], bytes]:
+    """A JPEG with photo-like detail (smooth gradients plus noise) of any size."""
+
+    def make(width: int, height: int) -> bytes:
+        rng = np.random.default_rng(width * height)
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        rows = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+        pixels = (ramp * [1.0, 0.5, 0.2] + rows * [0.0, 0.5, 0.8]) / 1.5
+        pixels += rng.normal(0, 12, size=(height, width, 1)).astype(np.float32)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        return buffer.getvalue()
+
+    return make
