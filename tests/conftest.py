@@ -16,6 +16,7 @@ from PIL import Image
 from autovision.contract.files import ModelCard
 from autovision.data.digits import write_digits_zip
 from autovision.embedded_s3 import EmbeddedS3
+from autovision.serving.tritonserver import LocalTritonServer
 from autovision.storage import Storage
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -145,3 +146,35 @@ def photo_jpeg() -> Callable[[int, int], bytes]:
         return buffer.getvalue()
 
     return make
+
+
+# Address space each process of a test's tritonserver may map (tritonserver maps about 1.9 GB
+# idle, a stub 0.4 GB): a regression that decodes too much fails the test, not the machine.
+TRITON_ADDRESS_SPACE_CAP = 4 * 1024**3
+
+
+class CappedTritonServer(LocalTritonServer):
+    """tritonserver and its backend stubs under a hard ``prlimit --as`` cap."""
+
+    def command(self, triton_dir: Path, backend_dir: Path) -> list[str]:
+        return ["prlimit", f"--as={TRITON_ADDRESS_SPACE_CAP}", "--", *super().command(triton_dir, backend_dir)]
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """A process's peak resident memory so far (VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kilobytes) * 1024
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a tritonserver's backend stubs, one per Python model instance)."""
+    return [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit() and _parent(proc) == pid]
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        stat = (proc / "stat").read_text(encoding="utf-8")
+    except OSError:  # gone meanwhile
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
