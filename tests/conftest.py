@@ -119,16 +119,17 @@ def claimed_png() -> Callable[[int, int], bytes]:
     return png_claiming
 
 
-@pytest.fixture(scope="session")
-def flat_png() -> Callable[[int, int, str], bytes]:
+def flat_png_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
     """A real PNG of one colour in any mode: large in pixels, small in bytes (a bomb within the limit)."""
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
-    def make(width: int, height: int, mode: str = "RGB") -> bytes:
-        buffer = io.BytesIO()
-        Image.new(mode, (width, height)).save(buffer, format="PNG", compress_level=1)
-        return buffer.getvalue()
 
-    return make
+@pytest.fixture(scope="session")
+def flat_png() -> Callable[..., bytes]:
+    """``flat_png_bytes`` for tests."""
+    return flat_png_bytes
 
 
 @pytest.fixture(scope="session")
