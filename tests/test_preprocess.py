@@ -17,6 +17,7 @@ from autovision.preprocess import (
     ImageLimits,
     PreprocessConfig,
     decode_image,
+    load_pixels,
     open_image,
     preprocess_bytes,
 )
@@ -80,3 +81,12 @@ def test_decode_slots_follow_the_budget() -> None:
     assert limits.decode_bytes() == 1_000_000 * DECODE_BYTES_PER_PIXEL
     assert limits.decode_slots(limits.decode_bytes() * 3 + 1) == 3
     assert limits.decode_slots(1) == 1  # a process can always decode one image
+
+
+def test_large_jpegs_decode_at_reduced_scale_with_near_pixels(photo_jpeg: Callable[[int, int], bytes]) -> None:
+    data = photo_jpeg(1600, 1200)
+    assert decode_image(data, ImageLimits(), size=224).size == (800, 600)  # 1/2 scale keeps >= 2 x 224
+    assert decode_image(data, ImageLimits(), size=96).size == (400, 300)
+    full = np.asarray(decode_image(data, ImageLimits()).resize((96, 96), Image.Resampling.BILINEAR), dtype=np.float32)
+    reduced = load_pixels(data, 96, ImageLimits()).astype(np.float32)
+    assert np.abs(full - reduced).mean() < 2.0

@@ -28,6 +28,9 @@ PILLOW_MAX_PIXELS = 89_478_485
 DECODE_BYTES_PER_PIXEL = 8
 # Memory one decoding process may spend on decoded images unless the settings say otherwise.
 DEFAULT_DECODE_MEMORY_BYTES = 2 * 1024**3
+# A JPEG is decoded at a reduced DCT scale only while it stays at least this many times
+# the model's input on each side, so the final bilinear resize still averages many pixels.
+DRAFT_MARGIN = 2
 
 
 class ImageLimitError(ValueError):
@@ -99,8 +102,15 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 
 def decode_image(data: bytes, limits: ImageLimits, size: int | None = None) -> Image.Image:
-    """Decode an image fully within ``limits`` (truncated files raise), as RGB, for a model input of ``size``."""
+    """Decode an image fully within ``limits`` (truncated files raise), as RGB.
+
+    Given the model's input ``size``, a JPEG much larger than it is decoded at a
+    reduced DCT scale (Pillow's ``draft``): several times faster and lighter, while
+    staying at least ``DRAFT_MARGIN`` times the input on each side.
+    """
     image = open_image(data, limits)
+    if size is not None and image.format == "JPEG":
+        image.draft("RGB", (size * DRAFT_MARGIN, size * DRAFT_MARGIN))
     image.load()
     return image.convert("RGB")
 
