@@ -8,16 +8,20 @@ that have not moved into the tree yet; they carry their markers themselves once 
 
 from __future__ import annotations
 
+import io
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from autovision.contract.files import ModelCard
 from autovision.data.digits import write_digits_zip
 from autovision.embedded_s3 import EmbeddedS3
 from autovision.storage import Storage
+from tests.support.images import flat_png_bytes, png_claiming
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SEAWEEDFS_FIXTURES = {"embedded_s3", "s3_storage"}
@@ -115,3 +119,32 @@ def model_card() -> ModelCard:
             "artifacts": {"model": "file:///m"},
         }
     )
+
+
+@pytest.fixture(scope="session")
+def claimed_png() -> Callable[[int, int], bytes]:
+    """``png_claiming`` for tests: a tiny PNG whose header claims any size."""
+    return png_claiming
+
+
+@pytest.fixture(scope="session")
+def flat_png() -> Callable[..., bytes]:
+    """``flat_png_bytes`` for tests."""
+    return flat_png_bytes
+
+
+@pytest.fixture(scope="session")
+def photo_jpeg() -> Callable[[int, int], bytes]:
+    """A JPEG with photo-like detail (smooth gradients plus noise) of any size."""
+
+    def make(width: int, height: int) -> bytes:
+        rng = np.random.default_rng(width * height)
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        rows = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+        pixels = (ramp * [1.0, 0.5, 0.2] + rows * [0.0, 0.5, 0.8]) / 1.5
+        pixels += rng.normal(0, 12, size=(height, width, 1)).astype(np.float32)
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+        return buffer.getvalue()
+
+    return make

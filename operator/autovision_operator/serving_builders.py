@@ -91,8 +91,14 @@ REVISION_HISTORY_LIMIT: Final = 3
 # Requests only (Burstable), like the training pods. Triton's CPU decodes and
 # resizes the JPEGs in the preprocessing model; the GPU runs the network. Every
 # container has a CPU request: the HPA's CPU utilisation is relative to them.
+#
+# Triton's worst case with the default image policy and decode budget (docs/benchmarks.md,
+# issue 19): 3 decoding instances x 716 MB decoded + encoded images in execution (3 x 32
+# x 30 MiB) and queued (64 x 30 MiB) + server and stubs = about 7.3 GiB. The gateway's:
+# 4 requests at work x (40 MiB body + 40 MiB JSON text + 30 MiB image + 30 MiB request to
+# Triton) + the interpreter = about 660 MiB; waiting requests are not read.
 TRITON_REQUESTS: Final = {"cpu": "4", "memory": "8Gi"}
-GATEWAY_REQUESTS: Final = {"cpu": "500m", "memory": "256Mi"}
+GATEWAY_REQUESTS: Final = {"cpu": "500m", "memory": "768Mi"}
 # Triton's Python backend (pre- and postprocessing) exchanges tensors with its
 # stub processes through /dev/shm; a batch of 32 224 px images is about 20 MB.
 SHM_SIZE: Final = "1Gi"

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from autovision.contract import env
+from autovision.preprocess import DEFAULT_DECODE_MEMORY_BYTES, PILLOW_MAX_PIXELS, ImageLimits
 
 # Every scheme the importer can read. A cluster leaves out file (the pod's own disk is
 # never a user's data), and may leave out http and https (requests from inside the cluster).
@@ -53,6 +54,36 @@ class Settings(BaseSettings):
         description="How long one storage operation keeps retrying while storage is unreachable, throttled "
         "or failing with 5xx, before the process gives up with a temporary failure (the Job retries the pod).",
     )
+    max_image_bytes: int = Field(
+        default=ImageLimits().max_bytes,
+        ge=1,
+        description="Largest encoded image, in bytes, that import, serving and batch prediction accept.",
+    )
+    max_image_pixels: int = Field(
+        default=ImageLimits().max_pixels,
+        ge=1,
+        le=2 * PILLOW_MAX_PIXELS,
+        description="Most pixels (width x height, read from the header before decoding) an image may have.",
+    )
+    decode_memory_bytes: int = Field(
+        default=DEFAULT_DECODE_MEMORY_BYTES,
+        ge=1,
+        description="Memory each decoding process (Triton's Python backend, batch prediction) may spend on "
+        "decoded images; with the pixel limit it fixes how many images decode at once. Written into Triton "
+        "repositories when a run exports.",
+    )
+    gateway_max_concurrency: int = Field(
+        default=4, ge=1, description="Requests the AutoML JSON gateway reads and forwards to Triton at once."
+    )
+    gateway_max_queue: int = Field(
+        default=32, ge=0, description="Requests that wait for a gateway slot; beyond them the gateway answers 503."
+    )
+    gateway_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request body not received within this time is dropped (408)."
+    )
+    gateway_upstream_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for Triton's answer before the gateway answers 503."
+    )
     import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=IMPORT_URI_SCHEMES,
         description="URI schemes an import may read, its source and a CSV index's rows alike; comma-separated. "
@@ -68,6 +99,10 @@ class Settings(BaseSettings):
     @classmethod
     def _known_schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return known_import_uri_schemes(value)
+
+    def image_limits(self) -> ImageLimits:
+        """The one image policy these settings give."""
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
 
     def s3_options(self) -> dict[str, object]:
         """Keyword arguments for s3fs built from these settings."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,18 +13,31 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
 
-from autovision.preprocess import preprocess_batch
+from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.serving import (
     write_local_repository,
 )
+from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
 from tests.support.serving import (
+    ANIMALS,
     LABELS,
+    POLICY_BUDGET,
+    POLICY_LIMITS,
     PREPROCESS,
+    CappedTritonServer,
+    child_pids,
     encode_image,
     fake_request,
     load_backend,
     load_backend_module,
+    make_onnx_classifier,
+    needs_tritonserver,
+    peak_rss_bytes,
     softmax,
 )
 
@@ -73,3 +90,93 @@ def test_local_backend_uses_cpu_unless_a_gpu_instance_has_cuda(
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     gpu = module.execution_providers({"model_instance_kind": "GPU", "model_instance_device_id": "1"})
     assert gpu == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+
+
+REFUSED = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}
+MODULES = {"http": httpclient, "grpc": grpcclient}
+
+
+@dataclass(frozen=True)
+class Served:
+    """The capped server and its decoding processes' resident memory when idle."""
+
+    server: CappedTritonServer
+    stubs: list[int]
+    idle_rss_bytes: int
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("backend_model")
+    onnx_path = make_onnx_classifier(workdir / "model.onnx", num_labels=len(ANIMALS))
+    write_local_repository(workdir / "repository", onnx_path, ANIMALS, PreprocessConfig(size=16), budget=POLICY_BUDGET)
+    with CappedTritonServer(workdir / "repository", work_dir=workdir / "triton") as server:
+        assert server.pid is not None
+        stubs = child_pids(server.pid)
+        yield Served(server, stubs, sum(peak_rss_bytes(pid) for pid in stubs))
+
+
+def infer(served: Served, protocol: str, image: bytes) -> tuple[str, str]:
+    """("ok", "") for an answer, else Triton's status and message."""
+    module = MODULES[protocol]
+    url = served.server.http_url if protocol == "http" else served.server.grpc_url
+    image_input = module.InferInput(INPUT_NAME, [1, 1], "BYTES")
+    image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
+    try:
+        with module.InferenceServerClient(url) as client:
+            client.infer("autovision", [image_input], outputs=[module.InferRequestedOutput(OUTPUT_NAME)])
+    except InferenceServerException as error:
+        return str(error.status()), str(error.message())
+    return "ok", ""
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _padded_to(data: bytes, size: int) -> bytes:
+    return data + b"\0" * (size - len(data))  # Pillow ignores what follows a PNG's IEND
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_each_limit_is_enforced_in_triton(
+    served: Served, claimed_png: Callable[[int, int], bytes], flat_png: Callable[..., bytes]
+) -> None:
+    small = flat_png(8, 8)
+    cases = {
+        "at the pixel limit": (flat_png(4000, 2000), None),
+        "one row over the pixel limit": (flat_png(4000, 2001), "8000000-pixel limit"),
+        "a tiny file claiming 100000x100000": (claimed_png(100_000, 100_000), "8000000-pixel limit"),
+        "a header in Pillow's warning range": (claimed_png(10_000, 10_000), "8000000-pixel limit"),
+        "at the byte limit": (_padded_to(small, POLICY_LIMITS.max_bytes), None),
+        "one byte over the byte limit": (_padded_to(small, POLICY_LIMITS.max_bytes + 1), "1048576-byte limit"),
+        "CMYK JPEG": (_encoded(Image.new("CMYK", (40, 30), (10, 200, 30, 0)), "JPEG"), None),
+        "16-bit PNG": (_encoded(Image.new("I;16", (40, 30), 40000), "PNG"), None),
+    }
+    for protocol in ("http", "grpc"):
+        for case, (image, limit) in cases.items():
+            status, message = infer(served, protocol, image)
+            if limit is None:
+                assert status == "ok", f"{protocol}, {case}: {message}"
+            else:
+                assert status == REFUSED[protocol], f"{protocol}, {case}"
+                assert limit in message, f"{protocol}, {case}: {message}"
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_a_burst_of_largest_images_stays_within_the_decode_budget(
+    served: Served, flat_png: Callable[..., bytes]
+) -> None:
+    largest = flat_png(4000, 2000, "RGBA")  # 8 Mpx, decoded 4 bytes a pixel, then RGB
+    assert len(served.stubs) == POLICY_BUDGET.instances() == 2
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: infer(served, "http", largest), range(24)))
+    assert answers == [("ok", "")] * 24
+    grown = sum(peak_rss_bytes(pid) for pid in served.stubs) - served.idle_rss_bytes
+    budget_mib = POLICY_BUDGET.memory_bytes / 2**20
+    print(f"decoding processes' peak RSS grew by {grown / 2**20:.0f} MiB; budget {budget_mib:.0f} MiB")
+    assert grown <= POLICY_BUDGET.memory_bytes * 1.5

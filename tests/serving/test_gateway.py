@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import signal
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,13 +23,21 @@ from autovision.embedded_s3 import free_port
 from autovision.preprocess import PreprocessConfig
 from autovision.serving import LocalTritonServer, PredictionError, predict, write_local_repository
 from autovision.serving.gateway import (
+    Admission,
     GatewayConfig,
     GatewayError,
     GatewayServer,
     build_predict_response,
     parse_predict_request,
 )
-from tests.support.serving import encode_image, make_onnx_classifier
+from tests.support.serving import (
+    POLICY_BUDGET,
+    POLICY_LIMITS,
+    CappedTritonServer,
+    encode_image,
+    make_onnx_classifier,
+    needs_tritonserver,
+)
 
 LABELS = ["cat", "dog", "fox"]
 
@@ -135,3 +150,158 @@ def test_client_reports_gateway_errors(deployment: tuple[LocalTritonServer, Gate
         predict_automl(b"not an image", gateway.url, retries=0)
     with pytest.raises(PredictionError, match="unreachable"):
         predict_automl(b"x", f"http://127.0.0.1:{free_port()}", retries=1, timeout_s=2)
+
+
+UPSTREAM_TIMEOUT_S = 3.0
+
+
+def test_admission_refuses_at_once_when_slots_and_queue_are_full() -> None:
+    async def scenario() -> tuple[int, int | None]:
+        admission = Admission(slots=1, queue=1)
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with admission.slot():
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(2)]  # one at work, one queued
+        await asyncio.sleep(0)
+        with pytest.raises(GatewayError) as refused:
+            async with admission.slot():
+                pass
+        release.set()
+        await asyncio.gather(*holders)
+        async with admission.slot():  # free again
+            pass
+        return refused.value.status, refused.value.retry_after_s
+
+    assert asyncio.run(scenario()) == (503, 1)
+
+
+def post(url: str, body: dict[str, Any] | bytes, timeout_s: float = 30) -> tuple[int, dict[str, Any], Any]:
+    """Status, JSON answer and headers of one POST."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers
+
+
+def automl(image: bytes) -> dict[str, Any]:
+    return {"payload": {"image": {"imageBytes": base64.b64encode(image).decode()}}, "params": {"score_threshold": 0}}
+
+
+def healthz(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("gateway_bounds")
+    onnx_path = make_onnx_classifier(workdir / "model.onnx", num_labels=len(LABELS))
+    return write_local_repository(
+        workdir / "repository", onnx_path, LABELS, PreprocessConfig(size=16), budget=POLICY_BUDGET
+    ).parent
+
+
+@pytest.fixture(scope="module")
+def bounded_deployment(repository: Path) -> Iterator[tuple[CappedTritonServer, GatewayServer]]:
+    """A capped tritonserver and a gateway allowing one request at work and none waiting."""
+    config = GatewayConfig(
+        "", max_image_bytes=POLICY_LIMITS.max_bytes, max_concurrency=1, max_queue=0, body_timeout_s=1.0
+    )
+    with CappedTritonServer(repository) as triton:
+        config.triton_url = triton.http_url
+        with GatewayServer(config, free_port()) as gateway:
+            yield triton, gateway
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_gateway_applies_the_image_policy(
+    bounded_deployment: tuple[CappedTritonServer, GatewayServer],
+    claimed_png: Callable[[int, int], bytes],
+    flat_png: Callable[..., bytes],
+) -> None:
+    url = f"{bounded_deployment[1].url}/v1/models/autovision:predict"
+    assert post(url, automl(flat_png(4000, 2000)))[0] == 200
+    for image in (flat_png(4000, 2001), claimed_png(30_000, 30_000)):
+        status, answer, _ = post(url, automl(image))
+        assert (status, "8000000-pixel limit" in answer["error"]["message"]) == (400, True)
+    status, answer, _ = post(url, automl(b"\0" * (POLICY_LIMITS.max_bytes + 1)))
+    assert (status, "1048576-byte limit" in answer["error"]["message"]) == (413, True)
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_full_queue_answers_503_then_a_stalled_body_times_out_and_service_resumes(
+    bounded_deployment: tuple[CappedTritonServer, GatewayServer],
+) -> None:
+    gateway = bounded_deployment[1]
+    url = f"{gateway.url}/v1/models/autovision:predict"
+    with socket.create_connection(("127.0.0.1", gateway.port)) as stalled:
+        # Headers announcing a body that never comes: it holds the only slot until the body timeout.
+        stalled.sendall(
+            b"POST /v1/models/autovision:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        time.sleep(0.3)
+        started = time.monotonic()
+        status, answer, headers = post(url, automl(encode_image("PNG", seed=1)))
+        assert (status, headers["Retry-After"]) == (503, "1")
+        assert "busy" in answer["error"]["message"]
+        assert time.monotonic() - started < 0.5  # refused at once, not after waiting
+        stalled.settimeout(10)
+        assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+    assert post(url, automl(encode_image("PNG", seed=1)))[0] == 200
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_triton_killed_and_restarted_under_traffic(repository: Path) -> None:
+    """While Triton is gone every answer is 200 or a prompt 503 with Retry-After; then it serves again."""
+    triton = CappedTritonServer(repository)
+    triton.start()
+    config = GatewayConfig(triton.http_url, upstream_timeout_s=UPSTREAM_TIMEOUT_S)
+    answers: list[tuple[int, float, str | None]] = []
+    stop = threading.Event()
+    with GatewayServer(config, free_port()) as gateway:
+        url = f"{gateway.url}/v1/models/autovision:predict"
+
+        def traffic() -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                status, _, headers = post(url, automl(encode_image("JPEG", seed=2)))
+                answers.append((status, time.monotonic() - started, headers.get("Retry-After")))
+                time.sleep(0.05)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            time.sleep(1)
+            assert triton.pid is not None
+            os.killpg(triton.pid, signal.SIGKILL)
+            triton.stop()
+            time.sleep(2)
+            assert healthz(gateway.url) == 503
+            gone = len(answers)
+            triton = CappedTritonServer(repository, http_port=int(triton.http_url.rsplit(":", 1)[1]))
+            triton.start()
+            assert healthz(gateway.url) == 200
+            time.sleep(1)
+        finally:
+            stop.set()
+            sender.join()
+            triton.stop()
+    statuses = {status for status, _, _ in answers}
+    assert statuses == {200, 503}, answers
+    assert all(retry == "5" for status, _, retry in answers if status == 503)
+    assert max(seconds for _, seconds, _ in answers) < UPSTREAM_TIMEOUT_S + 2
+    assert answers[-1][0] == 200
+    assert gone < len(answers)

@@ -9,7 +9,7 @@ from autovision.serving import (
     RepositoryError,
     build_config_pbtxt,
 )
-from autovision.serving.model_config import InstanceKind
+from autovision.serving.model_config import QUEUED_BATCHES, InstanceKind, dynamic_batching
 from tests.support.serving import (
     parse_config,
 )
@@ -67,3 +67,8 @@ def test_config_instance_kind_is_a_parameter() -> None:
     gpu = parse_config(build_config_pbtxt("m", 2, 4, False, instance_kind=InstanceKind.GPU))
 
     assert [group.kind for group in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+
+
+def test_every_dynamic_batcher_holds_at_most_two_batches_queued() -> None:
+    config = parse_config('name: "m"\nmax_batch_size: 16\n' + dynamic_batching(16))
+    assert config.dynamic_batching.default_queue_policy.max_queue_size == QUEUED_BATCHES * 16 == 32

@@ -22,16 +22,21 @@ from onnx import TensorProto, helper
 from PIL import Image
 from tritonclient.grpc import model_config_pb2
 
-from autovision.preprocess import PreprocessConfig, preprocess_bytes
+from autovision.preprocess import ImageLimits, PreprocessConfig, preprocess_bytes
 from autovision.serving import (
     TritonServerError,
 )
-from autovision.serving.tritonserver import pytriton_tritonserver_dir
+from autovision.serving.repository import DecodeBudget
+from autovision.serving.tritonserver import LocalTritonServer, pytriton_tritonserver_dir
 
 LABELS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 PREPROCESS = PreprocessConfig(size=24)
 TOP_K = 3
 PROTOCOLS = ["http", "grpc"]
+# The image policy of the tests that send images at its limits: 1 MiB, 8 Mpx, two images decoded at a time.
+POLICY_LIMITS = ImageLimits(max_bytes=1024 * 1024, max_pixels=8_000_000)
+POLICY_BUDGET = DecodeBudget(POLICY_LIMITS, memory_bytes=2 * POLICY_LIMITS.decode_bytes())
+ANIMALS = ["cat", "dog", "fox"]
 
 
 def make_onnx_classifier(path: Path, num_labels: int, seed: int = 0) -> Path:
@@ -177,3 +182,35 @@ def load_backend(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         }
     )
     return model
+
+
+# Address space each process of a test's tritonserver may map (tritonserver maps about 1.9 GB
+# idle, a stub 0.4 GB): a regression that decodes too much fails the test, not the machine.
+TRITON_ADDRESS_SPACE_CAP = 4 * 1024**3
+
+
+class CappedTritonServer(LocalTritonServer):
+    """tritonserver and its backend stubs under a hard ``prlimit --as`` cap."""
+
+    def command(self, triton_dir: Path, backend_dir: Path) -> list[str]:
+        return ["prlimit", f"--as={TRITON_ADDRESS_SPACE_CAP}", "--", *super().command(triton_dir, backend_dir)]
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """A process's peak resident memory so far (VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kilobytes) * 1024
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a tritonserver's backend stubs, one per Python model instance)."""
+    return [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit() and _parent(proc) == pid]
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        stat = (proc / "stat").read_text(encoding="utf-8")
+    except OSError:  # gone meanwhile
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])

@@ -86,7 +86,7 @@ def serve_command(
             with LocalTritonServer(
                 repository, work_dir=Path(work) / "triton", host=host, http_port=http_port, grpc_port=grpc_port
             ) as triton:
-                config = GatewayConfig(triton.http_url)
+                config = GatewayConfig.from_settings(triton.http_url, location.storage.settings)
                 port = gateway_port or free_port()
                 endpoints = [
                     f"serving {location.uri()}",

@@ -93,7 +93,7 @@ def import_dataset(
     """
     check_dataset_name(name)
     split = split or SplitSettings()
-    limits = limits or ImportLimits()
+    limits = limits or ImportLimits.from_image_limits(storage.settings.image_limits())
     progress = _Progress(reporter)
     multi_label = task is Task.MULTI_LABEL
     with open_source(source, storage.settings, limits, multi_label) as opened:

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from autovision.preprocess import ImageLimits
+
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 # A Kubernetes object name (DNS subdomain, up to 63 here) or a CLI name with "_" or capitals.
 DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
@@ -67,19 +69,29 @@ class Rejection:
 class ImportLimits:
     """Caps that keep hostile or huge input from exhausting memory, disk or time.
 
-    ``max_image_bytes`` is AutoML Vision's 30 MB per image. The zip caps bound what
+    The per-image caps are the one image policy's (``ImageLimits``), which serving
+    applies too; ``from_image_limits`` takes them from the settings. The zip caps bound what
     an archive may expand to: entries larger than ``ratio_floor_bytes`` may not
     compress better than ``max_compression_ratio``; the floor exists because tiny
     flat images compress extremely well and can never amount to a bomb.
     """
 
-    max_image_bytes: int = 30 * 1024 * 1024
+    max_image_bytes: int = ImageLimits().max_bytes
     max_total_bytes: int = 20 * 1024**3
     max_compression_ratio: int = 200
     ratio_floor_bytes: int = 1024 * 1024
     max_entries: int = 2_000_000
-    max_pixels: int = 89_478_485  # Pillow's own decompression-bomb threshold
+    max_pixels: int = ImageLimits().max_pixels
     max_csv_line_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_image_limits(cls, image: ImageLimits) -> ImportLimits:
+        """The default caps with the image policy's per-image limits."""
+        return cls(max_image_bytes=image.max_bytes, max_pixels=image.max_pixels)
+
+    def image_limits(self) -> ImageLimits:
+        """The per-image caps as the image policy the decoder applies."""
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels)
 
 
 def label_problem(label: str) -> str | None:

@@ -8,14 +8,13 @@ here rather than in the middle of training.
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from autovision.data.rules import ImportLimits, Rejection, RejectReason
+from autovision.preprocess import ImageLimitError, open_image
 
 # Pillow format name -> stored file extension. MPO is the multi-picture JPEG that
 # many cameras write; its first frame is a plain JPEG.
@@ -67,11 +66,9 @@ def inspect_image(file: str, data: bytes, limits: ImportLimits) -> ImageFacts | 
     if oversized:
         return oversized
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return Rejection(file, RejectReason.TOO_MANY_PIXELS, "image has more pixels than the decoder allows")
+        image = open_image(data, limits.image_limits())
+    except ImageLimitError as error:
+        return Rejection(file, RejectReason.TOO_MANY_PIXELS, str(error))
     except UnidentifiedImageError:
         return Rejection(file, RejectReason.NOT_AN_IMAGE, "not an image in any known format")
     # Pillow's parsers raise many exception types on hostile input: any of them means "not an image".
@@ -88,10 +85,6 @@ def _decode(file: str, data: bytes, image: Image.Image, limits: ImportLimits) ->
         allowed = ", ".join(sorted({*ALLOWED_FORMATS} - {"MPO"}))
         return Rejection(file, RejectReason.UNSUPPORTED_FORMAT, f"{image_format} images are not supported ({allowed})")
     width, height = image.size
-    if width * height > limits.max_pixels:
-        return Rejection(
-            file, RejectReason.TOO_MANY_PIXELS, f"{width}x{height} pixels is over the {limits.max_pixels} limit"
-        )
     try:
         image.load()
         perceptual = dhash(image)

@@ -22,6 +22,8 @@ from PIL import UnidentifiedImageError
 
 FloatArray = npt.NDArray[np.float32]
 MULTI_LABEL_PARAMETER = "multi_label"
+# ImageLimits' fields and the config.pbtxt parameters that set them (autovision.serving.repository writes them).
+IMAGE_LIMIT_PARAMETERS = {"max_bytes": "max_image_bytes", "max_pixels": "max_image_pixels"}
 
 
 class ImageDecodeError(ValueError):
@@ -117,6 +119,12 @@ def error_response(message: str, code: Any) -> Any:
 def io_names(config: dict[str, Any]) -> tuple[str, str]:
     """The model's one input and one output tensor name, as its config.pbtxt declares them."""
     return str(config["input"][0]["name"]), str(config["output"][0]["name"])
+
+
+def image_limit_parameters(config: dict[str, Any]) -> dict[str, int]:
+    """``ImageLimits`` keyword arguments from config.pbtxt; a repository written without them keeps the defaults."""
+    values = config.get("parameters", {})
+    return {field: int(values[key]["string_value"]) for field, key in IMAGE_LIMIT_PARAMETERS.items() if key in values}
 
 
 def activation_for(config: dict[str, Any]) -> Callable[[FloatArray], FloatArray]:

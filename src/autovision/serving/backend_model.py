@@ -27,11 +27,11 @@ if str(_VERSION_DIR) not in sys.path:
     sys.path.insert(0, str(_VERSION_DIR))
 
 if TYPE_CHECKING:
-    from autovision.preprocess import PreprocessConfig, preprocess_bytes
-    from autovision.serving.backend_common import activation_for, gather_images, io_names
+    from autovision.preprocess import ImageLimits, PreprocessConfig, preprocess_bytes
+    from autovision.serving.backend_common import activation_for, gather_images, image_limit_parameters, io_names
 else:
-    from backend_common import activation_for, gather_images, io_names
-    from preprocess import PreprocessConfig, preprocess_bytes
+    from backend_common import activation_for, gather_images, image_limit_parameters, io_names
+    from preprocess import ImageLimits, PreprocessConfig, preprocess_bytes
 
 
 class TritonPythonModel:
@@ -44,7 +44,8 @@ class TritonPythonModel:
         self._input_name, self._output_name = io_names(config)
         self._activate = activation_for(config)
         preprocess = PreprocessConfig.from_json((version_dir / "preprocess.json").read_text(encoding="utf-8"))
-        self._decode = functools.partial(preprocess_bytes, config=preprocess)
+        limits = ImageLimits(**image_limit_parameters(config))
+        self._decode = functools.partial(preprocess_bytes, config=preprocess, limits=limits)
         self._session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=execution_providers(args))
         self._onnx_input: str = self._session.get_inputs()[0].name
         self._onnx_output: str = self._session.get_outputs()[0].name

@@ -20,11 +20,11 @@ if str(_VERSION_DIR) not in sys.path:
     sys.path.insert(0, str(_VERSION_DIR))
 
 if TYPE_CHECKING:
-    from autovision.preprocess import PreprocessConfig, preprocess_bytes
-    from autovision.serving.backend_common import gather_images, io_names
+    from autovision.preprocess import ImageLimits, PreprocessConfig, preprocess_bytes
+    from autovision.serving.backend_common import gather_images, image_limit_parameters, io_names
 else:
-    from backend_common import gather_images, io_names
-    from preprocess import PreprocessConfig, preprocess_bytes
+    from backend_common import gather_images, image_limit_parameters, io_names
+    from preprocess import ImageLimits, PreprocessConfig, preprocess_bytes
 
 
 class TritonPythonModel:
@@ -36,7 +36,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self._input_name, self._output_name = io_names(config)
         preprocess = PreprocessConfig.from_json((version_dir / "preprocess.json").read_text(encoding="utf-8"))
-        self._decode = functools.partial(preprocess_bytes, config=preprocess)
+        limits = ImageLimits(**image_limit_parameters(config))
+        self._decode = functools.partial(preprocess_bytes, config=preprocess, limits=limits)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Model inputs for requests whose images decode, an error for the others."""

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ import onnxruntime as ort
 from autovision.contract.keys import INT8_ONNX_FILE, ONNX_FILE
 from autovision.evaluate.metrics import sigmoid, softmax
 from autovision.export.layout import ModelLocation
-from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_bytes
+from autovision.preprocess import FloatArray, ImageLimits, PreprocessConfig, preprocess_bytes
 from autovision.progress import Reporter
 from autovision.settings import Settings
 from autovision.storage import Storage, StorageError, open_uri, read_uris
@@ -132,11 +133,19 @@ def error_record(uri: str, message: str) -> dict[str, Any]:
 def predict_uris(
     model: LoadedModel, uris: list[str], options: BatchOptions, settings: Settings | None = None
 ) -> list[dict[str, Any]]:
-    """Output records for some images, in their order, MINIBATCH images per ONNX Runtime call."""
+    """Output records for some images, in their order, MINIBATCH images per ONNX Runtime call.
+
+    Images decode on as many threads as the memory budget allows for images at
+    the pixel limit (Pillow releases the GIL while decoding), never more.
+    """
+    settings = settings or Settings()
+    limits = settings.image_limits()
     records: list[dict[str, Any]] = []
-    for start in range(0, len(uris), MINIBATCH):
-        chunk = uris[start : start + MINIBATCH]
-        records.extend(_predict_chunk(model, chunk, _read(chunk, settings), options))
+    with ThreadPoolExecutor(limits.decode_slots(settings.decode_memory_bytes)) as decoders:
+        for start in range(0, len(uris), MINIBATCH):
+            chunk = uris[start : start + MINIBATCH]
+            decoded = list(decoders.map(lambda data: _decode(data, model.preprocess, limits), _read(chunk, settings)))
+            records.extend(_predict_chunk(model, chunk, decoded, options))
     return records
 
 
@@ -156,20 +165,19 @@ def _read_one(uri: str, settings: Settings | None) -> bytes | str:
         return f"cannot read the image: {error}"
 
 
-def _decode(data: bytes | str, config: PreprocessConfig) -> FloatArray | str:
+def _decode(data: bytes | str, config: PreprocessConfig, limits: ImageLimits) -> FloatArray | str:
     if isinstance(data, str):
         return data
     try:
-        return preprocess_bytes(data, config)
+        return preprocess_bytes(data, config, limits)
     # Pillow signals unreadable input with many exception types; each one fails only this image.
     except Exception as error:  # noqa: BLE001
         return f"not a decodable image: {type(error).__name__}: {error}"
 
 
 def _predict_chunk(
-    model: LoadedModel, uris: list[str], contents: list[bytes | str], options: BatchOptions
+    model: LoadedModel, uris: list[str], decoded: list[FloatArray | str], options: BatchOptions
 ) -> list[dict[str, Any]]:
-    decoded = [_decode(data, model.preprocess) for data in contents]
     good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
     scores = model.scores(np.stack([decoded[i] for i in good])) if good else np.zeros((0, len(model.labels)))
     by_index = dict(zip(good, scores, strict=True))

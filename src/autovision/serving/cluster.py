@@ -41,10 +41,13 @@ from autovision.serving.model_config import (
     ensemble_scheduling,
     instance_group,
     model_config,
+    parameters,
 )
 from autovision.serving.repository import (
+    DEFAULT_DECODE_BUDGET,
     INPUT_NAME,
     OUTPUT_NAME,
+    DecodeBudget,
     image_input,
     install_models,
     multi_label_parameter,
@@ -126,6 +129,7 @@ def cluster_configs(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     multi_label: bool = False,
     instance_kind: InstanceKind = InstanceKind.GPU,
+    budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
 ) -> dict[str, str]:
     """Every config file of the layout, keyed by its path relative to the repository."""
     pixels = TensorSpec(PIXELS_NAME, "TYPE_FP32", (3, preprocess.size, preprocess.size))
@@ -163,7 +167,11 @@ def cluster_configs(
             max_batch_size,
             inputs=[image_input()],
             outputs=[pixels],
-            sections=cpu_sections,
+            sections=[
+                dynamic_batching(max_batch_size),
+                instance_group(InstanceKind.CPU, budget.instances()),
+                parameters(budget.parameters()),
+            ],
         ),
         f"{models.onnx}/config.pbtxt": onnx_config(instance_kind),
         f"{models.onnx}/configs/cpu.pbtxt": onnx_config(InstanceKind.CPU),
@@ -174,7 +182,7 @@ def cluster_configs(
             max_batch_size,
             inputs=[logits],
             outputs=[TensorSpec(OUTPUT_NAME, scores.data_type, scores.dims)],
-            sections=[*cpu_sections, multi_label_parameter(multi_label)],
+            sections=[*cpu_sections, parameters(multi_label_parameter(multi_label))],
         ),
     }
 
@@ -189,6 +197,7 @@ def write_cluster_repository(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     multi_label: bool = False,
     instance_kind: InstanceKind = InstanceKind.GPU,
+    budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
 ) -> dict[str, Path]:
     """Write (or replace) the ensemble and its three models in ``out_dir``; return their directories."""
     validate_labels(labels)
@@ -204,6 +213,7 @@ def write_cluster_repository(
         max_batch_size=max_batch_size,
         multi_label=multi_label,
         instance_kind=instance_kind,
+        budget=budget,
     )
 
     def config_of(model: str) -> str:

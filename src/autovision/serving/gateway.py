@@ -5,6 +5,12 @@ image and get ``displayName`` + ``classification.score`` back. This small aiohtt
 server speaks that dialect and forwards to Triton over KServe v2 HTTP, so the same
 model answers KServe v2 (HTTP, gRPC) and AutoML JSON. Request parsing and response
 building are pure functions; only ``create_app`` and ``GatewayServer`` do I/O.
+
+Under load the gateway holds a bounded amount: ``max_concurrency`` requests are read
+and forwarded at once, ``max_queue`` more wait (unread), and any further one is
+answered 503 with ``Retry-After`` at once. A body not received in time is dropped
+(408); a Triton that is gone or too slow gives 503 with ``Retry-After``, and the
+gateway serves again as soon as Triton is back.
 """
 
 from __future__ import annotations
@@ -13,29 +19,40 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
+import json
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import numpy as np
 import tritonclient.http.aio as triton_http
 from aiohttp import web
 from tritonclient.utils import InferenceServerException
 
+from autovision.preprocess import ImageLimits
 from autovision.serving.client import parse_classification
 from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
+from autovision.settings import Settings
 
-DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_SCORE_THRESHOLD = 0.5
+# Seconds a client is told to wait: a full queue drains within a request's time; a
+# restarting Triton needs its model loaded again.
+RETRY_AFTER_BUSY_S = 1
+RETRY_AFTER_UNAVAILABLE_S = 5
+HEALTH_TIMEOUT_S = 5.0
 
 
 class GatewayError(Exception):
-    """A request the gateway refuses, with the HTTP status to answer."""
+    """A request the gateway refuses, with the HTTP status to answer (and when to retry, for a 503)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -83,19 +100,66 @@ def build_predict_response(scored: list[tuple[str, float]], score_threshold: flo
     return {"payload": [{"displayName": label, "classification": {"score": score}} for label, score in kept]}
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"code": status, "message": message}}, status=status)
+def _error(error: GatewayError) -> web.Response:
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    body = {"error": {"code": error.status, "message": error.message}}
+    return web.json_response(body, status=error.status, headers=headers)
 
 
 @dataclass
 class GatewayConfig:
-    """What one gateway serves: the Triton model behind it and the name clients use."""
+    """What one gateway serves (the Triton model behind it, the name clients use) and its bounds."""
 
     triton_url: str
     model_name: str = "autovision"
     public_name: str = "autovision"
     default_threshold: float = DEFAULT_SCORE_THRESHOLD
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_bytes: int = ImageLimits().max_bytes
+    max_concurrency: int = Settings.model_fields["gateway_max_concurrency"].default
+    max_queue: int = Settings.model_fields["gateway_max_queue"].default
+    body_timeout_s: float = Settings.model_fields["gateway_body_timeout_seconds"].default
+    upstream_timeout_s: float = Settings.model_fields["gateway_upstream_timeout_seconds"].default
+
+    @classmethod
+    def from_settings(cls, triton_url: str, settings: Settings, **names: Any) -> GatewayConfig:
+        """A gateway bounded as the settings say; ``names`` sets the model names and threshold."""
+        return cls(
+            triton_url,
+            max_image_bytes=settings.max_image_bytes,
+            max_concurrency=settings.gateway_max_concurrency,
+            max_queue=settings.gateway_max_queue,
+            body_timeout_s=settings.gateway_body_timeout_seconds,
+            upstream_timeout_s=settings.gateway_upstream_timeout_seconds,
+            **names,
+        )
+
+
+class Admission:
+    """At most ``slots`` requests at work and ``queue`` waiting for a slot; any other one is refused at once.
+
+    A refused request costs nothing but its answer, so memory and latency stay
+    bounded however many clients connect.
+    """
+
+    def __init__(self, slots: int, queue: int) -> None:
+        self._free = asyncio.Semaphore(slots)
+        self._queue = queue
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for the body of the ``async with``; GatewayError 503 when the queue is full."""
+        if self._free.locked() and self._waiting >= self._queue:
+            raise GatewayError(503, "the gateway is busy: too many requests waiting", RETRY_AFTER_BUSY_S)
+        self._waiting += 1
+        try:
+            await self._free.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._free.release()
 
 
 class _Upstream:
@@ -107,27 +171,37 @@ class _Upstream:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.client = triton_http.InferenceServerClient(config.triton_url)
+        # conn_timeout bounds each whole call, so a hung Triton never holds a slot for longer.
+        self.client = triton_http.InferenceServerClient(config.triton_url, conn_timeout=config.upstream_timeout_s)
         self._num_labels: int | None = None
 
     async def num_labels(self) -> int:
         if self._num_labels is None:
             try:
                 metadata = await self.client.get_model_metadata(self.config.model_name)
-            except (InferenceServerException, OSError) as error:
-                raise GatewayError(503, f"model {self.config.model_name!r} is not ready in Triton yet") from error
+            except (InferenceServerException, *UNREACHABLE) as error:
+                raise _unavailable(f"model {self.config.model_name!r} is not ready in Triton yet") from error
             output = next(o for o in metadata["outputs"] if o["name"] == OUTPUT_NAME)
             self._num_labels = int(output["shape"][-1])
         return self._num_labels
 
     async def ready(self) -> bool:
         try:
-            return bool(await self.client.is_model_ready(self.config.model_name))
-        except (InferenceServerException, OSError):
+            return bool(await asyncio.wait_for(self.client.is_model_ready(self.config.model_name), HEALTH_TIMEOUT_S))
+        except (InferenceServerException, *UNREACHABLE):
             return False
 
 
+# What a Triton that is down, restarting or hung raises below tritonclient.
+UNREACHABLE = (OSError, aiohttp.ClientError, TimeoutError)
+
+
+def _unavailable(message: str) -> GatewayError:
+    return GatewayError(503, message, RETRY_AFTER_UNAVAILABLE_S)
+
+
 UPSTREAM = web.AppKey("upstream", _Upstream)
+ADMISSION = web.AppKey("admission", Admission)
 
 
 async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]]:
@@ -137,11 +211,29 @@ async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]
     try:
         result = await upstream.client.infer(upstream.config.model_name, [image_input], outputs=[output])
     except InferenceServerException as error:
-        # Triton answers 400 for a request it refuses (an undecodable image); anything
-        # else is the upstream's failure, not the client's.
-        status = 400 if error.status() == "400" else 502
-        raise GatewayError(status, error.message() or "Triton refused the request") from error
+        # Triton answers 400 for a request it refuses (an undecodable or too large
+        # image) and 503 while it is overloaded or loading; anything else is its failure.
+        message = error.message() or "Triton refused the request"
+        if error.status() == "503":
+            raise _unavailable(message) from error
+        raise GatewayError(400 if error.status() == "400" else 502, message) from error
+    except UNREACHABLE as error:
+        raise _unavailable(f"Triton is unreachable or did not answer in time ({type(error).__name__})") from error
     return [(p.label, p.score) for p in parse_classification(result.as_numpy(OUTPUT_NAME))]
+
+
+async def _read_json(request: web.Request, config: GatewayConfig) -> Any:
+    """The request's JSON body, received within the body timeout and the size limit."""
+    try:
+        raw = await asyncio.wait_for(request.read(), config.body_timeout_s)
+    except TimeoutError:
+        raise GatewayError(408, f"request body not received within {config.body_timeout_s:g} s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise GatewayError(413, f"request body exceeds {max_request_bytes(config.max_image_bytes)} bytes") from None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise GatewayError(400, "request body is not JSON") from None
 
 
 def create_app(config: GatewayConfig) -> web.Application:
@@ -150,23 +242,22 @@ def create_app(config: GatewayConfig) -> web.Application:
 
     async def connect(app: web.Application) -> Any:
         app[UPSTREAM] = _Upstream(config)
+        app[ADMISSION] = Admission(config.max_concurrency, config.max_queue)
         yield
         await app[UPSTREAM].client.close()
 
     async def predict(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name != config.public_name:
-            return _error(404, f"model {name!r} is not served here; this serves {config.public_name!r}")
         try:
-            body = await request.json()
-            parsed = parse_predict_request(body, config.max_image_bytes, config.default_threshold)
-            scored = await _classify(request.app[UPSTREAM], parsed.image)
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body exceeds {max_request_bytes(config.max_image_bytes)} bytes")
-        except ValueError:
-            return _error(400, "request body is not JSON")
+            if name != config.public_name:
+                raise GatewayError(404, f"model {name!r} is not served here; this serves {config.public_name!r}")
+            async with request.app[ADMISSION].slot():
+                parsed = parse_predict_request(
+                    await _read_json(request, config), config.max_image_bytes, config.default_threshold
+                )
+                scored = await _classify(request.app[UPSTREAM], parsed.image)
         except GatewayError as error:
-            return _error(error.status, error.message)
+            return _error(error)
         return web.json_response(build_predict_response(scored, parsed.score_threshold))
 
     async def healthz(request: web.Request) -> web.Response:
@@ -226,14 +317,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-name", default="autovision", help="the model's name inside Triton")
     parser.add_argument("--public-name", default=None, help="the name in /v1/models/NAME:predict (default: model name)")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
-    parser.add_argument("--max-image-bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES)
     args = parser.parse_args(argv)
-    config = GatewayConfig(
-        triton_url=args.triton_url,
+    config = GatewayConfig.from_settings(
+        args.triton_url,
+        Settings(),
         model_name=args.model_name,
         public_name=args.public_name or args.model_name,
         default_threshold=args.score_threshold,
-        max_image_bytes=args.max_image_bytes,
     )
     web.run_app(create_app(config), host=args.host, port=args.port)
 

@@ -16,6 +16,9 @@ from autovision.contract.keys import ONNX_FILE
 
 # Short enough not to add visible latency, long enough for concurrent requests to meet.
 MAX_QUEUE_DELAY_MICROSECONDS = 2000
+# Requests a model's queue holds, in batches: beyond it Triton refuses at once (UNAVAILABLE,
+# HTTP 503) instead of holding ever more encoded images in memory.
+QUEUED_BATCHES = 2
 # The ONNX file of a Triton model version: Triton's default_model_filename for the ONNX
 # Runtime backend, which is also the name the run's export has.
 TRITON_ONNX_FILE = ONNX_FILE
@@ -94,12 +97,13 @@ def _tensors(section: str, tensors: list[TensorSpec]) -> str:
 
 
 def dynamic_batching(max_batch_size: int) -> str:
-    """The dynamic_batching section: preferred sizes up to max_batch_size, a short queue delay."""
+    """The dynamic_batching section: preferred sizes up to max_batch_size, a short queue delay, a bounded queue."""
     preferred = ", ".join(str(size) for size in preferred_batch_sizes(max_batch_size))
     return (
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {preferred} ]\n"
         f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_MICROSECONDS}\n"
+        f"  default_queue_policy {{ max_queue_size: {QUEUED_BATCHES * max_batch_size} }}\n"
         "}\n"
     )
 

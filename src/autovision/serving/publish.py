@@ -7,7 +7,7 @@ from pathlib import Path
 from autovision.contract.keys import TRITON_CLUSTER, TRITON_LOCAL, RunLocation, triton_key
 from autovision.preprocess import PreprocessConfig
 from autovision.serving.cluster import write_cluster_repository
-from autovision.serving.repository import write_local_repository
+from autovision.serving.repository import DecodeBudget, write_local_repository
 from autovision.storage import Storage
 
 
@@ -22,8 +22,13 @@ def write_triton_repositories(
     workdir: Path,
 ) -> None:
     """Both Triton layouts, each replacing whatever a previous attempt left under its prefix."""
-    write_local_repository(workdir / TRITON_LOCAL, onnx_path, labels, preprocess, multi_label=multi_label)
-    write_cluster_repository(workdir / TRITON_CLUSTER, onnx_path, labels, preprocess, multi_label=multi_label)
+    budget = DecodeBudget.from_settings(storage.settings)
+    write_local_repository(
+        workdir / TRITON_LOCAL, onnx_path, labels, preprocess, multi_label=multi_label, budget=budget
+    )
+    write_cluster_repository(
+        workdir / TRITON_CLUSTER, onnx_path, labels, preprocess, multi_label=multi_label, budget=budget
+    )
     for layout in (TRITON_LOCAL, TRITON_CLUSTER):
         storage.delete_prefix(triton_key(run.prefix, layout))
         storage.upload_dir(workdir / layout, triton_key(run.prefix, layout))

@@ -21,10 +21,11 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autovision import preprocess as preprocess_module
-from autovision.preprocess import PreprocessConfig
+from autovision.preprocess import DEFAULT_DECODE_MEMORY_BYTES, ImageLimits, PreprocessConfig
 from autovision.serving.model_config import (
     TRITON_ONNX_FILE,
     InstanceKind,
@@ -36,6 +37,7 @@ from autovision.serving.model_config import (
     parameters,
     validate_model_name,
 )
+from autovision.settings import Settings
 from autovision.storage import Storage
 
 __all__ = [
@@ -55,6 +57,9 @@ LABELS_FILENAME = "labels.txt"
 MODEL_VERSION = "1"
 # Read by backend_common.activation_for inside Triton.
 MULTI_LABEL_PARAMETER = "multi_label"
+# Read by backend_common.image_limit_parameters inside Triton.
+MAX_IMAGE_BYTES_PARAMETER = "max_image_bytes"
+MAX_IMAGE_PIXELS_PARAMETER = "max_image_pixels"
 # The backends' sources import triton_python_backend_utils, so they are copied, never imported.
 _SERVING_DIR = Path(__file__).parent
 BACKEND_MODEL_SOURCE = _SERVING_DIR / "backend_model.py"
@@ -76,9 +81,41 @@ def scores_output(num_labels: int) -> TensorSpec:
     return TensorSpec(OUTPUT_NAME, "TYPE_FP32", (num_labels,), LABELS_FILENAME)
 
 
-def multi_label_parameter(multi_label: bool) -> str:
-    """The parameters section telling a backend whether scores are softmax or sigmoid."""
-    return parameters({MULTI_LABEL_PARAMETER: str(multi_label).lower()})
+def multi_label_parameter(multi_label: bool) -> dict[str, str]:
+    """The parameter telling a backend whether scores are softmax or sigmoid."""
+    return {MULTI_LABEL_PARAMETER: str(multi_label).lower()}
+
+
+@dataclass(frozen=True)
+class DecodeBudget:
+    """What a decoding Triton model accepts, and the memory its instances may spend on decoded images.
+
+    Each Python-backend instance is one process decoding one image at a time, so
+    the instance count is the number of images decoded at once: within the budget
+    even when every image is as large as the pixel limit allows.
+    """
+
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    memory_bytes: int = DEFAULT_DECODE_MEMORY_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecodeBudget:
+        """The budget the settings give (``max_image_*``, ``decode_memory_bytes``)."""
+        return cls(settings.image_limits(), settings.decode_memory_bytes)
+
+    def instances(self) -> int:
+        """Model instances that together stay within the budget."""
+        return self.limits.decode_slots(self.memory_bytes)
+
+    def parameters(self) -> dict[str, str]:
+        """The limits as config.pbtxt parameters, for the backend to enforce."""
+        return {
+            MAX_IMAGE_BYTES_PARAMETER: str(self.limits.max_bytes),
+            MAX_IMAGE_PIXELS_PARAMETER: str(self.limits.max_pixels),
+        }
+
+
+DEFAULT_DECODE_BUDGET = DecodeBudget()
 
 
 def build_config_pbtxt(
@@ -87,6 +124,8 @@ def build_config_pbtxt(
     max_batch_size: int,
     multi_label: bool,
     instance_kind: InstanceKind = InstanceKind.CPU,
+    *,
+    budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
 ) -> str:
     """The local model's config.pbtxt: encoded images in, one FP32 score per label out.
 
@@ -101,8 +140,8 @@ def build_config_pbtxt(
         outputs=[scores_output(num_labels)],
         sections=[
             dynamic_batching(max_batch_size),
-            instance_group(instance_kind),
-            multi_label_parameter(multi_label),
+            instance_group(instance_kind, budget.instances()),
+            parameters({**multi_label_parameter(multi_label), **budget.parameters()}),
         ],
     )
 
@@ -117,13 +156,14 @@ def write_local_repository(
     max_batch_size: int = 16,
     multi_label: bool = False,
     instance_kind: InstanceKind = InstanceKind.CPU,
+    budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
 ) -> Path:
     """Write (or replace) ``out_dir/<model_name>`` so tritonserver can serve the model.
 
     Returns the model directory. See ``install_models`` for how a crash is kept harmless.
     """
     validate_labels(labels)
-    config_text = build_config_pbtxt(model_name, len(labels), max_batch_size, multi_label, instance_kind)
+    config_text = build_config_pbtxt(model_name, len(labels), max_batch_size, multi_label, instance_kind, budget=budget)
     require_file(onnx_path, "ONNX model")
 
     def write(model_dir: Path) -> None:

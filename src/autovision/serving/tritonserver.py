@@ -169,6 +169,11 @@ class LocalTritonServer:
         return endpoint(self.host, self._ports["grpc"])
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (its backend stubs are its children)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def metrics_url(self) -> str:
         """Prometheus metrics endpoint."""
         return f"http://{endpoint(self.host, self._ports['metrics'])}/metrics"

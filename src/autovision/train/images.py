@@ -25,7 +25,7 @@ from autovision.data.batching import map_in_order
 from autovision.data.inspection import MAX_WORKERS, available_cores, decoding_context
 from autovision.data.manifest import ImageRecord
 from autovision.evaluate.predictions import BoolArray
-from autovision.preprocess import PixelArray, PreprocessConfig, decode_image, resized_pixels
+from autovision.preprocess import ImageLimits, PixelArray, PreprocessConfig, load_pixels
 from autovision.storage import Storage, read_uris
 
 PREDICT_BATCH = 256
@@ -97,7 +97,7 @@ def target_matrix(records: list[ImageRecord], labels: list[str]) -> torch.Tensor
 
 def decode_pixels(data: bytes, size: int) -> PixelArray:
     """One encoded image as the cache holds it: the shared preprocessing's resize, uint8 CHW."""
-    return resized_pixels(decode_image(data), size).transpose(2, 0, 1)
+    return load_pixels(data, size, ImageLimits()).transpose(2, 0, 1)
 
 
 def load_images(
