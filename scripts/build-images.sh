@@ -135,6 +135,14 @@ deb http://deb.debian.org/debian bookworm-updates main
 deb http://deb.debian.org/debian-security bookworm-security main
 EOF
     rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/archives/"*.deb
+    # Debian's and Ubuntu's official images delete downloaded packages after each
+    # install (apt.conf.d/docker-clean); the Dockerfiles rely on it, so does the stand-in.
+    cat >"$work/rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
     step "debootstrap took $((SECONDS - start)) s; importing as $debian_standin"
     if [[ $engine == docker ]]; then
       tar -C "$work/rootfs" --numeric-owner -cf - . | docker import --change 'CMD ["bash"]' - "$debian_standin"
@@ -174,12 +182,16 @@ ENV NVIDIA_VISIBLE_DEVICES=all \\
     LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64
 LABEL org.autovision.standin-for="nvidia/cuda:12.8.1-base-ubuntu24.04"
 EOF
+  # The stand-ins need no pip: no build-time mounts (their mount points would stay).
+  local saved=("${mounts[@]}")
+  mounts=()
   if [[ $only != trainer ]]; then
     if image_exists "$python_standin"; then step "$python_standin exists; reused"; else build "$work/Containerfile.python" "$python_standin"; fi
   fi
   if [[ $only != operator ]]; then
     if image_exists "$cuda_standin"; then step "$cuda_standin exists; reused"; else build "$work/Containerfile.cuda" "$cuda_standin"; fi
   fi
+  mounts=("${saved[@]}")
 }
 
 operator_args=()
