@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 async def serve_kmock(kubeconfig: Path) -> None:
     sys.path.insert(0, str(REPO))
     import kmock
-
     from tests.kube_harness import ApiServer, declare_resources, write_kubeconfig
 
     stop = asyncio.Event()
