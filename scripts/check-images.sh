@@ -82,7 +82,11 @@ image_env() { buildah inspect --type image --format '{{range .OCIv1.Config.Env}}
 run_ro() {
   local mnt=$1 tmp=$2 storage=$3
   shift 4
-  unshare --mount --propagation private -- /bin/bash -euc '
+  # In the background (RUN_RO_EXEC=1 run_ro ... &) exec, so that $! is the entry
+  # point itself (unshare, bash, chroot and env all exec) and a kill stops it.
+  local exec=()
+  [[ ${RUN_RO_EXEC:-} != 1 ]] || exec=(exec)
+  "${exec[@]}" unshare --mount --propagation private -- /bin/bash -euc '
     mnt=$1 tmp=$2 storage=$3; shift 3
     root=$(mktemp -d /run/autovision-root.XXXXXX)
     mount --bind "$mnt" "$root"
@@ -172,11 +176,13 @@ check_operator() {
 
   step "operator against KMock on 127.0.0.1"
   "$py" scripts/image_check_services.py kmock "$tmp/kubeconfig" >"$work/kmock.log" 2>&1 &
-  services+=($!)
+  local kmock_pid=$!
+  services+=("$kmock_pid")
   t0=$SECONDS; until [[ -s $tmp/kubeconfig ]] || ((SECONDS - t0 > 30)); do sleep 0.5; done
   chmod 644 "$tmp/kubeconfig"
-  run_ro "$mnt" "$tmp" - -- "${envs[@]}" "${chart_env[@]}" autovision-operator >"$work/operator-kmock.log" 2>&1 &
+  RUN_RO_EXEC=1 run_ro "$mnt" "$tmp" - -- "${envs[@]}" "${chart_env[@]}" autovision-operator >"$work/operator-kmock.log" 2>&1 &
   pid=$!
+  services+=("$pid")
   if out=$(wait_http "http://127.0.0.1:$port/healthz" "$LIVENESS_LIMIT_S" "$pid"); then
     pass "operator: liveness http://127.0.0.1:$port/healthz answered: $out"
   else
@@ -191,8 +197,8 @@ check_operator() {
   t0=$SECONDS
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null && rc=0 || rc=$?
-  echo "    operator stopped $((SECONDS - t0)) s after SIGTERM, status $rc: $(grep -c . "$work/operator-kmock.log") log lines, last: $(tail -1 "$work/operator-kmock.log" | cut -c1-160)"
-  kill "${services[-1]}"; wait "${services[-1]}" 2>/dev/null || true
+  echo "    operator stopped $((SECONDS - t0)) s after SIGTERM, status $rc; last log line: $(tail -1 "$work/operator-kmock.log" | cut -c1-160)"
+  kill "$kmock_pid"; wait "$kmock_pid" 2>/dev/null || true
 
   step "operator with no API server (kubeconfig pointing at a closed port on 127.0.0.1)"
   local dead; dead=$(free_port)
@@ -205,7 +211,7 @@ contexts: [{name: none, context: {cluster: none, user: operator}}]
 current-context: none
 EOF
   t0=$SECONDS
-  timeout $((NO_API_LIMIT_S + 30)) bash -c "$(declare -f run_ro); run_ro \"\$@\"" run_ro "$mnt" "$tmp" - -- "${envs[@]}" "${chart_env[@]}" \
+  timeout $((NO_API_LIMIT_S + 30)) bash -c "$(declare -f run_ro); RUN_RO_EXEC=1 run_ro \"\$@\"" run_ro "$mnt" "$tmp" - -- "${envs[@]}" "${chart_env[@]}" \
     "AUTOVISION_LIVENESS_ENDPOINT=http://127.0.0.1:$(free_port)/healthz" "AUTOVISION_METRICS_PORT=$(free_port)" \
     autovision-operator >"$work/operator-noapi.log" 2>&1 && rc=0 || rc=$?
   local took=$((SECONDS - t0)) why
@@ -291,9 +297,10 @@ print(p["phase"], p["artifacts"]["onnx"], s.exists("runs/ns/tj/u1/model/model.on
 
   step "gateway entry point (python -m autovision.serving.gateway), no Triton behind it"
   local gtmp gport pid; gtmp=$(mktemp -d "$work/tmp-gw.XXXXXX"); chmod 1777 "$gtmp"; gport=$(free_port)
-  run_ro "$mnt" "$gtmp" - -- "${envs[@]}" python -m autovision.serving.gateway --host=127.0.0.1 "--port=$gport" \
+  RUN_RO_EXEC=1 run_ro "$mnt" "$gtmp" - -- "${envs[@]}" python -m autovision.serving.gateway --host=127.0.0.1 "--port=$gport" \
     "--triton-url=127.0.0.1:$(free_port)" --model-name=autovision --public-name=digits >"$work/gateway.log" 2>&1 &
   pid=$!
+  services+=("$pid")
   if out=$(wait_http "http://127.0.0.1:$gport/healthz" 60 "$pid"); then
     # 503 {"ready": false}: the gateway answers, and reports that Triton is not there.
     [[ $out == *'"ready": false'*'HTTP 503'* ]] && pass "gateway: /healthz answered: $out" || fail "gateway: /healthz: $out"
