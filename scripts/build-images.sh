@@ -22,7 +22,7 @@
 #
 # Not part of the per-push tests: the trainer build downloads torch and its CUDA
 # libraries (several GB). scripts/check-images.sh runs the built images.
-set -euo pipefail
+set -Eeuo pipefail  # -E: the ERR trap also fires inside functions
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -47,6 +47,8 @@ case "$only" in ""|operator|trainer) ;; *) echo "build-images.sh: --only takes o
 die() { echo "build-images.sh: $*" >&2; exit 1; }
 step() { echo "==> [$(date -u +%H:%M:%S)] $*"; }
 trap 'echo "build-images.sh: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
+temporary=()  # removed on exit, however the script ends
+trap 'rm -rf "${temporary[@]}"' EXIT
 
 # The engine: Docker where an engine answers, else buildah with chroot isolation.
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
@@ -86,6 +88,7 @@ if [[ -n ${PIP_CERT:-} ]]; then
     echo "build-images.sh: warning: PIP_CERT is set but docker build cannot mount it; the builds' pip uses its own CA bundle" >&2
   else
     pipconf=$(mktemp "${TMPDIR:-/var/tmp}/autovision-pip.XXXXXX.conf")
+    temporary+=("$pipconf")
     printf '[global]\ncert = /run/autovision-build-ca.crt\n' >"$pipconf"
     mounts=(-v "$PIP_CERT:/run/autovision-build-ca.crt:ro" -v "$pipconf:/etc/pip.conf:ro")
     step "PIP_CERT=$PIP_CERT: mounted into the builds' RUN steps as /etc/pip.conf's cert"
@@ -119,8 +122,7 @@ make_standins() {
   [[ $(id -u) == 0 ]] || die "--local-base needs root (debootstrap)"
   local work
   work=$(mktemp -d "${TMPDIR:-/var/tmp}/autovision-standin.XXXXXX")
-  # shellcheck disable=SC2064
-  trap "rm -rf '$work'" EXIT
+  temporary+=("$work")
   if ! image_exists "$debian_standin"; then
     step "debootstrap: Debian 12 minbase (+ ca-certificates) into $work/rootfs"
     local start=$SECONDS
