@@ -95,10 +95,10 @@ def test_plan_keeps_a_share_for_the_final_fit() -> None:
 
 
 def test_final_fit_affordable_scales_with_the_extra_images() -> None:
-    # 2 s per epoch on 800 images, 10 epochs on 1000: 25 s.
-    assert final_fit_affordable(25.0, 2.0, 10, 800, 200)
-    assert not final_fit_affordable(24.9, 2.0, 10, 800, 200)
-    assert not final_fit_affordable(math.inf, 2.0, 10, 800, 0), "no validation images: nothing to add"
+    # 10 epochs of (800 + 200) // 100 = 10 steps at 2 s, with the margin and a checkpoint's step: 252 s
+    assert final_fit_affordable(252.0, 2.0, 10, train_images=800, validation_images=200, batch=100)
+    assert not final_fit_affordable(251.9, 2.0, 10, train_images=800, validation_images=200, batch=100)
+    assert not final_fit_affordable(math.inf, 2.0, 10, train_images=800, validation_images=0, batch=100)
 
 
 def test_stalled_after_patience_trials_without_improvement() -> None:

@@ -182,7 +182,7 @@ def test_an_interrupted_trial_resumes_to_the_same_weights(digits: tuple[Storage,
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_max_seconds_stops_after_the_epoch_that_spends_it(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+def test_max_seconds_starts_no_step_that_would_cross_it(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     storage, sets = digits
     result = train_trial(
         sets["train"],
@@ -192,7 +192,8 @@ def test_max_seconds_stops_after_the_epoch_that_spends_it(digits: tuple[Storage,
         checkpoint=TrialCheckpoint(storage, "budget.pt"),
         max_seconds=1e-9,
     )
-    assert result.epochs_trained == 1
+    assert result.epochs_trained == 0
+    assert result.stopped_inside_epoch
 
 
 def test_without_validation_the_last_epoch_is_kept(digits: tuple[Storage, dict[str, ImageSet]]) -> None:

@@ -317,7 +317,10 @@ def _data_warnings(report: ImportReportSummary) -> Cond:
 
 def _describe_progress(progress: Progress, budget_milli_node_hours: int) -> str:
     trials = progress.trials
-    text = f"{trials.done} trials done, {trials.running} running, {trials.pruned} pruned"
+    text = (
+        f"{trials.done} trials done, {trials.running} running, {trials.pruned} pruned, "
+        f"{trials.stopped_by_budget} stopped by the budget"
+    )
     if progress.best is not None:
         best = progress.best
         text += f"; best {best.metric} {best.value:.4g} (trial {best.trial}, {best.architecture})"

@@ -409,12 +409,26 @@ class TrainingJobSpec(WireModel):
         return backbones
 
 
-class TrialCounts(StatusModel):
-    """Progress of the architecture and hyperparameter search."""
+class TrialOutcome(StrEnum):
+    """What a trial is doing, or what ended it (the trials table, progress.json and status say the same)."""
 
-    done: Count = Field(default=0, description="Trials that finished.")
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    PRUNED = "Pruned"
+    STOPPED_BY_BUDGET = "StoppedByBudget"
+    INTERRUPTED = "Interrupted"
+
+
+class TrialCounts(StatusModel):
+    """Progress of the architecture and hyperparameter search: trials by ``TrialOutcome``."""
+
+    done: Count = Field(default=0, description="Trials that trained all their epochs (Complete).")
     running: Count = Field(default=0, description="Trials running now.")
-    pruned: Count = Field(default=0, description="Trials stopped early by the pruner.")
+    pruned: Count = Field(default=0, description="Trials stopped early by the Hyperband pruner.")
+    stopped_by_budget: Count = Field(
+        default=0, description="Trials the budget stopped (inside an epoch), validated on what they learned."
+    )
+    interrupted: Count = Field(default=0, description="Trials whose worker was lost; each is resumed as a new trial.")
 
 
 class BestTrial(StatusModel):

@@ -154,7 +154,7 @@ def trials_table(card: ModelCard) -> Table:
             f"{trial['epochsTrained']}/{trial['epochs'] or '-'}",
             _number(trial["value"], 4),
             _number(trial["latencyMs"], 2),
-            f"{trial['state']}{' (' + trial['stop'] + ')' if trial['stop'] else ''}{marker}",
+            f"{trial['state']}{marker}",
         )
     return table
 
