@@ -17,7 +17,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from autovision.contract.files import SUCCEEDED_PHASE, ImportProgress, ImportReportSummary, Progress
+from autovision.contract.files import (
+    BUDGET_TOO_SMALL_PHASE,
+    SUCCEEDED_PHASE,
+    ImportProgress,
+    ImportReportSummary,
+    Progress,
+)
 from autovision.resources import (
     READY,
     Artifacts,
@@ -350,6 +356,8 @@ def training_status(
         if progress.artifacts is not None:
             update["artifacts"] = Artifacts.model_validate(progress.artifacts)
         status = status.model_copy(update=update)
+    if progress is not None and progress.phase == BUDGET_TOO_SMALL_PHASE:
+        return _budget_too_small(status, progress, budget_milli_node_hours, now)
     if job.phase is JobPhase.FAILED:
         return _failure(status, job, SEARCHING, "search", now)
     done = progress is not None and progress.succeeded
@@ -372,6 +380,23 @@ def training_status(
             Cond(READY, ConditionStatus.FALSE, SEARCHING, message),
         )
     return _in_flight(status, job, SEARCHING, "search", now)
+
+
+def _budget_too_small(
+    status: TrainingJobStatus, progress: Progress, budget_milli_node_hours: int, now: datetime
+) -> TrainingJobStatus:
+    """The trainer refused the budget before training: the run has failed, saying why and what would work."""
+    message = (
+        f"spec.budgetMilliNodeHours {budget_milli_node_hours} cannot train and validate any model on this "
+        f"dataset and device; about {progress.minimum_budget_milli_node_hours} would (an estimate)"
+    )
+    return with_conditions(
+        status,
+        now,
+        Cond(SEARCHING, ConditionStatus.FALSE, BUDGET_TOO_SMALL_PHASE, message),
+        Cond(READY, ConditionStatus.FALSE, BUDGET_TOO_SMALL_PHASE, message),
+        Cond(FAILED, ConditionStatus.TRUE, BUDGET_TOO_SMALL_PHASE, message),
+    )
 
 
 # --- patches ------------------------------------------------------------------

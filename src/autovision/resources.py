@@ -374,11 +374,14 @@ class TrainingJobSpec(WireModel):
     budget_milli_node_hours: int = Field(
         # AutoML Vision's minimum is 1000 (one node-hour) because its backbones
         # are large; ours start at EfficientNet-Lite0, which fits small datasets
-        # in minutes. 10 (36 node-seconds) is about the fixed cost of one trial
-        # (pod start, data load, export): less cannot produce any model.
+        # in minutes. 10 (36 node-seconds) stays only as a floor: the trainer
+        # measures what the cheapest model needs on the data and device and
+        # refuses a smaller budget with a BudgetTooSmall condition.
         ge=10,
         description="Training budget in thousandths of a node-hour (1000 = one node for one "
-        "hour), measured in device time; at least 10.",
+        "hour), measured in device time, and a ceiling: never exceeded. At least 10 (a floor); a budget "
+        "that cannot buy one validated model on the data and device is refused before training with a "
+        "BudgetTooSmall condition giving an estimate of the smallest that would.",
     )
     optimize_for: OptimizeFor = Field(
         default=OptimizeFor.BALANCED, description="Balanced, LowLatency (smaller, faster models) or HighAccuracy."

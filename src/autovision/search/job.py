@@ -148,6 +148,10 @@ class ImageCache:
         """Images in a split."""
         return len(self._records[split])
 
+    def sample(self, split: SplitName, size: int, count: int) -> ImageSet:
+        """The first ``count`` images of a split, decoded now and not kept (to measure what decoding costs)."""
+        return load_images(self._records[split][:count], self.labels, size, self.storage, self.decode_workers)
+
 
 def search_space(
     profile: DatasetProfile,
