@@ -30,7 +30,7 @@ def test_import_then_train_within_budget(storage_root: Storage, digits_zip: Path
     version = storage_root.read_json("datasets/digits/latest.json")["version"]
     assert not storage_root.exists("datasets/digits/import-progress.json"), "the import's progress file is gone"
 
-    budget = 2  # 7.2 seconds: the search's share ends inside its first trial (12 epochs)
+    budget = 6  # 21.6 seconds: enough for a validated model; the search's share ends inside its first trial
     args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u1", "--dataset", "digits"]
     args += ["--dataset-version", version, "--budget-milli-node-hours", str(budget), "--optimize-for", "LowLatency"]
     assert run(args) == 0
@@ -43,7 +43,7 @@ def test_import_then_train_within_budget(storage_root: Storage, digits_zip: Path
     assert card.search["optimizeFor"] == "LowLatency"
     assert card.search["stopReason"] == "budget"
     assert 1 <= card.metrics.epochs_trained < 12, "the budget must stop training before all epochs"
-    assert card.milli_node_hours_used >= budget
+    assert card.milli_node_hours_used <= budget, "the budget is a ceiling"
 
 
 def test_an_unknown_task_exits_with_the_bad_input_code(storage_root: Storage, digits_zip: Path) -> None:

@@ -1,7 +1,8 @@
 """Too small is an answer: before a budgeted search starts, measure what its cheapest model would cost.
 
 The probe decodes a sample of the training split and trains ``PROBE_STEPS``
-steps of the space's first configuration (its warm start) on this device; from
+steps of the space's first configuration (its warm start) on this device (the
+first warms up; the median of the others is the pace); from
 them ``autovision.search.budget`` estimates the smallest budget that buys one
 validated model. A budget below it is refused before any training, with that
 estimate, rather than spent on a model that cannot be validated.
@@ -9,6 +10,8 @@ estimate, rather than spent on a model that cannot be validated.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import time
 
 from optuna.trial import FixedTrial
@@ -18,7 +21,8 @@ from autovision.search.budget import finish_steps, minimum_budget, smallest_tria
 from autovision.search.job import ImageCache, SearchJob
 from autovision.train.trainer import TrialCheckpoint, train_trial
 
-PROBE_STEPS = 3
+# Training steps the probe takes: one to warm up, the others timed.
+PROBE_STEPS = 4
 
 
 class BudgetTooSmallError(ValueError):
@@ -41,17 +45,18 @@ def estimate_minimum_budget(job: SearchJob, images: ImageCache) -> int:
     started = time.perf_counter()
     sample = images.sample("train", size, count)
     per_image = (time.perf_counter() - started) / max(1, count)
-    paces: list[float] = []
+    calls: list[float] = []
 
     def measure(used: float, pace: float | None) -> bool:
-        if pace is not None:
-            paces.append(pace)
-        return len(paces) < PROBE_STEPS - 1
+        calls.append(time.perf_counter())
+        return len(calls) <= PROBE_STEPS
 
     probe = TrialCheckpoint(images.storage, budget_probe_key(job.prefix))
     train_trial(sample, None, config, candidate.preprocess, checkpoint=probe, step_guard=measure, device=images.device)
     images.storage.delete_prefix(probe.key)
-    step = paces[-1] if paces else time.perf_counter() - started
+    # The first step warms up (allocations, kernel choices): the steps after it are the pace.
+    steps = [after - before for before, after in itertools.pairwise(calls)][1:]
+    step = statistics.median(steps) if steps else calls[-1] - started
     decoding = per_image * (images.count("train") + images.count("validation"))
     finish = finish_steps(config.batch_size, images.count("validation"))
     return minimum_budget(smallest_trial_seconds(step, decoding, finish))
