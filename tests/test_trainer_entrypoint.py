@@ -25,7 +25,10 @@ def storage_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Storage:
     return Storage(root)
 
 
-def test_import_then_train_within_budget(storage_root: Storage, digits_zip: Path) -> None:
+def test_import_then_train_within_budget(
+    storage_root: Storage, digits_zip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("autovision.search.probe.estimate_minimum_budget", lambda job, images: 1)  # tests/search
     assert run(["import", "--name", "digits", "--source", f"file://{digits_zip}"]) == 0
     version = storage_root.read_json("datasets/digits/latest.json")["version"]
     assert not storage_root.exists("datasets/digits/import-progress.json"), "the import's progress file is gone"
@@ -107,6 +110,7 @@ def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
             stderr=subprocess.STDOUT,
         )
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
+    monkeypatch.setattr("autovision.search.probe.estimate_minimum_budget", lambda job, images: 1)  # tests/search
     try:
         pod_0 = run(train_args(version, *nodes))
     finally:
