@@ -155,7 +155,8 @@ class BudgetGate:
         pace = 0.0 if measured is None else measured * PACE_MARGIN
         stretch = 1 if measured is None else steps_per_check(pace)
         finish = self.finish * (measured or 0.0)
-        self.ledger.publish(Claim(spent, stretch * pace + finish, self.clock(), True))
+        # A stretch may cross an epoch's end, whose validation costs about a finish, before the trial's own finish.
+        self.ledger.publish(Claim(spent, stretch * pace + 2 * finish, self.clock(), True))
         excess = committed(self.ledger.claims(), self.clock()) - self.limit
         if excess > 0:  # take fewer steps, or none
             stretch -= math.ceil(excess / pace) if pace > 0 else stretch
@@ -163,7 +164,7 @@ class BudgetGate:
                 self.ledger.publish(Claim(spent, finish, self.clock(), True))
                 self.stopped = True
                 return False
-            self.ledger.publish(Claim(spent, stretch * pace + finish, self.clock(), True))
+            self.ledger.publish(Claim(spent, stretch * pace + 2 * finish, self.clock(), True))
         self.granted = stretch - 1
         return True
 
