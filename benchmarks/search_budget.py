@@ -33,6 +33,7 @@ from autovision.data.inspection import available_cores
 from autovision.pipeline import train_evaluate_export
 from autovision.resources import OptimizeFor
 from autovision.search.job import SearchSettings
+from autovision.search.probe import BudgetTooSmallError
 from autovision.storage import Storage
 
 
@@ -115,7 +116,11 @@ def main() -> None:
     parser.add_argument("--optimize-for", type=OptimizeFor, default=OptimizeFor.BALANCED, choices=list(OptimizeFor))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(json.dumps(run(args.data, args.budget, args.optimize_for, args.seed)), flush=True)
+    try:
+        result = run(args.data, args.budget, args.optimize_for, args.seed)
+    except BudgetTooSmallError as error:  # an answer, not a failure: what the user would be told
+        result = {"budget": args.budget, "refused": str(error), "minimumBudgetMilliNodeHours": error.minimum}
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

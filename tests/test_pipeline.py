@@ -154,7 +154,7 @@ def test_model_card(run: FinishedRun) -> None:
     }
     assert card.task == "SingleLabel"
     assert card.search["chosenTrial"] == card.final_fit.trial == 0, "a given configuration is one trial"
-    assert [trial["state"] for trial in card.search["trials"]] == ["complete"]
+    assert [trial["state"] for trial in card.search["trials"]] == ["Complete"]
     assert card.final_fit.retrained is False
     assert card.metrics.validation_accuracy == card.search["trials"][0]["value"]
     assert (card.input_size, card.mean, card.std) == (16, PREPROCESS.mean, PREPROCESS.std)

@@ -17,7 +17,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
-from autovision.contract.files import SUCCEEDED_PHASE, ImportProgress, ImportReportSummary, Progress
+from autovision.contract.files import (
+    BUDGET_TOO_SMALL_PHASE,
+    SUCCEEDED_PHASE,
+    ImportProgress,
+    ImportReportSummary,
+    Progress,
+)
 from autovision.resources import (
     READY,
     Artifacts,
@@ -317,7 +323,10 @@ def _data_warnings(report: ImportReportSummary) -> Cond:
 
 def _describe_progress(progress: Progress, budget_milli_node_hours: int) -> str:
     trials = progress.trials
-    text = f"{trials.done} trials done, {trials.running} running, {trials.pruned} pruned"
+    text = (
+        f"{trials.done} trials done, {trials.running} running, {trials.pruned} pruned, "
+        f"{trials.stopped_by_budget} stopped by the budget"
+    )
     if progress.best is not None:
         best = progress.best
         text += f"; best {best.metric} {best.value:.4g} (trial {best.trial}, {best.architecture})"
@@ -347,6 +356,8 @@ def training_status(
         if progress.artifacts is not None:
             update["artifacts"] = Artifacts.model_validate(progress.artifacts)
         status = status.model_copy(update=update)
+    if progress is not None and progress.phase == BUDGET_TOO_SMALL_PHASE:
+        return _budget_too_small(status, progress, budget_milli_node_hours, now)
     if job.phase is JobPhase.FAILED:
         return _failure(status, job, SEARCHING, "search", now)
     done = progress is not None and progress.succeeded
@@ -369,6 +380,23 @@ def training_status(
             Cond(READY, ConditionStatus.FALSE, SEARCHING, message),
         )
     return _in_flight(status, job, SEARCHING, "search", now)
+
+
+def _budget_too_small(
+    status: TrainingJobStatus, progress: Progress, budget_milli_node_hours: int, now: datetime
+) -> TrainingJobStatus:
+    """The trainer refused the budget before training: the run has failed, saying why and what would work."""
+    message = (
+        f"spec.budgetMilliNodeHours {budget_milli_node_hours} cannot train and validate any model on this "
+        f"dataset and device; about {progress.minimum_budget_milli_node_hours} would (an estimate)"
+    )
+    return with_conditions(
+        status,
+        now,
+        Cond(SEARCHING, ConditionStatus.FALSE, BUDGET_TOO_SMALL_PHASE, message),
+        Cond(READY, ConditionStatus.FALSE, BUDGET_TOO_SMALL_PHASE, message),
+        Cond(FAILED, ConditionStatus.TRUE, BUDGET_TOO_SMALL_PHASE, message),
+    )
 
 
 # --- patches ------------------------------------------------------------------

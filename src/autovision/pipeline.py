@@ -29,7 +29,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from autovision.contract.files import SUCCEEDED_PHASE, ImportReportSummary, ModelCard, Progress
+from autovision.contract.files import (
+    BUDGET_TOO_SMALL_PHASE,
+    SUCCEEDED_PHASE,
+    ImportReportSummary,
+    ModelCard,
+    Progress,
+)
 from autovision.contract.keys import (
     TEST_PREDICTIONS_FILE,
     RunLocation,
@@ -37,6 +43,7 @@ from autovision.contract.keys import (
     model_card_key,
     model_dir_key,
     report_key,
+    study_journal_key,
 )
 from autovision.data.manifest import ImageRecord, decode_manifest, labels_of
 from autovision.evaluate import activate, evaluate_predictions, variant_metrics
@@ -52,6 +59,7 @@ from autovision.resources import Backbone, Task
 from autovision.search.final import FinalModel, fit_final, pinned_plan
 from autovision.search.job import ImageCache, SearchJob, SearchSettings, search_space
 from autovision.search.nodes import run_node
+from autovision.search.probe import BudgetTooSmallError, refuse_too_small
 from autovision.search.records import trial_counts, write_progress
 from autovision.search.space import DatasetProfile
 from autovision.search.summary import SearchResult, summarise
@@ -185,6 +193,15 @@ def train_evaluate_export(
     return card
 
 
+def _refuse_too_small(job: SearchJob, images: ImageCache) -> None:
+    try:
+        refuse_too_small(job, images)
+    except BudgetTooSmallError as error:
+        refused = Progress(phase=BUDGET_TOO_SMALL_PHASE, minimum_budget_milli_node_hours=error.minimum)
+        write_progress(images.storage, job.prefix, refused)
+        raise
+
+
 def build_search_job(
     storage: Storage,
     dataset: str,
@@ -260,9 +277,16 @@ def join_search(
 
 
 def search_and_fit(job: SearchJob, images: ImageCache, reporter: Reporter) -> tuple[SearchResult, FinalModel]:
-    """Run (or finish) this node's part of the search, choose per optimizeFor, and fit the final model."""
+    """Run (or finish) this node's part of the search, choose per optimizeFor, and fit the final model.
+
+    A new search first checks that its budget can buy a validated model; a
+    budget too small is refused (``BudgetTooSmallError``) before any training,
+    and progress.json says so with the estimated minimum.
+    """
     pinned = pinned_plan(images.storage, job.prefix)
     if pinned is None:  # with a plan written, the search is over and the final fit is under way
+        if not images.storage.exists(study_journal_key(job.prefix)):
+            _refuse_too_small(job, images)
         run_node(job, images, reporter)
     result = summarise(job, images, None if pinned is None else pinned.trial)
     return result, fit_final(job, result, images, reporter)

@@ -374,11 +374,14 @@ class TrainingJobSpec(WireModel):
     budget_milli_node_hours: int = Field(
         # AutoML Vision's minimum is 1000 (one node-hour) because its backbones
         # are large; ours start at EfficientNet-Lite0, which fits small datasets
-        # in minutes. 10 (36 node-seconds) is about the fixed cost of one trial
-        # (pod start, data load, export): less cannot produce any model.
+        # in minutes. 10 (36 node-seconds) stays only as a floor: the trainer
+        # measures what the cheapest model needs on the data and device and
+        # refuses a smaller budget with a BudgetTooSmall condition.
         ge=10,
         description="Training budget in thousandths of a node-hour (1000 = one node for one "
-        "hour), measured in device time; at least 10.",
+        "hour), measured in device time, and a ceiling: never exceeded. At least 10 (a floor); a budget "
+        "that cannot buy one validated model on the data and device is refused before training with a "
+        "BudgetTooSmall condition giving an estimate of the smallest that would.",
     )
     optimize_for: OptimizeFor = Field(
         default=OptimizeFor.BALANCED, description="Balanced, LowLatency (smaller, faster models) or HighAccuracy."
@@ -409,12 +412,26 @@ class TrainingJobSpec(WireModel):
         return backbones
 
 
-class TrialCounts(StatusModel):
-    """Progress of the architecture and hyperparameter search."""
+class TrialOutcome(StrEnum):
+    """What a trial is doing, or what ended it (the trials table, progress.json and status say the same)."""
 
-    done: Count = Field(default=0, description="Trials that finished.")
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    PRUNED = "Pruned"
+    STOPPED_BY_BUDGET = "StoppedByBudget"
+    INTERRUPTED = "Interrupted"
+
+
+class TrialCounts(StatusModel):
+    """Progress of the architecture and hyperparameter search: trials by ``TrialOutcome``."""
+
+    done: Count = Field(default=0, description="Trials that trained all their epochs (Complete).")
     running: Count = Field(default=0, description="Trials running now.")
-    pruned: Count = Field(default=0, description="Trials stopped early by the pruner.")
+    pruned: Count = Field(default=0, description="Trials stopped early by the Hyperband pruner.")
+    stopped_by_budget: Count = Field(
+        default=0, description="Trials the budget stopped (inside an epoch), validated on what they learned."
+    )
+    interrupted: Count = Field(default=0, description="Trials whose worker was lost; each is resumed as a new trial.")
 
 
 class BestTrial(StatusModel):

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from autovision.contract.files import ImportProgress, ImportReportSummary, ImportWarning, Progress
+from autovision.contract.files import (
+    BUDGET_TOO_SMALL_PHASE,
+    ImportProgress,
+    ImportReportSummary,
+    ImportWarning,
+    Progress,
+)
 from autovision.resources import DatasetStatus, ResourceStatus, TrainingJobStatus, find_condition
 from autovision_operator.status import (
     RUN_SPEC_ANNOTATION,
@@ -385,3 +391,25 @@ def test_changed_fields() -> None:
     new = {"source": "s3://b", "task": "SingleLabel", "split": {"train": 70}, "storageSecretRef": {"name": "s"}}
     assert changed_fields(old, new) == ["spec.source", "spec.split", "spec.storageSecretRef"]
     assert changed_fields(old, dict(old)) == []
+
+
+def test_trials_stopped_by_the_budget_are_counted_apart() -> None:
+    progress = Progress.model_validate(
+        {"phase": "Searching", "trials": {"done": 2, "running": 1, "stoppedByBudget": 1}, "milliNodeHoursUsed": 30}
+    )
+    status = training_status(TrainingJobStatus(), JobObservation("s", JobPhase.RUNNING), progress, 40, T0)
+    assert status.trials.stopped_by_budget == 1
+    searching = find_condition(status.conditions, "Searching")
+    assert searching is not None
+    assert "1 stopped by the budget" in searching.message
+
+
+def test_a_refused_budget_is_a_condition_with_the_estimated_minimum() -> None:
+    progress = Progress(phase=BUDGET_TOO_SMALL_PHASE, minimum_budget_milli_node_hours=23)
+    status = training_status(TrainingJobStatus(), JobObservation("s", JobPhase.FAILED), progress, 12, T0)
+    failed = find_condition(status.conditions, "Failed")
+    assert failed is not None
+    assert (failed.status, failed.reason) == ("True", "BudgetTooSmall")
+    assert "12" in failed.message
+    assert "about 23 would (an estimate)" in failed.message
+    assert is_finished(status)

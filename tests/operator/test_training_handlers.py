@@ -115,7 +115,13 @@ async def search_progresses(cluster: Cluster, storage: Storage, run: str) -> Non
     await cluster.set_job_status("flowers-run-search", RUNNING)
     progressing = has_condition("Searching", "Searching", "True")  # set once progress.json is read
     searching = await resource_where(cluster, "trainingjobs", "flowers-run", progressing)
-    assert searching["status"]["trials"] == {"done": 3, "running": 1, "pruned": 1}
+    assert searching["status"]["trials"] == {
+        "done": 3,
+        "running": 1,
+        "pruned": 1,
+        "stoppedByBudget": 0,
+        "interrupted": 0,
+    }
     assert searching["status"]["milliNodeHoursUsed"] == 300
 
 

@@ -24,6 +24,7 @@ from autovision.data.importer import import_dataset as import_source
 from autovision.data.rules import check_dataset_name
 from autovision.pipeline import join_search, train_evaluate_export
 from autovision.progress import LogReporter, ProgressFile
+from autovision.search.probe import BudgetTooSmallError
 from autovision.storage import Storage, StorageError, storage_unavailable
 from autovision.train.models import BackboneWeightsError
 
@@ -93,6 +94,8 @@ def train(args: TrainArgs) -> None:
     except (StorageError, BackboneWeightsError) as error:
         if storage_unavailable(error):  # weights unreadable because storage is down: not the weights' fault
             raise
+        raise BadInputError(str(error)) from None
+    except BudgetTooSmallError as error:  # progress.json says so, with the estimated minimum
         raise BadInputError(str(error)) from None
     if card is None:
         logging.info("node %d: the search is over; node 0 fits and exports the model", settings.node)

@@ -55,6 +55,7 @@ def train_command(
     from autovision.contract.keys import RunLocation
     from autovision.pipeline import run_uid, train_evaluate_export
     from autovision.search.job import SearchSettings
+    from autovision.search.probe import BudgetTooSmallError
     from autovision.storage import Storage, StorageError
     from autovision.train.models import BackboneWeightsError
 
@@ -83,7 +84,7 @@ def train_command(
     except KeyboardInterrupt:
         errors.print("interrupted: finished trials are kept; run the same command again to continue")
         raise typer.Exit(code=130) from None
-    except (StorageError, BackboneWeightsError) as error:
+    except (StorageError, BackboneWeightsError, BudgetTooSmallError) as error:
         fail(escape(str(error)))
     if as_json:
         sys.stdout.write(json.dumps(summary(card, run.prefix)) + "\n")
@@ -153,7 +154,7 @@ def trials_table(card: ModelCard) -> Table:
             f"{trial['epochsTrained']}/{trial['epochs'] or '-'}",
             _number(trial["value"], 4),
             _number(trial["latencyMs"], 2),
-            f"{trial['state']}{' (' + trial['stop'] + ')' if trial['stop'] else ''}{marker}",
+            f"{trial['state']}{marker}",
         )
     return table
 

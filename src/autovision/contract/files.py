@@ -16,6 +16,8 @@ from autovision.resources import BestTrial, Count, SplitCounts, StatusModel, Tas
 
 SEARCHING_PHASE: Final = "Searching"
 SUCCEEDED_PHASE: Final = "Succeeded"
+# The budget cannot buy one validated model on this data and device: refused before training.
+BUDGET_TOO_SMALL_PHASE: Final = "BudgetTooSmall"
 
 
 def now_iso() -> str:
@@ -35,10 +37,16 @@ class Progress(ContractFile):
     """A run's progress.json: the search's state, rewritten as it goes (read by the operator)."""
 
     updated_at: str = Field(default_factory=now_iso, description="When the trainer last wrote this file.")
-    phase: str = Field(description="Searching while the search runs, Succeeded once the model is exported.")
+    phase: str = Field(
+        description="Searching while the search runs, Succeeded once the model is exported, "
+        "BudgetTooSmall when the budget was refused before training."
+    )
     trials: TrialCounts = TrialCounts()
     best: BestTrial | None = None
     milli_node_hours_used: Count = 0
+    minimum_budget_milli_node_hours: Count | None = Field(
+        default=None, description="With BudgetTooSmall: an estimate of the smallest budget that would work."
+    )
     artifacts: dict[str, str] | None = Field(
         default=None, description="Where every output of a finished run is; status shows the main ones."
     )

@@ -42,6 +42,7 @@ TRITON_LOCAL: Final = "triton"
 TRITON_CLUSTER: Final = "triton-cluster"
 STUDY_JOURNAL: Final = "study/journal.log"
 FINAL_PLAN: Final = "final/plan.json"
+BUDGET_PROBE: Final = "search/probe.pt"
 FINAL_CHECKPOINT: Final = "final/checkpoint.pt"
 PROGRESS_FILE: Final = "progress.json"
 
@@ -117,6 +118,11 @@ def study_journal_key(prefix: str) -> str:
 def trial_checkpoint_key(prefix: str, number: int) -> str:
     """The checkpoint of one trial of a run's search."""
     return f"{prefix}/trials/{number}/checkpoint.pt"
+
+
+def budget_probe_key(prefix: str) -> str:
+    """The few steps that measure, before a search, what its cheapest model would cost."""
+    return f"{prefix}/{BUDGET_PROBE}"
 
 
 def final_plan_key(prefix: str) -> str:

@@ -52,15 +52,17 @@ def pinned_plan(storage: Storage, prefix: str) -> FinalPlan | None:
 
 
 def decide(job: SearchJob, result: SearchResult, images: ImageCache) -> FinalPlan:
-    """Retrain when this is a real search and a full retraining fits in what is left of the budget."""
+    """Retrain when this is a real search and a full retraining, at the chosen trial's measured pace, fits in
+    what is left of the budget: a retraining that could not finish is never started."""
     chosen = result.chosen
-    seconds_per_epoch = chosen.seconds / max(1, chosen.epochs_trained)
-    affordable = final_fit_affordable(
+    config = result.candidate.config
+    affordable = chosen.step_seconds is not None and final_fit_affordable(
         job.plan.remaining(result.seconds),
-        seconds_per_epoch,
-        result.candidate.config.epochs,
-        images.count("train"),
-        images.count("validation"),
+        chosen.step_seconds,
+        config.epochs,
+        train_images=images.count("train"),
+        validation_images=images.count("validation"),
+        batch=config.batch_size,
     )
     return FinalPlan(trial=chosen.number, refit=job.space.max_trials != 1 and affordable)
 

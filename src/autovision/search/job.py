@@ -148,6 +148,11 @@ class ImageCache:
         """Images in a split."""
         return len(self._records[split])
 
+    def sample(self, split: SplitName, size: int, count: int) -> ImageSet:
+        """The first ``count`` images of a split, decoded now on this core and not kept (to measure what decoding
+        an image costs, without the start-up of decoding processes)."""
+        return load_images(self._records[split][:count], self.labels, size, self.storage, workers=1)
+
 
 def search_space(
     profile: DatasetProfile,

@@ -1,8 +1,9 @@
 """The trials table and the search's stop rules, read from the study's trials (pure, but for ``write_progress``).
 
-A worker stops at the budget, at the trial cap, or (with early stopping) when
-the last trials stopped improving on the best. The budget is counted from what
-the study's journal says was spent, over every trial of every worker
+A worker stops at the budget (when no smallest trial fits in what every worker
+has spent or claimed), at the trial cap, or (with early stopping) when the last
+trials stopped improving on the best. The budget is counted from what the
+study's journal says was spent and claimed, over every trial of every worker
 (interrupted ones included), so a worker that starts again keeps counting from
 there. ``search_progress`` is progress.json while searching; ``write_progress``
 stores it for the operator.
@@ -17,11 +18,25 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autovision.contract.files import SEARCHING_PHASE, Progress
 from autovision.contract.keys import progress_key
-from autovision.search.budget import milli_node_hours, stalled
+from autovision.resources import TrialCounts, TrialOutcome
+from autovision.search.budget import Claim, may_start, milli_node_hours, smallest_trial_seconds, stalled
 from autovision.search.job import SearchJob
 from autovision.storage import Storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# The ``stop`` attribute of a trial the budget stopped (Optuna records it as pruned: cut short).
+BUDGET_STOP = TrialOutcome.STOPPED_BY_BUDGET.value
+
+
+def outcome(trial: FrozenTrial) -> TrialOutcome | None:
+    """What a trial is doing or what ended it; None while it waits to be taken."""
+    if trial.state == TrialState.PRUNED:
+        return TrialOutcome.STOPPED_BY_BUDGET if trial.user_attrs.get("stop") == BUDGET_STOP else TrialOutcome.PRUNED
+    return {
+        TrialState.RUNNING: TrialOutcome.RUNNING,
+        TrialState.COMPLETE: TrialOutcome.COMPLETE,
+        TrialState.FAIL: TrialOutcome.INTERRUPTED,
+    }.get(trial.state)
 
 
 @dataclass(frozen=True)
@@ -29,7 +44,7 @@ class TrialRecord:
     """One row of the trials table, read from the study."""
 
     number: int
-    state: str
+    state: TrialOutcome | None
     architecture: str | None
     resolution: int | None
     epochs: int | None
@@ -39,6 +54,7 @@ class TrialRecord:
     latency_ms: float | None
     parameters: int | None
     seconds: float
+    step_seconds: float | None
     worker: int | None
     stop: str | None
     checkpoint: str | None
@@ -50,10 +66,9 @@ class TrialRecord:
         attrs = trial.user_attrs
         intermediate = list(trial.intermediate_values.values())
         value = attrs.get("bestValue", max(intermediate) if intermediate else None)
-        stop = attrs.get("stop", "interrupted" if trial.state == TrialState.FAIL else None)
         return cls(
             number=trial.number,
-            state=trial.state.name.lower(),
+            state=outcome(trial),
             architecture=attrs.get("architecture"),
             resolution=attrs.get("resolution"),
             epochs=attrs.get("epochs"),
@@ -63,8 +78,9 @@ class TrialRecord:
             latency_ms=attrs.get("latencyMs"),
             parameters=attrs.get("parameters"),
             seconds=float(attrs.get("seconds", 0.0)),
+            step_seconds=attrs.get("stepSeconds"),
             worker=attrs.get("worker"),
-            stop=stop,
+            stop=attrs.get("stop"),
             checkpoint=attrs.get("checkpoint"),
             params=dict(trial.params),
         )
@@ -73,7 +89,7 @@ class TrialRecord:
         """The row as the model card and ``--json`` show it."""
         return {
             "trial": self.number,
-            "state": self.state,
+            "state": None if self.state is None else self.state.value,
             "architecture": self.architecture,
             "resolution": self.resolution,
             "epochs": self.epochs,
@@ -83,6 +99,7 @@ class TrialRecord:
             "latencyMs": self.latency_ms,
             "parameters": self.parameters,
             "seconds": round(self.seconds, 3),
+            "stepSeconds": self.step_seconds,
             "worker": self.worker,
             "stop": self.stop,
             "params": self.params,
@@ -104,9 +121,37 @@ def finished_values(trials: list[FrozenTrial]) -> list[float]:
     return [value for value in values if value is not None]
 
 
-def stop_reason(trials: list[FrozenTrial], job: SearchJob) -> str | None:
+def claims(trials: list[FrozenTrial]) -> list[Claim]:
+    """Every trial's claim on the budget, as its worker last published it."""
+    return [
+        Claim(
+            spent=float(trial.user_attrs.get("seconds", 0.0)),
+            ahead=float(trial.user_attrs.get("ahead", 0.0)),
+            at=float(trial.user_attrs.get("updatedAt", 0.0)),
+            open=trial.state == TrialState.RUNNING,
+        )
+        for trial in trials
+    ]
+
+
+def smallest_trial(trials: list[FrozenTrial]) -> float:
+    """The cheapest validated model measured so far (0 before any trial measured its pace)."""
+    costs = [
+        smallest_trial_seconds(attrs["stepSeconds"], attrs.get("decodeSeconds", 0.0), attrs.get("finishSteps", 0.0))
+        for attrs in (trial.user_attrs for trial in trials)
+        if attrs.get("stepSeconds") is not None
+    ]
+    return min(costs, default=0.0)
+
+
+def budget_allows_a_trial(trials: list[FrozenTrial], job: SearchJob, now: float) -> bool:
+    """Whether the search's share still holds the cheapest validated model, beside every claim."""
+    return may_start(job.plan.search_seconds, claims(trials), now, smallest_trial(trials))
+
+
+def stop_reason(trials: list[FrozenTrial], job: SearchJob, now: float) -> str | None:
     """Why the search must not start another trial: budget, trials or stalled; None to go on."""
-    if job.plan.search_exhausted(spent_seconds(trials)):
+    if not budget_allows_a_trial(trials, job, now):
         return "budget"
     started = [trial for trial in trials if trial.state in (*FINISHED, TrialState.RUNNING)]
     cap = job.trial_cap
@@ -125,10 +170,16 @@ def best_so_far(trials: list[FrozenTrial]) -> TrialRecord | None:
     return max(scored, key=lambda record: (record.value, -record.number)) if scored else None
 
 
-def trial_counts(records: list[TrialRecord]) -> dict[str, int]:
-    """Trials done, running and pruned, as status shows them (interrupted ones are counted once resumed)."""
+def trial_counts(records: list[TrialRecord]) -> TrialCounts:
+    """Trials by outcome, as progress.json and status show them."""
     states = [record.state for record in records]
-    return {"done": states.count("complete"), "running": states.count("running"), "pruned": states.count("pruned")}
+    return TrialCounts(
+        done=states.count(TrialOutcome.COMPLETE),
+        running=states.count(TrialOutcome.RUNNING),
+        pruned=states.count(TrialOutcome.PRUNED),
+        stopped_by_budget=states.count(TrialOutcome.STOPPED_BY_BUDGET),
+        interrupted=states.count(TrialOutcome.INTERRUPTED),
+    )
 
 
 def search_progress(trials: list[FrozenTrial], metric: str) -> Progress:

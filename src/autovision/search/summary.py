@@ -9,6 +9,7 @@ run is kept, so that a rerun exports the model it had started to finish.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,6 @@ def summarise(job: SearchJob, images: ImageCache, pinned: int | None = None) -> 
         chosen=chosen,
         candidate=candidate_of(job, chosen),
         seconds=spent_seconds(trials),
-        stop_reason=stop_reason(trials, job) or "stopped",
+        stop_reason=stop_reason(trials, job, time.time()) or "stopped",
         metric=job.metric,
     )

@@ -1,9 +1,12 @@
 """The search loop: every worker asks the shared study for a trial, trains it, and reports each epoch.
 
 A worker stops when ``autovision.search.records.stop_reason`` says so (budget,
-trial cap, or stalled). Everything it does is in storage: trial checkpoints
-every epoch, the study journal after every epoch, and progress.json for the
-operator, so a killed worker that starts again
+trial cap, or stalled). Inside a trial, a ``BudgetGate`` over the study's claims
+is asked before every training step, so the workers share one remaining
+budget and a trial the budget stops is validated and checkpointed where it is.
+Everything it does is in storage: trial checkpoints every epoch, the study
+journal after every epoch, and progress.json for the operator, so a killed
+worker that starts again
 
 * turns its interrupted trial into a resumed one (Optuna marks the old one
   failed; the same parameters are enqueued and continue from its checkpoint),
@@ -32,8 +35,18 @@ from autovision.contract import exit_codes
 from autovision.contract.keys import trial_checkpoint_key
 from autovision.data.inspection import available_cores
 from autovision.progress import LogReporter, Reporter
+from autovision.search.budget import BudgetGate, Claim, finish_steps
 from autovision.search.job import WORKERS_PER_NODE, ImageCache, SearchJob
-from autovision.search.records import best_so_far, search_progress, spent_seconds, stop_reason, write_progress
+from autovision.search.records import (
+    BUDGET_STOP,
+    best_so_far,
+    budget_allows_a_trial,
+    claims,
+    search_progress,
+    spent_seconds,
+    stop_reason,
+    write_progress,
+)
 from autovision.search.study import StudyUnreachableError, ask, open_study
 from autovision.storage import StorageUnavailableError, storage_unavailable
 from autovision.train.models import backbone_weights, parameter_count
@@ -72,7 +85,7 @@ class _Worker:
         self.reporter.stage(title, total=None if plan.total_seconds is None else plan.search_seconds)
         recover_interrupted(self.study, self.job, lambda worker: worker == self.index)
         self.store.push()
-        while stop_reason(self._trials(), self.job) is None:
+        while stop_reason(self._trials(), self.job, time.time()) is None:
             self._run_trial(ask(self.study, self.job.settings.seed, self.index))
         self.publish()
 
@@ -82,47 +95,62 @@ class _Worker:
     def _run_trial(self, trial: optuna.Trial) -> None:
         candidate = self.job.space.suggest(trial)
         key = trial.user_attrs.get("checkpoint", trial_checkpoint_key(self.job.prefix, trial.number))
+        size, config = candidate.preprocess.size, candidate.config
+        finish = finish_steps(config.batch_size, self.images.count("validation"))
         attributes = {
             "worker": self.index,
             "updatedAt": time.time(),
             "checkpoint": key,
             "architecture": candidate.architecture,
-            "resolution": candidate.preprocess.size,
-            "epochs": candidate.config.epochs,
+            "resolution": size,
+            "epochs": config.epochs,
+            "finishSteps": finish,
         }
         for name, value in attributes.items():
             trial.set_user_attr(name, value)
         checkpoint = TrialCheckpoint(self.storage, key)
-        size = candidate.preprocess.size
         decoding_started = time.perf_counter()
         train, validation = self.images.split("train", size), self.images.split("validation", size)
         decoding = time.perf_counter() - decoding_started
+        trial.set_user_attr("decodeSeconds", decoding)
         monitor = _EpochMonitor(self, trial, _report_earlier_epochs(trial, checkpoint), decoding)
         trial.set_user_attr("seconds", decoding)  # all this trial has cost before its first epoch
+        ledger = _StudyLedger(self.study, trial)
+        prior = _prior_pace(self._trials(), candidate.architecture, size)
+        gate = BudgetGate(self.job.plan.search_seconds, ledger, time.time, finish, prior)
+        budgeted = self.job.plan.total_seconds is not None
         result = train_trial(
             train,
             validation,
-            candidate.config,
+            config,
             candidate.preprocess,
             checkpoint=checkpoint,
             multi_label=self.job.multi_label,
             on_epoch=monitor,
+            step_guard=lambda used, pace: (
+                monitor.pace(pace) and (not budgeted or gate.may_step(monitor.seconds(used), pace))
+            ),
             device=self.images.device,
         )
         started = time.perf_counter()
         latency = batch1_latency_ms(result.model, size, self.images.device)
+        spent = monitor.seconds(result.seconds_used) + time.perf_counter() - started
         measured = {
             "latencyMs": latency,
             "parameters": parameter_count(result.model),
             "bestValue": result.best_score,
             "bestEpoch": result.best_epoch,
             "epochsTrained": result.epochs_trained,
-            "seconds": monitor.seconds(result.seconds_used) + time.perf_counter() - started,
+            "stepSeconds": monitor.step_seconds,
         }
         for name, value in measured.items():
             trial.set_user_attr(name, value)
-        if monitor.stop is not None:
-            trial.set_user_attr("stop", monitor.stop)
+        ledger.publish(Claim(spent, 0.0, time.time(), True))
+        if gate.stopped:
+            trial.set_user_attr("stop", BUDGET_STOP)
+            self.study.tell(trial, state=TrialState.PRUNED)
+        elif monitor.pruned:
+            trial.set_user_attr("stop", "Pruned")
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, result.best_score)
@@ -143,22 +171,59 @@ class _Worker:
 
 def recover_interrupted(study: optuna.Study, job: SearchJob, interrupted_by: Callable[[int], bool]) -> None:
     """Trials left running by workers that are gone (a kill, a lost node): resume them, or close them once
-    the budget is spent.
+    the budget holds no further trial.
 
     A resumed trial is enqueued with the same parameters and checkpoint, so
-    whichever worker takes it next continues from its last epoch.
+    whichever worker takes it next continues from its last checkpoint.
     """
     trials = study.get_trials(deepcopy=False)
-    exhausted = job.plan.search_exhausted(spent_seconds(trials))
-    for trial in trials:
-        if trial.state != TrialState.RUNNING or not interrupted_by(int(trial.user_attrs.get("worker", -1))):
-            continue
+    gone = [
+        trial
+        for trial in trials
+        if trial.state == TrialState.RUNNING and interrupted_by(int(trial.user_attrs.get("worker", -1)))
+    ]
+    for trial in gone:  # what they claimed is no longer coming
+        _set_attribute(study, trial, "ahead", 0.0)
+    exhausted = not budget_allows_a_trial(study.get_trials(deepcopy=False), job, time.time())
+    for trial in gone:
         if exhausted:
+            _set_attribute(study, trial, "stop", BUDGET_STOP)
             study.tell(trial.number, state=TrialState.PRUNED)
             continue
         study.tell(trial.number, state=TrialState.FAIL)
         checkpoint = trial.user_attrs.get("checkpoint", trial_checkpoint_key(job.prefix, trial.number))
         study.enqueue_trial(trial.params, user_attrs={"checkpoint": checkpoint, "resumedFrom": trial.number})
+
+
+def _set_attribute(study: optuna.Study, trial: FrozenTrial, name: str, value: object) -> None:
+    """Set a user attribute of a trial another worker asked for (Optuna has no public call for it)."""
+    study._storage.set_trial_user_attr(trial._trial_id, name, value)
+
+
+def _prior_pace(trials: list[FrozenTrial], architecture: str, resolution: int) -> float | None:
+    """Seconds per step that earlier trials of this family at this resolution measured on this search's devices."""
+    paces = [
+        float(trial.user_attrs["stepSeconds"])
+        for trial in trials
+        if trial.user_attrs.get("stepSeconds") is not None
+        and (trial.user_attrs.get("architecture"), trial.user_attrs.get("resolution")) == (architecture, resolution)
+    ]
+    return max(paces) if paces else None
+
+
+class _StudyLedger:
+    """The budget's claims as a trial's user attributes in the shared study."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        self.study = study
+        self.trial = trial
+
+    def claims(self) -> list[Claim]:
+        return claims(self.study.get_trials(deepcopy=False))
+
+    def publish(self, claim: Claim) -> None:
+        for name, value in (("seconds", claim.spent), ("ahead", claim.ahead), ("updatedAt", claim.at)):
+            self.trial.set_user_attr(name, value)
 
 
 def _report_earlier_epochs(trial: optuna.Trial, checkpoint: TrialCheckpoint) -> float:
@@ -173,10 +238,11 @@ def _report_earlier_epochs(trial: optuna.Trial, checkpoint: TrialCheckpoint) -> 
 
 
 class _EpochMonitor:
-    """After each epoch: record time and score in the study, publish progress, decide whether to stop.
+    """After each epoch: record time and score in the study, publish progress, ask the pruner.
 
     ``earlier_seconds`` are the interrupted predecessor's (its own trial counts them);
     ``decoding_seconds`` filled the image cache for this trial: device time too.
+    ``step_seconds`` is the slowest pace its epochs measured.
     """
 
     def __init__(self, worker: _Worker, trial: optuna.Trial, earlier_seconds: float, decoding_seconds: float) -> None:
@@ -184,11 +250,18 @@ class _EpochMonitor:
         self.trial = trial
         self.earlier_seconds = earlier_seconds
         self.decoding_seconds = decoding_seconds
-        self.stop: str | None = None
+        self.pruned = False
+        self.step_seconds: float | None = None
 
     def seconds(self, trained_seconds: float) -> float:
         """What this trial has cost, from the seconds its checkpoint says it trained (predecessors' included)."""
         return trained_seconds - self.earlier_seconds + self.decoding_seconds
+
+    def pace(self, step_seconds: float | None) -> bool:
+        """Remember the slowest pace measured (for the trials of this configuration after this one)."""
+        if step_seconds is not None:
+            self.step_seconds = max(step_seconds, self.step_seconds or 0.0)
+        return True
 
     def __call__(self, result: EpochResult) -> bool:
         self.trial.set_user_attr("seconds", self.seconds(result.seconds_used))
@@ -197,12 +270,10 @@ class _EpochMonitor:
             self.trial.report(result.validation_score, result.epoch)
         self.worker.store.push()
         score = "" if result.validation_score is None else f" {result.validation_score:.4f}"
-        spent = self.worker.publish(f"trial {self.trial.number} epoch {result.epoch}/{result.epochs}{score}")
-        if self.worker.job.plan.search_exhausted(spent):
-            self.stop = "budget"
-        elif self.trial.should_prune():
-            self.stop = "pruned"
-        return self.stop is not None
+        part = "" if result.complete else " (stopped inside it by the budget)"
+        self.worker.publish(f"trial {self.trial.number} epoch {result.epoch}/{result.epochs}{part}{score}")
+        self.pruned = result.complete and self.trial.should_prune()
+        return self.pruned
 
 
 def _run_worker(job: SearchJob, local: int, images: ImageCache, reporter: Reporter) -> None:

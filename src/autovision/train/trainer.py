@@ -1,10 +1,15 @@
 """The training loop of one trial, checkpointed to storage every epoch.
 
-A trial killed at any moment restarts from its last completed epoch with the same
+A trial killed at any moment restarts from its last checkpoint with the same
 result it would have had uninterrupted (on CPU): every epoch reseeds the random
 number generators from (seed, epoch), so shuffling, augmentation, mixing and
 dropout do not depend on where a run was interrupted, and the checkpoint holds
 model, optimiser, schedule, EMA, best weights and time used.
+
+A ``StepGuard`` asked before every training step can stop a trial inside an
+epoch (a spent budget): the trial then validates what it learned and writes a
+mid-epoch checkpoint (the step reached and the generators' state), from which
+a later run continues that epoch where it stopped.
 
 Images come decoded once into a compact uint8 cache (``ImageSet``,
 ``autovision.train.images``); normalisation, augmentation and mixing
@@ -98,13 +103,22 @@ class TrialCheckpoint:
 
 @dataclass(frozen=True)
 class EpochResult:
-    """What one finished epoch reports; ``validation_score`` is None without a validation set."""
+    """What one finished epoch reports; ``validation_score`` is None without a validation set.
+
+    ``complete`` is False for the part of an epoch a ``StepGuard`` stopped.
+    """
 
     epoch: int
     epochs: int
     train_loss: float
     validation_score: float | None
     seconds_used: float
+    complete: bool = True
+
+
+# Asked before each training step with the seconds the trial has used and its mean seconds per step so far
+# (None before its first step): whether to take the step.
+StepGuard = Callable[[float, float | None], bool]
 
 
 @dataclass
@@ -117,6 +131,7 @@ class TrialResult:
     history: list[dict[str, float | None]]
     seconds_used: float
     starts: list[int]
+    stopped_inside_epoch: bool = False
 
     @property
     def epochs_trained(self) -> int:
@@ -268,15 +283,48 @@ def _start(
     return _Run(model, forward, optimizer, scheduler, ema, device, acceleration)
 
 
+@dataclass
+class _EpochPosition:
+    """How far into an epoch a run is: steps taken, and their summed loss and sample count."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    samples: int = 0
+    generators: dict[str, Any] | None = None
+    finished: bool = False
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(1, self.samples)
+
+
 def _train_one_epoch(
-    run: _Run, data: ImageSet, preprocess: PreprocessConfig, config: TrainConfig, multi_label: bool
-) -> float:
-    """One pass over shuffled data (the last partial batch dropped); the mean training loss."""
+    run: _Run,
+    data: ImageSet,
+    preprocess: PreprocessConfig,
+    config: TrainConfig,
+    multi_label: bool,
+    *,
+    position: _EpochPosition,
+    may_step: Callable[[float | None], bool],
+    prior_pace: float | None,
+) -> float | None:
+    """One pass over shuffled data (the last partial batch dropped) from ``position``, which it advances.
+
+    ``may_step`` is asked before each step with the mean seconds per step so far
+    (``prior_pace`` before the first) and can stop the pass. Returns that mean,
+    None if no step was taken."""
     run.model.train()
     order = torch.randperm(len(data)).to(run.device)
+    if position.generators is not None:  # continue a stopped epoch with the draws it would have made
+        _restore_generators(position.generators, run.device)
     usable = len(order) - len(order) % config.batch_size if len(order) > config.batch_size else len(order)
+    steps = range(position.step * config.batch_size, usable, config.batch_size)
     total = torch.zeros((), device=run.device)
-    for start in range(0, usable, config.batch_size):
+    started, taken = time.perf_counter(), 0
+    for start in steps:
+        if not may_step((time.perf_counter() - started) / taken if taken else prior_pace):
+            break
         batch = order[start : start + config.batch_size]
         augmented = augment(normalise(data.pixels[batch], preprocess), config.augment, config.flip)
         inputs, targets = mix(augmented, data.targets[batch], config.mixup, config.cutmix)
@@ -291,7 +339,24 @@ def _train_one_epoch(
         if run.ema is not None:
             run.ema.update(run.model)
         total += loss.detach() * len(batch)
-    return float(total) / max(1, usable)
+        taken += 1
+    position.step += taken
+    position.loss_sum += float(total)
+    position.samples += taken * config.batch_size
+    position.finished = taken == len(steps)
+    return (time.perf_counter() - started) / taken if taken else None
+
+
+def _generator_state(device: torch.device) -> dict[str, Any]:
+    """The random generators' state, so that a mid-epoch checkpoint continues the same draws."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _restore_generators(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _fresh_state() -> dict[str, Any]:
@@ -303,6 +368,7 @@ def _fresh_state() -> dict[str, Any]:
         "history": [],
         "seconds_used": 0.0,
         "starts": [],
+        "inside_epoch": None,
     }
 
 
@@ -320,17 +386,19 @@ def train_trial(
     checkpoint: TrialCheckpoint,
     multi_label: bool = False,
     on_epoch: Callable[[EpochResult], bool] | None = None,
+    step_guard: StepGuard | None = None,
     max_seconds: float | None = None,
     device: torch.device = CPU,
     acceleration: Acceleration | None = None,
 ) -> TrialResult:
     """Train one configuration, keeping the weights best on validation (the last ones without it); resumable.
 
-    With ``max_seconds`` the trial stops after the epoch that spends it, so a
-    budget is measured training time, not a promise. ``on_epoch`` runs after each
-    epoch's checkpoint is saved; when it returns True (a pruner's verdict, a spent
-    search budget) the trial stops there. ``acceleration`` defaults to the device's
-    (``Acceleration.for_device``).
+    ``step_guard`` is asked before every step; when it says no, the trial stops
+    inside the epoch, validates, and checkpoints there. ``max_seconds`` is such a
+    guard on this trial's own time: no step starts that its pace says would
+    cross it. ``on_epoch`` runs after each (possibly partial) epoch's checkpoint
+    is saved; when it returns True (a pruner's verdict) the trial stops there.
+    ``acceleration`` defaults to the device's (``Acceleration.for_device``).
     """
     train, validation = train.to(device), validation.to(device) if validation is not None else None
     steps_per_epoch = max(1, len(train) // config.batch_size)
@@ -338,14 +406,29 @@ def train_trial(
     run = _start(config, train.targets.shape[1], steps_per_epoch, device, acceleration)
     state = checkpoint.load() or _fresh_state()
     state["starts"].append(state["epoch"])
-    if state["epoch"]:
+    if state["epoch"] or state.get("inside_epoch"):
         run.restore(state)
+    stopped, pace = False, None
     for epoch in range(state["epoch"], config.epochs):
-        if max_seconds is not None and state["seconds_used"] >= max_seconds:
-            break
         started = time.perf_counter()
+
+        def may_step(step_seconds: float | None, used: float = state["seconds_used"], since: float = started) -> bool:
+            spent = used + time.perf_counter() - since
+            if max_seconds is not None and spent + (step_seconds or 0.0) > max_seconds:
+                return False
+            return step_guard is None or step_guard(spent, step_seconds)
+
         torch.manual_seed(_epoch_seed(config.seed, epoch))
-        train_loss = _train_one_epoch(run, train, preprocess, config, multi_label)
+        position = _resume_position(state)
+        first_step = position.step
+        measured = _train_one_epoch(
+            run, train, preprocess, config, multi_label, position=position, may_step=may_step, prior_pace=pace
+        )
+        pace = measured or pace
+        stopped = not position.finished
+        generators = _generator_state(device) if stopped else None
+        if stopped and position.step == first_step:
+            break  # not one step fitted: nothing new to validate
         score = None
         if validation is not None:
             logits = image_logits(run.evaluated, validation, preprocess)
@@ -354,17 +437,40 @@ def train_trial(
             best_model = copy.deepcopy(run.evaluated.state_dict())
             state.update(best_score=score, best_epoch=epoch + 1, best_model=best_model)
         state["seconds_used"] += time.perf_counter() - started
-        state["history"].append(
-            {"epoch": epoch + 1, "trainLoss": train_loss, "validationScore": score, "seconds": state["seconds_used"]}
-        )
-        state.update(epoch=epoch + 1, **run.state())
+        entry = {"epoch": epoch + 1, "trainLoss": position.mean_loss, "validationScore": score}
+        if state["history"] and state["history"][-1]["epoch"] == epoch + 1:
+            state["history"].pop()  # the partial epoch this one continued
+        state["history"].append({**entry, "seconds": state["seconds_used"], "steps": position.step})
+        inside = {
+            "step": position.step,
+            "lossSum": position.loss_sum,
+            "samples": position.samples,
+            "generators": generators,
+        }
+        state.update(epoch=epoch + int(not stopped), inside_epoch=inside if stopped else None, **run.state())
         checkpoint.save(state)
-        if on_epoch and on_epoch(EpochResult(epoch + 1, config.epochs, train_loss, score, state["seconds_used"])):
+        result = EpochResult(epoch + 1, config.epochs, position.mean_loss, score, state["seconds_used"], not stopped)
+        if (on_epoch and on_epoch(result)) or stopped:
             break
-    return _result(run, state)
+    return _result(run, state, stopped)
 
 
-def _result(run: _Run, state: dict[str, Any]) -> TrialResult:
+def _resume_position(state: dict[str, Any]) -> _EpochPosition:
+    """Where the epoch starts: at its beginning, or where a mid-epoch checkpoint stopped it.
+
+    Resuming inside an epoch draws the same shuffled order (the generator was
+    just reseeded for the epoch) and then the same generators' state as when it
+    stopped; the partial epoch's history entry is replaced when it finishes.
+    """
+    inside = state.get("inside_epoch")
+    if not inside:
+        return _EpochPosition()
+    state["inside_epoch"] = None
+    state["history"].pop()
+    return _EpochPosition(inside["step"], inside["lossSum"], inside["samples"], inside["generators"])
+
+
+def _result(run: _Run, state: dict[str, Any], stopped_inside_epoch: bool) -> TrialResult:
     if state["best_model"] is not None:
         run.model.load_state_dict(state["best_model"])
     run.model.eval()
@@ -375,6 +481,7 @@ def _result(run: _Run, state: dict[str, Any]) -> TrialResult:
         history=state["history"],
         seconds_used=state["seconds_used"],
         starts=state["starts"],
+        stopped_inside_epoch=stopped_inside_epoch,
     )
 
 

@@ -1,0 +1,71 @@
+"""Too small is an answer: before a budgeted search starts, measure what its cheapest model would cost.
+
+The probe decodes a sample of the training split and trains ``PROBE_STEPS``
+steps of the space's first configuration (its warm start) on this device (the
+first warms up; the median of the others is the pace); from
+them ``autovision.search.budget`` estimates the smallest budget that buys one
+validated model. A budget below it is refused before any training, with that
+estimate, rather than spent on a model that cannot be validated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+
+from optuna.trial import FixedTrial
+
+from autovision.contract.keys import budget_probe_key
+from autovision.search.budget import finish_steps, minimum_budget, smallest_trial_seconds
+from autovision.search.job import ImageCache, SearchJob
+from autovision.train.trainer import TrialCheckpoint, train_trial
+
+# Training steps the probe takes: one to warm up, the others timed.
+PROBE_STEPS = 4
+
+
+class BudgetTooSmallError(ValueError):
+    """The budget cannot buy one validated model on this data and device."""
+
+    def __init__(self, budget: int, minimum: int) -> None:
+        super().__init__(
+            f"a budget of {budget} milli node-hours cannot train and validate any model on this dataset and "
+            f"device: about {minimum} would (an estimate, measured on {PROBE_STEPS} training steps)"
+        )
+        self.budget = budget
+        self.minimum = minimum
+
+
+def estimate_minimum_budget(job: SearchJob, images: ImageCache) -> int:
+    """An estimate of the smallest budget, in milli node-hours, that buys one validated model."""
+    candidate = job.space.suggest(FixedTrial(job.space.warm_start() or {}))
+    config, size = candidate.config, candidate.preprocess.size
+    count = min(images.count("train"), config.batch_size * PROBE_STEPS)
+    started = time.perf_counter()
+    sample = images.sample("train", size, count)
+    per_image = (time.perf_counter() - started) / max(1, count)
+    calls: list[float] = []
+
+    def measure(used: float, pace: float | None) -> bool:
+        calls.append(time.perf_counter())
+        return len(calls) <= PROBE_STEPS
+
+    probe = TrialCheckpoint(images.storage, budget_probe_key(job.prefix))
+    train_trial(sample, None, config, candidate.preprocess, checkpoint=probe, step_guard=measure, device=images.device)
+    images.storage.delete_prefix(probe.key)
+    # The first step warms up (allocations, kernel choices): the steps after it are the pace.
+    steps = [after - before for before, after in itertools.pairwise(calls)][1:]
+    step = statistics.median(steps) if steps else calls[-1] - started
+    decoding = per_image * (images.count("train") + images.count("validation"))
+    finish = finish_steps(config.batch_size, images.count("validation"))
+    return minimum_budget(smallest_trial_seconds(step, decoding, finish))
+
+
+def refuse_too_small(job: SearchJob, images: ImageCache) -> None:
+    """Raise ``BudgetTooSmallError`` when the job's budget is below the estimated minimum."""
+    if job.budget_milli_node_hours is None:
+        return
+    minimum = estimate_minimum_budget(job, images)
+    if job.budget_milli_node_hours < minimum:
+        raise BudgetTooSmallError(job.budget_milli_node_hours, minimum)
