@@ -138,6 +138,7 @@ def use_s3(monkeypatch: pytest.MonkeyPatch, root: str, retry_seconds: float, s3:
     monkeypatch.setenv(env.STORAGE_RETRY_SECONDS, str(retry_seconds))
 
 
+@pytest.mark.e2e  # waits out real connection retries against a closed port
 @pytest.mark.parametrize("command", ["import", "train"])
 def test_storage_that_stays_down_exits_with_the_temporary_failure_code(
     command: str, digits_zip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
