@@ -21,7 +21,6 @@ from autovision.contract.files import ModelCard
 from autovision.data.digits import write_digits_zip
 from autovision.embedded_s3 import EmbeddedS3
 from autovision.storage import Storage
-from autovision.train.images import ImageSet
 from tests.support.images import flat_png_bytes, png_claiming
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -149,22 +148,3 @@ def photo_jpeg() -> Callable[[int, int], bytes]:
         return buffer.getvalue()
 
     return make
-
-
-@pytest.fixture(scope="session")
-def digit_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Storage, dict[str, ImageSet]]:
-    """Storage and 20 digits a class, decoded at their own 8 px: train and validation sets for trainer tests."""
-    from autovision.data.importer import import_dataset
-    from autovision.data.manifest import labels_of
-    from autovision.train.images import load_images
-    from tests.support.search import digits_subset_zip
-
-    folder = tmp_path_factory.mktemp("digit-images")
-    storage = Storage(f"file://{folder / 'storage'}")
-    dataset = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=20)), "digits", storage)
-    labels = labels_of(dataset.records)
-    sets = {
-        split: load_images([r for r in dataset.records if r.split == split], labels, 8, storage)
-        for split in ("train", "validation")
-    }
-    return storage, sets

@@ -319,9 +319,9 @@ class OneTrialLedger:
 
 @pytest.mark.training
 def test_a_slowed_trial_stops_inside_an_epoch_at_the_budget(
-    digit_images: tuple[Storage, dict[str, ImageSet]], monkeypatch: pytest.MonkeyPatch
+    digits: tuple[Storage, dict[str, ImageSet]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    storage, sets = digit_images
+    storage, sets = digits
     clock = FakeTime()
     monkeypatch.setattr("autovision.train.trainer.time", clock)
     limit = 1.8  # a slowed step costs 0.2 s, 0.25 s with the margin; two finishes of 3 steps are claimed
@@ -351,9 +351,9 @@ def test_a_slowed_trial_stops_inside_an_epoch_at_the_budget(
 
 
 @pytest.mark.training
-def test_a_mid_epoch_checkpoint_resumes_to_the_same_weights(digit_images: tuple[Storage, dict[str, ImageSet]]) -> None:
-    storage, sets = digit_images
-    whole = train_trial(sets["train"], None, CONFIG, PREPROCESS, checkpoint=TrialCheckpoint(storage, "whole.pt"))
+def test_a_mid_epoch_checkpoint_resumes_to_the_same_weights(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
+    storage, sets = digits
+    whole = train_trial(sets["train"], None, CONFIG, PREPROCESS, checkpoint=TrialCheckpoint(storage, "unbroken.pt"))
     steps = iter(range(1_000))
     stopped = train_trial(
         sets["train"],
