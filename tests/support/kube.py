@@ -7,7 +7,7 @@ it is told which resources exist and, like a real API server, ``ApiServer``
 stamps uid, resourceVersion and generation on the objects it stores. It has no
 garbage collector and no scale subresource.
 
-Its fixtures ``cluster`` and ``operator_config`` are in ``tests/operator/conftest.py``.
+Its fixtures ``cluster`` and ``operator_config`` are in ``tests/autovision_operator/conftest.py``.
 """
 
 from __future__ import annotations
