@@ -95,10 +95,6 @@ class RunLocation:
         """The run's storage prefix."""
         return run_prefix(self.namespace, self.job, self.uid)
 
-    def key(self, name: str) -> str:
-        """The key of one of the run's files or folders, e.g. ``key(PROGRESS_FILE)``."""
-        return f"{self.prefix}/{name}"
-
 
 def run_prefix(namespace: str, job: str, uid: str) -> str:
     """Storage prefix of everything one TrainingJob run writes."""
