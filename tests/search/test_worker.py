@@ -373,7 +373,8 @@ def test_two_worker_processes_share_one_budget(tmp_path: Path) -> None:
     dataset = import_dataset(str(digits_subset_zip(tmp_path / "digits.zip", per_class=24)), "digits", storage)
     settings = SearchSettings(early_stopping=False, workers=2)  # worker 1 is a process of its own
     prefix = "runs/test/shared/u"
-    job = search_job(storage, dataset.records, prefix, space=tiny_space(slow=True), budget=6, settings=settings)
+    # 12 milli node-hours (34.6 s of search): worker 1 is spawned and imports torch before it asks for a trial.
+    job = search_job(storage, dataset.records, prefix, space=tiny_space(slow=True), budget=12, settings=settings)
 
     run_workers(job, ImageCache(job.records, job.labels, storage), LogReporter())
 
