@@ -122,16 +122,25 @@ def finished_values(trials: list[FrozenTrial]) -> list[float]:
 
 
 def claims(trials: list[FrozenTrial]) -> list[Claim]:
-    """Every trial's claim on the budget, as its worker last published it."""
+    """Every trial's claim on the budget, as its worker last published it.
+
+    A trial just asked for has published nothing yet: it counts from its start,
+    not from the epoch, or another worker reading it would see the budget gone.
+    """
     return [
         Claim(
             spent=float(trial.user_attrs.get("seconds", 0.0)),
             ahead=float(trial.user_attrs.get("ahead", 0.0)),
-            at=float(trial.user_attrs.get("updatedAt", 0.0)),
+            at=float(trial.user_attrs.get("updatedAt", _started_at(trial))),
             open=trial.state == TrialState.RUNNING,
         )
         for trial in trials
     ]
+
+
+def _started_at(trial: FrozenTrial) -> float:
+    """When the trial started, as a Unix time (0 for one never started)."""
+    return 0.0 if trial.datetime_start is None else trial.datetime_start.timestamp()
 
 
 def smallest_trial(trials: list[FrozenTrial]) -> float:
