@@ -22,9 +22,9 @@ SLOW_STEP = 0.5
 def slowed_train_trial(*args: Any, step_guard: trainer.StepGuard, **kwargs: Any) -> trainer.TrialResult:
     """The trainer, with every step half a second slower: a device far slower than this one."""
 
-    def slowed(used: float, pace: float | None) -> bool:
+    def slowed(used: float, pace: float | None, left: int) -> bool:
         time.sleep(SLOW_STEP)
-        return step_guard(used, pace)
+        return step_guard(used, pace, left)
 
     return trainer.train_trial(*args, step_guard=slowed, **kwargs)
 

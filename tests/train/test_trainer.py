@@ -324,12 +324,12 @@ def test_a_slowed_trial_stops_inside_an_epoch_at_the_budget(
     storage, sets = digits
     clock = FakeTime()
     monkeypatch.setattr("autovision.train.trainer.time", clock)
-    limit = 1.8  # a slowed step costs 0.2 s, 0.25 s with the margin; two finishes of 3 steps are claimed
+    limit = 1.8  # a slowed step costs 0.2 s, 0.25 s with the margin; a finish of 3 steps is claimed
     gate = BudgetGate(limit, OneTrialLedger(), clock.perf_counter, finish=3.0)
 
-    def slowed(used: float, pace: float | None) -> bool:
+    def slowed(used: float, pace: float | None, left: int) -> bool:
         clock.sleep(SLOW_STEP)  # the step's cost: counted in the pace the trainer measures
-        return gate.may_step(used, pace)
+        return gate.may_step(used, pace, left)
 
     result = train_trial(
         sets["train"],
@@ -361,7 +361,7 @@ def test_a_mid_epoch_checkpoint_resumes_to_the_same_weights(digits: tuple[Storag
         CONFIG,
         PREPROCESS,
         checkpoint=TrialCheckpoint(storage, "parts.pt"),
-        step_guard=lambda used, pace: next(steps) < 13,  # the 4th step of the second epoch
+        step_guard=lambda used, pace, left: next(steps) < 13,  # the 4th step of the second epoch
     )
     assert stopped.stopped_inside_epoch
     resumed = train_trial(sets["train"], None, CONFIG, PREPROCESS, checkpoint=TrialCheckpoint(storage, "parts.pt"))

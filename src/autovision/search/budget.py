@@ -146,17 +146,18 @@ class BudgetGate:
         self.granted = 0
         self.stopped = False
 
-    def may_step(self, spent: float, step_seconds: float | None) -> bool:
-        """Whether the trial may take one more step, having spent ``spent`` at ``step_seconds`` a step."""
+    def may_step(self, spent: float, step_seconds: float | None, epoch_steps_left: int) -> bool:
+        """Whether the trial may take one more step, having spent ``spent`` at ``step_seconds`` a step, with
+        ``epoch_steps_left`` steps (this one included) before its epoch ends."""
         if self.granted > 0:
             self.granted -= 1
             return True
         measured = step_seconds if step_seconds is not None else self.prior
         pace = 0.0 if measured is None else measured * PACE_MARGIN
-        stretch = 1 if measured is None else steps_per_check(pace)
+        # A stretch ends at its epoch's end at the latest, so it needs one validation: the epoch's or the finish.
+        stretch = min(epoch_steps_left, 1 if measured is None else steps_per_check(pace))
         finish = self.finish * (measured or 0.0)
-        # A stretch may cross an epoch's end, whose validation costs about a finish, before the trial's own finish.
-        self.ledger.publish(Claim(spent, stretch * pace + 2 * finish, self.clock(), True))
+        self.ledger.publish(Claim(spent, stretch * pace + finish, self.clock(), True))
         excess = committed(self.ledger.claims(), self.clock()) - self.limit
         if excess > 0:  # take fewer steps, or none
             stretch -= math.ceil(excess / pace) if pace > 0 else stretch
@@ -164,7 +165,7 @@ class BudgetGate:
                 self.ledger.publish(Claim(spent, finish, self.clock(), True))
                 self.stopped = True
                 return False
-            self.ledger.publish(Claim(spent, stretch * pace + 2 * finish, self.clock(), True))
+            self.ledger.publish(Claim(spent, stretch * pace + finish, self.clock(), True))
         self.granted = stretch - 1
         return True
 

@@ -47,7 +47,7 @@ def estimate_minimum_budget(job: SearchJob, images: ImageCache) -> int:
     per_image = (time.perf_counter() - started) / max(1, count)
     calls: list[float] = []
 
-    def measure(used: float, pace: float | None) -> bool:
+    def measure(used: float, pace: float | None, left: int) -> bool:
         calls.append(time.perf_counter())
         return len(calls) <= PROBE_STEPS
 

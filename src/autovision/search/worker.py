@@ -127,8 +127,8 @@ class _Worker:
             checkpoint=checkpoint,
             multi_label=self.job.multi_label,
             on_epoch=monitor,
-            step_guard=lambda used, pace: (
-                monitor.pace(pace) and (not budgeted or gate.may_step(monitor.seconds(used), pace))
+            step_guard=lambda used, pace, left: (
+                monitor.pace(pace) and (not budgeted or gate.may_step(monitor.seconds(used), pace, left))
             ),
             device=self.images.device,
         )

@@ -116,9 +116,9 @@ class EpochResult:
     complete: bool = True
 
 
-# Asked before each training step with the seconds the trial has used and its mean seconds per step so far
-# (None before its first step): whether to take the step.
-StepGuard = Callable[[float, float | None], bool]
+# Asked before each training step with the seconds the trial has used, its mean seconds per step so far
+# (None before its first step) and the steps left in this epoch, this one included: whether to take the step.
+StepGuard = Callable[[float, float | None, int], bool]
 
 
 @dataclass
@@ -306,13 +306,13 @@ def _train_one_epoch(
     multi_label: bool,
     *,
     position: _EpochPosition,
-    may_step: Callable[[float | None], bool],
+    may_step: Callable[[float | None, int], bool],
     prior_pace: float | None,
 ) -> float | None:
     """One pass over shuffled data (the last partial batch dropped) from ``position``, which it advances.
 
     ``may_step`` is asked before each step with the mean seconds per step so far
-    (``prior_pace`` before the first) and can stop the pass. Returns that mean,
+    (``prior_pace`` before the first) and the steps left in the pass, and can stop it. Returns that mean,
     None if no step was taken."""
     run.model.train()
     order = torch.randperm(len(data)).to(run.device)
@@ -323,7 +323,7 @@ def _train_one_epoch(
     total = torch.zeros((), device=run.device)
     started, taken = time.perf_counter(), 0
     for start in steps:
-        if not may_step((time.perf_counter() - started) / taken if taken else prior_pace):
+        if not may_step((time.perf_counter() - started) / taken if taken else prior_pace, len(steps) - taken):
             break
         batch = order[start : start + config.batch_size]
         augmented = augment(normalise(data.pixels[batch], preprocess), config.augment, config.flip)
@@ -412,11 +412,13 @@ def train_trial(
     for epoch in range(state["epoch"], config.epochs):
         started = time.perf_counter()
 
-        def may_step(step_seconds: float | None, used: float = state["seconds_used"], since: float = started) -> bool:
+        def may_step(
+            step_seconds: float | None, left: int, used: float = state["seconds_used"], since: float = started
+        ) -> bool:
             spent = used + time.perf_counter() - since
             if max_seconds is not None and spent + (step_seconds or 0.0) > max_seconds:
                 return False
-            return step_guard is None or step_guard(spent, step_seconds)
+            return step_guard is None or step_guard(spent, step_seconds, left)
 
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         position = _resume_position(state)
