@@ -107,7 +107,7 @@ class Trial:
 
 
 def simulate(
-    limit: float, workers: int, base: float, jitter: list[float], finish: float, epoch_steps: int
+    limit: float, workers: int, *, base: float, jitter: list[float], finish: float, epoch_steps: int
 ) -> tuple[float, int]:
     """Workers run trials of steps costing ``base`` times a factor in [1, 1.2) until the gate says no.
 
@@ -163,10 +163,10 @@ def simulate(
     epoch_steps=st.integers(1, 200),
 )
 def test_spending_never_exceeds_the_budget(
-    limit: float, workers: int, base: float, jitter: list[float], validation_images: int, epoch_steps: int
+    *, limit: float, workers: int, base: float, jitter: list[float], validation_images: int, epoch_steps: int
 ) -> None:
     finish = finish_steps(64, validation_images)
-    spent, validated = simulate(limit, workers, base, jitter, finish, epoch_steps)
+    spent, validated = simulate(limit, workers, base=base, jitter=jitter, finish=finish, epoch_steps=epoch_steps)
     assert spent <= limit + BUDGET_UNIT_SECONDS
     if smallest_trial_seconds(base * 1.2, 0.0, finish) <= limit:
         assert validated >= 1, "the smallest configuration fits, so the search ends with a validated model"
