@@ -23,6 +23,7 @@ lives is ``autovision.contract.keys``; what progress.json and model.json hold is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -59,7 +60,7 @@ from autovision.resources import Backbone, Task
 from autovision.search.final import FinalModel, fit_final, pinned_plan
 from autovision.search.job import ImageCache, SearchJob, SearchSettings, search_space
 from autovision.search.nodes import run_node
-from autovision.search.probe import BudgetTooSmallError, refuse_too_small
+from autovision.search.probe import BudgetTooSmallError, plan_first_trial
 from autovision.search.records import trial_counts, write_progress
 from autovision.search.space import DatasetProfile
 from autovision.search.summary import SearchResult, summarise
@@ -193,9 +194,9 @@ def train_evaluate_export(
     return card
 
 
-def _refuse_too_small(job: SearchJob, images: ImageCache) -> None:
+def _plan_first_trial(job: SearchJob, images: ImageCache, reporter: Reporter) -> SearchJob:
     try:
-        refuse_too_small(job, images)
+        return dataclasses.replace(job, space=plan_first_trial(job, images, reporter))
     except BudgetTooSmallError as error:
         refused = Progress(phase=BUDGET_TOO_SMALL_PHASE, minimum_budget_milli_node_hours=error.minimum)
         write_progress(images.storage, job.prefix, refused)
@@ -279,14 +280,15 @@ def join_search(
 def search_and_fit(job: SearchJob, images: ImageCache, reporter: Reporter) -> tuple[SearchResult, FinalModel]:
     """Run (or finish) this node's part of the search, choose per optimizeFor, and fit the final model.
 
-    A new search first checks that its budget can buy a validated model; a
-    budget too small is refused (``BudgetTooSmallError``) before any training,
-    and progress.json says so with the estimated minimum.
+    A new search first plans a first trial its budget can buy (a cheaper one
+    than the warm start when the budget is small); a budget too small for any
+    is refused (``BudgetTooSmallError``) before any training, and progress.json
+    says so with the estimated minimum.
     """
     pinned = pinned_plan(images.storage, job.prefix)
     if pinned is None:  # with a plan written, the search is over and the final fit is under way
         if not images.storage.exists(study_journal_key(job.prefix)):
-            _refuse_too_small(job, images)
+            job = _plan_first_trial(job, images, reporter)
         run_node(job, images, reporter)
     result = summarise(job, images, None if pinned is None else pinned.trial)
     return result, fit_final(job, result, images, reporter)

@@ -155,3 +155,28 @@ def test_a_space_names_the_backbones_to_check_before_searching() -> None:
     assert space_for(FLOWERS).backbones == ()
     assert FixedSpace(Candidate(TrainConfig(architecture=MINE), PreprocessConfig())).backbones == (MINE,)
     assert FixedSpace(Candidate(TrainConfig(), PreprocessConfig())).backbones == ()
+
+
+def test_cheaper_starts_are_each_familys_cheapest_configuration_in_order() -> None:
+    space = space_for(FLOWERS)
+    candidates = [space.suggest(FixedTrial(params)) for params in space.cheaper_starts()]
+    assert [candidate.architecture for candidate in candidates] == list(space.families)
+    lite0, _, _, cnn = candidates
+    assert lite0.config.architecture == EfficientNetLiteConfig(variant=0, frozen_stages=6, dropout=0.2)
+    assert lite0.preprocess.size == min(space.lite_resolutions[0])
+    assert cnn.config.architecture == ResidualCNNConfig(
+        width=min(space.widths), stages=min(space.stage_counts), stem_stride=max(space.stem_strides), dropout=0.1
+    )
+    assert cnn.preprocess.size == min(space.cnn_resolutions)
+    assert {candidate.config.epochs for candidate in candidates} == {space.epochs[0]}
+    warm = space.suggest(FixedTrial(space.warm_start()))
+    assert warm.preprocess.size > lite0.preprocess.size
+
+
+def test_a_space_can_start_with_a_cheaper_trial_and_a_fixed_one_cannot() -> None:
+    space = space_for(DIGITS)
+    [cheapest] = space.cheaper_starts()
+    assert space.starting_with(cheapest).warm_start() == cheapest
+    assert space.warm_start() != cheapest
+    fixed = FixedSpace(space.suggest(FixedTrial(cheapest)))
+    assert (fixed.cheaper_starts(), fixed.starting_with(cheapest)) == ([], fixed)

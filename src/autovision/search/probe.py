@@ -1,11 +1,14 @@
-"""Too small is an answer: before a budgeted search starts, measure what its cheapest model would cost.
+"""Plan what fits: before a budgeted search starts, measure what its first model would cost.
 
 The probe decodes a sample of the training split and trains ``PROBE_STEPS``
-steps of the space's first configuration (its warm start) on this device (the
-first warms up; the median of the others is the pace); from
-them ``autovision.search.budget`` estimates the smallest budget that buys one
-validated model. A budget below it is refused before any training, with that
-estimate, rather than spent on a model that cannot be validated.
+steps of a configuration on this device (the first warms up; the median of the
+others is the pace); from them ``autovision.search.budget`` estimates the
+smallest budget that buys one validated model. The space's warm start is
+probed first; a budget below its estimate starts instead with the first of the
+space's cheaper configurations (lower resolution, a smaller or more frozen net,
+the fewest epochs) that fits. A budget below every estimate is refused before
+any training, with the smallest of them, rather than spent on a model that
+cannot be validated.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
+from typing import Any
 
 from optuna.trial import FixedTrial
 
 from autovision.contract.keys import budget_probe_key
+from autovision.progress import Reporter
 from autovision.search.budget import finish_steps, minimum_budget, smallest_trial_seconds
 from autovision.search.job import ImageCache, SearchJob
+from autovision.search.space import Space
 from autovision.train.trainer import TrialCheckpoint, train_trial
 
 # Training steps the probe takes: one to warm up, the others timed.
@@ -37,9 +43,10 @@ class BudgetTooSmallError(ValueError):
         self.minimum = minimum
 
 
-def estimate_minimum_budget(job: SearchJob, images: ImageCache) -> int:
-    """An estimate of the smallest budget, in milli node-hours, that buys one validated model."""
-    candidate = job.space.suggest(FixedTrial(job.space.warm_start() or {}))
+def estimate_minimum_budget(job: SearchJob, images: ImageCache, params: dict[str, Any] | None = None) -> int:
+    """An estimate of the smallest budget, in milli node-hours, that buys one validated model of the
+    configuration ``params`` stands for (by default the space's warm start)."""
+    candidate = job.space.suggest(FixedTrial(params if params is not None else job.space.warm_start() or {}))
     config, size = candidate.config, candidate.preprocess.size
     count = min(images.count("train"), config.batch_size * PROBE_STEPS)
     started = time.perf_counter()
@@ -62,10 +69,23 @@ def estimate_minimum_budget(job: SearchJob, images: ImageCache) -> int:
     return minimum_budget(smallest_trial_seconds(step, decoding, finish))
 
 
-def refuse_too_small(job: SearchJob, images: ImageCache) -> None:
-    """Raise ``BudgetTooSmallError`` when the job's budget is below the estimated minimum."""
-    if job.budget_milli_node_hours is None:
-        return
-    minimum = estimate_minimum_budget(job, images)
-    if job.budget_milli_node_hours < minimum:
-        raise BudgetTooSmallError(job.budget_milli_node_hours, minimum)
+def plan_first_trial(job: SearchJob, images: ImageCache, reporter: Reporter) -> Space:
+    """The job's space with a first trial its budget can buy: the warm start, else the first cheaper
+    configuration that fits (said in a note); ``BudgetTooSmallError`` when none does."""
+    budget = job.budget_milli_node_hours
+    if budget is None:
+        return job.space
+    estimates = [estimate_minimum_budget(job, images)]
+    if budget >= estimates[0]:
+        return job.space
+    for params in job.space.cheaper_starts():
+        estimates.append(estimate_minimum_budget(job, images, params))
+        if budget >= estimates[-1]:
+            candidate = job.space.suggest(FixedTrial(params))
+            reporter.note(
+                f"a budget of {budget} milli node-hours is below the about {estimates[0]} of the usual first "
+                f"model: the search starts with {candidate.architecture} at {candidate.preprocess.size} px "
+                f"(about {estimates[-1]})"
+            )
+            return job.space.starting_with(params)
+    raise BudgetTooSmallError(budget, min(estimates))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from optuna.trial import BaseTrial
@@ -104,6 +104,14 @@ class Space(Protocol):
         """The parameters of the first trial, if any."""
         ...
 
+    def cheaper_starts(self) -> list[dict[str, Any]]:
+        """First trials for a budget the warm start does not fit, most preferred first (maybe none)."""
+        ...
+
+    def starting_with(self, first_trial: dict[str, Any]) -> Space:
+        """This space, its first trial replaced (one of ``cheaper_starts``)."""
+        ...
+
     def suggest(self, trial: BaseTrial) -> Candidate:
         """The candidate a trial stands for, drawing its parameters from the trial."""
         ...
@@ -135,6 +143,14 @@ class FixedSpace:
         """Nothing to enqueue: the trial has no parameters."""
         return None
 
+    def cheaper_starts(self) -> list[dict[str, Any]]:
+        """None: the configuration is the user's."""
+        return []
+
+    def starting_with(self, first_trial: dict[str, Any]) -> FixedSpace:
+        """Itself: there is nothing else to start with."""
+        return self
+
     def suggest(self, trial: BaseTrial) -> Candidate:
         """Always the given candidate."""
         return self.candidate
@@ -149,6 +165,7 @@ class SearchSpace:
     ``backbones`` define the families named after them (each name listed in ``families``).
     ``cnn_resolutions`` to ``stem_strides`` are the built-in families' choices (their
     modules in ``autovision.train.families`` read them); ``epochs`` on apply to every trial.
+    ``first_trial`` replaces the warm start when a small budget chose a cheaper one.
     """
 
     families: tuple[str, ...]
@@ -166,6 +183,7 @@ class SearchSpace:
     batch_size: int = 64
     seed: int = 0
     preprocess: PreprocessConfig | None = None
+    first_trial: dict[str, Any] | None = None
 
     @property
     def max_epochs(self) -> int:
@@ -182,11 +200,30 @@ class SearchSpace:
         return (self.preprocess.size,) if self.preprocess else offered
 
     def warm_start(self) -> dict[str, Any]:
-        """A configuration that is good on most data of its kind, tried first: the first family's recipe."""
+        """A configuration that is good on most data of its kind, tried first: the first family's recipe
+        (unless ``first_trial`` replaced it)."""
+        if self.first_trial is not None:
+            return self.first_trial
         choice = self.families[0]
         family = family_named(choice, self)
-        fine_tuning = family.fine_tuned
-        common = {
+        return self._recipe(choice, family.fine_tuned, 8 if family.fine_tuned else 12) | family.warm_start(choice, self)
+
+    def cheaper_starts(self) -> list[dict[str, Any]]:
+        """Each family's cheapest configuration with the recipe's training and the fewest epochs, in the
+        space's order of families (the order of preference)."""
+        starts = []
+        for choice in self.families:
+            family = family_named(choice, self)
+            starts.append(self._recipe(choice, family.fine_tuned, 1) | family.cheapest_start(choice, self))
+        return starts
+
+    def starting_with(self, first_trial: dict[str, Any]) -> SearchSpace:
+        """This space with ``first_trial`` as the study's first trial."""
+        return replace(self, first_trial=first_trial)
+
+    def _recipe(self, choice: str, fine_tuning: bool, epochs: int) -> dict[str, Any]:
+        """The parameters every family shares, as the known-good recipe sets them."""
+        return {
             "family": choice,
             "optimizer": "adamw",
             "adamw.learning_rate": 1e-3 if fine_tuning else 3e-3,
@@ -200,9 +237,8 @@ class SearchSpace:
             "ema": 0.0,
             "head": "linear",
             "dropout": 0.2 if fine_tuning else 0.1,
-            "epochs": closest(range(self.epochs[0], self.epochs[1] + 1), 8 if fine_tuning else 12),
+            "epochs": closest(range(self.epochs[0], self.epochs[1] + 1), epochs),
         }
-        return common | family.warm_start(choice, self)
 
     def suggest(self, trial: BaseTrial) -> Candidate:
         """Draw a candidate: the family first, then its own and the shared parameters."""

@@ -196,7 +196,11 @@ def pruner_for(space: Space) -> BasePruner:
 
 
 def open_study(store: StudyBackend, space: Space, seed: int) -> optuna.Study:
-    """Create or load the run's study; the space's warm start is enqueued once."""
+    """Create or load the run's study; a new one starts with the space's warm start.
+
+    A study that has trials keeps them: a resumed search never enqueues a first
+    trial again (whichever first trial its probe chose).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store.restore()
     study = optuna.create_study(
@@ -208,7 +212,7 @@ def open_study(store: StudyBackend, space: Space, seed: int) -> optuna.Study:
         load_if_exists=True,
     )
     warm_start = space.warm_start()
-    if warm_start is not None:
+    if warm_start is not None and not study.get_trials(deepcopy=False):
         study.enqueue_trial(warm_start, skip_if_exists=True)
     store.push()
     return study

@@ -100,6 +100,11 @@ class ModelFamily(ABC, Generic[ConfigT]):
     def warm_start(self, choice: str, space: SearchSpace) -> dict[str, Any]:
         """This family's parameters of the study's first trial, when ``choice`` is the space's first family."""
 
+    def cheapest_start(self, choice: str, space: SearchSpace) -> dict[str, Any]:
+        """This family's parameters of its cheapest configuration in ``space``, the first trial of a budget too
+        small for the warm start; by default the warm start's."""
+        return self.warm_start(choice, space)
+
     @abstractmethod
     def suggest(self, trial: BaseTrial, choice: str, space: SearchSpace) -> tuple[ConfigT, PreprocessConfig]:
         """A trial's architecture and the preprocessing its input needs (resolution from ``space.resolutions``)."""
@@ -142,6 +147,14 @@ class FineTunedFamily(ModelFamily[PretrainedT]):
         return {
             f"{choice}.resolution": space.resolutions(resolutions)[-1],
             f"{choice}.frozen_stages": closest(frozen_stages, 0),
+        }
+
+    def cheapest_start(self, choice: str, space: SearchSpace) -> dict[str, Any]:
+        """The lowest resolution, as much frozen as the space allows: the fewest pixels and gradients."""
+        resolutions, frozen_stages = self.choices(choice, space)
+        return {
+            f"{choice}.resolution": min(space.resolutions(resolutions)),
+            f"{choice}.frozen_stages": max(frozen_stages),
         }
 
     def suggest(self, trial: BaseTrial, choice: str, space: SearchSpace) -> tuple[PretrainedT, PreprocessConfig]:

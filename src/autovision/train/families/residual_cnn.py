@@ -126,6 +126,18 @@ class ResidualCNNFamily(ModelFamily[ResidualCNNConfig]):
             "kernel": closest(space.kernels, 3),
         }
 
+    def cheapest_start(self, choice: str, space: SearchSpace) -> dict[str, Any]:
+        """The lowest resolution and the smallest net, downsampled at the stem where the size allows."""
+        size = min(space.resolutions(space.cnn_resolutions))
+        stem = {"stem_stride": max(space.stem_strides)} if size >= MIN_STEM_DOWNSAMPLING_SIZE else {}
+        return stem | {
+            f"{CNN}.resolution": size,
+            "width": min(space.widths),
+            "stages": min(space.stage_counts),
+            "depth": min(space.depths),
+            "kernel": min(space.kernels),
+        }
+
     def suggest(self, trial: BaseTrial, choice: str, space: SearchSpace) -> tuple[ResidualCNNConfig, PreprocessConfig]:
         """Resolution, head, then the net's shape."""
         size = int(trial.suggest_categorical(f"{CNN}.resolution", space.resolutions(space.cnn_resolutions)))
