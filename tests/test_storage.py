@@ -29,6 +29,7 @@ from autovision.storage import (
     StorageError,
     StorageUnavailableError,
     is_transient,
+    object_sizes,
     retrying,
     split_uri,
     storage_unavailable,
@@ -79,6 +80,16 @@ def test_failed_write_leaves_no_final_object(file_storage: Storage, monkeypatch:
 def test_missing_object_is_a_clear_error(storage: Storage) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         storage.read_bytes("nope")
+
+
+def test_object_sizes_are_known_before_reading_and_none_for_missing(storage: Storage) -> None:
+    storage.write_bytes("a.bin", b"x" * 10)
+    storage.write_bytes("b.bin", b"")
+
+    uris = [storage.uri("a.bin"), storage.uri("missing.bin"), storage.uri("b.bin")]
+
+    assert object_sizes(uris, storage.settings) == [10, None, 0]
+    assert object_sizes([], storage.settings) == []
 
 
 def test_delete_and_upload_download(storage: Storage, tmp_path) -> None:

@@ -296,6 +296,19 @@ def _exit_codes(*codes: int) -> dict[str, Any]:
     return {"containerName": CONTAINER, "operator": "In", "values": list(codes)}
 
 
+def image_policy_env(config: OperatorConfig) -> list[dict[str, str]]:
+    """The one image policy as env entries, so import, export and serving in a cluster apply the operator's.
+
+    Import refuses images by it, export writes it (and the decoding instances the
+    budget allows) into the Triton repository, the gateway and batch prediction read it.
+    """
+    return [
+        {"name": env.MAX_IMAGE_BYTES, "value": str(config.max_image_bytes)},
+        {"name": env.MAX_IMAGE_PIXELS, "value": str(config.max_image_pixels)},
+        {"name": env.DECODE_MEMORY_BYTES, "value": str(config.decode_memory_bytes)},
+    ]
+
+
 def _container(
     args: list[str], config: OperatorConfig, secret: str | None, resources: dict[str, Any]
 ) -> dict[str, Any]:
@@ -307,6 +320,7 @@ def _container(
         # A read-only root file system: caches and scratch space live in /tmp.
         {"name": "HOME", "value": "/tmp"},
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+        *image_policy_env(config),
     ]
     if config.s3_endpoint_url:
         variables.append({"name": env.S3_ENDPOINT_URL, "value": config.s3_endpoint_url})

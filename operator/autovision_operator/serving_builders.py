@@ -18,12 +18,14 @@ resources the handlers read; what cannot be served yet raises
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from autovision.contract import env
 from autovision.resources import (
     READY,
     AutoscalingTarget,
@@ -34,11 +36,13 @@ from autovision.resources import (
     TrainingJob,
     find_condition,
 )
+from autovision.serving.model_config import QUEUED_BATCHES
 from autovision_operator.builders import (
     GPU_RESOURCE,
     RUNAS_ID,
     bounded_name,
     credentials_secret,
+    image_policy_env,
     labels,
     owner_reference,
 )
@@ -88,20 +92,24 @@ TERMINATION_GRACE_SECONDS: Final = PRE_STOP_SECONDS + TRITON_EXIT_TIMEOUT_SECOND
 # (Progressing=False, ProgressDeadlineExceeded), while the old pods keep serving.
 PROGRESS_DEADLINE_SECONDS: Final = 20 * 60
 REVISION_HISTORY_LIMIT: Final = 3
-# Requests only (Burstable), like the training pods. Triton's CPU decodes and
-# resizes the JPEGs in the preprocessing model; the GPU runs the network. Every
-# container has a CPU request: the HPA's CPU utilisation is relative to them.
-#
-# Triton's worst case with the default image policy and decode budget (docs/benchmarks.md,
-# issue 19): 3 decoding instances x 716 MB decoded + encoded images in execution (3 x 32
-# x 30 MiB) and queued (64 x 30 MiB) + server and stubs = about 7.3 GiB. The gateway's:
+# CPU: requests only, like the training pods. Triton's CPU decodes and resizes the
+# JPEGs in the preprocessing model; the GPU runs the network. Every container has a
+# CPU request: the HPA's CPU utilisation is relative to them. Triton's memory request
+# and limit are its worst case under the image policy (``TritonMemory``). The gateway's:
 # 4 requests at work x (40 MiB body + 40 MiB JSON text + 30 MiB image + 30 MiB request to
 # Triton) + the interpreter = about 660 MiB; waiting requests are not read.
-TRITON_REQUESTS: Final = {"cpu": "4", "memory": "8Gi"}
+TRITON_CPU_REQUEST: Final = "4"
 GATEWAY_REQUESTS: Final = {"cpu": "500m", "memory": "768Mi"}
-# Triton's Python backend (pre- and postprocessing) exchanges tensors with its
-# stub processes through /dev/shm; a batch of 32 224 px images is about 20 MB.
-SHM_SIZE: Final = "1Gi"
+MIB: Final = 1024**2
+# The cluster layout's batch size (autovision.serving.cluster.DEFAULT_MAX_BATCH_SIZE, which
+# the operator cannot import: it needs onnx); a test keeps the two equal.
+TRITON_MAX_BATCH_SIZE: Final = 32
+# tritonserver, its idle Python stubs and the model: 0.6 GiB measured with a small model
+# (docs/benchmarks.md, issue 19), rounded up for larger networks.
+TRITON_BASE_BYTES: Final = 1024 * MIB
+# What else the Python backend puts in /dev/shm: each preprocessing instance's output
+# batch (32 x 3 x 260 x 260 float32 = 26 MB at most) and the stubs' control regions.
+SHM_OVERHEAD_BYTES: Final = 256 * MIB
 # Triton localises the S3 repository into /tmp before loading it.
 TMP_SIZE: Final = "4Gi"
 # Scale out at 70 % of the requested CPU: headroom for the new pods' start-up.
@@ -118,6 +126,49 @@ _TRITON_HOST = re.compile(r"^[0-9a-zA-Z.-]+$")
 _TRITON_BUCKET = re.compile(r"^[0-9a-z.-]+$")
 _TRITON_KEY = re.compile(r"^[0-9a-zA-Z._-]+(/[0-9a-zA-Z._-]+)*$")
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+# --- Triton's memory ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TritonMemory:
+    """Triton's worst case, by arithmetic from the image policy: what its pod must hold, term by term.
+
+    K decoding instances (``decode_memory_bytes // (max_pixels x 8)``, as export
+    writes them) each execute a batch of up to ``max_batch_size`` encoded images at
+    the byte limit: the batch sits in /dev/shm and again in the stub's heap, and one
+    of its images is decoded at a time. Triton's queue holds ``QUEUED_BATCHES``
+    more batches; the server, the idle stubs and the model come on top.
+    """
+
+    decoded: int
+    shared: int
+    executing: int
+    queued: int
+    base: int = TRITON_BASE_BYTES
+
+    @classmethod
+    def from_config(cls, config: OperatorConfig, max_batch_size: int = TRITON_MAX_BATCH_SIZE) -> TritonMemory:
+        """The worst case under the operator's image policy, which it also passes to export and serving."""
+        limits = config.image_limits()
+        instances = limits.decode_slots(config.decode_memory_bytes)
+        batch_bytes = max_batch_size * limits.max_bytes
+        return cls(
+            decoded=instances * limits.decode_bytes(),
+            shared=instances * batch_bytes + SHM_OVERHEAD_BYTES,
+            executing=instances * batch_bytes,
+            queued=QUEUED_BATCHES * batch_bytes,
+        )
+
+    def total(self) -> int:
+        """Bytes the Triton container may use at worst, its /dev/shm (memory-backed) included."""
+        return self.decoded + self.shared + self.executing + self.queued + self.base
+
+
+def mebibytes(size: int) -> str:
+    """A Kubernetes quantity of whole MiB, rounded up, so that it never falls short of ``size``."""
+    return f"{math.ceil(size / MIB)}Mi"
 
 
 # --- what to serve ----------------------------------------------------------
@@ -254,16 +305,17 @@ def build_triton_deployment(
     only when the whole model repository is loaded.
     """
     selector = selector_labels(deployment)
+    memory = TritonMemory.from_config(config)
     pod_spec: dict[str, Any] = {
         # Neither container talks to the Kubernetes API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_triton_container(model, config, secret), _gateway_container(deployment, config)],
+        "containers": [_triton_container(model, config, secret, memory), _gateway_container(deployment, config)],
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": mebibytes(memory.shared)}},
             {"name": "gateway-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
         # Spread the nodes of a deployment over machines, each ReplicaSet on its own,
@@ -440,12 +492,17 @@ def _container_ports(ports: Sequence[Port]) -> list[dict[str, Any]]:
     return [{"name": port.name, "containerPort": port.number, "protocol": "TCP"} for port in ports]
 
 
-def _triton_container(model: ServedModel, config: OperatorConfig, secret: str | None) -> dict[str, Any]:
+def _triton_container(
+    model: ServedModel, config: OperatorConfig, secret: str | None, memory: TritonMemory
+) -> dict[str, Any]:
     """Triton on the model repository in S3, readiness-gated on every model being loaded.
 
     The root file system stays read-only: Triton writes only the localised
-    repository (/tmp) and the Python backend's shared memory (/dev/shm).
+    repository (/tmp) and the Python backend's shared memory (/dev/shm). Its
+    memory request is its limit, both the worst case: never evicted for using
+    what it was sized for, and killed (then restarted) rather than starving the node.
     """
+    size = mebibytes(memory.total())
     container: dict[str, Any] = {
         "name": TRITON_CONTAINER,
         "image": config.triton_image,
@@ -463,7 +520,10 @@ def _triton_container(model: ServedModel, config: OperatorConfig, secret: str | 
         ],
         "env": [{"name": "HOME", "value": "/tmp"}],
         "ports": _container_ports(TRITON_PORTS),
-        "resources": {"requests": dict(TRITON_REQUESTS), "limits": {GPU_RESOURCE: "1"}},
+        "resources": {
+            "requests": {"cpu": TRITON_CPU_REQUEST, "memory": size},
+            "limits": {"memory": size, GPU_RESOURCE: "1"},
+        },
         "startupProbe": _http_probe("/v2/health/live", HTTP, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
         "livenessProbe": _http_probe("/v2/health/live", HTTP, 10, 6),
         "readinessProbe": _http_probe("/v2/health/ready", HTTP, 5, 3),
@@ -477,7 +537,21 @@ def _triton_container(model: ServedModel, config: OperatorConfig, secret: str | 
 
 
 def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> dict[str, Any]:
-    """The AutoML JSON gateway, forwarding to Triton in the same pod; ready when the model is."""
+    """The AutoML JSON gateway, forwarding to Triton in the same pod; ready when the model is.
+
+    It gets the operator's image policy and its own bounds (queue, timeouts) as settings.
+    """
+    settings = {
+        env.GATEWAY_MAX_CONCURRENCY: str(config.gateway_max_concurrency),
+        env.GATEWAY_MAX_QUEUE: str(config.gateway_max_queue),
+        env.GATEWAY_BODY_TIMEOUT_SECONDS: f"{config.gateway_body_timeout_seconds:g}",
+        env.GATEWAY_UPSTREAM_TIMEOUT_SECONDS: f"{config.gateway_upstream_timeout_seconds:g}",
+    }
+    gateway_env = [
+        {"name": "HOME", "value": "/tmp"},
+        *image_policy_env(config),
+        *({"name": name, "value": value} for name, value in settings.items()),
+    ]
     return {
         "name": GATEWAY_CONTAINER,
         "image": config.serving_gateway_image,
@@ -491,7 +565,7 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
             f"--public-name={deployment.metadata.name}",
             f"--score-threshold={deployment.spec.score_threshold}",
         ],
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": gateway_env,
         "ports": _container_ports([PREDICT]),
         "resources": {"requests": dict(GATEWAY_REQUESTS)},
         "readinessProbe": _http_probe("/healthz", PREDICT, 5, 3),

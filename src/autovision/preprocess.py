@@ -55,6 +55,11 @@ class ImageLimits:
         if self.max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
 
+    def check_bytes(self, size: int) -> None:
+        """Refuse an encoded image of ``size`` bytes over the byte limit; callable before reading it."""
+        if size > self.max_bytes:
+            raise ImageLimitError(f"image of {size} bytes exceeds the {self.max_bytes}-byte limit")
+
     def decode_bytes(self) -> int:
         """The most memory decoding one image within these limits can need."""
         return self.max_pixels * DECODE_BYTES_PER_PIXEL
@@ -87,8 +92,7 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     Pillow only warns between its threshold and twice it; here ``limits`` decide,
     before any pixel is decoded, so that warning is silenced and its error reworded.
     """
-    if len(data) > limits.max_bytes:
-        raise ImageLimitError(f"image of {len(data)} bytes exceeds the {limits.max_bytes}-byte limit")
+    limits.check_bytes(len(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -23,6 +23,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -188,6 +189,39 @@ def read_uris(uris: list[str], settings: Settings | None = None, chunk: int = 25
         }
         contents.extend(fetched[key] for key in part)
     return contents
+
+
+def object_sizes(uris: list[str], settings: Settings | None = None) -> list[int | None]:
+    """Each object's size in bytes, None where unknown or unreadable: lets a reader refuse before reading.
+
+    Asked concurrently where the backend can (s3fs); one missing object does not
+    hide the others' sizes (it reads as None, and reading it reports the error).
+    """
+    settings = settings or Settings()
+    located = [split_uri(uri) for uri in uris]
+    sizes: list[int | None] = [None] * len(uris)
+    for protocol in {p for p, _ in located}:
+        fs = filesystem(protocol, settings)
+        indexes = [i for i, (p, _) in enumerate(located) if p == protocol]
+        paths = [located[i][1] for i in indexes]
+        try:
+            what = f"size {len(paths)} object(s), first: {paths[0]}"
+            found = list(retrying(partial(fs.sizes, paths), what, settings))
+        except StorageUnavailableError:
+            raise
+        except (StorageError, OSError):
+            found = [_size_or_none(fs, path) for path in paths]
+        for index, size in zip(indexes, found, strict=True):
+            sizes[index] = int(size) if isinstance(size, int) else None
+    return sizes
+
+
+def _size_or_none(fs: fsspec.AbstractFileSystem, path: str) -> int | None:
+    try:
+        size = fs.size(path)
+    except OSError:
+        return None
+    return int(size) if isinstance(size, int) else None
 
 
 def _cat(fs: fsspec.AbstractFileSystem, paths: list[str], settings: Settings) -> dict[str, bytes]:

@@ -8,6 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from autovision.contract.env import DECODE_MEMORY_BYTES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from autovision.contract.trainer_args import ImportArgs, TrainArgs, parse_trainer_args
 from autovision.resources import ModelDeployment, TrainingJob, parse_resource
 from autovision_operator import builders
@@ -73,6 +74,21 @@ def test_import_job_is_valid_and_runs_the_import_contract() -> None:
     assert container(job)["image"] == "ghcr.io/autovision/trainer:0.1.0"
     assert env(job)["AUTOVISION_STORAGE_ROOT"] == "s3://autovision"
     assert env(job)["AUTOVISION_IMPORT_URI_SCHEMES"] == "s3,http,https", "the operator's own list, passed on"
+
+
+def test_import_and_training_jobs_apply_the_operators_image_policy() -> None:
+    config = make_config(max_image_bytes=4096, max_image_pixels=1_000_000, decode_memory_bytes=10**9)
+    jobs = [
+        builders.build_import_job(make_dataset(), config),
+        builders.build_training_job(make_training_job(), make_dataset(version="sha256-abc"), config),
+    ]
+    for job in jobs:
+        validate(job)
+        assert {name: env(job)[name] for name in (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, DECODE_MEMORY_BYTES)} == {
+            MAX_IMAGE_BYTES: "4096",
+            MAX_IMAGE_PIXELS: "1000000",
+            DECODE_MEMORY_BYTES: "1000000000",
+        }
 
 
 def test_import_job_takes_credentials_only_by_secret_reference() -> None:

@@ -8,7 +8,12 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from autovision.contract import env
+from autovision.preprocess import ImageLimits
 from autovision.resources import ModelDeployment, TrainingJob, parse_resource
+from autovision.serving.cluster import DEFAULT_MAX_BATCH_SIZE
+from autovision.serving.repository import DecodeBudget
+from autovision.settings import Settings
 from autovision_operator import serving_builders as sb
 from autovision_operator.config import TRITON_IMAGE, OperatorConfig
 from autovision_operator.reconcile import NotReadyError
@@ -244,7 +249,7 @@ def test_triton_serves_three_ports_with_health_probes() -> None:
 def test_triton_gets_a_gpu_on_gpu_nodes() -> None:
     deployment = deployment_for()
     pod = deployment["spec"]["template"]["spec"]
-    assert containers(deployment)["triton"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert containers(deployment)["triton"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     plain = deployment_for(make_config(gpu_node_selector={}, gpu_tolerations=[]))
@@ -279,6 +284,79 @@ def test_the_gateway_runs_beside_triton() -> None:
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "predict"}
     configured = deployment_for(make_config(gateway_image="ghcr.io/autovision/gateway:0.1.0"))
     assert containers(configured)["gateway"]["image"] == "ghcr.io/autovision/gateway:0.1.0"
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+def test_the_gateway_gets_the_operators_image_policy_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(
+        max_image_bytes=4 * 1024**2,
+        max_image_pixels=20_000_000,
+        decode_memory_bytes=10**9,
+        gateway_max_concurrency=8,
+        gateway_max_queue=5,
+        gateway_body_timeout_seconds=12.5,
+        gateway_upstream_timeout_seconds=40,
+    )
+    deployment = deployment_for(config)
+    validate(deployment)
+
+    assert env_of(containers(deployment)["gateway"]) == {
+        "HOME": "/tmp",
+        env.MAX_IMAGE_BYTES: "4194304",
+        env.MAX_IMAGE_PIXELS: "20000000",
+        env.DECODE_MEMORY_BYTES: "1000000000",
+        env.GATEWAY_MAX_CONCURRENCY: "8",
+        env.GATEWAY_MAX_QUEUE: "5",
+        env.GATEWAY_BODY_TIMEOUT_SECONDS: "12.5",
+        env.GATEWAY_UPSTREAM_TIMEOUT_SECONDS: "40",
+    }
+    # What the gateway process makes of them: the settings the operator holds.
+    for name, value in env_of(containers(deployment)["gateway"]).items():
+        monkeypatch.setenv(name, value)
+    read = Settings()
+    assert read.image_limits() == config.image_limits()
+    assert read.decode_memory_bytes == config.decode_memory_bytes
+    assert (read.gateway_max_queue, read.gateway_body_timeout_seconds) == (5, 12.5)
+
+
+MIB = 1024**2
+
+
+def test_triton_memory_is_the_worst_case_of_the_default_policy() -> None:
+    memory = sb.TritonMemory.from_config(make_config())
+    limits = ImageLimits()
+
+    # 3 decoding instances (2 GiB / 716 MB), as export writes them; batches of 32 images of 30 MiB.
+    assert DecodeBudget().instances() == 3
+    assert memory.decoded == 3 * limits.max_pixels * 8
+    assert memory.shared == 3 * 32 * 30 * MIB + sb.SHM_OVERHEAD_BYTES
+    assert memory.executing == 3 * 32 * 30 * MIB
+    assert memory.queued == 2 * 32 * 30 * MIB
+    assert sb.mebibytes(memory.total()) == "11008Mi"  # 2048 + 3136 + 2880 + 1920 + 1024 MiB: 10.75 GiB
+    assert sb.TRITON_MAX_BATCH_SIZE == DEFAULT_MAX_BATCH_SIZE, "the arithmetic's batch is the cluster layout's"
+
+
+def test_triton_memory_and_shm_follow_the_image_policy() -> None:
+    config = make_config(max_image_bytes=MIB, max_image_pixels=8_000_000, decode_memory_bytes=2 * 64_000_000)
+    deployment = deployment_for(config)
+    validate(deployment)
+    memory = sb.TritonMemory.from_config(config)
+    triton = containers(deployment)["triton"]
+    pod = deployment["spec"]["template"]["spec"]
+
+    assert memory.decoded == 2 * 8_000_000 * 8  # two instances
+    size = sb.mebibytes(memory.total())
+    assert triton["resources"]["requests"]["memory"] == triton["resources"]["limits"]["memory"] == size
+    shared = 2 * 32 * MIB + sb.SHM_OVERHEAD_BYTES  # two batches of 32 images of 1 MiB in /dev/shm
+    assert size == sb.mebibytes(2 * 64_000_000 + shared + 2 * 32 * MIB + 64 * MIB + sb.TRITON_BASE_BYTES)
+    mounts = {mount["mountPath"]: mount["name"] for mount in triton["volumeMounts"]}
+    (shm,) = [volume["emptyDir"] for volume in pod["volumes"] if volume["name"] == mounts["/dev/shm"]]
+    assert shm == {"medium": "Memory", "sizeLimit": sb.mebibytes(shared)}
+    assert sb.mebibytes(1) == "1Mi"
+    assert sb.mebibytes(MIB + 1) == "2Mi"
 
 
 def test_serving_images_come_from_the_chart_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,13 +14,14 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from autovision.preprocess import PreprocessConfig
+from autovision.preprocess import ImageLimits, PreprocessConfig
 from autovision.serving.batch import (
     BatchOptions,
     LoadedModel,
     parse_csv_uris,
     predict_uris,
     prediction_record,
+    read_groups,
     shard_key,
 )
 from autovision.settings import Settings
@@ -50,6 +51,20 @@ def test_batch_record_holds_top_k_above_the_threshold() -> None:
         "predictions": [{"label": "b", "score": pytest.approx(0.6)}, {"label": "d", "score": pytest.approx(0.25)}],
     }
     assert shard_key(3, 12) == "predictions-00003-of-00012.jsonl"
+
+
+def test_batch_refuses_known_oversized_images_unread_and_reads_the_rest_in_bounded_groups() -> None:
+    limits = ImageLimits(max_bytes=100, max_pixels=1000)
+
+    refused, groups = read_groups([40, 101, None, 60, 100, 5, 250], limits, group_bytes=150)
+
+    assert refused == {
+        1: "image of 101 bytes exceeds the 100-byte limit",
+        6: "image of 250 bytes exceeds the 100-byte limit",
+    }
+    # Unknown sizes count as the limit (100); no group holds more than 150 bytes unless one image alone.
+    assert groups == [[0, 2], [3], [4, 5]]
+    assert read_groups([], limits) == ({}, [])
 
 
 LABELS = ["cat", "dog", "fox"]
@@ -94,3 +109,23 @@ def test_batch_prediction_refuses_over_limit_images_and_answers_the_others(tmp_p
             assert len(record["predictions"]) == len(LABELS), name
         else:
             assert limit in record["error"], name
+
+
+def test_batch_prediction_refuses_an_object_over_the_byte_limit_before_reading_it(tmp_path: Path) -> None:
+    # A sparse 6 GiB file: reading it whole in the child capped at 4 GiB of address space
+    # would fail the whole batch with MemoryError; refused by its size, it fails one line.
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as handle:
+        handle.write(flat_png_bytes(8, 8, "RGB"))
+        handle.truncate(6 * 1024**3)
+    small = tmp_path / "small.png"
+    small.write_bytes(flat_png_bytes(40, 30, "RGB"))
+    onnx_path = make_onnx_classifier(tmp_path / "model.onnx", num_labels=len(LABELS))
+    uris = [f"file://{huge}", f"file://{small}", f"file://{tmp_path / 'missing.png'}"]
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=_cap_address_space) as child:
+        records = child.submit(_predict, onnx_path, uris).result(timeout=300)
+
+    assert records[0] == {"uri": uris[0], "error": f"image of {6 * 1024**3} bytes exceeds the 1048576-byte limit"}
+    assert len(records[1]["predictions"]) == len(LABELS)
+    assert records[2]["error"].startswith("cannot read the image")

@@ -21,6 +21,7 @@ import json
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -29,10 +30,11 @@ import onnxruntime as ort
 from autovision.contract.keys import INT8_ONNX_FILE, ONNX_FILE
 from autovision.evaluate.metrics import sigmoid, softmax
 from autovision.export.layout import ModelLocation
-from autovision.preprocess import FloatArray, ImageLimits, PreprocessConfig, preprocess_bytes
+from autovision.preprocess import FloatArray, ImageLimitError, ImageLimits, PreprocessConfig, preprocess_bytes
 from autovision.progress import Reporter
+from autovision.serving.repository import DecodeBudget
 from autovision.settings import Settings
-from autovision.storage import Storage, StorageError, open_uri, read_uris
+from autovision.storage import Storage, StorageError, object_sizes, open_uri, read_uris
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CSV_HEADERS = ("uri", "image", "image_uri", "path")
@@ -41,6 +43,9 @@ MANIFEST_FILE = "manifest.json"
 DEFAULT_SHARD_SIZE = 1000
 # Images decoded and run through ONNX Runtime together.
 MINIBATCH = 64
+# Encoded bytes read at once: a minibatch of images at the 30 MiB limit would otherwise
+# hold 1.9 GiB before any check. Images of unknown size count as the byte limit.
+READ_GROUP_BYTES = 256 * 1024 * 1024
 
 Variant = Literal["fp32", "int8"]
 
@@ -130,21 +135,60 @@ def error_record(uri: str, message: str) -> dict[str, Any]:
     return {"uri": uri, "error": message}
 
 
+def read_groups(
+    sizes: list[int | None], limits: ImageLimits, group_bytes: int = READ_GROUP_BYTES
+) -> tuple[dict[int, str], list[list[int]]]:
+    """Which images to refuse unread (known size over the byte limit), and the others in read groups.
+
+    Each group's encoded bytes stay within ``group_bytes`` (a single image may
+    exceed it alone), an image of unknown size counting as the byte limit, so
+    reading never holds more than that however large the minibatch is.
+    """
+    refused: dict[int, str] = {}
+    groups: list[list[int]] = []
+    group: list[int] = []
+    held = 0
+    for index, size in enumerate(sizes):
+        try:
+            limits.check_bytes(size or 0)
+        except ImageLimitError as error:
+            refused[index] = str(error)
+            continue
+        cost = limits.max_bytes if size is None else size
+        if group and held + cost > group_bytes:
+            groups.append(group)
+            group, held = [], 0
+        group.append(index)
+        held += cost
+    if group:
+        groups.append(group)
+    return refused, groups
+
+
 def predict_uris(
     model: LoadedModel, uris: list[str], options: BatchOptions, settings: Settings | None = None
 ) -> list[dict[str, Any]]:
     """Output records for some images, in their order, MINIBATCH images per ONNX Runtime call.
 
-    Images decode on as many threads as the memory budget allows for images at
-    the pixel limit (Pillow releases the GIL while decoding), never more.
+    An image whose stored size is over the byte limit is refused without being
+    read; the others are read ``READ_GROUP_BYTES`` at a time and decode (header
+    checked first) on as many threads as the decode budget allows for images at
+    the pixel limit, the same ``DecodeBudget`` that sets Triton's decoding
+    instances (Pillow releases the GIL while decoding), never more.
     """
     settings = settings or Settings()
-    limits = settings.image_limits()
+    budget = DecodeBudget.from_settings(settings)
+    decode = partial(_decode, config=model.preprocess, limits=budget.limits)
     records: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(limits.decode_slots(settings.decode_memory_bytes)) as decoders:
+    with ThreadPoolExecutor(budget.instances()) as decoders:
         for start in range(0, len(uris), MINIBATCH):
             chunk = uris[start : start + MINIBATCH]
-            decoded = list(decoders.map(lambda data: _decode(data, model.preprocess, limits), _read(chunk, settings)))
+            refused, groups = read_groups(object_sizes(chunk, settings), budget.limits)
+            decoded: list[FloatArray | str] = [refused.get(index, "") for index in range(len(chunk))]
+            for group in groups:
+                encoded = _read([chunk[index] for index in group], settings)
+                for index, item in zip(group, decoders.map(decode, encoded), strict=True):
+                    decoded[index] = item
             records.extend(_predict_chunk(model, chunk, decoded, options))
     return records
 
