@@ -54,6 +54,7 @@ def repository_storage(location: ModelLocation) -> Storage:
 @app.command(name="serve")
 def serve_command(
     model: ModelArgument,
+    *,
     http_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Triton's KServe v2 HTTP port; default: a free one.")
     ] = None,
@@ -68,12 +69,11 @@ def serve_command(
     """Serve a finished run with tritonserver and the AutoML JSON gateway until Ctrl-C or SIGTERM."""
     from aiohttp import web
 
-    from autovision.embedded_s3 import free_port
     from autovision.export.layout import ModelNotFoundError, locate_model
     from autovision.serving import LocalTritonServer, TritonServerError
     from autovision.serving.gateway import GatewayConfig, create_app
     from autovision.serving.repository import RepositoryError, download_repository
-    from autovision.serving.tritonserver import endpoint
+    from autovision.serving.tritonserver import endpoint, free_ports
     from autovision.storage import StorageError
 
     # Until the gateway takes over signal handling, SIGTERM unwinds like Ctrl-C, so tritonserver
@@ -87,12 +87,15 @@ def serve_command(
                 repository, work_dir=Path(work) / "triton", host=host, http_port=http_port, grpc_port=grpc_port
             ) as triton:
                 config = GatewayConfig.from_settings(triton.http_url, location.storage.settings)
-                port = gateway_port or free_port()
+                port = gateway_port or free_ports(1)[0]
+                google_paths = f"http://{endpoint(host, port)}/v1/projects/-/locations/-"
                 endpoints = [
                     f"serving {location.uri()}",
                     f"KServe v2 HTTP  http://{triton.http_url}/v2/models/{config.model_name}/infer",
                     f"KServe v2 gRPC  {triton.grpc_url} (model {config.model_name})",
                     f"AutoML JSON     POST http://{endpoint(host, port)}/v1/models/{config.public_name}:predict",
+                    f"AutoML v1       POST {google_paths}/models/{config.public_name}:predict",
+                    f"Vertex AI       POST {google_paths}/endpoints/{config.public_name}:predict",
                 ]
                 console.print("\n".join(endpoints), soft_wrap=True)
                 watchdog = TritonWatchdog(triton)

@@ -33,7 +33,7 @@ from aiohttp import web
 from tritonclient.utils import InferenceServerException
 
 from autovision.preprocess import ImageLimits
-from autovision.serving.client import parse_classification
+from autovision.serving.client import Prediction, parse_classification
 from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
 from autovision.settings import Settings
 
@@ -205,6 +205,11 @@ ADMISSION = web.AppKey("admission", Admission)
 
 
 async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]]:
+    return [(p.label, p.score) for p in await classify_image(upstream, image)]
+
+
+async def classify_image(upstream: _Upstream, image: bytes) -> list[Prediction]:
+    """Every label's score for one image from Triton (with its index); GatewayError when Triton refuses or fails."""
     image_input = triton_http.InferInput(INPUT_NAME, [1, 1], "BYTES")
     image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
     output = triton_http.InferRequestedOutput(OUTPUT_NAME, class_count=await upstream.num_labels())
@@ -219,7 +224,7 @@ async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]
         raise GatewayError(400 if error.status() == "400" else 502, message) from error
     except UNREACHABLE as error:
         raise _unavailable(f"Triton is unreachable or did not answer in time ({type(error).__name__})") from error
-    return [(p.label, p.score) for p in parse_classification(result.as_numpy(OUTPUT_NAME))]
+    return parse_classification(result.as_numpy(OUTPUT_NAME))
 
 
 async def _read_json(request: web.Request, config: GatewayConfig) -> Any:
@@ -267,6 +272,10 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(connect)
     app.router.add_post("/v1/models/{name:[^/:]+}:predict", predict)
     app.router.add_get("/healthz", healthz)
+    # Google's AutoML v1 and Vertex AI dialects; that module imports this one.
+    from autovision.serving import google_rest
+
+    google_rest.add_routes(app, config)
     return app
 
 
