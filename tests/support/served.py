@@ -113,10 +113,11 @@ class Served:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where a served run answers: Triton's KServe v2 HTTP (host:port) and the gateway's URL."""
+    """Where a served run answers: Triton's KServe v2 HTTP (host:port), the gateway's URL and its Google gRPC."""
 
     kserve_http: str
     gateway: str
+    google_grpc: str
 
 
 def serve_endpoints(served: Served) -> Endpoints:
@@ -124,4 +125,5 @@ def serve_endpoints(served: Served) -> Endpoints:
     return Endpoints(
         kserve_http=served.endpoint(r"^KServe v2 HTTP +http://(\S+)/v2/models/"),
         gateway=served.endpoint(r"^AutoML JSON +POST (http://[^/]+)/v1/models/"),
+        google_grpc=served.endpoint(r"^Google gRPC +(\S+) "),
     )

@@ -119,6 +119,8 @@ class GatewayConfig:
     max_queue: int = Settings.model_fields["gateway_max_queue"].default
     body_timeout_s: float = Settings.model_fields["gateway_body_timeout_seconds"].default
     upstream_timeout_s: float = Settings.model_fields["gateway_upstream_timeout_seconds"].default
+    # host:port of the gRPC Google PredictionService (google_grpc); None serves REST only.
+    grpc_address: str | None = None
 
     @classmethod
     def from_settings(cls, triton_url: str, settings: Settings, **names: Any) -> GatewayConfig:
@@ -272,10 +274,15 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(connect)
     app.router.add_post("/v1/models/{name:[^/:]+}:predict", predict)
     app.router.add_get("/healthz", healthz)
-    # Google's AutoML v1 and Vertex AI dialects; that module imports this one.
+    # Google's AutoML v1 and Vertex AI dialects; those modules import this one. gRPC needs
+    # the google extra (the clients' message classes), so it is imported only when served.
     from autovision.serving import google_rest
 
     google_rest.add_routes(app, config)
+    if config.grpc_address is not None:
+        from autovision.serving import google_grpc
+
+        app.cleanup_ctx.append(google_grpc.serving(config.grpc_address, config))
     return app
 
 
@@ -326,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-name", default="autovision", help="the model's name inside Triton")
     parser.add_argument("--public-name", default=None, help="the name in /v1/models/NAME:predict (default: model name)")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
+    parser.add_argument("--grpc-port", type=int, default=None, help="Google's PredictionService over gRPC")
     args = parser.parse_args(argv)
     config = GatewayConfig.from_settings(
         args.triton_url,
@@ -333,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         model_name=args.model_name,
         public_name=args.public_name or args.model_name,
         default_threshold=args.score_threshold,
+        grpc_address=None if args.grpc_port is None else f"{args.host}:{args.grpc_port}",
     )
     web.run_app(create_app(config), host=args.host, port=args.port)
 
