@@ -7,6 +7,12 @@ as the client's own exception (InvalidArgument, NotFound, ResourceExhausted).
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
 import grpc
 import pytest
 from google.api_core import exceptions
@@ -14,13 +20,16 @@ from google.cloud import aiplatform_v1
 from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import EndpointServiceGrpcTransport
 
 from autovision.serving import Prediction, predict
+from autovision.serving.tritonserver import free_ports
 from tests.support.google_clients import (
     ENDPOINT,
     IMAGE,
     REFUSALS,
     Refusal,
+    anonymous,
     automl_predict,
     grpc_clients,
+    rest_clients,
     vertex_predict,
 )
 from tests.support.served import GOOGLE_MAX_IMAGE_BYTES, Endpoints, Run
@@ -83,3 +92,44 @@ def test_a_message_over_the_size_limit_is_refused_by_grpc(google_served: tuple[R
     clients = grpc_clients(google_served[1].google_grpc)
     with pytest.raises(exceptions.ResourceExhausted, match="larger than max"):
         automl_predict(clients, b"\xff" * (2 * GOOGLE_MAX_IMAGE_BYTES + 64 * 1024))
+
+
+@pytest.fixture(scope="module")
+def pod_gateway() -> Iterator[tuple[str, str]]:
+    """The gateway as a ModelDeployment pod runs it (``python -m autovision.serving.gateway``), its Triton down."""
+    port, grpc_port, triton_port = free_ports(3)
+    command = [sys.executable, "-m", "autovision.serving.gateway", "--host=127.0.0.1", f"--port={port}"]
+    command += [f"--grpc-port={grpc_port}", f"--triton-url=127.0.0.1:{triton_port}", "--public-name=flowers"]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as gateway:
+        try:
+            deadline = time.monotonic() + 60
+            while not listening(port) or not listening(grpc_port):
+                assert gateway.poll() is None, gateway.communicate()[1]
+                assert time.monotonic() < deadline, "the gateway did not start listening"
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+        finally:
+            gateway.terminate()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.e2e
+def test_the_pods_gateway_serves_both_transports_and_says_when_triton_is_unavailable(
+    pod_gateway: tuple[str, str],
+) -> None:
+    """Its endpoint is the ModelDeployment's name; a prediction with Triton down is UNAVAILABLE on both transports."""
+    url, target = pod_gateway
+    name = "projects/p/locations/europe-west4/endpoints/flowers"
+    rest = aiplatform_v1.EndpointServiceClient(
+        credentials=anonymous(), transport="rest", client_options={"api_endpoint": url}
+    )
+    assert [m.id for m in rest.get_endpoint(name=name).deployed_models] == ["flowers"]
+    for clients in (rest_clients(url), grpc_clients(target)):
+        with pytest.raises(exceptions.ServiceUnavailable, match="not ready in Triton"):
+            vertex_predict(clients, [IMAGE], endpoint=name)
+        with pytest.raises(exceptions.NotFound, match="'autovision' is not served here; this serves 'flowers'"):
+            automl_predict(clients)

@@ -347,4 +347,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The importable module's main, not this __main__ copy's: the Google dialects import
+    # autovision.serving.gateway, and the app must be built with that module's app keys.
+    from autovision.serving.gateway import main as importable_main
+
+    importable_main()
