@@ -42,4 +42,4 @@ PY
 
 # aiobotocore>=3.10 gets the resolver past its backtracking here; torch as scripts/constraints.txt pins it.
 lock operator/constraints.txt operator "aiobotocore>=3.10"
-lock trainer-image/constraints.txt train,gateway "aiobotocore>=3.10" -c scripts/constraints.txt
+lock trainer-image/constraints.txt train,gateway,google "aiobotocore>=3.10" -c scripts/constraints.txt

@@ -4,8 +4,9 @@ A ModelDeployment becomes four children, all named ``serving_name(md)`` and owne
 
 * a Deployment of pods running NVIDIA's Triton server (KServe v2 over HTTP 8000 and
   gRPC 8001, Prometheus metrics on 8002) with the AutoML JSON gateway beside it
-  (8080), which talks to Triton on localhost;
-* a Service in front of the four ports;
+  (8080; Google's AutoML v1 and Vertex AI PredictionService over gRPC on 8081),
+  which talks to Triton on localhost;
+* a Service in front of the five ports;
 * a PodDisruptionBudget letting voluntary disruptions take one pod at a time;
 * a HorizontalPodAutoscaler, only when ``spec.autoscaling`` is set.
 
@@ -75,6 +76,9 @@ HTTP: Final = Port("http", 8000, "http")
 GRPC: Final = Port("grpc", 8001, "kubernetes.io/h2c")
 METRICS: Final = Port("metrics", 8002, "http")
 PREDICT: Final = Port("predict", 8080, "http")
+# Google's AutoML v1 and Vertex AI PredictionService over gRPC, served by the gateway.
+GOOGLE_GRPC: Final = Port("google-grpc", 8081, "kubernetes.io/h2c")
+GATEWAY_PORTS: Final = (PREDICT, GOOGLE_GRPC)
 TRITON_PORTS: Final = (HTTP, GRPC, METRICS)
 
 # Triton downloads the whole repository from S3 and loads every model before its
@@ -365,7 +369,7 @@ def build_triton_service(deployment: ModelDeployment) -> dict[str, Any]:
             "protocol": "TCP",
             "appProtocol": port.app_protocol,
         }
-        for port in (*TRITON_PORTS, PREDICT)
+        for port in (*TRITON_PORTS, *GATEWAY_PORTS)
     ]
     return _child(
         deployment, "v1", "Service", {"type": "ClusterIP", "selector": selector_labels(deployment), "ports": ports}
@@ -564,9 +568,10 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
             f"--model-name={SERVED_MODEL}",
             f"--public-name={deployment.metadata.name}",
             f"--score-threshold={deployment.spec.score_threshold}",
+            f"--grpc-port={GOOGLE_GRPC.number}",
         ],
         "env": gateway_env,
-        "ports": _container_ports([PREDICT]),
+        "ports": _container_ports(GATEWAY_PORTS),
         "resources": {"requests": dict(GATEWAY_REQUESTS)},
         "readinessProbe": _http_probe("/healthz", PREDICT, 5, 3),
         # /healthz fails while Triton is not ready: restarting the gateway would not help.

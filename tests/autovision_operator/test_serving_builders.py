@@ -280,7 +280,11 @@ def test_the_gateway_runs_beside_triton() -> None:
     assert gateway["command"] == ["python", "-m", "autovision.serving.gateway"]
     assert "--triton-url=localhost:8000" in gateway["args"]
     assert "--score-threshold=0.3" in gateway["args"]
-    assert gateway["ports"] == [{"name": "predict", "containerPort": 8080, "protocol": "TCP"}]
+    assert gateway["ports"] == [
+        {"name": "predict", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "google-grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    assert "--grpc-port=8081" in gateway["args"]
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "predict"}
     configured = deployment_for(make_config(gateway_image="ghcr.io/autovision/gateway:0.1.0"))
     assert containers(configured)["gateway"]["image"] == "ghcr.io/autovision/gateway:0.1.0"
@@ -389,7 +393,10 @@ def test_service_exposes_kserve_metrics_and_predict() -> None:
         "grpc": (8001, "grpc"),
         "metrics": (8002, "metrics"),
         "predict": (8080, "predict"),
+        "google-grpc": (8081, "google-grpc"),
     }
+    protocols = {port["name"]: port["appProtocol"] for port in service["spec"]["ports"]}
+    assert protocols["google-grpc"] == "kubernetes.io/h2c"
     assert service["spec"]["selector"] == sb.selector_labels(md)
     assert service["metadata"]["ownerReferences"][0]["uid"] == "uid-md"
 

@@ -12,12 +12,8 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,51 +23,19 @@ from typer.testing import CliRunner
 from autovision.cli import app as cli
 from autovision.client import predict_automl
 from autovision.contract.files import ModelCard
-from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL, RunLocation, model_card_key
-from autovision.export.card import artifact_uris
-from autovision.export.layout import ModelLocation
-from autovision.serving import LocalTritonServer, predict, write_local_repository
+from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL
+from autovision.serving import LocalTritonServer, predict
 from autovision.serving.client import Protocol
 from autovision.serving.tritonserver import endpoint, free_ports
-from autovision.storage import Storage
+from tests.support.served import RUN, STARTUP_TIMEOUT_S, Run, Served, write_run
 from tests.support.serving import (
-    LABELS,
-    PREPROCESS,
     TOP_K,
     encode_image,
-    make_onnx_classifier,
     needs_tritonserver,
     reference_top_k,
 )
 
-RUN = RunLocation("local", "serve", "u1")
-STARTUP_TIMEOUT_S = 120
 runner = CliRunner()
-
-
-@dataclass(frozen=True)
-class Run:
-    """A finished run in file:// storage and the ONNX model its Triton repository serves."""
-
-    storage: Storage
-    onnx_path: Path
-
-    @property
-    def directory(self) -> Path:
-        return Path(self.storage.path(RUN.prefix))
-
-
-def write_run(root: Path, model_card: ModelCard) -> Run:
-    """A run as the pipeline leaves it, as far as serving reads it: triton/ and model/model.json."""
-    storage = Storage(f"file://{root / 'storage'}")
-    onnx_path = make_onnx_classifier(root / "model.onnx", num_labels=len(LABELS))
-    write_local_repository(root / "repository", onnx_path, LABELS, PREPROCESS)
-    storage.upload_dir(root / "repository", f"{RUN.prefix}/{TRITON_LOCAL}")
-    model_dir = ModelLocation(storage, f"{RUN.prefix}/{MODEL_DIR}")
-    artifacts = artifact_uris(storage, RUN, model_dir, multi_label=False)
-    card = model_card.model_copy(update={"labels": LABELS, "artifacts": artifacts})
-    storage.write_json(model_card_key(RUN.prefix), card.to_json())
-    return Run(storage, onnx_path)
 
 
 @pytest.fixture(scope="module")
@@ -80,61 +44,6 @@ def run(tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard) -> Run:
 
 
 # --- the served run, end to end --------------------------------------------------------
-
-
-class Served:
-    """``python -m autovision serve`` as a subprocess, its output collected line by line."""
-
-    def __init__(self, *args: str) -> None:
-        command = [sys.executable, "-m", "autovision", "serve", *args]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"}
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_until_ready(self) -> None:
-        """Block until the ready line; fail with the output if serve ends or hangs first."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not any(line.startswith("ready") for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"serve not ready (exit code {self.process.poll()}):\n" + "\n".join(self.lines))
-            time.sleep(0.1)
-
-    def endpoint(self, pattern: str) -> str:
-        """The first capture of ``pattern`` in the output."""
-        found = re.search(pattern, "\n".join(self.lines), re.MULTILINE)
-        assert found, "\n".join(self.lines)
-        return found.group(1)
-
-    def stop(self, signum: int) -> int:
-        """Send ``signum``; the exit code, once all output is read."""
-        self.process.send_signal(signum)
-        return self.wait()
-
-    def wait(self) -> int:
-        """The exit code, once serve has exited and all its output is read."""
-        code = self.process.wait(timeout=60)
-        self._reader.join(timeout=10)
-        return code
-
-    def __enter__(self) -> Served:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:  # a failed test: let serve stop its tritonserver, or kill serve
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def tritonserver_children(parent: int) -> list[tuple[int, list[str]]]:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from autovision.contract import env
+from autovision.contract.files import ModelCard
+from tests.support.served import GOOGLE_MAX_IMAGE_BYTES, RUN, Endpoints, Run, Served, serve_endpoints, write_run
 from tests.support.serving import (
     LABELS,
     make_onnx_classifier,
@@ -25,3 +28,16 @@ def clean_backend_imports() -> Iterator[None]:
     yield
     for name in ("preprocess", "backend_common"):
         sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def google_served(tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard) -> Iterator[tuple[Run, Endpoints]]:
+    """``autovision serve`` on a finished run of the tiny classifier, its images limited to 64 KiB."""
+    run = write_run(tmp_path_factory.mktemp("google"), model_card)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(env.STORAGE_ROOT, run.storage.uri(""))
+        patch.setenv(env.MAX_IMAGE_BYTES, str(GOOGLE_MAX_IMAGE_BYTES))
+        served = Served(RUN.prefix)
+    with served:
+        served.wait_until_ready()
+        yield run, serve_endpoints(served)

@@ -54,6 +54,7 @@ def repository_storage(location: ModelLocation) -> Storage:
 @app.command(name="serve")
 def serve_command(
     model: ModelArgument,
+    *,
     http_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Triton's KServe v2 HTTP port; default: a free one.")
     ] = None,
@@ -63,17 +64,20 @@ def serve_command(
     gateway_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="The AutoML JSON gateway's port; default: a free one.")
     ] = None,
+    gateway_grpc_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Google's PredictionService over gRPC (AutoML, Vertex AI); default: free."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address every endpoint listens on.")] = "127.0.0.1",
 ) -> None:
     """Serve a finished run with tritonserver and the AutoML JSON gateway until Ctrl-C or SIGTERM."""
     from aiohttp import web
 
-    from autovision.embedded_s3 import free_port
     from autovision.export.layout import ModelNotFoundError, locate_model
     from autovision.serving import LocalTritonServer, TritonServerError
     from autovision.serving.gateway import GatewayConfig, create_app
     from autovision.serving.repository import RepositoryError, download_repository
-    from autovision.serving.tritonserver import endpoint
+    from autovision.serving.tritonserver import endpoint, free_ports
     from autovision.storage import StorageError
 
     # Until the gateway takes over signal handling, SIGTERM unwinds like Ctrl-C, so tritonserver
@@ -86,13 +90,21 @@ def serve_command(
             with LocalTritonServer(
                 repository, work_dir=Path(work) / "triton", host=host, http_port=http_port, grpc_port=grpc_port
             ) as triton:
-                config = GatewayConfig.from_settings(triton.http_url, location.storage.settings)
-                port = gateway_port or free_port()
+                spare = free_ports(2)  # distinct, unlike two free_port() calls
+                port, google_grpc_port = gateway_port or spare[0], gateway_grpc_port or spare[1]
+                listen = f"[{host}]" if ":" in host else host
+                config = GatewayConfig.from_settings(
+                    triton.http_url, location.storage.settings, grpc_address=f"{listen}:{google_grpc_port}"
+                )
+                google_paths = f"http://{endpoint(host, port)}/v1/projects/-/locations/-"
                 endpoints = [
                     f"serving {location.uri()}",
                     f"KServe v2 HTTP  http://{triton.http_url}/v2/models/{config.model_name}/infer",
                     f"KServe v2 gRPC  {triton.grpc_url} (model {config.model_name})",
                     f"AutoML JSON     POST http://{endpoint(host, port)}/v1/models/{config.public_name}:predict",
+                    f"AutoML v1       POST {google_paths}/models/{config.public_name}:predict",
+                    f"Vertex AI       POST {google_paths}/endpoints/{config.public_name}:predict",
+                    f"Google gRPC     {endpoint(host, google_grpc_port)} (AutoML v1 and Vertex AI PredictionService)",
                 ]
                 console.print("\n".join(endpoints), soft_wrap=True)
                 watchdog = TritonWatchdog(triton)

@@ -33,7 +33,7 @@ from aiohttp import web
 from tritonclient.utils import InferenceServerException
 
 from autovision.preprocess import ImageLimits
-from autovision.serving.client import parse_classification
+from autovision.serving.client import Prediction, parse_classification
 from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
 from autovision.settings import Settings
 
@@ -119,6 +119,8 @@ class GatewayConfig:
     max_queue: int = Settings.model_fields["gateway_max_queue"].default
     body_timeout_s: float = Settings.model_fields["gateway_body_timeout_seconds"].default
     upstream_timeout_s: float = Settings.model_fields["gateway_upstream_timeout_seconds"].default
+    # host:port of the gRPC Google PredictionService (google_grpc); None serves REST only.
+    grpc_address: str | None = None
 
     @classmethod
     def from_settings(cls, triton_url: str, settings: Settings, **names: Any) -> GatewayConfig:
@@ -205,6 +207,11 @@ ADMISSION = web.AppKey("admission", Admission)
 
 
 async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]]:
+    return [(p.label, p.score) for p in await classify_image(upstream, image)]
+
+
+async def classify_image(upstream: _Upstream, image: bytes) -> list[Prediction]:
+    """Every label's score for one image from Triton (with its index); GatewayError when Triton refuses or fails."""
     image_input = triton_http.InferInput(INPUT_NAME, [1, 1], "BYTES")
     image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
     output = triton_http.InferRequestedOutput(OUTPUT_NAME, class_count=await upstream.num_labels())
@@ -219,7 +226,7 @@ async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]
         raise GatewayError(400 if error.status() == "400" else 502, message) from error
     except UNREACHABLE as error:
         raise _unavailable(f"Triton is unreachable or did not answer in time ({type(error).__name__})") from error
-    return [(p.label, p.score) for p in parse_classification(result.as_numpy(OUTPUT_NAME))]
+    return parse_classification(result.as_numpy(OUTPUT_NAME))
 
 
 async def _read_json(request: web.Request, config: GatewayConfig) -> Any:
@@ -267,6 +274,15 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(connect)
     app.router.add_post("/v1/models/{name:[^/:]+}:predict", predict)
     app.router.add_get("/healthz", healthz)
+    # Google's AutoML v1 and Vertex AI dialects; those modules import this one. gRPC needs
+    # the google extra (the clients' message classes), so it is imported only when served.
+    from autovision.serving import google_rest
+
+    google_rest.add_routes(app, config)
+    if config.grpc_address is not None:
+        from autovision.serving import google_grpc
+
+        app.cleanup_ctx.append(google_grpc.serving(config.grpc_address, config))
     return app
 
 
@@ -317,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-name", default="autovision", help="the model's name inside Triton")
     parser.add_argument("--public-name", default=None, help="the name in /v1/models/NAME:predict (default: model name)")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
+    parser.add_argument("--grpc-port", type=int, default=None, help="Google's PredictionService over gRPC")
     args = parser.parse_args(argv)
     config = GatewayConfig.from_settings(
         args.triton_url,
@@ -324,9 +341,14 @@ def main(argv: list[str] | None = None) -> None:
         model_name=args.model_name,
         public_name=args.public_name or args.model_name,
         default_threshold=args.score_threshold,
+        grpc_address=None if args.grpc_port is None else f"{args.host}:{args.grpc_port}",
     )
     web.run_app(create_app(config), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
-    main()
+    # The importable module's main, not this __main__ copy's: the Google dialects import
+    # autovision.serving.gateway, and the app must be built with that module's app keys.
+    from autovision.serving.gateway import main as importable_main
+
+    importable_main()

@@ -1,0 +1,105 @@
+"""Google's AutoML v1 and Vertex AI PredictionService (and Vertex's GetEndpoint) over gRPC.
+
+Both clients default to gRPC. This serves ``google.cloud.automl.v1.PredictionService/Predict``,
+``google.cloud.aiplatform.v1.PredictionService/Predict`` and
+``google.cloud.aiplatform.v1.EndpointService/GetEndpoint`` with the message classes the
+client packages ship (no copied protos): a request becomes the JSON its REST twin posts,
+``google_service`` answers it, and the JSON becomes the response message. Refusals are
+the gRPC status codes Google uses, so the clients raise InvalidArgument, NotFound and so on.
+Runs in the gateway's event loop, sharing its admission bounds and Triton client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.cloud import aiplatform_v1, automl_v1
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
+
+from autovision.serving import google_api, google_service
+from autovision.serving.gateway import ADMISSION, UPSTREAM, GatewayConfig, GatewayError, max_request_bytes
+
+AUTOML_SERVICE = "google.cloud.automl.v1.PredictionService"
+VERTEX_SERVICE = "google.cloud.aiplatform.v1.PredictionService"
+VERTEX_ENDPOINT_SERVICE = "google.cloud.aiplatform.v1.EndpointService"
+# Seconds in-flight calls get to finish when the gateway stops.
+STOP_GRACE_S = 5.0
+
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
+
+
+def _serialize(message: Message) -> bytes:
+    # The concrete class's method: Message.SerializeToString itself is abstract.
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _method(handler: Handler, request: type[Message]) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(
+        handler, request_deserializer=request.FromString, response_serializer=_serialize
+    )
+
+
+def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRpcHandler]:
+    """The three services' handlers, answering from the gateway application's Triton client."""
+    automl_request, automl_response = automl_v1.PredictRequest.pb(), automl_v1.PredictResponse.pb()
+    vertex_request, vertex_response = aiplatform_v1.PredictRequest.pb(), aiplatform_v1.PredictResponse.pb()
+    get_endpoint_request, endpoint = aiplatform_v1.GetEndpointRequest.pb(), aiplatform_v1.Endpoint.pb()
+
+    async def answer(context: grpc.aio.ServicerContext[Any, Any], response: type[Message], work: Any) -> Message:
+        try:
+            result = await work()
+        except GatewayError as error:
+            await context.abort(google_api.google_status(error).grpc_code, error.message)
+        return json_format.ParseDict(result, response())
+
+    async def automl_predict(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def work() -> dict[str, Any]:
+            async with app[ADMISSION].slot():
+                body = json_format.MessageToDict(request)
+                return await google_service.automl_predict(app[UPSTREAM], config, request.name, body)
+
+        return await answer(context, automl_response, work)
+
+    async def vertex_predict(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def work() -> dict[str, Any]:
+            async with app[ADMISSION].slot():
+                body = json_format.MessageToDict(request)
+                return await google_service.vertex_predict(app[UPSTREAM], config, request.endpoint, body)
+
+        return await answer(context, vertex_response, work)
+
+    async def get_endpoint(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def work() -> dict[str, Any]:
+            return google_service.get_endpoint(config, request.name)
+
+        return await answer(context, endpoint, work)
+
+    return [
+        grpc.method_handlers_generic_handler(AUTOML_SERVICE, {"Predict": _method(automl_predict, automl_request)}),
+        grpc.method_handlers_generic_handler(VERTEX_SERVICE, {"Predict": _method(vertex_predict, vertex_request)}),
+        grpc.method_handlers_generic_handler(
+            VERTEX_ENDPOINT_SERVICE, {"GetEndpoint": _method(get_endpoint, get_endpoint_request)}
+        ),
+    ]
+
+
+def serving(address: str, config: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context for the gateway application: the gRPC server on ``address`` while the app runs."""
+
+    async def serve(app: web.Application) -> AsyncIterator[None]:
+        # Messages up to the REST body limit; a larger one is refused by gRPC itself (RESOURCE_EXHAUSTED).
+        limit = max_request_bytes(config.max_image_bytes)
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
+        server.add_generic_rpc_handlers(handlers(app, config))
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await server.start()
+        yield
+        await server.stop(STOP_GRACE_S)
+
+    return serve

@@ -1,0 +1,63 @@
+"""Google's AutoML v1 and Vertex AI REST paths on the gateway's aiohttp application.
+
+``POST /v1/projects/P/locations/L/models/M:predict`` (AutoML v1),
+``POST /v1/projects/P/locations/L/endpoints/E:predict`` and ``GET .../endpoints/E``
+(Vertex AI): the paths Google's clients send with ``transport="rest"``. Each refusal
+is answered in Google's error shape, so the clients raise their own exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from autovision.serving import google_api, google_service
+from autovision.serving.gateway import ADMISSION, UPSTREAM, GatewayConfig, GatewayError, _read_json
+
+_NAME = "projects/{project:[^/]+}/locations/{location:[^/]+}"
+AUTOML_PREDICT = f"/v1/{_NAME}/models/{{resource:[^/:]+}}:predict"
+VERTEX_PREDICT = f"/v1/{_NAME}/endpoints/{{resource:[^/:]+}}:predict"
+VERTEX_ENDPOINT = f"/v1/{_NAME}/endpoints/{{resource:[^/:]+}}"
+
+
+def _name(request: web.Request, collection: str) -> str:
+    info = request.match_info
+    return google_api.resource_name(info["project"], info["location"], collection, info["resource"])
+
+
+def google_error(error: GatewayError) -> web.Response:
+    """A refusal in Google's error shape, with Retry-After when the gateway has one."""
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    body = google_api.error_body(error)
+    return web.json_response(body, status=body["error"]["code"], headers=headers)
+
+
+Operation = Callable[[Any, GatewayConfig, str, Any], Awaitable[dict[str, Any]]]
+
+
+def add_routes(app: web.Application, config: GatewayConfig) -> None:
+    """Serve Google's predict paths (and Vertex's endpoint read) for the model in ``config``."""
+
+    def predict(operation: Operation, collection: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                async with request.app[ADMISSION].slot():
+                    body = await _read_json(request, config)
+                    answer = await operation(request.app[UPSTREAM], config, _name(request, collection), body)
+            except GatewayError as error:
+                return google_error(error)
+            return web.json_response(answer)
+
+        return handle
+
+    async def endpoint(request: web.Request) -> web.Response:
+        try:
+            return web.json_response(google_service.get_endpoint(config, _name(request, "endpoints")))
+        except GatewayError as error:
+            return google_error(error)
+
+    app.router.add_post(AUTOML_PREDICT, predict(google_service.automl_predict, "models"))
+    app.router.add_post(VERTEX_PREDICT, predict(google_service.vertex_predict, "endpoints"))
+    app.router.add_get(VERTEX_ENDPOINT, endpoint)

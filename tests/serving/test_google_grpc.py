@@ -1,0 +1,135 @@
+"""Google's own clients over gRPC against ``autovision serve``: an insecure channel is the only change.
+
+The generated clients' ``PredictionServiceGrpcTransport`` on ``grpc.insecure_channel`` get
+the labels and scores tritonclient gets from Triton, and the gRPC status of each refusal
+as the client's own exception (InvalidArgument, NotFound, ResourceExhausted).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.api_core import exceptions
+from google.cloud import aiplatform_v1
+from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import EndpointServiceGrpcTransport
+
+from autovision.serving import Prediction, predict
+from autovision.serving.tritonserver import free_ports
+from tests.support.google_clients import (
+    ENDPOINT,
+    IMAGE,
+    REFUSALS,
+    Refusal,
+    anonymous,
+    automl_predict,
+    grpc_clients,
+    rest_clients,
+    vertex_predict,
+)
+from tests.support.served import GOOGLE_MAX_IMAGE_BYTES, Endpoints, Run
+from tests.support.serving import LABELS, encode_image, needs_tritonserver
+
+
+def triton_answer(endpoints: Endpoints, image: bytes) -> list[Prediction]:
+    """What tritonclient gets from Triton itself, every label best first."""
+    return predict(image, endpoints.kserve_http, top_k=len(LABELS))
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_automl_client_gets_tritons_labels_and_scores(google_served: tuple[Run, Endpoints]) -> None:
+    endpoints = google_served[1]
+    expected = triton_answer(endpoints, IMAGE)
+    response = automl_predict(grpc_clients(endpoints.google_grpc), score_threshold="0")
+    assert [a.display_name for a in response.payload] == [p.label for p in expected]
+    assert [a.classification.score for a in response.payload] == pytest.approx([p.score for p in expected], abs=1e-6)
+    best = automl_predict(grpc_clients(endpoints.google_grpc), score_threshold=str(expected[0].score))
+    assert [a.display_name for a in best.payload] == [expected[0].label]
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_vertex_client_gets_tritons_labels_and_scores(google_served: tuple[Run, Endpoints]) -> None:
+    endpoints = google_served[1]
+    images = [IMAGE, encode_image("PNG", seed=8)]
+    response = vertex_predict(grpc_clients(endpoints.google_grpc), images, confidenceThreshold=0.0, maxPredictions=3)
+    assert response.deployed_model_id == "autovision"
+    for image, prediction in zip(images, response.predictions, strict=True):
+        expected = triton_answer(endpoints, image)[:3]
+        assert list(prediction["displayNames"]) == [p.label for p in expected]
+        assert list(prediction["ids"]) == [str(p.index) for p in expected]
+        assert list(prediction["confidences"]) == pytest.approx([p.score for p in expected], abs=1e-6)
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_endpoint_service_answers_get_endpoint(google_served: tuple[Run, Endpoints]) -> None:
+    channel = grpc.insecure_channel(google_served[1].google_grpc)
+    client = aiplatform_v1.EndpointServiceClient(transport=EndpointServiceGrpcTransport(channel=channel))
+    endpoint = client.get_endpoint(name=ENDPOINT)
+    assert (endpoint.name, [m.id for m in endpoint.deployed_models]) == (ENDPOINT, ["autovision"])
+    assert dict(endpoint.traffic_split) == {"autovision": 100}
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+@pytest.mark.parametrize("refusal", REFUSALS, ids=[r.id for r in REFUSALS])
+def test_refusals_raise_the_clients_own_exceptions(google_served: tuple[Run, Endpoints], refusal: Refusal) -> None:
+    with pytest.raises(refusal.grpc, match=refusal.message):
+        refusal.call(grpc_clients(google_served[1].google_grpc))
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_a_message_over_the_size_limit_is_refused_by_grpc(google_served: tuple[Run, Endpoints]) -> None:
+    """The limit is the REST body's: the base64 of the largest image and 64 KiB; gRPC refuses more itself."""
+    clients = grpc_clients(google_served[1].google_grpc)
+    with pytest.raises(exceptions.ResourceExhausted, match="larger than max"):
+        automl_predict(clients, b"\xff" * (2 * GOOGLE_MAX_IMAGE_BYTES + 64 * 1024))
+
+
+@pytest.fixture(scope="module")
+def pod_gateway() -> Iterator[tuple[str, str]]:
+    """The gateway as a ModelDeployment pod runs it (``python -m autovision.serving.gateway``), its Triton down."""
+    port, grpc_port, triton_port = free_ports(3)
+    command = [sys.executable, "-m", "autovision.serving.gateway", "--host=127.0.0.1", f"--port={port}"]
+    command += [f"--grpc-port={grpc_port}", f"--triton-url=127.0.0.1:{triton_port}", "--public-name=flowers"]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as gateway:
+        try:
+            deadline = time.monotonic() + 60
+            while not listening(port) or not listening(grpc_port):
+                assert gateway.poll() is None, gateway.communicate()[1]
+                assert time.monotonic() < deadline, "the gateway did not start listening"
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+        finally:
+            gateway.terminate()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.e2e
+def test_the_pods_gateway_serves_both_transports_and_says_when_triton_is_unavailable(
+    pod_gateway: tuple[str, str],
+) -> None:
+    """Its endpoint is the ModelDeployment's name; a prediction with Triton down is UNAVAILABLE on both transports."""
+    url, target = pod_gateway
+    name = "projects/p/locations/europe-west4/endpoints/flowers"
+    rest = aiplatform_v1.EndpointServiceClient(
+        credentials=anonymous(), transport="rest", client_options={"api_endpoint": url}
+    )
+    assert [m.id for m in rest.get_endpoint(name=name).deployed_models] == ["flowers"]
+    for clients in (rest_clients(url), grpc_clients(target)):
+        with pytest.raises(exceptions.ServiceUnavailable, match="not ready in Triton"):
+            vertex_predict(clients, [IMAGE], endpoint=name)
+        with pytest.raises(exceptions.NotFound, match="'autovision' is not served here; this serves 'flowers'"):
+            automl_predict(clients)
