@@ -19,10 +19,11 @@ def cpu_model() -> str:
 
 
 class StageClock:
-    """A progress reporter that only records when each stage starts, to report wall time per stage."""
+    """A progress reporter that records when each stage starts (wall time per stage) and the notes it got."""
 
     def __init__(self) -> None:
         self.starts: list[tuple[str, float]] = []
+        self.notes: list[str] = []
 
     def stage(self, title: str, total: float | None = None) -> None:
         """Record when a stage starts."""
@@ -32,7 +33,8 @@ class StageClock:
         """Progress within a stage is not timed."""
 
     def note(self, message: str) -> None:
-        """Notes are not timed."""
+        """Kept for the result: what a user would have been told."""
+        self.notes.append(message)
 
     def durations(self, end: float, digits: int = 2) -> dict[str, float]:
         """Wall seconds of each stage, by title (a stage lasts until the next one starts)."""

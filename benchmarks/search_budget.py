@@ -105,6 +105,7 @@ def run(data: Path | None, budget: int, optimize_for: OptimizeFor, seed: int) ->
         "paretoFront": search["paretoFront"],
         "stageWallSeconds": clock.durations(ended, digits=1),
         "wallSeconds": round(ended - started, 1),
+        "notes": clock.notes,
     }
 
 
