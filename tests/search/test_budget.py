@@ -212,3 +212,14 @@ def test_the_minimum_budget_buys_the_smallest_trial_and_the_final_fit_share() ->
     assert smallest == 2.0 + MIN_STEPS * 1.25 + 4.0
     assert minimum_budget(smallest) * BUDGET_UNIT_SECONDS * 0.8 >= smallest
     assert (minimum_budget(smallest) - 1) * BUDGET_UNIT_SECONDS * 0.8 < smallest
+
+
+def test_a_stretch_that_runs_late_is_checked_again_at_every_step() -> None:
+    clock, ledger = FakeClock(), MemoryLedger([Claim(0.0, 0.0, 0.0, True)])
+    gate = BudgetGate(10.0, ledger.slot(0), clock, finish=0.0, prior=0.1)
+    assert gate.may_step(0.0, None, 100)
+    assert gate.granted > 1, "a check's worth of 0.125 s steps"
+    clock.now = 9.0  # the first step took 9 s: the device slowed down
+    assert gate.may_step(9.0, 0.1, 99)
+    assert gate.granted == 7, "checked again: only the 8 steps of 0.125 s that fit in the 1 s left"
+    assert committed(ledger.claims(), clock()) <= 10.0

@@ -132,7 +132,8 @@ class BudgetGate:
     Publishing before reading means that of two workers checking at once, the
     later sees the earlier. Before its first step a trial's pace is ``prior``
     (an earlier trial's of the same configuration) or unknown: one step then
-    measures it.
+    measures it. A stretch that runs late (its steps slower than claimed, as on a
+    device another job now shares) is checked again at every step from then on.
     """
 
     def __init__(
@@ -144,12 +145,13 @@ class BudgetGate:
         self.finish = finish
         self.prior = prior
         self.granted = 0
+        self.deadline = 0.0
         self.stopped = False
 
     def may_step(self, spent: float, step_seconds: float | None, epoch_steps_left: int) -> bool:
         """Whether the trial may take one more step, having spent ``spent`` at ``step_seconds`` a step, with
         ``epoch_steps_left`` steps (this one included) before its epoch ends."""
-        if self.granted > 0:
+        if self.granted > 0 and self.clock() <= self.deadline:
             self.granted -= 1
             return True
         measured = step_seconds if step_seconds is not None else self.prior
@@ -167,6 +169,7 @@ class BudgetGate:
                 return False
             self.ledger.publish(Claim(spent, stretch * pace + finish, self.clock(), True))
         self.granted = stretch - 1
+        self.deadline = self.clock() + stretch * pace
         return True
 
 
