@@ -71,6 +71,12 @@ class OperatorConfig(Settings):
         description="Image of the AutoML JSON gateway beside Triton; empty means the trainer image, "
         "which ships the autovision package and its serving extras.",
     )
+    serving_service_account: str = Field(
+        default="autovision-serving",
+        description="ServiceAccount the serving pods of a ModelDeployment with spec.auth.requireToken run as: "
+        "allowed to create TokenReviews and SubjectAccessReviews (the chart creates it, and binds it, in the "
+        "namespaces of servingAuth.namespaces).",
+    )
     image_pull_secrets: list[LocalObjectReference] = Field(default=[], description="Pull secrets of every Job pod.")
     gpu_node_selector: dict[str, str] = Field(default={}, description="Node selector of GPU pods a spec leaves empty.")
     gpu_tolerations: list[Toleration] = Field(default=[], description="Tolerations of GPU pods a spec leaves empty.")

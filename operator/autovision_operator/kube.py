@@ -146,6 +146,13 @@ class Kube:
         """Whether a Secret exists; its data is never looked at."""
         return _read(lambda: self.core.read_namespaced_secret(name, namespace, _preload_content=False)) is not None
 
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        """Whether a ServiceAccount exists (the one token-checking serving pods run as)."""
+        return (
+            _read(lambda: self.core.read_namespaced_service_account(name, namespace, _preload_content=False))
+            is not None
+        )
+
     def ensure_job(self, job: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create a Job unless it exists; return it and whether this call created it."""
         namespace, name = _identity(job)

@@ -79,6 +79,8 @@ PREDICT: Final = Port("predict", 8080, "http")
 # Google's AutoML v1 and Vertex AI PredictionService over gRPC, served by the gateway.
 GOOGLE_GRPC: Final = Port("google-grpc", 8081, "kubernetes.io/h2c")
 GATEWAY_PORTS: Final = (PREDICT, GOOGLE_GRPC)
+GOOGLE_LOCATION: Final = "cluster"
+"""The location in the Google resource names status lists (any is accepted)."""
 TRITON_PORTS: Final = (HTTP, GRPC, METRICS)
 
 # Triton downloads the whole repository from S3 and loads every model before its
@@ -281,13 +283,52 @@ def selector_labels(deployment: ModelDeployment) -> dict[str, str]:
 
 
 def serving_endpoints(deployment: ModelDeployment) -> Endpoints:
-    """In-cluster addresses of the Service: KServe v2 HTTP and gRPC, and the AutoML JSON predict URL."""
-    host = f"{serving_name(deployment)}.{deployment.metadata.namespace}.svc"
+    """In-cluster addresses of the Service: KServe v2 HTTP and gRPC, the AutoML JSON predict URL, and Google's.
+
+    Google's names take the namespace as project and ``GOOGLE_LOCATION`` as location, both ignored by
+    the gateway: they are there to be copied into a client as they are. With token checks the KServe
+    ports are not in the Service, so they are not listed.
+    """
+    namespace, name = deployment.metadata.namespace, deployment.metadata.name
+    host = f"{serving_name(deployment)}.{namespace}.svc"
+    kserve = not deployment.spec.auth.require_token
     return Endpoints(
-        http=f"{host}:{HTTP.number}",
-        grpc=f"{host}:{GRPC.number}",
-        predict=f"http://{host}:{PREDICT.number}/v1/models/{deployment.metadata.name}:predict",
+        http=f"{host}:{HTTP.number}" if kserve else None,
+        grpc=f"{host}:{GRPC.number}" if kserve else None,
+        predict=f"http://{host}:{PREDICT.number}/v1/models/{name}:predict",
+        google_rest=f"http://{host}:{PREDICT.number}",
+        google_grpc=f"{host}:{GOOGLE_GRPC.number}",
+        automl_model=f"projects/{namespace}/locations/{GOOGLE_LOCATION}/models/{name}",
+        vertex_endpoint=f"projects/{namespace}/locations/{GOOGLE_LOCATION}/endpoints/{name}",
     )
+
+
+# --- token checks (spec.auth.requireToken) ------------------------------------
+
+
+def serving_service_account(deployment: ModelDeployment, config: OperatorConfig) -> str | None:
+    """The ServiceAccount token-checking serving pods run as (the chart's, with RBAC for the reviews); None without."""
+    return config.serving_service_account if deployment.spec.auth.require_token else None
+
+
+def _token_check_identity(deployment: ModelDeployment, config: OperatorConfig) -> dict[str, Any]:
+    """What the pod spec needs for the gateway to ask TokenReview and SubjectAccessReview: an account and its token."""
+    account = serving_service_account(deployment, config)
+    if account is None:
+        return {}
+    # The chart's account grants only the two reviews; Triton gets the token mounted too (one pod-wide switch).
+    return {"serviceAccountName": account, "automountServiceAccountToken": True}
+
+
+def _token_check_env(deployment: ModelDeployment) -> list[dict[str, Any]]:
+    """The gateway's settings of token checks: on, and the ModelDeployment callers need predict on."""
+    if not deployment.spec.auth.require_token:
+        return []
+    return [
+        {"name": env.GATEWAY_REQUIRE_TOKEN, "value": "true"},
+        {"name": env.GATEWAY_DEPLOYMENT_NAME, "value": str(deployment.metadata.name)},
+        {"name": env.GATEWAY_DEPLOYMENT_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
 
 
 def replica_floor(deployment: ModelDeployment) -> int:
@@ -334,6 +375,7 @@ def build_triton_deployment(
             }
         ],
     }
+    pod_spec.update(_token_check_identity(deployment, config))
     if config.gpu_node_selector:
         pod_spec["nodeSelector"] = dict(config.gpu_node_selector)
     if config.gpu_tolerations:
@@ -370,6 +412,8 @@ def build_triton_service(deployment: ModelDeployment) -> dict[str, Any]:
             "appProtocol": port.app_protocol,
         }
         for port in (*TRITON_PORTS, *GATEWAY_PORTS)
+        # With token checks only the gateway, which checks them, is in front of the model.
+        if not (deployment.spec.auth.require_token and port in (HTTP, GRPC))
     ]
     return _child(
         deployment, "v1", "Service", {"type": "ClusterIP", "selector": selector_labels(deployment), "ports": ports}
@@ -555,6 +599,7 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
         {"name": "HOME", "value": "/tmp"},
         *image_policy_env(config),
         *({"name": name, "value": value} for name, value in settings.items()),
+        *_token_check_env(deployment),
     ]
     return {
         "name": GATEWAY_CONTAINER,

@@ -39,6 +39,7 @@ from autovision_operator.serving_builders import (
     serving_endpoints,
     serving_name,
     serving_secret,
+    serving_service_account,
     trained_model,
     uri_model,
 )
@@ -91,6 +92,13 @@ def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> di
     if secret and not context.kube.secret_exists(namespace, secret):
         message = f"Secret {secret} (storage credentials of the model) not found in {namespace}"
         raise NotReadyError("SecretNotFound", message)
+    account = serving_service_account(deployment, context.config)
+    if account and not context.kube.service_account_exists(namespace, account):
+        message = (
+            f"ServiceAccount {account} (the serving pods' identity for spec.auth.requireToken) not found in "
+            f"{namespace}: install the chart with servingAuth.namespaces including {namespace}"
+        )
+        raise NotReadyError("ServiceAccountNotFound", message)
     return _converge_children(context, body, deployment, model, secret)
 
 

@@ -527,6 +527,20 @@ class Autoscaling(WireModel):
         return self
 
 
+class ServingAuth(WireModel):
+    """Who may ask the deployed model for predictions."""
+
+    require_token: bool = Field(
+        default=False,
+        description="Answer only callers sending a Kubernetes bearer token (Authorization: Bearer) whose user "
+        "may create the predict subresource of this ModelDeployment (RBAC: verb create on "
+        "modeldeployments/predict, group autovision.dev), checked by TokenReview and SubjectAccessReview; "
+        "others get 401 UNAUTHENTICATED or 403 PERMISSION_DENIED. Triton's own KServe ports are then left "
+        "out of the Service. The serving pods run as the chart's serving ServiceAccount, which must exist "
+        "in the namespace (chart value servingAuth.namespaces).",
+    )
+
+
 class ModelDeploymentSpec(WireModel):
     """Which model to serve, on how many nodes."""
 
@@ -538,6 +552,7 @@ class ModelDeploymentSpec(WireModel):
     score_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Predictions scoring below this are left out of responses."
     )
+    auth: ServingAuth = Field(default=ServingAuth(), description="Token checks of prediction requests.")
 
 
 class Endpoints(StatusModel):
@@ -546,6 +561,18 @@ class Endpoints(StatusModel):
     http: str | None = Field(default=None, description="KServe v2 HTTP endpoint.")
     grpc: str | None = Field(default=None, description="KServe v2 gRPC endpoint.")
     predict: str | None = Field(default=None, description="AutoML-style JSON predict endpoint.")
+    google_rest: str | None = Field(
+        default=None, description="api_endpoint of Google's AutoML and Vertex AI clients over REST."
+    )
+    google_grpc: str | None = Field(
+        default=None, description="Target of Google's AutoML and Vertex AI clients over gRPC (insecure channel)."
+    )
+    automl_model: str | None = Field(
+        default=None, description="The model name to pass to AutoML v1 predict (project and location are ignored)."
+    )
+    vertex_endpoint: str | None = Field(
+        default=None, description="The endpoint name to pass to Vertex AI predict (project and location are ignored)."
+    )
 
 
 class ModelDeploymentStatus(ResourceStatus):

@@ -84,6 +84,18 @@ class Settings(BaseSettings):
     gateway_upstream_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Longest wait for Triton's answer before the gateway answers 503."
     )
+    gateway_require_token: bool = Field(
+        default=False,
+        description="Answer only callers whose bearer token a Kubernetes TokenReview accepts and whom a "
+        "SubjectAccessReview allows to create the predict subresource of the served ModelDeployment "
+        "(set by the operator from spec.auth.requireToken; off locally).",
+    )
+    gateway_deployment_name: str | None = Field(
+        default=None, description="The ModelDeployment a gateway serves, whose predict permission callers need."
+    )
+    gateway_deployment_namespace: str | None = Field(
+        default=None, description="The namespace of the ModelDeployment a gateway serves."
+    )
     import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=IMPORT_URI_SCHEMES,
         description="URI schemes an import may read, its source and a CSV index's rows alike; comma-separated. "

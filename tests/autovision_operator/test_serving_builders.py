@@ -481,3 +481,58 @@ def test_an_autoscaler_owns_the_replicas() -> None:
     assert patch is not None
     assert "replicas" not in patch["spec"]
     assert patch["spec"]["template"]["metadata"]["annotations"] == {sb.MODEL_VERSION_ANNOTATION: "v2"}
+
+
+# --- token checks (spec.auth.requireToken) ---------------------------------------------
+
+
+def test_endpoints_name_googles_addresses_to_copy() -> None:
+    endpoints = sb.serving_endpoints(make_model_deployment())
+    assert endpoints.google_rest == "http://flowers.ml.svc:8080"
+    assert endpoints.google_grpc == "flowers.ml.svc:8081"
+    assert endpoints.automl_model == "projects/ml/locations/cluster/models/flowers"
+    assert endpoints.vertex_endpoint == "projects/ml/locations/cluster/endpoints/flowers"
+
+
+def test_without_token_checks_the_pods_have_no_identity_and_the_gateway_checks_nothing() -> None:
+    md = make_model_deployment()
+    assert sb.serving_service_account(md, make_config()) is None
+    pod = deployment_for()["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
+    names = {item["name"] for item in containers(deployment_for())["gateway"]["env"]}
+    assert not names & {env.GATEWAY_REQUIRE_TOKEN, env.GATEWAY_DEPLOYMENT_NAME, env.GATEWAY_DEPLOYMENT_NAMESPACE}
+
+
+def test_token_checks_run_the_pods_as_the_serving_account_with_its_token() -> None:
+    config = make_config().model_copy(update={"serving_service_account": "reviewer"})
+    built = deployment_for(config, auth={"requireToken": True})
+    validate(built)
+    pod = built["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "reviewer"
+    assert pod["automountServiceAccountToken"] is True
+    gateway_env = {item["name"]: item for item in containers(built)["gateway"]["env"]}
+    assert gateway_env[env.GATEWAY_REQUIRE_TOKEN]["value"] == "true"
+    assert gateway_env[env.GATEWAY_DEPLOYMENT_NAME]["value"] == "flowers"
+    namespace = gateway_env[env.GATEWAY_DEPLOYMENT_NAMESPACE]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert namespace == "metadata.namespace"
+    assert sb.serving_service_account(make_model_deployment(auth={"requireToken": True}), config) == "reviewer"
+
+
+def test_the_gateway_reads_its_token_settings_as_the_pod_sets_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway_env = containers(deployment_for(auth={"requireToken": True}))["gateway"]["env"]
+    for item in gateway_env:
+        monkeypatch.setenv(item["name"], item.get("value") or "ml")
+    settings = Settings()
+    assert (settings.gateway_require_token, settings.gateway_deployment_name) == (True, "flowers")
+    assert settings.gateway_deployment_namespace == "ml"
+
+
+def test_token_checks_leave_only_the_gateway_in_front_of_the_model() -> None:
+    md = make_model_deployment(auth={"requireToken": True})
+    service = sb.build_triton_service(md)
+    validate(service)
+    assert {port["name"] for port in service["spec"]["ports"]} == {"metrics", "predict", "google-grpc"}
+    endpoints = sb.serving_endpoints(md)
+    assert (endpoints.http, endpoints.grpc) == (None, None)
+    assert endpoints.vertex_endpoint == "projects/ml/locations/cluster/endpoints/flowers"

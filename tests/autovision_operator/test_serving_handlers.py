@@ -117,6 +117,28 @@ async def test_model_deployment_create_scale_update_delete(cluster: Cluster, ser
         await children_go_with_the_model_deployment(cluster, owner_uid)
 
 
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(60)
+async def test_token_checks_wait_for_the_serving_account(cluster: Cluster, serving_config: OperatorConfig) -> None:
+    """spec.auth.requireToken: nothing is deployed until the chart's serving ServiceAccount exists, then runs as it."""
+    await cluster.create_secret("s3-credentials")
+    await cluster.apply("datasets", DATASET)
+    await cluster.apply("trainingjobs", succeeded("run-a"))
+    spec = {"modelRef": {"trainingJob": "run-a"}, "auth": {"requireToken": True}}
+    async with running_operator(serving_config):
+        await cluster.apply(MODEL_DEPLOYMENTS, {**MODEL_DEPLOYMENT, "spec": spec})
+        waiting = await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, ready("ServiceAccountNotFound", "False"))
+        assert "servingAuth.namespaces" in _ready_message(waiting)
+        assert not await _exists(cluster.deployment(NAME))
+        await cluster.create_service_account(serving_config.serving_service_account)
+        triton = await eventually(lambda: cluster.deployment(NAME), "the Triton Deployment")
+        pod = triton["spec"]["template"]["spec"]
+        assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("autovision-serving", True)
+        ports = {port["name"] for port in (await cluster.service(NAME))["spec"]["ports"]}
+        assert ports == {"metrics", "predict", "google-grpc"}
+
+
 async def waits_for_a_servable_model(cluster: Cluster) -> None:
     """A missing or failed TrainingJob: Ready=False with the reason, and nothing deployed."""
     await cluster.apply(MODEL_DEPLOYMENTS, MODEL_DEPLOYMENT)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from autovision.resources import Endpoints, ModelDeploymentStatus, find_condition
-from autovision_operator.serving_builders import MODEL_VERSION_ANNOTATION
+from autovision.resources import Endpoints, ModelDeployment, ModelDeploymentStatus, find_condition, parse_resource
+from autovision_operator.serving_builders import MODEL_VERSION_ANNOTATION, serving_endpoints
 from autovision_operator.serving_status import Rollout, label_selector, observe_deployment, serving_status
 from autovision_operator.status import status_patch
 
@@ -155,3 +155,28 @@ def test_the_same_observation_changes_nothing(obj: dict[str, Any]) -> None:
     first = status_of(obj)
     again = status_of(obj, first, T1)
     assert status_patch(first, again) == {}
+
+
+def test_status_lists_googles_endpoints_to_copy() -> None:
+    md = parse_resource(
+        {
+            "apiVersion": "autovision.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "flowers", "namespace": "ml"},
+            "spec": {"modelRef": {"trainingJob": "run"}},
+        }
+    )
+    assert isinstance(md, ModelDeployment)
+    served = deployment(desired=1, observedGeneration=1, replicas=1, updatedReplicas=1, readyReplicas=1)
+    rollout = observe_deployment(served)
+    status = serving_status(ModelDeploymentStatus(), rollout, serving_endpoints(md), T0)
+    written = status.model_dump(mode="json", by_alias=True, exclude_none=True)["endpoints"]
+    assert written == {
+        "http": "flowers.ml.svc:8000",
+        "grpc": "flowers.ml.svc:8001",
+        "predict": "http://flowers.ml.svc:8080/v1/models/flowers:predict",
+        "googleRest": "http://flowers.ml.svc:8080",
+        "googleGrpc": "flowers.ml.svc:8081",
+        "automlModel": "projects/ml/locations/cluster/models/flowers",
+        "vertexEndpoint": "projects/ml/locations/cluster/endpoints/flowers",
+    }

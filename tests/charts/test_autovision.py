@@ -767,3 +767,47 @@ def test_escaped_template_delimiters_render_verbatim(tmp_path: Path) -> None:
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
     (chart / "templates" / "probe.yaml").write_text(escape_go_template(text))
     assert render({}, chart) == {"probe/templates/probe.yaml": text}
+
+
+# --- token checks of serving (servingAuth) ----------------------------------------------
+
+
+def test_serving_auth_creates_nothing_by_default() -> None:
+    rendered = objects(render({}))
+    assert [obj for obj in rendered if obj["metadata"]["name"].endswith("-serving-auth")] == []
+    assert [obj for obj in of_kind(rendered, "ServiceAccount") if obj["metadata"]["namespace"] != NAMESPACE] == []
+
+
+def test_serving_auth_grants_the_serving_account_exactly_the_gateways_reviews(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autovision.serving.access import ACCESS_REVIEWS, TOKEN_REVIEWS
+
+    rendered = objects(render({"servingAuth": {"namespaces": ["team-a", "team-b"]}}))
+    accounts = [obj for obj in of_kind(rendered, "ServiceAccount") if obj["metadata"]["namespace"] != NAMESPACE]
+    assert sorted((obj["metadata"]["namespace"], obj["metadata"]["name"]) for obj in accounts) == [
+        ("team-a", "autovision-serving"),
+        ("team-b", "autovision-serving"),
+    ]
+    assert all(obj["automountServiceAccountToken"] is False for obj in accounts)
+    (role,) = [obj for obj in of_kind(rendered, "ClusterRole") if obj["metadata"]["name"].endswith("-serving-auth")]
+    # What the gateway posts (/apis/GROUP/VERSION/PLURAL), as RBAC names it.
+    called = {(path.split("/")[2], path.split("/")[4], "create") for path in (TOKEN_REVIEWS, ACCESS_REVIEWS)}
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == called
+    (binding,) = [
+        obj for obj in of_kind(rendered, "ClusterRoleBinding") if obj["metadata"]["name"].endswith("-serving-auth")
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "autovision-serving", "namespace": namespace}
+        for namespace in ("team-a", "team-b")
+    ]
+    for obj in [*accounts, role, binding]:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, True)
+    # The operator runs token-checking pods as that account.
+    assert operator_config(operator_container(rendered), monkeypatch).serving_service_account == "autovision-serving"

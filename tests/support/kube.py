@@ -171,6 +171,10 @@ class Cluster:
         events = await self.call(self.core.list_namespaced_event, NAMESPACE)
         return {event["reason"] for event in events["items"]}
 
+    async def create_service_account(self, name: str) -> Any:
+        account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+        return await self.call(self.core.create_namespaced_service_account, NAMESPACE, account)
+
     async def create_secret(self, name: str) -> Any:
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"K": "v"}}
         return await self.call(self.core.create_namespaced_secret, NAMESPACE, secret)

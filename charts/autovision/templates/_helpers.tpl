@@ -190,9 +190,10 @@ KopfPeering in each served namespace.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "create", "patch", "delete"]
-# Whether a Dataset's storageSecretRef exists (its data is never read).
+# Whether a Dataset's storageSecretRef exists (its data is never read), and
+# whether the serving ServiceAccount of spec.auth.requireToken does.
 - apiGroups: [""]
-  resources: ["secrets"]
+  resources: ["secrets", "serviceaccounts"]
   verbs: ["get"]
 # Events about handler progress and errors (kopf.info / kopf.warn).
 - apiGroups: [""]

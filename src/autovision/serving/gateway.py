@@ -24,7 +24,7 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
@@ -36,6 +36,10 @@ from autovision.preprocess import ImageLimits
 from autovision.serving.client import Prediction, parse_classification
 from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
 from autovision.settings import Settings
+
+if TYPE_CHECKING:
+    # access imports this module (GatewayError); the gateway builds its Gatekeeper only when asked to.
+    from autovision.serving.access import AccessConfig, Gatekeeper
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 # Seconds a client is told to wait: a full queue drains within a request's time; a
@@ -121,6 +125,8 @@ class GatewayConfig:
     upstream_timeout_s: float = Settings.model_fields["gateway_upstream_timeout_seconds"].default
     # host:port of the gRPC Google PredictionService (google_grpc); None serves REST only.
     grpc_address: str | None = None
+    # Whose bearer tokens may predict (a ModelDeployment's spec.auth.requireToken); None checks none.
+    access: AccessConfig | None = None
 
     @classmethod
     def from_settings(cls, triton_url: str, settings: Settings, **names: Any) -> GatewayConfig:
@@ -204,6 +210,8 @@ def _unavailable(message: str) -> GatewayError:
 
 UPSTREAM = web.AppKey("upstream", _Upstream)
 ADMISSION = web.AppKey("admission", Admission)
+GATEKEEPER: web.AppKey[Gatekeeper | None] = web.AppKey("gatekeeper")
+HEALTH_PATH = "/healthz"
 
 
 async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]]:
@@ -243,15 +251,49 @@ async def _read_json(request: web.Request, config: GatewayConfig) -> Any:
         raise GatewayError(400, "request body is not JSON") from None
 
 
+def _refusal(request: web.Request, error: GatewayError) -> web.Response:
+    """A refused request in its path's dialect: Google's error shape on Google's paths, the gateway's elsewhere."""
+    if request.path.startswith("/v1/projects/"):
+        from autovision.serving.google_rest import google_error
+
+        response = google_error(error)
+    else:
+        response = _error(error)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@web.middleware
+async def _require_token(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every path but /healthz answers only callers the Gatekeeper lets through, before the body is read."""
+    gatekeeper = request.app[GATEKEEPER]
+    if gatekeeper is not None and request.path != HEALTH_PATH:
+        try:
+            await gatekeeper.check(request.headers.get("Authorization"))
+        except GatewayError as error:
+            return _refusal(request, error)
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 def create_app(config: GatewayConfig) -> web.Application:
     """The gateway's aiohttp application, forwarding to the Triton model in ``config``."""
-    app = web.Application(client_max_size=max_request_bytes(config.max_image_bytes))
+    app = web.Application(client_max_size=max_request_bytes(config.max_image_bytes), middlewares=[_require_token])
 
     async def connect(app: web.Application) -> Any:
         app[UPSTREAM] = _Upstream(config)
         app[ADMISSION] = Admission(config.max_concurrency, config.max_queue)
+        app[GATEKEEPER] = None
+        if config.access is not None:
+            from autovision.serving.access import Gatekeeper
+
+            app[GATEKEEPER] = Gatekeeper(config.access)
         yield
         await app[UPSTREAM].client.close()
+        gatekeeper = app[GATEKEEPER]
+        if gatekeeper is not None:
+            await gatekeeper.close()
 
     async def predict(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -273,7 +315,7 @@ def create_app(config: GatewayConfig) -> web.Application:
 
     app.cleanup_ctx.append(connect)
     app.router.add_post("/v1/models/{name:[^/:]+}:predict", predict)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get(HEALTH_PATH, healthz)
     # Google's AutoML v1 and Vertex AI dialects; those modules import this one. gRPC needs
     # the google extra (the clients' message classes), so it is imported only when served.
     from autovision.serving import google_rest
@@ -335,13 +377,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
     parser.add_argument("--grpc-port", type=int, default=None, help="Google's PredictionService over gRPC")
     args = parser.parse_args(argv)
+    from autovision.serving.access import access_config
+
+    settings = Settings()
     config = GatewayConfig.from_settings(
         args.triton_url,
-        Settings(),
+        settings,
         model_name=args.model_name,
         public_name=args.public_name or args.model_name,
         default_threshold=args.score_threshold,
         grpc_address=None if args.grpc_port is None else f"{args.host}:{args.grpc_port}",
+        access=access_config(settings),
     )
     web.run_app(create_app(config), host=args.host, port=args.port)
 

@@ -47,12 +47,16 @@ NOT_FOUND = GoogleStatus("NOT_FOUND", 404, grpc.StatusCode.NOT_FOUND)
 DEADLINE_EXCEEDED = GoogleStatus("DEADLINE_EXCEEDED", 504, grpc.StatusCode.DEADLINE_EXCEEDED)
 UNAVAILABLE = GoogleStatus("UNAVAILABLE", 503, grpc.StatusCode.UNAVAILABLE)
 INTERNAL = GoogleStatus("INTERNAL", 500, grpc.StatusCode.INTERNAL)
+UNAUTHENTICATED = GoogleStatus("UNAUTHENTICATED", 401, grpc.StatusCode.UNAUTHENTICATED)
+PERMISSION_DENIED = GoogleStatus("PERMISSION_DENIED", 403, grpc.StatusCode.PERMISSION_DENIED)
 
 # The gateway's HTTP statuses as Google names them. A too large image or body is an
 # invalid argument to Google (it has no 413); a body not received in time a deadline.
 _BY_GATEWAY_STATUS = {
     400: INVALID_ARGUMENT,
     413: INVALID_ARGUMENT,
+    401: UNAUTHENTICATED,
+    403: PERMISSION_DENIED,
     404: NOT_FOUND,
     408: DEADLINE_EXCEEDED,
     503: UNAVAILABLE,

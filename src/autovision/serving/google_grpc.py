@@ -21,7 +21,14 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 from autovision.serving import google_api, google_service
-from autovision.serving.gateway import ADMISSION, UPSTREAM, GatewayConfig, GatewayError, max_request_bytes
+from autovision.serving.gateway import (
+    ADMISSION,
+    GATEKEEPER,
+    UPSTREAM,
+    GatewayConfig,
+    GatewayError,
+    max_request_bytes,
+)
 
 AUTOML_SERVICE = "google.cloud.automl.v1.PredictionService"
 VERTEX_SERVICE = "google.cloud.aiplatform.v1.PredictionService"
@@ -44,6 +51,14 @@ def _method(handler: Handler, request: type[Message]) -> grpc.RpcMethodHandler[A
     )
 
 
+def authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The call's ``authorization`` metadata (what a client's bearer credentials send), if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
 def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRpcHandler]:
     """The three services' handlers, answering from the gateway application's Triton client."""
     automl_request, automl_response = automl_v1.PredictRequest.pb(), automl_v1.PredictResponse.pb()
@@ -52,6 +67,9 @@ def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRp
 
     async def answer(context: grpc.aio.ServicerContext[Any, Any], response: type[Message], work: Any) -> Message:
         try:
+            gatekeeper = app[GATEKEEPER]
+            if gatekeeper is not None:
+                await gatekeeper.check(authorization(context))
             result = await work()
         except GatewayError as error:
             await context.abort(google_api.google_status(error).grpc_code, error.message)
