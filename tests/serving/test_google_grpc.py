@@ -19,7 +19,6 @@ from google.api_core import exceptions
 from google.cloud import aiplatform_v1
 from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import EndpointServiceGrpcTransport
 
-from autovision.serving import Prediction, predict
 from autovision.serving.tritonserver import free_ports
 from tests.support.google_clients import (
     ENDPOINT,
@@ -30,15 +29,11 @@ from tests.support.google_clients import (
     automl_predict,
     grpc_clients,
     rest_clients,
+    triton_answer,
     vertex_predict,
 )
 from tests.support.served import GOOGLE_MAX_IMAGE_BYTES, Endpoints, Run
-from tests.support.serving import LABELS, encode_image, needs_tritonserver
-
-
-def triton_answer(endpoints: Endpoints, image: bytes) -> list[Prediction]:
-    """What tritonclient gets from Triton itself, every label best first."""
-    return predict(image, endpoints.kserve_http, top_k=len(LABELS))
+from tests.support.serving import encode_image, needs_tritonserver
 
 
 @pytest.mark.e2e

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 from google.cloud import aiplatform
 
-from autovision.serving import Prediction, predict
 from tests.support.google_clients import (
     ENDPOINT,
     IMAGE,
@@ -21,15 +20,11 @@ from tests.support.google_clients import (
     automl_predict,
     content,
     rest_clients,
+    triton_answer,
     vertex_predict,
 )
 from tests.support.served import Endpoints, Run
-from tests.support.serving import LABELS, encode_image, needs_tritonserver
-
-
-def triton_answer(endpoints: Endpoints, image: bytes) -> list[Prediction]:
-    """What tritonclient gets from Triton itself, every label best first."""
-    return predict(image, endpoints.kserve_http, top_k=len(LABELS))
+from tests.support.serving import encode_image, needs_tritonserver
 
 
 @pytest.mark.e2e

@@ -22,8 +22,9 @@ from google.cloud.automl_v1.services.prediction_service.transports import (
     PredictionServiceGrpcTransport as AutoMLGrpcTransport,
 )
 
-from tests.support.served import GOOGLE_MAX_IMAGE_BYTES
-from tests.support.serving import encode_image
+from autovision.serving import Prediction, predict
+from tests.support.served import GOOGLE_MAX_IMAGE_BYTES, Endpoints
+from tests.support.serving import LABELS, encode_image
 
 MODEL = "projects/my-project/locations/us-central1/models/autovision"
 ENDPOINT = "projects/my-project/locations/us-central1/endpoints/autovision"
@@ -144,3 +145,8 @@ REFUSALS = [
         "'tulips' is not served here",
     ),
 ]
+
+
+def triton_answer(endpoints: Endpoints, image: bytes) -> list[Prediction]:
+    """What tritonclient gets from Triton itself, every label best first: what the clients must match."""
+    return predict(image, endpoints.kserve_http, top_k=len(LABELS))
