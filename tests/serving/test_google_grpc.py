@@ -1,8 +1,6 @@
-"""Google's own clients over gRPC against ``autovision serve``: an insecure channel is the only change.
+"""What only the gRPC service does: GetEndpoint, gRPC's own size limit, the gateway started as a pod starts it.
 
-The generated clients' ``PredictionServiceGrpcTransport`` on ``grpc.insecure_channel`` get
-the labels and scores tritonclient gets from Triton, and the gRPC status of each refusal
-as the client's own exception (InvalidArgument, NotFound, ResourceExhausted).
+Predictions and refusals over both transports are tested in ``test_google_service.py``.
 """
 
 from __future__ import annotations
@@ -23,43 +21,14 @@ from autovision.serving.tritonserver import free_ports
 from tests.support.google_clients import (
     ENDPOINT,
     IMAGE,
-    REFUSALS,
-    Refusal,
     anonymous,
     automl_predict,
     grpc_clients,
     rest_clients,
-    triton_answer,
     vertex_predict,
 )
 from tests.support.served import GOOGLE_MAX_IMAGE_BYTES, Endpoints, Run
-from tests.support.serving import encode_image, needs_tritonserver
-
-
-@pytest.mark.e2e
-@needs_tritonserver
-def test_automl_client_gets_tritons_labels_and_scores(google_served: tuple[Run, Endpoints]) -> None:
-    endpoints = google_served[1]
-    expected = triton_answer(endpoints, IMAGE)
-    response = automl_predict(grpc_clients(endpoints.google_grpc), score_threshold="0")
-    assert [a.display_name for a in response.payload] == [p.label for p in expected]
-    assert [a.classification.score for a in response.payload] == pytest.approx([p.score for p in expected], abs=1e-6)
-    best = automl_predict(grpc_clients(endpoints.google_grpc), score_threshold=str(expected[0].score))
-    assert [a.display_name for a in best.payload] == [expected[0].label]
-
-
-@pytest.mark.e2e
-@needs_tritonserver
-def test_vertex_client_gets_tritons_labels_and_scores(google_served: tuple[Run, Endpoints]) -> None:
-    endpoints = google_served[1]
-    images = [IMAGE, encode_image("PNG", seed=8)]
-    response = vertex_predict(grpc_clients(endpoints.google_grpc), images, confidenceThreshold=0.0, maxPredictions=3)
-    assert response.deployed_model_id == "autovision"
-    for image, prediction in zip(images, response.predictions, strict=True):
-        expected = triton_answer(endpoints, image)[:3]
-        assert list(prediction["displayNames"]) == [p.label for p in expected]
-        assert list(prediction["ids"]) == [str(p.index) for p in expected]
-        assert list(prediction["confidences"]) == pytest.approx([p.score for p in expected], abs=1e-6)
+from tests.support.serving import needs_tritonserver
 
 
 @pytest.mark.e2e
@@ -70,14 +39,6 @@ def test_endpoint_service_answers_get_endpoint(google_served: tuple[Run, Endpoin
     endpoint = client.get_endpoint(name=ENDPOINT)
     assert (endpoint.name, [m.id for m in endpoint.deployed_models]) == (ENDPOINT, ["autovision"])
     assert dict(endpoint.traffic_split) == {"autovision": 100}
-
-
-@pytest.mark.e2e
-@needs_tritonserver
-@pytest.mark.parametrize("refusal", REFUSALS, ids=[r.id for r in REFUSALS])
-def test_refusals_raise_the_clients_own_exceptions(google_served: tuple[Run, Endpoints], refusal: Refusal) -> None:
-    with pytest.raises(refusal.grpc, match=refusal.message):
-        refusal.call(grpc_clients(google_served[1].google_grpc))
 
 
 @pytest.mark.e2e
