@@ -114,6 +114,9 @@ TRITON_BASE_BYTES: Final = 1024 * MIB
 # What else the Python backend puts in /dev/shm: each preprocessing instance's output
 # batch (32 x 3 x 260 x 260 float32 = 26 MB at most) and the stubs' control regions.
 SHM_OVERHEAD_BYTES: Final = 256 * MIB
+# Copies of its batch's encoded images a decoding stub holds besides /dev/shm: as_numpy's
+# deserialised BYTES tensor and a transient one (measured: 2.0 x the batch's bytes).
+STUB_BATCH_COPIES: Final = 2
 # Triton localises the S3 repository into /tmp before loading it.
 TMP_SIZE: Final = "4Gi"
 # Scale out at 70 % of the requested CPU: headroom for the new pods' start-up.
@@ -141,15 +144,18 @@ class TritonMemory:
 
     K decoding instances (``decode_memory_bytes // (max_pixels x 8)``, as export
     writes them) each execute a batch of up to ``max_batch_size`` encoded images at
-    the byte limit: the batch sits in /dev/shm and again in the stub's heap, and one
-    of its images is decoded at a time. Triton's queue holds ``QUEUED_BATCHES``
-    more batches; the server, the idle stubs and the model come on top.
+    the byte limit: the batch sits in /dev/shm, and twice in the stub's heap (the
+    deserialised BYTES tensor and a transient copy: measured with the local
+    tritonserver, docs/benchmarks.md); one of its images is decoded at a time. The
+    server keeps every request it holds, the K executing batches and the
+    ``QUEUED_BATCHES`` queued ones, as received. The server, the idle stubs and the
+    model come on top.
     """
 
     decoded: int
     shared: int
     executing: int
-    queued: int
+    received: int
     base: int = TRITON_BASE_BYTES
 
     @classmethod
@@ -161,13 +167,13 @@ class TritonMemory:
         return cls(
             decoded=instances * limits.decode_bytes(),
             shared=instances * batch_bytes + SHM_OVERHEAD_BYTES,
-            executing=instances * batch_bytes,
-            queued=QUEUED_BATCHES * batch_bytes,
+            executing=STUB_BATCH_COPIES * instances * batch_bytes,
+            received=(instances + QUEUED_BATCHES) * batch_bytes,
         )
 
     def total(self) -> int:
         """Bytes the Triton container may use at worst, its /dev/shm (memory-backed) included."""
-        return self.decoded + self.shared + self.executing + self.queued + self.base
+        return self.decoded + self.shared + self.executing + self.received + self.base
 
 
 def mebibytes(size: int) -> str:

@@ -337,9 +337,9 @@ def test_triton_memory_is_the_worst_case_of_the_default_policy() -> None:
     assert DecodeBudget().instances() == 3
     assert memory.decoded == 3 * limits.max_pixels * 8
     assert memory.shared == 3 * 32 * 30 * MIB + sb.SHM_OVERHEAD_BYTES
-    assert memory.executing == 3 * 32 * 30 * MIB
-    assert memory.queued == 2 * 32 * 30 * MIB
-    assert sb.mebibytes(memory.total()) == "11008Mi"  # 2048 + 3136 + 2880 + 1920 + 1024 MiB: 10.75 GiB
+    assert memory.executing == 2 * 3 * 32 * 30 * MIB  # twice in each stub's heap
+    assert memory.received == (3 + 2) * 32 * 30 * MIB  # the executing batches and two queued, in the server
+    assert sb.mebibytes(memory.total()) == "16768Mi"  # 2048 + 3136 + 5760 + 4800 + 1024 MiB: 16.4 GiB
     assert sb.TRITON_MAX_BATCH_SIZE == DEFAULT_MAX_BATCH_SIZE, "the arithmetic's batch is the cluster layout's"
 
 
@@ -355,7 +355,8 @@ def test_triton_memory_and_shm_follow_the_image_policy() -> None:
     size = sb.mebibytes(memory.total())
     assert triton["resources"]["requests"]["memory"] == triton["resources"]["limits"]["memory"] == size
     shared = 2 * 32 * MIB + sb.SHM_OVERHEAD_BYTES  # two batches of 32 images of 1 MiB in /dev/shm
-    assert size == sb.mebibytes(2 * 64_000_000 + shared + 2 * 32 * MIB + 64 * MIB + sb.TRITON_BASE_BYTES)
+    in_stubs, in_server = 2 * 2 * 32 * MIB, (2 + 2) * 32 * MIB
+    assert size == sb.mebibytes(2 * 64_000_000 + shared + in_stubs + in_server + sb.TRITON_BASE_BYTES)
     mounts = {mount["mountPath"]: mount["name"] for mount in triton["volumeMounts"]}
     (shm,) = [volume["emptyDir"] for volume in pod["volumes"] if volume["name"] == mounts["/dev/shm"]]
     assert shm == {"medium": "Memory", "sizeLimit": sb.mebibytes(shared)}
