@@ -99,12 +99,17 @@ REVISION_HISTORY_LIMIT: Final = 3
 # CPU: requests only, like the training pods. Triton's CPU decodes and resizes the
 # JPEGs in the preprocessing model; the GPU runs the network. Every container has a
 # CPU request: the HPA's CPU utilisation is relative to them. Triton's memory request
-# and limit are its worst case under the image policy (``TritonMemory``). The gateway's:
-# 4 requests at work x (40 MiB body + 40 MiB JSON text + 30 MiB image + 30 MiB request to
-# Triton) + the interpreter = about 660 MiB; waiting requests are not read.
+# and limit are its worst case under the image policy (``TritonMemory``); the gateway's
+# memory request is its own (``GatewayMemory``).
 TRITON_CPU_REQUEST: Final = "4"
-GATEWAY_REQUESTS: Final = {"cpu": "500m", "memory": "768Mi"}
+GATEWAY_CPU_REQUEST: Final = "500m"
 MIB: Final = 1024**2
+# The gateway idle: the interpreter, aiohttp, gRPC and tritonclient (177 MiB measured), rounded up.
+GATEWAY_BASE_BYTES: Final = 256 * MIB
+# Room for the parameters beside an image's base64 in a request body; the gateway's own
+# ``max_request_bytes`` (which the operator cannot import: it needs tritonclient) adds
+# the same, and a test keeps the two equal.
+REQUEST_PARAMS_BYTES: Final = 64 * 1024
 # The cluster layout's batch size (autovision.serving.cluster.DEFAULT_MAX_BATCH_SIZE, which
 # the operator cannot import: it needs onnx); a test keeps the two equal.
 TRITON_MAX_BATCH_SIZE: Final = 32
@@ -174,6 +179,42 @@ class TritonMemory:
     def total(self) -> int:
         """Bytes the Triton container may use at worst, its /dev/shm (memory-backed) included."""
         return self.decoded + self.shared + self.executing + self.received + self.base
+
+
+@dataclass(frozen=True)
+class GatewayMemory:
+    """The gateway's worst case, by arithmetic from the body limit and its bounds: its memory request.
+
+    Each of ``max_concurrency`` requests at work holds its body (at most the base64 of
+    the largest image plus parameters), the JSON text parsed from it, the decoded image,
+    and the request to Triton (tritonclient serialises the image, then joins it into
+    the HTTP body): 2 bodies + 3 images. Each of ``max_queue`` waiting requests holds at
+    most one body: REST requests wait unread, but gRPC hands a handler the whole
+    message, so a waiting gRPC request was received before it waits.
+    """
+
+    working: int
+    waiting: int
+    base: int = GATEWAY_BASE_BYTES
+
+    @classmethod
+    def from_config(cls, config: OperatorConfig) -> GatewayMemory:
+        """The worst case under the image policy and gateway bounds the operator passes to the gateway."""
+        image = config.image_limits().max_bytes
+        body = request_body_bytes(image)
+        return cls(
+            working=config.gateway_max_concurrency * (2 * body + 3 * image),
+            waiting=config.gateway_max_queue * body,
+        )
+
+    def total(self) -> int:
+        """Bytes the gateway container may use at worst."""
+        return self.working + self.waiting + self.base
+
+
+def request_body_bytes(max_image_bytes: int) -> int:
+    """The gateway's body limit: the base64 of the largest image plus room for parameters."""
+    return (max_image_bytes + 2) // 3 * 4 + REQUEST_PARAMS_BYTES
 
 
 def mebibytes(size: int) -> str:
@@ -578,7 +619,9 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
         ],
         "env": gateway_env,
         "ports": _container_ports(GATEWAY_PORTS),
-        "resources": {"requests": dict(GATEWAY_REQUESTS)},
+        "resources": {
+            "requests": {"cpu": GATEWAY_CPU_REQUEST, "memory": mebibytes(GatewayMemory.from_config(config).total())}
+        },
         "readinessProbe": _http_probe("/healthz", PREDICT, 5, 3),
         # /healthz fails while Triton is not ready: restarting the gateway would not help.
         "livenessProbe": {"tcpSocket": {"port": PREDICT.name}, "periodSeconds": 10, "failureThreshold": 6},

@@ -12,6 +12,7 @@ from autovision.contract import env
 from autovision.preprocess import ImageLimits
 from autovision.resources import ModelDeployment, TrainingJob, parse_resource
 from autovision.serving.cluster import DEFAULT_MAX_BATCH_SIZE
+from autovision.serving.gateway import max_request_bytes
 from autovision.serving.repository import DecodeBudget
 from autovision.settings import Settings
 from autovision_operator import serving_builders as sb
@@ -362,6 +363,31 @@ def test_triton_memory_and_shm_follow_the_image_policy() -> None:
     assert shm == {"medium": "Memory", "sizeLimit": sb.mebibytes(shared)}
     assert sb.mebibytes(1) == "1Mi"
     assert sb.mebibytes(MIB + 1) == "2Mi"
+
+
+def test_gateway_memory_is_the_worst_case_of_the_default_bounds() -> None:
+    memory = sb.GatewayMemory.from_config(make_config())
+    body = 40 * MIB + 64 * 1024  # the base64 of 30 MiB, plus parameters
+
+    assert sb.request_body_bytes(30 * MIB) == body
+    assert memory.working == 4 * (2 * body + 3 * 30 * MIB)  # 4 at work: body, JSON text, image, 2 to Triton
+    assert memory.waiting == 32 * body  # 32 waiting, each a received gRPC message at worst
+    assert sb.mebibytes(memory.total()) == "2219Mi"  # 681 + 1282 + 256 MiB
+    for size in (1, 2, 3, 4, MIB, 30 * MIB, 30 * MIB + 1):
+        assert sb.request_body_bytes(size) == max_request_bytes(size), "the gateway's own body limit"
+
+
+def test_gateway_memory_request_follows_the_body_limit_and_bounds() -> None:
+    config = make_config(max_image_bytes=3 * MIB, gateway_max_concurrency=2, gateway_max_queue=10)
+    deployment = deployment_for(config)
+    validate(deployment)
+    gateway = containers(deployment)["gateway"]
+
+    body = 4 * MIB + 64 * 1024
+    size = sb.mebibytes(2 * (2 * body + 3 * 3 * MIB) + 10 * body + sb.GATEWAY_BASE_BYTES)
+    assert gateway["resources"]["requests"] == {"cpu": sb.GATEWAY_CPU_REQUEST, "memory": size}
+    no_queue = make_config(max_image_bytes=3 * MIB, gateway_max_concurrency=2, gateway_max_queue=0)
+    assert sb.GatewayMemory.from_config(no_queue).total() < sb.GatewayMemory.from_config(config).total()
 
 
 def test_serving_images_come_from_the_chart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
