@@ -185,12 +185,13 @@ class TritonMemory:
 class GatewayMemory:
     """The gateway's worst case, by arithmetic from the body limit and its bounds: its memory request.
 
-    Each of ``max_concurrency`` requests at work holds its body (at most the base64 of
-    the largest image plus parameters), the JSON text parsed from it, the decoded image,
-    and the request to Triton (tritonclient serialises the image, then joins it into
-    the HTTP body): 2 bodies + 3 images. Each of ``max_queue`` waiting requests holds at
-    most one body: REST requests wait unread, but gRPC hands a handler the whole
-    message, so a waiting gRPC request was received before it waits.
+    Measured with ``benchmarks/gateway_memory.py`` (docs/benchmarks.md): a request at
+    work holds its body as received and parsed, the image decoded from it, its
+    dictionary form and the request to Triton (tritonclient serialises the image, then
+    joins it into the HTTP body); over gRPC 260 MiB for a 30 MiB image, so 2 bodies + 6
+    images. A waiting request holds at most 2 bodies: REST requests wait unread, but
+    gRPC hands a handler the whole message, received and parsed, before it waits for a
+    slot (83 MiB measured for a 30 MiB image).
     """
 
     working: int
@@ -203,8 +204,8 @@ class GatewayMemory:
         image = config.image_limits().max_bytes
         body = request_body_bytes(image)
         return cls(
-            working=config.gateway_max_concurrency * (2 * body + 3 * image),
-            waiting=config.gateway_max_queue * body,
+            working=config.gateway_max_concurrency * (2 * body + 6 * image),
+            waiting=config.gateway_max_queue * 2 * body,
         )
 
     def total(self) -> int:

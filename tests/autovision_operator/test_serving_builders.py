@@ -370,9 +370,9 @@ def test_gateway_memory_is_the_worst_case_of_the_default_bounds() -> None:
     body = 40 * MIB + 64 * 1024  # the base64 of 30 MiB, plus parameters
 
     assert sb.request_body_bytes(30 * MIB) == body
-    assert memory.working == 4 * (2 * body + 3 * 30 * MIB)  # 4 at work: body, JSON text, image, 2 to Triton
-    assert memory.waiting == 32 * body  # 32 waiting, each a received gRPC message at worst
-    assert sb.mebibytes(memory.total()) == "2219Mi"  # 681 + 1282 + 256 MiB
+    assert memory.working == 4 * (2 * body + 6 * 30 * MIB)  # 4 at work, 260 MiB each
+    assert memory.waiting == 32 * 2 * body  # 32 waiting, each a received and parsed gRPC message at worst
+    assert sb.mebibytes(memory.total()) == "3861Mi"  # 1041 + 2564 + 256 MiB
     for size in (1, 2, 3, 4, MIB, 30 * MIB, 30 * MIB + 1):
         assert sb.request_body_bytes(size) == max_request_bytes(size), "the gateway's own body limit"
 
@@ -384,7 +384,7 @@ def test_gateway_memory_request_follows_the_body_limit_and_bounds() -> None:
     gateway = containers(deployment)["gateway"]
 
     body = 4 * MIB + 64 * 1024
-    size = sb.mebibytes(2 * (2 * body + 3 * 3 * MIB) + 10 * body + sb.GATEWAY_BASE_BYTES)
+    size = sb.mebibytes(2 * (2 * body + 6 * 3 * MIB) + 10 * 2 * body + sb.GATEWAY_BASE_BYTES)
     assert gateway["resources"]["requests"] == {"cpu": sb.GATEWAY_CPU_REQUEST, "memory": size}
     no_queue = make_config(max_image_bytes=3 * MIB, gateway_max_concurrency=2, gateway_max_queue=0)
     assert sb.GatewayMemory.from_config(no_queue).total() < sb.GatewayMemory.from_config(config).total()
