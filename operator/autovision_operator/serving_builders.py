@@ -101,12 +101,17 @@ REVISION_HISTORY_LIMIT: Final = 3
 # CPU: requests only, like the training pods. Triton's CPU decodes and resizes the
 # JPEGs in the preprocessing model; the GPU runs the network. Every container has a
 # CPU request: the HPA's CPU utilisation is relative to them. Triton's memory request
-# and limit are its worst case under the image policy (``TritonMemory``). The gateway's:
-# 4 requests at work x (40 MiB body + 40 MiB JSON text + 30 MiB image + 30 MiB request to
-# Triton) + the interpreter = about 660 MiB; waiting requests are not read.
+# and limit are its worst case under the image policy (``TritonMemory``); the gateway's
+# memory request is its own (``GatewayMemory``).
 TRITON_CPU_REQUEST: Final = "4"
-GATEWAY_REQUESTS: Final = {"cpu": "500m", "memory": "768Mi"}
+GATEWAY_CPU_REQUEST: Final = "500m"
 MIB: Final = 1024**2
+# The gateway idle: the interpreter, aiohttp, gRPC and tritonclient (177 MiB measured), rounded up.
+GATEWAY_BASE_BYTES: Final = 256 * MIB
+# Room for the parameters beside an image's base64 in a request body; the gateway's own
+# ``max_request_bytes`` (which the operator cannot import: it needs tritonclient) adds
+# the same, and a test keeps the two equal.
+REQUEST_PARAMS_BYTES: Final = 64 * 1024
 # The cluster layout's batch size (autovision.serving.cluster.DEFAULT_MAX_BATCH_SIZE, which
 # the operator cannot import: it needs onnx); a test keeps the two equal.
 TRITON_MAX_BATCH_SIZE: Final = 32
@@ -116,6 +121,9 @@ TRITON_BASE_BYTES: Final = 1024 * MIB
 # What else the Python backend puts in /dev/shm: each preprocessing instance's output
 # batch (32 x 3 x 260 x 260 float32 = 26 MB at most) and the stubs' control regions.
 SHM_OVERHEAD_BYTES: Final = 256 * MIB
+# Copies of its batch's encoded images a decoding stub holds besides /dev/shm: as_numpy's
+# deserialised BYTES tensor and a transient one (measured: 2.0 x the batch's bytes).
+STUB_BATCH_COPIES: Final = 2
 # Triton localises the S3 repository into /tmp before loading it.
 TMP_SIZE: Final = "4Gi"
 # Scale out at 70 % of the requested CPU: headroom for the new pods' start-up.
@@ -143,15 +151,18 @@ class TritonMemory:
 
     K decoding instances (``decode_memory_bytes // (max_pixels x 8)``, as export
     writes them) each execute a batch of up to ``max_batch_size`` encoded images at
-    the byte limit: the batch sits in /dev/shm and again in the stub's heap, and one
-    of its images is decoded at a time. Triton's queue holds ``QUEUED_BATCHES``
-    more batches; the server, the idle stubs and the model come on top.
+    the byte limit: the batch sits in /dev/shm, and twice in the stub's heap (the
+    deserialised BYTES tensor and a transient copy: measured with the local
+    tritonserver, docs/benchmarks.md); one of its images is decoded at a time. The
+    server keeps every request it holds, the K executing batches and the
+    ``QUEUED_BATCHES`` queued ones, as received. The server, the idle stubs and the
+    model come on top.
     """
 
     decoded: int
     shared: int
     executing: int
-    queued: int
+    received: int
     base: int = TRITON_BASE_BYTES
 
     @classmethod
@@ -163,13 +174,50 @@ class TritonMemory:
         return cls(
             decoded=instances * limits.decode_bytes(),
             shared=instances * batch_bytes + SHM_OVERHEAD_BYTES,
-            executing=instances * batch_bytes,
-            queued=QUEUED_BATCHES * batch_bytes,
+            executing=STUB_BATCH_COPIES * instances * batch_bytes,
+            received=(instances + QUEUED_BATCHES) * batch_bytes,
         )
 
     def total(self) -> int:
         """Bytes the Triton container may use at worst, its /dev/shm (memory-backed) included."""
-        return self.decoded + self.shared + self.executing + self.queued + self.base
+        return self.decoded + self.shared + self.executing + self.received + self.base
+
+
+@dataclass(frozen=True)
+class GatewayMemory:
+    """The gateway's worst case, by arithmetic from the body limit and its bounds: its memory request.
+
+    Measured with ``benchmarks/gateway_memory.py`` (docs/benchmarks.md): a request at
+    work holds its body as received and parsed, the image decoded from it, its
+    dictionary form and the request to Triton (tritonclient serialises the image, then
+    joins it into the HTTP body); over gRPC 260 MiB for a 30 MiB image, so 2 bodies + 6
+    images. A waiting request holds at most 2 bodies: REST requests wait unread, but
+    gRPC hands a handler the whole message, received and parsed, before it waits for a
+    slot (83 MiB measured for a 30 MiB image).
+    """
+
+    working: int
+    waiting: int
+    base: int = GATEWAY_BASE_BYTES
+
+    @classmethod
+    def from_config(cls, config: OperatorConfig) -> GatewayMemory:
+        """The worst case under the image policy and gateway bounds the operator passes to the gateway."""
+        image = config.image_limits().max_bytes
+        body = request_body_bytes(image)
+        return cls(
+            working=config.gateway_max_concurrency * (2 * body + 6 * image),
+            waiting=config.gateway_max_queue * 2 * body,
+        )
+
+    def total(self) -> int:
+        """Bytes the gateway container may use at worst."""
+        return self.working + self.waiting + self.base
+
+
+def request_body_bytes(max_image_bytes: int) -> int:
+    """The gateway's body limit: the base64 of the largest image plus room for parameters."""
+    return (max_image_bytes + 2) // 3 * 4 + REQUEST_PARAMS_BYTES
 
 
 def mebibytes(size: int) -> str:
@@ -617,7 +665,9 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
         ],
         "env": gateway_env,
         "ports": _container_ports(GATEWAY_PORTS),
-        "resources": {"requests": dict(GATEWAY_REQUESTS)},
+        "resources": {
+            "requests": {"cpu": GATEWAY_CPU_REQUEST, "memory": mebibytes(GatewayMemory.from_config(config).total())}
+        },
         "readinessProbe": _http_probe("/healthz", PREDICT, 5, 3),
         # /healthz fails while Triton is not ready: restarting the gateway would not help.
         "livenessProbe": {"tcpSocket": {"port": PREDICT.name}, "periodSeconds": 10, "failureThreshold": 6},

@@ -12,6 +12,7 @@ from autovision.contract import env
 from autovision.preprocess import ImageLimits
 from autovision.resources import ModelDeployment, TrainingJob, parse_resource
 from autovision.serving.cluster import DEFAULT_MAX_BATCH_SIZE
+from autovision.serving.gateway import max_request_bytes
 from autovision.serving.repository import DecodeBudget
 from autovision.settings import Settings
 from autovision_operator import serving_builders as sb
@@ -337,9 +338,9 @@ def test_triton_memory_is_the_worst_case_of_the_default_policy() -> None:
     assert DecodeBudget().instances() == 3
     assert memory.decoded == 3 * limits.max_pixels * 8
     assert memory.shared == 3 * 32 * 30 * MIB + sb.SHM_OVERHEAD_BYTES
-    assert memory.executing == 3 * 32 * 30 * MIB
-    assert memory.queued == 2 * 32 * 30 * MIB
-    assert sb.mebibytes(memory.total()) == "11008Mi"  # 2048 + 3136 + 2880 + 1920 + 1024 MiB: 10.75 GiB
+    assert memory.executing == 2 * 3 * 32 * 30 * MIB  # twice in each stub's heap
+    assert memory.received == (3 + 2) * 32 * 30 * MIB  # the executing batches and two queued, in the server
+    assert sb.mebibytes(memory.total()) == "16768Mi"  # 2048 + 3136 + 5760 + 4800 + 1024 MiB: 16.4 GiB
     assert sb.TRITON_MAX_BATCH_SIZE == DEFAULT_MAX_BATCH_SIZE, "the arithmetic's batch is the cluster layout's"
 
 
@@ -355,12 +356,38 @@ def test_triton_memory_and_shm_follow_the_image_policy() -> None:
     size = sb.mebibytes(memory.total())
     assert triton["resources"]["requests"]["memory"] == triton["resources"]["limits"]["memory"] == size
     shared = 2 * 32 * MIB + sb.SHM_OVERHEAD_BYTES  # two batches of 32 images of 1 MiB in /dev/shm
-    assert size == sb.mebibytes(2 * 64_000_000 + shared + 2 * 32 * MIB + 64 * MIB + sb.TRITON_BASE_BYTES)
+    in_stubs, in_server = 2 * 2 * 32 * MIB, (2 + 2) * 32 * MIB
+    assert size == sb.mebibytes(2 * 64_000_000 + shared + in_stubs + in_server + sb.TRITON_BASE_BYTES)
     mounts = {mount["mountPath"]: mount["name"] for mount in triton["volumeMounts"]}
     (shm,) = [volume["emptyDir"] for volume in pod["volumes"] if volume["name"] == mounts["/dev/shm"]]
     assert shm == {"medium": "Memory", "sizeLimit": sb.mebibytes(shared)}
     assert sb.mebibytes(1) == "1Mi"
     assert sb.mebibytes(MIB + 1) == "2Mi"
+
+
+def test_gateway_memory_is_the_worst_case_of_the_default_bounds() -> None:
+    memory = sb.GatewayMemory.from_config(make_config())
+    body = 40 * MIB + 64 * 1024  # the base64 of 30 MiB, plus parameters
+
+    assert sb.request_body_bytes(30 * MIB) == body
+    assert memory.working == 4 * (2 * body + 6 * 30 * MIB)  # 4 at work, 260 MiB each
+    assert memory.waiting == 32 * 2 * body  # 32 waiting, each a received and parsed gRPC message at worst
+    assert sb.mebibytes(memory.total()) == "3861Mi"  # 1041 + 2564 + 256 MiB
+    for size in (1, 2, 3, 4, MIB, 30 * MIB, 30 * MIB + 1):
+        assert sb.request_body_bytes(size) == max_request_bytes(size), "the gateway's own body limit"
+
+
+def test_gateway_memory_request_follows_the_body_limit_and_bounds() -> None:
+    config = make_config(max_image_bytes=3 * MIB, gateway_max_concurrency=2, gateway_max_queue=10)
+    deployment = deployment_for(config)
+    validate(deployment)
+    gateway = containers(deployment)["gateway"]
+
+    body = 4 * MIB + 64 * 1024
+    size = sb.mebibytes(2 * (2 * body + 6 * 3 * MIB) + 10 * 2 * body + sb.GATEWAY_BASE_BYTES)
+    assert gateway["resources"]["requests"] == {"cpu": sb.GATEWAY_CPU_REQUEST, "memory": size}
+    no_queue = make_config(max_image_bytes=3 * MIB, gateway_max_concurrency=2, gateway_max_queue=0)
+    assert sb.GatewayMemory.from_config(no_queue).total() < sb.GatewayMemory.from_config(config).total()
 
 
 def test_serving_images_come_from_the_chart_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -71,6 +71,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "storage": {"endpoint": "https://s3.eu-west-1.amazonaws.com"},
     },
+    "serving-policy": {
+        "imagePolicy": {"maxImageBytes": 10 * 1024**2, "maxImagePixels": 40_000_000, "decodeMemoryBytes": 4 * 1024**3},
+        "serving": {
+            "gateway": {"maxConcurrency": 8, "maxQueue": 0, "bodyTimeoutSeconds": 12.5, "upstreamTimeoutSeconds": 60}
+        },
+    },
     "everything": {
         "watchNamespaces": WATCHED,
         "operator": {"replicas": 3, "peering": {"enabled": True, "installCRDs": False}},
@@ -296,6 +302,13 @@ def test_schema_describes_exactly_the_values() -> None:
         ({"networkPolicy": {"apiServer": {"ports": ["https"]}}}, "/networkPolicy/apiServer/ports/0"),
         ({"networkPolicy": {"metricsFrom": [{"namespace": "monitoring"}]}}, "/networkPolicy/metricsFrom/0"),
         ({"serviceAccount": {"create": "false"}}, "/serviceAccount/create"),
+        ({"imagePolicy": {"maxImageBytes": 0}}, "/imagePolicy/maxImageBytes"),
+        ({"imagePolicy": {"maxImagePixels": 2 * 89_478_485 + 1}}, "/imagePolicy/maxImagePixels"),
+        ({"imagePolicy": {"decodeMemoryBytes": "2Gi"}}, "/imagePolicy/decodeMemoryBytes"),
+        ({"serving": {"gateway": {"maxConcurrency": 0}}}, "/serving/gateway/maxConcurrency"),
+        ({"serving": {"gateway": {"maxQueue": -1}}}, "/serving/gateway/maxQueue"),
+        ({"serving": {"gateway": {"bodyTimeoutSeconds": 0}}}, "/serving/gateway/bodyTimeoutSeconds"),
+        ({"serving": {"gateway": {"upstreamTimeoutSeconds": "30s"}}}, "/serving/gateway/upstreamTimeoutSeconds"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -453,6 +466,33 @@ def test_environment_contract_of_the_namespaced_install(monkeypatch: pytest.Monk
     assert config.gpu_node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert [toleration.key for toleration in config.gpu_tolerations] == ["nvidia.com/gpu"]
     assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+
+
+SERVING_SETTINGS = (
+    "max_image_bytes",
+    "max_image_pixels",
+    "decode_memory_bytes",
+    "gateway_max_concurrency",
+    "gateway_max_queue",
+    "gateway_body_timeout_seconds",
+    "gateway_upstream_timeout_seconds",
+)
+
+
+def test_image_policy_and_gateway_bounds_default_to_the_settings_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset in the values, the operator gets exactly the defaults the core documents (2 GiB as digits, not 2.1e+09)."""
+    config = operator_config(operator_container(objects(render({}))), monkeypatch)
+    for name in SERVING_SETTINGS:
+        assert getattr(config, name) == Settings.model_fields[name].default, name
+
+
+def test_image_policy_and_gateway_bounds_reach_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the values set is what the operator passes to Jobs and serving pods, and sizes Triton's pod from."""
+    config = operator_config(operator_container(objects(render(VALUE_SETS["serving-policy"]))), monkeypatch)
+    assert (config.max_image_bytes, config.max_image_pixels) == (10 * 1024**2, 40_000_000)
+    assert config.decode_memory_bytes == 4 * 1024**3
+    assert (config.gateway_max_concurrency, config.gateway_max_queue) == (8, 0)
+    assert (config.gateway_body_timeout_seconds, config.gateway_upstream_timeout_seconds) == (12.5, 60.0)
 
 
 def test_metrics_are_declared_served_and_scraped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,11 +19,15 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from autovision.preprocess import PreprocessConfig, preprocess_batch
+from autovision.preprocess import ImageLimits, PreprocessConfig, preprocess_batch
 from autovision.serving import (
+    LocalTritonServer,
     write_local_repository,
 )
-from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
+from autovision.serving.model_config import QUEUED_BATCHES
+from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME, DecodeBudget
+from autovision_operator.config import OperatorConfig
+from autovision_operator.serving_builders import TritonMemory
 from tests.support.serving import (
     ANIMALS,
     LABELS,
@@ -30,6 +35,7 @@ from tests.support.serving import (
     POLICY_LIMITS,
     PREPROCESS,
     CappedTritonServer,
+    MemoryPeak,
     child_pids,
     encode_image,
     fake_request,
@@ -116,10 +122,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(server, stubs, sum(peak_rss_bytes(pid) for pid in stubs))
 
 
-def infer(served: Served, protocol: str, image: bytes) -> tuple[str, str]:
+def infer(server: LocalTritonServer, protocol: str, image: bytes) -> tuple[str, str]:
     """("ok", "") for an answer, else Triton's status and message."""
     module = MODULES[protocol]
-    url = served.server.http_url if protocol == "http" else served.server.grpc_url
+    url = server.http_url if protocol == "http" else server.grpc_url
     image_input = module.InferInput(INPUT_NAME, [1, 1], "BYTES")
     image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
     try:
@@ -158,7 +164,7 @@ def test_each_limit_is_enforced_in_triton(
     }
     for protocol in ("http", "grpc"):
         for case, (image, limit) in cases.items():
-            status, message = infer(served, protocol, image)
+            status, message = infer(served.server, protocol, image)
             if limit is None:
                 assert status == "ok", f"{protocol}, {case}: {message}"
             else:
@@ -174,9 +180,64 @@ def test_a_burst_of_largest_images_stays_within_the_decode_budget(
     largest = flat_png(4000, 2000, "RGBA")  # 8 Mpx, decoded 4 bytes a pixel, then RGB
     assert len(served.stubs) == POLICY_BUDGET.instances() == 2
     with ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda _: infer(served, "http", largest), range(24)))
+        answers = list(pool.map(lambda _: infer(served.server, "http", largest), range(24)))
     assert answers == [("ok", "")] * 24
     grown = sum(peak_rss_bytes(pid) for pid in served.stubs) - served.idle_rss_bytes
     budget_mib = POLICY_BUDGET.memory_bytes / 2**20
     print(f"decoding processes' peak RSS grew by {grown / 2**20:.0f} MiB; budget {budget_mib:.0f} MiB")
     assert grown <= POLICY_BUDGET.memory_bytes * 1.5
+
+
+# TritonMemory's worst case scaled down to run in seconds: images of 8 MiB and 2 Mpx,
+# a decode budget of two of them (2 instances), batches of 8, so a burst of 32.
+WORST_LIMITS = ImageLimits(max_bytes=8 * 1024**2, max_pixels=2_000_000)
+WORST_BUDGET = DecodeBudget(WORST_LIMITS, memory_bytes=2 * WORST_LIMITS.decode_bytes())
+WORST_BATCH = 8
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_a_full_burst_of_largest_images_fits_the_triton_memory_arithmetic(
+    tmp_path: Path, flat_png: Callable[..., bytes]
+) -> None:
+    """Every instance busy and the queue full, of images at both limits: within what the operator sizes the pod for.
+
+    Compared without the fixed term (server, idle stubs, model), so that a term the
+    arithmetic misses fails the test instead of hiding in that gigabyte.
+    """
+    config = OperatorConfig(
+        storage_root="s3://autovision",
+        trainer_image="trainer",
+        max_image_bytes=WORST_LIMITS.max_bytes,
+        max_image_pixels=WORST_LIMITS.max_pixels,
+        decode_memory_bytes=WORST_BUDGET.memory_bytes,
+    )
+    memory = TritonMemory.from_config(config, max_batch_size=WORST_BATCH)
+    onnx_path = make_onnx_classifier(tmp_path / "model.onnx", num_labels=len(ANIMALS))
+    repository = tmp_path / "repository"
+    write_local_repository(
+        repository, onnx_path, ANIMALS, PreprocessConfig(size=16), max_batch_size=WORST_BATCH, budget=WORST_BUDGET
+    )
+    largest = _padded_to(flat_png(2000, 1000, "RGBA"), WORST_LIMITS.max_bytes)  # at both limits, 4 bytes a pixel
+    burst = (WORST_BUDGET.instances() + QUEUED_BATCHES) * WORST_BATCH
+    with CappedTritonServer(repository, work_dir=tmp_path / "triton") as server:
+        assert server.pid is not None
+        stubs = child_pids(server.pid)
+        assert len(stubs) == WORST_BUDGET.instances() == 2
+        peak = MemoryPeak(server, [server.pid, *stubs])
+        idle, idle_shm = peak.now()
+        with peak, ThreadPoolExecutor(burst) as pool:
+            answers = Counter(status for status, _ in pool.map(lambda _: infer(server, "http", largest), range(burst)))
+    grown = peak.private_peak - idle
+    in_processes = memory.decoded + memory.executing + memory.received
+    print(
+        f"burst of {burst}: {dict(answers)}; idle {idle / 2**20:.0f} MiB + /dev/shm {idle_shm / 2**20:.0f} MiB; "
+        f"peak {peak.peak / 2**20:.0f} MiB: processes grown by {grown / 2**20:.0f} MiB (arithmetic "
+        f"{in_processes / 2**20:.0f}), /dev/shm {peak.shm_peak / 2**20:.0f} MiB (arithmetic "
+        f"{memory.shared / 2**20:.0f}); arithmetic total {memory.total() / 2**20:.0f} MiB"
+    )
+    assert set(answers) <= {"ok", "503"}, answers
+    assert answers["ok"] >= WORST_BATCH, answers
+    assert peak.shm_peak <= memory.shared
+    assert grown <= in_processes
+    assert peak.peak <= memory.total()

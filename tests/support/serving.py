@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,3 +216,58 @@ def _parent(proc: Path) -> int | None:
     except OSError:  # gone meanwhile
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def shm_bytes(regions: list[Path]) -> int:
+    """Memory the files in /dev/shm hold (allocated blocks, not their sizes: tmpfs allocates on write)."""
+    total = 0
+    for region in regions:
+        with contextlib.suppress(FileNotFoundError):  # a region released meanwhile
+            total += region.stat().st_blocks * 512
+    return total
+
+
+def private_rss_bytes(pid: int) -> int:
+    """A process's resident memory without its shared-memory mappings (RssAnon + RssFile): /dev/shm counted once."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text("utf-8").splitlines())
+        return sum(int(fields[name].split()[0]) * 1024 for name in ("RssAnon", "RssFile"))
+    return 0
+
+
+@dataclass
+class MemoryPeak:
+    """The most memory a tritonserver tree held at once: its processes' private RSS plus its /dev/shm regions.
+
+    Polled every few milliseconds while in use (a batch holds its memory for far longer),
+    which is what a container's memory cgroup would count.
+    """
+
+    server: LocalTritonServer
+    pids: list[int]
+    period_s: float = 0.005
+    peak: int = 0
+    private_peak: int = 0
+    shm_peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def now(self) -> tuple[int, int]:
+        """(private RSS, /dev/shm) bytes at this moment."""
+        return sum(private_rss_bytes(pid) for pid in self.pids), shm_bytes(self.server.shm_regions())
+
+    def _poll(self) -> None:
+        while True:
+            private, shm = self.now()
+            self.peak = max(self.peak, private + shm)
+            self.private_peak, self.shm_peak = max(self.private_peak, private), max(self.shm_peak, shm)
+            if self._stop.wait(self.period_s):
+                return
+
+    def __enter__(self) -> MemoryPeak:
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -173,6 +173,10 @@ class LocalTritonServer:
         """The server's process id while it runs (its backend stubs are its children)."""
         return None if self._process is None else self._process.pid
 
+    def shm_regions(self) -> list[Path]:
+        """The Python backend's shared-memory files of this server, for measuring what it holds in /dev/shm."""
+        return sorted(_SHM_DIR.glob(f"{self._shm_prefix}*"))
+
     @property
     def metrics_url(self) -> str:
         """Prometheus metrics endpoint."""
