@@ -5,6 +5,8 @@ Predictions and refusals over both transports are tested in ``test_google_servic
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from google.api_core import exceptions
 from google.cloud import aiplatform_v1
 from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import EndpointServiceGrpcTransport
 
+from autovision.contract import env
 from autovision.serving.tritonserver import free_ports
 from tests.support.google_clients import (
     ENDPOINT,
@@ -58,14 +61,19 @@ def pod_gateway() -> Iterator[tuple[str, str]]:
     command += [f"--grpc-port={grpc_port}", f"--triton-url=127.0.0.1:{triton_port}", "--public-name=flowers"]
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as gateway:
         try:
-            deadline = time.monotonic() + 60
-            while not listening(port) or not listening(grpc_port):
-                assert gateway.poll() is None, gateway.communicate()[1]
-                assert time.monotonic() < deadline, "the gateway did not start listening"
-                time.sleep(0.1)
+            wait_until_listening(gateway, port, grpc_port)
             yield f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
         finally:
             gateway.terminate()
+
+
+def wait_until_listening(gateway: subprocess.Popen[bytes], *ports: int) -> None:
+    """Until the gateway listens on every port (a minute at most, and never past its exit)."""
+    deadline = time.monotonic() + 60
+    while not all(listening(port) for port in ports):
+        assert gateway.poll() is None, "the gateway exited"
+        assert time.monotonic() < deadline, "the gateway did not start listening"
+        time.sleep(0.1)
 
 
 def listening(port: int) -> bool:
@@ -89,3 +97,31 @@ def test_the_pods_gateway_serves_both_transports_and_says_when_triton_is_unavail
             vertex_predict(clients, [IMAGE], endpoint=name)
         with pytest.raises(exceptions.NotFound, match="'autovision' is not served here; this serves 'flowers'"):
             automl_predict(clients)
+
+
+@pytest.mark.e2e
+def test_a_grpc_call_beyond_the_queue_is_refused_before_it_is_read() -> None:
+    """One call at work, none waiting: a second is RESOURCE_EXHAUSTED from gRPC itself, not the gateway's 503."""
+    port, grpc_port = free_ports(2)
+    with socket.socket() as silent_triton:  # accepts connections and never answers: the first call waits on it
+        silent_triton.bind(("127.0.0.1", 0))
+        silent_triton.listen()
+        triton = f"127.0.0.1:{silent_triton.getsockname()[1]}"
+        environment = os.environ | {env.GATEWAY_MAX_CONCURRENCY: "1", env.GATEWAY_MAX_QUEUE: "0"}
+        environment[env.GATEWAY_UPSTREAM_TIMEOUT_SECONDS] = "20"
+        command = [sys.executable, "-m", "autovision.serving.gateway", "--host=127.0.0.1", f"--port={port}"]
+        command += [f"--grpc-port={grpc_port}", f"--triton-url={triton}"]
+        with subprocess.Popen(
+            command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ) as gateway:
+            try:
+                wait_until_listening(gateway, port, grpc_port)
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    waiting = pool.submit(automl_predict, grpc_clients(f"127.0.0.1:{grpc_port}"))
+                    time.sleep(2.0)  # the first call holds the only slot, waiting on the silent Triton
+                    with pytest.raises(exceptions.ResourceExhausted, match="Concurrent RPC limit"):
+                        automl_predict(grpc_clients(f"127.0.0.1:{grpc_port}"))
+                    with pytest.raises(exceptions.GoogleAPICallError):
+                        waiting.result(timeout=60)
+            finally:
+                gateway.terminate()

@@ -110,9 +110,13 @@ def serving(address: str, config: GatewayConfig) -> Callable[[web.Application], 
     """A cleanup context for the gateway application: the gRPC server on ``address`` while the app runs."""
 
     async def serve(app: web.Application) -> AsyncIterator[None]:
-        # Messages up to the REST body limit; a larger one is refused by gRPC itself (RESOURCE_EXHAUSTED).
+        # Messages up to the REST body limit; a larger one is refused by gRPC itself (RESOURCE_EXHAUSTED), and
+        # so is a call beyond the admitted and waiting ones, before its message is parsed and held.
         limit = max_request_bytes(config.max_image_bytes)
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", limit)],
+            maximum_concurrent_rpcs=config.max_concurrency + config.max_queue,
+        )
         server.add_generic_rpc_handlers(handlers(app, config))
         if server.add_insecure_port(address) == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
