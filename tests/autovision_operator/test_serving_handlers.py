@@ -175,6 +175,10 @@ async def serves_the_training_job(cluster: Cluster, run: str) -> str:
         "http": "flowers.ml.svc:8000",
         "grpc": "flowers.ml.svc:8001",
         "predict": "http://flowers.ml.svc:8080/v1/models/flowers:predict",
+        "googleRest": "http://flowers.ml.svc:8080",
+        "googleGrpc": "flowers.ml.svc:8081",
+        "automlModel": "projects/ml/locations/cluster/models/flowers",
+        "vertexEndpoint": "projects/ml/locations/cluster/endpoints/flowers",
     }
     assert status["observedGeneration"] == served["metadata"]["generation"]
     return str(uid)

@@ -149,7 +149,12 @@ async def search_succeeds(cluster: Cluster, storage: Storage, run: str, uid: str
     assert done["status"]["milliNodeHoursUsed"] == 950
     assert done["status"]["artifacts"]["tritonRepository"] == artifacts["tritonRepository"]
     deployment = await eventually(lambda: cluster.resource("modeldeployments", "flowers-run"), "ModelDeployment")
-    assert deployment["spec"] == {"modelRef": {"trainingJob": "flowers-run"}, "nodes": 2, "scoreThreshold": 0.5}
+    assert deployment["spec"] == {
+        "modelRef": {"trainingJob": "flowers-run"},
+        "nodes": 2,
+        "scoreThreshold": 0.5,
+        "auth": {"requireToken": False},
+    }
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == uid
 
 
