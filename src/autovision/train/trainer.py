@@ -26,7 +26,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -230,6 +230,37 @@ def learning_rate_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[
     return factor
 
 
+class Replica(Protocol):
+    """One process of a data-parallel run (``autovision.train.distributed``), as the training loop sees it.
+
+    Every replica draws the same shuffled order; of each global batch it takes
+    the images ``rank::world_size``, so the global batch and learning rate stay
+    those of the configuration and each rank trains on ``batch_size / world_size``.
+    """
+
+    @property
+    def rank(self) -> int:
+        """This process's index; rank 0 alone writes checkpoints."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """How many processes train together."""
+        ...
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The model as this replica trains it (synchronised batch norm where the device supports it)."""
+        ...
+
+    def wrap(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The training forward whose backward all-reduces the gradients."""
+        ...
+
+    def agree(self, take: bool) -> bool:
+        """Whether every replica takes the next step: one stopping alone would leave the others waiting."""
+        ...
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -268,15 +299,25 @@ class _Run:
 
 
 def _start(
-    config: TrainConfig, num_classes: int, steps_per_epoch: int, device: torch.device, acceleration: Acceleration
+    config: TrainConfig,
+    num_classes: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    acceleration: Acceleration,
+    *,
+    replica: Replica | None = None,
 ) -> _Run:
     torch.manual_seed(config.seed)
     model = build_model(config.architecture, num_classes).to(device)
+    if replica is not None:
+        model = replica.prepare(model)
     if acceleration.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch of a run has the same shape
     forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if acceleration.compile else model
+    if replica is not None:
+        forward = replica.wrap(model)
     optimizer = build_optimizer(model, config, fused=acceleration.fused_optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(config, steps_per_epoch))
     ema = WeightAverage(model, config.ema) if config.ema > 0 else None
@@ -308,6 +349,7 @@ def _train_one_epoch(
     position: _EpochPosition,
     may_step: Callable[[float | None, int], bool],
     prior_pace: float | None,
+    replica: Replica | None = None,
 ) -> float | None:
     """One pass over shuffled data (the last partial batch dropped) from ``position``, which it advances.
 
@@ -322,10 +364,11 @@ def _train_one_epoch(
     steps = range(position.step * config.batch_size, usable, config.batch_size)
     total = torch.zeros((), device=run.device)
     started, taken = time.perf_counter(), 0
+    rank, world_size = (replica.rank, replica.world_size) if replica is not None else (0, 1)
     for start in steps:
         if not may_step((time.perf_counter() - started) / taken if taken else prior_pace, len(steps) - taken):
             break
-        batch = order[start : start + config.batch_size]
+        batch = order[start : start + config.batch_size][rank::world_size]
         augmented = augment(normalise(data.pixels[batch], preprocess), config.augment, config.flip)
         inputs, targets = mix(augmented, data.targets[batch], config.mixup, config.cutmix)
         if run.acceleration.channels_last:
@@ -342,7 +385,7 @@ def _train_one_epoch(
         taken += 1
     position.step += taken
     position.loss_sum += float(total)
-    position.samples += taken * config.batch_size
+    position.samples += taken * (config.batch_size // world_size)
     position.finished = taken == len(steps)
     return (time.perf_counter() - started) / taken if taken else None
 
@@ -390,6 +433,7 @@ def train_trial(
     max_seconds: float | None = None,
     device: torch.device = CPU,
     acceleration: Acceleration | None = None,
+    replica: Replica | None = None,
 ) -> TrialResult:
     """Train one configuration, keeping the weights best on validation (the last ones without it); resumable.
 
@@ -399,11 +443,13 @@ def train_trial(
     cross it. ``on_epoch`` runs after each (possibly partial) epoch's checkpoint
     is saved; when it returns True (a pruner's verdict) the trial stops there.
     ``acceleration`` defaults to the device's (``Acceleration.for_device``).
+    ``replica`` makes this one process of a data-parallel run: it trains on its
+    share of each global batch and only its rank 0 writes the checkpoint.
     """
     train, validation = train.to(device), validation.to(device) if validation is not None else None
     steps_per_epoch = max(1, len(train) // config.batch_size)
     acceleration = acceleration or Acceleration.for_device(device)
-    run = _start(config, train.targets.shape[1], steps_per_epoch, device, acceleration)
+    run = _start(config, train.targets.shape[1], steps_per_epoch, device, acceleration, replica=replica)
     state = checkpoint.load() or _fresh_state()
     state["starts"].append(state["epoch"])
     if state["epoch"] or state.get("inside_epoch"):
@@ -416,15 +462,23 @@ def train_trial(
             step_seconds: float | None, left: int, used: float = state["seconds_used"], since: float = started
         ) -> bool:
             spent = used + time.perf_counter() - since
-            if max_seconds is not None and spent + (step_seconds or 0.0) > max_seconds:
-                return False
-            return step_guard is None or step_guard(spent, step_seconds, left)
+            take = max_seconds is None or spent + (step_seconds or 0.0) <= max_seconds
+            take = take and (step_guard is None or step_guard(spent, step_seconds, left))
+            return take if replica is None else replica.agree(take)
 
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         position = _resume_position(state)
         first_step = position.step
         measured = _train_one_epoch(
-            run, train, preprocess, config, multi_label, position=position, may_step=may_step, prior_pace=pace
+            run,
+            train,
+            preprocess,
+            config,
+            multi_label,
+            position=position,
+            may_step=may_step,
+            prior_pace=pace,
+            replica=replica,
         )
         pace = measured or pace
         stopped = not position.finished
@@ -450,7 +504,8 @@ def train_trial(
             "generators": generators,
         }
         state.update(epoch=epoch + int(not stopped), inside_epoch=inside if stopped else None, **run.state())
-        checkpoint.save(state)
+        if replica is None or replica.rank == 0:
+            checkpoint.save(state)
         result = EpochResult(epoch + 1, config.epochs, position.mean_loss, score, state["seconds_used"], not stopped)
         if (on_epoch and on_epoch(result)) or stopped:
             break

@@ -1,0 +1,199 @@
+"""Data-parallel training of one configuration with torch.distributed (DistributedDataParallel).
+
+``train_data_parallel`` spawns N processes on this machine (gloo on the CPU,
+nccl with one GPU per rank on CUDA); each runs the trainer's own loop
+(``train_trial``) as one ``Replica``:
+
+- every rank draws the same shuffled order per epoch (seeded from the
+  configuration's seed and the epoch) and takes the images ``rank::N`` of each
+  global batch: the global batch and the learning rate stay the configuration's,
+  the batch per rank is ``batch_size / N`` (``batch_size`` must divide by N);
+- DDP all-reduces (averages) the gradients, so a step equals one process
+  accumulating the gradients of the same N micro-batches;
+- batch norm: ``SyncBatchNorm`` on CUDA; on the CPU each rank normalises with
+  its own micro-batch's statistics, and the running statistics are rank 0's
+  (DDP broadcasts its buffers), as with gradient accumulation over micro-batches;
+- rank 0 alone writes the checkpoint; the ranks agree on every step, so a
+  budget guard stops them all at the same step;
+- a rank that dies ends the phase with ``DataParallelError``; a collective that
+  waits longer than ``PROCESS_GROUP_TIMEOUT`` fails instead of hanging.
+
+The seconds returned are summed over the ranks: device time, as
+``autovision.search.budget`` counts it.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.multiprocessing.spawn import ProcessException, start_processes
+from torch.nn.parallel import DistributedDataParallel
+
+from autovision.data.inspection import available_cores
+from autovision.preprocess import PreprocessConfig
+from autovision.train.images import ImageSet
+from autovision.train.trainer import CPU, TrainConfig, TrialCheckpoint, TrialResult, restore_model, train_trial
+
+# How long a collective (the rendezvous included) waits for a rank before the phase fails.
+PROCESS_GROUP_TIMEOUT = timedelta(seconds=60)
+
+
+class DataParallelError(RuntimeError):
+    """A data-parallel phase that could not finish: a rank failed, died or never joined."""
+
+
+def check_nproc(nproc: int, cores: int) -> None:
+    """Refuse more CPU processes than cores: they would only take turns on the same cores."""
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, not {nproc}")
+    if nproc > cores:
+        raise ValueError(f"--nproc {nproc} is more than the {cores} CPU cores available to this process")
+
+
+def per_rank_batch(global_batch: int, world_size: int) -> int:
+    """Each rank's share of the global batch (the documented rule: global batch and learning rate unchanged)."""
+    if global_batch % world_size:
+        raise ValueError(f"the global batch {global_batch} does not divide over {world_size} processes")
+    return global_batch // world_size
+
+
+def backend_for(device: torch.device) -> str:
+    """nccl between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+@dataclass(frozen=True)
+class DdpReplica:
+    """One rank of a process group, as the trainer's ``Replica``."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Synchronised batch norm on CUDA; on the CPU each rank keeps its own statistics."""
+        if self.device.type == "cuda":
+            synced: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
+            return synced
+        return model
+
+    def wrap(self, model: nn.Module) -> DistributedDataParallel:
+        """DDP around the model: its backward averages the gradients over the ranks."""
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def agree(self, take: bool) -> bool:
+        """A step is taken only if every rank takes it."""
+        flag = torch.tensor([int(take)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+
+@dataclass(frozen=True)
+class _RankJob:
+    train: ImageSet
+    config: TrainConfig
+    preprocess: PreprocessConfig
+    checkpoint: TrialCheckpoint
+    multi_label: bool
+    max_seconds: float | None
+    device: torch.device
+    threads: int
+    address: str
+    timeout: timedelta
+
+
+def _rank_main(rank: int, world_size: int, job: _RankJob, outcomes: Any) -> None:
+    torch.set_num_threads(job.threads)
+    device = torch.device("cuda", rank) if job.device.type == "cuda" else job.device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        backend_for(device), init_method=job.address, rank=rank, world_size=world_size, timeout=job.timeout
+    )
+    try:
+        trained = train_trial(
+            job.train,
+            None,
+            job.config,
+            job.preprocess,
+            checkpoint=job.checkpoint,
+            multi_label=job.multi_label,
+            max_seconds=job.max_seconds,
+            device=device,
+            replica=DdpReplica(rank, world_size, device),
+        )
+        dist.barrier()  # rank 0's last checkpoint is written before anyone reports
+        outcomes.put((rank, trained.seconds_used, trained.stopped_inside_epoch))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_address() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def train_data_parallel(
+    train: ImageSet,
+    config: TrainConfig,
+    preprocess: PreprocessConfig,
+    *,
+    checkpoint: TrialCheckpoint,
+    nproc: int,
+    multi_label: bool = False,
+    max_seconds: float | None = None,
+    device: torch.device = CPU,
+    threads: int | None = None,
+    timeout: timedelta = PROCESS_GROUP_TIMEOUT,
+) -> TrialResult:
+    """Train one configuration (no validation set: the final fit) on ``nproc`` local processes; resumable.
+
+    ``max_seconds`` is device time summed over the ranks, and so is the result's
+    ``seconds_used``; the model is the last weights rank 0 checkpointed, on the CPU.
+    ``threads`` per rank defaults to the available cores shared out.
+    """
+    per_rank_batch(config.batch_size, nproc)
+    if device.type != "cuda":
+        check_nproc(nproc, available_cores())
+    job = _RankJob(
+        train=train.to(CPU),
+        config=config,
+        preprocess=preprocess,
+        checkpoint=checkpoint,
+        multi_label=multi_label,
+        max_seconds=None if max_seconds is None else max_seconds / nproc,
+        device=device,
+        threads=threads or max(1, available_cores() // nproc),
+        address=_free_address(),
+        timeout=timeout,
+    )
+    outcomes = mp.get_context("spawn").SimpleQueue()
+    try:
+        start_processes(  # type: ignore[no-untyped-call]
+            _rank_main, args=(nproc, job, outcomes), nprocs=nproc, join=True, start_method="spawn"
+        )
+    except ProcessException as error:
+        raise DataParallelError(f"data-parallel training on {nproc} processes failed: {error}") from None
+    reports = [outcomes.get() for _ in range(nproc)]
+    state = checkpoint.load()
+    if state is None:
+        raise DataParallelError("data-parallel training ended without a checkpoint")
+    model = restore_model(config, train.targets.shape[1], checkpoint)
+    return TrialResult(
+        model=model,
+        best_score=state["best_score"],
+        best_epoch=state["best_epoch"],
+        history=state["history"],
+        seconds_used=sum(seconds for _, seconds, _ in reports),
+        starts=state["starts"],
+        stopped_inside_epoch=any(stopped for _, _, stopped in reports),
+    )
