@@ -46,6 +46,14 @@ def train_command(
             "resnet101, URI a torchvision state_dict (file:// or s3://). Repeatable.",
         ),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes of the final fit, data-parallel on the CPU (gloo); at most the available cores. "
+            "The global batch and learning rate stay the chosen trial's; each process trains on batch / N.",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary object instead of tables.")] = False,
 ) -> None:
     """Search architectures and hyperparameters within a budget, then evaluate and export the chosen model.
@@ -53,17 +61,22 @@ def train_command(
     Running the same command again continues an interrupted search, or shows the finished one.
     """
     from autovision.contract.keys import RunLocation
+    from autovision.data.inspection import available_cores
     from autovision.pipeline import run_uid, train_evaluate_export
     from autovision.search.job import SearchSettings
     from autovision.search.probe import BudgetTooSmallError
     from autovision.storage import Storage, StorageError
+    from autovision.train.distributed import check_nproc
     from autovision.train.models import BackboneWeightsError
 
     try:
+        check_nproc(nproc, available_cores())
         backbones = [Backbone.parse(text) for text in backbone or []]
     except ValueError as error:
         fail(escape(str(error)))
-    settings = SearchSettings(optimize_for=optimize_for, early_stopping=early_stopping, seed=seed)
+    settings = SearchSettings(
+        optimize_for=optimize_for, early_stopping=early_stopping, seed=seed, final_processes=nproc
+    )
     try:
         storage = Storage.from_settings()
         version = _latest_version(storage, dataset)

@@ -2,7 +2,8 @@
 
 A budget is measured device time: the seconds every trial actually trained,
 validated and measured its latency, with the decoding of the images it was the
-first to need, summed over all workers, plus the final fit. It is a ceiling:
+first to need, summed over all workers, plus the final fit (a data-parallel
+final fit counts the seconds of each of its processes). It is a ceiling:
 every worker publishes a ``Claim`` (what its trial has spent, and what it will
 spend before it reports again, its validation and latency measurement included)
 and takes its next stretch of steps only when everything claimed by every worker

@@ -5,7 +5,9 @@ before any retraining starts, so a run interrupted during the final fit resumes
 the same fit from its checkpoint rather than deciding again. Without the budget
 for a full retraining, or for a single fixed configuration, the chosen trial's
 own best weights are the final model: a retraining cut short would end in the
-middle of its learning-rate schedule.
+middle of its learning-rate schedule. With ``final_processes`` > 1 the fit runs
+data-parallel (``autovision.train.distributed``); its seconds are summed over
+the processes, as the budget counts device time.
 """
 
 from __future__ import annotations
@@ -20,8 +22,16 @@ from autovision.search.budget import final_fit_affordable
 from autovision.search.job import ImageCache, SearchJob
 from autovision.search.summary import SearchResult
 from autovision.storage import Storage
+from autovision.train.distributed import train_data_parallel
 from autovision.train.images import ImageSet
-from autovision.train.trainer import CPU, EpochResult, TrialCheckpoint, restore_model, train_trial
+from autovision.train.trainer import (
+    CPU,
+    EpochResult,
+    TrainConfig,
+    TrialCheckpoint,
+    restore_model,
+    train_trial,
+)
 
 
 @dataclass(frozen=True)
@@ -82,17 +92,35 @@ def fit_final(job: SearchJob, result: SearchResult, images: ImageCache, reporter
             return False
 
         data = ImageSet.concat(images.split("train", preprocess.size), images.split("validation", preprocess.size))
-        trained = train_trial(
-            data,
-            None,
-            config,
-            preprocess,
-            checkpoint=TrialCheckpoint(storage, final_checkpoint_key(job.prefix)),
-            multi_label=job.multi_label,
-            on_epoch=on_epoch,
-            max_seconds=job.plan.remaining(result.seconds),
-            device=images.device,
-        )
+        checkpoint = TrialCheckpoint(storage, final_checkpoint_key(job.prefix))
+        remaining = job.plan.remaining(result.seconds)
+        processes = final_processes(config, job.settings.final_processes)
+        if processes < job.settings.final_processes:
+            reporter.note(f"batch {config.batch_size} does not divide over the processes: final fit on one")
+        if processes > 1:
+            trained = train_data_parallel(
+                data,
+                config,
+                preprocess,
+                checkpoint=checkpoint,
+                nproc=processes,
+                multi_label=job.multi_label,
+                max_seconds=remaining,
+                device=images.device,
+            )
+            reporter.update(trained.epochs_trained, f"{processes} processes, data-parallel")
+        else:
+            trained = train_trial(
+                data,
+                None,
+                config,
+                preprocess,
+                checkpoint=checkpoint,
+                multi_label=job.multi_label,
+                on_epoch=on_epoch,
+                max_seconds=remaining,
+                device=images.device,
+            )
         if trained.epochs_trained == config.epochs:
             return FinalModel(trained.model.to(CPU).eval(), True, trained.seconds_used, trained.epochs_trained)
         reporter.note("the final fit ran out of budget: exporting the chosen trial's own model")
@@ -101,3 +129,9 @@ def fit_final(job: SearchJob, result: SearchResult, images: ImageCache, reporter
         raise RuntimeError(f"trial {result.chosen.number} has no checkpoint")
     model = restore_model(config, len(job.labels), TrialCheckpoint(storage, result.chosen.checkpoint))
     return FinalModel(model, False, seconds, result.chosen.epochs_trained)
+
+
+def final_processes(config: TrainConfig, requested: int) -> int:
+    """The processes the final fit runs on: those requested when the global batch divides over them, else one
+    (a batch split unevenly would weigh the ranks' gradients unequally)."""
+    return requested if config.batch_size % requested == 0 else 1

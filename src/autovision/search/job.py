@@ -42,7 +42,9 @@ class SearchSettings:
     dataset's default search space; ``work_dir`` holds the study journal's local
     copy when storage is an object store. ``workers`` counts one node's workers;
     with ``nodes`` > 1 this process is node ``node`` of them and ``coordinator``
-    (HOST:PORT) is where node 0 serves the study.
+    (HOST:PORT) is where node 0 serves the study. ``final_processes`` > 1 runs
+    the final fit data-parallel on that many local processes
+    (``autovision.train.distributed``).
     """
 
     optimize_for: OptimizeFor = OptimizeFor.BALANCED
@@ -58,8 +60,11 @@ class SearchSettings:
     nodes: int = 1
     coordinator: str | None = None
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+    final_processes: int = 1
 
     def __post_init__(self) -> None:
+        if self.final_processes < 1:
+            raise ValueError(f"the final fit needs at least one process, not {self.final_processes}")
         if not 0 <= self.node < self.nodes:
             raise ValueError(f"node {self.node} is not one of the {self.nodes} nodes")
         if self.nodes > 1 and self.coordinator is None:
