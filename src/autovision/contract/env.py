@@ -30,6 +30,8 @@ GATEWAY_UPSTREAM_TIMEOUT_SECONDS: Final = f"{PREFIX}GATEWAY_UPSTREAM_TIMEOUT_SEC
 GATEWAY_REQUIRE_TOKEN: Final = f"{PREFIX}GATEWAY_REQUIRE_TOKEN"
 GATEWAY_DEPLOYMENT_NAME: Final = f"{PREFIX}GATEWAY_DEPLOYMENT_NAME"
 GATEWAY_DEPLOYMENT_NAMESPACE: Final = f"{PREFIX}GATEWAY_DEPLOYMENT_NAMESPACE"
+# The gateway's routing table (autovision.serving.traffic.Routes as JSON), written by the operator.
+GATEWAY_ROUTES: Final = f"{PREFIX}GATEWAY_ROUTES"
 
 # Read by the operator (autovision_operator.config.OperatorConfig), set by the chart.
 NAMESPACE: Final = f"{PREFIX}NAMESPACE"
