@@ -351,6 +351,40 @@ def test_a_slowed_trial_stops_inside_an_epoch_at_the_budget(
 
 
 @pytest.mark.training
+def test_a_slow_first_step_is_charged_but_does_not_set_the_pace(
+    digits: tuple[Storage, dict[str, ImageSet]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU's first step warms up (20 s against 1.6 s later on an H200): counted in the pace, it made
+    the gate stop a trial after one step although its epochs fitted the budget many times over."""
+    storage, sets = digits
+    clock = FakeTime()
+    monkeypatch.setattr("autovision.train.trainer.time", clock)
+    warmup, limit = 20 * SLOW_STEP, 8.0
+    gate = BudgetGate(limit, OneTrialLedger(), clock.perf_counter, finish=3.0)
+    costs = iter([warmup + SLOW_STEP])
+    paces: list[float | None] = []
+
+    def warming_up(used: float, pace: float | None, left: int) -> bool:
+        clock.sleep(next(costs, SLOW_STEP))
+        return gate.may_step(used, pace, left)
+
+    result = train_trial(
+        sets["train"],
+        sets["validation"],
+        CONFIG,
+        PREPROCESS,
+        checkpoint=TrialCheckpoint(storage, "warming.pt"),
+        step_guard=warming_up,
+        on_epoch=lambda epoch: paces.append(epoch.step_seconds) is not None,
+    )
+    steps = sum(int(entry["steps"]) for entry in result.history)  # type: ignore[call-overload]
+    assert steps >= 10, f"the warm-up stopped the trial after {steps} steps"
+    assert paces[0] == pytest.approx(SLOW_STEP), "the pace is the steps after the warm-up"
+    assert result.seconds_used <= limit + 1e-9, "the warm-up is still charged"
+    assert result.seconds_used >= warmup
+
+
+@pytest.mark.training
 def test_a_mid_epoch_checkpoint_resumes_to_the_same_weights(digits: tuple[Storage, dict[str, ImageSet]]) -> None:
     storage, sets = digits
     whole = train_trial(sets["train"], None, CONFIG, PREPROCESS, checkpoint=TrialCheckpoint(storage, "unbroken.pt"))

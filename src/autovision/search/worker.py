@@ -127,9 +127,7 @@ class _Worker:
             checkpoint=checkpoint,
             multi_label=self.job.multi_label,
             on_epoch=monitor,
-            step_guard=lambda used, pace, left: (
-                monitor.pace(pace) and (not budgeted or gate.may_step(monitor.seconds(used), pace, left))
-            ),
+            step_guard=lambda used, pace, left: not budgeted or gate.may_step(monitor.seconds(used), pace, left),
             device=self.images.device,
         )
         started = time.perf_counter()
@@ -242,7 +240,7 @@ class _EpochMonitor:
 
     ``earlier_seconds`` are the interrupted predecessor's (its own trial counts them);
     ``decoding_seconds`` filled the image cache for this trial: device time too.
-    ``step_seconds`` is the slowest pace its epochs measured.
+    ``step_seconds`` is the slowest pace its epochs measured (the trainer leaves the warm-up step out).
     """
 
     def __init__(self, worker: _Worker, trial: optuna.Trial, earlier_seconds: float, decoding_seconds: float) -> None:
@@ -257,13 +255,9 @@ class _EpochMonitor:
         """What this trial has cost, from the seconds its checkpoint says it trained (predecessors' included)."""
         return trained_seconds - self.earlier_seconds + self.decoding_seconds
 
-    def pace(self, step_seconds: float | None) -> bool:
-        """Remember the slowest pace measured (for the trials of this configuration after this one)."""
-        if step_seconds is not None:
-            self.step_seconds = max(step_seconds, self.step_seconds or 0.0)
-        return True
-
     def __call__(self, result: EpochResult) -> bool:
+        if result.step_seconds is not None:  # the slowest epoch's, for this configuration's later trials
+            self.step_seconds = max(result.step_seconds, self.step_seconds or 0.0)
         self.trial.set_user_attr("seconds", self.seconds(result.seconds_used))
         self.trial.set_user_attr("updatedAt", time.time())
         if result.validation_score is not None:

@@ -114,6 +114,8 @@ class EpochResult:
     validation_score: float | None
     seconds_used: float
     complete: bool = True
+    # Mean seconds per training step so far, the run's warm-up step left out (see _StepPace).
+    step_seconds: float | None = None
 
 
 # Asked before each training step with the seconds the trial has used, its mean seconds per step so far
@@ -276,6 +278,8 @@ class _Run:
     ema: WeightAverage | None
     device: torch.device
     acceleration: Acceleration
+    # How long the run's first step took, once taken: the warm-up, kept out of its pace.
+    warmup_seconds: float | None = None
 
     @property
     def evaluated(self) -> nn.Module:
@@ -355,7 +359,7 @@ def _train_one_epoch(
 
     ``may_step`` is asked before each step with the mean seconds per step so far
     (``prior_pace`` before the first) and the steps left in the pass, and can stop it. Returns that mean,
-    None if no step was taken."""
+    None if no step was taken. The run's first step is left out of the mean (``_StepPace``)."""
     run.model.train()
     order = torch.randperm(len(data)).to(run.device)
     if position.generators is not None:  # continue a stopped epoch with the draws it would have made
@@ -363,10 +367,10 @@ def _train_one_epoch(
     usable = len(order) - len(order) % config.batch_size if len(order) > config.batch_size else len(order)
     steps = range(position.step * config.batch_size, usable, config.batch_size)
     total = torch.zeros((), device=run.device)
-    started, taken = time.perf_counter(), 0
+    pace, taken = _StepPace(run, prior_pace), 0
     rank, world_size = (replica.rank, replica.world_size) if replica is not None else (0, 1)
     for start in steps:
-        if not may_step((time.perf_counter() - started) / taken if taken else prior_pace, len(steps) - taken):
+        if not may_step(pace.seconds, len(steps) - taken):
             break
         batch = order[start : start + config.batch_size][rank::world_size]
         augmented = augment(normalise(data.pixels[batch], preprocess), config.augment, config.flip)
@@ -383,11 +387,51 @@ def _train_one_epoch(
             run.ema.update(run.model)
         total += loss.detach() * len(batch)
         taken += 1
+        pace.step_taken()
     position.step += taken
     position.loss_sum += float(total)
     position.samples += taken * (config.batch_size // world_size)
     position.finished = taken == len(steps)
-    return (time.perf_counter() - started) / taken if taken else None
+    return pace.measured
+
+
+class _StepPace:
+    """Mean seconds per step over one pass, leaving out the run's first step.
+
+    A run's first step warms up: lazy allocations, cuDNN's autotuning, kernel
+    compilation. On a GPU it can take as long as an epoch of later steps (20 s
+    against 1.6 s on an H200), and counting it in the pace made the budget gate
+    refuse work that fitted. Its time is still spent and charged; it only does not
+    predict the next step. Until a step after it has been timed, the pace is the
+    caller's prior (an earlier pass's, or None: unknown).
+    """
+
+    def __init__(self, run: _Run, prior: float | None) -> None:
+        self.run = run
+        self.prior = prior
+        self.since = time.perf_counter()
+        self.last = self.since
+        self.timed = 0
+
+    def step_taken(self) -> None:
+        """Time the step just finished."""
+        self.last = time.perf_counter()
+        if self.run.warmup_seconds is None:
+            self.run.warmup_seconds = self.last - self.since
+            self.since = self.last
+        else:
+            self.timed += 1
+
+    @property
+    def measured(self) -> float | None:
+        """The mean over this pass's timed steps; None before any."""
+        return (self.last - self.since) / self.timed if self.timed else None
+
+    @property
+    def seconds(self) -> float | None:
+        """The pace to plan the next step with."""
+        measured = self.measured
+        return measured if measured is not None else self.prior
 
 
 def _generator_state(device: torch.device) -> dict[str, Any]:
@@ -506,7 +550,10 @@ def train_trial(
         state.update(epoch=epoch + int(not stopped), inside_epoch=inside if stopped else None, **run.state())
         if replica is None or replica.rank == 0:
             checkpoint.save(state)
-        result = EpochResult(epoch + 1, config.epochs, position.mean_loss, score, state["seconds_used"], not stopped)
+        epoch_pace = pace if pace is not None else run.warmup_seconds  # one step only: all there is
+        result = EpochResult(
+            epoch + 1, config.epochs, position.mean_loss, score, state["seconds_used"], not stopped, epoch_pace
+        )
         if (on_epoch and on_epoch(result)) or stopped:
             break
     return _result(run, state, stopped)
