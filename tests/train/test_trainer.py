@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import ImageSet, decode_pixels, load_images
 from autovision.train.trainer import (
     Acceleration,
+    EpochResult,
     TrainConfig,
     TrialCheckpoint,
     TrialResult,
@@ -317,67 +319,73 @@ class OneTrialLedger:
         self.claim = claim
 
 
-@pytest.mark.training
-def test_a_slowed_trial_stops_inside_an_epoch_at_the_budget(
-    digits: tuple[Storage, dict[str, ImageSet]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    storage, sets = digits
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     clock = FakeTime()
     monkeypatch.setattr("autovision.train.trainer.time", clock)
-    limit = 1.8  # a slowed step costs 0.2 s, 0.25 s with the margin; a finish of 3 steps is claimed
-    gate = BudgetGate(limit, OneTrialLedger(), clock.perf_counter, finish=3.0)
+    return clock
+
+
+def _gated_trial(
+    digits: tuple[Storage, dict[str, ImageSet]],
+    clock: FakeTime,
+    gate: BudgetGate,
+    later_steps_after: list[float],
+    on_epoch: Callable[[EpochResult], bool] | None = None,
+) -> TrialResult:
+    """A trial under ``gate`` whose first steps cost ``later_steps_after`` (fake seconds), then SLOW_STEP each."""
+    storage, sets = digits
+    costs = iter(later_steps_after)
 
     def slowed(used: float, pace: float | None, left: int) -> bool:
-        clock.sleep(SLOW_STEP)  # the step's cost: counted in the pace the trainer measures
+        clock.sleep(next(costs, SLOW_STEP))  # the step's cost: counted in the pace the trainer measures
         return gate.may_step(used, pace, left)
 
-    result = train_trial(
+    return train_trial(
         sets["train"],
         sets["validation"],
         CONFIG,
         PREPROCESS,
-        checkpoint=TrialCheckpoint(storage, "slowed.pt"),
+        checkpoint=TrialCheckpoint(storage, "gated.pt"),
         step_guard=slowed,
+        on_epoch=on_epoch,
     )
+
+
+@pytest.mark.training
+def test_a_slowed_trial_stops_inside_an_epoch_at_the_budget(
+    digits: tuple[Storage, dict[str, ImageSet]], fake_time: FakeTime
+) -> None:
+    limit = 1.8  # a slowed step costs 0.2 s, 0.25 s with the margin; a finish of 3 steps is claimed
+    gate = BudgetGate(limit, OneTrialLedger(), fake_time.perf_counter, finish=3.0)
+    result = _gated_trial(digits, fake_time, gate, [])
     assert gate.stopped
     assert result.stopped_inside_epoch
     [entry] = result.history
     assert 2 <= entry["steps"] < 10, "stopped inside the first epoch"  # type: ignore[operator]
     assert entry["validationScore"] is not None, "what it learned was validated"
     assert result.seconds_used + 3.0 * SLOW_STEP <= limit + 1e-9, "within the budget, with its finish reserved"
-    state = TrialCheckpoint(storage, "slowed.pt").load()
+    state = TrialCheckpoint(digits[0], "gated.pt").load()
     assert state is not None
     assert state["inside_epoch"]["step"] == entry["steps"]
 
 
 @pytest.mark.training
 def test_a_slow_first_step_is_charged_but_does_not_set_the_pace(
-    digits: tuple[Storage, dict[str, ImageSet]], monkeypatch: pytest.MonkeyPatch
+    digits: tuple[Storage, dict[str, ImageSet]], fake_time: FakeTime
 ) -> None:
     """A GPU's first step warms up (20 s against 1.6 s later on an H200): counted in the pace, it made
     the gate stop a trial after one step although its epochs fitted the budget many times over."""
-    storage, sets = digits
-    clock = FakeTime()
-    monkeypatch.setattr("autovision.train.trainer.time", clock)
     warmup, limit = 20 * SLOW_STEP, 8.0
-    gate = BudgetGate(limit, OneTrialLedger(), clock.perf_counter, finish=3.0)
-    costs = iter([warmup + SLOW_STEP])
+    gate = BudgetGate(limit, OneTrialLedger(), fake_time.perf_counter, finish=3.0)
     paces: list[float | None] = []
 
-    def warming_up(used: float, pace: float | None, left: int) -> bool:
-        clock.sleep(next(costs, SLOW_STEP))
-        return gate.may_step(used, pace, left)
+    def record_pace(epoch: EpochResult) -> bool:
+        paces.append(epoch.step_seconds)
+        return False
 
-    result = train_trial(
-        sets["train"],
-        sets["validation"],
-        CONFIG,
-        PREPROCESS,
-        checkpoint=TrialCheckpoint(storage, "warming.pt"),
-        step_guard=warming_up,
-        on_epoch=lambda epoch: paces.append(epoch.step_seconds) is not None,
-    )
-    steps = sum(int(entry["steps"]) for entry in result.history)  # type: ignore[call-overload]
+    result = _gated_trial(digits, fake_time, gate, [warmup + SLOW_STEP], on_epoch=record_pace)
+    steps = sum(entry["steps"] or 0 for entry in result.history)
     assert steps >= 10, f"the warm-up stopped the trial after {steps} steps"
     assert paces[0] == pytest.approx(SLOW_STEP), "the pace is the steps after the warm-up"
     assert result.seconds_used <= limit + 1e-9, "the warm-up is still charged"
