@@ -176,7 +176,7 @@ def test_a_shadow_changes_no_answer_and_its_agreement_is_counted(models: Models)
         name: float(np.percentile([a.seconds for a in run], 99))
         for name, run in (("alone", baseline), ("shadowed", answers))
     }
-    assert p99["shadowed"] <= 3 * p99["alone"] + 0.05, p99
+    assert p99["shadowed"] <= 4 * p99["alone"] + 0.1, p99
 
 
 @pytest.mark.e2e
