@@ -13,6 +13,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import aiohttp
@@ -73,6 +74,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
         }
         assert top1["old"] != top1["new"], "the two models must be told apart by their answers"
         yield Models(old, new, top1)
+        with ThreadPoolExecutor(2) as pool:  # each waits seconds for its stubs to exit: both at once
+            list(pool.map(LocalTritonServer.stop, (old, new)))
 
 
 def _body(image: bytes) -> bytes:
