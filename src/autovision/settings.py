@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from autovision.contract import env
 from autovision.preprocess import DEFAULT_DECODE_MEMORY_BYTES, PILLOW_MAX_PIXELS, ImageLimits
+from autovision.serving.traffic import Routes
 
 # Every scheme the importer can read. A cluster leaves out file (the pod's own disk is
 # never a user's data), and may leave out http and https (requests from inside the cluster).
@@ -95,6 +96,11 @@ class Settings(BaseSettings):
     )
     gateway_deployment_namespace: str | None = Field(
         default=None, description="The namespace of the ModelDeployment a gateway serves."
+    )
+    gateway_routes: Routes | None = Field(
+        default=None,
+        description="The models behind a gateway and their split, as JSON (autovision.serving.traffic.Routes; "
+        "written by the operator from spec.traffic); unset, the gateway serves its --triton-url's one model.",
     )
     import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=IMPORT_URI_SCHEMES,

@@ -31,6 +31,7 @@ from autovision.embedded_s3 import free_port
 from autovision.serving.access import ACCESS_REVIEWS, TOKEN_REVIEWS, AccessConfig, KubeApi
 from autovision.serving.access_policy import AccessTarget
 from autovision.serving.gateway import GatewayConfig, GatewayServer
+from autovision.serving.traffic import STATS_PATH
 
 NAMESPACE, NAME = "ml", "flowers"
 GATEWAY_TOKEN = "gateway-service-account-token"
@@ -160,6 +161,13 @@ async def test_the_automl_json_path_needs_a_token_too(gateway: Gateway) -> None:
             f"{gateway.url}/v1/models/{NAME}:predict", json={}, headers={"Authorization": "Bearer alice-token"}
         ) as reply:
             assert reply.status == 400, "past the check, the body itself is refused"
+
+
+async def test_traffic_statistics_need_a_token(gateway: Gateway) -> None:
+    assert (await get(gateway, STATS_PATH, None))[0] == 401
+    status, _, body = await get(gateway, STATS_PATH, "alice-token")
+    assert status == 200
+    assert body["models"]["autovision"]["requests"] == 0
 
 
 async def test_health_needs_no_token(gateway: Gateway) -> None:

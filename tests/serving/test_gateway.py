@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from autovision.client import predict_automl
+from autovision.contract import env
 from autovision.embedded_s3 import free_port
 from autovision.preprocess import PreprocessConfig
 from autovision.serving import LocalTritonServer, PredictionError, predict, write_local_repository
@@ -30,6 +32,8 @@ from autovision.serving.gateway import (
     build_predict_response,
     parse_predict_request,
 )
+from autovision.serving.traffic import Backend, Routes
+from autovision.settings import Settings
 from tests.support.serving import (
     POLICY_BUDGET,
     POLICY_LIMITS,
@@ -80,6 +84,18 @@ def test_response_keeps_labels_at_or_above_threshold_best_first() -> None:
             {"displayName": "c", "classification": {"score": 0.5}},
         ]
     }
+
+
+def test_routes_come_from_the_environment_else_the_one_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert GatewayConfig.from_settings("t:8000", Settings()).routing() == Routes.single("autovision", "t:8000")
+    split = Routes(
+        backends=(Backend(run="a", triton_url="a:8000", percent=90), Backend(run="b", triton_url="b:8000", percent=10))
+    )
+    monkeypatch.setenv(env.GATEWAY_ROUTES, split.model_dump_json())
+    assert GatewayConfig.from_settings("t:8000", Settings()).routing() == split
+    monkeypatch.setenv(env.GATEWAY_ROUTES, split.model_dump_json().replace("90", "80"))
+    with pytest.raises(ValidationError, match="sum to 90, not 100"):
+        Settings()
 
 
 @pytest.fixture(scope="module")

@@ -85,10 +85,16 @@ def test_stats_of_two_gateways_merge() -> None:
     first.shadow.observe("cat", "cat")
     second.shadow.observe("cat", "dog")
     second.shadow.observe("cat", None)
+    first.shadow.drop()
     merged = TrafficStats.model_validate_json(first.merged(second).model_dump_json())
     assert merged.models["a"].requests == 2
     assert merged.models["a"].error_rate == 0.5
     assert merged.models["a"].latency_quantile_ms(1.0) == 300
     assert merged.models["b"].requests == 1
     assert merged.shadow is not None
-    assert (merged.shadow.compared, merged.shadow.agreement, merged.shadow.errors) == (2, 0.5, 1)
+    assert (merged.shadow.compared, merged.shadow.agreement, merged.shadow.errors, merged.shadow.dropped) == (
+        2,
+        0.5,
+        1,
+        1,
+    )

@@ -11,6 +11,11 @@ and forwarded at once, ``max_queue`` more wait (unread), and any further one is
 answered 503 with ``Retry-After`` at once. A body not received in time is dropped
 (408); a Triton that is gone or too slow gives 503 with ``Retry-After``, and the
 gateway serves again as soon as Triton is back.
+
+Several models can stand behind one gateway (``traffic.Routes``, from
+``AUTOVISION_GATEWAY_ROUTES``): each request goes to one model's Triton by the split,
+its answer names the run in the ``X-AutoVision-Model`` header, an optional shadow gets
+a copy (``router``), and ``GET /v1/traffic`` serves this replica's counts per model.
 """
 
 from __future__ import annotations
@@ -32,14 +37,17 @@ import tritonclient.http.aio as triton_http
 from aiohttp import web
 from tritonclient.utils import InferenceServerException
 
+from autovision.contract import env
 from autovision.preprocess import ImageLimits
 from autovision.serving.client import Prediction, parse_classification
 from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
+from autovision.serving.traffic import MODEL_HEADER, STATS_PATH, Routes
 from autovision.settings import Settings
 
 if TYPE_CHECKING:
-    # access imports this module (GatewayError); the gateway builds its Gatekeeper only when asked to.
+    # access and router import this module (GatewayError, Upstream); the gateway builds them in create_app.
     from autovision.serving.access import AccessConfig, Gatekeeper
+    from autovision.serving.router import Router
 
 DEFAULT_SCORE_THRESHOLD = 0.5
 # Seconds a client is told to wait: a full queue drains within a request's time; a
@@ -127,6 +135,12 @@ class GatewayConfig:
     grpc_address: str | None = None
     # Whose bearer tokens may predict (a ModelDeployment's spec.auth.requireToken); None checks none.
     access: AccessConfig | None = None
+    # Several models and their split (a ModelDeployment's spec.traffic); None: triton_url's one model.
+    routes: Routes | None = None
+
+    def routing(self) -> Routes:
+        """The models behind this gateway: ``routes``, or the one at ``triton_url`` named by its model name."""
+        return self.routes or Routes.single(self.model_name, self.triton_url)
 
     @classmethod
     def from_settings(cls, triton_url: str, settings: Settings, **names: Any) -> GatewayConfig:
@@ -138,6 +152,7 @@ class GatewayConfig:
             max_queue=settings.gateway_max_queue,
             body_timeout_s=settings.gateway_body_timeout_seconds,
             upstream_timeout_s=settings.gateway_upstream_timeout_seconds,
+            routes=settings.gateway_routes,
             **names,
         )
 
@@ -170,17 +185,17 @@ class Admission:
             self._free.release()
 
 
-class _Upstream:
-    """The Triton client, and the model's label count, learnt on first use.
+class Upstream:
+    """One model's Triton client, and the model's label count, learnt on first use.
 
     Learning it lazily lets the gateway start before Triton has loaded the model
     (in a pod both containers start together); until then /healthz answers 503.
     """
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, triton_url: str) -> None:
         self.config = config
         # conn_timeout bounds each whole call, so a hung Triton never holds a slot for longer.
-        self.client = triton_http.InferenceServerClient(config.triton_url, conn_timeout=config.upstream_timeout_s)
+        self.client = triton_http.InferenceServerClient(triton_url, conn_timeout=config.upstream_timeout_s)
         self._num_labels: int | None = None
 
     async def num_labels(self) -> int:
@@ -208,17 +223,13 @@ def _unavailable(message: str) -> GatewayError:
     return GatewayError(503, message, RETRY_AFTER_UNAVAILABLE_S)
 
 
-UPSTREAM = web.AppKey("upstream", _Upstream)
+ROUTER: web.AppKey[Router] = web.AppKey("router")
 ADMISSION = web.AppKey("admission", Admission)
 GATEKEEPER: web.AppKey[Gatekeeper | None] = web.AppKey("gatekeeper")
 HEALTH_PATH = "/healthz"
 
 
-async def _classify(upstream: _Upstream, image: bytes) -> list[tuple[str, float]]:
-    return [(p.label, p.score) for p in await classify_image(upstream, image)]
-
-
-async def classify_image(upstream: _Upstream, image: bytes) -> list[Prediction]:
+async def classify_image(upstream: Upstream, image: bytes) -> list[Prediction]:
     """Every label's score for one image from Triton (with its index); GatewayError when Triton refuses or fails."""
     image_input = triton_http.InferInput(INPUT_NAME, [1, 1], "BYTES")
     image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
@@ -278,11 +289,14 @@ async def _require_token(request: web.Request, handler: Any) -> web.StreamRespon
 
 
 def create_app(config: GatewayConfig) -> web.Application:
-    """The gateway's aiohttp application, forwarding to the Triton model in ``config``."""
+    """The gateway's aiohttp application, forwarding to the Triton models ``config`` routes to."""
     app = web.Application(client_max_size=max_request_bytes(config.max_image_bytes), middlewares=[_require_token])
 
     async def connect(app: web.Application) -> Any:
-        app[UPSTREAM] = _Upstream(config)
+        from autovision.serving.router import Router
+
+        app[ROUTER] = Router(config, config.routing())
+        app[ROUTER].start()
         app[ADMISSION] = Admission(config.max_concurrency, config.max_queue)
         app[GATEKEEPER] = None
         if config.access is not None:
@@ -290,7 +304,7 @@ def create_app(config: GatewayConfig) -> web.Application:
 
             app[GATEKEEPER] = Gatekeeper(config.access)
         yield
-        await app[UPSTREAM].client.close()
+        await app[ROUTER].close()
         gatekeeper = app[GATEKEEPER]
         if gatekeeper is not None:
             await gatekeeper.close()
@@ -304,18 +318,27 @@ def create_app(config: GatewayConfig) -> web.Application:
                 parsed = parse_predict_request(
                     await _read_json(request, config), config.max_image_bytes, config.default_threshold
                 )
-                scored = await _classify(request.app[UPSTREAM], parsed.image)
+                router = request.app[ROUTER]
+                run, scored = await router.classify([parsed.image], router.sticky_value(request.headers))
         except GatewayError as error:
             return _error(error)
-        return web.json_response(build_predict_response(scored, parsed.score_threshold))
+        labels = [(p.label, p.score) for p in scored[0]]
+        return web.json_response(build_predict_response(labels, parsed.score_threshold), headers={MODEL_HEADER: run})
 
     async def healthz(request: web.Request) -> web.Response:
-        ready = await request.app[UPSTREAM].ready()
+        """200 once every model that gets a share of the requests (percent > 0) is ready; the shadow's readiness
+        does not count, so a shadow that is down or loading never takes the endpoint out of service."""
+        ready = await request.app[ROUTER].ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def traffic(request: web.Request) -> web.Response:
+        """This replica's requests, errors, latencies and shadow agreement per model (the operator merges replicas)."""
+        return web.Response(text=request.app[ROUTER].stats.model_dump_json(), content_type="application/json")
 
     app.cleanup_ctx.append(connect)
     app.router.add_post("/v1/models/{name:[^/:]+}:predict", predict)
     app.router.add_get(HEALTH_PATH, healthz)
+    app.router.add_get(STATS_PATH, traffic)
     # Google's AutoML v1 and Vertex AI dialects; those modules import this one. gRPC needs
     # the google extra (the clients' message classes), so it is imported only when served.
     from autovision.serving import google_rest
@@ -371,7 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="0.0.0.0")  # a pod's container listens on the pod IP
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--triton-url", default="localhost:8000", help="Triton KServe v2 HTTP, host:port")
+    parser.add_argument(
+        "--triton-url",
+        default="localhost:8000",
+        help=f"Triton KServe v2 HTTP, host:port (unused when {env.GATEWAY_ROUTES} names the models)",
+    )
     parser.add_argument("--model-name", default="autovision", help="the model's name inside Triton")
     parser.add_argument("--public-name", default=None, help="the name in /v1/models/NAME:predict (default: model name)")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)

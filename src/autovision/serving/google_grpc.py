@@ -24,11 +24,12 @@ from autovision.serving import google_api, google_service
 from autovision.serving.gateway import (
     ADMISSION,
     GATEKEEPER,
-    UPSTREAM,
+    ROUTER,
     GatewayConfig,
     GatewayError,
     max_request_bytes,
 )
+from autovision.serving.traffic import MODEL_HEADER
 
 AUTOML_SERVICE = "google.cloud.automl.v1.PredictionService"
 VERTEX_SERVICE = "google.cloud.aiplatform.v1.PredictionService"
@@ -53,14 +54,21 @@ def _method(handler: Handler, request: type[Message]) -> grpc.RpcMethodHandler[A
 
 def authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     """The call's ``authorization`` metadata (what a client's bearer credentials send), if any."""
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization":
-            return value if isinstance(value, str) else value.decode()
-    return None
+    return metadata(context).get("authorization")
+
+
+def metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The call's metadata as text, by lower-case key (gRPC's own spelling of header names)."""
+    items = context.invocation_metadata() or ()
+    return {key.lower(): value if isinstance(value, str) else value.decode() for key, value in items}
 
 
 def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRpcHandler]:
-    """The three services' handlers, answering from the gateway application's Triton client."""
+    """The three services' handlers, answering from the gateway application's router.
+
+    A predict answer names the run that answered in its trailing metadata,
+    ``x-autovision-model`` (the REST header's name in gRPC's lower case).
+    """
     automl_request, automl_response = automl_v1.PredictRequest.pb(), automl_v1.PredictResponse.pb()
     vertex_request, vertex_response = aiplatform_v1.PredictRequest.pb(), aiplatform_v1.PredictResponse.pb()
     get_endpoint_request, endpoint = aiplatform_v1.GetEndpointRequest.pb(), aiplatform_v1.Endpoint.pb()
@@ -70,30 +78,34 @@ def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRp
             gatekeeper = app[GATEKEEPER]
             if gatekeeper is not None:
                 await gatekeeper.check(authorization(context))
-            result = await work()
+            run, result = await work()
         except GatewayError as error:
             await context.abort(google_api.google_status(error).grpc_code, error.message)
+        if run is not None:
+            context.set_trailing_metadata(((MODEL_HEADER.lower(), run),))
         return json_format.ParseDict(result, response())
 
     async def automl_predict(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        async def work() -> dict[str, Any]:
+        async def work() -> google_service.Routed:
             async with app[ADMISSION].slot():
                 body = json_format.MessageToDict(request)
-                return await google_service.automl_predict(app[UPSTREAM], config, request.name, body)
+                sticky = app[ROUTER].sticky_value(metadata(context))
+                return await google_service.automl_predict(app[ROUTER], config, request.name, body, sticky)
 
         return await answer(context, automl_response, work)
 
     async def vertex_predict(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        async def work() -> dict[str, Any]:
+        async def work() -> google_service.Routed:
             async with app[ADMISSION].slot():
                 body = json_format.MessageToDict(request)
-                return await google_service.vertex_predict(app[UPSTREAM], config, request.endpoint, body)
+                sticky = app[ROUTER].sticky_value(metadata(context))
+                return await google_service.vertex_predict(app[ROUTER], config, request.endpoint, body, sticky)
 
         return await answer(context, vertex_response, work)
 
     async def get_endpoint(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        async def work() -> dict[str, Any]:
-            return google_service.get_endpoint(config, request.name)
+        async def work() -> tuple[None, dict[str, Any]]:
+            return None, google_service.get_endpoint(config, request.name)
 
         return await answer(context, endpoint, work)
 

@@ -14,7 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from autovision.serving import google_api, google_service
-from autovision.serving.gateway import ADMISSION, UPSTREAM, GatewayConfig, GatewayError, _read_json
+from autovision.serving.gateway import ADMISSION, ROUTER, GatewayConfig, GatewayError, _read_json
+from autovision.serving.router import Router
+from autovision.serving.traffic import MODEL_HEADER
 
 _NAME = "projects/{project:[^/]+}/locations/{location:[^/]+}"
 AUTOML_PREDICT = f"/v1/{_NAME}/models/{{resource:[^/:]+}}:predict"
@@ -34,21 +36,26 @@ def google_error(error: GatewayError) -> web.Response:
     return web.json_response(body, status=body["error"]["code"], headers=headers)
 
 
-Operation = Callable[[Any, GatewayConfig, str, Any], Awaitable[dict[str, Any]]]
+Operation = Callable[[Router, GatewayConfig, str, Any, str | None], Awaitable[google_service.Routed]]
 
 
 def add_routes(app: web.Application, config: GatewayConfig) -> None:
-    """Serve Google's predict paths (and Vertex's endpoint read) for the model in ``config``."""
+    """Serve Google's predict paths (and Vertex's endpoint read) for the models in ``config``.
+
+    A predict answer names the run that answered in the ``X-AutoVision-Model`` header.
+    """
 
     def predict(operation: Operation, collection: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             try:
                 async with request.app[ADMISSION].slot():
                     body = await _read_json(request, config)
-                    answer = await operation(request.app[UPSTREAM], config, _name(request, collection), body)
+                    router = request.app[ROUTER]
+                    sticky = router.sticky_value(request.headers)
+                    run, answer = await operation(router, config, _name(request, collection), body, sticky)
             except GatewayError as error:
                 return google_error(error)
-            return web.json_response(answer)
+            return web.json_response(answer, headers={MODEL_HEADER: run})
 
         return handle
 

@@ -129,12 +129,17 @@ class ModelStats(BaseModel):
 
 
 class ShadowStats(BaseModel):
-    """How often the shadow's top-1 agreed with the primary's answer to the same request."""
+    """How often the shadow's top-1 agreed with the primary's answer to the same request.
+
+    ``dropped`` counts copies never sent because the shadow's bounded queue was full (a slow
+    or stalled shadow): they are neither compared nor errors.
+    """
 
     run: str
     compared: int = 0
     agreed: int = 0
     errors: int = 0
+    dropped: int = 0
 
     def observe(self, primary_top1: str, shadow_top1: str | None) -> None:
         """Count one compared request; ``shadow_top1`` None when the shadow failed."""
@@ -143,6 +148,10 @@ class ShadowStats(BaseModel):
             return
         self.compared += 1
         self.agreed += primary_top1 == shadow_top1
+
+    def drop(self) -> None:
+        """Count one copy the gateway had no room to send."""
+        self.dropped += 1
 
     @property
     def agreement(self) -> float | None:
@@ -171,4 +180,5 @@ def _merged_shadow(first: ShadowStats | None, second: ShadowStats | None) -> Sha
         compared=first.compared + second.compared,
         agreed=first.agreed + second.agreed,
         errors=first.errors + second.errors,
+        dropped=first.dropped + second.dropped,
     )
