@@ -9,47 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from autovision.contract.files import ModelCard
-from autovision.contract.keys import MODEL_CARD, ONNX_FILE, TORCHSCRIPT_FILE
+from autovision.contract.keys import ONNX_FILE
 from autovision.explain.base import MAX_STEPS
-from autovision.export.layout import ModelLocation, locate_model
-from autovision.export.onnx_export import export_onnx, onnx_logits
-from autovision.export.torchscript import export_torchscript
+from autovision.export.layout import ModelLocation
+from autovision.export.onnx_export import onnx_logits
 from autovision.preprocess import preprocess_bytes
 from autovision.serving.explainer import ExplainerConfig, LoadedModel, create_explainer_app, parse_explain_request
 from autovision.serving.gateway import GatewayError
-from autovision.storage import Storage
-from autovision.train.families.residual_cnn import ResidualCNNConfig, build_residual_cnn
+from tests.support.explainer import write_model_dir
 from tests.support.serving import LABELS, PREPROCESS, encode_image, softmax
-
-ARCHITECTURE = ResidualCNNConfig(width=4, stages=2, stem_stride=1)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard) -> ModelLocation:
-    """A finished model directory as the pipeline writes one: model.pt, model.onnx and model.json."""
-    root = tmp_path_factory.mktemp("explainer")
-    torch.manual_seed(0)
-    model = build_residual_cnn(ARCHITECTURE, len(LABELS)).eval()
-    example = torch.from_numpy(preprocess_bytes(encode_image("PNG", 0), PREPROCESS))[None]
-    export_torchscript(model, example, root / "model" / TORCHSCRIPT_FILE)
-    export_onnx(model, example, root / "model" / ONNX_FILE)
-    card = model_card.model_copy(
-        update={
-            "architecture": ARCHITECTURE.describe(),
-            "labels": LABELS,
-            "input_size": PREPROCESS.size,
-            "mean": PREPROCESS.mean,
-            "std": PREPROCESS.std,
-        }
-    )
-    storage = Storage(f"file://{root}")
-    storage.write_json(f"model/{MODEL_CARD}", card.to_json())
-    return locate_model(str(root))
+    return write_model_dir(tmp_path_factory.mktemp("explainer"), model_card)
 
 
 @pytest.fixture(scope="module")
