@@ -127,6 +127,8 @@ class GatewayConfig:
     grpc_address: str | None = None
     # Whose bearer tokens may predict (a ModelDeployment's spec.auth.requireToken); None checks none.
     access: AccessConfig | None = None
+    # Where :explain is forwarded (the explainer's base URL); None answers it 404 (see explain_route).
+    explainer_url: str | None = None
 
     @classmethod
     def from_settings(cls, triton_url: str, settings: Settings, **names: Any) -> GatewayConfig:
@@ -138,6 +140,7 @@ class GatewayConfig:
             max_queue=settings.gateway_max_queue,
             body_timeout_s=settings.gateway_body_timeout_seconds,
             upstream_timeout_s=settings.gateway_upstream_timeout_seconds,
+            explainer_url=settings.gateway_explainer_url,
             **names,
         )
 
@@ -321,6 +324,9 @@ def create_app(config: GatewayConfig) -> web.Application:
     from autovision.serving import google_rest
 
     google_rest.add_routes(app, config)
+    from autovision.serving.explain_route import add_explain_route
+
+    add_explain_route(app, config)
     if config.grpc_address is not None:
         from autovision.serving import google_grpc
 
