@@ -10,12 +10,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from autovision.contract.files import ModelCard
 from autovision.embedded_s3 import free_port
+from autovision.export.layout import ModelLocation
 from autovision.serving.explain_route import NOT_ENABLED
 from autovision.serving.explainer import ExplainerConfig, LoadedModel, create_explainer_app
 from autovision.serving.gateway import GatewayConfig, create_app
-from tests.support.explainer import write_model_dir
 from tests.support.serving import LABELS, encode_image
 
 PATH = "/v1/models/autovision:explain"
@@ -45,10 +44,8 @@ def test_an_unreachable_explainer_is_a_503() -> None:
 
 
 @pytest.mark.training
-def test_the_gateway_relays_the_explainers_answer_and_its_refusals(
-    tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard
-) -> None:
-    model = LoadedModel.from_location(write_model_dir(tmp_path_factory.mktemp("route"), model_card, onnx=False))
+def test_the_gateway_relays_the_explainers_answer_and_its_refusals(explained_run: ModelLocation) -> None:
+    model = LoadedModel.from_location(explained_run)
 
     async def scenario() -> tuple[tuple[int, Any], tuple[int, Any], tuple[int, Any]]:
         async with TestServer(create_explainer_app(model, ExplainerConfig())) as explainer:

@@ -12,7 +12,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from autovision.contract.files import ModelCard
 from autovision.contract.keys import ONNX_FILE
 from autovision.explain.base import MAX_STEPS
 from autovision.export.layout import ModelLocation
@@ -20,18 +19,12 @@ from autovision.export.onnx_export import onnx_logits
 from autovision.preprocess import preprocess_bytes
 from autovision.serving.explainer import ExplainerConfig, LoadedModel, create_explainer_app, parse_explain_request
 from autovision.serving.gateway import GatewayError
-from tests.support.explainer import write_model_dir
 from tests.support.serving import LABELS, PREPROCESS, encode_image, softmax
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard) -> ModelLocation:
-    return write_model_dir(tmp_path_factory.mktemp("explainer"), model_card)
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir: ModelLocation) -> LoadedModel:
-    return LoadedModel.from_location(model_dir)
+def loaded(explained_run: ModelLocation) -> LoadedModel:
+    return LoadedModel.from_location(explained_run)
 
 
 def explain(model: LoadedModel, body: Any, config: ExplainerConfig | None = None) -> tuple[int, Any]:
@@ -53,13 +46,15 @@ def body(image: bytes, **params: Any) -> dict[str, Any]:
 @pytest.mark.training
 @pytest.mark.parametrize("method", ["grad_cam", "integrated_gradients"])
 def test_the_prediction_equals_the_exported_onnx_models_and_a_heatmap_comes_with_it(
-    model_dir: ModelLocation, loaded: LoadedModel, method: str
+    explained_run: ModelLocation, loaded: LoadedModel, method: str
 ) -> None:
     image = encode_image("JPEG", 3)
     status, answer = explain(loaded, body(image, score_threshold=0.0, method=method, steps=8, grid=4))
     assert status == 200, answer
     served = softmax(
-        onnx_logits(Path(model_dir.storage.path(model_dir.key(ONNX_FILE))), preprocess_bytes(image, PREPROCESS)[None])
+        onnx_logits(
+            Path(explained_run.storage.path(explained_run.key(ONNX_FILE))), preprocess_bytes(image, PREPROCESS)[None]
+        )
     )[0]
     scores = {item["displayName"]: item["classification"]["score"] for item in answer["payload"]}
     assert answer["payload"][0]["displayName"] == LABELS[int(served.argmax())]

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import io
 import warnings
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +226,22 @@ def create_explainer_app(model: LoadedModel, config: ExplainerConfig) -> web.App
     app.router.add_post(EXPLAIN_PATH, explain)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def serving_beside(
+    explainer: web.Application, host: str, port: int
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that serves ``explainer`` on ``host:port`` for as long as the app it is added to runs:
+    how ``autovision serve --explain`` runs the explainer in the gateway's event loop (its work runs in threads)."""
+
+    async def serve(_: web.Application) -> AsyncIterator[None]:
+        runner = web.AppRunner(explainer)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        yield
+        await runner.cleanup()
+
+    return serve
 
 
 def main(argv: list[str] | None = None) -> None:
