@@ -34,6 +34,7 @@ def torchscript(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     return module
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_each_family_splits_its_model_and_its_torchscript_after_a_convolutional_stage(name: str) -> None:
     torch.manual_seed(0)
