@@ -112,6 +112,9 @@ def test_the_request_limits_are_the_gateways(loaded: LoadedModel) -> None:
     assert code == 413
     assert "byte limit" in answer["error"]["message"]
     assert explain(loaded, {"payload": {}})[0] == 400
+    code, answer = explain(loaded, body(image), ExplainerConfig(max_image_pixels=40 * 30 - 1))
+    assert code == 400
+    assert "pixel limit" in answer["error"]["message"]
     code, answer = explain(loaded, body(b"not an image"))
     assert code == 400
     assert "cannot be decoded" in answer["error"]["message"]

@@ -66,7 +66,11 @@ def explainer_beside(
     settings = location.storage.settings
     explainer = create_explainer_app(
         LoadedModel.from_location(location),
-        ExplainerConfig(public_name=config.public_name, max_image_bytes=settings.max_image_bytes),
+        ExplainerConfig(
+            public_name=config.public_name,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        ),
     )
     return serving_beside(explainer, host, port)
 

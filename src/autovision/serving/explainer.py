@@ -108,6 +108,7 @@ class ExplainerConfig:
     public_name: str = "autovision"
     default_threshold: float = DEFAULT_SCORE_THRESHOLD
     max_image_bytes: int = ImageLimits().max_bytes
+    max_image_pixels: int = ImageLimits().max_pixels
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     max_concurrency: int = DEFAULT_CONCURRENCY
     max_queue: int = DEFAULT_QUEUE
@@ -191,7 +192,7 @@ def create_explainer_app(model: LoadedModel, config: ExplainerConfig) -> web.App
     """The explainer's aiohttp application for one loaded model."""
     app = web.Application(client_max_size=max_request_bytes(config.max_image_bytes))
     app[MODEL] = model
-    limits = ImageLimits(max_bytes=config.max_image_bytes)
+    limits = ImageLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
 
     async def admit(app: web.Application) -> Any:
         app[EXPLAIN_ADMISSION] = Admission(config.max_concurrency, config.max_queue)
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         public_name=args.public_name,
         default_threshold=args.score_threshold,
         max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
         time_limit_s=args.time_limit,
     )
     web.run_app(create_explainer_app(model, config), host=args.host, port=args.port)
