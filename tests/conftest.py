@@ -20,6 +20,7 @@ from PIL import Image
 from autovision.contract.files import ModelCard
 from autovision.data.digits import write_digits_zip
 from autovision.embedded_s3 import EmbeddedS3
+from autovision.export.layout import ModelLocation
 from autovision.storage import Storage
 from tests.support.images import flat_png_bytes, png_claiming
 
@@ -79,6 +80,15 @@ def storage(request: pytest.FixtureRequest) -> Storage:
 @pytest.fixture(scope="session")
 def digits_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_digits_zip(tmp_path_factory.mktemp("data") / "digits.zip")
+
+
+@pytest.fixture(scope="session")
+def explained_run(tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard) -> ModelLocation:
+    """A finished run of a tiny residual CNN with every file the explainer and ``autovision serve`` read
+    (exported once a session: the export costs seconds)."""
+    from tests.support.explainer import write_model_dir
+
+    return write_model_dir(tmp_path_factory.mktemp("explained-run"), model_card)
 
 
 @pytest.fixture(scope="session")

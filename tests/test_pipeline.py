@@ -301,7 +301,13 @@ def test_confusion_csv_and_report(run: FinishedRun) -> None:
     assert 'id="confusion-matrix"' in report
     assert 'id="pr-micro"' in report
     assert "<script" not in report
-    assert report.count('src="data:image/png;base64,') == len(evaluation["mostConfidentMistakes"])
+    explained = evaluation["explanations"]
+    assert explained["method"] == "grad_cam"
+    mistakes = [mistake["uri"] for mistake in evaluation["mostConfidentMistakes"]]
+    assert [image["uri"] for image in explained["images"] if image["kind"] == "mistake"] == mistakes
+    assert {image["label"] for image in explained["images"] if image["kind"] == "correct"} <= set(run.card.labels)
+    assert report.count('class="heatmap"') == len(explained["images"])
+    assert report.count('src="data:image/png;base64,') == len(mistakes) + len(explained["images"])
 
 
 @pytest.mark.training

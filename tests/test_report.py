@@ -141,3 +141,27 @@ def test_headless_chromium_draws_the_confusion_matrix_and_pr_curves(page: str, t
     # ...and the micro-average PR curve is a thick red line.
     red = (int(MICRO_COLOUR[1:3], 16), int(MICRO_COLOUR[3:5], 16), int(MICRO_COLOUR[5:7], 16))
     assert pixels_of(image, red) > 300
+
+
+def test_report_shows_heatmaps_of_mistakes_and_correct_images_with_their_method(evaluation: dict[str, Any]) -> None:
+    mistake = evaluation["mostConfidentMistakes"][0]
+    explained: dict[str, Any] = {
+        "method": "grad_cam",
+        "settings": {"method": "grad_cam", "grid": 8},
+        "images": [
+            {"uri": mistake["uri"], "kind": "mistake", "label": mistake["predictedLabel"], "score": 0.9, "grid": []},
+            {"uri": "s3://bucket/images/ok.png", "kind": "correct", "label": "<fox & co>", "score": 0.8, "grid": []},
+        ],
+    }
+    overlay = thumbnail_data_uri(png((8, 8), (250, 250, 0)))
+    assert overlay is not None
+    page = render_report(
+        evaluation | {"explanations": explained},
+        title="pets",
+        overlays={image["uri"]: overlay for image in explained["images"]},
+    )
+    assert page.count('class="heatmap"') == 2
+    assert "<h2>Where the model looked</h2>" in page
+    assert "Heatmaps (grad_cam, grid 8)" in page
+    assert "label: <b>&lt;fox &amp; co&gt;</b>" in page
+    assert "Where the model looked" not in render_report(evaluation, title="pets")

@@ -78,6 +78,9 @@ METRICS: Final = Port("metrics", 8002, "http")
 PREDICT: Final = Port("predict", 8080, "http")
 # Google's AutoML v1 and Vertex AI PredictionService over gRPC, served by the gateway.
 GOOGLE_GRPC: Final = Port("google-grpc", 8081, "kubernetes.io/h2c")
+# The explainer's own pods (spec.explain), which only the gateway calls.
+EXPLAIN: Final = Port("explain", 8090, "http")
+EXPLAINER_SUFFIX: Final = "explainer"
 GATEWAY_PORTS: Final = (PREDICT, GOOGLE_GRPC)
 GOOGLE_LOCATION: Final = "cluster"
 """The location in the Google resource names status lists (any is accepted)."""
@@ -349,6 +352,22 @@ def serving_endpoints(deployment: ModelDeployment) -> Endpoints:
         automl_model=f"projects/{namespace}/locations/{GOOGLE_LOCATION}/models/{name}",
         vertex_endpoint=f"projects/{namespace}/locations/{GOOGLE_LOCATION}/endpoints/{name}",
     )
+
+
+# --- the explainer's address (spec.explain; its children: explain_builders) ---------
+
+
+def explainer_name(deployment: ModelDeployment) -> str:
+    """The name of the explainer's Deployment and Service: the serving name with ``-explainer``."""
+    return bounded_name(serving_name(deployment), EXPLAINER_SUFFIX)
+
+
+def explainer_env(deployment: ModelDeployment) -> list[dict[str, Any]]:
+    """The gateway's setting that forwards :explain to the explainer's Service; none without ``spec.explain``."""
+    if deployment.spec.explain is None:
+        return []
+    url = f"http://{explainer_name(deployment)}.{deployment.metadata.namespace}.svc:{EXPLAIN.number}"
+    return [{"name": env.GATEWAY_EXPLAINER_URL, "value": url}]
 
 
 # --- token checks (spec.auth.requireToken) ------------------------------------
@@ -648,6 +667,7 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
         *image_policy_env(config),
         *({"name": name, "value": value} for name, value in settings.items()),
         *_token_check_env(deployment),
+        *explainer_env(deployment),
     ]
     return {
         "name": GATEWAY_CONTAINER,

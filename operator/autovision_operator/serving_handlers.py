@@ -7,7 +7,8 @@ One level-triggered reconciliation, a thin layer of I/O around the pure builders
    repository, or a URI) and the Secret the pods read it with;
 2. create, or patch where they differ, the Service, PodDisruptionBudget, Triton
    Deployment and (with ``spec.autoscaling``) HorizontalPodAutoscaler; remove an
-   autoscaler no longer wanted;
+   autoscaler no longer wanted; likewise the explainer's Deployment and Service
+   (``spec.explain``, ``explain_builders``);
 3. map the Deployment's rollout into status.
 
 A timer runs it every poll interval: it follows rollouts and autoscaling into
@@ -27,6 +28,11 @@ from typing import Any
 import kopf
 
 from autovision.resources import GROUP, VERSION, Dataset, ModelDeployment, ModelDeploymentStatus, TrainingJob
+from autovision_operator.explain_builders import (
+    build_explainer_deployment,
+    build_explainer_service,
+    explained_model_uri,
+)
 from autovision_operator.kube import ChildConflictError, is_owned_by
 from autovision_operator.reconcile import Context, NotReadyError, handler, load, now, referenced, write
 from autovision_operator.serving_builders import (
@@ -36,6 +42,7 @@ from autovision_operator.serving_builders import (
     build_triton_deployment,
     build_triton_service,
     child_patch,
+    explainer_name,
     serving_endpoints,
     serving_name,
     serving_secret,
@@ -134,7 +141,29 @@ def _converge_children(
     elif context.kube.delete_child("HorizontalPodAutoscaler", namespace, name, uid):
         message = f"deleted HorizontalPodAutoscaler {name}: spec.nodes sets the replicas again"
         kopf.info(body, reason="AutoscalerDeleted", message=message)
+    _converge_explainer(context, body, deployment, secret)
     return triton
+
+
+def _converge_explainer(context: Context, body: kopf.Body, deployment: ModelDeployment, secret: str | None) -> None:
+    """``spec.explain``'s Deployment and Service (reading the model with the serving pods' credentials), or
+    neither when it is unset."""
+    name, namespace = explainer_name(deployment), str(deployment.metadata.namespace)
+    explain = deployment.spec.explain
+    if explain is None:
+        for kind in ("Deployment", "Service"):
+            if context.kube.delete_child(kind, namespace, name, str(deployment.metadata.uid)):
+                kopf.info(body, reason="ExplainerDeleted", message=f"deleted {kind} {name}: spec.explain is unset")
+        return
+    job = deployment.spec.model_ref.training_job
+    training_job = (
+        referenced(context.kube, TrainingJob, namespace, job, not_ready="ModelNotReady")
+        if explain.model_uri is None and job is not None
+        else None
+    )
+    model_uri = explained_model_uri(explain, training_job)
+    _converge(context, body, build_explainer_service(deployment))
+    _converge(context, body, build_explainer_deployment(deployment, model_uri, context.config, secret))
 
 
 def _converge(

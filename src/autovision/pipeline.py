@@ -48,6 +48,7 @@ from autovision.contract.keys import (
 )
 from autovision.data.manifest import ImageRecord, decode_manifest, labels_of
 from autovision.evaluate import activate, evaluate_predictions, variant_metrics
+from autovision.evaluate.explanations import explain_test_images
 from autovision.evaluate.files import write_evaluation_files
 from autovision.evaluate.metrics import DEFAULT_SCORE_THRESHOLD
 from autovision.evaluate.scoring import score_test_split
@@ -137,6 +138,11 @@ def train_evaluate_export(
     predictions = score_test_split(final, test, labels, preprocess, multi_label)
     storage.write_bytes(model_dir.key(TEST_PREDICTIONS_FILE), predictions.to_npz())
     evaluation = evaluate_predictions(predictions, score_threshold=score_threshold)
+    architecture = result.candidate.config.architecture.describe()
+    explained = explain_test_images(
+        final.model, architecture, test, predictions, evaluation["mostConfidentMistakes"], preprocess=preprocess
+    )
+    evaluation["explanations"] = explained.record.to_json()
     reporter.update(1, f"test accuracy {evaluation['accuracy']:.3f}")
 
     reporter.stage("Exporting ONNX, TorchScript, int8 ONNX and Triton repositories", total=3)
@@ -151,7 +157,8 @@ def train_evaluate_export(
         reporter.update(1, f"ONNX parity max |diff| {exported.parity['onnx'].max_abs_diff:.2e}")
         evaluation["int8"] = variant_metrics(predictions, activate(exported.int8_logits, multi_label), score_threshold)
         facts = report_facts(dataset, version, run, result, final)
-        write_evaluation_files(storage, model_dir, evaluation, f"AutoVision model {run.job}", facts)
+        title = f"AutoVision model {run.job}"
+        write_evaluation_files(storage, model_dir, evaluation, title, facts, overlays=explained.overlays)
         reporter.update(2, f"int8 test accuracy {evaluation['int8']['accuracy']:.3f}")
         write_triton_repositories(
             storage,

@@ -46,6 +46,7 @@ tr:nth-child(even) td { background: #fafbfc; } tr.chosen td { background: #fff3c
 .facts td { text-align: left; } .muted { color: #666; font-size: .85rem; }
 .charts { display: flex; flex-wrap: wrap; gap: 2rem; align-items: flex-start; }
 .mistakes { display: flex; flex-wrap: wrap; gap: 1rem; }
+.mistake img.heatmap { margin-top: .3rem; }
 .mistake { width: 150px; font-size: .8rem; } .mistake img { width: 96px; height: 96px; object-fit: contain;
   image-rendering: pixelated; background: #eee; display: block; } .mistake .uri { word-break: break-all; color: #666; }
 """
@@ -75,8 +76,11 @@ def render_report(
     title: str,
     facts: Sequence[tuple[str, str]] = (),
     thumbnails: dict[str, str] | None = None,
+    overlays: dict[str, str] | None = None,
 ) -> str:
-    """The whole report page: facts, metrics, confusion matrix, PR curves, thresholds, labels, mistakes."""
+    """The whole report page: facts, metrics, confusion matrix, PR curves, thresholds, labels, mistakes, and
+    where the model looked (``overlays``: heatmap data URIs by image URI, described by the evaluation's
+    ``explanations``)."""
     sections = [
         f"<h1>{_text(title)}</h1>",
         _table(["", ""], list(facts), css_class="facts") if facts else "",
@@ -91,7 +95,8 @@ def render_report(
         f"<h2>Per label at score threshold {evaluation['scoreThreshold']:.2f}</h2>",
         _table(list(PER_LABEL_COLUMNS), per_label_rows(evaluation)),
         "<h2>Most confident mistakes</h2>",
-        _mistakes(evaluation["mostConfidentMistakes"], thumbnails or {}),
+        _mistakes(evaluation["mostConfidentMistakes"], thumbnails or {}, overlays or {}),
+        _explained_correct(evaluation, overlays or {}),
     ]
     body = "\n".join(section for section in sections if section)
     return (
@@ -252,7 +257,14 @@ def _axes(left: int, top: int, width: int, height: int) -> list[str]:
     return parts
 
 
-def _mistakes(mistakes: list[dict[str, Any]], thumbnails: dict[str, str]) -> str:
+def _heatmap(overlays: dict[str, str], uri: str, label: str) -> str:
+    overlay = overlays.get(uri)
+    if overlay is None:
+        return ""
+    return f'<img class="heatmap" src="{overlay}" alt="where the model looked for {_text(label)}">'
+
+
+def _mistakes(mistakes: list[dict[str, Any]], thumbnails: dict[str, str], overlays: dict[str, str]) -> str:
     if not mistakes:
         return '<p class="muted">No mistakes on the test split.</p>'
     cards = []
@@ -261,9 +273,31 @@ def _mistakes(mistakes: list[dict[str, Any]], thumbnails: dict[str, str]) -> str
         image = (
             f'<img src="{source}" alt="{_text(mistake["uri"])}">' if source else '<div class="muted">no preview</div>'
         )
+        image += _heatmap(overlays, mistake["uri"], mistake["predictedLabel"])
         cards.append(
             f'<div class="mistake">{image}<div>true: <b>{_text(", ".join(mistake["trueLabels"]))}</b></div>'
             f"<div>predicted: <b>{_text(mistake['predictedLabel'])}</b> ({mistake['score']:.3f})</div>"
             f'<div class="uri">{_text(mistake["uri"])}</div></div>'
         )
     return '<div class="mistakes">' + "".join(cards) + "</div>"
+
+
+def _explained_correct(evaluation: dict[str, Any], overlays: dict[str, str]) -> str:
+    """The section on correct images: their heatmaps per label, and how the heatmaps were made."""
+    explanations = evaluation.get("explanations")
+    if not explanations:
+        return ""
+    settings = ", ".join(f"{key} {value}" for key, value in explanations["settings"].items() if key != "method")
+    cards = [
+        f'<div class="mistake">{_heatmap(overlays, image["uri"], image["label"])}'
+        f"<div>label: <b>{_text(image['label'])}</b> ({image['score']:.3f})</div>"
+        f'<div class="uri">{_text(image["uri"])}</div></div>'
+        for image in explanations["images"]
+        if image["kind"] == "correct"
+    ]
+    return (
+        "<h2>Where the model looked</h2>"
+        f'<p class="muted">Heatmaps ({_text(explanations["method"])}, {_text(settings)}) of the label the model '
+        "gave: above on the mistakes, here on its most confident correct images of each label. Yellow: the "
+        "pixels its score rests on most.</p>" + '<div class="mistakes">' + "".join(cards) + "</div>"
+    )

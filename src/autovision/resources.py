@@ -541,6 +541,29 @@ class ServingAuth(WireModel):
     )
 
 
+class ExplainSpec(WireModel):
+    """An explainer beside the served model: :explain answered with the prediction and a heatmap."""
+
+    model_uri: Uri | None = Field(
+        default=None,
+        description="The model directory to explain (model.pt and model.json of a run's model/); by default the "
+        "TrainingJob's model artifact. Required with modelRef.uri.",
+    )
+    replicas: int = Field(default=1, ge=1, le=16, description="Explainer pods (each explains a few at once).")
+    cpu: str = Field(
+        default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU each explainer pod requests (a quantity)."
+    )
+    memory: str = Field(
+        default="2Gi",
+        pattern=r"^[0-9]+(Ki|Mi|Gi)?$",
+        description="Memory each explainer pod requests and is limited to (a quantity): torch, the model and "
+        "integrated gradients' steps.",
+    )
+    time_limit_seconds: float = Field(
+        default=30.0, ge=1, le=300, description="Longest explanation; past it the request is answered 504."
+    )
+
+
 class ModelDeploymentSpec(WireModel):
     """Which model to serve, on how many nodes."""
 
@@ -553,6 +576,11 @@ class ModelDeploymentSpec(WireModel):
         default=0.5, ge=0, le=1, description="Predictions scoring below this are left out of responses."
     )
     auth: ServingAuth = Field(default=ServingAuth(), description="Token checks of prediction requests.")
+    explain: ExplainSpec | None = Field(
+        default=None,
+        description="When set, an explainer Deployment of its own (torch, on CPUs) answers :explain through the "
+        "gateway with heatmaps (Grad-CAM, integrated gradients); unset, :explain answers 404.",
+    )
 
 
 class Endpoints(StatusModel):

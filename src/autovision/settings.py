@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         "SubjectAccessReview allows to create the predict subresource of the served ModelDeployment "
         "(set by the operator from spec.auth.requireToken; off locally).",
     )
+    gateway_explainer_url: str | None = Field(
+        default=None,
+        description="The explainer's base URL, to which the gateway forwards :explain (set by the operator from "
+        "spec.explain, by autovision serve --explain); unset, :explain answers 404.",
+    )
     gateway_deployment_name: str | None = Field(
         default=None, description="The ModelDeployment a gateway serves, whose predict permission callers need."
     )

@@ -139,6 +139,44 @@ async def test_token_checks_wait_for_the_serving_account(cluster: Cluster, servi
         assert ports == {"metrics", "predict", "google-grpc"}
 
 
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(60)
+async def test_spec_explain_adds_the_explainer_and_unsetting_it_removes_it(
+    cluster: Cluster, serving_config: OperatorConfig
+) -> None:
+    """The explainer's Deployment and Service on the run's model directory, with its credentials; the gateway
+    pointed at it; both gone once spec.explain is unset."""
+    await cluster.create_secret("s3-credentials")
+    await cluster.apply("datasets", DATASET)
+    run = succeeded("run-a")
+    run["status"]["artifacts"]["model"] = f"s3://autovision/runs/{NAMESPACE}/run-a/model"
+    await cluster.apply("trainingjobs", run)
+    explainer = f"{NAME}-explainer"
+    async with running_operator(serving_config):
+        spec = {"modelRef": {"trainingJob": "run-a"}, "explain": {"cpu": "2"}}
+        await cluster.apply(MODEL_DEPLOYMENTS, {**MODEL_DEPLOYMENT, "spec": spec})
+        built = await eventually(lambda: cluster.deployment(explainer), "the explainer Deployment")
+        (container,) = built["spec"]["template"]["spec"]["containers"]
+        assert container["args"][0] == f"s3://autovision/runs/{NAMESPACE}/run-a/model"
+        assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+        assert container["resources"]["requests"]["cpu"] == "2"
+        await eventually(lambda: cluster.service(explainer), "the explainer Service")
+        triton = await cluster.deployment(NAME)
+        gateway = triton["spec"]["template"]["spec"]["containers"][1]
+        assert {"name": "AUTOVISION_GATEWAY_EXPLAINER_URL", "value": f"http://{explainer}.{NAMESPACE}.svc:8090"} in (
+            gateway["env"]
+        )
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"explain": None})
+        await eventually(lambda: _gone(cluster.deployment(explainer)), "the explainer Deployment deleted")
+        await eventually(lambda: _gone(cluster.service(explainer)), "the explainer Service deleted")
+        await eventually(lambda: has_events(cluster, {"ExplainerDeleted"}), "an ExplainerDeleted event")
+
+
+async def _gone(read: Any) -> bool:
+    return not await _exists(read)
+
+
 async def waits_for_a_servable_model(cluster: Cluster) -> None:
     """A missing or failed TrainingJob: Ready=False with the reason, and nothing deployed."""
     await cluster.apply(MODEL_DEPLOYMENTS, MODEL_DEPLOYMENT)

@@ -7,12 +7,15 @@ starting the server costs seconds and the served answers can be checked against 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from autovision.cli import app as cli
 from autovision.client import predict_automl
 from autovision.contract.files import ModelCard
 from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL
+from autovision.export.layout import ModelLocation
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.client import Protocol
 from autovision.serving.tritonserver import endpoint, free_ports
@@ -139,6 +143,35 @@ def test_serve_on_ipv6_loopback_prints_bracketed_urls_that_answer(run: Run, monk
             assert [p.label for p in predict(image, url, protocol=protocol, top_k=TOP_K)] == expected, protocol
         assert [p.display_name for p in predict_automl(image, gateway, score_threshold=0.0)[:TOP_K]] == expected
         assert served.stop(signal.SIGINT) == 0, "\n".join(served.lines)
+
+
+@pytest.mark.e2e
+@pytest.mark.training
+@needs_tritonserver
+def test_serve_explain_answers_through_the_gateway_with_the_served_prediction(explained_run: ModelLocation) -> None:
+    """The explainer's prediction (TorchScript, eager) equals Triton's (the ONNX ensemble): same top-1, scores
+    within 1e-4; and :explain is reached through the gateway."""
+    with Served(explained_run.uri(), "--explain") as served:
+        served.wait_until_ready()
+        gateway = served.endpoint(r"^Explanations +POST (http://[^/]+)/v1/models/autovision:explain$")
+        image = encode_image("JPEG", 11)
+        predicted = predict_automl(image, gateway, score_threshold=0.0)
+        body = {
+            "payload": {"image": {"imageBytes": base64.b64encode(image).decode()}},
+            "params": {"score_threshold": 0},
+        }
+        request = urllib.request.Request(
+            f"{gateway}/v1/models/autovision:explain", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            explained = json.load(response)
+        assert served.stop(signal.SIGINT) == 0, "\n".join(served.lines)
+    served_scores = {p.display_name: p.score for p in predicted}
+    scores = {item["displayName"]: item["classification"]["score"] for item in explained["payload"]}
+    assert explained["payload"][0]["displayName"] == predicted[0].display_name
+    assert scores == pytest.approx(served_scores, abs=1e-4)
+    assert explained["explanation"]["displayName"] == predicted[0].display_name
+    assert explained["explanation"]["overlayPng"]
 
 
 def test_endpoints_bracket_ipv6_and_reach_wildcards_on_loopback() -> None:

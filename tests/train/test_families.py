@@ -29,8 +29,8 @@ from autovision.progress import LogReporter
 from autovision.search.job import SearchSettings
 from autovision.search.space import LEARNING_RATES, DatasetProfile, SearchSpace, space_for
 from autovision.storage import Storage, read_uris
-from autovision.train.families import families, family_named, family_of, register_family, registered
-from autovision.train.families.base import ModelFamily
+from autovision.train.families import families, family_describing, family_named, family_of, register_family, registered
+from autovision.train.families.base import ModelFamily, Stage
 from autovision.train.families.efficientnet_lite import EfficientNetLiteConfig
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.families.user_backbone import UserBackboneConfig
@@ -72,6 +72,9 @@ class ToyFamily(ModelFamily[ToyConfig]):
     def build(self, config: ToyConfig, num_classes: int) -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(3 * config.size**2, num_classes))
 
+    def last_conv_stage(self, model: nn.Module) -> tuple[Stage, Stage]:
+        return nn.Identity(), model  # no convolution: Grad-CAM reads the input itself
+
 
 @pytest.fixture
 def toy() -> Iterator[ToyFamily]:
@@ -98,6 +101,11 @@ def test_the_built_in_families_are_registered_in_the_order_a_dataset_offers_them
     assert [family_of(config).name for config in configs] == ["residual_cnn", "efficientnet_lite", "user_backbone"]
     with pytest.raises(ValueError, match="no registered model family serves 'yours'"):
         family_named("yours", space)
+    assert [family_describing(config.describe()).name for config in configs] == [
+        "residual_cnn",
+        "efficientnet_lite",
+        "user_backbone",
+    ]
 
 
 def test_a_registered_family_is_searched_only_where_a_space_names_it(toy: ToyFamily) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import tempfile
@@ -14,8 +15,13 @@ import typer
 from autovision.cli._console import ModelArgument, console, errors, fail
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from aiohttp import web
+
     from autovision.export.layout import ModelLocation
     from autovision.serving import LocalTritonServer
+    from autovision.serving.gateway import GatewayConfig
     from autovision.storage import Storage
 
 app = typer.Typer()
@@ -51,6 +57,24 @@ def repository_storage(location: ModelLocation) -> Storage:
     return Storage(uri, location.storage.settings)
 
 
+def explainer_beside(
+    location: ModelLocation, config: GatewayConfig, host: str, port: int
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The run's explainer on ``port``, as a cleanup context that runs it beside the gateway."""
+    from autovision.serving.explainer import ExplainerConfig, LoadedModel, create_explainer_app, serving_beside
+
+    settings = location.storage.settings
+    explainer = create_explainer_app(
+        LoadedModel.from_location(location),
+        ExplainerConfig(
+            public_name=config.public_name,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        ),
+    )
+    return serving_beside(explainer, host, port)
+
+
 @app.command(name="serve")
 def serve_command(
     model: ModelArgument,
@@ -69,8 +93,15 @@ def serve_command(
         typer.Option(min=1, max=65535, help="Google's PredictionService over gRPC (AutoML, Vertex AI); default: free."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address every endpoint listens on.")] = "127.0.0.1",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also start the explainer: :explain answers with heatmaps.")
+    ] = False,
+    explain_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="The explainer's own port; default: a free one.")
+    ] = None,
 ) -> None:
-    """Serve a finished run with tritonserver and the AutoML JSON gateway until Ctrl-C or SIGTERM."""
+    """Serve a finished run with tritonserver and the AutoML JSON gateway until Ctrl-C or SIGTERM; with
+    ``--explain``, the explainer too (the run's TorchScript), reached through the gateway's :explain."""
     from aiohttp import web
 
     from autovision.export.layout import ModelNotFoundError, locate_model
@@ -90,7 +121,7 @@ def serve_command(
             with LocalTritonServer(
                 repository, work_dir=Path(work) / "triton", host=host, http_port=http_port, grpc_port=grpc_port
             ) as triton:
-                spare = free_ports(2)  # distinct, unlike two free_port() calls
+                spare = free_ports(3)  # distinct, unlike several free_port() calls
                 port, google_grpc_port = gateway_port or spare[0], gateway_grpc_port or spare[1]
                 listen = f"[{host}]" if ":" in host else host
                 config = GatewayConfig.from_settings(
@@ -106,12 +137,21 @@ def serve_command(
                     f"Vertex AI       POST {google_paths}/endpoints/{config.public_name}:predict",
                     f"Google gRPC     {endpoint(host, google_grpc_port)} (AutoML v1 and Vertex AI PredictionService)",
                 ]
+                explainer_port = explain_port or spare[2]
+                if explain:
+                    config = dataclasses.replace(config, explainer_url=f"http://{endpoint(host, explainer_port)}")
+                app = create_app(config)
+                if explain:
+                    app.cleanup_ctx.append(explainer_beside(location, config, host, explainer_port))
+                    endpoints.append(
+                        f"Explanations    POST http://{endpoint(host, port)}/v1/models/{config.public_name}:explain"
+                    )
                 console.print("\n".join(endpoints), soft_wrap=True)
                 watchdog = TritonWatchdog(triton)
                 # Returns once SIGINT or SIGTERM has stopped the gateway (the watchdog sends SIGTERM
                 # when tritonserver dies); leaving the block stops Triton.
                 web.run_app(
-                    create_app(config),
+                    app,
                     host=host,
                     port=port,
                     print=lambda _banner: console.print("ready: press Ctrl-C to stop"),

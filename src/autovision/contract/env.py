@@ -32,6 +32,8 @@ GATEWAY_DEPLOYMENT_NAME: Final = f"{PREFIX}GATEWAY_DEPLOYMENT_NAME"
 GATEWAY_DEPLOYMENT_NAMESPACE: Final = f"{PREFIX}GATEWAY_DEPLOYMENT_NAMESPACE"
 # The gateway's routing table (autovision.serving.traffic.Routes as JSON), written by the operator.
 GATEWAY_ROUTES: Final = f"{PREFIX}GATEWAY_ROUTES"
+# Where the gateway forwards :explain (the explainer's base URL); unset, :explain answers 404.
+GATEWAY_EXPLAINER_URL: Final = f"{PREFIX}GATEWAY_EXPLAINER_URL"
 
 # Read by the operator (autovision_operator.config.OperatorConfig), set by the chart.
 NAMESPACE: Final = f"{PREFIX}NAMESPACE"

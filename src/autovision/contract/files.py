@@ -158,3 +158,23 @@ class ModelCard(ContractFile):
     def multi_label(self) -> bool:
         """Whether the model scores each label on its own (sigmoid) rather than one of them (softmax)."""
         return self.task == Task.MULTI_LABEL
+
+
+class ExplainedImage(ContractFile):
+    """One test image explained in evaluation.json: why the model gave it ``label``."""
+
+    uri: str
+    kind: str = Field(description="mistake (among the most confident mistakes) or correct (a few per label).")
+    label: str = Field(description="The label explained: the model's top-1 label for the image.")
+    score: float
+    grid: list[list[float]] = Field(
+        description="The attribution map averaged over a coarse square grid, rows top to bottom, scaled to [0, 1]."
+    )
+
+
+class EvaluationExplanations(ContractFile):
+    """evaluation.json's ``explanations``: which method and settings produced the report's heatmaps, and the grids."""
+
+    method: str = Field(description="grad_cam (on the family's last convolutional stage) or integrated_gradients.")
+    settings: dict[str, Any] = Field(description="The method's settings (grid side; steps for integrated gradients).")
+    images: list[ExplainedImage] = Field(default=[])

@@ -17,12 +17,16 @@ def write_evaluation_files(
     evaluation: dict[str, Any],
     title: str,
     facts: list[tuple[str, str]],
+    *,
+    overlays: dict[str, str] | None = None,
 ) -> None:
-    """evaluation.json, confusion_matrix.csv (single-label) and report.html (with thumbnails of the top mistakes)."""
+    """evaluation.json, confusion_matrix.csv (single-label) and report.html (with thumbnails of the top mistakes
+    and the heatmap ``overlays`` by image URI)."""
     storage.write_json(model_dir.key(EVALUATION_FILE), evaluation)
     if evaluation["confusionMatrix"] is not None:
         storage.write_bytes(model_dir.key(CONFUSION_MATRIX_FILE), confusion_matrix_csv(evaluation).encode())
-    report = render_report(evaluation, title=title, facts=facts, thumbnails=mistake_thumbnails(storage, evaluation))
+    thumbnails = mistake_thumbnails(storage, evaluation)
+    report = render_report(evaluation, title=title, facts=facts, thumbnails=thumbnails, overlays=overlays)
     storage.write_bytes(model_dir.key(REPORT_FILE), report.encode())
 
 

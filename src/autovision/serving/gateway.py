@@ -137,6 +137,8 @@ class GatewayConfig:
     access: AccessConfig | None = None
     # Several models and their split (a ModelDeployment's spec.traffic); None: triton_url's one model.
     routes: Routes | None = None
+    # Where :explain is forwarded (the explainer's base URL); None answers it 404 (see explain_route).
+    explainer_url: str | None = None
 
     def routing(self) -> Routes:
         """The models behind this gateway: ``routes``, or the one at ``triton_url`` named by its model name."""
@@ -153,6 +155,7 @@ class GatewayConfig:
             body_timeout_s=settings.gateway_body_timeout_seconds,
             upstream_timeout_s=settings.gateway_upstream_timeout_seconds,
             routes=settings.gateway_routes,
+            explainer_url=settings.gateway_explainer_url,
             **names,
         )
 
@@ -344,6 +347,9 @@ def create_app(config: GatewayConfig) -> web.Application:
     from autovision.serving import google_rest
 
     google_rest.add_routes(app, config)
+    from autovision.serving.explain_route import add_explain_route
+
+    add_explain_route(app, config)
     if config.grpc_address is not None:
         from autovision.serving import google_grpc
 

@@ -14,7 +14,7 @@ CNN for small ones; user backbones come last).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -67,6 +67,15 @@ def family_named(choice: str, space: SearchSpace) -> ModelFamily[Any]:
         if family.serves(choice, space):
             return family
     raise ValueError(f"no registered model family serves {choice!r}: registered are {', '.join(_FAMILIES)}")
+
+
+def family_describing(description: Mapping[str, object]) -> ModelFamily[Any]:
+    """The family of a model card's architecture (its ``describe()`` data): how a reader of a run's files, such
+    as the explainer, finds which layer Grad-CAM uses."""
+    for family in _FAMILIES.values():
+        if family.describes(description):
+            return family
+    raise ValueError(f"no registered model family describes the architecture {dict(description)}")
 
 
 def family_of(architecture: ArchitectureConfig) -> ModelFamily[Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
@@ -58,6 +58,7 @@ class PretrainedConfig(ArchitectureConfig, Protocol):
 ConfigT = TypeVar("ConfigT", bound=ArchitectureConfig)
 PretrainedT = TypeVar("PretrainedT", bound=PretrainedConfig)
 Number = TypeVar("Number", int, float)
+Stage = Callable[[torch.Tensor], torch.Tensor]
 
 
 def closest(choices: Sequence[Number], target: Number) -> Number:
@@ -69,6 +70,14 @@ def suggest_head(trial: BaseTrial) -> tuple[HeadKind, float]:
     """The classifier head and its dropout: parameters every built-in family shares, under the same names."""
     head: HeadKind = "mlp" if trial.suggest_categorical("head", ("linear", "mlp")) == "mlp" else "linear"
     return head, trial.suggest_float("dropout", 0.0, 0.5)
+
+
+def child(model: nn.Module, name: str) -> nn.Module:
+    """A module's direct submodule by name, eager or TorchScript (which has no ``get_submodule``)."""
+    module = getattr(model, name)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{type(model).__name__}.{name} is not a module")
+    return module
 
 
 class ModelFamily(ABC, Generic[ConfigT]):
@@ -118,6 +127,19 @@ class ModelFamily(ABC, Generic[ConfigT]):
         model = self.build(config, num_classes)
         model.load_state_dict(weights)
         return model
+
+    def describes(self, description: Mapping[str, object]) -> bool:
+        """Whether a model card's architecture (``describe()``'s data) is this family's: by default, its name."""
+        return description.get("family") == self.name
+
+    @abstractmethod
+    def last_conv_stage(self, model: nn.Module) -> tuple[Stage, Stage]:
+        """The model split after its last convolutional stage, the layer Grad-CAM reads: the features
+        (input to NCHW feature maps) and the head (feature maps to logits).
+
+        ``model`` is this family's module, eager or traced (TorchScript keeps the
+        submodules, so the split only uses attribute access and calls).
+        """
 
 
 class FineTunedFamily(ModelFamily[PretrainedT]):

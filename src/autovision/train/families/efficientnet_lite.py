@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from autovision.train.families.base import FineTunedFamily
+from autovision.train.families.base import FineTunedFamily, Stage, child
 from autovision.train.families.layers import FineTunedModule, HeadKind, pooled_head
 from autovision.train.resnet import IMAGENET_CLASSES
 
@@ -273,3 +274,11 @@ class EfficientNetLiteFamily(FineTunedFamily[EfficientNetLiteConfig]):
     def build(self, config: EfficientNetLiteConfig, num_classes: int) -> nn.Module:
         """See ``build_efficientnet_lite``."""
         return build_efficientnet_lite(config, num_classes)
+
+    def describes(self, description: Mapping[str, object]) -> bool:
+        """Any variant's architecture."""
+        return description.get("family") in LITE_FAMILIES
+
+    def last_conv_stage(self, model: nn.Module) -> tuple[Stage, Stage]:
+        """After the 1x1 head convolution (the last of ``stages``), before the pooled classifier."""
+        return child(model, "stages"), child(model, "classifier")

@@ -16,7 +16,7 @@ from optuna.trial import BaseTrial
 from torch import nn
 
 from autovision.preprocess import PreprocessConfig
-from autovision.train.families.base import ModelFamily, closest, suggest_head
+from autovision.train.families.base import ModelFamily, Stage, closest, suggest_head
 from autovision.train.families.layers import HeadKind, pooled_head
 
 if TYPE_CHECKING:
@@ -163,3 +163,10 @@ class ResidualCNNFamily(ModelFamily[ResidualCNNConfig]):
     def build(self, config: ResidualCNNConfig, num_classes: int) -> nn.Module:
         """See ``build_residual_cnn``."""
         return build_residual_cnn(config, num_classes)
+
+    def last_conv_stage(self, model: nn.Module) -> tuple[Stage, Stage]:
+        """After the last residual block: the stem and every stage carry weights, the pooled head begins with
+        the first child that has none (its average pooling)."""
+        children = list(model.children())
+        split = next(index for index, child in enumerate(children) if not any(True for _ in child.parameters()))
+        return nn.Sequential(*children[:split]), nn.Sequential(*children[split:])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from autovision.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from autovision.resources import ResNetArchitecture
 from autovision.settings import Settings
 from autovision.storage import StorageError, open_uri
-from autovision.train.families.base import FineTunedFamily
+from autovision.train.families.base import FineTunedFamily, Stage, child
 from autovision.train.families.layers import FineTunedModule, HeadKind, classifier
 from autovision.train.resnet import ResNet
 
@@ -193,3 +194,13 @@ class UserBackboneFamily(FineTunedFamily[UserBackboneConfig]):
     def build(self, config: UserBackboneConfig, num_classes: int) -> nn.Module:
         """See ``build_user_backbone``."""
         return build_user_backbone(config, num_classes)
+
+    def describes(self, description: Mapping[str, object]) -> bool:
+        """A backbone's architecture: the only one that names its weights file."""
+        return "weights_uri" in description
+
+    def last_conv_stage(self, model: nn.Module) -> tuple[Stage, Stage]:
+        """After layer4, as ``ResNet.forward`` runs it; the head is its pooling and ``fc``."""
+        stem_and_layers = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        features = nn.Sequential(*(child(model, name) for name in stem_and_layers))
+        return features, nn.Sequential(child(model, "avgpool"), nn.Flatten(1), child(model, "fc"))

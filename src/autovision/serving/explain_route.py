@@ -1,0 +1,57 @@
+"""The gateway's ``POST /v1/models/{name}:explain``: forwarded to the explainer, or 404 when there is none.
+
+The explainer (``autovision.serving.explainer``) needs torch and a CPU or two, so
+it runs apart from the gateway, which only relays the request within its own
+limits (admission, body size and timeout) and the explainer's answer as is.
+Without an explainer URL (``ModelDeployment.spec.explain`` unset, or
+``autovision serve`` without ``--explain``) the path answers 404 with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from autovision.serving.gateway import ADMISSION, UNREACHABLE, GatewayError, _error, _read_json
+
+if TYPE_CHECKING:
+    from autovision.serving.gateway import GatewayConfig
+
+EXPLAIN_ROUTE = "/v1/models/{name:[^/:]+}:explain"
+NOT_ENABLED = (
+    "explanations are not enabled for this model: set spec.explain on its ModelDeployment "
+    "(locally: autovision serve --explain)"
+)
+# Seconds the explainer may take beyond the gateway's upstream timeout: its own time limit answers first.
+EXPLAINER_GRACE_S = 5.0
+
+
+def add_explain_route(app: web.Application, config: GatewayConfig) -> None:
+    """Serve :explain for the model in ``config`` by forwarding to ``config.explainer_url``."""
+
+    async def explain(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            if config.explainer_url is None:
+                raise GatewayError(404, NOT_ENABLED)
+            if name != config.public_name:
+                raise GatewayError(404, f"model {name!r} is not served here; this serves {config.public_name!r}")
+            async with request.app[ADMISSION].slot():
+                body = await _read_json(request, config)
+                timeout = aiohttp.ClientTimeout(total=config.upstream_timeout_s + EXPLAINER_GRACE_S)
+                url = f"{config.explainer_url.rstrip('/')}/v1/models/{name}:explain"
+                try:
+                    async with (
+                        aiohttp.ClientSession(timeout=timeout) as session,
+                        session.post(url, json=body) as response,
+                    ):
+                        return web.json_response(await response.json(), status=response.status)
+                except (*UNREACHABLE, ValueError) as error:
+                    message = f"the explainer is unreachable or did not answer in time ({type(error).__name__})"
+                    raise GatewayError(503, message, retry_after_s=5) from error
+        except GatewayError as error:
+            return _error(error)
+
+    app.router.add_post(EXPLAIN_ROUTE, explain)
