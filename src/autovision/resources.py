@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -621,7 +622,7 @@ class RolloutSpec(WireModel):
         return steps
 
 
-_SPEC_RULES: Final = [
+_SPEC_RULES: Final[list[JsonValue]] = [
     {"rule": "has(self.modelRef) != (size(self.traffic) > 0)", "message": "set exactly one of modelRef or traffic"},
     {
         "rule": "!has(self.rollout) || (has(self.modelRef) && has(self.modelRef.trainingJob))",
@@ -662,7 +663,10 @@ class ModelDeploymentSpec(WireModel):
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["trainingJob"],
             "x-kubernetes-validations": [
-                {"rule": "size(self) == 0 || self.map(t, t.percent).sum() == 100", "message": "percents must sum to 100"}
+                {
+                    "rule": "size(self) == 0 || self.map(t, t.percent).sum() == 100",
+                    "message": "percents must sum to 100",
+                }
             ],
         },
     )
