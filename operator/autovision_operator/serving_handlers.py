@@ -246,10 +246,13 @@ def _remove_unrouted(  # noqa: PLR0917 - the state the decision rests on
     digest = (gateway["spec"]["template"]["metadata"].get("annotations") or {}).get(ROUTES_ANNOTATION)
     if not rollout.complete or digest != routes_digest(table):
         return
-    keep = {model_selector(deployment, run)[MODEL_LABEL] for run in planned | set(applied_split(table))}
+    keep = {"", *(model_selector(deployment, run)[MODEL_LABEL] for run in planned | set(applied_split(table)))}
     namespace, uid = str(deployment.metadata.namespace), str(deployment.metadata.uid)
-    for triton in context.kube.deployments(namespace, selector_labels(deployment)):
-        if triton["metadata"].get("labels", {}).get(MODEL_LABEL) in keep or not is_owned_by(triton, uid):
+    selector = selector_labels(deployment)
+    for triton in context.kube.deployments(namespace, selector):
+        found = triton["metadata"].get("labels") or {}
+        # The label selector again, besides the API server's: a Deployment without a model label is the gateway.
+        if not selector.items() <= found.items() or found.get(MODEL_LABEL, "") in keep or not is_owned_by(triton, uid):
             continue
         name = triton["metadata"]["name"]
         for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
@@ -263,9 +266,12 @@ def _gateway_stats(context: Context, deployment: ModelDeployment, table: Routes 
     if table is None:
         return merged
     namespace, digest = str(deployment.metadata.namespace), routes_digest(table)
-    for pod in context.kube.pods(namespace, selector_labels(deployment, GATEWAY_COMPONENT)):
-        annotations = pod["metadata"].get("annotations") or {}
-        if annotations.get(ROUTES_ANNOTATION) != digest or (pod.get("status") or {}).get("phase") != "Running":
+    selector = selector_labels(deployment, GATEWAY_COMPONENT)
+    for pod in context.kube.pods(namespace, selector):
+        metadata = pod["metadata"]
+        routing = (metadata.get("annotations") or {}).get(ROUTES_ANNOTATION)
+        running = (pod.get("status") or {}).get("phase") == "Running"
+        if not selector.items() <= (metadata.get("labels") or {}).items() or routing != digest or not running:
             continue
         try:
             answer = context.kube.pod_get(namespace, pod["metadata"]["name"], PREDICT.number, STATS_PATH)

@@ -195,6 +195,7 @@ def updated_history(
     that may open one. The newest come first; closed records beyond HISTORY_LENGTH go.
     """
     serving = {backend.run for backend in table.backends if backend.percent > 0}
+    now = now.replace(microsecond=0)
     updated = [
         entry.model_copy(update={"until": now, "ended": _why_ended(entry.training_job, rollout)})
         if entry.until is None and entry.training_job not in serving
