@@ -209,8 +209,8 @@ def updated_history(
 
 def _why_ended(run: str, rollout: RolloutStatus | None) -> str:
     """Why a run stopped answering requests, as the rollout (if any) explains it."""
-    if rollout is not None and rollout.phase is RolloutPhase.PROMOTED and run == rollout.stable:
-        return f"replaced by {rollout.candidate} (rollout promoted)"
+    if rollout is not None and run == rollout.stable:
+        return f"replaced by {rollout.candidate} in a rollout"
     if (
         rollout is not None
         and run == rollout.candidate

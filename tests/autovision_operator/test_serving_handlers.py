@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +22,16 @@ from kubernetes.client.exceptions import ApiException
 
 from autovision.contract import env
 from autovision.resources import API_VERSION
+from autovision.serving.traffic import ModelStats, ShadowStats, TrafficStats
 from autovision_operator.config import OperatorConfig, kopf_settings
+from autovision_operator.serving_builders import ROUTES_ANNOTATION
 from tests.support.kube import (
     NAMESPACE,
     ApiServer,
     Cluster,
     eventually,
     gone,
+    has_condition,
     has_events,
     ready,
     resource_where,
@@ -337,3 +341,209 @@ def test_a_deleted_resource_is_not_held_by_a_running_timer() -> None:
     """kopf keeps its finalizer until a timer caught mid-run returns; it looks again within a second."""
     settings = kopf_settings(OperatorConfig(storage_root="s3://b", trainer_image="t"))
     assert settings.background.cancellation_polling <= 1.0
+
+
+# --- several models: split, shadow, gated rollouts ----------------------------------------
+
+GATEWAY_LABELS = {
+    "app.kubernetes.io/name": "autovision",
+    "app.kubernetes.io/instance": NAME,
+    "app.kubernetes.io/component": "gateway",
+}
+SPLIT = [{"trainingJob": "run-a", "percent": 90}, {"trainingJob": "run-b", "percent": 10}]
+GATE = {"minRequests": 10, "minAgreement": 0.9, "maxErrorRate": 0.05}
+
+
+class Gateways:
+    """Plays the gateway's pods: one Running pod of the gateway's current template, answering its counts.
+
+    KMock answers ``GET .../pods/NAME:8080/proxy/v1/traffic`` (what the operator asks through the API
+    server's pod proxy) with ``counts``, which a scenario sets before the pod routing by a new table appears.
+    """
+
+    def __init__(self, kmock: Any, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.counts: dict[str, Any] = {}
+        kmock[re.compile(r".*/pods/[^/]+/proxy/v1/traffic$")] << (lambda _: self.counts)
+
+    async def count(self, counts: dict[str, Any]) -> None:
+        """Replace the gateway pod by one of the current template, counting ``counts``."""
+        self.counts = counts
+        gateway = await self.cluster.deployment(NAME)
+        template = gateway["spec"]["template"]["metadata"]
+        name = f"{NAME}-gateway-{template['annotations'][ROUTES_ANNOTATION][:8]}"
+        pods = await self.cluster.call(self.cluster.core.list_namespaced_pod, NAMESPACE)
+        for pod in pods["items"]:
+            if pod["metadata"]["name"] != name:
+                await self.cluster.call(self.cluster.core.delete_namespaced_pod, pod["metadata"]["name"], NAMESPACE)
+        if not await _exists(self.cluster.call(self.cluster.core.read_namespaced_pod, name, NAMESPACE)):
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": template["labels"], "annotations": template["annotations"]},
+                "spec": {"containers": [{"name": "gateway", "image": "gateway"}]},
+            }
+            await self.cluster.call(self.cluster.core.create_namespaced_pod, NAMESPACE, pod)
+            await self.cluster.call(
+                self.cluster.core.patch_namespaced_pod_status, name, NAMESPACE, {"status": {"phase": "Running"}}
+            )
+
+
+def answered(**requests: int) -> dict[str, Any]:
+    """Counts of a gateway whose models each answered this many requests, in 3 ms, without errors."""
+    models = {}
+    for run, count in requests.items():
+        stats = ModelStats()
+        for _ in range(count):
+            stats.observe(3.0, ok=True)
+        models[run] = stats
+    return TrafficStats(models=models).model_dump(mode="json")
+
+
+def shadowed(primary: str, shadow: str, compared: int, agreed: int) -> dict[str, Any]:
+    counts = answered(**{primary: compared})
+    counts["shadow"] = ShadowStats(run=shadow, compared=compared, agreed=agreed).model_dump(mode="json")
+    return counts
+
+
+async def routed(
+    cluster: Cluster, split: dict[str, int], shadow: str | None = None, unready: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Play the Deployment controller until the gateway routes by ``split`` (and ``shadow``); the ModelDeployment."""
+
+    def check(_: dict[str, Any]) -> bool:
+        return True
+
+    async def probe() -> dict[str, Any] | None:
+        md = await _serving(cluster, check, unready)
+        table = routes_of(await cluster.deployment(NAME))
+        have = {backend["run"]: backend["percent"] for backend in table["backends"]}
+        return md if (have, (table.get("shadow") or {}).get("run")) == (split, shadow) else None
+
+    found: dict[str, Any] = await eventually(probe, f"the gateway to route by {split}, shadow {shadow}")
+    return found
+
+
+def condition(obj: dict[str, Any], type: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type)
+
+
+async def model_deployment_with(cluster: Cluster, spec: dict[str, Any]) -> None:
+    await cluster.create_secret("s3-credentials")
+    await cluster.apply("datasets", DATASET)
+    for run in (succeeded("run-a"), succeeded("run-b"), succeeded("run-c"), FAILED_RUN):
+        await cluster.apply("trainingjobs", run)
+    await cluster.apply(MODEL_DEPLOYMENTS, {**MODEL_DEPLOYMENT, "spec": spec})
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(120)
+async def test_a_split_with_a_shadow_counts_each_model_and_refuses_bad_runs(
+    kmock: Any, cluster: Cluster, serving_config: OperatorConfig
+) -> None:
+    """Two models share the traffic, a third shadows them; a missing or unfinished run changes nothing served."""
+    gateways = Gateways(kmock, cluster)
+    await model_deployment_with(cluster, {"traffic": SPLIT, "shadow": {"trainingJob": "run-c"}})
+    async with running_operator(serving_config):
+        await routed(cluster, {"run-a": 90, "run-b": 10}, "run-c")
+        for run in ("run-a", "run-b", "run-c"):
+            assert await _exists(cluster.deployment(f"{NAME}-{run}"))
+        counts = shadowed("run-a", "run-c", compared=90, agreed=81)
+        counts["models"] |= answered(**{"run-b": 10})["models"]
+        await gateways.count(counts)
+        md = await resource_where(
+            cluster, MODEL_DEPLOYMENTS, NAME, lambda md: (md["status"].get("shadow") or {}).get("compared") == 90
+        )
+        traffic = {item["trainingJob"]: item for item in md["status"]["traffic"]}
+        assert (traffic["run-a"]["percent"], traffic["run-a"]["requests"], traffic["run-a"]["p99Ms"]) == (90, 90, 3)
+        assert (traffic["run-b"]["percent"], traffic["run-b"]["requests"]) == (10, 10)
+        assert md["status"]["shadow"]["agreement"] == 0.9
+        assert {entry["trainingJob"] for entry in md["status"]["history"]} == {"run-a", "run-b"}  # not the shadow
+
+        missing = [{"trainingJob": "run-a", "percent": 50}, {"trainingJob": "missing-run", "percent": 50}]
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"traffic": missing})
+        waiting = await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, ready("TrainingJobNotFound", "False"))
+        assert "still serving" in _ready_message(waiting)
+        unfinished = [{"trainingJob": "run-a", "percent": 50}, {"trainingJob": "failed-run", "percent": 50}]
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"traffic": unfinished})
+        await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, ready("ModelNotReady", "False"))
+        table = routes_of(await cluster.deployment(NAME))
+        assert [(b["run"], b["percent"]) for b in table["backends"]] == [("run-a", 90), ("run-b", 10)]
+        assert not await _exists(cluster.deployment(f"{NAME}-failed-run"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(120)
+async def test_a_gated_rollout_promotes_step_by_step_across_an_operator_restart(
+    kmock: Any, cluster: Cluster, serving_config: OperatorConfig
+) -> None:
+    """Shadowing, then 50 %, then 100 %: each stage gated on the counts of the gateways routing by it."""
+    gateways = Gateways(kmock, cluster)
+    rollout = {"steps": [50, 100], "gate": GATE}
+    await model_deployment_with(cluster, {"modelRef": {"trainingJob": "run-a"}, "rollout": rollout})
+    async with running_operator(serving_config):
+        await routed(cluster, {"run-a": 100})  # the first model: nothing to roll out against
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"modelRef": {"trainingJob": "run-b"}})
+        md = await routed(cluster, {"run-a": 100}, "run-b")
+        assert condition(md, "Rollout")["reason"] == "Progressing"
+        await gateways.count(shadowed("run-a", "run-b", compared=10, agreed=10))
+        await routed(cluster, {"run-a": 50, "run-b": 50})
+    # The operator restarts mid-rollout: its state is in status, so it goes on from 50 %.
+    async with running_operator(serving_config):
+        await asyncio.sleep(0.5)
+        assert (await cluster.resource(MODEL_DEPLOYMENTS, NAME))["status"]["rollout"]["percent"] == 50
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"rollout": {"paused": True}})
+        await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "Paused", "True"))
+        await gateways.count(answered(**{"run-a": 10, "run-b": 10}))
+        await asyncio.sleep(0.5)
+        assert (await cluster.resource(MODEL_DEPLOYMENTS, NAME))["status"]["rollout"]["percent"] == 50
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"rollout": {"paused": False}})
+        await routed(cluster, {"run-b": 100})
+        await gateways.count(answered(**{"run-b": 10}))
+        md = await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "Promoted", "False"))
+        await _until_gone(cluster, f"{NAME}-run-a")
+        md = await cluster.resource(MODEL_DEPLOYMENTS, NAME)
+        history = [(entry["trainingJob"], entry.get("ended")) for entry in md["status"]["history"]]
+        assert history == [("run-b", None), ("run-a", "replaced by run-b in a rollout")]
+        expected = {"RolloutProgressing", "RolloutPaused", "RolloutPromoted", "ModelRemoved"}
+        await eventually(lambda: has_events(cluster, expected), f"events {expected}")
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(120)
+async def test_a_rollout_rolls_back_a_disagreeing_or_never_ready_candidate(
+    kmock: Any, cluster: Cluster, serving_config: OperatorConfig
+) -> None:
+    """A candidate that disagrees with the served model, or whose pods never get ready, leaves it serving."""
+    gateways = Gateways(kmock, cluster)
+    rollout = {"steps": [50, 100], "gate": GATE, "readinessTimeoutSeconds": 2}
+    await model_deployment_with(cluster, {"modelRef": {"trainingJob": "run-a"}, "rollout": rollout})
+    async with running_operator(serving_config):
+        await routed(cluster, {"run-a": 100})
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"modelRef": {"trainingJob": "run-b"}})
+        await routed(cluster, {"run-a": 100}, "run-b")
+        await gateways.count(shadowed("run-a", "run-b", compared=10, agreed=5))
+        md = await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "RolledBack", "False"))
+        assert md["status"]["rollout"]["message"].endswith("back to run-a")
+        assert "agreed with run-a on 50.0%" in md["status"]["rollout"]["message"]
+        await routed(cluster, {"run-a": 100})
+        await _until_gone(cluster, f"{NAME}-run-b")
+
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"modelRef": {"trainingJob": "run-c"}})
+        unready = frozenset({f"{NAME}-run-c"})
+        await eventually(lambda: cluster.deployment(f"{NAME}-run-c"), "the candidate's Deployment")
+
+        async def rolled_back() -> dict[str, Any] | None:
+            md = await _serving(cluster, lambda _: True, unready)
+            rollout = md["status"]["rollout"]
+            return md if (rollout["candidate"], rollout["phase"]) == ("run-c", "RolledBack") else None
+
+        md = await eventually(rolled_back, "the never-ready candidate to be rolled back")
+        assert (md["status"]["rollout"]["candidate"], md["status"]["rollout"]["stable"]) == ("run-c", "run-a")
+        assert "not all ready within 2 s" in md["status"]["rollout"]["message"]
+        assert md["status"]["modelVersion"] == await _version(cluster, "run-a")
+        expected = {"RolloutProgressing", "RolloutRolledBack"}
+        await eventually(lambda: has_events(cluster, expected), f"events {expected}")

@@ -242,7 +242,7 @@ def test_history_opens_a_record_when_a_model_serves_and_closes_it_with_why() -> 
     promoted = updated_history(canary, table({"run-b": 100}), records, rollout(RolloutPhase.PROMOTED), T1)
     assert [(item.training_job, item.until, item.ended) for item in promoted] == [
         ("run-b", None, None),
-        ("run-a", T1, "replaced by run-b (rollout promoted)"),
+        ("run-a", T1, "replaced by run-b in a rollout"),
     ]
     back = updated_history(canary, table({"run-a": 100}), records, rollout(RolloutPhase.ROLLED_BACK, "p99"), T1)
     assert back[0].ended == "rolled back to run-a: p99"
