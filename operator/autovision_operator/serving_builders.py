@@ -411,12 +411,12 @@ def serving_endpoints(deployment: ModelDeployment, primary: str) -> Endpoints:
 
 
 def routes(deployment: ModelDeployment, split: Mapping[str, int], shadow: str | None) -> Routes:
-    """The gateway's routing table: each run's Triton Service with its percent, and the shadow's."""
+    """The gateway's routing table: each run's Triton Service with its percent, the shadow's, the sticky header."""
     backends = tuple(
         Backend(run=run, triton_url=model_url(deployment, run), percent=percent) for run, percent in split.items()
     )
     copy = Shadow(run=shadow, triton_url=model_url(deployment, shadow)) if shadow else None
-    return Routes(backends=backends, shadow=copy)
+    return Routes(backends=backends, shadow=copy, sticky_header=deployment.spec.sticky_header)
 
 
 def applied_routes(gateway: Mapping[str, Any]) -> Routes | None:

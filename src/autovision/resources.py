@@ -675,6 +675,13 @@ class ModelDeploymentSpec(WireModel):
         description="A model that receives a copy of every request; its top-1 agreement with the model that "
         "answered is recorded in status, its answers are never returned.",
     )
+    sticky_header: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+        description="A request header (e.g. X-User) whose value keeps a client on one model of the split; "
+        "unset routes each request afresh.",
+    )
     rollout: RolloutSpec | None = Field(
         default=None,
         description="When set, a new modelRef.trainingJob replaces the served model step by step, gated, "

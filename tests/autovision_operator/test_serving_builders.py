@@ -221,6 +221,8 @@ def test_routes_send_each_run_to_its_triton_service_and_travel_in_the_gateways_e
     assert annotations == {sb.ROUTES_ANNOTATION: sb.routes_digest(table)}
     other = sb.routes(md, {"run-a": 50, "run-b": 50}, None)
     assert sb.routes_digest(other) != sb.routes_digest(table)
+    sticky = make_model_deployment(stickyHeader="X-User")
+    assert sb.routes(sticky, {"run-a": 100}, None).sticky_header == "X-User"
     broken = {**gateway, "spec": {**gateway["spec"]}}
     broken["spec"]["template"] = {"spec": {"containers": [{"name": "gateway", "env": []}]}}
     assert sb.applied_routes(broken) is None
