@@ -938,7 +938,12 @@ class ModelDeployment(CustomResource):
     )
 
     kind: Literal["ModelDeployment"] = "ModelDeployment"
-    spec: ModelDeploymentSpec = Field(description="Desired state: what to serve, how widely.")
+    spec: ModelDeploymentSpec = Field(
+        description="Desired state: what to serve, in what shares, how widely. Each model runs in its own "
+        "Triton Deployment behind one gateway Deployment that splits the traffic; nodes, autoscaling and a "
+        "PodDisruptionBudget apply per model, to its own Triton Deployment. The scale subresource sets nodes "
+        "and reports the replicas of the primary model (the largest share)."
+    )
     status: ModelDeploymentStatus = Field(
         default=ModelDeploymentStatus(), description="Observed state of the serving replicas."
     )
