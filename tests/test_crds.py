@@ -263,7 +263,7 @@ def test_spec_rules_of_model_deployments_are_cel_validations() -> None:
         ("Dataset", ".spec.split", "self.train + self.validation + self.test == 100"),
         ("ModelDeployment", ".spec.modelRef", "has(self.trainingJob) != has(self.uri)"),
         ("ModelDeployment", ".spec.autoscaling", "self.minNodes <= self.maxNodes"),
-        ("ModelDeployment", ".spec.traffic", "size(self) == 0 || self.map(t, t.percent).sum() == 100"),
+        ("ModelDeployment", ".spec.traffic", "self.map(t, t.percent).sum() == 100"),
         ("ModelDeployment", ".spec.rollout", "self.steps.isSorted() && self.steps[size(self.steps) - 1] == 100"),
     ],
 )

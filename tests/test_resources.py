@@ -187,7 +187,7 @@ SPLIT = [{"trainingJob": "run-a", "percent": 90}, {"trainingJob": "run-b", "perc
 def test_traffic_splits_between_runs_with_a_shadow() -> None:
     md = parse_resource(manifest("ModelDeployment", {"traffic": SPLIT, "shadow": {"trainingJob": "run-c"}}))
     assert isinstance(md, ModelDeployment)
-    assert [(item.training_job, item.percent) for item in md.spec.traffic] == [("run-a", 90), ("run-b", 10)]
+    assert [(item.training_job, item.percent) for item in md.spec.traffic or []] == [("run-a", 90), ("run-b", 10)]
     assert md.spec.model_ref is None
     assert md.spec.shadow is not None
     assert md.spec.shadow.training_job == "run-c"

@@ -56,7 +56,7 @@ def plan(  # noqa: PLR0917 - everything the decision depends on, explicitly
     """
     shadow = spec.shadow.training_job if spec.shadow else None
     if target is None:
-        split = {item.training_job: item.percent for item in spec.traffic}
+        split = {item.training_job: item.percent for item in spec.traffic or []}
         return Plan(split, shadow, frozenset({*split, *([shadow] if shadow else [])}), _stopped(previous, now))
     stable = stable_run(applied, previous)
     if spec.rollout is None or stable is None or stable == target:

@@ -623,13 +623,14 @@ class RolloutSpec(WireModel):
 
 
 _SPEC_RULES: Final[list[JsonValue]] = [
-    {"rule": "has(self.modelRef) != (size(self.traffic) > 0)", "message": "set exactly one of modelRef or traffic"},
+    {"rule": "has(self.modelRef) != has(self.traffic)", "message": "set exactly one of modelRef or traffic"},
     {
         "rule": "!has(self.rollout) || (has(self.modelRef) && has(self.modelRef.trainingJob))",
         "message": "a rollout rolls out modelRef.trainingJob: set modelRef.trainingJob, not traffic or a uri",
     },
     {
-        "rule": "!has(self.shadow) || (self.traffic.all(t, t.trainingJob != self.shadow.trainingJob) && "
+        "rule": "!has(self.shadow) || ((!has(self.traffic) || "
+        "self.traffic.all(t, t.trainingJob != self.shadow.trainingJob)) && "
         "!(has(self.modelRef) && has(self.modelRef.trainingJob) && "
         "self.modelRef.trainingJob == self.shadow.trainingJob))",
         "message": "the shadow must not also be a primary model",
@@ -654,8 +655,9 @@ class ModelDeploymentSpec(WireModel):
     model_ref: ModelRef | None = Field(
         default=None, description="The one model to serve (all traffic); the shorthand of a traffic of one."
     )
-    traffic: list[TrafficTarget] = Field(
-        default=[],
+    traffic: list[TrafficTarget] | None = Field(
+        default=None,
+        min_length=1,
         max_length=8,
         description="Several finished runs and the percent of requests each answers, summing to 100; "
         "instead of modelRef.",
@@ -664,7 +666,7 @@ class ModelDeploymentSpec(WireModel):
             "x-kubernetes-list-map-keys": ["trainingJob"],
             "x-kubernetes-validations": [
                 {
-                    "rule": "size(self) == 0 || self.map(t, t.percent).sum() == 100",
+                    "rule": "self.map(t, t.percent).sum() == 100",
                     "message": "percents must sum to 100",
                 }
             ],
@@ -705,13 +707,13 @@ class ModelDeploymentSpec(WireModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         """The CEL rules above, for clients that parse a spec without the API server."""
-        if (self.model_ref is None) == (not self.traffic):
+        if (self.model_ref is None) == (self.traffic is None):
             raise ValueError("set exactly one of modelRef or traffic")
-        runs = [target.training_job for target in self.traffic]
+        runs = [target.training_job for target in self.traffic or []]
         if len(set(runs)) != len(runs):
             raise ValueError(f"a run appears twice in traffic: {runs}")
-        total = sum(target.percent for target in self.traffic)
-        if self.traffic and total != 100:
+        total = sum(target.percent for target in self.traffic or [])
+        if self.traffic is not None and total != 100:
             raise ValueError(f"traffic percents must sum to 100, got {total}")
         primaries = [*runs, *([self.model_ref.training_job] if self.model_ref and self.model_ref.training_job else [])]
         if self.rollout is not None and (self.model_ref is None or self.model_ref.training_job is None):

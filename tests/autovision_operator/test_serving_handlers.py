@@ -352,6 +352,8 @@ GATEWAY_LABELS = {
 }
 SPLIT = [{"trainingJob": "run-a", "percent": 90}, {"trainingJob": "run-b", "percent": 10}]
 GATE = {"minRequests": 10, "minAgreement": 0.9, "maxErrorRate": 0.05}
+# A rollout stage takes a few reconciliations, each a few dozen API calls: on a loaded machine, seconds each.
+SLOW = 60.0
 
 
 class Gateways:
@@ -420,7 +422,7 @@ async def routed(
         have = {backend["run"]: backend["percent"] for backend in table["backends"]}
         return md if (have, (table.get("shadow") or {}).get("run")) == (split, shadow) else None
 
-    found: dict[str, Any] = await eventually(probe, f"the gateway to route by {split}, shadow {shadow}")
+    found: dict[str, Any] = await eventually(probe, f"the gateway to route by {split}, shadow {shadow}", SLOW)
     return found
 
 
@@ -495,14 +497,14 @@ async def test_a_gated_rollout_promotes_step_by_step_across_an_operator_restart(
         await asyncio.sleep(0.5)
         assert (await cluster.resource(MODEL_DEPLOYMENTS, NAME))["status"]["rollout"]["percent"] == 50
         await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"rollout": {"paused": True}})
-        await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "Paused", "True"))
+        await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "Paused", "True"), SLOW)
         await gateways.count(answered(**{"run-a": 10, "run-b": 10}))
         await asyncio.sleep(0.5)
         assert (await cluster.resource(MODEL_DEPLOYMENTS, NAME))["status"]["rollout"]["percent"] == 50
         await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"rollout": {"paused": False}})
         await routed(cluster, {"run-b": 100})
         await gateways.count(answered(**{"run-b": 10}))
-        md = await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "Promoted", "False"))
+        md = await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "Promoted", "False"), SLOW)
         await _until_gone(cluster, f"{NAME}-run-a")
         md = await cluster.resource(MODEL_DEPLOYMENTS, NAME)
         history = [(entry["trainingJob"], entry.get("ended")) for entry in md["status"]["history"]]
@@ -526,7 +528,9 @@ async def test_a_rollout_rolls_back_a_disagreeing_or_never_ready_candidate(
         await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"modelRef": {"trainingJob": "run-b"}})
         await routed(cluster, {"run-a": 100}, "run-b")
         await gateways.count(shadowed("run-a", "run-b", compared=10, agreed=5))
-        md = await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "RolledBack", "False"))
+        md = await resource_where(
+            cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Rollout", "RolledBack", "False"), SLOW
+        )
         assert md["status"]["rollout"]["message"].endswith("back to run-a")
         assert "agreed with run-a on 50.0%" in md["status"]["rollout"]["message"]
         await routed(cluster, {"run-a": 100})
@@ -541,7 +545,7 @@ async def test_a_rollout_rolls_back_a_disagreeing_or_never_ready_candidate(
             rollout = md["status"]["rollout"]
             return md if (rollout["candidate"], rollout["phase"]) == ("run-c", "RolledBack") else None
 
-        md = await eventually(rolled_back, "the never-ready candidate to be rolled back")
+        md = await eventually(rolled_back, "the never-ready candidate to be rolled back", SLOW)
         assert (md["status"]["rollout"]["candidate"], md["status"]["rollout"]["stable"]) == ("run-c", "run-a")
         assert "not all ready within 2 s" in md["status"]["rollout"]["message"]
         assert md["status"]["modelVersion"] == await _version(cluster, "run-a")
