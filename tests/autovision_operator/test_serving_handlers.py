@@ -288,7 +288,8 @@ async def _serving(
             ready_replicas = 0 if name in unready else replicas
             counts = {"replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready_replicas}
             status = {"observedGeneration": deployment["metadata"]["generation"], **counts}
-            await cluster.patch_deployment(name, {"status": status})
+            if status.items() - (deployment.get("status") or {}).items():
+                await cluster.patch_deployment(name, {"status": status})
         md: dict[str, Any] = await cluster.resource(MODEL_DEPLOYMENTS, NAME)
         return md if check(md) else None
 
