@@ -161,6 +161,10 @@ def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> Mo
         run: target if target and run == target.run else _trained(context, deployment, run) for run in decided.runs
     }
     tritons = {run: _converge_model(context, body, deployment, model) for run, model in models.items()}
+    # Models the gateway still routes to but the plan no longer needs: read, not converged, until they go.
+    for run in set(applied_split(applied)) - set(tritons):
+        if (triton := _owned(context, deployment, model_name(deployment, run))) is not None:
+            tritons[run] = triton
     wanted = routes(deployment, decided.split, decided.shadow)
     routed = set(decided.split) | ({decided.shadow} if decided.shadow else set())
     table = wanted if applied is None or all(_ready(tritons[run]) for run in routed) else applied

@@ -234,7 +234,9 @@ async def a_new_model_rolls_out(cluster: Cluster, old: str, new: str) -> None:
     )
     await asyncio.sleep(1.0)  # several reconciliations: the new model is not ready, the gateway stays
     assert [b["run"] for b in routes_of(await cluster.deployment(NAME))["backends"]] == [old]
-    assert (await cluster.resource(MODEL_DEPLOYMENTS, NAME))["status"]["modelVersion"] == old_version
+    switching = await cluster.resource(MODEL_DEPLOYMENTS, NAME)
+    assert switching["status"]["modelVersion"] == old_version
+    assert ready("Available", "True")(switching), "the old model keeps serving meanwhile"
     served = await _serving(cluster, lambda md: md["status"].get("modelVersion") == new_version)
     assert ready("Available", "True")(served)
     await _until_gone(cluster, f"{NAME}-{old}")
