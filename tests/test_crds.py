@@ -245,12 +245,26 @@ def test_printer_columns_of_each_kind() -> None:
     }
 
 
+def test_spec_rules_of_model_deployments_are_cel_validations() -> None:
+    """What spans fields of the spec (modelRef or traffic, the shadow, the rollout) the API server checks too."""
+    schema = schema_of(ModelDeployment)
+    messages = [validation["message"] for validation in schema["properties"]["spec"]["x-kubernetes-validations"]]
+    assert messages == [
+        "set exactly one of modelRef or traffic",
+        "a rollout rolls out modelRef.trainingJob: set modelRef.trainingJob, not traffic or a uri",
+        "the shadow must not also be a primary model",
+        "a rollout shadows its candidate itself: set shadow or rollout, not both",
+    ]
+
+
 @pytest.mark.parametrize(
     ("resource", "path", "rule"),
     [
         ("Dataset", ".spec.split", "self.train + self.validation + self.test == 100"),
         ("ModelDeployment", ".spec.modelRef", "has(self.trainingJob) != has(self.uri)"),
         ("ModelDeployment", ".spec.autoscaling", "self.minNodes <= self.maxNodes"),
+        ("ModelDeployment", ".spec.traffic", "self.map(t, t.percent).sum() == 100"),
+        ("ModelDeployment", ".spec.rollout", "self.steps.isSorted() && self.steps[size(self.steps) - 1] == 100"),
     ],
 )
 def test_cross_field_rules_are_cel_validations(resource: str, path: str, rule: str) -> None:
@@ -331,6 +345,8 @@ def example_of(kind: str) -> dict[str, Any]:
         ("ModelDeployment", "scoreThreshold", 2),
         ("ModelDeployment", "autoscaling", {"maxNodes": 2, "target": "gpu"}),
         ("ModelDeployment", "modelRef", {"trainingJob": "run", "secretKey": "x"}),
+        ("ModelDeployment", "traffic", [{"trainingJob": "run-a", "percent": 101}]),
+        ("ModelDeployment", "rollout", {"gate": {"minAgreement": 2}}),
     ],
 )
 def test_schema_and_model_both_reject(kind: str, field: str, value: Any) -> None:
@@ -348,6 +364,9 @@ def test_schema_and_model_both_reject(kind: str, field: str, value: Any) -> None
         ("TrainingJob", "backbones", [{"name": "a", "architecture": "resnet18", "weightsUri": "s3://b/w"}] * 2),
         ("ModelDeployment", "modelRef", {"trainingJob": "run", "uri": "s3://b/m"}),
         ("ModelDeployment", "autoscaling", {"minNodes": 3, "maxNodes": 2}),
+        ("ModelDeployment", "traffic", [{"trainingJob": "run-a", "percent": 90}]),
+        ("ModelDeployment", "shadow", {"trainingJob": "flowers-run"}),
+        ("ModelDeployment", "rollout", {"steps": [50, 10, 100]}),
     ],
 )
 def test_cross_field_rules_reject_in_the_model(kind: str, field: str, value: Any) -> None:

@@ -172,12 +172,60 @@ def test_budget_minimum_is_ten_milli_node_hours() -> None:
 @pytest.mark.parametrize("model_ref", [{"trainingJob": "flowers-run"}, {"uri": "s3://bucket/runs/flowers/triton"}])
 def test_model_ref_accepts_exactly_one_source(model_ref: dict[str, str]) -> None:
     spec = ModelDeploymentSpec.model_validate({"modelRef": model_ref})
+    assert spec.model_ref is not None
     assert (spec.model_ref.training_job is None) != (spec.model_ref.uri is None)
 
 
 @pytest.mark.parametrize("model_ref", [{}, {"trainingJob": "a", "uri": "s3://b/c"}])
 def test_model_ref_rejects_none_or_both(model_ref: dict[str, str]) -> None:
     rejects(model_deployment(modelRef=model_ref), "spec.modelRef", "exactly one of trainingJob or uri")
+
+
+SPLIT = [{"trainingJob": "run-a", "percent": 90}, {"trainingJob": "run-b", "percent": 10}]
+
+
+def test_traffic_splits_between_runs_with_a_shadow() -> None:
+    md = parse_resource(manifest("ModelDeployment", {"traffic": SPLIT, "shadow": {"trainingJob": "run-c"}}))
+    assert isinstance(md, ModelDeployment)
+    assert [(item.training_job, item.percent) for item in md.spec.traffic or []] == [("run-a", 90), ("run-b", 10)]
+    assert md.spec.model_ref is None
+    assert md.spec.shadow is not None
+    assert md.spec.shadow.training_job == "run-c"
+
+
+def test_rollout_defaults() -> None:
+    md = parse_resource(model_deployment(rollout={}))
+    assert isinstance(md, ModelDeployment)
+    assert md.spec.rollout is not None
+    assert md.spec.rollout.steps == [10, 50, 100]
+    assert (md.spec.rollout.gate.min_requests, md.spec.rollout.gate.min_agreement) == (100, None)
+    assert not md.spec.rollout.paused
+    assert not md.spec.rollout.abort
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"traffic": [{"trainingJob": "run-a", "percent": 90}]}, "sum to 100, got 90"),
+        ({"traffic": [{"trainingJob": "run-a", "percent": 50}] * 2}, "appears twice"),
+        ({}, "exactly one of modelRef or traffic"),
+        ({"modelRef": {"trainingJob": "run-a"}, "traffic": SPLIT}, "exactly one of modelRef or traffic"),
+        ({"traffic": SPLIT, "shadow": {"trainingJob": "run-b"}}, "shadow must not also be a primary"),
+        ({"modelRef": {"trainingJob": "run-a"}, "shadow": {"trainingJob": "run-a"}}, "shadow must not"),
+        ({"traffic": SPLIT, "rollout": {}}, "a rollout rolls out modelRef.trainingJob"),
+        ({"modelRef": {"uri": "s3://b/m"}, "rollout": {}}, "a rollout rolls out modelRef.trainingJob"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {}, "shadow": {"trainingJob": "c"}}, "shadow or rollout"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {"steps": [50, 10, 100]}}, "steps must increase"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {"steps": [10, 50]}}, "end at 100"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {"steps": [0, 100]}}, "steps.0"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {"gate": {"minAgreement": 1.5}}}, "minAgreement"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {"gate": {"maxErrorRate": -0.1}}}, "maxErrorRate"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {"gate": {"minRequests": 0}}}, "minRequests"),
+        ({"modelRef": {"trainingJob": "b"}, "rollout": {"gate": {"maxP99Ms": 0.5}}}, "maxP99Ms"),
+    ],
+)
+def test_bad_traffic_and_rollouts_are_refused(spec: dict[str, Any], fragment: str) -> None:
+    rejects(manifest("ModelDeployment", spec), fragment)
 
 
 def test_autoscaling_defaults() -> None:

@@ -23,6 +23,7 @@ from kubernetes.client import (
     Configuration,
     CoreV1Api,
     CustomObjectsApi,
+    NetworkingV1Api,
     PolicyV1Api,
 )
 from kubernetes.client.exceptions import ApiException
@@ -97,7 +98,9 @@ class Kube:
         self.core = CoreV1Api(client)
         self.custom = CustomObjectsApi(client)
         apps, policy, autoscaling = AppsV1Api(client), PolicyV1Api(client), AutoscalingV2Api(client)
+        networking = NetworkingV1Api(client)
         # Children other than Jobs (serving ones, a multi-node search's Service), by kind.
+        self.list_deployments = apps.list_namespaced_deployment
         self.children = {
             "Deployment": ChildApi(
                 apps.read_namespaced_deployment,
@@ -122,6 +125,12 @@ class Kube:
                 autoscaling.create_namespaced_horizontal_pod_autoscaler,
                 autoscaling.patch_namespaced_horizontal_pod_autoscaler,
                 autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+            ),
+            "NetworkPolicy": ChildApi(
+                networking.read_namespaced_network_policy,
+                networking.create_namespaced_network_policy,
+                networking.patch_namespaced_network_policy,
+                networking.delete_namespaced_network_policy,
             ),
         }
 
@@ -193,6 +202,29 @@ class Kube:
         api = self.children[kind]
         return _decode(api.patch(name, namespace, dict(patch), _content_type=MERGE_PATCH, _preload_content=False))
 
+    def deployments(self, namespace: str, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The Deployments whose labels include ``match_labels`` (a ModelDeployment's models)."""
+        listed = _decode(
+            self.list_deployments(namespace, label_selector=_selector(match_labels), _preload_content=False)
+        )
+        items: list[dict[str, Any]] = listed["items"]
+        return items
+
+    def pods(self, namespace: str, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The pods whose labels include ``match_labels`` (a ModelDeployment's gateway pods)."""
+        listed = _decode(
+            self.core.list_namespaced_pod(namespace, label_selector=_selector(match_labels), _preload_content=False)
+        )
+        items: list[dict[str, Any]] = listed["items"]
+        return items
+
+    def pod_get(self, namespace: str, pod: str, port: int, path: str) -> str:
+        """GET ``path`` from a pod's port through the API server's pod proxy (one reachable address from anywhere)."""
+        response: Any = self.core.connect_get_namespaced_pod_proxy_with_path(
+            f"{pod}:{port}", namespace, path.lstrip("/"), _preload_content=False
+        )
+        return str(response.data.decode())
+
     def delete_child(self, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete a serving child if it exists and this owner controls it; return whether it was deleted.
 
@@ -204,6 +236,10 @@ class Kube:
         options = {"preconditions": {"uid": existing["metadata"]["uid"]}}
         api = self.children[kind]
         return _read(lambda: api.delete(name, namespace, body=options, _preload_content=False)) is not None
+
+
+def _selector(match_labels: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[str, str]:

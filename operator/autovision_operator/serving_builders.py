@@ -1,14 +1,33 @@
 """Pure builders of serving: a ModelDeployment in, the Kubernetes objects that serve it out.
 
-A ModelDeployment becomes four children, all named ``serving_name(md)`` and owned by it:
+A ModelDeployment becomes, all owned by it:
 
-* a Deployment of pods running NVIDIA's Triton server (KServe v2 over HTTP 8000 and
-  gRPC 8001, Prometheus metrics on 8002) with the AutoML JSON gateway beside it
+* per served model (each run of ``spec.traffic``, ``spec.modelRef``'s, the shadow,
+  a rollout's candidate), named ``model_name(md, run)``: a Deployment of NVIDIA's
+  Triton server (KServe v2 over HTTP 8000 and gRPC 8001, Prometheus metrics on
+  8002), a Service in front of it, a PodDisruptionBudget letting voluntary
+  disruptions take one pod at a time, and, with ``spec.autoscaling``, a
+  HorizontalPodAutoscaler: ``nodes`` and autoscaling apply to each model on its own;
+* the gateway, named ``serving_name(md)``: a Deployment of the AutoML JSON gateway
   (8080; Google's AutoML v1 and Vertex AI PredictionService over gRPC on 8081),
-  which talks to Triton on localhost;
-* a Service in front of the five ports;
-* a PodDisruptionBudget letting voluntary disruptions take one pod at a time;
-* a HorizontalPodAutoscaler, only when ``spec.autoscaling`` is set.
+  which routes each request to one model's Triton Service by the split in its
+  ``contract.env.GATEWAY_ROUTES`` (a ``traffic.Routes``), its Service, and its
+  PodDisruptionBudget; it is scaled on its own (``kubectl scale deployment``), the
+  operator sets its replicas only when it creates it;
+* with ``spec.auth.requireToken``, a NetworkPolicy letting only the gateway reach
+  the models' KServe ports.
+
+One shape for every spec, a single ``modelRef`` included (a split of one model at
+100 %): one code path, and replacing a model is the same act whether a rollout
+gates it or not: the new model's Triton Deployment becomes ready beside the old
+one before the gateway sends it anything, then the old one goes. That costs a
+second set of Triton pods during the switch, which a rolling update of one
+Deployment would not; in exchange no request is ever answered by a
+half-loaded model, and a rollback is a routing change, not a redeployment.
+
+Clients of a model's own Triton Service (KServe v2, ``status.endpoints.http`` and
+``grpc`` name the primary model's) reach that one model: they bypass the split,
+the shadow and the gateway's statistics.
 
 Which model to serve (``uri_model``, ``trained_model``) and which Secret holds
 the storage credentials (``serving_secret``) are decided here too, from the
@@ -26,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from autovision.contract import env
 from autovision.resources import (
     READY,
@@ -38,6 +59,7 @@ from autovision.resources import (
     find_condition,
 )
 from autovision.serving.model_config import QUEUED_BATCHES
+from autovision.serving.traffic import Backend, Routes, Shadow
 from autovision_operator.builders import (
     GPU_RESOURCE,
     RUNAS_ID,
@@ -51,6 +73,13 @@ from autovision_operator.config import OperatorConfig
 from autovision_operator.reconcile import NotReadyError
 
 COMPONENT: Final = "serving"
+GATEWAY_COMPONENT: Final = "gateway"
+MODEL_LABEL: Final = "autovision.dev/model"
+"""On a model's Triton pods: the run (or URI version) whose model they serve."""
+ROUTES_ANNOTATION: Final = "autovision.dev/routes"
+"""On the gateway's pod template: a digest of its routing table; a new table rolls the gateway."""
+GATEWAY_REPLICAS: Final = 2
+"""The gateway's replicas when it is created; later they are left to ``kubectl scale`` or an autoscaler."""
 MODEL_VERSION_ANNOTATION: Final = "autovision.dev/model-version"
 """On the pod template: the model version the pods serve. A new version changes the template, which rolls."""
 SERVED_MODEL: Final = "autovision"
@@ -233,11 +262,17 @@ def mebibytes(size: int) -> str:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A model to serve: Triton's repository URL, its version, and the Dataset it was trained on."""
+    """A model to serve: its run, Triton's repository URL, its version, and the Dataset it was trained on.
 
+    ``run`` names it in routes, labels and status: the TrainingJob's name, or the version of a URI.
+    """
+
+    run: str
     repository: str
     version: str
     dataset: str | None = None
+    dataset_version: str | None = None
+    evaluation: str | None = None
 
 
 def triton_repository_url(uri: str, endpoint: str | None) -> str:
@@ -268,7 +303,7 @@ def triton_repository_url(uri: str, endpoint: str | None) -> str:
 def uri_model(uri: str, endpoint: str | None) -> ServedModel:
     """The model of ``spec.modelRef.uri``, versioned by a digest of the URI."""
     version = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
-    return ServedModel(_triton_url(uri, endpoint), version)
+    return ServedModel(version, _triton_url(uri, endpoint), version)
 
 
 def trained_model(training_job: TrainingJob, endpoint: str | None) -> ServedModel:
@@ -290,7 +325,14 @@ def trained_model(training_job: TrainingJob, endpoint: str | None) -> ServedMode
             "ModelNotReady", f"TrainingJob {name} is Ready but has no status.artifacts.tritonClusterRepository"
         )
     version = f"{name}-{str(training_job.metadata.uid)[:8]}"
-    return ServedModel(_triton_url(repository, endpoint), version, training_job.spec.dataset_ref.name)
+    best = training_job.status.best
+    return ServedModel(
+        str(name),
+        _triton_url(repository, endpoint),
+        version,
+        training_job.spec.dataset_ref.name,
+        evaluation=f"{best.metric}={best.value:.4f}" if best else None,
+    )
 
 
 def _triton_url(uri: str, endpoint: str | None) -> str:
@@ -326,26 +368,43 @@ def serving_name(deployment: ModelDeployment) -> str:
     return bounded_name(name)
 
 
-def selector_labels(deployment: ModelDeployment) -> dict[str, str]:
-    """The labels that pick this ModelDeployment's serving pods, and only them."""
+def model_name(deployment: ModelDeployment, run: str) -> str:
+    """The name of one model's children (Triton Deployment, Service, PDB, HPA): a DNS-1035 label."""
+    return bounded_name(f"{serving_name(deployment)}-{run.replace('.', '-')}")
+
+
+def selector_labels(deployment: ModelDeployment, component: str = COMPONENT) -> dict[str, str]:
+    """The labels that pick this ModelDeployment's pods of one component (Triton, or the gateway), and only them."""
     keys = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
-    all_labels = labels(COMPONENT, deployment)
+    all_labels = labels(component, deployment)
     return {key: all_labels[key] for key in keys}
 
 
-def serving_endpoints(deployment: ModelDeployment) -> Endpoints:
-    """In-cluster addresses of the Service: KServe v2 HTTP and gRPC, the AutoML JSON predict URL, and Google's.
+def model_selector(deployment: ModelDeployment, run: str) -> dict[str, str]:
+    """The labels that pick one model's Triton pods."""
+    return {**selector_labels(deployment), MODEL_LABEL: bounded_name(run)}
 
-    Google's names take the namespace as project and ``GOOGLE_LOCATION`` as location, both ignored by
-    the gateway: they are there to be copied into a client as they are. With token checks the KServe
-    ports are not in the Service, so they are not listed.
+
+def model_url(deployment: ModelDeployment, run: str) -> str:
+    """host:port of one model's Triton HTTP endpoint, as the gateway reaches it."""
+    return f"{model_name(deployment, run)}.{deployment.metadata.namespace}.svc:{HTTP.number}"
+
+
+def serving_endpoints(deployment: ModelDeployment, primary: str) -> Endpoints:
+    """In-cluster addresses: the gateway's (AutoML JSON predict, Google's), and the primary model's KServe v2.
+
+    The KServe v2 addresses are the primary model's own Triton Service: they bypass the split. Google's
+    names take the namespace as project and ``GOOGLE_LOCATION`` as location, both ignored by the
+    gateway: they are there to be copied into a client as they are. With token checks only the
+    gateway may reach the models, so the KServe addresses are not listed.
     """
     namespace, name = deployment.metadata.namespace, deployment.metadata.name
     host = f"{serving_name(deployment)}.{namespace}.svc"
+    model_host = f"{model_name(deployment, primary)}.{namespace}.svc"
     kserve = not deployment.spec.auth.require_token
     return Endpoints(
-        http=f"{host}:{HTTP.number}" if kserve else None,
-        grpc=f"{host}:{GRPC.number}" if kserve else None,
+        http=f"{model_host}:{HTTP.number}" if kserve else None,
+        grpc=f"{model_host}:{GRPC.number}" if kserve else None,
         predict=f"http://{host}:{PREDICT.number}/v1/models/{name}:predict",
         google_rest=f"http://{host}:{PREDICT.number}",
         google_grpc=f"{host}:{GOOGLE_GRPC.number}",
@@ -368,6 +427,30 @@ def explainer_env(deployment: ModelDeployment) -> list[dict[str, Any]]:
         return []
     url = f"http://{explainer_name(deployment)}.{deployment.metadata.namespace}.svc:{EXPLAIN.number}"
     return [{"name": env.GATEWAY_EXPLAINER_URL, "value": url}]
+
+
+def routes(deployment: ModelDeployment, split: Mapping[str, int], shadow: str | None) -> Routes:
+    """The gateway's routing table: each run's Triton Service with its percent, the shadow's, the sticky header."""
+    backends = tuple(
+        Backend(run=run, triton_url=model_url(deployment, run), percent=percent) for run, percent in split.items()
+    )
+    copy = Shadow(run=shadow, triton_url=model_url(deployment, shadow)) if shadow else None
+    return Routes(backends=backends, shadow=copy, sticky_header=deployment.spec.sticky_header)
+
+
+def applied_routes(gateway: Mapping[str, Any]) -> Routes | None:
+    """The routing table in a gateway Deployment's pod template; None if it has none that parses."""
+    containers = gateway["spec"]["template"]["spec"]["containers"]
+    settings = {item["name"]: item.get("value") for item in containers[0].get("env") or []}
+    try:
+        return Routes.model_validate_json(settings.get(env.GATEWAY_ROUTES) or "")
+    except ValidationError:
+        return None
+
+
+def routes_digest(table: Routes) -> str:
+    """A short digest of a routing table: which gateway pods route by it."""
+    return hashlib.sha256(table.model_dump_json().encode()).hexdigest()[:16]
 
 
 # --- token checks (spec.auth.requireToken) ------------------------------------
@@ -398,112 +481,110 @@ def _token_check_env(deployment: ModelDeployment) -> list[dict[str, Any]]:
     ]
 
 
-def replica_floor(deployment: ModelDeployment) -> int:
-    """The replicas ``spec.nodes`` asks for; with autoscaling, the autoscaler's minimum."""
-    autoscaling = deployment.spec.autoscaling
-    return deployment.spec.nodes if autoscaling is None else max(autoscaling.min_nodes, deployment.spec.nodes)
-
-
 # --- the children -------------------------------------------------------------
 
 
 def build_triton_deployment(
     deployment: ModelDeployment, model: ServedModel, config: OperatorConfig, secret: str | None
 ) -> dict[str, Any]:
-    """The apps/v1 Deployment of Triton and the gateway, one GPU per pod.
+    """The apps/v1 Deployment of one model's Triton, one GPU per pod.
 
-    Rollouts never lower capacity (maxUnavailable 0, one pod surged at a time) and
-    only move on once the new pod passes its readiness probes, which report ready
-    only when the whole model repository is loaded.
+    Rollouts (a new configuration) never lower capacity (maxUnavailable 0, one pod
+    surged at a time) and only move on once the new pod passes its readiness probe,
+    which reports ready only when the whole model repository is loaded.
     """
-    selector = selector_labels(deployment)
+    selector = model_selector(deployment, model.run)
     memory = TritonMemory.from_config(config)
     pod_spec: dict[str, Any] = {
-        # Neither container talks to the Kubernetes API.
+        # Triton does not talk to the Kubernetes API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_triton_container(model, config, secret, memory), _gateway_container(deployment, config)],
+        "containers": [_triton_container(model, config, secret, memory)],
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": mebibytes(memory.shared)}},
-            {"name": "gateway-tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
-        # Spread the nodes of a deployment over machines, each ReplicaSet on its own,
-        # but never leave a pod pending for it.
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": "kubernetes.io/hostname",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": selector},
-                "matchLabelKeys": ["pod-template-hash"],
-            }
-        ],
+        "topologySpreadConstraints": [_spread(selector)],
     }
-    pod_spec.update(_token_check_identity(deployment, config))
     if config.gpu_node_selector:
         pod_spec["nodeSelector"] = dict(config.gpu_node_selector)
     if config.gpu_tolerations:
         pod_spec["tolerations"] = [item.model_dump(mode="json", exclude_none=True) for item in config.gpu_tolerations]
-    if config.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [secret.model_dump(mode="json") for secret in config.image_pull_secrets]
+    _pull_secrets(pod_spec, config)
     template_metadata = {
-        "labels": labels(COMPONENT, deployment),
+        "labels": {**labels(COMPONENT, deployment), MODEL_LABEL: selector[MODEL_LABEL]},
         "annotations": {MODEL_VERSION_ANNOTATION: model.version},
     }
     return _child(
         deployment,
         "apps/v1",
         "Deployment",
-        {
-            "replicas": replica_floor(deployment),
-            "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
-            "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
-            "template": {"metadata": template_metadata, "spec": pod_spec},
-        },
+        _deployment_spec(replica_floor(deployment), selector, {"metadata": template_metadata, "spec": pod_spec}),
+        name=model_name(deployment, model.run),
+        extra_labels={MODEL_LABEL: selector[MODEL_LABEL]},
     )
 
 
-def build_triton_service(deployment: ModelDeployment) -> dict[str, Any]:
-    """The v1 Service of the serving pods: KServe v2 HTTP and gRPC, metrics, and AutoML JSON predict."""
-    ports = [
-        {
-            "name": port.name,
-            "port": port.number,
-            "targetPort": port.name,
-            "protocol": "TCP",
-            "appProtocol": port.app_protocol,
-        }
-        for port in (*TRITON_PORTS, *GATEWAY_PORTS)
-        # With token checks only the gateway, which checks them, is in front of the model.
-        if not (deployment.spec.auth.require_token and port in (HTTP, GRPC))
-    ]
-    return _child(
-        deployment, "v1", "Service", {"type": "ClusterIP", "selector": selector_labels(deployment), "ports": ports}
-    )
+def build_triton_service(deployment: ModelDeployment, run: str) -> dict[str, Any]:
+    """The v1 Service of one model's Triton pods: KServe v2 HTTP and gRPC (the gateway's way in), metrics."""
+    return _service(deployment, model_name(deployment, run), model_selector(deployment, run), TRITON_PORTS, run)
 
 
-def build_pod_disruption_budget(deployment: ModelDeployment) -> dict[str, Any]:
-    """The policy/v1 PodDisruptionBudget: drains and upgrades take one serving pod at a time.
+def build_gateway_deployment(deployment: ModelDeployment, table: Routes, config: OperatorConfig) -> dict[str, Any]:
+    """The apps/v1 Deployment of the gateway, routing by ``table``; no GPU.
 
-    maxUnavailable rather than minAvailable: with a single node, minAvailable 1
-    would block every drain; maxUnavailable 1 lets it go (with a short outage,
-    which one node cannot avoid). Pods that are not ready anyway may always go.
+    A new routing table changes the pod template (its digest is an annotation), so the
+    gateway rolls, never below its replicas; each pod counts the requests it routed by its own table.
     """
-    spec = {
-        "maxUnavailable": 1,
-        "selector": {"matchLabels": selector_labels(deployment)},
-        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    selector = selector_labels(deployment, GATEWAY_COMPONENT)
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": PRE_STOP_SECONDS + 20,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_gateway_container(deployment, table, config)],
+        "volumes": [{"name": "gateway-tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "topologySpreadConstraints": [_spread(selector)],
     }
-    return _child(deployment, "policy/v1", "PodDisruptionBudget", spec)
+    pod_spec.update(_token_check_identity(deployment, config))
+    _pull_secrets(pod_spec, config)
+    template = {
+        "metadata": {
+            "labels": labels(GATEWAY_COMPONENT, deployment),
+            "annotations": {ROUTES_ANNOTATION: routes_digest(table)},
+        },
+        "spec": pod_spec,
+    }
+    spec = _deployment_spec(GATEWAY_REPLICAS, selector, template)
+    return _child(deployment, "apps/v1", "Deployment", spec, component=GATEWAY_COMPONENT)
 
 
-def build_horizontal_pod_autoscaler(deployment: ModelDeployment) -> dict[str, Any]:
-    """The autoscaling/v2 HorizontalPodAutoscaler of ``spec.autoscaling``, scaling the Triton Deployment.
+def build_gateway_service(deployment: ModelDeployment) -> dict[str, Any]:
+    """The v1 Service of the gateway: AutoML JSON predict and Google's gRPC APIs, the ModelDeployment's endpoint."""
+    selector = selector_labels(deployment, GATEWAY_COMPONENT)
+    return _service(deployment, serving_name(deployment), selector, GATEWAY_PORTS, None)
+
+
+def build_pod_disruption_budget(deployment: ModelDeployment, run: str | None) -> dict[str, Any]:
+    """The policy/v1 PodDisruptionBudget of one model's Triton pods (``run``) or of the gateway's (None).
+
+    Drains and upgrades take one pod at a time. maxUnavailable rather than
+    minAvailable: with a single node, minAvailable 1 would block every drain;
+    maxUnavailable 1 lets it go (with a short outage, which one node cannot
+    avoid). Pods that are not ready anyway may always go.
+    """
+    if run is None:
+        name, selector = serving_name(deployment), selector_labels(deployment, GATEWAY_COMPONENT)
+    else:
+        name, selector = model_name(deployment, run), model_selector(deployment, run)
+    spec = {"maxUnavailable": 1, "selector": {"matchLabels": selector}, "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+    return _child(deployment, "policy/v1", "PodDisruptionBudget", spec, name=name, extra_labels=_model_label(run))
+
+
+def build_horizontal_pod_autoscaler(deployment: ModelDeployment, run: str) -> dict[str, Any]:
+    """The autoscaling/v2 HorizontalPodAutoscaler of ``spec.autoscaling``, scaling one model's Triton Deployment.
 
     ``spec.nodes`` is its floor. ``cpu`` scales on CPU utilisation (metrics-server);
     ``inflight`` on Triton's queued requests per pod, the Pods metric
@@ -522,13 +603,41 @@ def build_horizontal_pod_autoscaler(deployment: ModelDeployment) -> dict[str, An
     else:
         target = {"type": "AverageValue", "averageValue": INFLIGHT_TARGET_PER_NODE}
         metric = {"type": "Pods", "pods": {"metric": {"name": INFLIGHT_METRIC}, "target": target}}
+    name = model_name(deployment, run)
     spec = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": serving_name(deployment)},
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
         "minReplicas": floor,
         "maxReplicas": max(autoscaling.max_nodes, floor),
         "metrics": [metric],
     }
-    return _child(deployment, "autoscaling/v2", "HorizontalPodAutoscaler", spec)
+    return _child(
+        deployment, "autoscaling/v2", "HorizontalPodAutoscaler", spec, name=name, extra_labels=_model_label(run)
+    )
+
+
+def build_network_policy(deployment: ModelDeployment) -> dict[str, Any]:
+    """The networking.k8s.io/v1 NetworkPolicy of ``spec.auth.requireToken``: only the gateway reaches KServe.
+
+    The gateway checks tokens; a client going straight to a model's Triton would skip
+    the check, so the models' KServe ports admit the gateway's pods only (metrics stay open).
+    It takes effect where the cluster's network plugin enforces NetworkPolicies.
+    """
+    gateway = {"podSelector": {"matchLabels": selector_labels(deployment, GATEWAY_COMPONENT)}}
+    spec = {
+        "podSelector": {"matchLabels": selector_labels(deployment)},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {"from": [gateway], "ports": [{"port": port.name, "protocol": "TCP"} for port in (HTTP, GRPC)]},
+            {"ports": [{"port": METRICS.name, "protocol": "TCP"}]},
+        ],
+    }
+    return _child(deployment, "networking.k8s.io/v1", "NetworkPolicy", spec)
+
+
+def replica_floor(deployment: ModelDeployment) -> int:
+    """The replicas ``spec.nodes`` asks for; with autoscaling, the autoscaler's minimum."""
+    autoscaling = deployment.spec.autoscaling
+    return deployment.spec.nodes if autoscaling is None else max(autoscaling.min_nodes, deployment.spec.nodes)
 
 
 def child_patch(
@@ -563,19 +672,83 @@ def _contains(actual: Any, expected: Any) -> bool:
     return bool(actual == expected)
 
 
-def _child(deployment: ModelDeployment, api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Identity and ownership, shared by every child."""
+def _child(
+    deployment: ModelDeployment,
+    api_version: str,
+    kind: str,
+    spec: dict[str, Any],
+    *,
+    name: str | None = None,
+    component: str = COMPONENT,
+    extra_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Identity and ownership, shared by every child; ``name`` defaults to ``serving_name``."""
     return {
         "apiVersion": api_version,
         "kind": kind,
         "metadata": {
-            "name": serving_name(deployment),
+            "name": name or serving_name(deployment),
             "namespace": deployment.metadata.namespace,
-            "labels": labels(COMPONENT, deployment),
+            "labels": {**labels(component, deployment), **(extra_labels or {})},
             "ownerReferences": [owner_reference(deployment)],
         },
         "spec": spec,
     }
+
+
+def _model_label(run: str | None) -> dict[str, str]:
+    """The model label of a child of one model; none for the gateway's."""
+    return {MODEL_LABEL: bounded_name(run)} if run else {}
+
+
+def _service(
+    deployment: ModelDeployment, name: str, selector: Mapping[str, str], ports: Sequence[Port], run: str | None
+) -> dict[str, Any]:
+    """A ClusterIP Service exposing ``ports`` of the pods ``selector`` picks."""
+    spec = {
+        "type": "ClusterIP",
+        "selector": dict(selector),
+        "ports": [
+            {
+                "name": port.name,
+                "port": port.number,
+                "targetPort": port.name,
+                "protocol": "TCP",
+                "appProtocol": port.app_protocol,
+            }
+            for port in ports
+        ],
+    }
+    component = COMPONENT if run else GATEWAY_COMPONENT
+    return _child(deployment, "v1", "Service", spec, name=name, component=component, extra_labels=_model_label(run))
+
+
+def _deployment_spec(replicas: int, selector: Mapping[str, str], template: dict[str, Any]) -> dict[str, Any]:
+    """A Deployment's spec: rolling updates that never lower capacity."""
+    return {
+        "replicas": replicas,
+        "selector": {"matchLabels": dict(selector)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+        "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+        "template": template,
+    }
+
+
+def _spread(selector: Mapping[str, str]) -> dict[str, Any]:
+    """Spread a Deployment's pods over machines, each ReplicaSet on its own, never leaving a pod pending for it."""
+    return {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": dict(selector)},
+        "matchLabelKeys": ["pod-template-hash"],
+    }
+
+
+def _pull_secrets(pod_spec: dict[str, Any], config: OperatorConfig) -> None:
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [secret.model_dump(mode="json") for secret in config.image_pull_secrets]
 
 
 def _restricted(user: int) -> dict[str, Any]:
@@ -651,16 +824,17 @@ def _triton_container(
     return container
 
 
-def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> dict[str, Any]:
-    """The AutoML JSON gateway, forwarding to Triton in the same pod; ready when the model is.
+def _gateway_container(deployment: ModelDeployment, table: Routes, config: OperatorConfig) -> dict[str, Any]:
+    """The AutoML JSON gateway, routing to the models' Triton Services by ``table``.
 
-    It gets the operator's image policy and its own bounds (queue, timeouts) as settings.
+    It gets the operator's image policy, its own bounds (queue, timeouts) and its routes as settings.
     """
     settings = {
         env.GATEWAY_MAX_CONCURRENCY: str(config.gateway_max_concurrency),
         env.GATEWAY_MAX_QUEUE: str(config.gateway_max_queue),
         env.GATEWAY_BODY_TIMEOUT_SECONDS: f"{config.gateway_body_timeout_seconds:g}",
         env.GATEWAY_UPSTREAM_TIMEOUT_SECONDS: f"{config.gateway_upstream_timeout_seconds:g}",
+        env.GATEWAY_ROUTES: table.model_dump_json(),
     }
     gateway_env = [
         {"name": "HOME", "value": "/tmp"},
@@ -677,7 +851,6 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
         "args": [
             "--host=0.0.0.0",
             f"--port={PREDICT.number}",
-            f"--triton-url=localhost:{HTTP.number}",
             f"--model-name={SERVED_MODEL}",
             f"--public-name={deployment.metadata.name}",
             f"--score-threshold={deployment.spec.score_threshold}",
@@ -689,7 +862,7 @@ def _gateway_container(deployment: ModelDeployment, config: OperatorConfig) -> d
             "requests": {"cpu": GATEWAY_CPU_REQUEST, "memory": mebibytes(GatewayMemory.from_config(config).total())}
         },
         "readinessProbe": _http_probe("/healthz", PREDICT, 5, 3),
-        # /healthz fails while Triton is not ready: restarting the gateway would not help.
+        # /healthz fails while no model is ready: restarting the gateway would not help.
         "livenessProbe": {"tcpSocket": {"port": PREDICT.name}, "periodSeconds": 10, "failureThreshold": 6},
         "lifecycle": _pre_stop(),
         "securityContext": _restricted(RUNAS_ID),

@@ -1,18 +1,32 @@
-"""Pure status mapping of serving: what the Triton Deployment says, as ModelDeployment status.
+"""Pure status mapping of serving: what the Deployments and the gateways say, as ModelDeployment status.
 
-The handlers read the Deployment and hand it here. ``status.modelVersion`` is the
-version the serving pods run, taken from the pod template once a rollout is
-complete, so during a rollout it still names the model the old pods serve.
+The handlers read the primary model's Triton Deployment and hand it here.
+``status.modelVersion`` is the version its pods run, taken from the pod template
+once its rollout is complete. The gateways' merged counts become ``status.traffic``
+and ``status.shadow``; the routing table the gateway has becomes ``status.history``:
+a run enters it when it starts answering requests and leaves it, with the reason,
+when it stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from autovision.resources import READY, ConditionStatus, Endpoints, ModelDeploymentStatus
+from autovision.resources import (
+    READY,
+    ConditionStatus,
+    Endpoints,
+    ModelDeploymentStatus,
+    ModelTraffic,
+    RolloutPhase,
+    RolloutStatus,
+    ServedModelRecord,
+    ShadowTraffic,
+)
+from autovision.serving.traffic import Routes, TrafficStats
 from autovision_operator.serving_builders import MODEL_VERSION_ANNOTATION
 from autovision_operator.status import Cond, with_conditions
 
@@ -24,6 +38,9 @@ UNAVAILABLE: Final = "Unavailable"
 ROLLOUT_COMPLETE: Final = "RolloutComplete"
 DEPLOYMENT_MISSING: Final = "DeploymentMissing"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
+ROLLOUT: Final = "Rollout"
+"""The condition of ``spec.rollout``: True while one is under way, its reason the phase."""
+HISTORY_LENGTH: Final = 10
 
 
 @dataclass(frozen=True)
@@ -136,3 +153,75 @@ def _rollout_conditions(rollout: Rollout, served: str | None) -> tuple[Cond, Con
 def _still(served: str | None, rollout: Rollout) -> str:
     """What the old pods keep serving meanwhile, when that is another version."""
     return f"; still serving {served}" if served and served != rollout.version else ""
+
+
+def traffic_status(table: Routes, stats: TrafficStats) -> tuple[list[ModelTraffic], ShadowTraffic | None]:
+    """Per model of the gateway's table: its percent and the gateways' counts; and the shadow's agreement."""
+    models = []
+    for backend in table.backends:
+        counted = stats.models.get(backend.run)
+        models.append(
+            ModelTraffic(
+                training_job=backend.run,
+                percent=backend.percent,
+                requests=counted.requests if counted else 0,
+                errors=counted.errors if counted else 0,
+                p50_ms=counted.latency_quantile_ms(0.5) if counted else None,
+                p99_ms=counted.latency_quantile_ms(0.99) if counted else None,
+            )
+        )
+    shadow = stats.shadow if table.shadow and stats.shadow and stats.shadow.run == table.shadow.run else None
+    if table.shadow is None:
+        return models, None
+    return models, ShadowTraffic(
+        training_job=table.shadow.run,
+        compared=shadow.compared if shadow else 0,
+        agreed=shadow.agreed if shadow else 0,
+        errors=shadow.errors if shadow else 0,
+        agreement=shadow.agreement if shadow else None,
+    )
+
+
+def updated_history(
+    history: Sequence[ServedModelRecord],
+    table: Routes,
+    records: Mapping[str, ServedModelRecord],
+    rollout: RolloutStatus | None,
+    now: datetime,
+) -> list[ServedModelRecord]:
+    """The history once ``table`` routes: runs newly answering requests open a record, runs gone close theirs.
+
+    ``records`` holds a fresh record (run, dataset version, evaluation) of every run
+    that may open one. The newest come first; closed records beyond HISTORY_LENGTH go.
+    """
+    serving = {backend.run for backend in table.backends if backend.percent > 0}
+    now = now.replace(microsecond=0)
+    updated = [
+        entry.model_copy(update={"until": now, "ended": _why_ended(entry.training_job, rollout)})
+        if entry.until is None and entry.training_job not in serving
+        else entry
+        for entry in history
+    ]
+    open_runs = {entry.training_job for entry in updated if entry.until is None}
+    opened = [records[run].model_copy(update={"since": now}) for run in sorted(serving - open_runs) if run in records]
+    return [*opened, *updated][:HISTORY_LENGTH]
+
+
+def _why_ended(run: str, rollout: RolloutStatus | None) -> str:
+    """Why a run stopped answering requests, as the rollout (if any) explains it."""
+    if rollout is not None and run == rollout.stable:
+        return f"replaced by {rollout.candidate} in a rollout"
+    if (
+        rollout is not None
+        and run == rollout.candidate
+        and rollout.phase in {RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED}
+    ):
+        return f"rolled back to {rollout.stable}: {rollout.message}"
+    return "no longer in the spec's traffic"
+
+
+def rollout_condition(rollout: RolloutStatus) -> Cond:
+    """The Rollout condition: True while under way (reason Progressing or Paused), False once it ended."""
+    active = rollout.phase in {RolloutPhase.PROGRESSING, RolloutPhase.PAUSED}
+    status = ConditionStatus.TRUE if active else ConditionStatus.FALSE
+    return Cond(ROLLOUT, status, rollout.phase.value, f"{rollout.candidate} at {rollout.percent} %: {rollout.message}")

@@ -12,6 +12,7 @@ On the wire every field is camelCase, as in every Kubernetes API.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -564,13 +566,161 @@ class ExplainSpec(WireModel):
     )
 
 
-class ModelDeploymentSpec(WireModel):
-    """Which model to serve, on how many nodes."""
+class TrafficTarget(WireModel):
+    """One model of a traffic split: a finished run and the share of requests it answers."""
 
-    model_ref: ModelRef = Field(description="The model to serve.")
-    nodes: int = Field(default=1, ge=1, description="Serving replicas; the scale subresource sets this.")
+    training_job: ObjectName = Field(description="Name of a finished TrainingJob in the same namespace.")
+    percent: int = Field(ge=0, le=100, description="Percent of prediction requests this model answers.")
+
+
+class ShadowRef(WireModel):
+    """A model that gets a copy of the traffic; its answers are compared with the primary's, never returned."""
+
+    training_job: ObjectName = Field(description="Name of a finished TrainingJob in the same namespace.")
+
+
+class RolloutGate(WireModel):
+    """What a candidate must show, at each step, over enough requests, before it gets more traffic."""
+
+    min_requests: int = Field(
+        default=100, ge=1, le=10_000_000, description="Requests the candidate must answer (or shadow) at a step."
+    )
+    min_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Top-1 agreement with the current model the candidate must reach while it shadows it "
+        "(a first step at 0 %, answering nobody); unset skips that step.",
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest fraction of the candidate's requests that may fail."
+    )
+    max_p99_ms: float | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Highest 99th percentile latency (ms) of the candidate, as the gateway measures it; unset: any.",
+    )
+
+
+class RolloutSpec(WireModel):
+    """Replace the served model by ``spec.modelRef``'s step by step, each step gated; roll back when the gate fails."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.steps.isSorted() && self.steps[size(self.steps) - 1] == 100",
+                    "message": "steps must increase and end at 100",
+                }
+            ]
+        }
+    )
+
+    steps: list[Annotated[int, Field(ge=1, le=100, description="Percent of requests at this step.")]] = Field(
+        default=[10, 50, 100],
+        min_length=1,
+        max_length=10,
+        description="Percent of requests the candidate answers at each step, increasing, ending at 100.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    gate: RolloutGate = Field(default=RolloutGate(), description="What promotes the candidate to the next step.")
+    readiness_timeout_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=86_400,
+        description="The candidate's Triton pods must all be ready this long after the rollout starts, "
+        "else it rolls back.",
+    )
+    paused: bool = Field(default=False, description="Hold the rollout at its current step (kubectl patch).")
+    abort: bool = Field(
+        default=False, description="Roll back to the current model now and stop; clear it to roll out again."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_to_100(cls, steps: list[int]) -> list[int]:
+        if any(later <= earlier for earlier, later in itertools.pairwise(steps)) or steps[-1] != 100:
+            raise ValueError(f"steps must increase and end at 100, got {steps}")
+        return steps
+
+
+_SPEC_RULES: Final[list[JsonValue]] = [
+    {"rule": "has(self.modelRef) != has(self.traffic)", "message": "set exactly one of modelRef or traffic"},
+    {
+        "rule": "!has(self.rollout) || (has(self.modelRef) && has(self.modelRef.trainingJob))",
+        "message": "a rollout rolls out modelRef.trainingJob: set modelRef.trainingJob, not traffic or a uri",
+    },
+    {
+        "rule": "!has(self.shadow) || ((!has(self.traffic) || "
+        "self.traffic.all(t, t.trainingJob != self.shadow.trainingJob)) && "
+        "!(has(self.modelRef) && has(self.modelRef.trainingJob) && "
+        "self.modelRef.trainingJob == self.shadow.trainingJob))",
+        "message": "the shadow must not also be a primary model",
+    },
+    {
+        "rule": "!has(self.shadow) || !has(self.rollout)",
+        "message": "a rollout shadows its candidate itself: set shadow or rollout, not both",
+    },
+]
+
+
+class ModelDeploymentSpec(WireModel):
+    """Which models to serve, in what shares, on how many nodes.
+
+    Each model runs in its own Triton Deployment behind one gateway Deployment that
+    splits the traffic; ``nodes``, ``autoscaling`` and the PodDisruptionBudget apply
+    per model, to its own Triton Deployment.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    model_ref: ModelRef | None = Field(
+        default=None, description="The one model to serve (all traffic); the shorthand of a traffic of one."
+    )
+    traffic: list[TrafficTarget] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Several finished runs and the percent of requests each answers, summing to 100; "
+        "instead of modelRef.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["trainingJob"],
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.map(t, t.percent).sum() == 100",
+                    "message": "percents must sum to 100",
+                }
+            ],
+        },
+    )
+    shadow: ShadowRef | None = Field(
+        default=None,
+        description="A model that receives a copy of every request; its top-1 agreement with the model that "
+        "answered is recorded in status, its answers are never returned.",
+    )
+    sticky_header: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+        description="A request header (e.g. X-User) whose value keeps a client on one model of the split; "
+        "unset routes each request afresh.",
+    )
+    rollout: RolloutSpec | None = Field(
+        default=None,
+        description="When set, a new modelRef.trainingJob replaces the served model step by step, gated, "
+        "and rolls back by itself; unset, it replaces it as soon as its pods are ready.",
+    )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        description="Serving replicas of each model's Triton Deployment; the scale subresource sets this, "
+        "and reports the primary model's (the largest share).",
+    )
     autoscaling: Autoscaling | None = Field(
-        default=None, description="When set, an autoscaler adjusts the replicas within these bounds."
+        default=None,
+        description="When set, an autoscaler per model adjusts its Triton replicas within these bounds.",
     )
     score_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Predictions scoring below this are left out of responses."
@@ -581,6 +731,26 @@ class ModelDeploymentSpec(WireModel):
         description="When set, an explainer Deployment of its own (torch, on CPUs) answers :explain through the "
         "gateway with heatmaps (Grad-CAM, integrated gradients); unset, :explain answers 404.",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """The CEL rules above, for clients that parse a spec without the API server."""
+        if (self.model_ref is None) == (self.traffic is None):
+            raise ValueError("set exactly one of modelRef or traffic")
+        runs = [target.training_job for target in self.traffic or []]
+        if len(set(runs)) != len(runs):
+            raise ValueError(f"a run appears twice in traffic: {runs}")
+        total = sum(target.percent for target in self.traffic or [])
+        if self.traffic is not None and total != 100:
+            raise ValueError(f"traffic percents must sum to 100, got {total}")
+        primaries = [*runs, *([self.model_ref.training_job] if self.model_ref and self.model_ref.training_job else [])]
+        if self.rollout is not None and (self.model_ref is None or self.model_ref.training_job is None):
+            raise ValueError("a rollout rolls out modelRef.trainingJob: set modelRef.trainingJob, not traffic or a uri")
+        if self.shadow is not None and self.shadow.training_job in primaries:
+            raise ValueError("the shadow must not also be a primary model")
+        if self.shadow is not None and self.rollout is not None:
+            raise ValueError("a rollout shadows its candidate itself: set shadow or rollout, not both")
+        return self
 
 
 class Endpoints(StatusModel):
@@ -603,16 +773,82 @@ class Endpoints(StatusModel):
     )
 
 
+class ModelTraffic(StatusModel):
+    """One served model's share and what the gateways counted for it."""
+
+    training_job: str = Field(description="The run whose model this is (a version for a modelRef.uri).")
+    percent: int = Field(ge=0, le=100, description="Percent of requests routed to it now.")
+    requests: Count = Field(default=0, description="Requests it answered, over the gateways' lifetimes.")
+    errors: Count = Field(default=0, description="Of which failed.")
+    p50_ms: float | None = Field(default=None, description="Median latency (ms, upper bound of its bucket).")
+    p99_ms: float | None = Field(default=None, description="99th percentile latency (ms, upper bound of its bucket).")
+
+
+class ShadowTraffic(StatusModel):
+    """What the shadow (or a rollout's shadowing candidate) did with its copies of the traffic."""
+
+    training_job: str = Field(description="The shadow's run.")
+    compared: Count = Field(default=0, description="Requests whose answers were compared.")
+    agreed: Count = Field(default=0, description="Of which the shadow's top-1 label equalled the primary's.")
+    errors: Count = Field(default=0, description="Copies the shadow failed to answer.")
+    agreement: float | None = Field(default=None, description="agreed / compared; unset before any comparison.")
+
+
+class RolloutPhase(StrEnum):
+    """Where a rollout stands."""
+
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+
+
+class RolloutStatus(StatusModel):
+    """The rollout of ``candidate`` against ``stable``, as the operator last decided it."""
+
+    candidate: str = Field(description="The run being rolled out (spec.modelRef.trainingJob).")
+    stable: str = Field(description="The run that served before, and that a rollback returns to.")
+    phase: RolloutPhase = Field(description="Progressing, Paused, Promoted, RolledBack or Aborted.")
+    step: int = Field(
+        default=0,
+        ge=0,
+        description="Index of the current stage: spec.rollout.steps, after a shadowing stage at 0 % "
+        "when gate.minAgreement is set.",
+    )
+    percent: int = Field(default=0, ge=0, le=100, description="Percent of requests the candidate answers now.")
+    step_since: AwareDatetime = Field(description="When the current step began.")
+    started: AwareDatetime = Field(description="When the rollout began (the readiness timeout counts from here).")
+    message: str = Field(default="", description="Why the rollout is where it is.")
+
+
+class ServedModelRecord(StatusModel):
+    """A model that served (or serves) requests here, for how long, and why it stopped."""
+
+    training_job: str = Field(description="Its run (a version for a modelRef.uri).")
+    dataset_version: str | None = Field(default=None, description="The dataset version it was trained on.")
+    evaluation: str | None = Field(default=None, description="Its best validation metric, e.g. accuracy=0.93.")
+    since: AwareDatetime = Field(description="When it first answered requests.")
+    until: AwareDatetime | None = Field(default=None, description="When it stopped; unset while it serves.")
+    ended: str | None = Field(default=None, description="Why it stopped, e.g. replaced by a promoted rollout.")
+
+
 class ModelDeploymentStatus(ResourceStatus):
     """What is being served and how much of it is ready."""
 
-    nodes: Count = Field(default=0, description="Serving replicas that exist.")
-    ready_nodes: Count = Field(default=0, description="Serving replicas ready for traffic.")
+    nodes: Count = Field(default=0, description="Triton replicas of the primary model that exist.")
+    ready_nodes: Count = Field(default=0, description="Triton replicas of the primary model ready for traffic.")
     selector: str | None = Field(
-        default=None, description="Label selector of the serving pods, for the scale subresource."
+        default=None, description="Label selector of the primary model's Triton pods, for the scale subresource."
     )
-    model_version: str | None = Field(default=None, description="Version of the model being served.")
+    model_version: str | None = Field(default=None, description="Version of the primary model being served.")
     endpoints: Endpoints | None = Field(default=None, description="Where to send predictions.")
+    traffic: list[ModelTraffic] = Field(default=[], description="Per served model: its share and its counts.")
+    shadow: ShadowTraffic | None = Field(default=None, description="The shadow's agreement with the primary.")
+    rollout: RolloutStatus | None = Field(default=None, description="The last rollout and where it stands.")
+    history: list[ServedModelRecord] = Field(
+        default=[], max_length=10, description="The last models that served, newest first."
+    )
 
 
 # --- the resources ----------------------------------------------------------
@@ -732,7 +968,12 @@ class ModelDeployment(CustomResource):
     )
 
     kind: Literal["ModelDeployment"] = "ModelDeployment"
-    spec: ModelDeploymentSpec = Field(description="Desired state: what to serve, how widely.")
+    spec: ModelDeploymentSpec = Field(
+        description="Desired state: what to serve, in what shares, how widely. Each model runs in its own "
+        "Triton Deployment behind one gateway Deployment that splits the traffic; nodes, autoscaling and a "
+        "PodDisruptionBudget apply per model, to its own Triton Deployment. The scale subresource sets nodes "
+        "and reports the replicas of the primary model (the largest share)."
+    )
     status: ModelDeploymentStatus = Field(
         default=ModelDeploymentStatus(), description="Observed state of the serving replicas."
     )

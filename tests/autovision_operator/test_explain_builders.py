@@ -9,9 +9,10 @@ import pytest
 
 from autovision.contract import env
 from autovision.resources import ModelDeployment, TrainingJob, parse_resource
+from autovision.serving.traffic import Routes
 from autovision_operator import explain_builders as eb
 from autovision_operator.reconcile import NotReadyError
-from autovision_operator.serving_builders import GATEWAY_CONTAINER, ServedModel, build_triton_deployment
+from autovision_operator.serving_builders import GATEWAY_CONTAINER, build_gateway_deployment
 from tests.support.operator import make_config
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -71,10 +72,10 @@ def test_the_explainer_deployment_and_service_are_valid_owned_and_sized_by_the_s
 
 
 def test_the_gateway_is_pointed_at_the_explainer_only_with_spec_explain() -> None:
-    model = ServedModel("s3://autovision/runs/ml/flowers-run/triton", "v1")
+    table = Routes.single("flowers-run", "flowers-flowers-run.ml.svc:8000")
 
     def gateway_env(deployment: ModelDeployment) -> list[dict[str, Any]]:
-        pod = build_triton_deployment(deployment, model, make_config(), None)["spec"]["template"]["spec"]
+        pod = build_gateway_deployment(deployment, table, make_config())["spec"]["template"]["spec"]
         variables: list[dict[str, Any]] = next(c for c in pod["containers"] if c["name"] == GATEWAY_CONTAINER)["env"]
         return variables
 

@@ -14,6 +14,7 @@ from autovision.resources import ModelDeployment, TrainingJob, parse_resource
 from autovision.serving.cluster import DEFAULT_MAX_BATCH_SIZE
 from autovision.serving.gateway import max_request_bytes
 from autovision.serving.repository import DecodeBudget
+from autovision.serving.traffic import Routes
 from autovision.settings import Settings
 from autovision_operator import serving_builders as sb
 from autovision_operator.config import TRITON_IMAGE, OperatorConfig
@@ -63,8 +64,8 @@ def training_job(ready: bool = True, artifacts: dict[str, str] | None = None) ->
     return run
 
 
-def model(version: str = "flowers-run-0f1e2d3c") -> sb.ServedModel:
-    return sb.ServedModel(sb.triton_repository_url(REPOSITORY, ENDPOINT), version, "flowers")
+def model(version: str = "flowers-run-0f1e2d3c", run: str = "flowers-run") -> sb.ServedModel:
+    return sb.ServedModel(run, sb.triton_repository_url(REPOSITORY, ENDPOINT), version, "flowers")
 
 
 def validate(obj: dict[str, Any]) -> None:
@@ -74,6 +75,11 @@ def validate(obj: dict[str, Any]) -> None:
 
 def deployment_for(config: OperatorConfig | None = None, secret: str | None = "s3-credentials", **spec: Any) -> Any:
     return sb.build_triton_deployment(make_model_deployment(**spec), model(), config or make_config(), secret)
+
+
+def gateway_for(config: OperatorConfig | None = None, **spec: Any) -> Any:
+    md = make_model_deployment(**spec)
+    return sb.build_gateway_deployment(md, sb.routes(md, {"flowers-run": 100}, None), config or make_config())
 
 
 def containers(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -123,6 +129,7 @@ def test_triton_repository_url_refuses_what_triton_misreads(uri: str, endpoint: 
 def test_a_ready_training_job_serves_its_triton_repository() -> None:
     served = sb.trained_model(training_job(artifacts={"tritonRepository": REPOSITORY}), ENDPOINT)
     assert served == sb.ServedModel(
+        "flowers-run",
         "s3://seaweedfs.storage:8333/autovision/runs/ml/flowers-run/0f1e2d3c-aaaa/triton",
         "flowers-run-0f1e2d3c",
         "flowers",
@@ -183,11 +190,42 @@ def test_children_have_a_service_name(name: str) -> None:
     assert child == sb.serving_name(make_model_deployment(name=name))  # deterministic
 
 
-def test_endpoints_are_in_cluster_addresses_of_the_service() -> None:
-    endpoints = sb.serving_endpoints(make_model_deployment())
-    assert endpoints.http == "flowers.ml.svc:8000"
-    assert endpoints.grpc == "flowers.ml.svc:8001"
+@pytest.mark.parametrize("run", ["flowers-run", "run.v2", "r" * 253])
+def test_each_model_has_its_own_service_name(run: str) -> None:
+    name = sb.model_name(make_model_deployment(), run)
+    assert DNS_1035_LABEL.match(name)
+    assert len(name) <= 63
+    assert name != sb.model_name(make_model_deployment(), run + "x")
+
+
+def test_endpoints_are_the_gateways_and_the_primary_models_kserve() -> None:
+    endpoints = sb.serving_endpoints(make_model_deployment(), "flowers-run")
+    assert endpoints.http == "flowers-flowers-run.ml.svc:8000"  # one model's Triton: bypasses the split
+    assert endpoints.grpc == "flowers-flowers-run.ml.svc:8001"
     assert endpoints.predict == "http://flowers.ml.svc:8080/v1/models/flowers:predict"
+
+
+def test_routes_send_each_run_to_its_triton_service_and_travel_in_the_gateways_env() -> None:
+    md = make_model_deployment()
+    table = sb.routes(md, {"run-a": 90, "run-b": 10}, "run-c")
+    assert [(b.run, b.triton_url, b.percent) for b in table.backends] == [
+        ("run-a", "flowers-run-a.ml.svc:8000", 90),
+        ("run-b", "flowers-run-b.ml.svc:8000", 10),
+    ]
+    assert table.shadow is not None
+    assert table.shadow.triton_url == "flowers-run-c.ml.svc:8000"
+    gateway = sb.build_gateway_deployment(md, table, make_config())
+    validate(gateway)
+    assert sb.applied_routes(gateway) == table
+    annotations = gateway["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {sb.ROUTES_ANNOTATION: sb.routes_digest(table)}
+    other = sb.routes(md, {"run-a": 50, "run-b": 50}, None)
+    assert sb.routes_digest(other) != sb.routes_digest(table)
+    sticky = make_model_deployment(stickyHeader="X-User")
+    assert sb.routes(sticky, {"run-a": 100}, None).sticky_header == "X-User"
+    broken = {**gateway, "spec": {**gateway["spec"]}}
+    broken["spec"]["template"] = {"spec": {"containers": [{"name": "gateway", "env": []}]}}
+    assert sb.applied_routes(broken) is None
 
 
 # --- Deployment -----------------------------------------------------------------------
@@ -197,7 +235,7 @@ def test_deployment_is_valid_and_owned() -> None:
     deployment = deployment_for(nodes=2)
     validate(deployment)
     meta = deployment["metadata"]
-    assert (meta["name"], meta["namespace"]) == ("flowers", "ml")
+    assert (meta["name"], meta["namespace"]) == ("flowers-flowers-run", "ml")
     assert meta["ownerReferences"] == [
         {
             "apiVersion": "autovision.dev/v1alpha1",
@@ -213,6 +251,19 @@ def test_deployment_is_valid_and_owned() -> None:
     selector = spec["selector"]["matchLabels"]
     assert selector.items() <= spec["template"]["metadata"]["labels"].items()
     assert selector["app.kubernetes.io/component"] == "serving"
+    assert selector[sb.MODEL_LABEL] == "flowers-run"
+
+
+def test_the_gateway_is_its_own_deployment_scaled_on_its_own() -> None:
+    gateway = gateway_for(nodes=4)
+    validate(gateway)
+    assert gateway["metadata"]["name"] == "flowers"
+    assert gateway["spec"]["replicas"] == sb.GATEWAY_REPLICAS  # not spec.nodes: that is each model's
+    selector = gateway["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/component"] == "gateway"
+    assert set(containers(gateway)) == {"gateway"}
+    assert "nvidia.com/gpu" not in containers(gateway)["gateway"]["resources"].get("limits", {})
+    assert "nodeSelector" not in gateway["spec"]["template"]["spec"]
 
 
 def test_rollouts_keep_capacity_and_a_new_model_changes_the_template() -> None:
@@ -263,7 +314,7 @@ def test_pods_run_restricted_with_writable_scratch_only() -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
-    for container in pod["containers"]:
+    for container in [*pod["containers"], *gateway_for()["spec"]["template"]["spec"]["containers"]]:
         security = container["securityContext"]
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
@@ -275,11 +326,11 @@ def test_pods_run_restricted_with_writable_scratch_only() -> None:
     assert "/tmp" in mounts
 
 
-def test_the_gateway_runs_beside_triton() -> None:
-    gateway = containers(deployment_for(scoreThreshold=0.3))["gateway"]
+def test_the_gateway_routes_by_its_table() -> None:
+    gateway = containers(gateway_for(scoreThreshold=0.3))["gateway"]
     assert gateway["image"] == "ghcr.io/autovision/trainer:0.1.0"  # the trainer image unless configured
     assert gateway["command"] == ["python", "-m", "autovision.serving.gateway"]
-    assert "--triton-url=localhost:8000" in gateway["args"]
+    assert not [arg for arg in gateway["args"] if arg.startswith("--triton-url")]  # the routes name the models
     assert "--score-threshold=0.3" in gateway["args"]
     assert gateway["ports"] == [
         {"name": "predict", "containerPort": 8080, "protocol": "TCP"},
@@ -287,7 +338,7 @@ def test_the_gateway_runs_beside_triton() -> None:
     ]
     assert "--grpc-port=8081" in gateway["args"]
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "predict"}
-    configured = deployment_for(make_config(gateway_image="ghcr.io/autovision/gateway:0.1.0"))
+    configured = gateway_for(make_config(gateway_image="ghcr.io/autovision/gateway:0.1.0"))
     assert containers(configured)["gateway"]["image"] == "ghcr.io/autovision/gateway:0.1.0"
 
 
@@ -305,10 +356,11 @@ def test_the_gateway_gets_the_operators_image_policy_and_bounds(monkeypatch: pyt
         gateway_body_timeout_seconds=12.5,
         gateway_upstream_timeout_seconds=40,
     )
-    deployment = deployment_for(config)
+    deployment = gateway_for(config)
     validate(deployment)
-
-    assert env_of(containers(deployment)["gateway"]) == {
+    settings = env_of(containers(deployment)["gateway"])
+    assert sb.applied_routes(deployment) == Routes.model_validate_json(settings.pop(env.GATEWAY_ROUTES))
+    assert settings == {
         "HOME": "/tmp",
         env.MAX_IMAGE_BYTES: "4194304",
         env.MAX_IMAGE_PIXELS: "20000000",
@@ -319,7 +371,7 @@ def test_the_gateway_gets_the_operators_image_policy_and_bounds(monkeypatch: pyt
         env.GATEWAY_UPSTREAM_TIMEOUT_SECONDS: "40",
     }
     # What the gateway process makes of them: the settings the operator holds.
-    for name, value in env_of(containers(deployment)["gateway"]).items():
+    for name, value in settings.items():
         monkeypatch.setenv(name, value)
     read = Settings()
     assert read.image_limits() == config.image_limits()
@@ -379,7 +431,7 @@ def test_gateway_memory_is_the_worst_case_of_the_default_bounds() -> None:
 
 def test_gateway_memory_request_follows_the_body_limit_and_bounds() -> None:
     config = make_config(max_image_bytes=3 * MIB, gateway_max_concurrency=2, gateway_max_queue=10)
-    deployment = deployment_for(config)
+    deployment = gateway_for(config)
     validate(deployment)
     gateway = containers(deployment)["gateway"]
 
@@ -402,46 +454,59 @@ def test_serving_images_come_from_the_chart_environment(monkeypatch: pytest.Monk
 
 
 def test_image_pull_secrets_reach_the_pods() -> None:
-    deployment = deployment_for(make_config(image_pull_secrets=[{"name": "regcred"}]))
-    validate(deployment)
-    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    config = make_config(image_pull_secrets=[{"name": "regcred"}])
+    for deployment in (deployment_for(config), gateway_for(config)):
+        validate(deployment)
+        assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
 
 
 # --- Service, PodDisruptionBudget, HorizontalPodAutoscaler ----------------------------
 
 
-def test_service_exposes_kserve_metrics_and_predict() -> None:
+def test_a_models_service_exposes_kserve_and_metrics() -> None:
     md = make_model_deployment()
-    service = sb.build_triton_service(md)
+    service = sb.build_triton_service(md, "flowers-run")
     validate(service)
     ports = {port["name"]: (port["port"], port["targetPort"]) for port in service["spec"]["ports"]}
-    assert ports == {
-        "http": (8000, "http"),
-        "grpc": (8001, "grpc"),
-        "metrics": (8002, "metrics"),
-        "predict": (8080, "predict"),
-        "google-grpc": (8081, "google-grpc"),
-    }
-    protocols = {port["name"]: port["appProtocol"] for port in service["spec"]["ports"]}
-    assert protocols["google-grpc"] == "kubernetes.io/h2c"
-    assert service["spec"]["selector"] == sb.selector_labels(md)
+    assert ports == {"http": (8000, "http"), "grpc": (8001, "grpc"), "metrics": (8002, "metrics")}
+    assert service["metadata"]["name"] == "flowers-flowers-run"
+    assert service["spec"]["selector"] == sb.model_selector(md, "flowers-run")
     assert service["metadata"]["ownerReferences"][0]["uid"] == "uid-md"
 
 
+def test_the_gateways_service_exposes_predict_and_googles_grpc() -> None:
+    md = make_model_deployment()
+    service = sb.build_gateway_service(md)
+    validate(service)
+    ports = {port["name"]: (port["port"], port["targetPort"]) for port in service["spec"]["ports"]}
+    assert ports == {"predict": (8080, "predict"), "google-grpc": (8081, "google-grpc")}
+    protocols = {port["name"]: port["appProtocol"] for port in service["spec"]["ports"]}
+    assert protocols["google-grpc"] == "kubernetes.io/h2c"
+    assert service["metadata"]["name"] == "flowers"
+    assert service["spec"]["selector"] == sb.selector_labels(md, sb.GATEWAY_COMPONENT)
+
+
 def test_disruption_budget_lets_a_single_node_drain() -> None:
-    budget = sb.build_pod_disruption_budget(make_model_deployment(nodes=1))
+    md = make_model_deployment(nodes=1)
+    budget = sb.build_pod_disruption_budget(md, "flowers-run")
     validate(budget)
     assert budget["spec"]["maxUnavailable"] == 1
     assert "minAvailable" not in budget["spec"]
-    assert budget["spec"]["selector"]["matchLabels"] == sb.selector_labels(make_model_deployment())
+    assert budget["spec"]["selector"]["matchLabels"] == sb.model_selector(md, "flowers-run")
+    gateway = sb.build_pod_disruption_budget(md, None)
+    validate(gateway)
+    assert (gateway["metadata"]["name"], gateway["spec"]["selector"]["matchLabels"]) == (
+        "flowers",
+        sb.selector_labels(md, sb.GATEWAY_COMPONENT),
+    )
 
 
 def test_cpu_autoscaling_uses_a_resource_metric_with_nodes_as_floor() -> None:
     md = make_model_deployment(nodes=3, autoscaling={"minNodes": 2, "maxNodes": 6, "target": "cpu"})
-    autoscaler = sb.build_horizontal_pod_autoscaler(md)
+    autoscaler = sb.build_horizontal_pod_autoscaler(md, "flowers-run")
     validate(autoscaler)
     spec = autoscaler["spec"]
-    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "flowers"}
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "flowers-flowers-run"}
     assert (spec["minReplicas"], spec["maxReplicas"]) == (3, 6)
     assert spec["metrics"] == [
         {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
@@ -450,7 +515,7 @@ def test_cpu_autoscaling_uses_a_resource_metric_with_nodes_as_floor() -> None:
 
 def test_inflight_autoscaling_uses_tritons_queue_metric() -> None:
     md = make_model_deployment(nodes=1, autoscaling={"minNodes": 2, "maxNodes": 4})
-    autoscaler = sb.build_horizontal_pod_autoscaler(md)
+    autoscaler = sb.build_horizontal_pod_autoscaler(md, "flowers-run")
     validate(autoscaler)
     (metric,) = autoscaler["spec"]["metrics"]
     assert metric["type"] == "Pods"
@@ -460,14 +525,14 @@ def test_inflight_autoscaling_uses_tritons_queue_metric() -> None:
 
 def test_a_floor_above_max_nodes_raises_the_ceiling() -> None:
     md = make_model_deployment(nodes=5, autoscaling={"minNodes": 1, "maxNodes": 3})
-    spec = sb.build_horizontal_pod_autoscaler(md)["spec"]
+    spec = sb.build_horizontal_pod_autoscaler(md, "flowers-run")["spec"]
     assert (spec["minReplicas"], spec["maxReplicas"]) == (5, 5)
     assert sb.build_triton_deployment(md, model(), make_config(), None)["spec"]["replicas"] == 5
 
 
 def test_no_autoscaler_without_autoscaling() -> None:
     with pytest.raises(ValueError, match=r"no spec\.autoscaling"):
-        sb.build_horizontal_pod_autoscaler(make_model_deployment())
+        sb.build_horizontal_pod_autoscaler(make_model_deployment(), "flowers-run")
 
 
 # --- patches --------------------------------------------------------------------------
@@ -490,7 +555,7 @@ def as_stored(desired: dict[str, Any], **spec: Any) -> dict[str, Any]:
 def test_an_unchanged_child_needs_no_patch() -> None:
     desired = deployment_for()
     assert sb.child_patch(desired, as_stored(desired)) is None
-    service = sb.build_triton_service(make_model_deployment())
+    service = sb.build_triton_service(make_model_deployment(), "flowers-run")
     assert sb.child_patch(service, as_stored(service, clusterIP="10.0.0.1")) is None
 
 
@@ -514,7 +579,7 @@ def test_an_autoscaler_owns_the_replicas() -> None:
 
 
 def test_endpoints_name_googles_addresses_to_copy() -> None:
-    endpoints = sb.serving_endpoints(make_model_deployment())
+    endpoints = sb.serving_endpoints(make_model_deployment(), "flowers-run")
     assert endpoints.google_rest == "http://flowers.ml.svc:8080"
     assert endpoints.google_grpc == "flowers.ml.svc:8081"
     assert endpoints.automl_model == "projects/ml/locations/cluster/models/flowers"
@@ -524,17 +589,19 @@ def test_endpoints_name_googles_addresses_to_copy() -> None:
 def test_without_token_checks_the_pods_have_no_identity_and_the_gateway_checks_nothing() -> None:
     md = make_model_deployment()
     assert sb.serving_service_account(md, make_config()) is None
-    pod = deployment_for()["spec"]["template"]["spec"]
+    pod = gateway_for()["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert "serviceAccountName" not in pod
-    names = {item["name"] for item in containers(deployment_for())["gateway"]["env"]}
+    names = {item["name"] for item in containers(gateway_for())["gateway"]["env"]}
     assert not names & {env.GATEWAY_REQUIRE_TOKEN, env.GATEWAY_DEPLOYMENT_NAME, env.GATEWAY_DEPLOYMENT_NAMESPACE}
 
 
-def test_token_checks_run_the_pods_as_the_serving_account_with_its_token() -> None:
+def test_token_checks_run_the_gateway_as_the_serving_account_with_its_token() -> None:
     config = make_config().model_copy(update={"serving_service_account": "reviewer"})
-    built = deployment_for(config, auth={"requireToken": True})
+    built = gateway_for(config, auth={"requireToken": True})
     validate(built)
+    triton = deployment_for(config, auth={"requireToken": True})["spec"]["template"]["spec"]
+    assert (triton["automountServiceAccountToken"], "serviceAccountName" in triton) == (False, False)
     pod = built["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "reviewer"
     assert pod["automountServiceAccountToken"] is True
@@ -547,7 +614,7 @@ def test_token_checks_run_the_pods_as_the_serving_account_with_its_token() -> No
 
 
 def test_the_gateway_reads_its_token_settings_as_the_pod_sets_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    gateway_env = containers(deployment_for(auth={"requireToken": True}))["gateway"]["env"]
+    gateway_env = containers(gateway_for(auth={"requireToken": True}))["gateway"]["env"]
     for item in gateway_env:
         monkeypatch.setenv(item["name"], item.get("value") or "ml")
     settings = Settings()
@@ -555,11 +622,15 @@ def test_the_gateway_reads_its_token_settings_as_the_pod_sets_them(monkeypatch: 
     assert settings.gateway_deployment_namespace == "ml"
 
 
-def test_token_checks_leave_only_the_gateway_in_front_of_the_model() -> None:
+def test_token_checks_leave_only_the_gateway_in_front_of_the_models() -> None:
     md = make_model_deployment(auth={"requireToken": True})
-    service = sb.build_triton_service(md)
-    validate(service)
-    assert {port["name"] for port in service["spec"]["ports"]} == {"metrics", "predict", "google-grpc"}
-    endpoints = sb.serving_endpoints(md)
+    policy = sb.build_network_policy(md)
+    validate(policy)
+    assert policy["spec"]["podSelector"]["matchLabels"] == sb.selector_labels(md)
+    kserve, metrics = policy["spec"]["ingress"]
+    assert kserve["from"] == [{"podSelector": {"matchLabels": sb.selector_labels(md, sb.GATEWAY_COMPONENT)}}]
+    assert {port["port"] for port in kserve["ports"]} == {"http", "grpc"}
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    endpoints = sb.serving_endpoints(md, "flowers-run")
     assert (endpoints.http, endpoints.grpc) == (None, None)
     assert endpoints.vertex_endpoint == "projects/ml/locations/cluster/endpoints/flowers"

@@ -7,9 +7,28 @@ from typing import Any
 
 import pytest
 
-from autovision.resources import Endpoints, ModelDeployment, ModelDeploymentStatus, find_condition, parse_resource
+from autovision.resources import (
+    Endpoints,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    RolloutPhase,
+    RolloutStatus,
+    ServedModelRecord,
+    find_condition,
+    parse_resource,
+)
+from autovision.serving.traffic import Backend, ModelStats, Routes, Shadow, ShadowStats, TrafficStats
 from autovision_operator.serving_builders import MODEL_VERSION_ANNOTATION, serving_endpoints
-from autovision_operator.serving_status import Rollout, label_selector, observe_deployment, serving_status
+from autovision_operator.serving_status import (
+    ROLLOUT,
+    Rollout,
+    label_selector,
+    observe_deployment,
+    rollout_condition,
+    serving_status,
+    traffic_status,
+    updated_history,
+)
 from autovision_operator.status import status_patch
 
 T0 = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
@@ -169,14 +188,79 @@ def test_status_lists_googles_endpoints_to_copy() -> None:
     assert isinstance(md, ModelDeployment)
     served = deployment(desired=1, observedGeneration=1, replicas=1, updatedReplicas=1, readyReplicas=1)
     rollout = observe_deployment(served)
-    status = serving_status(ModelDeploymentStatus(), rollout, serving_endpoints(md), T0)
+    status = serving_status(ModelDeploymentStatus(), rollout, serving_endpoints(md, "run"), T0)
     written = status.model_dump(mode="json", by_alias=True, exclude_none=True)["endpoints"]
     assert written == {
-        "http": "flowers.ml.svc:8000",
-        "grpc": "flowers.ml.svc:8001",
+        "http": "flowers-run.ml.svc:8000",
+        "grpc": "flowers-run.ml.svc:8001",
         "predict": "http://flowers.ml.svc:8080/v1/models/flowers:predict",
         "googleRest": "http://flowers.ml.svc:8080",
         "googleGrpc": "flowers.ml.svc:8081",
         "automlModel": "projects/ml/locations/cluster/models/flowers",
         "vertexEndpoint": "projects/ml/locations/cluster/endpoints/flowers",
     }
+
+
+# --- traffic, history, rollout -----------------------------------------------------------
+
+
+def table(split: dict[str, int], shadow: str | None = None) -> Routes:
+    backends = tuple(Backend(run=run, triton_url=f"{run}:8000", percent=percent) for run, percent in split.items())
+    return Routes(backends=backends, shadow=Shadow(run=shadow, triton_url=f"{shadow}:8000") if shadow else None)
+
+
+def test_traffic_status_shows_each_models_share_counts_and_latency() -> None:
+    counted = ModelStats()
+    for latency in [3.0] * 98 + [40.0, 40.0]:
+        counted.observe(latency, ok=latency < 10)
+    stats = TrafficStats(models={"run-a": counted}, shadow=ShadowStats(run="run-c", compared=10, agreed=9, errors=1))
+    models, shadow = traffic_status(table({"run-a": 90, "run-b": 10}, "run-c"), stats)
+    first, second = models
+    assert (first.training_job, first.percent, first.requests, first.errors) == ("run-a", 90, 100, 2)
+    assert (first.p50_ms, first.p99_ms) == (3, 50)
+    assert (second.training_job, second.requests, second.p99_ms) == ("run-b", 0, None)
+    assert shadow is not None
+    assert (shadow.training_job, shadow.compared, shadow.agreed, shadow.agreement) == ("run-c", 10, 9, 0.9)
+    assert traffic_status(table({"run-a": 100}), stats)[1] is None
+
+
+def record(run: str) -> ServedModelRecord:
+    return ServedModelRecord(training_job=run, dataset_version="sha256-feed", evaluation="accuracy=0.9", since=T0)
+
+
+def rollout(phase: RolloutPhase, message: str = "") -> RolloutStatus:
+    return RolloutStatus(candidate="run-b", stable="run-a", phase=phase, step_since=T0, started=T0, message=message)
+
+
+def test_history_opens_a_record_when_a_model_serves_and_closes_it_with_why() -> None:
+    records = {run: record(run) for run in ("run-a", "run-b")}
+    history = updated_history([], table({"run-a": 100}), records, None, T0)
+    assert [(item.training_job, item.since, item.until) for item in history] == [("run-a", T0, None)]
+    assert history[0].dataset_version == "sha256-feed"
+    canary = updated_history(history, table({"run-a": 90, "run-b": 10}), records, None, T1)
+    assert [(item.training_job, item.until) for item in canary] == [("run-b", None), ("run-a", None)]
+    promoted = updated_history(canary, table({"run-b": 100}), records, rollout(RolloutPhase.PROMOTED), T1)
+    assert [(item.training_job, item.until, item.ended) for item in promoted] == [
+        ("run-b", None, None),
+        ("run-a", T1, "replaced by run-b in a rollout"),
+    ]
+    back = updated_history(canary, table({"run-a": 100}), records, rollout(RolloutPhase.ROLLED_BACK, "p99"), T1)
+    assert back[0].ended == "rolled back to run-a: p99"
+    assert updated_history(back, table({"run-a": 100}), records, None, T1) == back  # nothing new
+
+
+def test_history_keeps_the_last_ten() -> None:
+    history: list[ServedModelRecord] = []
+    for index in range(12):
+        run = f"run-{index}"
+        history = updated_history(history, table({run: 100}), {run: record(run)}, None, T0)
+    assert len(history) == 10
+    assert history[0].training_job == "run-11"
+
+
+def test_the_rollout_condition_is_true_while_under_way() -> None:
+    active = rollout_condition(rollout(RolloutPhase.PROGRESSING, "run-b answered 3 of 100 requests"))
+    assert (active.type, active.status, active.reason) == (ROLLOUT, "True", "Progressing")
+    assert "run-b at 0 %" in active.message
+    ended = rollout_condition(rollout(RolloutPhase.ROLLED_BACK))
+    assert (ended.status, ended.reason) == ("False", "RolledBack")

@@ -34,6 +34,7 @@ from kubernetes.client import (
     BatchV1Api,
     CoreV1Api,
     CustomObjectsApi,
+    NetworkingV1Api,
     PolicyV1Api,
 )
 from kubernetes.client.exceptions import ApiException
@@ -112,6 +113,7 @@ class Cluster:
         client = ApiClient(load_configuration())
         self.batch, self.core, self.custom = BatchV1Api(client), CoreV1Api(client), CustomObjectsApi(client)
         self.apps, self.policy, self.autoscaling = AppsV1Api(client), PolicyV1Api(client), AutoscalingV2Api(client)
+        self.networking = NetworkingV1Api(client)
 
     async def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         response = await asyncio.to_thread(method, *args, _preload_content=False, **kwargs)
@@ -166,6 +168,9 @@ class Cluster:
 
     async def autoscaler(self, name: str) -> Any:
         return await self.call(self.autoscaling.read_namespaced_horizontal_pod_autoscaler, name, NAMESPACE)
+
+    async def network_policy(self, name: str) -> Any:
+        return await self.call(self.networking.read_namespaced_network_policy, name, NAMESPACE)
 
     async def event_reasons(self) -> set[str]:
         events = await self.call(self.core.list_namespaced_event, NAMESPACE)

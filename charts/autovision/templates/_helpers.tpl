@@ -176,11 +176,25 @@ KopfPeering in each served namespace.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create"]
-# Serving: the Triton Deployment, its Service, disruption budget and autoscaler
-# of each ModelDeployment, created, updated in place and removed when unused.
+# Serving: each model's Triton Deployment, Service, disruption budget and
+# autoscaler, and the gateway's, created, updated in place and removed when no
+# request is routed to them (found by listing a ModelDeployment's Deployments);
+# with spec.auth.requireToken, a NetworkPolicy letting only the gateway reach
+# the models.
 - apiGroups: ["apps"]
   resources: ["deployments"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["get", "create", "patch", "delete"]
+# The gateway pods' traffic counts (GET /v1/traffic on their port 8080, through
+# the API server's pod proxy), which gated rollouts and status are made of.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["pods/proxy"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create", "patch", "delete"]
