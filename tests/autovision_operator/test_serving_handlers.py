@@ -173,8 +173,8 @@ async def test_spec_explain_adds_the_explainer_and_unsetting_it_removes_it(
         assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
         assert container["resources"]["requests"]["cpu"] == "2"
         await eventually(lambda: cluster.service(explainer), "the explainer Service")
-        triton = await cluster.deployment(NAME)
-        gateway = triton["spec"]["template"]["spec"]["containers"][1]
+        gateway_deployment = await eventually(lambda: cluster.deployment(NAME), "the gateway Deployment")
+        (gateway,) = gateway_deployment["spec"]["template"]["spec"]["containers"]
         assert {"name": "AUTOVISION_GATEWAY_EXPLAINER_URL", "value": f"http://{explainer}.{NAMESPACE}.svc:8090"} in (
             gateway["env"]
         )
