@@ -18,6 +18,7 @@ SEARCHING_PHASE: Final = "Searching"
 SUCCEEDED_PHASE: Final = "Succeeded"
 # The budget cannot buy one validated model on this data and device: refused before training.
 BUDGET_TOO_SMALL_PHASE: Final = "BudgetTooSmall"
+RANK_LOST_PHASE: Final = "RankLost"
 
 
 def now_iso() -> str:
@@ -39,7 +40,8 @@ class Progress(ContractFile):
     updated_at: str = Field(default_factory=now_iso, description="When the trainer last wrote this file.")
     phase: str = Field(
         description="Searching while the search runs, Succeeded once the model is exported, "
-        "BudgetTooSmall when the budget was refused before training."
+        "BudgetTooSmall when the budget was refused before training, RankLost when a rank of the "
+        "data-parallel final fit died or did not join in time (the Job retries from the last checkpoint)."
     )
     trials: TrialCounts = TrialCounts()
     best: BestTrial | None = None
@@ -50,6 +52,7 @@ class Progress(ContractFile):
     artifacts: dict[str, str] | None = Field(
         default=None, description="Where every output of a finished run is; status shows the main ones."
     )
+    message: str | None = Field(default=None, description="With RankLost: which rank failed, and how.")
 
     @property
     def succeeded(self) -> bool:
