@@ -353,6 +353,8 @@ def training_status(
             "trials": progress.trials,
             "best": progress.best or status.best,
             "milli_node_hours_used": progress.milli_node_hours_used,
+            "search_milli_node_hours_used": progress.search_milli_node_hours_used,
+            "final_fit_milli_node_hours_used": progress.final_fit_milli_node_hours_used,
         }
         if progress.artifacts is not None:
             update["artifacts"] = Artifacts.model_validate(progress.artifacts)

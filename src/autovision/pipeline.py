@@ -57,6 +57,7 @@ from autovision.export.layout import ModelLocation
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.resources import Backbone, Task
+from autovision.search.budget import milli_node_hours
 from autovision.search.final import FinalModel, fit_final, join_final_fit, pinned_plan
 from autovision.search.job import ImageCache, SearchJob, SearchSettings, search_space
 from autovision.search.nodes import coordinator_serving, run_node
@@ -188,6 +189,8 @@ def train_evaluate_export(
             "value": result.chosen.value,
         },
         "milliNodeHoursUsed": card.milli_node_hours_used,
+        "searchMilliNodeHoursUsed": milli_node_hours(result.seconds),
+        "finalFitMilliNodeHoursUsed": milli_node_hours(final.seconds),
         "artifacts": card.artifacts,
     }
     write_progress(storage, run.prefix, Progress.model_validate(progress))

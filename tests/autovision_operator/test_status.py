@@ -431,3 +431,12 @@ def test_a_lost_rank_is_one_condition_while_retried_and_a_failure_once_out_of_re
     assert failed is not None
     assert (failed.status, failed.reason) == ("True", "RankLost")
     assert "out of retries" in failed.message
+
+
+def test_the_search_and_the_final_fit_shares_of_the_budget_reach_status() -> None:
+    progress = Progress(
+        phase="Succeeded", milli_node_hours_used=30, search_milli_node_hours_used=21, final_fit_milli_node_hours_used=9
+    )
+    status = training_status(TrainingJobStatus(), JobObservation("s", JobPhase.SUCCEEDED), progress, 40, T0)
+    shares = status.model_dump(mode="json", by_alias=True)
+    assert (shares["searchMilliNodeHoursUsed"], shares["finalFitMilliNodeHoursUsed"]) == (21, 9)

@@ -9,11 +9,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autovision.contract.keys import RunLocation, final_checkpoint_key, final_plan_key
+from autovision.contract.files import Progress
+from autovision.contract.keys import RunLocation, final_checkpoint_key, final_plan_key, progress_key
 from autovision.data.importer import import_dataset
 from autovision.embedded_s3 import free_port
 from autovision.pipeline import train_evaluate_export
 from autovision.progress import LogReporter
+from autovision.search.budget import milli_node_hours
 from autovision.search.final import FinalFitPlanMissingError, FinalPlan, final_processes, join_final_fit
 from autovision.search.job import ImageCache, SearchJob, SearchSettings
 from autovision.storage import Storage
@@ -41,6 +43,9 @@ def test_a_data_parallel_final_fit_is_exported_and_counted(tmp_path: Path) -> No
     assert checkpoint is not None
     assert checkpoint["epoch"] == card.metrics.epochs_trained
     assert checkpoint["history"][-1]["seconds"] < card.final_fit.seconds, "seconds summed over two processes"
+    progress = Progress.model_validate(storage.read_json(progress_key(run.prefix)))
+    assert progress.search_milli_node_hours_used == milli_node_hours(card.search["seconds"])
+    assert progress.final_fit_milli_node_hours_used == milli_node_hours(card.final_fit.seconds)
 
 
 def node_jobs(storage: Storage, tmp_path: Path, rendezvous: str, timeout: float) -> list[SearchJob]:

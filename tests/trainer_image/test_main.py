@@ -169,9 +169,9 @@ def test_bad_input_on_reachable_s3_fails_at_once(
 
 def test_a_lost_rank_keeps_what_progress_said_of_the_search(storage_root: Storage) -> None:
     run_location = RunLocation("ns", "tj", "u3")
-    searched = Progress(phase="Searching", milli_node_hours_used=12)
+    searched = Progress(phase="Searching", milli_node_hours_used=12, search_milli_node_hours_used=12)
     write_progress(storage_root, run_location.prefix, searched)
     report_rank_lost(storage_root, run_location, "rank 1 did not join within 600 s")
     lost = Progress.model_validate(storage_root.read_json(f"{run_location.prefix}/progress.json"))
     assert (lost.phase, lost.message) == (RANK_LOST_PHASE, "rank 1 did not join within 600 s")
-    assert lost.milli_node_hours_used == 12
+    assert lost.milli_node_hours_used == lost.search_milli_node_hours_used == 12

@@ -46,6 +46,12 @@ class Progress(ContractFile):
     trials: TrialCounts = TrialCounts()
     best: BestTrial | None = None
     milli_node_hours_used: Count = 0
+    search_milli_node_hours_used: Count | None = Field(
+        default=None, description="The search's share of milliNodeHoursUsed (each share rounded on its own)."
+    )
+    final_fit_milli_node_hours_used: Count | None = Field(
+        default=None, description="The final fit's share of milliNodeHoursUsed, once the model is exported."
+    )
     minimum_budget_milli_node_hours: Count | None = Field(
         default=None, description="With BudgetTooSmall: an estimate of the smallest budget that would work."
     )
