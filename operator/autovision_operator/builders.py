@@ -68,6 +68,9 @@ MEMORY_GI_PER_NODE_UNIT: Final = 16
 # Node 0 of a multi-node search serves the study to the other nodes on this
 # port (Optuna's gRPC storage proxy); they find it through the headless Service.
 STUDY_PORT: Final = 13000
+# After the search, rank 0 of the data-parallel final fit (on pod 0) serves the
+# c10d TCP store on this port; every rank of every pod meets there.
+RENDEZVOUS_PORT: Final = 29500
 
 
 def bounded_name(name: str, suffix: str = "", limit: int = MAX_NAME_LENGTH) -> str:
@@ -168,7 +171,10 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
 
     Several nodes make an Indexed Job: every pod runs workers of the same search.
     Pod 0 serves the search's study on ``STUDY_PORT``; the others reach it by the
-    DNS name the Job's headless Service (``build_search_service``) gives it.
+    DNS name the Job's headless Service (``build_search_service``) gives it. After
+    the search the same pods run the final fit data-parallel, one rank per GPU
+    (``--nproc``), meeting at pod 0's ``RENDEZVOUS_PORT``; NCCL between GPUs,
+    gloo on CPU-only nodes.
     """
     if not dataset.status.version:
         raise ValueError(f"Dataset {dataset.metadata.name!r} has no imported version yet")
@@ -187,11 +193,15 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
         backbone=[backbone.as_option() for backbone in spec.backbones],
         nodes=resources.nodes,
         coordinator=study_coordinator(name) if resources.nodes > 1 else None,
+        nproc=max(1, resources.gpus_per_node),
+        rendezvous=pod0_address(name, RENDEZVOUS_PORT) if resources.nodes > 1 else None,
     ).to_args()
     resources_spec = _training_resources(resources.gpus_per_node)
     container = _container(args, config, credentials_secret(dataset, config), resources_spec)
     if resources.nodes > 1:
-        container["ports"] = [{"name": "study", "containerPort": STUDY_PORT, "protocol": "TCP"}]
+        container["ports"] = [
+            {"name": port_name, "containerPort": port, "protocol": "TCP"} for port_name, port in _SEARCH_PORTS.items()
+        ]
     container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
     volumes = [_tmp_volume(), {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}]
     pod_spec = _pod_spec(container, config, volumes=volumes)
@@ -206,9 +216,18 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
     return _job(training_job, name, "search", pod_spec, job_spec)
 
 
+_SEARCH_PORTS: Final = {"study": STUDY_PORT, "rendezvous": RENDEZVOUS_PORT}
+"""The ports pod 0 of a multi-node search serves, by name."""
+
+
+def pod0_address(job_name: str, port: int) -> str:
+    """HOST:PORT of pod 0: Indexed Job pods are named ``<job>-<index>`` under the subdomain."""
+    return f"{job_name}-0.{job_name}:{port}"
+
+
 def study_coordinator(job_name: str) -> str:
-    """HOST:PORT of pod 0's study server: Indexed Job pods are named ``<job>-<index>`` under the subdomain."""
-    return f"{job_name}-0.{job_name}:{STUDY_PORT}"
+    """HOST:PORT of pod 0's study server."""
+    return pod0_address(job_name, STUDY_PORT)
 
 
 def build_search_service(training_job: TrainingJob) -> dict[str, Any]:
@@ -232,7 +251,10 @@ def build_search_service(training_job: TrainingJob) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": service_labels,
-            "ports": [{"name": "study", "port": STUDY_PORT, "targetPort": "study", "protocol": "TCP"}],
+            "ports": [
+                {"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}
+                for port_name, port in _SEARCH_PORTS.items()
+            ],
         },
     }
 
@@ -282,8 +304,12 @@ def _job(
                     # Bad input fails the same way on every retry: stop at once.
                     {"action": "FailJob", "onExitCodes": _exit_codes(exit_codes.BAD_INPUT)},
                     # Storage or another service was down for longer than the trainer's own
-                    # retries: a retry counts against backoffLimit and resumes from checkpoints.
-                    {"action": "Count", "onExitCodes": _exit_codes(exit_codes.TEMPORARY_FAILURE)},
+                    # retries, or a rank of the final fit lost: a retry counts against backoffLimit
+                    # and resumes from checkpoints.
+                    {
+                        "action": "Count",
+                        "onExitCodes": _exit_codes(exit_codes.TEMPORARY_FAILURE, exit_codes.RANK_LOST),
+                    },
                 ]
             },
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},

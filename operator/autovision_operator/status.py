@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 
 from autovision.contract.files import (
     BUDGET_TOO_SMALL_PHASE,
+    RANK_LOST_PHASE,
     SUCCEEDED_PHASE,
     ImportProgress,
     ImportReportSummary,
@@ -352,12 +353,14 @@ def training_status(
             "trials": progress.trials,
             "best": progress.best or status.best,
             "milli_node_hours_used": progress.milli_node_hours_used,
+            "search_milli_node_hours_used": progress.search_milli_node_hours_used,
+            "final_fit_milli_node_hours_used": progress.final_fit_milli_node_hours_used,
         }
         if progress.artifacts is not None:
             update["artifacts"] = Artifacts.model_validate(progress.artifacts)
         status = status.model_copy(update=update)
-    if progress is not None and progress.phase == BUDGET_TOO_SMALL_PHASE:
-        return _budget_too_small(status, progress, budget_milli_node_hours, now)
+    if (said := _trainer_said(status, job, progress, budget_milli_node_hours, now)) is not None:
+        return said
     if job.phase is JobPhase.FAILED:
         return _failure(status, job, SEARCHING, "search", now)
     done = progress is not None and progress.succeeded
@@ -382,6 +385,17 @@ def training_status(
     return _in_flight(status, job, SEARCHING, "search", now)
 
 
+def _trainer_said(
+    status: TrainingJobStatus, job: JobObservation, progress: Progress | None, budget: int, now: datetime
+) -> TrainingJobStatus | None:
+    """The status progress.json's own phase decides, if it names a failure: a refused budget, a lost rank."""
+    if progress is not None and progress.phase == BUDGET_TOO_SMALL_PHASE:
+        return _budget_too_small(status, progress, budget, now)
+    if progress is not None and progress.phase == RANK_LOST_PHASE and job.phase is not JobPhase.SUCCEEDED:
+        return _rank_lost(status, job, progress, now)
+    return None
+
+
 def _budget_too_small(
     status: TrainingJobStatus, progress: Progress, budget_milli_node_hours: int, now: datetime
 ) -> TrainingJobStatus:
@@ -397,6 +411,23 @@ def _budget_too_small(
         Cond(READY, ConditionStatus.FALSE, BUDGET_TOO_SMALL_PHASE, message),
         Cond(FAILED, ConditionStatus.TRUE, BUDGET_TOO_SMALL_PHASE, message),
     )
+
+
+def _rank_lost(status: TrainingJobStatus, job: JobObservation, progress: Progress, now: datetime) -> TrainingJobStatus:
+    """A rank of the data-parallel final fit died or never joined: retried from the checkpoint, or, out of
+    retries, failed; either way the TrainingJob says which rank and how."""
+    cause = f"a rank of the data-parallel final fit was lost: {progress.message or 'no detail'}"
+    if job.phase is JobPhase.FAILED:
+        message = f"{cause}; the Job {job.name} is out of retries ({job.reason or 'failed'})"
+        return with_conditions(
+            status,
+            now,
+            Cond(SEARCHING, ConditionStatus.FALSE, RANK_LOST_PHASE, message),
+            Cond(READY, ConditionStatus.FALSE, RANK_LOST_PHASE, message),
+            Cond(FAILED, ConditionStatus.TRUE, RANK_LOST_PHASE, message),
+        )
+    message = f"{cause}; the Job {job.name} retries from the last checkpoint ({job.failed_pods} pod failures so far)"
+    return with_conditions(status, now, Cond(READY, ConditionStatus.FALSE, RANK_LOST_PHASE, message))
 
 
 # --- patches ------------------------------------------------------------------

@@ -58,9 +58,10 @@ from autovision.export.layout import ModelLocation
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.resources import Backbone, Task
-from autovision.search.final import FinalModel, fit_final, pinned_plan
+from autovision.search.budget import milli_node_hours
+from autovision.search.final import FinalModel, fit_final, join_final_fit, pinned_plan
 from autovision.search.job import ImageCache, SearchJob, SearchSettings, search_space
-from autovision.search.nodes import run_node
+from autovision.search.nodes import coordinator_serving, run_node
 from autovision.search.probe import BudgetTooSmallError, plan_first_trial
 from autovision.search.records import trial_counts, write_progress
 from autovision.search.space import DatasetProfile
@@ -195,6 +196,8 @@ def train_evaluate_export(
             "value": result.chosen.value,
         },
         "milliNodeHoursUsed": card.milli_node_hours_used,
+        "searchMilliNodeHoursUsed": milli_node_hours(result.seconds),
+        "finalFitMilliNodeHoursUsed": milli_node_hours(final.seconds),
         "artifacts": card.artifacts,
     }
     write_progress(storage, run.prefix, Progress.model_validate(progress))
@@ -266,7 +269,10 @@ def join_search(
 ) -> None:
     """A node other than node 0 of a multi-node run: train trials of node 0's search until it ends.
 
-    Node 0 (``train_evaluate_export``) then fits, evaluates and exports the model.
+    Node 0 (``train_evaluate_export``) then fits, evaluates and exports the model;
+    with a rendezvous (``SearchSettings.final_fit_on_all_nodes``) this node stays
+    and trains its ranks of the final fit. A node restarted after the search
+    (node 0's plan written) goes straight to the final fit.
     """
     if not search.is_member_node:
         raise ValueError("join_search is for nodes other than node 0")
@@ -281,7 +287,13 @@ def join_search(
         settings=search,
         backbones=backbones,
     )
-    run_node(job, ImageCache(job.records, job.labels, storage), reporter)
+    images = ImageCache(job.records, job.labels, storage)
+    if pinned_plan(storage, job.prefix) is None:
+        run_node(job, images, reporter)
+    if search.final_fit_on_all_nodes:
+        assert search.coordinator is not None  # SearchSettings checks it for several nodes
+        coordinator = search.coordinator
+        join_final_fit(job, images, reporter, lambda: coordinator_serving(coordinator))
 
 
 def search_and_fit(job: SearchJob, images: ImageCache, reporter: Reporter) -> tuple[SearchResult, FinalModel]:

@@ -468,6 +468,14 @@ class TrainingJobStatus(ResourceStatus):
     milli_node_hours_used: Count = Field(
         default=0, description="Budget spent so far, in thousandths of a node-hour of device time."
     )
+    search_milli_node_hours_used: Count | None = Field(
+        default=None, description="The search's share of milliNodeHoursUsed (each share rounded on its own)."
+    )
+    final_fit_milli_node_hours_used: Count | None = Field(
+        default=None,
+        description="The final fit's share of milliNodeHoursUsed (over every rank of a data-parallel fit), "
+        "once the model is exported.",
+    )
     artifacts: Artifacts | None = Field(default=None, description="Outputs of the finished run.")
 
 

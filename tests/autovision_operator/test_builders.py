@@ -127,10 +127,11 @@ def test_jobs_fail_fast_on_bad_input_retry_temporary_failures_and_ignore_disrupt
     spec = job["spec"]
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
-    # The trainer's exit codes (autovision.contract.exit_codes) as the Job spells them: bad input, temporary failure.
+    # The trainer's exit codes (autovision.contract.exit_codes) as the Job spells them: bad input; temporary
+    # failure and a lost rank of the final fit, both retried from the checkpoints.
     trainer_exits = {"containerName": "trainer", "operator": "In"}
     assert rules[1] == {"action": "FailJob", "onExitCodes": {**trainer_exits, "values": [2]}}
-    assert rules[2] == {"action": "Count", "onExitCodes": {**trainer_exits, "values": [75]}}
+    assert rules[2] == {"action": "Count", "onExitCodes": {**trainer_exits, "values": [75, 76]}}
     assert len(rules) == 3
     assert spec["backoffLimit"] >= 1
     assert spec["ttlSecondsAfterFinished"] > 0
@@ -171,7 +172,7 @@ def test_training_job_is_valid_and_runs_the_train_contract() -> None:
     assert container(job)["args"] == [
         "train", "--namespace", "ml", "--job", "flowers-run", "--uid", "uid-training",
         "--dataset", "ml/flowers", "--dataset-version", "sha256-abc", "--budget-milli-node-hours", "2000",
-        "--optimize-for", "Balanced", "--early-stopping", "--nodes", "1",
+        "--optimize-for", "Balanced", "--early-stopping", "--nodes", "1", "--nproc", "1",
     ]  # fmt: skip
     assert job["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-training"
@@ -237,6 +238,18 @@ def test_several_nodes_make_an_indexed_job() -> None:
     assert container(job)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
 
 
+@pytest.mark.parametrize(("gpus", "nproc"), [(8, 8), (0, 1)])
+def test_the_final_fit_runs_one_rank_per_gpu_on_every_node(gpus: int, nproc: int) -> None:
+    job = training_job_for(resources={"nodes": 4, "gpusPerNode": gpus})
+    validate(job)
+    args = TrainArgs.parse(container(job)["args"][1:])
+    assert (args.nodes, args.nproc) == (4, nproc)
+    assert args.rendezvous is not None
+    assert args.rendezvous_timeout > 0
+    one_node = TrainArgs.parse(container(training_job_for(resources={"nodes": 1, "gpusPerNode": 2}))["args"][1:])
+    assert (one_node.nproc, one_node.rendezvous) == (2, None)
+
+
 def test_the_nodes_of_a_search_find_pod_0_through_a_headless_service() -> None:
     training_job = make_training_job(resources={"nodes": 3})
     job = builders.build_training_job(training_job, make_dataset(version="sha256-abc"), make_config())
@@ -245,17 +258,19 @@ def test_the_nodes_of_a_search_find_pod_0_through_a_headless_service() -> None:
     name = job["metadata"]["name"]
     # Indexed Job pods are named <job>-<index> and get <hostname>.<subdomain> DNS names from the Service.
     assert pod_spec(job)["subdomain"] == service["metadata"]["name"] == name
-    coordinator = TrainArgs.parse(container(job)["args"][1:]).coordinator
-    assert coordinator is not None
-    host, port = coordinator.split(":")
-    assert host == f"{name}-0.{name}"
+    args = TrainArgs.parse(container(job)["args"][1:])
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True
     assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
-    (service_port,) = service["spec"]["ports"]
-    (container_port,) = container(job)["ports"]
-    assert int(port) == service_port["port"] == container_port["containerPort"]
-    assert service_port["targetPort"] == container_port["name"]
+    service_ports = {port["name"]: port for port in service["spec"]["ports"]}
+    container_ports = {port["name"]: port for port in container(job)["ports"]}
+    # The study server during the search, the final fit's c10d rendezvous after it: both on pod 0.
+    for port_name, address in (("study", args.coordinator), ("rendezvous", args.rendezvous)):
+        assert address is not None
+        host, port = address.split(":")
+        assert host == f"{name}-0.{name}"
+        assert int(port) == service_ports[port_name]["port"] == container_ports[port_name]["containerPort"]
+        assert service_ports[port_name]["targetPort"] == port_name
     assert service["metadata"]["ownerReferences"] == job["metadata"]["ownerReferences"]
     one_node = training_job_for(resources={"nodes": 1})
     assert "subdomain" not in pod_spec(one_node)
@@ -364,7 +379,7 @@ def test_the_trainer_image_accepts_the_arguments_the_operator_builds() -> None:
 def test_training_job_passes_the_user_backbones_to_the_trainer() -> None:
     job = training_job_for(backbones=BACKBONES)
     validate(job)
-    assert container(job)["args"][-4:] == [
+    assert container(job)["args"][-6:-2] == [
         "--backbone", "mine=resnet50@s3://models/resnet50.pth",
         "--backbone", "small=resnet18@s3://models/a=b@c/resnet18.pth",
     ]  # fmt: skip

@@ -9,6 +9,7 @@ import pytest
 
 from autovision.contract.files import (
     BUDGET_TOO_SMALL_PHASE,
+    RANK_LOST_PHASE,
     ImportProgress,
     ImportReportSummary,
     ImportWarning,
@@ -413,3 +414,29 @@ def test_a_refused_budget_is_a_condition_with_the_estimated_minimum() -> None:
     assert "12" in failed.message
     assert "about 23 would (an estimate)" in failed.message
     assert is_finished(status)
+
+
+def test_a_lost_rank_is_one_condition_while_retried_and_a_failure_once_out_of_retries() -> None:
+    progress = Progress(phase=RANK_LOST_PHASE, message="rank 3 did not join within 600 s", milli_node_hours_used=9)
+    retrying = JobObservation("s", JobPhase.RUNNING, failed_pods=1)
+    status = training_status(TrainingJobStatus(), retrying, progress, 40, T0)
+    ready = find_condition(status.conditions, "Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("False", "RankLost")
+    assert "rank 3 did not join within 600 s" in ready.message
+    assert "retries from the last checkpoint (1 pod failures so far)" in ready.message
+    assert not is_finished(status)
+    failed_job = JobObservation("s", JobPhase.FAILED, "BackoffLimitExceeded")
+    failed = find_condition(training_status(status, failed_job, progress, 40, T0).conditions, "Failed")
+    assert failed is not None
+    assert (failed.status, failed.reason) == ("True", "RankLost")
+    assert "out of retries" in failed.message
+
+
+def test_the_search_and_the_final_fit_shares_of_the_budget_reach_status() -> None:
+    progress = Progress(
+        phase="Succeeded", milli_node_hours_used=30, search_milli_node_hours_used=21, final_fit_milli_node_hours_used=9
+    )
+    status = training_status(TrainingJobStatus(), JobObservation("s", JobPhase.SUCCEEDED), progress, 40, T0)
+    shares = status.model_dump(mode="json", by_alias=True)
+    assert (shares["searchMilliNodeHoursUsed"], shares["finalFitMilliNodeHoursUsed"]) == (21, 9)

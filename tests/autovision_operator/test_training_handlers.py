@@ -259,20 +259,34 @@ async def test_the_examples_yield_jobs_kubernetes_accepts(cluster: Cluster, oper
 async def test_a_search_over_several_nodes_gets_its_headless_service(
     cluster: Cluster, operator_config: OperatorConfig
 ) -> None:
+    """Three nodes: an Indexed Job and its headless Service; a rank of the final fit lost is one condition."""
     training_job = copy.deepcopy(TRAINING_JOB)
     training_job["spec"]["resources"] = {"nodes": 3}
+    storage = Storage(operator_config.storage_root)
     async with running_operator(operator_config):
         await cluster.create_secret("s3-credentials")
         await cluster.apply("datasets", DATASET)
         await cluster.apply("trainingjobs", training_job)
         await eventually(lambda: cluster.job("flowers-import"), "the import Job")
-        await finish_import(cluster, Storage(operator_config.storage_root), "flowers")
+        await finish_import(cluster, storage, "flowers")
         search = await eventually(lambda: cluster.job("flowers-run-search"), "the search Job")
         service = await eventually(lambda: cluster.service("flowers-run-search"), "the search Service")
-    assert search["spec"]["completionMode"] == "Indexed"
-    assert search["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
-    assert service["spec"]["clusterIP"] == "None"
-    assert service["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+        assert search["spec"]["completionMode"] == "Indexed"
+        assert search["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+
+        # The trainer on pod 0: a rank did not join the final fit; the Job retries the pods.
+        uid = (await cluster.resource("trainingjobs", "flowers-run"))["metadata"]["uid"]
+        run = f"runs/{NAMESPACE}/flowers-run/{uid}"
+        lost = {"phase": "RankLost", "message": "rank 5 did not join within 600 s", "milliNodeHoursUsed": 700}
+        storage.write_json(f"{run}/progress.json", PROGRESS | lost)
+        await cluster.set_job_status("flowers-run-search", RUNNING | {"failed": 1})
+        retried = await resource_where(cluster, "trainingjobs", "flowers-run", ready("RankLost", "False"))
+    (condition,) = [c for c in retried["status"]["conditions"] if c["type"] == "Ready"]
+    assert "rank 5 did not join within 600 s" in condition["message"]
+    assert "retries from the last checkpoint (1 pod failures so far)" in condition["message"]
+    assert "Failed" not in {c["type"] for c in retried["status"]["conditions"]}
 
 
 def _container(job: dict[str, Any]) -> dict[str, Any]:

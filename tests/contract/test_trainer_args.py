@@ -24,6 +24,9 @@ TRAIN = TrainArgs(
     nodes=3,
     coordinator="flowers-run-search-0.flowers-run-search:7000",
     backbone=["mine=resnet18@s3://models/r18.pth", "other=resnet50@s3://models/a=b@c.pth"],
+    nproc=8,
+    rendezvous="flowers-run-search-0.flowers-run-search:7001",
+    rendezvous_timeout=120.0,
 )
 
 
@@ -53,6 +56,8 @@ def test_only_the_options_set_are_on_the_command_line() -> None:
         (["train", *TRAIN.to_args()[1:], "--budget-milli-node-hours", "0"], "--budget-milli-node-hours"),
         (["train", *TRAIN.to_args()[1:], "--backbone", "mine"], "is not NAME=ARCHITECTURE@URI"),
         (["train", *TRAIN.to_args()[1:], "--bogus", "1"], "unrecognized arguments: --bogus"),
+        (["train", *TRAIN.to_args()[1:], "--nproc", "0"], "--nproc: Input should be greater than or equal to 1"),
+        (["train", *TRAIN.to_args()[1:], "--rendezvous-timeout", "0"], "--rendezvous-timeout"),
     ],
 )
 def test_a_bad_command_line_is_one_clear_error(line: list[str], message: str) -> None:

@@ -8,6 +8,7 @@ and its headless Service) is tested with the operator's builders.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,14 @@ from autovision.data.importer import import_dataset
 from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.progress import LogReporter
 from autovision.search.job import WORKERS_PER_NODE, ImageCache, SearchSettings
-from autovision.search.nodes import NODE_SILENCE_SECONDS, SEARCHING, members_to_wait_for, node_attr, run_node
+from autovision.search.nodes import (
+    NODE_SILENCE_SECONDS,
+    SEARCHING,
+    coordinator_serving,
+    members_to_wait_for,
+    node_attr,
+    run_node,
+)
 from autovision.search.study import StudyStore, open_study
 from autovision.search.summary import summarise
 from autovision.storage import Storage
@@ -158,3 +166,10 @@ def test_node_0_starting_again_resumes_what_a_lost_member_left_running(file_stor
     assert resumed[0].params == orphan.params
     assert resumed[0].user_attrs["worker"] == 0
     assert resumed[0].state == TrialState.COMPLETE
+
+
+def test_node_0_is_searching_while_its_study_server_accepts_connections() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        assert coordinator_serving(address)
+    assert not coordinator_serving(address, timeout=1.0)

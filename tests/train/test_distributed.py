@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from autovision.embedded_s3 import free_port
 from autovision.preprocess import PreprocessConfig
 from autovision.storage import Storage
 from autovision.train.distributed import DataParallelError, check_nproc, per_rank_batch, train_data_parallel
@@ -103,6 +104,50 @@ def test_two_processes_match_one_process_accumulating_two_micro_batches(tmp_path
     assert largest_difference(result.model, reference) < TOLERANCE
     # The comparison can fail: one process on the whole batch at once normalises differently.
     assert largest_difference(result.model, accumulated(train, CONFIG, micro_batches=1)) > 100 * TOLERANCE
+
+
+@pytest.mark.training
+def test_two_nodes_meet_at_node_0s_rendezvous_as_one_process_group(tmp_path: Path) -> None:
+    """Two "nodes" of one process each (as two pods of an Indexed Job): ranks 0 and 1 of one group."""
+    train = digits(64)
+    checkpoint = TrialCheckpoint(Storage(f"file://{tmp_path}"), "final/checkpoint.pt")
+    rendezvous = f"127.0.0.1:{free_port()}"
+    member: list[float] = []
+
+    def node_1() -> None:
+        fitted = train_data_parallel(
+            train, CONFIG, PREPROCESS, checkpoint=checkpoint, nproc=1, threads=1, node=1, nodes=2, rendezvous=rendezvous
+        )
+        member.append(fitted.seconds_used)
+
+    other = threading.Thread(target=node_1)
+    other.start()
+    result = train_data_parallel(
+        train, CONFIG, PREPROCESS, checkpoint=checkpoint, nproc=1, threads=1, node=0, nodes=2, rendezvous=rendezvous
+    )
+    other.join(60)
+    assert largest_difference(result.model, accumulated(train, CONFIG, micro_batches=2)) < TOLERANCE
+    assert member == [result.seconds_used], "both nodes count the device time of every rank"
+
+
+@pytest.mark.training
+def test_a_node_that_never_joins_fails_the_phase_within_the_timeout(tmp_path: Path) -> None:
+    checkpoint = TrialCheckpoint(Storage(f"file://{tmp_path}"), "final/checkpoint.pt")
+    started = time.monotonic()
+    with pytest.raises(DataParallelError, match="did not join within 3 s"):
+        train_data_parallel(
+            digits(32),
+            CONFIG,
+            PREPROCESS,
+            checkpoint=checkpoint,
+            nproc=1,
+            threads=1,
+            timeout=timedelta(seconds=3),
+            nodes=2,
+            rendezvous=f"127.0.0.1:{free_port()}",
+        )
+    assert time.monotonic() - started < 30
+    assert checkpoint.load() is None
 
 
 @pytest.mark.training

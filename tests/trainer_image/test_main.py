@@ -12,10 +12,12 @@ import pytest
 
 from autovision.contract import env
 from autovision.contract.exit_codes import BAD_INPUT, TEMPORARY_FAILURE
-from autovision.contract.files import ModelCard
+from autovision.contract.files import RANK_LOST_PHASE, ModelCard, Progress
+from autovision.contract.keys import RunLocation
 from autovision.embedded_s3 import EmbeddedS3, free_port
+from autovision.search.records import write_progress
 from autovision.storage import Storage
-from autovision_trainer.__main__ import run
+from autovision_trainer.__main__ import report_rank_lost, run
 
 
 @pytest.fixture
@@ -163,3 +165,13 @@ def test_bad_input_on_reachable_s3_fails_at_once(
     assert run(train_args("sha256-00")) == BAD_INPUT
     assert time.monotonic() - started < 60, "bad input was retried"
     assert "retrying in" not in caplog.text
+
+
+def test_a_lost_rank_keeps_what_progress_said_of_the_search(storage_root: Storage) -> None:
+    run_location = RunLocation("ns", "tj", "u3")
+    searched = Progress(phase="Searching", milli_node_hours_used=12, search_milli_node_hours_used=12)
+    write_progress(storage_root, run_location.prefix, searched)
+    report_rank_lost(storage_root, run_location, "rank 1 did not join within 600 s")
+    lost = Progress.model_validate(storage_root.read_json(f"{run_location.prefix}/progress.json"))
+    assert (lost.phase, lost.message) == (RANK_LOST_PHASE, "rank 1 did not join within 600 s")
+    assert lost.milli_node_hours_used == lost.search_milli_node_hours_used == 12

@@ -16,21 +16,28 @@ import sys
 from collections.abc import Callable, Sequence
 
 from autovision.contract import env, exit_codes
-from autovision.contract.files import ModelCard
-from autovision.contract.keys import RunLocation, import_progress_key
+from autovision.contract.files import RANK_LOST_PHASE, ModelCard, Progress
+from autovision.contract.keys import RunLocation, import_progress_key, progress_key
 from autovision.contract.trainer_args import ImportArgs, TrainArgs, TrainerArgsError, parse_trainer_args
 from autovision.data.importer import DatasetImportError, SplitSettings
 from autovision.data.importer import import_dataset as import_source
 from autovision.data.rules import check_dataset_name
 from autovision.pipeline import join_search, train_evaluate_export
 from autovision.progress import LogReporter, ProgressFile
+from autovision.search.final import FinalFitPlanMissingError
 from autovision.search.probe import BudgetTooSmallError
+from autovision.search.records import write_progress
 from autovision.storage import Storage, StorageError, storage_unavailable
+from autovision.train.distributed import DataParallelError
 from autovision.train.models import BackboneWeightsError
 
 
 class BadInputError(ValueError):
     """Input no retry can fix: the Job fails at once."""
+
+
+class RankLostError(RuntimeError):
+    """A rank of the data-parallel final fit died or never joined: the Job retries from the checkpoint."""
 
 
 def import_dataset(args: ImportArgs) -> None:
@@ -75,6 +82,9 @@ def train(args: TrainArgs) -> None:
             nodes=args.nodes,
             coordinator=args.coordinator,
             connect_timeout=args.connect_timeout,
+            final_processes=args.nproc or max(1, torch.cuda.device_count()),
+            rendezvous=args.rendezvous,
+            rendezvous_timeout=args.rendezvous_timeout,
         )
     except ValueError as error:
         raise BadInputError(str(error)) from None
@@ -97,10 +107,23 @@ def train(args: TrainArgs) -> None:
         raise BadInputError(str(error)) from None
     except BudgetTooSmallError as error:  # progress.json says so, with the estimated minimum
         raise BadInputError(str(error)) from None
+    except (DataParallelError, FinalFitPlanMissingError) as error:
+        if not settings.is_member_node:  # the other nodes write no progress.json
+            report_rank_lost(Storage.from_settings(), RunLocation(args.namespace, args.job, args.uid), str(error))
+        raise RankLostError(str(error)) from None
     if card is None:
         logging.info("node %d: the search is over; node 0 fits and exports the model", settings.node)
     else:
         logging.info("run complete: test accuracy %.4f", card.metrics.test_accuracy)
+
+
+def report_rank_lost(storage: Storage, run: RunLocation, message: str) -> None:
+    """progress.json says RankLost, keeping what it said of the search, so the TrainingJob shows why."""
+    key = progress_key(run.prefix)
+    progress = (
+        Progress.model_validate(storage.read_json(key)) if storage.exists(key) else Progress(phase=RANK_LOST_PHASE)
+    )
+    write_progress(storage, run.prefix, progress.model_copy(update={"phase": RANK_LOST_PHASE, "message": message}))
 
 
 def run(argv: Sequence[str]) -> int:
@@ -114,6 +137,9 @@ def run(argv: Sequence[str]) -> int:
     except (TrainerArgsError, BadInputError) as error:
         logging.error("%s", error)
         return exit_codes.BAD_INPUT
+    except RankLostError as error:
+        logging.error("the final fit lost a rank, the Job retries from its checkpoint: %s", error)
+        return exit_codes.RANK_LOST
     except Exception as error:
         if not storage_unavailable(error):
             raise

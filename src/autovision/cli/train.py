@@ -50,8 +50,8 @@ def train_command(
         int,
         typer.Option(
             min=1,
-            help="Processes of the final fit, data-parallel on the CPU (gloo); at most the available cores. "
-            "The global batch and learning rate stay the chosen trial's; each process trains on batch / N.",
+            help=trainer_help("nproc") + " Here: CPU processes (gloo), at most the available cores; the global "
+            "batch and learning rate stay the chosen trial's, each process trains on batch / N.",
         ),
     ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary object instead of tables.")] = False,

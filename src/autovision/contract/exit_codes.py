@@ -15,3 +15,7 @@ BAD_INPUT: Final = 2
 # Something outside the input failed and may recover (storage unreachable, throttled,
 # 5xx): sysexits.h's EX_TEMPFAIL.
 TEMPORARY_FAILURE: Final = 75
+# A rank of the data-parallel final fit died or did not join within the rendezvous
+# timeout: the retried pods resume the fit from its last checkpoint (counted against
+# backoffLimit); progress.json says RankLost, and so does the TrainingJob.
+RANK_LOST: Final = 76

@@ -18,6 +18,7 @@ SEARCHING_PHASE: Final = "Searching"
 SUCCEEDED_PHASE: Final = "Succeeded"
 # The budget cannot buy one validated model on this data and device: refused before training.
 BUDGET_TOO_SMALL_PHASE: Final = "BudgetTooSmall"
+RANK_LOST_PHASE: Final = "RankLost"
 
 
 def now_iso() -> str:
@@ -39,17 +40,25 @@ class Progress(ContractFile):
     updated_at: str = Field(default_factory=now_iso, description="When the trainer last wrote this file.")
     phase: str = Field(
         description="Searching while the search runs, Succeeded once the model is exported, "
-        "BudgetTooSmall when the budget was refused before training."
+        "BudgetTooSmall when the budget was refused before training, RankLost when a rank of the "
+        "data-parallel final fit died or did not join in time (the Job retries from the last checkpoint)."
     )
     trials: TrialCounts = TrialCounts()
     best: BestTrial | None = None
     milli_node_hours_used: Count = 0
+    search_milli_node_hours_used: Count | None = Field(
+        default=None, description="The search's share of milliNodeHoursUsed (each share rounded on its own)."
+    )
+    final_fit_milli_node_hours_used: Count | None = Field(
+        default=None, description="The final fit's share of milliNodeHoursUsed, once the model is exported."
+    )
     minimum_budget_milli_node_hours: Count | None = Field(
         default=None, description="With BudgetTooSmall: an estimate of the smallest budget that would work."
     )
     artifacts: dict[str, str] | None = Field(
         default=None, description="Where every output of a finished run is; status shows the main ones."
     )
+    message: str | None = Field(default=None, description="With RankLost: which rank failed, and how.")
 
     @property
     def succeeded(self) -> bool:

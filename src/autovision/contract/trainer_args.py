@@ -18,6 +18,8 @@ from autovision.resources import Backbone, OptimizeFor, Task
 
 # How long the workers of nodes other than node 0 wait for node 0's study server.
 CONNECT_TIMEOUT_SECONDS = 600.0
+# How long the final fit's ranks wait for each other (the rendezvous, then every collective).
+RENDEZVOUS_TIMEOUT_SECONDS = 600.0
 
 
 class TrainerArgsError(ValueError):
@@ -118,6 +120,21 @@ class TrainArgs(TrainerArgs):
         default=CONNECT_TIMEOUT_SECONDS, ge=0, description="Seconds the other nodes wait for node 0's study server."
     )
     backbone: list[str] = Field(default=[], description="A user backbone, NAME=ARCH@URI; repeatable.")
+    nproc: int | None = Field(
+        default=None,
+        ge=1,
+        description="Processes per node of the data-parallel final fit (DDP); default one per GPU, else one.",
+    )
+    rendezvous: str | None = Field(
+        default=None,
+        description="HOST:PORT where the final fit's ranks of all nodes meet (c10d store at node 0); "
+        "needed with several nodes.",
+    )
+    rendezvous_timeout: float = Field(
+        default=RENDEZVOUS_TIMEOUT_SECONDS,
+        gt=0,
+        description="Seconds the final fit's ranks wait for one another before the phase fails.",
+    )
 
     @field_validator("backbone")
     @classmethod

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from autovision.contract.trainer_args import CONNECT_TIMEOUT_SECONDS
+from autovision.contract.trainer_args import CONNECT_TIMEOUT_SECONDS, RENDEZVOUS_TIMEOUT_SECONDS
 from autovision.data.manifest import SPLITS, ImageRecord, SplitName
 from autovision.preprocess import PreprocessConfig
 from autovision.resources import Backbone, OptimizeFor
@@ -44,7 +44,9 @@ class SearchSettings:
     with ``nodes`` > 1 this process is node ``node`` of them and ``coordinator``
     (HOST:PORT) is where node 0 serves the study. ``final_processes`` > 1 runs
     the final fit data-parallel on that many local processes
-    (``autovision.train.distributed``).
+    (``autovision.train.distributed``); with several nodes and a
+    ``rendezvous`` (HOST:PORT on node 0) every node's processes join that fit,
+    waiting at most ``rendezvous_timeout`` seconds for one another.
     """
 
     optimize_for: OptimizeFor = OptimizeFor.BALANCED
@@ -61,6 +63,8 @@ class SearchSettings:
     coordinator: str | None = None
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS
     final_processes: int = 1
+    rendezvous: str | None = None
+    rendezvous_timeout: float = RENDEZVOUS_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
         if self.final_processes < 1:
@@ -76,6 +80,11 @@ class SearchSettings:
     def is_member_node(self) -> bool:
         """Whether these are the settings of a node other than node 0."""
         return self.node > 0
+
+    @property
+    def final_fit_on_all_nodes(self) -> bool:
+        """Whether every node takes part in the final fit (else node 0 fits alone and the others stop)."""
+        return self.nodes > 1 and self.rendezvous is not None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ worker asks next, from their checkpoints.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -177,6 +178,15 @@ def _run_member(job: SearchJob, images: ImageCache, reporter: Reporter) -> None:
         _set_state(study, job.settings.node, FINISHED)
     except grpc.RpcError as error:
         log.warning("node %d could not report its end: the study server is gone (%s)", job.settings.node, error)
+
+
+def coordinator_serving(address: str, timeout: float = 5.0) -> bool:
+    """Whether node 0's study server accepts connections: while it does, node 0 is still searching."""
+    try:
+        with socket.create_connection(parse_address(address), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def run_node(job: SearchJob, images: ImageCache, reporter: Reporter, silence: float = NODE_SILENCE_SECONDS) -> None:

@@ -202,6 +202,7 @@ def search_progress(trials: list[FrozenTrial], metric: str) -> Progress:
             if best is None
             else {"trial": best.number, "architecture": best.architecture, "metric": metric, "value": best.value},
             "milliNodeHoursUsed": milli_node_hours(spent_seconds(trials)),
+            "searchMilliNodeHoursUsed": milli_node_hours(spent_seconds(trials)),
         }
     )
 

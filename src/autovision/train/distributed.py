@@ -2,7 +2,10 @@
 
 ``train_data_parallel`` spawns N processes on this machine (gloo on the CPU,
 nccl with one GPU per rank on CUDA); each runs the trainer's own loop
-(``train_trial``) as one ``Replica``:
+(``train_trial``) as one ``Replica``. On a cluster every node calls it with
+its node number and the same ``rendezvous`` (HOST:PORT of node 0): the ranks
+``node * N + local`` of all ``nodes * N`` meet at the c10d TCP store that
+rank 0 serves there.
 
 - every rank draws the same shuffled order per epoch (seeded from the
   configuration's seed and the epoch) and takes the images ``rank::N`` of each
@@ -15,10 +18,11 @@ nccl with one GPU per rank on CUDA); each runs the trainer's own loop
   (DDP broadcasts its buffers), as with gradient accumulation over micro-batches;
 - rank 0 alone writes the checkpoint; the ranks agree on every step, so a
   budget guard stops them all at the same step;
-- a rank that dies ends the phase with ``DataParallelError``; a collective that
-  waits longer than ``PROCESS_GROUP_TIMEOUT`` fails instead of hanging.
+- a rank that dies, or does not join within the timeout, ends the phase with
+  ``DataParallelError``; a collective that waits longer than the timeout fails
+  instead of hanging.
 
-The seconds returned are summed over the ranks: device time, as
+The seconds returned are summed over the ranks of all nodes: device time, as
 ``autovision.search.budget`` counts it.
 """
 
@@ -108,13 +112,16 @@ class _RankJob:
     threads: int
     address: str
     timeout: timedelta
+    node: int
+    nodes: int
 
 
-def _rank_main(rank: int, world_size: int, job: _RankJob, outcomes: Any) -> None:
+def _rank_main(local_rank: int, nproc: int, job: _RankJob, outcomes: Any) -> None:
     torch.set_num_threads(job.threads)
-    device = torch.device("cuda", rank) if job.device.type == "cuda" else job.device
+    device = torch.device("cuda", local_rank) if job.device.type == "cuda" else job.device
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    rank, world_size = job.node * nproc + local_rank, job.nodes * nproc
     dist.init_process_group(
         backend_for(device), init_method=job.address, rank=rank, world_size=world_size, timeout=job.timeout
     )
@@ -131,7 +138,9 @@ def _rank_main(rank: int, world_size: int, job: _RankJob, outcomes: Any) -> None
             replica=DdpReplica(rank, world_size, device),
         )
         dist.barrier()  # rank 0's last checkpoint is written before anyone reports
-        outcomes.put((rank, trained.seconds_used, trained.stopped_inside_epoch))
+        seconds = torch.tensor([trained.seconds_used], dtype=torch.float64, device=device)
+        dist.all_reduce(seconds)  # device time of every rank of every node
+        outcomes.put((local_rank, float(seconds.item()), trained.stopped_inside_epoch))
     finally:
         dist.destroy_process_group()
 
@@ -154,14 +163,21 @@ def train_data_parallel(
     device: torch.device = CPU,
     threads: int | None = None,
     timeout: timedelta = PROCESS_GROUP_TIMEOUT,
+    node: int = 0,
+    nodes: int = 1,
+    rendezvous: str | None = None,
 ) -> TrialResult:
     """Train one configuration (no validation set: the final fit) on ``nproc`` local processes; resumable.
 
-    ``max_seconds`` is device time summed over the ranks, and so is the result's
-    ``seconds_used``; the model is the last weights rank 0 checkpointed, on the CPU.
-    ``threads`` per rank defaults to the available cores shared out.
+    With ``nodes`` > 1 this is node ``node`` of them, and ``rendezvous`` (HOST:PORT,
+    node 0's) is where all ranks meet. ``max_seconds`` is device time summed over
+    the ranks, and so is the result's ``seconds_used``; the model is the last
+    weights rank 0 checkpointed, on the CPU. ``threads`` per rank defaults to the
+    available cores shared out.
     """
-    per_rank_batch(config.batch_size, nproc)
+    per_rank_batch(config.batch_size, nproc * nodes)
+    if nodes > 1 and rendezvous is None:
+        raise ValueError("a data-parallel fit over several nodes needs node 0's rendezvous HOST:PORT")
     if device.type != "cuda":
         check_nproc(nproc, available_cores())
     job = _RankJob(
@@ -170,11 +186,13 @@ def train_data_parallel(
         preprocess=preprocess,
         checkpoint=checkpoint,
         multi_label=multi_label,
-        max_seconds=None if max_seconds is None else max_seconds / nproc,
+        max_seconds=None if max_seconds is None else max_seconds / (nproc * nodes),
         device=device,
         threads=threads or max(1, available_cores() // nproc),
-        address=_free_address(),
+        address=_free_address() if rendezvous is None else f"tcp://{rendezvous}",
         timeout=timeout,
+        node=node,
+        nodes=nodes,
     )
     outcomes = mp.get_context("spawn").SimpleQueue()
     try:
@@ -182,7 +200,11 @@ def train_data_parallel(
             _rank_main, args=(nproc, job, outcomes), nprocs=nproc, join=True, start_method="spawn"
         )
     except ProcessException as error:
-        raise DataParallelError(f"data-parallel training on {nproc} processes failed: {error}") from None
+        where = f"{nproc} processes" + (f" of node {node} of {nodes}" if nodes > 1 else "")
+        raise DataParallelError(
+            f"data-parallel training on {where} failed (a rank died, or did not join within "
+            f"{timeout.total_seconds():g} s): {error}"
+        ) from None
     reports = [outcomes.get() for _ in range(nproc)]
     state = checkpoint.load()
     if state is None:
@@ -193,7 +215,7 @@ def train_data_parallel(
         best_score=state["best_score"],
         best_epoch=state["best_epoch"],
         history=state["history"],
-        seconds_used=sum(seconds for _, seconds, _ in reports),
+        seconds_used=reports[0][1],
         starts=state["starts"],
         stopped_inside_epoch=any(stopped for _, _, stopped in reports),
     )
