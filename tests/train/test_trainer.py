@@ -28,6 +28,7 @@ from autovision.train.images import ImageSet, decode_pixels, load_images
 from autovision.train.trainer import (
     Acceleration,
     EpochResult,
+    StepGuard,
     TrainConfig,
     TrialCheckpoint,
     TrialResult,
@@ -410,5 +411,50 @@ def test_a_mid_epoch_checkpoint_resumes_to_the_same_weights(digits: tuple[Storag
     assert not resumed.stopped_inside_epoch
     assert [entry["epoch"] for entry in resumed.history] == [1, 2]
     assert resumed.history[-1]["trainLoss"] == pytest.approx(whole.history[-1]["trainLoss"], rel=1e-6)
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class PreemptedError(Exception):
+    """The node a run trained on was lost."""
+
+
+@pytest.mark.training
+def test_periodic_checkpoints_go_on_exactly_and_a_lost_run_resumes_from_the_last(
+    digits: tuple[Storage, dict[str, ImageSet]], fake_time: FakeTime
+) -> None:
+    storage, sets = digits
+    whole = train_trial(sets["train"], None, CONFIG, PREPROCESS, checkpoint=TrialCheckpoint(storage, "unbroken.pt"))
+    every = 3 * SLOW_STEP - 1e-9  # a checkpoint every third step, inside the epochs too
+    lefts: list[int] = []
+
+    def lost_in_the_second_epoch(used: float, pace: float | None, left: int) -> bool:
+        fake_time.sleep(SLOW_STEP)
+        lefts.append(left)
+        if lefts.count(max(lefts)) == 2 and left <= max(lefts) // 2:  # past the middle of the second epoch
+            raise PreemptedError
+        return True
+
+    def train(step_guard: StepGuard | None) -> TrialResult:
+        return train_trial(
+            sets["train"],
+            None,
+            CONFIG,
+            PREPROCESS,
+            checkpoint=TrialCheckpoint(storage, "periodic.pt"),
+            step_guard=step_guard,
+            checkpoint_every_s=every,
+        )
+
+    with pytest.raises(PreemptedError):
+        train(lost_in_the_second_epoch)
+    state = TrialCheckpoint(storage, "periodic.pt").load()
+    assert state is not None
+    assert state["epoch"] == 1, "lost in the second epoch"
+    assert state["inside_epoch"] is not None, "a checkpoint inside it, not only at its start"
+    assert state["inside_epoch"]["step"] >= 2
+    resumed = train(None)
+    assert not resumed.stopped_inside_epoch
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2]
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

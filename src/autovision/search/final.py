@@ -10,7 +10,9 @@ data-parallel (``autovision.train.distributed``); its seconds are summed over
 the processes, as the budget counts device time. With several nodes and a
 rendezvous, node 0 writes the chosen trial's parameters, the fit's budget and
 the number of nodes into the plan, and the other nodes (``join_final_fit``)
-read it and train their ranks of the same fit.
+read it and train their ranks of the same fit. The fit checkpoints at every
+epoch's end and, inside long epochs, every ``CHECKPOINT_EVERY_S``: a node lost
+(preempted) during it costs at most that much work once the Job restarts it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from autovision.train.trainer import (
 
 # How often the other nodes look for node 0's plan of the final fit.
 PLAN_POLL_SECONDS = 2.0
+# Inside an epoch, the final fit checkpoints this long after its last checkpoint (and at every epoch's end).
+CHECKPOINT_EVERY_S = 300.0
 
 
 class FinalFitPlanMissingError(RuntimeError):
@@ -157,6 +161,7 @@ def _train(
             on_epoch=on_epoch,
             max_seconds=plan.max_seconds,
             device=images.device,
+            checkpoint_every_s=CHECKPOINT_EVERY_S,
         )
     trained = train_data_parallel(
         data,
@@ -171,6 +176,7 @@ def _train(
         node=settings.node if plan.nodes > 1 else 0,
         nodes=plan.nodes,
         rendezvous=settings.rendezvous if plan.nodes > 1 else None,
+        checkpoint_every_s=CHECKPOINT_EVERY_S,
     )
     reporter.update(trained.epochs_trained, f"{processes} processes x {plan.nodes} nodes, data-parallel")
     return trained

@@ -114,6 +114,7 @@ class _RankJob:
     timeout: timedelta
     node: int
     nodes: int
+    checkpoint_every_s: float | None
 
 
 def _rank_main(local_rank: int, nproc: int, job: _RankJob, outcomes: Any) -> None:
@@ -136,6 +137,7 @@ def _rank_main(local_rank: int, nproc: int, job: _RankJob, outcomes: Any) -> Non
             max_seconds=job.max_seconds,
             device=device,
             replica=DdpReplica(rank, world_size, device),
+            checkpoint_every_s=job.checkpoint_every_s,
         )
         dist.barrier()  # rank 0's last checkpoint is written before anyone reports
         seconds = torch.tensor([trained.seconds_used], dtype=torch.float64, device=device)
@@ -166,6 +168,7 @@ def train_data_parallel(
     node: int = 0,
     nodes: int = 1,
     rendezvous: str | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> TrialResult:
     """Train one configuration (no validation set: the final fit) on ``nproc`` local processes; resumable.
 
@@ -173,7 +176,8 @@ def train_data_parallel(
     node 0's) is where all ranks meet. ``max_seconds`` is device time summed over
     the ranks, and so is the result's ``seconds_used``; the model is the last
     weights rank 0 checkpointed, on the CPU. ``threads`` per rank defaults to the
-    available cores shared out.
+    available cores shared out. ``checkpoint_every_s`` checkpoints inside long
+    epochs too (``train_trial``'s).
     """
     per_rank_batch(config.batch_size, nproc * nodes)
     if nodes > 1 and rendezvous is None:
@@ -193,6 +197,7 @@ def train_data_parallel(
         timeout=timeout,
         node=node,
         nodes=nodes,
+        checkpoint_every_s=checkpoint_every_s,
     )
     outcomes = mp.get_context("spawn").SimpleQueue()
     try:

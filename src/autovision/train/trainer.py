@@ -478,6 +478,7 @@ def train_trial(
     device: torch.device = CPU,
     acceleration: Acceleration | None = None,
     replica: Replica | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> TrialResult:
     """Train one configuration, keeping the weights best on validation (the last ones without it); resumable.
 
@@ -489,6 +490,9 @@ def train_trial(
     ``acceleration`` defaults to the device's (``Acceleration.for_device``).
     ``replica`` makes this one process of a data-parallel run: it trains on its
     share of each global batch and only its rank 0 writes the checkpoint.
+    ``checkpoint_every_s`` also checkpoints inside an epoch that long after the
+    last save, and carries on: a run lost then (a preempted node) resumes there
+    instead of at the epoch's start.
     """
     train, validation = train.to(device), validation.to(device) if validation is not None else None
     steps_per_epoch = max(1, len(train) // config.batch_size)
@@ -499,6 +503,7 @@ def train_trial(
     if state["epoch"] or state.get("inside_epoch"):
         run.restore(state)
     stopped, pace = False, None
+    saves = _PeriodicSave(checkpoint_every_s, replica)
     for epoch in range(state["epoch"], config.epochs):
         started = time.perf_counter()
 
@@ -508,23 +513,31 @@ def train_trial(
             spent = used + time.perf_counter() - since
             take = max_seconds is None or spent + (step_seconds or 0.0) <= max_seconds
             take = take and (step_guard is None or step_guard(spent, step_seconds, left))
-            return take if replica is None else replica.agree(take)
+            take = take if replica is None else replica.agree(take)
+            return take and not saves.pausing()
 
         torch.manual_seed(_epoch_seed(config.seed, epoch))
         position = _resume_position(state)
         first_step = position.step
-        measured = _train_one_epoch(
-            run,
-            train,
-            preprocess,
-            config,
-            multi_label,
-            position=position,
-            may_step=may_step,
-            prior_pace=pace,
-            replica=replica,
-        )
-        pace = measured or pace
+        while True:
+            pace = (
+                _train_one_epoch(
+                    run,
+                    train,
+                    preprocess,
+                    config,
+                    multi_label,
+                    position=position,
+                    may_step=may_step,
+                    prior_pace=pace,
+                    replica=replica,
+                )
+                or pace
+            )
+            if not saves.paused:
+                break
+            saves.save(checkpoint, _paused_state(state, run, epoch, position, time.perf_counter() - started))
+            torch.manual_seed(_epoch_seed(config.seed, epoch))  # the same order again, then the same draws
         stopped = not position.finished
         generators = _generator_state(device) if stopped else None
         if stopped and position.step == first_step:
@@ -548,8 +561,7 @@ def train_trial(
             "generators": generators,
         }
         state.update(epoch=epoch + int(not stopped), inside_epoch=inside if stopped else None, **run.state())
-        if replica is None or replica.rank == 0:
-            checkpoint.save(state)
+        saves.save(checkpoint, state)
         epoch_pace = pace if pace is not None else run.warmup_seconds  # one step only: all there is
         result = EpochResult(
             epoch + 1, config.epochs, position.mean_loss, score, state["seconds_used"], not stopped, epoch_pace
@@ -557,6 +569,60 @@ def train_trial(
         if (on_epoch and on_epoch(result)) or stopped:
             break
     return _result(run, state, stopped)
+
+
+class _PeriodicSave:
+    """When a pass pauses for a periodic checkpoint: ``every`` seconds after the last one, a step taken since.
+
+    Under data parallelism every replica pauses when any one's clock says so, since
+    all must stop at the same step.
+    """
+
+    def __init__(self, every: float | None, replica: Replica | None) -> None:
+        self.every = every
+        self.replica = replica
+        self.paused = False
+        self.since = time.perf_counter()
+        self.steps = 0
+
+    def pausing(self) -> bool:
+        """Asked before a step that may be taken: whether to pause before it instead."""
+        if self.every is None:
+            return False
+        due = self.steps > 0 and time.perf_counter() - self.since >= self.every
+        self.paused = due if self.replica is None else not self.replica.agree(not due)
+        self.steps += not self.paused
+        return self.paused
+
+    def save(self, checkpoint: TrialCheckpoint, state: dict[str, Any]) -> None:
+        """Write a checkpoint (rank 0 alone under data parallelism): an epoch's or a paused pass's; the next
+        periodic one is due ``every`` seconds from now."""
+        if self.replica is None or self.replica.rank == 0:
+            checkpoint.save(state)
+        self.paused, self.since, self.steps = False, time.perf_counter(), 0
+
+
+def _paused_state(
+    state: dict[str, Any], run: _Run, epoch: int, position: _EpochPosition, epoch_seconds: float
+) -> dict[str, Any]:
+    """What a periodic checkpoint holds: the state as if the epoch had stopped at ``position`` (not validated)."""
+    seconds = state["seconds_used"] + epoch_seconds
+    entry = {
+        "epoch": epoch + 1,
+        "trainLoss": position.mean_loss,
+        "validationScore": None,
+        "seconds": seconds,
+        "steps": position.step,
+    }
+    position.generators = _generator_state(run.device)  # where the pass goes on, in this process or a new one
+    inside = {
+        "step": position.step,
+        "lossSum": position.loss_sum,
+        "samples": position.samples,
+        "generators": position.generators,
+    }
+    history = [*state["history"], entry]
+    return {**state, **run.state(), "epoch": epoch, "seconds_used": seconds, "history": history, "inside_epoch": inside}
 
 
 def _resume_position(state: dict[str, Any]) -> _EpochPosition:
