@@ -544,14 +544,21 @@ def test_cifar10_with_its_fixed_split(file_storage: Storage) -> None:
     assert len(read_version(file_storage, "cifar10", result.version)) == 60_000
 
 
-# Imports one zip into one storage with a shard per image, from pickled (zip, name, root, settings).
+# Imports one zip into one storage with a shard per image, from pickled (zip, name, root, settings); each
+# write waits a little, so that the import is still writing when it is killed, however fast the machine.
 _KILLABLE_IMPORT = """
-import pickle, sys
+import pickle, sys, time
 from autovision.data.importer import import_dataset
 from autovision.storage import Storage
+
+class SlowStorage(Storage):
+    def write_bytes(self, key, data):
+        time.sleep(0.05)
+        super().write_bytes(key, data)
+
 with open(sys.argv[1], "rb") as arguments:
     source, name, root, settings = pickle.load(arguments)
-import_dataset(source, name, Storage(root, settings), shard_bytes=1)
+import_dataset(source, name, SlowStorage(root, settings), shard_bytes=1)
 """
 
 
