@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,18 @@ def test_object_sizes_are_known_before_reading_and_none_for_missing(storage: Sto
 
     assert object_sizes(uris, storage.settings) == [10, None, 0]
     assert object_sizes([], storage.settings) == []
+
+
+def test_a_streamed_write_appears_whole_or_not_at_all(storage: Storage) -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"half"
+        raise OSError("source gone")
+
+    with pytest.raises(OSError, match="source gone"):
+        storage.write_stream("big.bin", broken)
+    assert storage.list_keys("") == []
+    storage.write_stream("big.bin", lambda: iter([b"a" * 10, b"b" * 5]))
+    assert storage.read_bytes("big.bin") == b"a" * 10 + b"b" * 5
 
 
 def test_member_uris_read_byte_ranges_and_name_a_short_object(storage: Storage) -> None:

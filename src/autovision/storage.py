@@ -35,6 +35,8 @@ import fsspec
 from autovision.settings import Settings
 
 TEMP_INFIX = ".tmp-"
+# Parts of a multipart upload (S3's minimum is 5 MiB): what a streamed write holds at a time.
+STREAM_BLOCK_BYTES: Final = 8 * 1024 * 1024
 # A member URI names bytes inside an object: ``<object URI>#range=<offset>:<size>`` (an image in a shard).
 RANGE_FRAGMENT = "#range="
 
@@ -345,6 +347,41 @@ class Storage:
         temporary = f"{final}{TEMP_INFIX}{uuid.uuid4().hex}"
         self.fs.pipe_file(temporary, data)
         try:
+            self.fs.mv(temporary, final)
+        finally:
+            if self.fs.exists(temporary):
+                self.fs.rm(temporary)
+
+    def write_stream(self, key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
+        """Write one large object from chunks, holding one chunk at a time; atomic like ``write_bytes``.
+
+        On S3 the chunks go up as a multipart upload, and the object appears only when
+        the upload completes; on a file system they go to a temporary file renamed at
+        the end. ``chunks`` makes a fresh iterable, so a transient failure retries the
+        whole object.
+        """
+        final = self.path(key)
+        if self.protocol == "s3":
+
+            def upload() -> None:
+                handle = self.fs.open(final, "wb", block_size=STREAM_BLOCK_BYTES)
+                try:
+                    for chunk in chunks():
+                        handle.write(chunk)
+                except BaseException:
+                    # Closing would complete the upload with what was written: abort it instead.
+                    handle.discard()
+                    handle.closed = True
+                    raise
+                handle.close()
+
+            self._retrying(upload, f"write {self.uri(key)}")
+            return
+        temporary = f"{final}{TEMP_INFIX}{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(temporary, "wb") as handle:
+                for chunk in chunks():
+                    handle.write(chunk)
             self.fs.mv(temporary, final)
         finally:
             if self.fs.exists(temporary):

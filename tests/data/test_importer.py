@@ -12,7 +12,7 @@ import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ def _import_zip(
 
 
 def _record_writes(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """The keys written from now on (through either write method)."""
+    """The keys written from now on (through any write method)."""
     written: set[str] = set()
     original_bytes, original_many = storage.write_bytes, storage.write_many
 
@@ -59,8 +59,14 @@ def _record_writes(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> set[str
         written.update(objects)
         original_many(objects)
 
+    def write_stream(key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
+        written.add(key)
+        original_stream(key, chunks)
+
+    original_stream = storage.write_stream
     monkeypatch.setattr(storage, "write_bytes", write_bytes)
     monkeypatch.setattr(storage, "write_many", write_many)
+    monkeypatch.setattr(storage, "write_stream", write_stream)
     return written
 
 
@@ -262,22 +268,22 @@ def test_worker_processes_give_the_same_result(
 
 def test_an_interrupted_import_resumes(tmp_path: Path, file_storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     entries = labelled(10)
-    original = file_storage.write_bytes
+    original = file_storage.write_stream
     calls = 0
 
-    def crash_on_third_shard(key: str, data: bytes) -> None:
+    def crash_on_third_shard(key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise OSError("disk gone")
-        original(key, data)
+        original(key, chunks)
 
     shard_bytes = 4 * 1024  # a few images per shard
-    monkeypatch.setattr(file_storage, "write_bytes", crash_on_third_shard)
+    monkeypatch.setattr(file_storage, "write_stream", crash_on_third_shard)
     with pytest.raises(OSError, match="disk gone"):
         _import_zip(tmp_path, entries, file_storage, shard_bytes=shard_bytes)
     assert not [key for key in file_storage.list_keys("") if key.endswith(("index.parquet", "latest.json"))]
-    monkeypatch.setattr(file_storage, "write_bytes", original)
+    monkeypatch.setattr(file_storage, "write_stream", original)
     written = _record_writes(file_storage, monkeypatch)
     result = _import_zip(tmp_path, entries, file_storage, shard_bytes=shard_bytes)
     assert not result.reused
@@ -555,6 +561,10 @@ class SlowStorage(Storage):
     def write_bytes(self, key, data):
         time.sleep(0.05)
         super().write_bytes(key, data)
+
+    def write_stream(self, key, chunks):
+        time.sleep(0.05)
+        super().write_stream(key, chunks)
 
 with open(sys.argv[1], "rb") as arguments:
     source, name, root, settings = pickle.load(arguments)

@@ -2,8 +2,8 @@
 
 Two passes keep memory flat: the first streams every file once to validate, hash
 and fingerprint it (keeping only metadata), the second packs the kept images, in
-the order of their hashes, into shards (``autovision.data.shards``), one shard in
-memory at a time. Everything that can refuse the import is decided before the
+the order of their hashes, into shards (``autovision.data.shards``), one batch of
+images in memory at a time (a shard streams into storage). Everything that can refuse the import is decided before the
 first write, and the index is written last: a version without one is incomplete,
 ignored by readers, and finished by the next import (which skips the shards
 already written whole).
@@ -11,9 +11,10 @@ already written whole).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from autovision.data.manifest import ImageRecord, SplitName, encode_index
 from autovision.data.near_duplicates import find_near_duplicates
 from autovision.data.report import ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
-from autovision.data.shards import SHARD_BYTES, Placement, member_name, pack, plan_shards
+from autovision.data.shards import SHARD_BYTES, Placement, member_name, pack_chunks, plan_shards
 from autovision.data.sources import Source, open_source
 from autovision.data.split import SplitSettings
 from autovision.progress import Reporter
@@ -214,9 +215,7 @@ def _write_shards(
             end += 1
         members = images[start:end]
         if written.get(keys[number]) != length:
-            packed = pack(_read_members(source, members))
-            assert len(packed) == length, "a shard's length follows from its images' sizes"
-            storage.write_bytes(keys[number], packed)
+            storage.write_stream(keys[number], functools.partial(_shard_chunks, source, members, length))
         facts.append(ShardFacts(number=number, size=length, images=len(members)))
         start = end
         progress.update(end, f"{number + 1} of {len(lengths)} shards")
@@ -224,16 +223,25 @@ def _write_shards(
     return facts
 
 
-def _read_members(source: Source, images: Sequence[DistinctImage]) -> list[tuple[str, bytes]]:
+def _shard_chunks(source: Source, images: Sequence[DistinctImage], length: int) -> Iterator[bytes]:
+    """A shard's bytes in pieces, its images read from the source a bounded batch at a time."""
+    written = 0
+    for chunk in pack_chunks(_read_members(source, images)):
+        written += len(chunk)
+        yield chunk
+    if written != length:
+        raise AssertionError(f"a shard's length follows from its images' sizes: {written} != {length}")
+
+
+def _read_members(source: Source, images: Sequence[DistinctImage]) -> Iterator[tuple[str, bytes]]:
     """A shard's members, read from the source in bounded batches, each checked against the hash the scan saw."""
-    members: list[tuple[str, bytes]] = []
     for batch in bounded_batches(images, READ_BATCH_IMAGES, READ_BATCH_BYTES, lambda image: image.facts.size):
         contents = source.read([image.file for image in batch])
         for image, data in zip(batch, contents, strict=True):
             if hashlib.sha256(data).hexdigest() != image.facts.sha256:
                 raise DatasetImportError(f"{image.file!r} changed during the import: import again")
-            members.append((member_name(image.facts.sha256, image.facts.extension), data))
-    return members
+            yield member_name(image.facts.sha256, image.facts.extension), data
+        del contents, data  # before the next batch is read: one batch in memory, not two
 
 
 def _point_latest(storage: Storage, name: str, version: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -77,12 +77,18 @@ def member_header(name: str, size: int) -> bytes:
     return header
 
 
-def pack(members: Sequence[tuple[str, bytes]]) -> bytes:
-    """One shard's bytes: each (name, data) as a tar member, then the end of the archive."""
-    parts: list[bytes] = []
+def pack_chunks(members: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
+    """One shard's bytes in pieces, one member at a time: each (name, data) as a tar member, then the end."""
     for name, data in members:
-        parts += [member_header(name, len(data)), data, bytes(padded(len(data)) - len(data))]
-    return b"".join([*parts, END_OF_ARCHIVE])
+        yield member_header(name, len(data))
+        yield data
+        yield bytes(padded(len(data)) - len(data))
+    yield END_OF_ARCHIVE
+
+
+def pack(members: Iterable[tuple[str, bytes]]) -> bytes:
+    """One shard's bytes, whole (for small shards and tests)."""
+    return b"".join(pack_chunks(members))
 
 
 def member_name(sha256: str, extension: str) -> str:
