@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autovision.data.manifest import decode_manifest
+from autovision.data.shards import read_images
+from autovision.data.versions import read_version
 from autovision.embedded_s3 import EmbeddedS3
 from autovision.evaluate import softmax
 from autovision.export import onnx_logits
@@ -45,7 +46,7 @@ def test_local_path_on_s3_with_real_triton(embedded_s3: EmbeddedS3, digits_zip: 
     # Triton's answer equals the exported model run directly on the shared preprocessing.
     onnx_path = tmp_path / "direct.onnx"
     onnx_path.write_bytes(storage.read_bytes(f"{result.run.prefix}/model/model.onnx"))
-    image = storage.read_bytes(result.image.uri.split(storage.root_path + "/", 1)[1])
+    image = read_images([result.image], storage.settings)[0]
     scores = softmax(onnx_logits(onnx_path, preprocess_bytes(image, PreprocessConfig())[None]))[0]
     labels = result.card.labels
     assert http[0].label == labels[int(scores.argmax())]
@@ -79,9 +80,9 @@ def test_ctrl_c_then_rerun_continues(tmp_path: Path) -> None:
     assert first.returncode == 130, output
     run_dir = checkpoint.parents[2]
     assert not (run_dir / "model" / "model.json").exists()
-    for manifest in (tmp_path / "storage" / "datasets").glob("quickstart/*/manifest.jsonl"):
-        for record in decode_manifest(manifest.read_bytes()):
-            assert Path(record.uri.removeprefix("file://")).exists()
+    storage = Storage(f"file://{tmp_path / 'storage'}")
+    for index in (tmp_path / "storage" / "datasets").glob("quickstart/*/index.parquet"):
+        assert read_version(storage, "quickstart", index.parent.name), "the version reads whole"
 
     second = _quickstart(tmp_path, epochs=4)
     output, _ = second.communicate(timeout=600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,12 @@ from autovision.storage import (
     StorageError,
     StorageUnavailableError,
     is_transient,
+    member_uri,
     object_sizes,
+    open_uri,
+    read_uris,
     retrying,
+    split_member_uri,
     split_uri,
     storage_unavailable,
 )
@@ -90,6 +94,29 @@ def test_object_sizes_are_known_before_reading_and_none_for_missing(storage: Sto
 
     assert object_sizes(uris, storage.settings) == [10, None, 0]
     assert object_sizes([], storage.settings) == []
+
+
+def test_a_streamed_write_appears_whole_or_not_at_all(storage: Storage) -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"half"
+        raise OSError("source gone")
+
+    with pytest.raises(OSError, match="source gone"):
+        storage.write_stream("big.bin", broken)
+    assert storage.list_keys("") == []
+    storage.write_stream("big.bin", lambda: iter([b"a" * 10, b"b" * 5]))
+    assert storage.read_bytes("big.bin") == b"a" * 10 + b"b" * 5
+
+
+def test_member_uris_read_byte_ranges_and_name_a_short_object(storage: Storage) -> None:
+    storage.write_bytes("shard.tar", b"0123456789")
+    whole, inner = storage.uri("shard.tar"), member_uri(storage.uri("shard.tar"), 2, 5)
+    assert split_member_uri(inner) == (whole, 2, 5)
+    assert read_uris([inner, whole, member_uri(whole, 0, 1)], storage.settings) == [b"23456", b"0123456789", b"0"]
+    with open_uri(inner, storage.settings) as handle:
+        assert handle.read() == b"23456"
+    with pytest.raises(StorageError, match=r"shard.tar ends before byte 12: it is truncated"):
+        read_uris([member_uri(whole, 8, 4)], storage.settings)
 
 
 def test_delete_and_upload_download(storage: Storage, tmp_path) -> None:

@@ -2,7 +2,7 @@
 
 Each step reads its inputs from storage and writes its outputs there, and each
 step's completion is a marker written last, so a run killed anywhere continues
-where it stopped: the dataset version's manifest, the study journal and trial
+where it stopped: the dataset version's index, the study journal and trial
 checkpoints of the search, the final fit's plan and checkpoint, and the model
 card (``model/model.json``) that closes a run.
 
@@ -40,13 +40,13 @@ from autovision.contract.files import (
 from autovision.contract.keys import (
     TEST_PREDICTIONS_FILE,
     RunLocation,
-    manifest_key,
     model_card_key,
     model_dir_key,
     report_key,
     study_journal_key,
 )
-from autovision.data.manifest import ImageRecord, decode_manifest, labels_of
+from autovision.data.manifest import ImageRecord, labels_of
+from autovision.data.versions import read_version
 from autovision.evaluate import activate, evaluate_predictions, variant_metrics
 from autovision.evaluate.explanations import explain_test_images
 from autovision.evaluate.files import write_evaluation_files
@@ -230,7 +230,7 @@ def build_search_job(
     The space's user backbones are read and checked here, so that a bad weights
     file fails the run with one clear error before any trial starts.
     """
-    records = decode_manifest(storage.read_bytes(manifest_key(dataset, version)))
+    records = read_version(storage, dataset, version)
     labels = labels_of(records)
     multi_label = is_multi_label(storage, dataset, version, records)
     space = search_space(

@@ -16,6 +16,7 @@ and it resumes from checkpoints.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import posixpath
@@ -34,6 +35,10 @@ import fsspec
 from autovision.settings import Settings
 
 TEMP_INFIX = ".tmp-"
+# Parts of a multipart upload (S3's minimum is 5 MiB): what a streamed write holds at a time.
+STREAM_BLOCK_BYTES: Final = 8 * 1024 * 1024
+# A member URI names bytes inside an object: ``<object URI>#range=<offset>:<size>`` (an image in a shard).
+RANGE_FRAGMENT = "#range="
 
 # The retry policy of one storage operation: exponential backoff with jitter, first
 # wait FIRST_WAIT_S, at most MAX_WAIT_S, until Settings.storage_retry_seconds have passed.
@@ -160,8 +165,27 @@ def filesystem(protocol: str, settings: Settings) -> fsspec.AbstractFileSystem:
     return fsspec.filesystem("file", auto_mkdir=True)
 
 
+def member_uri(object_uri: str, offset: int, size: int) -> str:
+    """The URI of ``size`` bytes at ``offset`` inside an object (an image inside a shard)."""
+    return f"{object_uri}{RANGE_FRAGMENT}{offset}:{size}"
+
+
+def split_member_uri(uri: str) -> tuple[str, int, int] | tuple[str, None, None]:
+    """A member URI's object URI, offset and size; a plain URI with no range."""
+    if RANGE_FRAGMENT not in uri:
+        return uri, None, None
+    object_uri, _, extent = uri.rpartition(RANGE_FRAGMENT)
+    offset, _, size = extent.partition(":")
+    try:
+        return object_uri, int(offset), int(size)
+    except ValueError as error:
+        raise StorageError(f"{uri!r} names no byte range (want {RANGE_FRAGMENT}OFFSET:SIZE)") from error
+
+
 def open_uri(uri: str, settings: Settings | None = None) -> Any:
-    """Open any readable URI (path, file://, s3://) as a seekable binary file."""
+    """Open any readable URI (path, file://, s3://, or a member URI) as a seekable binary file."""
+    if RANGE_FRAGMENT in uri:
+        return io.BytesIO(read_uris([uri], settings)[0])
     protocol, path = split_uri(uri)
     settings = settings or Settings()
     fs = filesystem(protocol, settings)
@@ -175,20 +199,48 @@ def open_uri(uri: str, settings: Settings | None = None) -> Any:
 
 
 def read_uris(uris: list[str], settings: Settings | None = None, chunk: int = 256) -> list[bytes]:
-    """Read many objects, concurrently where the backend can (s3fs batches requests)."""
+    """Read many objects or member URIs, concurrently where the backend can (s3fs batches requests)."""
     settings = settings or Settings()
-    located = [split_uri(uri) for uri in uris]
-    filesystems = {protocol: filesystem(protocol, settings) for protocol in {p for p, _ in located}}
+    ranges = [split_member_uri(uri) for uri in uris]
+    located = [(*split_uri(object_uri), offset, size) for object_uri, offset, size in ranges]
+    filesystems = {protocol: filesystem(protocol, settings) for protocol in {p for p, *_ in located}}
     contents: list[bytes] = []
     for start in range(0, len(located), chunk):
         part = located[start : start + chunk]
-        fetched = {
-            (protocol, path): data
-            for protocol, fs in filesystems.items()
-            for path, data in _cat(fs, [path for p, path in part if p == protocol], settings).items()
-        }
+        fetched: dict[tuple[str, str, int | None, int | None], bytes] = {}
+        for protocol, fs in filesystems.items():
+            mine = [key for key in part if key[0] == protocol]
+            whole = [path for _, path, offset, _ in mine if offset is None]
+            fetched.update(((protocol, path, None, None), data) for path, data in _cat(fs, whole, settings).items())
+            members = [
+                (path, offset, size) for _, path, offset, size in mine if offset is not None and size is not None
+            ]
+            for (path, offset, size), data in zip(members, _cat_ranges(fs, members, settings), strict=True):
+                fetched[(protocol, path, offset, size)] = data
         contents.extend(fetched[key] for key in part)
     return contents
+
+
+def _cat_ranges(fs: fsspec.AbstractFileSystem, members: list[tuple[str, int, int]], settings: Settings) -> list[bytes]:
+    """Byte ranges of objects, concurrently on S3; a range past an object's end names the object."""
+    if not members:
+        return []
+    paths = [path for path, _, _ in members]
+    starts = [offset for _, offset, _ in members]
+    ends = [offset + size for _, offset, size in members]
+
+    def fetch() -> list[Any]:
+        found: list[Any] = fs.cat_ranges(paths, starts, ends, on_error="return")
+        raise_transient(found)
+        return found
+
+    found = retrying(fetch, f"read {len(paths)} range(s), first in: {paths[0]}", settings)
+    for (path, offset, size), data in zip(members, found, strict=True):
+        if not isinstance(data, bytes):
+            raise StorageError(f"cannot read {path}: {data}")
+        if len(data) != size:
+            raise StorageError(f"{path} ends before byte {offset + size}: it is truncated")
+    return [bytes(data) for data in found]
 
 
 def object_sizes(uris: list[str], settings: Settings | None = None) -> list[int | None]:
@@ -295,6 +347,41 @@ class Storage:
         temporary = f"{final}{TEMP_INFIX}{uuid.uuid4().hex}"
         self.fs.pipe_file(temporary, data)
         try:
+            self.fs.mv(temporary, final)
+        finally:
+            if self.fs.exists(temporary):
+                self.fs.rm(temporary)
+
+    def write_stream(self, key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
+        """Write one large object from chunks, holding one chunk at a time; atomic like ``write_bytes``.
+
+        On S3 the chunks go up as a multipart upload, and the object appears only when
+        the upload completes; on a file system they go to a temporary file renamed at
+        the end. ``chunks`` makes a fresh iterable, so a transient failure retries the
+        whole object.
+        """
+        final = self.path(key)
+        if self.protocol == "s3":
+
+            def upload() -> None:
+                handle = self.fs.open(final, "wb", block_size=STREAM_BLOCK_BYTES)
+                try:
+                    for chunk in chunks():
+                        handle.write(chunk)
+                except BaseException:
+                    # Closing would complete the upload with what was written: abort it instead.
+                    handle.discard()
+                    handle.closed = True
+                    raise
+                handle.close()
+
+            self._retrying(upload, f"write {self.uri(key)}")
+            return
+        temporary = f"{final}{TEMP_INFIX}{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(temporary, "wb") as handle:
+                for chunk in chunks():
+                    handle.write(chunk)
             self.fs.mv(temporary, final)
         finally:
             if self.fs.exists(temporary):

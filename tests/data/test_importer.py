@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,14 +22,22 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from autovision.contract.keys import dataset_prefix, latest_key
-from autovision.data import importer as importer_module
+from autovision.contract.keys import dataset_prefix, index_key, latest_key, shard_key, shards_prefix
 from autovision.data import inspection
 from autovision.data.importer import DatasetImportError, ImportLimits, ImportResult, SplitSettings, Task, import_dataset
-from autovision.data.manifest import SPLITS, UNASSIGNED, decode_manifest, labels_of
+from autovision.data.manifest import SPLITS, UNASSIGNED, labels_of
 from autovision.data.sources.zip import ZipSource
-from autovision.storage import Storage
-from tests.support.datasets import assert_only_dataset_keys, image_bytes, labelled, tree, write_files, write_zip
+from autovision.data.versions import read_version
+from autovision.storage import Storage, StorageError
+from tests.support.datasets import (
+    assert_only_dataset_keys,
+    image_bytes,
+    labelled,
+    stored_extensions,
+    tree,
+    write_files,
+    write_zip,
+)
 
 
 def _import_zip(
@@ -34,7 +47,7 @@ def _import_zip(
 
 
 def _record_writes(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """The keys written from now on (through either write method)."""
+    """The keys written from now on (through any write method)."""
     written: set[str] = set()
     original_bytes, original_many = storage.write_bytes, storage.write_many
 
@@ -46,8 +59,14 @@ def _record_writes(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> set[str
         written.update(objects)
         original_many(objects)
 
+    def write_stream(key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
+        written.add(key)
+        original_stream(key, chunks)
+
+    original_stream = storage.write_stream
     monkeypatch.setattr(storage, "write_bytes", write_bytes)
     monkeypatch.setattr(storage, "write_many", write_many)
+    monkeypatch.setattr(storage, "write_stream", write_stream)
     return written
 
 
@@ -58,10 +77,14 @@ def test_digits_import_is_versioned_and_idempotent(
     assert first.report["kept"] == first.report["trainable"] == 1797
     assert sorted(first.report["perLabel"]) == [f"digit_{d}" for d in range(10)]
     prefix = dataset_prefix("digits", first.version)
-    manifest = decode_manifest(storage.read_bytes(f"{prefix}/manifest.jsonl"))
+    manifest = read_version(storage, "digits", first.version)
     assert manifest == first.records
     assert {r.split for r in manifest} == set(SPLITS)
-    assert storage.list_keys(f"{prefix}/images") == sorted(f"{prefix}/images/{r.sha256}.png" for r in manifest)
+    assert storage.list_keys(prefix) == [
+        f"{prefix}/index.parquet",
+        f"{prefix}/report.json",
+        shard_key("digits", first.version, 0),
+    ]
     assert storage.read_json(latest_key("digits")) == {"version": first.version}
     assert_only_dataset_keys(storage, "digits")
 
@@ -81,7 +104,7 @@ def test_changing_one_image_gives_a_new_version(tmp_path: Path, file_storage: St
     assert changed.version != first.version
     assert file_storage.read_json(latest_key("pets")) == {"version": changed.version}
     for version in (first.version, changed.version):
-        assert file_storage.exists(f"{dataset_prefix('pets', version)}/manifest.jsonl")
+        assert file_storage.exists(index_key("pets", version))
 
 
 def test_the_split_seed_and_task_are_part_of_the_version(tmp_path: Path, file_storage: Storage) -> None:
@@ -171,7 +194,8 @@ def test_formats_are_judged_by_decoding_not_by_name(tmp_path: Path, file_storage
     for n, image_format in enumerate(formats):
         entries[f"cat/named_wrongly_{n}.tiff"] = image_bytes(5000 + n, image_format)
     result = _import_zip(tmp_path, entries, file_storage)
-    stored = {r.source: r.uri.rsplit(".", 1)[1] for r in result.records if "named_wrongly" in r.source}
+    members = stored_extensions(file_storage, "pets", result.version)
+    stored = {r.source: members[r.sha256] for r in result.records if "named_wrongly" in r.source}
     assert sorted(stored.values()) == sorted(formats.values())
     assert result.report["rejected"] == 0
 
@@ -244,27 +268,29 @@ def test_worker_processes_give_the_same_result(
 
 def test_an_interrupted_import_resumes(tmp_path: Path, file_storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     entries = labelled(10)
-    monkeypatch.setattr(importer_module, "WRITE_BATCH_IMAGES", 5)
-    original = file_storage.write_many
+    original = file_storage.write_stream
     calls = 0
 
-    def crash_on_third_batch(objects: dict[str, bytes]) -> None:
+    def crash_on_third_shard(key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise OSError("disk gone")
-        original(objects)
+        original(key, chunks)
 
-    monkeypatch.setattr(file_storage, "write_many", crash_on_third_batch)
+    shard_bytes = 4 * 1024  # a few images per shard
+    monkeypatch.setattr(file_storage, "write_stream", crash_on_third_shard)
     with pytest.raises(OSError, match="disk gone"):
-        _import_zip(tmp_path, entries, file_storage)
-    assert not [key for key in file_storage.list_keys("") if key.endswith(("manifest.jsonl", "latest.json"))]
-    monkeypatch.setattr(file_storage, "write_many", original)
+        _import_zip(tmp_path, entries, file_storage, shard_bytes=shard_bytes)
+    assert not [key for key in file_storage.list_keys("") if key.endswith(("index.parquet", "latest.json"))]
+    monkeypatch.setattr(file_storage, "write_stream", original)
     written = _record_writes(file_storage, monkeypatch)
-    result = _import_zip(tmp_path, entries, file_storage)
+    result = _import_zip(tmp_path, entries, file_storage, shard_bytes=shard_bytes)
     assert not result.reused
-    assert len([key for key in written if "/images/" in key]) == 10, "only the images not yet written"
-    assert len(file_storage.list_keys(f"{dataset_prefix('pets', result.version)}/images")) == 20
+    shards = file_storage.list_keys(shards_prefix("pets", result.version))
+    assert len(shards) > 3
+    assert len([key for key in written if "/shards/" in key]) == len(shards) - 2, "only the shards not yet written"
+    assert read_version(file_storage, "pets", result.version) == result.records
 
 
 def test_a_source_that_changes_during_the_import_is_refused(
@@ -273,7 +299,7 @@ def test_a_source_that_changes_during_the_import_is_refused(
     monkeypatch.setattr(ZipSource, "read", lambda self, files: [image_bytes(424_242)] * len(files))
     with pytest.raises(DatasetImportError, match="changed during the import"):
         _import_zip(tmp_path, labelled(10), file_storage)
-    assert not [key for key in file_storage.list_keys("") if key.endswith("manifest.jsonl")]
+    assert not [key for key in file_storage.list_keys("") if key.endswith("index.parquet")]
 
 
 def test_a_local_folder_with_split_folders(tmp_path: Path, file_storage: Storage) -> None:
@@ -387,7 +413,7 @@ def _check_result(result: ImportResult, storage: Storage) -> None:
     report = result.report
     merged = sum(len(conflict["files"]) - 1 for conflict in report["conflictingLabels"])
     assert report["total"] == report["rejected"] + report["kept"] + report["duplicates"] + merged
-    manifest = decode_manifest(storage.read_bytes(f"{dataset_prefix(NAME, result.version)}/manifest.jsonl"))
+    manifest = read_version(storage, NAME, result.version)
     assert manifest == result.records
     for record in manifest:
         assert record.split in (*SPLITS, UNASSIGNED)
@@ -495,7 +521,8 @@ def test_flowers_every_planted_problem_is_found(file_storage: Storage) -> None:
     planted = json.loads((SHARED_DATASETS / "flowers_planted.json").read_text())["planted"]
     result = import_dataset(str(SHARED_DATASETS / "flowers.zip"), "flowers", file_storage)
     report = result.report
-    extensions = {record.source: record.uri.rsplit(".", 1)[1] for record in result.records}
+    members = stored_extensions(file_storage, "flowers", result.version)
+    extensions = {record.source: members[record.sha256] for record in result.records}
     missed = [p["path"] for p in planted if not _found(p["kind"], p, report, extensions)]
     assert missed == []
     assert len(planted) == 12
@@ -520,4 +547,48 @@ def test_cifar10_with_its_fixed_split(file_storage: Storage) -> None:
         assert counts == {"train": 4444, "validation": 556, "test": 1000}
     assert report["splitsFromTrain"] == ["validation"]
     assert {record.split for record in result.records} == set(SPLITS)
-    assert len(file_storage.list_keys(f"datasets/cifar10/{result.version}/images")) == 60_000
+    assert len(read_version(file_storage, "cifar10", result.version)) == 60_000
+
+
+# Imports one zip into one storage with a shard per image, from pickled (zip, name, root, settings); each
+# write waits a little, so that the import is still writing when it is killed, however fast the machine.
+_KILLABLE_IMPORT = """
+import pickle, sys, time
+from autovision.data.importer import import_dataset
+from autovision.storage import Storage
+
+class SlowStorage(Storage):
+    def write_bytes(self, key, data):
+        time.sleep(0.05)
+        super().write_bytes(key, data)
+
+    def write_stream(self, key, chunks):
+        time.sleep(0.05)
+        super().write_stream(key, chunks)
+
+with open(sys.argv[1], "rb") as arguments:
+    source, name, root, settings = pickle.load(arguments)
+import_dataset(source, name, SlowStorage(root, settings), shard_bytes=1)
+"""
+
+
+def test_an_import_killed_mid_way_leaves_no_complete_version(tmp_path: Path, storage: Storage) -> None:
+    source = write_zip(tmp_path / "pets.zip", labelled(60))
+    arguments = tmp_path / "arguments.pickle"
+    arguments.write_bytes(pickle.dumps((str(source), "pets", storage.uri(""), storage.settings)))
+    command = [sys.executable, "-c", _KILLABLE_IMPORT, str(arguments)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    shards: list[str] = []
+    while not shards and child.poll() is None and time.monotonic() < deadline:
+        shards = [key for key in storage.list_keys("datasets/pets") if "/shards/" in key]
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    output = child.communicate()[0]
+    assert child.returncode == -signal.SIGKILL, f"the import ended before it could be killed: {output!r}"
+    assert shards, output
+    version = shards[0].split("/")[2]
+    assert not storage.exists(index_key("pets", version))
+    assert not storage.exists(latest_key("pets"))
+    with pytest.raises(StorageError, match="has no complete version"):
+        read_version(storage, "pets", version)

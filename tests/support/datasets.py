@@ -4,6 +4,7 @@ that an import wrote nothing outside its own area. (No tests live here.)"""
 from __future__ import annotations
 
 import io
+import tarfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from autovision.contract.keys import shards_prefix
 from autovision.storage import TEMP_INFIX, Storage
 
 LABELS = ("cat", "dog")
@@ -66,3 +68,12 @@ def assert_only_dataset_keys(storage: Storage, name: str, others: Iterable[str] 
     if storage.protocol == "file":
         leftovers = [path for path in Path(storage.root_path).rglob("*") if TEMP_INFIX in path.name]
         assert not leftovers, leftovers
+
+
+def stored_extensions(storage: Storage, name: str, version: str) -> dict[str, str]:
+    """Each stored image's extension by its hash, from the members of the version's shards."""
+    extensions: dict[str, str] = {}
+    for key in storage.list_keys(shards_prefix(name, version)):
+        with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(key))) as tar:
+            extensions.update(member.split(".", 1) for member in tar.getnames())  # type: ignore[misc]
+    return extensions

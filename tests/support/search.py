@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from autovision.contract.keys import dataset_prefix
-from autovision.data.manifest import ImageRecord, decode_manifest, labels_of
+from autovision.data.manifest import ImageRecord, labels_of
+from autovision.data.versions import read_version
 from autovision.progress import LogReporter
 from autovision.search.job import ImageCache, SearchJob, SearchSettings
 from autovision.search.nodes import run_node
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--coordinator")
     args = parser.parse_args(argv)
     storage = Storage(args.root)
-    records = decode_manifest(storage.read_bytes(f"{dataset_prefix(args.dataset, args.version)}/manifest.jsonl"))
+    records = read_version(storage, args.dataset, args.version)
     settings = SearchSettings(
         early_stopping=False,
         max_trials=args.max_trials,

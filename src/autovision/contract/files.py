@@ -108,6 +108,26 @@ class LatestVersion(ContractFile):
     version: str
 
 
+# The layout of a dataset version: 1 = one object per image and manifest.jsonl (refused now);
+# 2 = tar shards and index.parquet (docs/datasets-format.md).
+DATASET_FORMAT: Final = 2
+
+
+class ShardFacts(ContractFile):
+    """One shard as the index promises it: a reader checks the object against this before trusting it."""
+
+    number: int
+    size: int = Field(description="The shard's length in bytes.")
+    images: int
+
+
+class DatasetIndexHeader(ContractFile):
+    """What a version's index.parquet says about itself (its schema metadata): format and shards."""
+
+    format_version: int
+    shards: list[ShardFacts]
+
+
 class DatasetVersionRef(ContractFile):
     """The dataset version a model was trained on."""
 

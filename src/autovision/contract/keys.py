@@ -5,7 +5,9 @@ Keys are relative to the storage root (``AUTOVISION_STORAGE_ROOT``)::
     datasets/<name>/latest.json                      pointer to the newest version
     datasets/<name>/import-progress.json             a running import's stage (removed when it ends)
     datasets/<name>/<version>/report.json            the import report
-    datasets/<name>/<version>/manifest.jsonl         one record per image, written last
+    datasets/<name>/<version>/shards/shard-00000.tar  the images, packed (tar, webdataset layout)
+    datasets/<name>/<version>/index.parquet          one row per image, where it lies; written last
+    datasets/<name>/<version>/manifest.jsonl         format 1 (before shards): read only to refuse
     runs/<namespace>/<job>/<uid>/progress.json       the search's state, read by the operator
                                 /study/journal.log   the search's shared Optuna study
                                 /trials/<n>/checkpoint.pt
@@ -63,8 +65,23 @@ def dataset_prefix(name: str, version: str) -> str:
 
 
 def manifest_key(name: str, version: str) -> str:
-    """One dataset version's manifest, written last: the version is complete once it exists."""
+    """A format-1 version's manifest (one object per image): looked for only to say "import again"."""
     return f"{dataset_prefix(name, version)}/manifest.jsonl"
+
+
+def index_key(name: str, version: str) -> str:
+    """One dataset version's index, written last: the version is complete once it exists."""
+    return f"{dataset_prefix(name, version)}/index.parquet"
+
+
+def shards_prefix(name: str, version: str) -> str:
+    """Storage prefix of a dataset version's shards."""
+    return f"{dataset_prefix(name, version)}/shards"
+
+
+def shard_key(name: str, version: str, number: int) -> str:
+    """One shard of packed images of a dataset version."""
+    return f"{shards_prefix(name, version)}/shard-{number:05d}.tar"
 
 
 def report_key(name: str, version: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from autovision.contract.files import DATASET_FORMAT
 from autovision.data.manifest import SPLITS, UNASSIGNED, SplitName
 from autovision.data.split import SplitSettings, stratified_split
 from autovision.data.validate import ImageFacts
@@ -115,8 +116,8 @@ def assign_splits(images: list[DistinctImage], settings: SplitSettings) -> tuple
 
 
 def content_version(task: str, images: list[DistinctImage], splits: dict[str, SplitName]) -> str:
-    """Content address of a version: the task and each image's bytes, labels and split."""
-    digest = hashlib.sha256(f"task\t{task}\n".encode())
+    """Content address of a version: its format, the task and each image's bytes, labels and split."""
+    digest = hashlib.sha256(f"format\t{DATASET_FORMAT}\ntask\t{task}\n".encode())
     for image in sorted(images, key=lambda image: image.facts.sha256):
         sha256 = image.facts.sha256
         digest.update(f"{sha256}\t{','.join(image.labels)}\t{splits[sha256]}\n".encode())

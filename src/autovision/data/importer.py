@@ -1,34 +1,38 @@
 """Import a zip, CSV index or storage prefix into an immutable, content-addressed dataset version.
 
 Two passes keep memory flat: the first streams every file once to validate, hash
-and fingerprint it (keeping only metadata), the second copies the kept images
-into storage a bounded chunk at a time. Everything that can refuse the import is
-decided before the first write, and the manifest is written last: a version
-without one is incomplete, ignored by readers, and finished by the next import.
+and fingerprint it (keeping only metadata), the second packs the kept images, in
+the order of their hashes, into shards (``autovision.data.shards``), one batch of
+images in memory at a time (a shard streams into storage). Everything that can refuse the import is decided before the
+first write, and the index is written last: a version without one is incomplete,
+ignored by readers, and finished by the next import (which skips the shards
+already written whole).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autovision.contract.files import LatestVersion
-from autovision.contract.keys import dataset_prefix, latest_key, manifest_key, report_key
+from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader, LatestVersion, ShardFacts
+from autovision.contract.keys import index_key, latest_key, report_key, shard_key, shards_prefix
 from autovision.data.batching import bounded_batches
 from autovision.data.curate import DistinctImage, Entry, assign_splits, content_version, curate
 from autovision.data.inspection import inspect_all
-from autovision.data.manifest import ImageRecord, SplitName, encode_manifest
+from autovision.data.manifest import ImageRecord, SplitName, encode_index
 from autovision.data.near_duplicates import find_near_duplicates
 from autovision.data.report import ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
+from autovision.data.shards import SHARD_BYTES, Placement, member_name, pack_chunks, plan_shards
 from autovision.data.sources import Source, open_source
 from autovision.data.split import SplitSettings
 from autovision.progress import Reporter
 from autovision.resources import Task
-from autovision.storage import Storage, StorageError
+from autovision.storage import Storage, StorageError, member_uri, object_sizes
 
 __all__ = [
     "DatasetImportError",
@@ -40,9 +44,9 @@ __all__ = [
     "load_report",
 ]
 
-# Images written per storage batch (concurrent on S3): at most this many, and this many bytes.
-WRITE_BATCH_IMAGES = 256
-WRITE_BATCH_BYTES = 16 * 1024 * 1024
+# Images read from the source at a time while packing a shard: at most this many, and this many bytes.
+READ_BATCH_IMAGES = 256
+READ_BATCH_BYTES = 16 * 1024 * 1024
 PROGRESS_INTERVAL_S = 0.2
 
 
@@ -84,6 +88,7 @@ def import_dataset(
     task: Task = Task.SINGLE_LABEL,
     reporter: Reporter | None = None,
     limits: ImportLimits | None = None,
+    shard_bytes: int = SHARD_BYTES,
 ) -> ImportResult:
     """Validate, dedupe, split and store a zip, CSV index or prefix as a dataset version.
 
@@ -101,8 +106,14 @@ def import_dataset(
         curated = curate(entries, multi_label)
         splits, carved = assign_splits(curated.images, split)
         version = content_version(task.value, curated.images, splits)
-        prefix = dataset_prefix(name, version)
-        records = [_record(image, splits[image.facts.sha256], prefix, storage) for image in curated.images]
+        # Packed in the order of their hashes: the same images give the same shards, whatever the source's order.
+        ordered = sorted(curated.images, key=lambda image: image.facts.sha256)
+        placements, lengths = plan_shards([image.facts.size for image in ordered], shard_bytes)
+        shard_uris = [storage.uri(shard_key(name, version, number)) for number in range(len(lengths))]
+        records = [
+            _record(image, splits[image.facts.sha256], shard_uris[placement.shard], placement)
+            for image, placement in zip(ordered, placements, strict=True)
+        ]
         findings = ImportFindings(
             name=name,
             version=version,
@@ -117,11 +128,22 @@ def import_dataset(
         )
         report = build_report(findings, records)
         check_trainable(report)
-        reused = storage.exists(manifest_key(name, version))
+        reused = storage.exists(index_key(name, version))
         if not reused:
-            _write_images(opened, storage, prefix, curated.images, progress)
+            shards = _write_shards(
+                opened,
+                storage,
+                name=name,
+                version=version,
+                images=ordered,
+                placements=placements,
+                lengths=lengths,
+                progress=progress,
+            )
             storage.write_json(report_key(name, version), report)
-            storage.write_bytes(manifest_key(name, version), encode_manifest(records))
+            header = DatasetIndexHeader(format_version=DATASET_FORMAT, shards=shards)
+            index = encode_index(records, [placement.shard for placement in placements], header)
+            storage.write_bytes(index_key(name, version), index)
     _point_latest(storage, name, version)
     return ImportResult(name=name, version=version, records=records, report=report, reused=reused)
 
@@ -156,13 +178,9 @@ def _scan(source: Source, limits: ImportLimits, progress: _Progress) -> tuple[li
     return entries, rejects
 
 
-def _image_key(prefix: str, image: DistinctImage) -> str:
-    return f"{prefix}/images/{image.facts.sha256}.{image.facts.extension}"
-
-
-def _record(image: DistinctImage, split: SplitName, prefix: str, storage: Storage) -> ImageRecord:
+def _record(image: DistinctImage, split: SplitName, shard_uri: str, placement: Placement) -> ImageRecord:
     return ImageRecord(
-        uri=storage.uri(_image_key(prefix, image)),
+        uri=member_uri(shard_uri, placement.offset, image.facts.size),
         sha256=image.facts.sha256,
         labels=list(image.labels),
         split=split,
@@ -172,28 +190,58 @@ def _record(image: DistinctImage, split: SplitName, prefix: str, storage: Storag
     )
 
 
-def _write_images(
-    source: Source, storage: Storage, prefix: str, images: Sequence[DistinctImage], progress: _Progress
-) -> None:
-    """Pass 2: copy the images not yet stored (an interrupted import resumes), checking each hash."""
-    present = set(storage.list_keys(f"{prefix}/images"))
-    missing = [image for image in images if _image_key(prefix, image) not in present]
-    progress.stage("Writing images", len(missing))
+def _write_shards(
+    source: Source,
+    storage: Storage,
+    *,
+    name: str,
+    version: str,
+    images: Sequence[DistinctImage],
+    placements: Sequence[Placement],
+    lengths: Sequence[int],
+    progress: _Progress,
+) -> list[ShardFacts]:
+    """Pass 2: pack and write each shard not yet written whole (an interrupted import resumes), one at a time."""
+    keys = [shard_key(name, version, number) for number in range(len(lengths))]
+    present = set(storage.list_keys(shards_prefix(name, version)))
+    sizes = object_sizes([storage.uri(key) for key in keys if key in present], storage.settings)
+    written = dict(zip([key for key in keys if key in present], sizes, strict=True))
+    progress.stage("Writing shards", len(images))
+    facts: list[ShardFacts] = []
+    start = 0
+    for number, length in enumerate(lengths):
+        end = start
+        while end < len(images) and placements[end].shard == number:
+            end += 1
+        members = images[start:end]
+        if written.get(keys[number]) != length:
+            storage.write_stream(keys[number], functools.partial(_shard_chunks, source, members, length))
+        facts.append(ShardFacts(number=number, size=length, images=len(members)))
+        start = end
+        progress.update(end, f"{number + 1} of {len(lengths)} shards")
+    progress.update(len(images), f"{len(lengths)} shards", force=True)
+    return facts
+
+
+def _shard_chunks(source: Source, images: Sequence[DistinctImage], length: int) -> Iterator[bytes]:
+    """A shard's bytes in pieces, its images read from the source a bounded batch at a time."""
     written = 0
-    for batch in bounded_batches(missing, WRITE_BATCH_IMAGES, WRITE_BATCH_BYTES, lambda image: image.facts.size):
-        storage.write_many(_read_batch(source, prefix, batch))
-        written += len(batch)
-        progress.update(written, f"{written} of {len(missing)}")
-    progress.update(written, f"{written} of {len(missing)}", force=True)
+    for chunk in pack_chunks(_read_members(source, images)):
+        written += len(chunk)
+        yield chunk
+    if written != length:
+        raise AssertionError(f"a shard's length follows from its images' sizes: {written} != {length}")
 
 
-def _read_batch(source: Source, prefix: str, batch: list[DistinctImage]) -> dict[str, bytes]:
-    """A batch's images keyed by storage key, each checked against the hash the scan saw."""
-    contents = source.read([image.file for image in batch])
-    for image, data in zip(batch, contents, strict=True):
-        if hashlib.sha256(data).hexdigest() != image.facts.sha256:
-            raise DatasetImportError(f"{image.file!r} changed during the import: import again")
-    return {_image_key(prefix, image): data for image, data in zip(batch, contents, strict=True)}
+def _read_members(source: Source, images: Sequence[DistinctImage]) -> Iterator[tuple[str, bytes]]:
+    """A shard's members, read from the source in bounded batches, each checked against the hash the scan saw."""
+    for batch in bounded_batches(images, READ_BATCH_IMAGES, READ_BATCH_BYTES, lambda image: image.facts.size):
+        contents = source.read([image.file for image in batch])
+        for image, data in zip(batch, contents, strict=True):
+            if hashlib.sha256(data).hexdigest() != image.facts.sha256:
+                raise DatasetImportError(f"{image.file!r} changed during the import: import again")
+            yield member_name(image.facts.sha256, image.facts.extension), data
+        del contents, data  # before the next batch is read: one batch in memory, not two
 
 
 def _point_latest(storage: Storage, name: str, version: str) -> None:

@@ -1,11 +1,22 @@
-"""The dataset manifest: one JSON line per kept image, written last."""
+"""A dataset version's index: one row per kept image (its labels, split and where it lies), written last.
+
+The index is a Parquet file (one columnar table, compressed, readable in row
+groups); its schema metadata carries the format version and each shard's facts.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Callable, Sequence
 from typing import Literal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
+
+from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader
+from autovision.storage import StorageError, member_uri, split_member_uri
 
 # "unassigned": kept in the version but never trained or evaluated on (unlabelled
 # images, and images held out because they carry conflicting labels).
@@ -27,14 +38,73 @@ class ImageRecord(BaseModel):
     source: str = ""
 
 
-def encode_manifest(records: list[ImageRecord]) -> bytes:
-    """The manifest.jsonl bytes of a version (one record per line)."""
-    return "".join(record.model_dump_json() + "\n" for record in records).encode()
+# The index's schema metadata key holding its DatasetIndexHeader as JSON.
+HEADER_METADATA = b"autovision"
+# Rows per Parquet row group: what a reader holds at a time when reading in slices.
+ROW_GROUP = 65_536
 
 
-def decode_manifest(data: bytes) -> list[ImageRecord]:
-    """Read manifest.jsonl bytes back into records."""
-    return [ImageRecord.model_validate(json.loads(line)) for line in data.splitlines() if line]
+class DatasetFormatError(StorageError):
+    """A version's index is not one this AutoVision reads (another format, or not an index at all)."""
+
+
+def encode_index(records: Sequence[ImageRecord], shards: Sequence[int], header: DatasetIndexHeader) -> bytes:
+    """The index.parquet bytes of a version: each record with the number of the shard its ``uri`` points into."""
+    extents = [split_member_uri(record.uri)[1:] for record in records]
+    table = pa.table(
+        {
+            "sha256": pa.array([record.sha256 for record in records], pa.string()),
+            "labels": pa.array([record.labels for record in records], pa.list_(pa.string())),
+            "split": pa.array([record.split for record in records], pa.string()).dictionary_encode(),
+            "width": pa.array([record.width for record in records], pa.int32()),
+            "height": pa.array([record.height for record in records], pa.int32()),
+            "source": pa.array([record.source for record in records], pa.string()),
+            "shard": pa.array(shards, pa.int32()),
+            "offset": pa.array([offset for offset, _ in extents], pa.int64()),
+            "size": pa.array([size for _, size in extents], pa.int64()),
+        }
+    ).replace_schema_metadata({HEADER_METADATA: json.dumps(header.to_json()).encode()})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=ROW_GROUP, compression="zstd")
+    return sink.getvalue()
+
+
+def index_header(data: bytes) -> DatasetIndexHeader:
+    """An index's header, checked to be of the format this AutoVision reads."""
+    try:
+        metadata = pq.read_schema(io.BytesIO(data)).metadata or {}
+    except pa.ArrowException as error:
+        raise DatasetFormatError(f"not a dataset index ({error}): import the dataset again") from error
+    if HEADER_METADATA not in metadata:
+        raise DatasetFormatError("the dataset index carries no format version: import the dataset again")
+    header = DatasetIndexHeader.model_validate(json.loads(metadata[HEADER_METADATA]))
+    if header.format_version != DATASET_FORMAT:
+        raise DatasetFormatError(
+            f"the dataset index has format {header.format_version}, this AutoVision reads format "
+            f"{DATASET_FORMAT}: import the dataset again with this version"
+        )
+    return header
+
+
+def decode_index(data: bytes, shard_uri: Callable[[int], str]) -> list[ImageRecord]:
+    """An index's records, read one row group at a time, each ``uri`` pointing into its shard."""
+    index_header(data)
+    records: list[ImageRecord] = []
+    for batch in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP):
+        uris = {number: shard_uri(number) for number in set(batch.column("shard").to_pylist())}
+        for row in batch.to_pylist():
+            records.append(
+                ImageRecord(
+                    uri=member_uri(uris[row["shard"]], row["offset"], row["size"]),
+                    sha256=row["sha256"],
+                    labels=row["labels"],
+                    split=row["split"],
+                    width=row["width"],
+                    height=row["height"],
+                    source=row["source"],
+                )
+            )
+    return records
 
 
 def labels_of(records: list[ImageRecord]) -> list[str]:

@@ -24,9 +24,10 @@ import torch
 from autovision.data.batching import map_in_order
 from autovision.data.inspection import MAX_WORKERS, available_cores, decoding_context
 from autovision.data.manifest import ImageRecord
+from autovision.data.shards import read_images
 from autovision.evaluate.predictions import BoolArray
 from autovision.preprocess import ImageLimits, PixelArray, PreprocessConfig, load_pixels
-from autovision.storage import Storage, read_uris
+from autovision.storage import Storage
 
 PREDICT_BATCH = 256
 # Images read from storage at a time: bounds the encoded bytes held while they decode.
@@ -108,7 +109,7 @@ def load_images(
     workers = workers or min(available_cores(), MAX_WORKERS)
     context = decoding_context()
     shape = (len(uris), 3, size, size)
-    tasks = _decode_tasks(uris, storage)
+    tasks = _decode_tasks(records, storage)
     if workers < 2 or len(uris) <= DECODE_BATCH or context.get_start_method() != "fork":
         pixels = np.empty(shape, dtype=np.uint8)
         for task in tasks:
@@ -141,9 +142,10 @@ def _decode_into(pixels: PixelArray, task: _DecodeTask, size: int) -> None:
         pixels[start + offset] = decode_pixels(data, size)
 
 
-def _decode_tasks(uris: list[str], storage: Storage) -> Iterator[_DecodeTask]:
-    """The images' bytes in order, DECODE_BATCH at a time with the row of the first, read READ_CHUNK at a time."""
-    for start in range(0, len(uris), READ_CHUNK):
-        encoded = read_uris(uris[start : start + READ_CHUNK], storage.settings)
+def _decode_tasks(records: list[ImageRecord], storage: Storage) -> Iterator[_DecodeTask]:
+    """The images' bytes in order, checked against their hashes, DECODE_BATCH at a time with the row of the first,
+    read from their shards READ_CHUNK at a time."""
+    for start in range(0, len(records), READ_CHUNK):
+        encoded = read_images(records[start : start + READ_CHUNK], storage.settings)
         for offset in range(0, len(encoded), DECODE_BATCH):
             yield start + offset, encoded[offset : offset + DECODE_BATCH]
