@@ -151,6 +151,12 @@ class Kube:
             )
         )
 
+    def patch_resource_status(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch an AutoVision resource's status now (kopf's own patch waits for the handler's end)."""
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, {"status": dict(patch)}, _preload_content=False
+        )
+
     def secret_exists(self, namespace: str, name: str) -> bool:
         """Whether a Secret exists; its data is never looked at."""
         return _read(lambda: self.core.read_namespaced_secret(name, namespace, _preload_content=False)) is not None

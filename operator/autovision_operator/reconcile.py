@@ -15,8 +15,9 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import kopf
@@ -41,12 +42,27 @@ Handler = Callable[..., None]
 _STORAGE_ERRORS: Final = (StorageError, OSError, BotoCoreError)
 
 
+class ResourceLocks:
+    """One lock per resource (by uid): kopf runs a resource's timer and its change handlers at the same time,
+    in threads, and two reconciles of one resource must not both act on the same status."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def of(self, uid: str) -> threading.Lock:
+        """The lock of the resource with this uid."""
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+
 @dataclass(frozen=True)
 class Context:
     """What every handler needs, created once at start-up and kept in kopf's memo."""
 
     config: OperatorConfig
     kube: Kube
+    locks: ResourceLocks = field(default_factory=ResourceLocks)
 
     def storage(self) -> Storage:
         """The storage root the trainer writes to, as the operator reads it."""

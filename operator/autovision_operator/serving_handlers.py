@@ -54,10 +54,12 @@ from autovision.resources import (
     Dataset,
     ModelDeployment,
     ModelDeploymentStatus,
+    ResourceError,
     RolloutPhase,
     RolloutStatus,
     ServedModelRecord,
     TrainingJob,
+    parse_resource,
 )
 from autovision.serving.traffic import STATS_PATH, Routes, TrafficStats
 from autovision_operator.explain_builders import (
@@ -66,7 +68,7 @@ from autovision_operator.explain_builders import (
     explained_model_uri,
 )
 from autovision_operator.kube import ChildConflictError, is_owned_by
-from autovision_operator.reconcile import Context, NotReadyError, handler, load, now, referenced, write
+from autovision_operator.reconcile import Context, NotReadyError, handler, load, now, referenced
 from autovision_operator.rollout import Observation
 from autovision_operator.serving_builders import (
     GATEWAY_COMPONENT,
@@ -103,7 +105,7 @@ from autovision_operator.serving_status import (
     traffic_status,
     updated_history,
 )
-from autovision_operator.status import with_conditions
+from autovision_operator.status import status_patch, with_conditions
 from autovision_operator.traffic_plan import applied_split, plan
 
 logger = logging.getLogger(__name__)
@@ -130,19 +132,40 @@ def apply_spec_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: 
 
 
 def _reconcile(context: Context, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Serve the spec and write status; NotReadyError, showing what is still served, while it cannot be served."""
-    deployment = load(ModelDeployment, body, patch)
-    try:
-        new = _serve(context, body, deployment)
-    except NotReadyError as problem:
-        observed, serving = _still_served(context, deployment)
-        raise NotReadyError(problem.reason, problem.message, status=observed, note=serving) from None
-    new = new.model_copy(update={"observed_generation": deployment.metadata.generation})
-    write(patch, deployment.status, new)
+    """Serve the spec and write status; NotReadyError, showing what is still served, while it cannot be served.
+
+    The timer and the spec-change handler of one ModelDeployment run at the same time;
+    each takes the resource's lock, reads the resource afresh (kopf's body may predate
+    the other's status) and writes its status before letting go, so a rollout never
+    acts twice on one step or goes back to an older one.
+    """
+    with context.locks.of(str(body.metadata.uid)):
+        deployment = _current(context, load(ModelDeployment, body, patch))
+        try:
+            new = _serve(context, body, deployment)
+        except NotReadyError as problem:
+            observed, serving = _still_served(context, deployment)
+            raise NotReadyError(problem.reason, problem.message, status=observed, note=serving) from None
+        new = new.model_copy(update={"observed_generation": deployment.metadata.generation})
+        changes = status_patch(deployment.status, new)
+        if changes:
+            namespace, name = str(deployment.metadata.namespace), str(deployment.metadata.name)
+            context.kube.patch_resource_status(ModelDeployment.info.plural, namespace, name, changes)
     if new.model_version and new.model_version != deployment.status.model_version:
         message = f"serving {new.model_version} on {new.ready_nodes} node(s)"
         kopf.info(body, reason="ModelServed", message=message)
     _announce_rollout(body, deployment.status.rollout, new.rollout)
+
+
+def _current(context: Context, deployment: ModelDeployment) -> ModelDeployment:
+    """The ModelDeployment as the API server has it now; ``deployment`` when it cannot be read or parsed."""
+    namespace, name = str(deployment.metadata.namespace), str(deployment.metadata.name)
+    fresh = context.kube.read_resource(ModelDeployment.info.plural, namespace, name)
+    try:
+        current = parse_resource(fresh) if fresh is not None else deployment
+    except ResourceError:
+        return deployment
+    return current if isinstance(current, ModelDeployment) else deployment
 
 
 def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> ModelDeploymentStatus:

@@ -31,7 +31,7 @@ from autovision.search.records import TrialRecord, spent_seconds
 from autovision.search.study import StudyStore, open_study
 from autovision.search.summary import summarise
 from autovision.search.worker import run_workers
-from autovision.storage import Storage
+from autovision.storage import Storage, read_uris
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import ImageSet, load_images
 from autovision.train.trainer import TrialCheckpoint
@@ -308,11 +308,14 @@ def test_the_journal_survives_in_object_storage(s3_storage: Storage, tmp_path: P
 
 
 def multi_label_csv(digits: Digits, folder: Path) -> Path:
-    """Each digit image with two labels: even/odd and small/large."""
+    """Each digit image, written out as a file, with two labels: even/odd and small/large."""
     rows = []
-    for record in digits.dataset.records:
+    records = digits.dataset.records
+    images = read_uris([record.uri for record in records], digits.storage.settings)
+    for number, (record, data) in enumerate(zip(records, images, strict=True)):
         digit = int(record.labels[0].removeprefix("digit_"))
-        path = Path(record.uri.removeprefix("file://"))
+        path = folder / f"{number}.png"
+        path.write_bytes(data)
         rows.append(f"{path},{'even' if digit % 2 == 0 else 'odd'},{'small' if digit < 5 else 'large'}\n")
     index = folder / "multi.csv"
     index.write_text("".join(rows))

@@ -265,14 +265,14 @@ def test_every_acceleration_trains_on_the_cpu_as_a_gpu_run_would(digits: tuple[S
     storage, sets = digits
     every = Acceleration(channels_last=True, bf16=True, fused_optimizer=True, compile=True)
     checkpoint = TrialCheckpoint(storage, "accelerated.pt")
-    config = dataclasses.replace(BUSY, epochs=6, mixup=0.0, cutmix=0.0, augment=0.0, flip=False)
+    config = dataclasses.replace(BUSY, epochs=10, mixup=0.0, cutmix=0.0, augment=0.0, flip=False)
     result = train_trial(
         sets["train"], sets["validation"], config, PREPROCESS, checkpoint=checkpoint, acceleration=every
     )
 
-    assert result.epochs_trained == 6
+    assert result.epochs_trained == 10
     assert result.best_score is not None
-    assert result.best_score > 0.3, "it learns (chance is 0.1)"
+    assert result.best_score > 0.3, f"it learns (chance is 0.1): {result.history}"
     restored = restore_model(config, 10, checkpoint)  # the saved keys are the plain model's, not the compiled one's
     inputs = sets["validation"].inputs(PREPROCESS)
     torch.testing.assert_close(
