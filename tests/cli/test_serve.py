@@ -31,7 +31,8 @@ from autovision.export.layout import ModelLocation
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.client import Protocol
 from autovision.serving.tritonserver import endpoint, free_ports
-from tests.support.served import RUN, STARTUP_TIMEOUT_S, Run, Served, write_run
+from tests.support.google_clients import ENDPOINT, content, grpc_clients, rest_clients
+from tests.support.served import RUN, STARTUP_TIMEOUT_S, Run, Served, serve_endpoints, write_run
 from tests.support.serving import (
     TOP_K,
     encode_image,
@@ -165,7 +166,17 @@ def test_serve_explain_answers_through_the_gateway_with_the_served_prediction(ex
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             explained = json.load(response)
+        endpoints = serve_endpoints(served)
+        vertex = [
+            clients.vertex.explain(endpoint=ENDPOINT, instances=[content(image)], parameters={"maxPredictions": 1})
+            for clients in (rest_clients(endpoints.gateway), grpc_clients(endpoints.google_grpc))
+        ]
         assert served.stop(signal.SIGINT) == 0, "\n".join(served.lines)
+    for answer in vertex:  # Vertex AI's client, over REST and gRPC: the served prediction, the explainer's heatmap
+        assert list(answer.predictions[0]["displayNames"]) == [predicted[0].display_name]
+        (attribution,) = answer.explanations[0].attributions
+        assert attribution.output_display_name == predicted[0].display_name
+        assert attribution.feature_attributions["overlayPng"] == explained["explanation"]["overlayPng"]
     served_scores = {p.display_name: p.score for p in predicted}
     scores = {item["displayName"]: item["classification"]["score"] for item in explained["payload"]}
     assert explained["payload"][0]["displayName"] == predicted[0].display_name

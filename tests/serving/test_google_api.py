@@ -134,3 +134,38 @@ def test_endpoint_resource_has_one_deployed_model_with_all_traffic() -> None:
         ],
         "trafficSplit": {"flowers": 100},
     }
+
+
+def test_vertex_explain_request_takes_the_explainers_settings_from_the_parameters() -> None:
+    body = {"instances": [{"content": b64(b"one")}], "parameters": {"maxPredictions": 2, "label": "b", "steps": 8}}
+    request, settings = google_api.parse_vertex_explain_request(body, 10)
+    assert request == google_api.VertexRequest([b"one"], google_api.VERTEX_DEFAULT_CONFIDENCE_THRESHOLD, 2)
+    assert settings == {"label": "b", "steps": 8}
+    assert google_api.parse_vertex_explain_request({"instances": [{"content": b64(b"x")}]}, 10)[1] == {}
+    with pytest.raises(GatewayError, match=r"parameters\.colour is not supported"):
+        google_api.parse_vertex_explain_request(
+            {"instances": [{"content": b64(b"x")}], "parameters": {"colour": 1}}, 10
+        )
+
+
+def test_vertex_explanation_holds_the_heatmap_of_the_explained_label() -> None:
+    explained = {
+        "payload": [],
+        "explanation": {"displayName": "b", "score": 0.75, "method": "grad_cam", "overlayPng": "iVBO", "grid": [[1.0]]},
+    }
+    assert google_api.explainer_body(b"one", {"label": "b"}) == {
+        "payload": {"image": {"imageBytes": b64(b"one")}},
+        "params": {"label": "b"},
+    }
+    explanation = google_api.build_vertex_explanation(explained)
+    assert explanation == {
+        "attributions": [
+            {
+                "outputDisplayName": "b",
+                "instanceOutputValue": 0.75,
+                "featureAttributions": {"method": "grad_cam", "overlayPng": "iVBO", "grid": [[1.0]]},
+            }
+        ]
+    }
+    response = google_api.build_vertex_explain_response([{"ids": ["1"]}], [explanation], "autovision")
+    assert response == {"predictions": [{"ids": ["1"]}], "deployedModelId": "autovision", "explanations": [explanation]}

@@ -29,6 +29,8 @@ VERTEX_DEFAULT_MAX_PREDICTIONS = 10
 MAX_INSTANCES = 32
 AUTOML_PARAMS = frozenset({"score_threshold"})
 VERTEX_PARAMETERS = frozenset({"confidenceThreshold", "maxPredictions"})
+# What Vertex's :explain also takes in ``parameters``: the explainer's own settings (serving.explainer).
+EXPLANATION_PARAMETERS = frozenset({"label", "method", "steps", "grid"})
 # mimeType is accepted and ignored: the server reads the image's own header.
 INSTANCE_FIELDS = frozenset({"content", "mimeType"})
 
@@ -214,3 +216,38 @@ def build_endpoint(project: str, location: str, endpoint: str, deployed_model_id
         ],
         "trafficSplit": {deployed_model_id: 100},
     }
+
+
+def parse_vertex_explain_request(body: Any, max_image_bytes: int) -> tuple[VertexRequest, dict[str, Any]]:
+    """A Vertex ExplainRequest: its predict request, and the explanation settings found in ``parameters``."""
+    parameters = body.get("parameters") if isinstance(body, dict) else None
+    if not isinstance(parameters, dict):
+        return parse_vertex_request(body, max_image_bytes), {}
+    predicting = {key: value for key, value in parameters.items() if key not in EXPLANATION_PARAMETERS}
+    explaining = {key: value for key, value in parameters.items() if key in EXPLANATION_PARAMETERS}
+    return parse_vertex_request({**body, "parameters": predicting}, max_image_bytes), explaining
+
+
+def explainer_body(image: bytes, settings: dict[str, Any]) -> dict[str, Any]:
+    """The AutoML :explain body the explainer takes for one instance's image."""
+    return {"payload": {"image": {"imageBytes": base64.b64encode(image).decode("ascii")}}, "params": settings}
+
+
+def build_vertex_explanation(explained: dict[str, Any]) -> dict[str, Any]:
+    """Vertex's Explanation of one instance from the explainer's answer: one attribution, of the explained
+    label, whose ``featureAttributions`` hold the heatmap (overlay PNG and grid) and the method's settings."""
+    explanation = explained["explanation"]
+    features = {key: value for key, value in explanation.items() if key not in {"displayName", "score"}}
+    attribution = {
+        "outputDisplayName": explanation["displayName"],
+        "instanceOutputValue": explanation["score"],
+        "featureAttributions": features,
+    }
+    return {"attributions": [attribution]}
+
+
+def build_vertex_explain_response(
+    predictions: list[dict[str, Any]], explanations: list[dict[str, Any]], deployed_model_id: str
+) -> dict[str, Any]:
+    """Vertex's ExplainResponse: per instance, in order, a prediction and an explanation."""
+    return {**build_vertex_response(predictions, deployed_model_id), "explanations": explanations}

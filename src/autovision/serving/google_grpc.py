@@ -1,7 +1,7 @@
 """Google's AutoML v1 and Vertex AI PredictionService (and Vertex's GetEndpoint) over gRPC.
 
 Both clients default to gRPC. This serves ``google.cloud.automl.v1.PredictionService/Predict``,
-``google.cloud.aiplatform.v1.PredictionService/Predict`` and
+``google.cloud.aiplatform.v1.PredictionService/Predict`` and ``/Explain`` (with an explainer), and
 ``google.cloud.aiplatform.v1.EndpointService/GetEndpoint`` with the message classes the
 client packages ship (no copied protos): a request becomes the JSON its REST twin posts,
 ``google_service`` answers it, and the JSON becomes the response message. Refusals are
@@ -69,8 +69,6 @@ def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRp
     A predict answer names the run that answered in its trailing metadata,
     ``x-autovision-model`` (the REST header's name in gRPC's lower case).
     """
-    automl_request, automl_response = automl_v1.PredictRequest.pb(), automl_v1.PredictResponse.pb()
-    vertex_request, vertex_response = aiplatform_v1.PredictRequest.pb(), aiplatform_v1.PredictResponse.pb()
     get_endpoint_request, endpoint = aiplatform_v1.GetEndpointRequest.pb(), aiplatform_v1.Endpoint.pb()
 
     async def answer(context: grpc.aio.ServicerContext[Any, Any], response: type[Message], work: Any) -> Message:
@@ -85,23 +83,20 @@ def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRp
             context.set_trailing_metadata(((MODEL_HEADER.lower(), run),))
         return json_format.ParseDict(result, response())
 
-    async def automl_predict(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        async def work() -> google_service.Routed:
-            async with app[ADMISSION].slot():
-                body = json_format.MessageToDict(request)
-                sticky = app[ROUTER].sticky_value(metadata(context))
-                return await google_service.automl_predict(app[ROUTER], config, request.name, body, sticky)
+    def routed(operation: google_service.Operation, request_type: Any, response_type: Any, name_field: str) -> Any:
+        """A unary method answering ``request_type`` from ``operation`` on the resource in ``name_field``."""
 
-        return await answer(context, automl_response, work)
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            async def work() -> google_service.Routed:
+                async with app[ADMISSION].slot():
+                    body = json_format.MessageToDict(request)
+                    sticky = app[ROUTER].sticky_value(metadata(context))
+                    name = getattr(request, name_field)
+                    return await operation(app[ROUTER], config, name, body, sticky)
 
-    async def vertex_predict(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        async def work() -> google_service.Routed:
-            async with app[ADMISSION].slot():
-                body = json_format.MessageToDict(request)
-                sticky = app[ROUTER].sticky_value(metadata(context))
-                return await google_service.vertex_predict(app[ROUTER], config, request.endpoint, body, sticky)
+            return await answer(context, response_type.pb(), work)
 
-        return await answer(context, vertex_response, work)
+        return _method(handle, request_type.pb())
 
     async def get_endpoint(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         async def work() -> tuple[None, dict[str, Any]]:
@@ -109,9 +104,20 @@ def handlers(app: web.Application, config: GatewayConfig) -> list[grpc.GenericRp
 
         return await answer(context, endpoint, work)
 
+    automl = {
+        "Predict": routed(google_service.automl_predict, automl_v1.PredictRequest, automl_v1.PredictResponse, "name")
+    }
+    vertex = {
+        "Predict": routed(
+            google_service.vertex_predict, aiplatform_v1.PredictRequest, aiplatform_v1.PredictResponse, "endpoint"
+        ),
+        "Explain": routed(
+            google_service.vertex_explain, aiplatform_v1.ExplainRequest, aiplatform_v1.ExplainResponse, "endpoint"
+        ),
+    }
     return [
-        grpc.method_handlers_generic_handler(AUTOML_SERVICE, {"Predict": _method(automl_predict, automl_request)}),
-        grpc.method_handlers_generic_handler(VERTEX_SERVICE, {"Predict": _method(vertex_predict, vertex_request)}),
+        grpc.method_handlers_generic_handler(AUTOML_SERVICE, automl),
+        grpc.method_handlers_generic_handler(VERTEX_SERVICE, vertex),
         grpc.method_handlers_generic_handler(
             VERTEX_ENDPOINT_SERVICE, {"GetEndpoint": _method(get_endpoint, get_endpoint_request)}
         ),

@@ -1,26 +1,25 @@
 """Google's AutoML v1 and Vertex AI REST paths on the gateway's aiohttp application.
 
 ``POST /v1/projects/P/locations/L/models/M:predict`` (AutoML v1),
-``POST /v1/projects/P/locations/L/endpoints/E:predict`` and ``GET .../endpoints/E``
-(Vertex AI): the paths Google's clients send with ``transport="rest"``. Each refusal
-is answered in Google's error shape, so the clients raise their own exceptions.
+``POST /v1/projects/P/locations/L/endpoints/E:predict``, ``...:explain`` (with an
+explainer) and ``GET .../endpoints/E`` (Vertex AI): the paths Google's clients send
+with ``transport="rest"``. Each refusal is answered in Google's error shape, so the clients raise their own exceptions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
 from autovision.serving import google_api, google_service
 from autovision.serving.gateway import ADMISSION, ROUTER, GatewayConfig, GatewayError, _read_json
-from autovision.serving.router import Router
 from autovision.serving.traffic import MODEL_HEADER
 
 _NAME = "projects/{project:[^/]+}/locations/{location:[^/]+}"
 AUTOML_PREDICT = f"/v1/{_NAME}/models/{{resource:[^/:]+}}:predict"
 VERTEX_PREDICT = f"/v1/{_NAME}/endpoints/{{resource:[^/:]+}}:predict"
+VERTEX_EXPLAIN = f"/v1/{_NAME}/endpoints/{{resource:[^/:]+}}:explain"
 VERTEX_ENDPOINT = f"/v1/{_NAME}/endpoints/{{resource:[^/:]+}}"
 
 
@@ -36,16 +35,15 @@ def google_error(error: GatewayError) -> web.Response:
     return web.json_response(body, status=body["error"]["code"], headers=headers)
 
 
-Operation = Callable[[Router, GatewayConfig, str, Any, str | None], Awaitable[google_service.Routed]]
-
-
 def add_routes(app: web.Application, config: GatewayConfig) -> None:
     """Serve Google's predict paths (and Vertex's endpoint read) for the models in ``config``.
 
     A predict answer names the run that answered in the ``X-AutoVision-Model`` header.
     """
 
-    def predict(operation: Operation, collection: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def predict(
+        operation: google_service.Operation, collection: str
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             try:
                 async with request.app[ADMISSION].slot():
@@ -67,4 +65,5 @@ def add_routes(app: web.Application, config: GatewayConfig) -> None:
 
     app.router.add_post(AUTOML_PREDICT, predict(google_service.automl_predict, "models"))
     app.router.add_post(VERTEX_PREDICT, predict(google_service.vertex_predict, "endpoints"))
+    app.router.add_post(VERTEX_EXPLAIN, predict(google_service.vertex_explain, "endpoints"))
     app.router.add_get(VERTEX_ENDPOINT, endpoint)
