@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,3 +20,12 @@ def images() -> torch.Tensor:
 @pytest.fixture(scope="package")
 def exported(tmp_path_factory: pytest.TempPathFactory, images: torch.Tensor) -> ExportedModel:
     return export_model(small_model(0), images[:30], images[30:], tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="package")
+def tflite_fp32(tmp_path_factory: pytest.TempPathFactory, images: torch.Tensor) -> Path:
+    """The small model as an fp32 ``.tflite`` file with metadata (needs the edge extra)."""
+    from autovision.export.tflite import export_tflite
+    from tests.support.tflite import DIGIT_SPEC
+
+    return export_tflite(small_model(0), images, DIGIT_SPEC, tmp_path_factory.mktemp("tflite") / "model.tflite")
