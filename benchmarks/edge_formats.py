@@ -3,7 +3,7 @@
     python benchmarks/edge_formats.py RUN_DIR [--executorch-venv .venv-executorch]
 
 Needs the edge extra (and ``scripts/setup-executorch.sh`` for ExecuTorch). The
-test split is read from the run's dataset manifest; the int8 ``.tflite`` file is
+test split is read from the run's dataset version; the int8 ``.tflite`` file is
 calibrated on the training split only. Latency: one image at a time, one thread,
 median and p90 over ``--runs`` invocations after 10 warm-up runs.
 """
@@ -22,14 +22,14 @@ import torch
 from numpy.typing import NDArray
 
 from autovision.contract.files import ModelCard
-from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TORCHSCRIPT_FILE, manifest_key
-from autovision.data.manifest import decode_manifest
+from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TORCHSCRIPT_FILE
+from autovision.data.versions import read_version
 from autovision.export.coreml import export_coreml
 from autovision.export.edge import edge_input, module_from_torchscript
 from autovision.export.executorch_export import PTE_FILE, executorch_logits, executorch_python, export_executorch
 from autovision.export.tflite import export_tflite, tflite_logits
 from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_batch
-from autovision.storage import Storage
+from autovision.storage import Storage, read_uris
 
 
 def _size(path: Path) -> int:
@@ -81,12 +81,12 @@ def main() -> None:
     card = ModelCard.model_validate(json.loads((model_dir / MODEL_CARD).read_text()))
     spec = edge_input(card)
     root = Storage(str(args.run).split("/runs/")[0])
-    records = decode_manifest(root.read_bytes(manifest_key(card.dataset.name, card.dataset.version)))
+    records = read_version(root, card.dataset.name, card.dataset.version)
     config = PreprocessConfig(size=spec.size, mean=spec.mean, std=spec.std)
 
     def images(split: str) -> tuple[FloatArray, NDArray[np.int64]]:
         chosen = [r for r in records if r.split == split]
-        data = [Path(r.uri.removeprefix("file://")).read_bytes() for r in chosen]
+        data = read_uris([r.uri for r in chosen], root.settings)
         return preprocess_batch(data, config), np.array([spec.labels.index(r.labels[0]) for r in chosen])
 
     test, truth = images("test")
