@@ -350,7 +350,7 @@ def _container(
     ]
     if config.s3_endpoint_url:
         variables.append({"name": env.S3_ENDPOINT_URL, "value": config.s3_endpoint_url})
-    container: dict[str, Any] = {
+    return {
         "name": CONTAINER,
         "image": config.trainer_image,
         "imagePullPolicy": config.trainer_image_pull_policy,
@@ -358,17 +358,27 @@ def _container(
         "args": args,
         "env": variables,
         "resources": resources,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        **secret_env_from(secret),
     }
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
-    return container
+
+
+def restricted_security_context(user: int | None = None) -> dict[str, Any]:
+    """A container security context of the restricted Pod Security Standard, as ``user`` when given."""
+    identity = {"runAsUser": user, "runAsGroup": user} if user is not None else {}
+    return {
+        "runAsNonRoot": True,
+        **identity,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def secret_env_from(secret: str | None) -> dict[str, Any]:
+    """A container's ``envFrom`` the storage credentials' Secret (nothing without one)."""
+    return {"envFrom": [{"secretRef": {"name": secret}}]} if secret else {}
 
 
 def _pod_spec(container: dict[str, Any], config: OperatorConfig, volumes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,7 +16,14 @@ from typing import Any, Final
 
 from autovision.contract import env
 from autovision.resources import ExplainSpec, ModelDeployment, TrainingJob
-from autovision_operator.builders import RUNAS_ID, image_policy_env, labels, owner_reference
+from autovision_operator.builders import (
+    RUNAS_ID,
+    image_policy_env,
+    labels,
+    owner_reference,
+    restricted_security_context,
+    secret_env_from,
+)
 from autovision_operator.config import OperatorConfig
 from autovision_operator.reconcile import NotReadyError
 from autovision_operator.serving_builders import (
@@ -106,18 +113,10 @@ def _container(
         "readinessProbe": {**probe, "failureThreshold": 3},
         "livenessProbe": {**probe, "failureThreshold": 6},
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNAS_ID,
-            "runAsGroup": RUNAS_ID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted_security_context(RUNAS_ID),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        **secret_env_from(secret),
     }
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
     return container
 
 

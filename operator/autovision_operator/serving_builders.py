@@ -68,6 +68,8 @@ from autovision_operator.builders import (
     image_policy_env,
     labels,
     owner_reference,
+    restricted_security_context,
+    secret_env_from,
 )
 from autovision_operator.config import OperatorConfig
 from autovision_operator.reconcile import NotReadyError
@@ -751,18 +753,6 @@ def _pull_secrets(pod_spec: dict[str, Any], config: OperatorConfig) -> None:
         pod_spec["imagePullSecrets"] = [secret.model_dump(mode="json") for secret in config.image_pull_secrets]
 
 
-def _restricted(user: int) -> dict[str, Any]:
-    """A container security context of the restricted Pod Security Standard."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": user,
-        "runAsGroup": user,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-
-
 def _http_probe(path: str, port: Port, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": port.name},
@@ -816,11 +806,10 @@ def _triton_container(
         "livenessProbe": _http_probe("/v2/health/live", HTTP, 10, 6),
         "readinessProbe": _http_probe("/v2/health/ready", HTTP, 5, 3),
         "lifecycle": _pre_stop(),
-        "securityContext": _restricted(TRITON_UID),
+        "securityContext": restricted_security_context(TRITON_UID),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}],
+        **secret_env_from(secret),
     }
-    if secret:
-        container["envFrom"] = [{"secretRef": {"name": secret}}]
     return container
 
 
@@ -865,6 +854,6 @@ def _gateway_container(deployment: ModelDeployment, table: Routes, config: Opera
         # /healthz fails while no model is ready: restarting the gateway would not help.
         "livenessProbe": {"tcpSocket": {"port": PREDICT.name}, "periodSeconds": 10, "failureThreshold": 6},
         "lifecycle": _pre_stop(),
-        "securityContext": _restricted(RUNAS_ID),
+        "securityContext": restricted_security_context(RUNAS_ID),
         "volumeMounts": [{"name": "gateway-tmp", "mountPath": "/tmp"}],
     }
