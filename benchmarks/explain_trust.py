@@ -20,21 +20,17 @@ Prints one JSON line; docs/benchmarks.md records the figures with the machine.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
-import zipfile
 from typing import Any
 
 import torch
 from _common import cpu_model
 
-from autovision.data.digits import digits_zip_bytes
 from autovision.explain.base import METHODS, ExplainSettings
 from autovision.explain.methods import attribute, explained_model
 from autovision.explain.trust import cascading_randomisation, deletion_curve, mass_inside, spearman
-from autovision.explain.trust_data import fit, patch_images
-from autovision.preprocess import PreprocessConfig, preprocess_batch
+from autovision.explain.trust_data import fit, patch_images, shuffled_digits
 from autovision.train.families.residual_cnn import ResidualCNNConfig, build_residual_cnn
 
 PATCH_TRAIN, PATCH_TEST = 1024, 256
@@ -97,12 +93,7 @@ def patch_checks(steps: int) -> dict[str, Any]:
 
 def deletion_checks(steps: int) -> dict[str, Any]:
     """Deletion curves on the bundled digits."""
-    with zipfile.ZipFile(io.BytesIO(digits_zip_bytes())) as archive:
-        names = sorted(archive.namelist())
-        inputs = torch.from_numpy(preprocess_batch([archive.read(name) for name in names], PreprocessConfig(size=16)))
-    labels = torch.tensor([int(name.split("/")[0].removeprefix("digit_")) for name in names])
-    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(0))
-    inputs, labels = inputs[order], labels[order]
+    inputs, labels = shuffled_digits(16)
     architecture = ResidualCNNConfig(width=8, stages=2)
     torch.manual_seed(0)
     model = fit(build_residual_cnn(architecture, 10), inputs[:DIGITS_TRAIN], labels[:DIGITS_TRAIN], 10)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,9 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from autovision.data.digits import digits_zip_bytes
-from autovision.explain.trust_data import PatchImages, fit, patch_images
-from autovision.preprocess import PreprocessConfig, preprocess_batch
+from autovision.explain.trust_data import PatchImages, fit, patch_images, shuffled_digits
 from autovision.train.families.residual_cnn import ResidualCNNConfig, build_residual_cnn
 
 # 64 px in, a stride-2 stem, three stages: the last stage is 8x8 (Grad-CAM needs at least 4x4).
@@ -61,12 +57,7 @@ def patch_model(patches: PatchImages, one_thread: None) -> Trained:
 @pytest.fixture(scope="session")
 def digits_model(one_thread: None) -> Trained:
     """A residual CNN on 1,000 bundled digits at 16 px (6 epochs: ~80% on 200 held out, ~6 s)."""
-    with zipfile.ZipFile(io.BytesIO(digits_zip_bytes())) as archive:
-        names = sorted(archive.namelist())
-        inputs = torch.from_numpy(preprocess_batch([archive.read(name) for name in names], PreprocessConfig(size=16)))
-    labels = torch.tensor([int(name.split("/")[0].removeprefix("digit_")) for name in names])
-    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(0))
-    inputs, labels = inputs[order], labels[order]
+    inputs, labels = shuffled_digits(16)
     torch.manual_seed(0)
     model = fit(build_residual_cnn(DIGITS_ARCHITECTURE, 10), inputs[:1000], labels[:1000], 6)
     return Trained(model, DIGITS_ARCHITECTURE.describe(), inputs[1000:1200], labels[1000:1200])

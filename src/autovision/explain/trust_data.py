@@ -10,11 +10,16 @@ something, not a good one.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional
+
+from autovision.data.digits import digits_zip_bytes
+from autovision.preprocess import PreprocessConfig, preprocess_batch
 
 # The patch colours (RGB in [0, 1]) by label, and the noise's range around mid-grey.
 PATCH_COLOURS = ((0.9, 0.2, 0.2), (0.2, 0.2, 0.9))
@@ -56,3 +61,14 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, epochs: in
             functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     return model.eval()
+
+
+def shuffled_digits(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundled digits (1,797 images) at ``size`` px with their labels, in an order fixed by ``seed``: data
+    where the answer is known, for the deletion check."""
+    with zipfile.ZipFile(io.BytesIO(digits_zip_bytes())) as archive:
+        names = sorted(archive.namelist())
+        inputs = torch.from_numpy(preprocess_batch([archive.read(name) for name in names], PreprocessConfig(size=size)))
+    labels = torch.tensor([int(name.split("/")[0].removeprefix("digit_")) for name in names])
+    order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))
+    return inputs[order], labels[order]
