@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch._C._distributed_c10d import Store, TCPStore
 from torch.multiprocessing.spawn import ProcessException, start_processes
 from torch.nn.parallel import DistributedDataParallel
 
@@ -47,6 +48,8 @@ from autovision.train.trainer import CPU, TrainConfig, TrialCheckpoint, TrialRes
 
 # How long a collective (the rendezvous included) waits for a rank before the phase fails.
 PROCESS_GROUP_TIMEOUT = timedelta(seconds=60)
+# Keys on the rendezvous store by which the ranks leave together.
+_DESTROYED, _ALL_DESTROYED, _LEFT, _ALL_LEFT = "destroyed", "destroyed/all", "left", "left/all"
 
 
 class DataParallelError(RuntimeError):
@@ -110,7 +113,8 @@ class _RankJob:
     max_seconds: float | None
     device: torch.device
     threads: int
-    address: str
+    host: str
+    port: int
     timeout: timedelta
     node: int
     nodes: int
@@ -123,9 +127,9 @@ def _rank_main(local_rank: int, nproc: int, job: _RankJob, outcomes: Any) -> Non
     if device.type == "cuda":
         torch.cuda.set_device(device)
     rank, world_size = job.node * nproc + local_rank, job.nodes * nproc
-    dist.init_process_group(
-        backend_for(device), init_method=job.address, rank=rank, world_size=world_size, timeout=job.timeout
-    )
+    store = TCPStore(job.host, job.port, world_size, is_master=rank == 0, timeout=job.timeout)
+    dist.init_process_group(backend_for(device), store=store, rank=rank, world_size=world_size, timeout=job.timeout)
+    finished = False
     try:
         trained = train_trial(
             job.train,
@@ -143,14 +147,36 @@ def _rank_main(local_rank: int, nproc: int, job: _RankJob, outcomes: Any) -> Non
         seconds = torch.tensor([trained.seconds_used], dtype=torch.float64, device=device)
         dist.all_reduce(seconds)  # device time of every rank of every node
         outcomes.put((local_rank, float(seconds.item()), trained.stopped_inside_epoch))
+        finished = True
     finally:
         dist.destroy_process_group()
+    if finished:
+        _leave_together(store, rank, world_size)
 
 
-def _free_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+def _leave_together(store: Store, rank: int, world_size: int) -> None:
+    """No rank exits while another still tears its process group down, and rank 0 (the store) exits last.
+
+    A gloo peer that closes its connections while a rank is still destroying its
+    group can abort that rank (SIGABRT in a clean CI run) after its work was done.
+    """
+    if store.add(_DESTROYED, 1) == world_size:
+        store.set(_ALL_DESTROYED, "1")
+    store.wait([_ALL_DESTROYED])
+    if store.add(_LEFT, 1) == world_size:
+        store.set(_ALL_LEFT, "1")
+    if rank == 0:
+        store.wait([_ALL_LEFT])
+
+
+def _rendezvous_of(rendezvous: str | None) -> tuple[str, int]:
+    """Node 0's HOST:PORT, or a free local port for a single node."""
+    if rendezvous is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return "127.0.0.1", probe.getsockname()[1]
+    host, _, port = rendezvous.rpartition(":")
+    return host, int(port)
 
 
 def train_data_parallel(
@@ -184,6 +210,7 @@ def train_data_parallel(
         raise ValueError("a data-parallel fit over several nodes needs node 0's rendezvous HOST:PORT")
     if device.type != "cuda":
         check_nproc(nproc, available_cores())
+    host, port = _rendezvous_of(rendezvous)
     job = _RankJob(
         train=train.to(CPU),
         config=config,
@@ -193,7 +220,8 @@ def train_data_parallel(
         max_seconds=None if max_seconds is None else max_seconds / (nproc * nodes),
         device=device,
         threads=threads or max(1, available_cores() // nproc),
-        address=_free_address() if rendezvous is None else f"tcp://{rendezvous}",
+        host=host,
+        port=port,
         timeout=timeout,
         node=node,
         nodes=nodes,
