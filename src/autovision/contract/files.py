@@ -207,3 +207,33 @@ class EvaluationExplanations(ContractFile):
     method: str = Field(description="grad_cam (on the family's last convolutional stage) or integrated_gradients.")
     settings: dict[str, Any] = Field(description="The method's settings (grid side; steps for integrated gradients).")
     images: list[ExplainedImage] = Field(default=[])
+
+
+# The exported model's second output: its penultimate layer, for drift (docs/monitoring.md).
+EMBEDDING_OUTPUT: Final = "embedding"
+
+
+class LoggedLabel(ContractFile):
+    """One label of a logged prediction's top-k."""
+
+    label: str
+    score: float
+
+
+class LoggedPrediction(ContractFile):
+    """One line of a prediction-log shard: what one sampled request saw and answered.
+
+    Shards are JSON Lines, one object per line, written whole (never appended to),
+    so a shard that exists is complete.
+    """
+
+    time: str = Field(description="When the gateway answered (UTC, ISO 8601).")
+    deployment: str = Field(description="The ModelDeployment (or local serve) that logged it.")
+    model: str = Field(description="The run (model) that answered.")
+    sha256: str = Field(description="The sha256 of the request's image bytes, as received.")
+    top: list[LoggedLabel] = Field(description="The answer's top-k labels and scores, best first.")
+    latency_ms: float = Field(description="The gateway's time for the whole request, in milliseconds.")
+    embedding: list[float] | None = Field(
+        default=None, description="The model's embedding output, when the model exports one."
+    )
+    image_stored: bool = Field(default=False, description="Whether the image is stored under images/<sha256>.")

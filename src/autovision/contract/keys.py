@@ -14,6 +14,8 @@ Keys are relative to the storage root (``AUTOVISION_STORAGE_ROOT``)::
                                 /final/plan.json, final/checkpoint.pt
                                 /model/              exports, evaluation, model.json (written last)
                                 /triton/, triton-cluster/
+    predictions/<namespace>/<deployment>/<YYYY-MM-DD>/<HHMMSS>-<id>.jsonl   logged predictions, a batch per shard
+    predictions/<namespace>/<deployment>/images/<sha256>                    a logged image (when images are logged)
 
 A Dataset resource is stored under ``<namespace>/<name>``, so equal names in two
 namespaces stay apart.
@@ -27,6 +29,7 @@ from typing import Final
 
 DATASETS: Final = "datasets"
 RUNS: Final = "runs"
+PREDICTIONS: Final = "predictions"
 
 # The files of a finished model directory (<run>/model/); model.json is written last.
 MODEL_DIR: Final = "model"
@@ -170,3 +173,18 @@ def model_file_key(model_dir: str, filename: str) -> str:
 def triton_key(prefix: str, layout: str) -> str:
     """One of a run's Triton repositories (``TRITON_LOCAL`` or ``TRITON_CLUSTER``)."""
     return f"{prefix}/{layout}"
+
+
+def prediction_log_prefix(namespace: str, deployment: str) -> str:
+    """Where a ModelDeployment's gateway logs its sampled predictions (shards and images)."""
+    return f"{PREDICTIONS}/{namespace}/{deployment}"
+
+
+def prediction_shard_key(prefix: str, day: str, name: str) -> str:
+    """One shard of logged predictions: ``day`` is YYYY-MM-DD (UTC), ``name`` HHMMSS-<id>.jsonl."""
+    return f"{prefix}/{day}/{name}"
+
+
+def logged_image_key(prefix: str, sha256: str) -> str:
+    """A logged image, stored once by its content's sha256."""
+    return f"{prefix}/images/{sha256}"
