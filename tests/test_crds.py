@@ -26,6 +26,7 @@ from autovision.crds import (
     write_crds,
 )
 from autovision.resources import API_VERSION, RESOURCE_TYPES, ModelDeployment, Resource, ResourceError, parse_resource
+from tests.support.cel import cel_violations
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -254,6 +255,7 @@ def test_spec_rules_of_model_deployments_are_cel_validations() -> None:
         "a rollout rolls out modelRef.trainingJob: set modelRef.trainingJob, not traffic or a uri",
         "the shadow must not also be a primary model",
         "a rollout shadows its candidate itself: set shadow or rollout, not both",
+        "the primary model (the largest share) runs spec.nodes: set nodes only on the others",
     ]
 
 
@@ -324,6 +326,11 @@ def test_example_is_valid(example: dict[str, Any]) -> None:
     assert parse_resource(example).metadata.name == example["metadata"]["name"]
 
 
+def crd_schema(kind: str) -> dict[str, Any]:
+    """The openAPIV3Schema of one of our kinds, as the CRD file carries it."""
+    return schema_of(next(model for model in RESOURCE_TYPES if model.__name__ == kind))
+
+
 def example_of(kind: str) -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load(next(path for path in EXAMPLES if path.stem == kind.lower()).read_text())
     return doc
@@ -357,22 +364,62 @@ def test_schema_and_model_both_reject(kind: str, field: str, value: Any) -> None
         parse_resource(bad)
 
 
+SPLIT = [{"trainingJob": "run-a", "percent": 90}, {"trainingJob": "run-b", "percent": 10}]
+
+
 @pytest.mark.parametrize(
-    ("kind", "field", "value"),
+    ("kind", "spec", "message"),
     [
-        ("Dataset", "split", {"train": 80, "validation": 10, "test": 20}),
-        ("TrainingJob", "backbones", [{"name": "a", "architecture": "resnet18", "weightsUri": "s3://b/w"}] * 2),
-        ("ModelDeployment", "modelRef", {"trainingJob": "run", "uri": "s3://b/m"}),
-        ("ModelDeployment", "autoscaling", {"minNodes": 3, "maxNodes": 2}),
-        ("ModelDeployment", "traffic", [{"trainingJob": "run-a", "percent": 90}]),
-        ("ModelDeployment", "shadow", {"trainingJob": "flowers-run"}),
-        ("ModelDeployment", "rollout", {"steps": [50, 10, 100]}),
+        ("Dataset", {"split": {"train": 80, "validation": 10, "test": 20}}, None),
+        ("ModelDeployment", {"modelRef": {"trainingJob": "run", "uri": "s3://b/m"}}, "set exactly one of"),
+        ("ModelDeployment", {"autoscaling": {"minNodes": 3, "maxNodes": 2}}, None),
+        ("ModelDeployment", {"modelRef": None, "traffic": [{"trainingJob": "run-a", "percent": 90}]}, "sum to 100"),
+        ("ModelDeployment", {"traffic": SPLIT}, "exactly one of modelRef or traffic"),
+        ("ModelDeployment", {"shadow": {"trainingJob": "flowers-run"}}, "shadow must not also be a primary"),
+        ("ModelDeployment", {"modelRef": None, "traffic": SPLIT, "shadow": {"trainingJob": "run-b"}}, "shadow must"),
+        ("ModelDeployment", {"modelRef": None, "traffic": SPLIT, "rollout": {}}, "a rollout rolls out modelRef"),
+        ("ModelDeployment", {"rollout": {}, "shadow": {"trainingJob": "other"}}, "set shadow or rollout"),
+        ("ModelDeployment", {"rollout": {"steps": [50, 10, 100]}}, None),
+        ("ModelDeployment", {"rollout": {"steps": [10, 50]}}, None),
+        (
+            "ModelDeployment",
+            {"modelRef": None, "traffic": [{**SPLIT[0], "nodes": 3}, SPLIT[1]]},
+            "the primary model (the largest share) runs spec.nodes",
+        ),
     ],
 )
-def test_cross_field_rules_reject_in_the_model(kind: str, field: str, value: Any) -> None:
-    """The API server enforces these with CEL and list-map keys, which are not evaluated here."""
+def test_cross_field_rules_reject_in_cel_and_in_the_model(kind: str, spec: dict[str, Any], message: str | None) -> None:
+    """The CRD's CEL rules, run by a CEL interpreter as the API server would, and the model refuse alike."""
     bad = example_of(kind)
-    bad["spec"][field] = value
+    bad["spec"].update(spec)
+    bad["spec"] = {field: value for field, value in bad["spec"].items() if value is not None}
+    assert schema_errors(bad) == []
+    violations = cel_violations(crd_schema(kind), bad)
+    assert len(violations) == 1, violations
+    assert message is None or message in violations[0]
+    with pytest.raises(ResourceError):
+        parse_resource(bad)
+
+
+def test_list_map_keys_reject_a_run_twice_in_the_model() -> None:
+    """The API server refuses duplicate keys of a list-map before any CEL rule; the model refuses them too."""
+    bad = example_of("TrainingJob")
+    bad["spec"]["backbones"] = [{"name": "a", "architecture": "resnet18", "weightsUri": "s3://b/w"}] * 2
     assert schema_errors(bad) == []
     with pytest.raises(ResourceError):
         parse_resource(bad)
+
+
+@pytest.mark.parametrize("example", load_examples(), ids=lambda doc: f"{doc['kind']}/{doc['metadata']['name']}")
+def test_examples_pass_every_cel_rule(example: dict[str, Any]) -> None:
+    if example["apiVersion"] == API_VERSION:
+        assert cel_violations(crd_schema(example["kind"]), example) == []
+
+
+def test_other_models_of_a_split_may_set_their_own_nodes() -> None:
+    good = example_of("ModelDeployment")
+    del good["spec"]["modelRef"]
+    good["spec"]["traffic"] = [SPLIT[0], {**SPLIT[1], "nodes": 1}]
+    good["spec"]["shadow"] = {"trainingJob": "run-c", "nodes": 2}
+    assert cel_violations(crd_schema("ModelDeployment"), good) == []
+    assert parse_resource(good).metadata.name == good["metadata"]["name"]

@@ -7,7 +7,7 @@ A ModelDeployment becomes, all owned by it:
   Triton server (KServe v2 over HTTP 8000 and gRPC 8001, Prometheus metrics on
   8002), a Service in front of it, a PodDisruptionBudget letting voluntary
   disruptions take one pod at a time, and, with ``spec.autoscaling``, a
-  HorizontalPodAutoscaler: ``nodes`` and autoscaling apply to each model on its own;
+  HorizontalPodAutoscaler: ``nodes`` (``model_nodes``) and autoscaling apply to each model on its own;
 * the gateway, named ``serving_name(md)``: a Deployment of the AutoML JSON gateway
   (8080; Google's AutoML v1 and Vertex AI PredictionService over gRPC on 8081),
   which routes each request to one model's Triton Service by the split in its
@@ -523,7 +523,9 @@ def build_triton_deployment(
         deployment,
         "apps/v1",
         "Deployment",
-        _deployment_spec(replica_floor(deployment), selector, {"metadata": template_metadata, "spec": pod_spec}),
+        _deployment_spec(
+            replica_floor(deployment, model.run), selector, {"metadata": template_metadata, "spec": pod_spec}
+        ),
         name=model_name(deployment, model.run),
         extra_labels={MODEL_LABEL: selector[MODEL_LABEL]},
     )
@@ -597,7 +599,7 @@ def build_horizontal_pod_autoscaler(deployment: ModelDeployment, run: str) -> di
     autoscaling = deployment.spec.autoscaling
     if autoscaling is None:
         raise ValueError(f"ModelDeployment {deployment.metadata.name!r} has no spec.autoscaling")
-    floor = replica_floor(deployment)
+    floor = replica_floor(deployment, run)
     metric: dict[str, Any]
     if autoscaling.target is AutoscalingTarget.CPU:
         target = {"type": "Utilization", "averageUtilization": CPU_TARGET_UTILIZATION}
@@ -636,10 +638,24 @@ def build_network_policy(deployment: ModelDeployment) -> dict[str, Any]:
     return _child(deployment, "networking.k8s.io/v1", "NetworkPolicy", spec)
 
 
-def replica_floor(deployment: ModelDeployment) -> int:
-    """The replicas ``spec.nodes`` asks for; with autoscaling, the autoscaler's minimum."""
+def model_nodes(deployment: ModelDeployment, run: str) -> int:
+    """The replicas one model asks for: its own ``nodes`` in the split or as the shadow, else ``spec.nodes``.
+
+    The primary model never sets its own (the CRD refuses it), so the scale
+    subresource, which writes ``spec.nodes``, scales it.
+    """
+    spec = deployment.spec
+    own = [target.nodes for target in spec.traffic or [] if target.training_job == run]
+    if spec.shadow is not None and spec.shadow.training_job == run:
+        own.append(spec.shadow.nodes)
+    return next((nodes for nodes in own if nodes is not None), spec.nodes)
+
+
+def replica_floor(deployment: ModelDeployment, run: str) -> int:
+    """The replicas one model asks for; with autoscaling, at least the autoscaler's minimum."""
     autoscaling = deployment.spec.autoscaling
-    return deployment.spec.nodes if autoscaling is None else max(autoscaling.min_nodes, deployment.spec.nodes)
+    nodes = model_nodes(deployment, run)
+    return nodes if autoscaling is None else max(autoscaling.min_nodes, nodes)
 
 
 def child_patch(

@@ -579,12 +579,19 @@ class TrafficTarget(WireModel):
 
     training_job: ObjectName = Field(description="Name of a finished TrainingJob in the same namespace.")
     percent: int = Field(ge=0, le=100, description="Percent of prediction requests this model answers.")
+    nodes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Triton replicas of this model; unset, it follows spec.nodes. Not on the primary (the largest "
+        "share), which always runs spec.nodes, so that the scale subresource scales it.",
+    )
 
 
 class ShadowRef(WireModel):
     """A model that gets a copy of the traffic; its answers are compared with the primary's, never returned."""
 
     training_job: ObjectName = Field(description="Name of a finished TrainingJob in the same namespace.")
+    nodes: int | None = Field(default=None, ge=1, description="Triton replicas of the shadow; unset, spec.nodes.")
 
 
 class RolloutGate(WireModel):
@@ -670,6 +677,11 @@ _SPEC_RULES: Final[list[JsonValue]] = [
         "rule": "!has(self.shadow) || !has(self.rollout)",
         "message": "a rollout shadows its candidate itself: set shadow or rollout, not both",
     },
+    {
+        "rule": "!has(self.traffic) || "
+        "self.traffic.all(t, !has(t.nodes) || self.traffic.exists(u, u.percent > t.percent))",
+        "message": "the primary model (the largest share) runs spec.nodes: set nodes only on the others",
+    },
 ]
 
 
@@ -723,8 +735,8 @@ class ModelDeploymentSpec(WireModel):
     nodes: int = Field(
         default=1,
         ge=1,
-        description="Serving replicas of each model's Triton Deployment; the scale subresource sets this, "
-        "and reports the primary model's (the largest share).",
+        description="Triton replicas of the primary model (the largest share), and of every other model that "
+        "does not set its own nodes; the scale subresource sets this and reports the primary model's replicas.",
     )
     autoscaling: Autoscaling | None = Field(
         default=None,
@@ -758,6 +770,9 @@ class ModelDeploymentSpec(WireModel):
             raise ValueError("the shadow must not also be a primary model")
         if self.shadow is not None and self.rollout is not None:
             raise ValueError("a rollout shadows its candidate itself: set shadow or rollout, not both")
+        top = max((target.percent for target in self.traffic or []), default=0)
+        if any(target.nodes is not None and target.percent == top for target in self.traffic or []):
+            raise ValueError("the primary model (the largest share) runs spec.nodes: set nodes only on the others")
         return self
 
 
@@ -979,8 +994,9 @@ class ModelDeployment(CustomResource):
     spec: ModelDeploymentSpec = Field(
         description="Desired state: what to serve, in what shares, how widely. Each model runs in its own "
         "Triton Deployment behind one gateway Deployment that splits the traffic; nodes, autoscaling and a "
-        "PodDisruptionBudget apply per model, to its own Triton Deployment. The scale subresource sets nodes "
-        "and reports the replicas of the primary model (the largest share)."
+        "PodDisruptionBudget apply per model, to its own Triton Deployment. The scale subresource sets nodes, "
+        "the replicas of the primary model (the largest share) and of the models that set none of their own, "
+        "and reports the primary model's."
     )
     status: ModelDeploymentStatus = Field(
         default=ModelDeploymentStatus(), description="Observed state of the serving replicas."

@@ -530,6 +530,23 @@ def test_a_floor_above_max_nodes_raises_the_ceiling() -> None:
     assert sb.build_triton_deployment(md, model(), make_config(), None)["spec"]["replicas"] == 5
 
 
+def test_the_primary_runs_spec_nodes_and_the_others_their_own() -> None:
+    """The scale subresource writes spec.nodes: it scales the primary and the models that set no nodes."""
+    split = [
+        {"trainingJob": "flowers-run", "percent": 80},
+        {"trainingJob": "flowers-run-2", "percent": 15, "nodes": 1},
+        {"trainingJob": "flowers-run-3", "percent": 5},
+    ]
+    md = make_model_deployment(modelRef=None, traffic=split, shadow={"trainingJob": "shadow-run", "nodes": 2}, nodes=4)
+    replicas = {
+        run: sb.build_triton_deployment(md, model(run=run), make_config(), None)["spec"]["replicas"]
+        for run in ("flowers-run", "flowers-run-2", "flowers-run-3", "shadow-run")
+    }
+    assert replicas == {"flowers-run": 4, "flowers-run-2": 1, "flowers-run-3": 4, "shadow-run": 2}
+    scaled = make_model_deployment(modelRef=None, traffic=split, nodes=1, autoscaling={"minNodes": 2, "maxNodes": 6})
+    assert sb.build_horizontal_pod_autoscaler(scaled, "flowers-run-2")["spec"]["minReplicas"] == 2
+
+
 def test_no_autoscaler_without_autoscaling() -> None:
     with pytest.raises(ValueError, match=r"no spec\.autoscaling"):
         sb.build_horizontal_pod_autoscaler(make_model_deployment(), "flowers-run")
