@@ -3,8 +3,12 @@
 Two local tritonservers serve the same Triton repository (``--repository``, e.g. a
 quickstart run's ``triton/``; default: the tests' tiny ONNX classifier at 32 px), as a
 cluster runs one Triton Deployment per model. The AutoML JSON gateway stands in front
-of them three ways in turn: every request to the first (one model), 90/10 between
-them (a canary), and every request to the first with the second as a shadow. The
+of them four ways in turn: every request to the first (one model), 90/10 between
+them (a canary), every request to the first with the second as a shadow, and the
+same with a third tritonserver as the shadow, run at idle CPU priority
+(``chrt --idle``): on a machine with too few cores to give the shadow its own, as a
+cluster does (its own pods), that is the nearest stand-in for a shadow that takes
+no CPU from the primary; it only computes when the primary's path leaves a core idle. The
 shared closed-loop load generator (../shared/bench/loadgen.py, via serving_load.loadgen)
 drives each at every level, the three taking turns for ``--rounds`` rounds so that a
 shared machine's drifting load falls on all of them alike; the table gives each
@@ -47,14 +51,22 @@ def tiny_repository(work: Path) -> Path:
     return work / "repository"
 
 
-def layouts(first: str, second: str) -> dict[str, Routes]:
-    """The three ways the gateway stands in front of the two Tritons."""
+class IdleTritonServer(LocalTritonServer):
+    """A tritonserver at idle CPU priority (SCHED_IDLE, inherited by its threads and backend stubs)."""
+
+    def command(self, triton_dir: Path, backend_dir: Path) -> list[str]:
+        return ["chrt", "--idle", "0", *super().command(triton_dir, backend_dir)]
+
+
+def layouts(first: str, second: str, idle: str) -> dict[str, Routes]:
+    """The four ways the gateway stands in front of the Tritons."""
     primary = Backend(run="current", triton_url=first, percent=100)
     canary = (primary.model_copy(update={"percent": 90}), Backend(run="candidate", triton_url=second, percent=10))
     return {
         "one model": Routes(backends=(primary,)),
         "90/10 split": Routes(backends=canary),
         "shadow": Routes(backends=(primary,), shadow=Shadow(run="candidate", triton_url=second)),
+        "shadow at idle priority": Routes(backends=(primary,), shadow=Shadow(run="candidate", triton_url=idle)),
     }
 
 
@@ -100,9 +112,10 @@ def main() -> None:
         repository = args.repository or tiny_repository(Path(work))
         first = stack.enter_context(LocalTritonServer(repository, work_dir=Path(work) / "first"))
         second = stack.enter_context(LocalTritonServer(repository, work_dir=Path(work) / "second"))
+        idle = stack.enter_context(IdleTritonServer(repository, work_dir=Path(work) / "idle"))
         gateways = {
             name: stack.enter_context(GatewayServer(GatewayConfig(first.http_url, routes=routes), free_port()))
-            for name, routes in layouts(first.http_url, second.http_url).items()
+            for name, routes in layouts(first.http_url, second.http_url, idle.http_url).items()
         }
         for _ in range(args.rounds):
             for name, server in gateways.items():

@@ -6,6 +6,7 @@ Predictions and refusals over both transports are tested in ``test_google_servic
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import socket
 import subprocess
@@ -116,9 +117,12 @@ def test_a_grpc_call_beyond_the_queue_is_refused_before_it_is_read() -> None:
         ) as gateway:
             try:
                 wait_until_listening(gateway, port, grpc_port)
-                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                with concurrent.futures.ThreadPoolExecutor(1) as pool, contextlib.ExitStack() as stack:
                     waiting = pool.submit(automl_predict, grpc_clients(f"127.0.0.1:{grpc_port}"))
-                    time.sleep(2.0)  # the first call holds the only slot, waiting on the silent Triton
+                    # The gateway reaches Triton only for a call at work: once it connects, the slot is held.
+                    silent_triton.settimeout(60)
+                    upstream, _ = silent_triton.accept()
+                    stack.callback(upstream.close)
                     with pytest.raises(exceptions.ResourceExhausted, match="Concurrent RPC limit"):
                         automl_predict(grpc_clients(f"127.0.0.1:{grpc_port}"))
                     with pytest.raises(exceptions.GoogleAPICallError):
