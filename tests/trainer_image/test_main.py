@@ -116,6 +116,9 @@ def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
     monkeypatch.setattr("autovision.search.probe.estimate_minimum_budget", lambda job, images: 1)  # tests/search
     try:
+        # Pod 0 starts once pod 1 has loaded its images, so pod 1's start-up on a loaded machine
+        # cannot outlast the whole budget and leave it no trial.
+        wait_for_line(log, "joins node 0's study", pod_1)
         pod_0 = run(train_args(version, *nodes))
     finally:
         pod_1.wait(timeout=300)
@@ -129,6 +132,15 @@ def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
     assert all(trial["state"] in ("Complete", "Pruned", "StoppedByBudget") for trial in card.search["trials"])
     assert card.search["chosenTrial"] in {trial["trial"] for trial in card.search["trials"]}
     assert storage_root.exists("runs/ns/tj/u2/model/model.onnx")
+
+
+def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:
+    """Until ``text`` appears in ``log`` (two minutes at most, and never past the process's exit)."""
+    deadline = time.monotonic() + 120
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{text!r} never appeared: {log.read_text()}"
+        time.sleep(0.2)
 
 
 def use_s3(monkeypatch: pytest.MonkeyPatch, root: str, retry_seconds: float, s3: EmbeddedS3 | None = None) -> None:

@@ -167,6 +167,7 @@ def _adopt_members_work(study: optuna.Study, job: SearchJob) -> None:
 def _run_member(job: SearchJob, images: ImageCache, reporter: Reporter) -> None:
     """A node other than node 0: join node 0's study, run this node's workers, say so when done."""
     backend = job.study_backend(images.storage)
+    log.info("node %d joins node 0's study at %s", job.settings.node, job.settings.coordinator)
     try:
         study = open_study(backend, job.space, job.settings.seed)
     except StudyUnreachableError as error:
