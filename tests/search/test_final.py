@@ -89,7 +89,8 @@ def test_a_member_without_node_0s_plan_fails_and_without_a_shared_fit_stops(
 def test_every_node_trains_its_ranks_of_the_planned_fit(file_storage: Storage, tmp_path: Path) -> None:
     """Node 0's plan (the chosen trial's parameters) is all a member needs to join the same fit."""
     rendezvous = f"127.0.0.1:{free_port()}"
-    jobs = node_jobs(file_storage, tmp_path, rendezvous, timeout=60.0)
+    # Generous: on a loaded machine a member spawns its rank (a fresh interpreter importing torch) slowly.
+    jobs = node_jobs(file_storage, tmp_path, rendezvous, timeout=300.0)
     trial = optuna.create_study().ask()
     config = jobs[0].space.suggest(trial).config
     plan = FinalPlan(trial=0, refit=True, params=trial.params, max_seconds=600.0, nodes=2)
@@ -101,7 +102,7 @@ def test_every_node_trains_its_ranks_of_the_planned_fit(file_storage: Storage, t
     member = threading.Thread(target=fit, args=(jobs[1],))
     member.start()
     fit(jobs[0])
-    member.join(60)
+    member.join(300)
     done = TrialCheckpoint(file_storage, final_checkpoint_key(jobs[0].prefix)).load()
     assert done is not None
     assert done["epoch"] == config.epochs
