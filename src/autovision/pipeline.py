@@ -68,6 +68,7 @@ from autovision.search.space import DatasetProfile
 from autovision.search.summary import SearchResult, summarise
 from autovision.serving.publish import write_triton_repositories
 from autovision.storage import Storage
+from autovision.train.families import family_of
 from autovision.train.models import backbone_weights
 from autovision.train.trainer import CPU, TrainConfig
 
@@ -151,7 +152,11 @@ def train_evaluate_export(
         validation = images.split("validation", preprocess.size)
         calibration = (validation if len(validation) else images.split("train", preprocess.size)).to(CPU)
         exported = export_model(
-            final.model, test.inputs(preprocess), calibration.inputs(preprocess), Path(workdir) / "model"
+            final.model,
+            family_of(result.candidate.config.architecture),
+            test.inputs(preprocess),
+            calibration.inputs(preprocess),
+            Path(workdir) / "model",
         )
         for path in (exported.onnx, exported.torchscript, exported.int8_onnx):
             storage.write_bytes(model_dir.key(path.name), path.read_bytes())
