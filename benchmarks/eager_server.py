@@ -50,7 +50,9 @@ def main() -> None:
     def predict(image: bytes) -> list[dict[str, Any]]:
         batch = torch.from_numpy(preprocess_bytes(image, config)).unsqueeze(0)
         with torch.inference_mode():
-            scores, indices = model(batch).softmax(1)[0].topk(k)
+            outputs = model(batch)  # a run's archive returns (logits, embedding); older ones logits alone
+            logits = outputs[0] if isinstance(outputs, tuple) else outputs
+            scores, indices = logits.softmax(1)[0].topk(k)
         pairs = zip(scores.tolist(), indices.tolist(), strict=True)
         return [{"label": labels[i], "score": round(s, 6)} for s, i in pairs]
 

@@ -30,12 +30,14 @@ from sklearn.metrics import (
 from typer.testing import CliRunner
 
 from autovision.cli import app as cli
-from autovision.contract.files import ModelCard
+from autovision.contract.files import EMBEDDING_OUTPUT, ModelCard
 from autovision.contract.keys import RunLocation
 from autovision.data.importer import import_dataset
 from autovision.data.manifest import ImageRecord
 from autovision.evaluate import SplitPredictions, softmax
 from autovision.export import onnx_logits
+from autovision.export.onnx_export import onnx_outputs
+from autovision.monitor.reference import DriftReference
 from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
@@ -99,6 +101,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, digits_zip: Path) -> FinishedR
 
 MODEL_FILES = [
     "model/confusion_matrix.csv",
+    "model/drift_reference.npz",
     "model/evaluation.json",
     "model/model.int8.onnx",
     "model/model.json",
@@ -187,7 +190,21 @@ def test_exports_passed_parity_and_batch_dynamically(run: FinishedRun) -> None:
         np.testing.assert_allclose(onnx_logits(onnx_model, images[:size]), full[:size], atol=1e-5)
     torchscript = torch.jit.load(io.BytesIO(run.storage.read_bytes(run.key("model/model.pt"))))  # type: ignore[no-untyped-call]
     with torch.inference_mode():
-        np.testing.assert_allclose(torchscript(torch.from_numpy(images[:5])).numpy(), full[:5], atol=1e-4)
+        logits, _ = torchscript(torch.from_numpy(images[:5]))
+    np.testing.assert_allclose(logits.numpy(), full[:5], atol=1e-4)
+
+
+@pytest.mark.training
+def test_drift_reference_is_the_served_models_answers_on_the_test_split(run: FinishedRun) -> None:
+    reference = DriftReference.from_npz(run.storage.read_bytes(run.key("model/drift_reference.npz")))
+    onnx_model = run.storage.read_bytes(run.key("model/model.onnx"))
+    served = onnx_outputs(onnx_model, preprocess_batch(run.test_images(), PREPROCESS))
+    scores = run.predictions().scores
+
+    assert reference.labels == run.card.labels
+    np.testing.assert_allclose(reference.embeddings, served[EMBEDDING_OUTPUT], atol=1e-5)
+    np.testing.assert_array_equal(reference.predicted, scores.argmax(axis=1))
+    np.testing.assert_allclose(reference.confidences, scores.max(axis=1), atol=1e-6)
 
 
 @pytest.mark.training

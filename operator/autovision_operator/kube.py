@@ -126,6 +126,12 @@ class Kube:
                 autoscaling.patch_namespaced_horizontal_pod_autoscaler,
                 autoscaling.delete_namespaced_horizontal_pod_autoscaler,
             ),
+            "CronJob": ChildApi(
+                self.batch.read_namespaced_cron_job,
+                self.batch.create_namespaced_cron_job,
+                self.batch.patch_namespaced_cron_job,
+                self.batch.delete_namespaced_cron_job,
+            ),
             "NetworkPolicy": ChildApi(
                 networking.read_namespaced_network_policy,
                 networking.create_namespaced_network_policy,

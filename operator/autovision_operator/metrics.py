@@ -6,6 +6,7 @@ only record.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -14,6 +15,8 @@ from typing import ParamSpec, TypeVar
 
 import kopf
 from prometheus_client import Counter, Gauge, Histogram
+
+from autovision.contract.files import DriftReport
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,3 +103,40 @@ class JobPhases:
 
 
 JOB_PHASES = JobPhases()
+
+
+DRIFT = Gauge(
+    "autovision_drift",
+    "The last drift check of a ModelDeployment (spec.monitoring): 1 drift, 0 no drift, -1 unknown (too little "
+    "traffic, or no check yet).",
+    ["namespace", "deployment"],
+)
+DRIFT_P_VALUE = Gauge(
+    "autovision_drift_p_value",
+    "The last drift check's p-value per aspect (confidence, labels, embedding): drift below the check's threshold.",
+    ["namespace", "deployment", "aspect"],
+)
+DRIFT_WINDOW_PREDICTIONS = Gauge(
+    "autovision_drift_window_predictions",
+    "Logged predictions in the last drift check's window.",
+    ["namespace", "deployment"],
+)
+_DRIFT_VALUES = {"Drift": 1.0, "NoDrift": 0.0}
+
+
+def observe_drift(namespace: str, deployment: str, report: DriftReport | None) -> None:
+    """Set the drift gauges from a deployment's last check (None: no verdict, -1)."""
+    DRIFT.labels(namespace, deployment).set(_DRIFT_VALUES.get(report.status, -1.0) if report else -1.0)
+    DRIFT_WINDOW_PREDICTIONS.labels(namespace, deployment).set(report.predictions if report else 0)
+    for test in report.tests if report else []:
+        DRIFT_P_VALUE.labels(namespace, deployment, test.aspect).set(test.p_value)
+
+
+def forget_drift(namespace: str, deployment: str) -> None:
+    """Drop a deployment's drift gauges once it is no longer monitored."""
+    for gauge in (DRIFT, DRIFT_WINDOW_PREDICTIONS):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, deployment)
+    for aspect in ("confidence", "labels", "embedding"):
+        with contextlib.suppress(KeyError):
+            DRIFT_P_VALUE.remove(namespace, deployment, aspect)

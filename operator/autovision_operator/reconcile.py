@@ -39,7 +39,7 @@ Handler = Callable[..., None]
 # What reading or deleting in storage raises when the store cannot be reached (or
 # an object vanished under us): s3fs maps S3's answers to OSError, but a refused
 # connection or missing credentials come through as botocore's own errors.
-_STORAGE_ERRORS: Final = (StorageError, OSError, BotoCoreError)
+STORAGE_ERRORS: Final = (StorageError, OSError, BotoCoreError)
 
 
 class ResourceLocks:
@@ -144,7 +144,7 @@ def storage_available(doing: str) -> Iterator[None]:
     """
     try:
         yield
-    except _STORAGE_ERRORS as error:
+    except STORAGE_ERRORS as error:
         raise NotReadyError("StorageUnavailable", f"cannot {doing}: {error}") from error
 
 

@@ -9,7 +9,8 @@ and status mapping (``serving_status``):
 2. create, or patch where they differ, the Service, PodDisruptionBudget, Triton
    Deployment and (with ``spec.autoscaling``) HorizontalPodAutoscaler; remove an
    autoscaler no longer wanted; likewise the explainer's Deployment and Service
-   (``spec.explain``, ``explain_builders``);
+   (``spec.explain``, ``explain_builders``), and the drift check's CronJob (``spec.monitoring``,
+   ``monitor_builders``), whose last report sets the ``Drift`` condition;
 3. map the Deployment's rollout into status.
 1. read the gateway's current routing table (from its Deployment) and the counts
    of the gateway pods that route by it (each pod's ``traffic.STATS_PATH``, through
@@ -48,6 +49,8 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from autovision.contract.files import DriftReport
+from autovision.contract.keys import drift_report_key, prediction_log_prefix
 from autovision.resources import (
     GROUP,
     VERSION,
@@ -68,7 +71,9 @@ from autovision_operator.explain_builders import (
     explained_model_uri,
 )
 from autovision_operator.kube import ChildConflictError, is_owned_by
-from autovision_operator.reconcile import Context, NotReadyError, handler, load, now, referenced
+from autovision_operator.metrics import forget_drift, observe_drift
+from autovision_operator.monitor_builders import build_monitor_cronjob, drift_condition, monitor_name
+from autovision_operator.reconcile import STORAGE_ERRORS, Context, NotReadyError, handler, load, now, referenced
 from autovision_operator.rollout import Observation
 from autovision_operator.serving_builders import (
     GATEWAY_COMPONENT,
@@ -105,7 +110,7 @@ from autovision_operator.serving_status import (
     traffic_status,
     updated_history,
 )
-from autovision_operator.status import status_patch, with_conditions
+from autovision_operator.status import Cond, status_patch, with_conditions
 from autovision_operator.traffic_plan import applied_split, plan
 
 logger = logging.getLogger(__name__)
@@ -207,7 +212,9 @@ def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> Mo
     gateway = _converge_gateway(context, body, deployment, table)
     _remove_unrouted(context, body, deployment, gateway, table, set(decided.runs))
     _converge_explainer(context, body, deployment, models.get(_primary(table)))
-    return _status(deployment, table, tritons, stats, decided.rollout, models)
+    drift = _converge_monitor(context, body, deployment, models.get(_primary(table)))
+    status = _status(deployment, table, tritons, stats, decided.rollout, models)
+    return with_conditions(status, now(), drift) if drift else status
 
 
 def _target(context: Context, deployment: ModelDeployment) -> ServedModel | None:
@@ -295,6 +302,46 @@ def _converge_explainer(
     secret = _model_secret(context, deployment, primary)
     _converge(context, body, build_explainer_service(deployment))
     _converge(context, body, build_explainer_deployment(deployment, model_uri, context.config, secret))
+
+
+def _converge_monitor(
+    context: Context, body: kopf.Body, deployment: ModelDeployment, primary: ServedModel | None
+) -> Cond | None:
+    """``spec.monitoring``'s CronJob on the primary model and the Drift condition from its last report; neither
+    (CronJob deleted, gauges dropped) when it is unset. A check that cannot run never holds up serving: it
+    shows as Drift Unknown with the reason."""
+    name, namespace = monitor_name(deployment), str(deployment.metadata.namespace)
+    monitoring = deployment.spec.monitoring
+    if monitoring is None or primary is None:
+        if context.kube.delete_child("CronJob", namespace, name, str(deployment.metadata.uid)):
+            kopf.info(body, reason="MonitorDeleted", message=f"deleted CronJob {name}: spec.monitoring is unset")
+        forget_drift(namespace, str(deployment.metadata.name))
+        return None
+    training_job = (
+        referenced(context.kube, TrainingJob, namespace, primary.run, not_ready="ModelNotReady")
+        if primary.dataset is not None
+        else None
+    )
+    artifacts = training_job.status.artifacts if training_job is not None else None
+    if artifacts is None or not artifacts.model:
+        return drift_condition(None, f"spec.monitoring needs a TrainingJob's model directory; {primary.run} has none")
+    secret = _model_secret(context, deployment, primary)
+    _converge(context, body, build_monitor_cronjob(deployment, artifacts.model, context.config, secret))
+    report, problem = _drift_report(context, deployment)
+    observe_drift(namespace, str(deployment.metadata.name), report)
+    return drift_condition(report, problem)
+
+
+def _drift_report(context: Context, deployment: ModelDeployment) -> tuple[DriftReport | None, str]:
+    """The deployment's last drift report (None before the first check), or why it cannot be read."""
+    key = drift_report_key(prediction_log_prefix(str(deployment.metadata.namespace), str(deployment.metadata.name)))
+    storage = context.storage()
+    try:
+        if not storage.exists(key):
+            return None, ""
+        return DriftReport.model_validate(storage.read_json(key)), ""
+    except (*STORAGE_ERRORS, ValueError) as error:
+        return None, f"the drift report {storage.uri(key)} cannot be read: {error}"
 
 
 def _converge_gateway(context: Context, body: kopf.Body, deployment: ModelDeployment, table: Routes) -> dict[str, Any]:

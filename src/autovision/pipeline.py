@@ -38,6 +38,7 @@ from autovision.contract.files import (
     Progress,
 )
 from autovision.contract.keys import (
+    DRIFT_REFERENCE_FILE,
     TEST_PREDICTIONS_FILE,
     RunLocation,
     model_card_key,
@@ -55,6 +56,7 @@ from autovision.evaluate.scoring import score_test_split
 from autovision.export.bundle import export_model
 from autovision.export.card import artifact_uris, model_card, report_facts
 from autovision.export.layout import ModelLocation
+from autovision.monitor.reference import DriftReference
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.resources import Backbone, Task
@@ -68,6 +70,7 @@ from autovision.search.space import DatasetProfile
 from autovision.search.summary import SearchResult, summarise
 from autovision.serving.publish import write_triton_repositories
 from autovision.storage import Storage
+from autovision.train.families import family_of
 from autovision.train.models import backbone_weights
 from autovision.train.trainer import CPU, TrainConfig
 
@@ -151,10 +154,16 @@ def train_evaluate_export(
         validation = images.split("validation", preprocess.size)
         calibration = (validation if len(validation) else images.split("train", preprocess.size)).to(CPU)
         exported = export_model(
-            final.model, test.inputs(preprocess), calibration.inputs(preprocess), Path(workdir) / "model"
+            final.model,
+            family_of(result.candidate.config.architecture),
+            test.inputs(preprocess),
+            calibration.inputs(preprocess),
+            Path(workdir) / "model",
         )
         for path in (exported.onnx, exported.torchscript, exported.int8_onnx):
             storage.write_bytes(model_dir.key(path.name), path.read_bytes())
+        reference = DriftReference.of_test_split(labels, predictions.scores, exported.test_embeddings)
+        storage.write_bytes(model_dir.key(DRIFT_REFERENCE_FILE), reference.to_npz())
         reporter.update(1, f"ONNX parity max |diff| {exported.parity['onnx'].max_abs_diff:.2e}")
         evaluation["int8"] = variant_metrics(predictions, activate(exported.int8_logits, multi_label), score_threshold)
         facts = report_facts(dataset, version, run, result, final)

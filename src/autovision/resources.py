@@ -574,6 +574,35 @@ class ExplainSpec(WireModel):
     )
 
 
+class MonitoringSpec(WireModel):
+    """A periodic drift check of the logged predictions against the served model's test split
+    (docs/monitoring.md): a CronJob running ``autovision monitor``, its verdict the ``Drift`` condition."""
+
+    schedule: str = Field(
+        default="*/30 * * * *",
+        max_length=100,
+        pattern=r"^(@(hourly|daily|weekly|monthly|yearly)|\S+( \S+){4})$",
+        description="When the check runs: a five-field cron schedule (UTC) or @hourly, @daily ...",
+    )
+    window_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=10080,
+        description="The logged predictions compared: those of this many minutes before each check.",
+    )
+    alpha: float = Field(
+        default=0.05,
+        ge=0.0001,
+        le=0.5,
+        description="The chance that in-distribution traffic is called drift (split over the three tests).",
+    )
+    model_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Compare only records the log names as answered by this model; by default all of them.",
+    )
+
+
 class TrafficTarget(WireModel):
     """One model of a traffic split: a finished run and the share of requests it answers."""
 
@@ -750,6 +779,11 @@ class ModelDeploymentSpec(WireModel):
         default=None,
         description="When set, an explainer Deployment of its own (torch, on CPUs) answers :explain through the "
         "gateway with heatmaps (Grad-CAM, integrated gradients); unset, :explain answers 404.",
+    )
+    monitoring: MonitoringSpec | None = Field(
+        default=None,
+        description="When set, a CronJob checks the logged predictions (spec.logging) for drift from the primary "
+        "model's test split and the Drift condition reports the last verdict; unset, neither exists.",
     )
 
     @model_validator(mode="after")

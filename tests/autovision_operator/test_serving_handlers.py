@@ -19,10 +19,14 @@ from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 
 from autovision.contract import env
+from autovision.contract.files import DriftReport, DriftTest
+from autovision.contract.keys import drift_report_key, prediction_log_prefix
 from autovision.resources import API_VERSION
 from autovision.serving.traffic import ModelStats, ShadowStats, TrafficStats
+from autovision.storage import Storage
 from autovision_operator.config import OperatorConfig, kopf_settings
 from autovision_operator.serving_builders import ROUTES_ANNOTATION
 from tests.support.kube import (
@@ -182,6 +186,79 @@ async def test_spec_explain_adds_the_explainer_and_unsetting_it_removes_it(
         await eventually(lambda: _gone(cluster.deployment(explainer)), "the explainer Deployment deleted")
         await eventually(lambda: _gone(cluster.service(explainer)), "the explainer Service deleted")
         await eventually(lambda: has_events(cluster, {"ExplainerDeleted"}), "an ExplainerDeleted event")
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(60)
+async def test_spec_monitoring_adds_the_check_and_its_report_sets_the_drift_condition(
+    cluster: Cluster, serving_config: OperatorConfig
+) -> None:
+    """The CronJob on the run's model directory; Drift Unknown until a check reports, then True or False as the
+    report says, with the gauges; the CronJob gone and the condition kept as it was once monitoring is unset."""
+    await cluster.create_secret("s3-credentials")
+    await cluster.apply("datasets", DATASET)
+    run = succeeded("run-a")
+    run["status"]["artifacts"]["model"] = f"s3://autovision/runs/{NAMESPACE}/run-a/model"
+    await cluster.apply("trainingjobs", run)
+    storage = Storage(serving_config.storage_root)
+    report_key = drift_report_key(prediction_log_prefix(NAMESPACE, NAME))
+    monitor = f"{NAME}-monitor"
+    async with running_operator(serving_config):
+        spec = {"modelRef": {"trainingJob": "run-a"}, "monitoring": {"schedule": "*/10 * * * *", "windowMinutes": 30}}
+        await cluster.apply(MODEL_DEPLOYMENTS, {**MODEL_DEPLOYMENT, "spec": spec})
+        built = await eventually(lambda: cluster.cron_job(monitor), "the monitor CronJob")
+        (container,) = built["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert container["args"][:4] == [
+            run["status"]["artifacts"]["model"],
+            f"--deployment={NAME}",
+            f"--namespace={NAMESPACE}",
+            "--window-minutes=30",
+        ]
+        assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+        await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Drift", "NotCheckedYet", "Unknown"))
+        assert _drift_gauge() == -1
+        storage.write_json(report_key, _drift_report("Drift").to_json())
+        drifted = await resource_where(
+            cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Drift", "DriftDetected", "True")
+        )
+        assert "drift in confidence (200 logged predictions" in _condition_message(drifted, "Drift")
+        assert _drift_gauge() == 1
+        assert REGISTRY.get_sample_value("autovision_drift_p_value", {**_GAUGE_LABELS, "aspect": "confidence"}) == 1e-9
+        storage.write_json(report_key, _drift_report("NoDrift").to_json())
+        await resource_where(cluster, MODEL_DEPLOYMENTS, NAME, has_condition("Drift", "NoDrift", "False"))
+        assert _drift_gauge() == 0
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"monitoring": None})
+        await eventually(lambda: _gone(cluster.cron_job(monitor)), "the monitor CronJob deleted")
+        await eventually(lambda: has_events(cluster, {"CronJobCreated", "MonitorDeleted"}), "the monitor's events")
+        assert _drift_gauge() is None
+
+
+_GAUGE_LABELS = {"namespace": NAMESPACE, "deployment": NAME}
+
+
+def _drift_gauge() -> float | None:
+    return REGISTRY.get_sample_value("autovision_drift", _GAUGE_LABELS)
+
+
+def _drift_report(status: str) -> DriftReport:
+    drifted = status == "Drift"
+    test = DriftTest(aspect="confidence", method="Kolmogorov-Smirnov", statistic=0.4, p_value=1e-9, drift=drifted)
+    return DriftReport(
+        status=status,
+        reason="drift in confidence" if drifted else "no test rejects",
+        window_start="2026-12-04T11:30:00+00:00",
+        window_end="2026-12-04T12:00:00+00:00",
+        model="run-a",
+        predictions=200,
+        reference_predictions=400,
+        threshold=0.05 / 3,
+        tests=[test],
+    )
+
+
+def _condition_message(obj: dict[str, Any], type: str) -> str:
+    return str(next(c["message"] for c in obj["status"]["conditions"] if c["type"] == type))
 
 
 async def _gone(read: Any) -> bool:

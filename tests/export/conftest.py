@@ -9,7 +9,8 @@ import torch
 
 from autovision.export import export_model
 from autovision.export.bundle import ExportedModel
-from tests.support.export import digit_images, small_model
+from autovision.train.families import family_of
+from tests.support.export import ARCHITECTURE, digit_images, small_model
 
 
 @pytest.fixture(scope="package")
@@ -19,7 +20,9 @@ def images() -> torch.Tensor:
 
 @pytest.fixture(scope="package")
 def exported(tmp_path_factory: pytest.TempPathFactory, images: torch.Tensor) -> ExportedModel:
-    return export_model(small_model(0), images[:30], images[30:], tmp_path_factory.mktemp("export"))
+    return export_model(
+        small_model(0), family_of(ARCHITECTURE), images[:30], images[30:], tmp_path_factory.mktemp("export")
+    )
 
 
 @pytest.fixture(scope="package")

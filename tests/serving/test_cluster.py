@@ -12,6 +12,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 import autovision.preprocess
+from autovision.contract.files import EMBEDDING_OUTPUT
 from autovision.serving import (
     RepositoryError,
     build_config_pbtxt,
@@ -77,12 +78,13 @@ def test_cluster_ensemble_has_the_local_interface(
     cluster_dirs: dict[str, Path], tmp_path: Path, onnx_path: Path
 ) -> None:
     ensemble = cluster_config(cluster_dirs["autovision"])
-    local = parse_config(build_config_pbtxt("autovision", len(LABELS), 8, multi_label=False))
+    local = parse_config(build_config_pbtxt("autovision", len(LABELS), 8, multi_label=False, embedding_size=3))
 
     assert ensemble.platform == "ensemble"
     assert ensemble.max_batch_size == local.max_batch_size
     assert list(ensemble.input) == list(local.input)
-    assert list(ensemble.output) == list(local.output), "IMAGE bytes in, SCORES with label_filename out"
+    assert list(ensemble.output) == list(local.output), "IMAGE bytes in, SCORES with label_filename and embedding out"
+    assert [output.name for output in ensemble.output] == ["SCORES", EMBEDDING_OUTPUT]
     assert not ensemble.HasField("dynamic_batching"), "composing models batch, ensembles may not"
 
 
@@ -108,8 +110,8 @@ def test_cluster_ensemble_steps_are_wired_to_their_models(cluster_dirs: dict[str
         "autovision_onnx",
         "autovision_postprocess",
     ]
-    (scores,) = ensemble.output
-    assert tensors[scores.name] == (scores.data_type, list(scores.dims))
+    for output in ensemble.output:
+        assert tensors[output.name] == (output.data_type, list(output.dims)), output.name
     assert configs["autovision_preprocess"].output[0].dims == [3, PREPROCESS.size, PREPROCESS.size]
     assert configs["autovision_postprocess"].parameters["multi_label"].string_value == "false"
 
@@ -171,8 +173,8 @@ def test_cluster_steps_compute_what_the_local_model_serves(
     expected = local.execute(requests)
     pixels = preprocess_model.execute(requests)
     good = [0, 2]
-    logits = [session.run(["logits"], {"input": pixels[i].output_tensors[0].array})[0] for i in good]
-    scores = postprocess_model.execute([{"LOGITS": FakeTensor("LOGITS", array)} for array in logits])
+    outputs = [session.run(["logits", EMBEDDING_OUTPUT], {"input": pixels[i].output_tensors[0].array}) for i in good]
+    scores = postprocess_model.execute([{"LOGITS": FakeTensor("LOGITS", logits)} for logits, _ in outputs])
 
     assert pixels[1].error.code == "INVALID_ARG"
     assert pixels[1].error.message == expected[1].error.message
@@ -180,3 +182,28 @@ def test_cluster_steps_compute_what_the_local_model_serves(
     for response, index in zip(scores, good, strict=True):
         assert response.output_tensors[0].tensor_name == "SCORES"
         np.testing.assert_allclose(response.output_tensors[0].array, expected[index].output_tensors[0].array, atol=1e-6)
+    for (_, embedding), index in zip(outputs, good, strict=True):
+        assert expected[index].output_tensors[1].tensor_name == EMBEDDING_OUTPUT
+        np.testing.assert_allclose(embedding, expected[index].output_tensors[1].array, atol=1e-6)
+
+
+def test_a_model_without_an_embedding_keeps_scores_only(tmp_path: Path) -> None:
+    """A run exported before embeddings: both layouts serve SCORES alone, as before."""
+    plain = make_onnx_classifier(tmp_path / "plain.onnx", len(LABELS), embedding=False)
+    local = write_local_repository(tmp_path / "local", plain, LABELS, PREPROCESS)
+    cluster = write_cluster_repository(tmp_path / "cluster", plain, LABELS, PREPROCESS)
+
+    for model_dir in (local, cluster["autovision"]):
+        assert [output.name for output in cluster_config(model_dir).output] == ["SCORES"]
+    assert [output.name for output in cluster_config(cluster["autovision_onnx"]).output] == ["logits"]
+
+
+def test_an_onnx_model_whose_second_output_is_not_the_embedding_is_refused(tmp_path: Path, onnx_path: Path) -> None:
+    model = onnx.load(onnx_path)
+    model.graph.output[1].name = "features"
+    model.graph.node[-1].output[0] = "features"
+    onnx.save(model, tmp_path / "odd.onnx")
+
+    with pytest.raises(RepositoryError, match="second output must be 'embedding'"):
+        write_cluster_repository(tmp_path / "cluster", tmp_path / "odd.onnx", LABELS, PREPROCESS)
+    assert not (tmp_path / "cluster").exists()

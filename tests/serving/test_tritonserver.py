@@ -11,8 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
+from autovision.contract.files import EMBEDDING_OUTPUT
+from autovision.preprocess import preprocess_batch
 from autovision.serving import (
     LocalTritonServer,
     PredictionError,
@@ -21,6 +26,7 @@ from autovision.serving import (
     write_local_repository,
 )
 from autovision.serving.client import Protocol
+from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
 from autovision.serving.tritonserver import summarize_log
 from tests.support.serving import (
     LABELS,
@@ -133,3 +139,31 @@ def test_model_that_fails_to_load_stops_the_server_with_its_log(tmp_path: Path, 
     assert "+-----" not in str(failure.value)
     with pytest.raises(TritonServerError, match="not started"):
         server.wait()
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_embedding_is_served_when_asked_and_only_then(
+    server: LocalTritonServer, onnx_path: Path, protocol: Protocol
+) -> None:
+    """A client asking for scores gets scores alone; one asking for the embedding too gets ONNX Runtime's."""
+    module = httpclient if protocol == "http" else grpcclient
+    images = [encode_image("PNG", 30), encode_image("JPEG", 31)]
+    image_input = module.InferInput(INPUT_NAME, [2, 1], "BYTES")
+    image_input.set_data_from_numpy(np.array([[image] for image in images], dtype=np.object_))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = session.run([EMBEDDING_OUTPUT], {"input": preprocess_batch(images, PREPROCESS)})[0]
+
+    with module.InferenceServerClient(url_for(server, protocol)) as client:
+        scores_only = client.infer("autovision", [image_input], outputs=[module.InferRequestedOutput(OUTPUT_NAME)])
+        both = client.infer(
+            "autovision",
+            [image_input],
+            outputs=[module.InferRequestedOutput(OUTPUT_NAME), module.InferRequestedOutput(EMBEDDING_OUTPUT)],
+        )
+
+    assert scores_only.as_numpy(EMBEDDING_OUTPUT) is None
+    assert scores_only.as_numpy(OUTPUT_NAME).shape == (2, len(LABELS))
+    np.testing.assert_allclose(both.as_numpy(EMBEDDING_OUTPUT), expected, atol=1e-5)
+    np.testing.assert_allclose(both.as_numpy(OUTPUT_NAME), scores_only.as_numpy(OUTPUT_NAME), atol=1e-6)

@@ -169,6 +169,9 @@ class Cluster:
     async def autoscaler(self, name: str) -> Any:
         return await self.call(self.autoscaling.read_namespaced_horizontal_pod_autoscaler, name, NAMESPACE)
 
+    async def cron_job(self, name: str) -> Any:
+        return await self.call(self.batch.read_namespaced_cron_job, name, NAMESPACE)
+
     async def network_policy(self, name: str) -> Any:
         return await self.call(self.networking.read_namespaced_network_policy, name, NAMESPACE)
 

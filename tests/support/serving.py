@@ -24,6 +24,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 from tritonclient.grpc import model_config_pb2
 
+from autovision.contract.files import EMBEDDING_OUTPUT
 from autovision.preprocess import ImageLimits, PreprocessConfig, preprocess_bytes
 from autovision.serving import (
     TritonServerError,
@@ -41,8 +42,9 @@ POLICY_BUDGET = DecodeBudget(POLICY_LIMITS, memory_bytes=2 * POLICY_LIMITS.decod
 ANIMALS = ["cat", "dog", "fox"]
 
 
-def make_onnx_classifier(path: Path, num_labels: int, seed: int = 0) -> Path:
-    """GlobalAveragePool -> Flatten -> Gemm with fixed random weights, dynamic batch."""
+def make_onnx_classifier(path: Path, num_labels: int, seed: int = 0, *, embedding: bool = True) -> Path:
+    """GlobalAveragePool -> Flatten -> Gemm with fixed random weights, dynamic batch; like a run's export, the
+    pooled features are a second output, ``embedding`` (3 floats), unless ``embedding`` is False (an older run)."""
     rng = np.random.default_rng(seed)
     weights = rng.normal(0.0, 3.0, size=(3, num_labels)).astype(np.float32)
     bias = rng.normal(0.0, 0.5, size=num_labels).astype(np.float32)
@@ -51,10 +53,14 @@ def make_onnx_classifier(path: Path, num_labels: int, seed: int = 0) -> Path:
             helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
             helper.make_node("Flatten", ["pooled"], ["features"]),
             helper.make_node("Gemm", ["features", "weights", "bias"], ["logits"]),
+            *([helper.make_node("Identity", ["features"], [EMBEDDING_OUTPUT])] if embedding else []),
         ],
         "tiny_classifier",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, None, None])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_labels])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_labels]),
+            *([helper.make_tensor_value_info(EMBEDDING_OUTPUT, TensorProto.FLOAT, ["batch", 3])] if embedding else []),
+        ],
         initializer=[
             onnx.numpy_helper.from_array(weights, "weights"),
             onnx.numpy_helper.from_array(bias, "bias"),

@@ -176,6 +176,11 @@ KopfPeering in each served namespace.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create"]
+# A ModelDeployment's drift check (spec.monitoring): its CronJob, updated in
+# place and removed when monitoring is unset.
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get", "create", "patch", "delete"]
 # Serving: each model's Triton Deployment, Service, disruption budget and
 # autoscaler, and the gateway's, created, updated in place and removed when no
 # request is routed to them (found by listing a ModelDeployment's Deployments);

@@ -237,3 +237,32 @@ class LoggedPrediction(ContractFile):
         default=None, description="The model's embedding output, when the model exports one."
     )
     image_stored: bool = Field(default=False, description="Whether the image is stored under images/<sha256>.")
+
+
+class DriftTest(ContractFile):
+    """One test of a drift check: which aspect of the predictions, how, and its verdict."""
+
+    aspect: str = Field(description="confidence (top-1 score), labels (predicted label) or embedding.")
+    method: str = Field(description="The two-sample test used (docs/monitoring.md).")
+    statistic: float
+    p_value: float
+    drift: bool = Field(description="Whether the p-value fell below the report's threshold.")
+
+
+class DriftReport(ContractFile):
+    """drift/latest.json under a deployment's prediction log: the last drift check (docs/monitoring.md).
+
+    ``status`` is Drift, NoDrift or Unknown: Unknown when the window held too
+    few logged predictions to tell (none at all is Unknown, never NoDrift).
+    """
+
+    status: str = Field(description="Drift, NoDrift or Unknown.")
+    reason: str = Field(description="Why, in a sentence: the aspects that drifted, or why there is no verdict.")
+    checked_at: str = Field(default_factory=now_iso, description="When the check ran (UTC, ISO 8601).")
+    window_start: str = Field(description="The window's start (UTC, ISO 8601, inclusive).")
+    window_end: str = Field(description="The window's end (UTC, ISO 8601, exclusive).")
+    model: str = Field(description="The model (run) whose test split is the reference.")
+    predictions: int = Field(description="Logged predictions of that model in the window.")
+    reference_predictions: int = Field(description="Test images in the reference.")
+    threshold: float = Field(description="The p-value below which a test calls drift (alpha / tests, Bonferroni).")
+    tests: list[DriftTest] = Field(default=[])

@@ -12,10 +12,11 @@ Keys are relative to the storage root (``AUTOVISION_STORAGE_ROOT``)::
                                 /study/journal.log   the search's shared Optuna study
                                 /trials/<n>/checkpoint.pt
                                 /final/plan.json, final/checkpoint.pt
-                                /model/              exports, evaluation, model.json (written last)
+                                /model/              exports, evaluation, drift_reference.npz, model.json (last)
                                 /triton/, triton-cluster/
     predictions/<namespace>/<deployment>/<YYYY-MM-DD>/<HHMMSS>-<id>.jsonl   logged predictions, a batch per shard
     predictions/<namespace>/<deployment>/images/<sha256>                    a logged image (when images are logged)
+    predictions/<namespace>/<deployment>/drift/latest.json                  the last drift check (autovision monitor)
 
 A Dataset resource is stored under ``<namespace>/<name>``, so equal names in two
 namespaces stay apart.
@@ -45,6 +46,8 @@ EVALUATION_FILE: Final = "evaluation.json"
 CONFUSION_MATRIX_FILE: Final = "confusion_matrix.csv"
 REPORT_FILE: Final = "report.html"
 TEST_PREDICTIONS_FILE: Final = "test_predictions.npz"
+# What drift checks compare logged traffic with: the served ONNX model's top-1 and embeddings on the test split.
+DRIFT_REFERENCE_FILE: Final = "drift_reference.npz"
 
 # A run's Triton repositories: the local layout (Python backend) and the cluster's (ensemble, ONNX Runtime).
 TRITON_LOCAL: Final = "triton"
@@ -180,11 +183,22 @@ def prediction_log_prefix(namespace: str, deployment: str) -> str:
     return f"{PREDICTIONS}/{namespace}/{deployment}"
 
 
+def prediction_day_prefix(prefix: str, day: str) -> str:
+    """The shards of one UTC day (YYYY-MM-DD) of a prediction log: what a window's reader lists."""
+    return f"{prefix}/{day}"
+
+
 def prediction_shard_key(prefix: str, day: str, name: str) -> str:
     """One shard of logged predictions: ``day`` is YYYY-MM-DD (UTC), ``name`` HHMMSS-<id>.jsonl."""
-    return f"{prefix}/{day}/{name}"
+    return f"{prediction_day_prefix(prefix, day)}/{name}"
 
 
 def logged_image_key(prefix: str, sha256: str) -> str:
     """A logged image, stored once by its content's sha256."""
     return f"{prefix}/images/{sha256}"
+
+
+def drift_report_key(prefix: str) -> str:
+    """The last drift check of a deployment's logged predictions (``prefix``: its prediction log prefix),
+    replaced whole by each check; the operator reads it."""
+    return f"{prefix}/drift/latest.json"

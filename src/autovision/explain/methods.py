@@ -11,11 +11,15 @@ from autovision.explain.base import Deadline, ExplainedModel, ExplainSettings, c
 from autovision.explain.grad_cam import grad_cam
 from autovision.explain.integrated_gradients import integrated_gradients
 from autovision.train.families import family_describing
+from autovision.train.families.layers import embedded_split
 
 
 def explained_model(model: nn.Module, architecture: Mapping[str, object]) -> ExplainedModel:
     """``model`` (eager or TorchScript) split where its family, found from a model card's ``architecture``,
-    says its last convolutional stage ends."""
+    says its last convolutional stage ends; an export with an embedding output is split there already."""
+    split = embedded_split(model)
+    if split is not None:
+        return ExplainedModel(*split)
     features, head = family_describing(architecture).last_conv_stage(model)
     return ExplainedModel(features, head)
 

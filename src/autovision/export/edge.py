@@ -49,7 +49,10 @@ class _ExportedModule(nn.Module):
         self._call = program.module().__call__
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self._call(images)
+        """The logits: edge formats keep scores only, a run's (logits, embedding) archive gives its first output
+        (docs/edge.md)."""
+        outputs = self._call(images)
+        logits: torch.Tensor = outputs[0] if isinstance(outputs, tuple | list) else outputs
         return logits
 
 

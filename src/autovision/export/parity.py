@@ -1,4 +1,5 @@
-"""The parity check every fp32 export must pass before anything is served (pure)."""
+"""The parity check every fp32 export must pass before anything is served (pure): on logits, and on the
+embedding the export serves beside them."""
 
 from __future__ import annotations
 
@@ -63,5 +64,33 @@ def compare_logits(
             f"{artifact} differs from the trained model on {report.images} test images: "
             f"max |logit difference| {report.max_abs_diff:.3e} (tolerance {tolerance:.0e}), "
             f"top-1 label differs on {report.top1_mismatches} images"
+        )
+    return report
+
+
+def compare_embeddings(
+    artifact: str, expected: FloatArray, actual: FloatArray, tolerance: float = PARITY_TOLERANCE
+) -> ParityReport:
+    """Compare an export's embeddings with the trained model's; raise ExportParityError past the tolerance.
+
+    The tolerance is relative to the largest embedding value (at least 1): pooled
+    features are not bounded like logits, and fp32 rounding grows with them.
+    """
+    if expected.shape != actual.shape:
+        raise ExportParityError(
+            f"{artifact} returns embeddings of shape {actual.shape}, the trained model {expected.shape}"
+        )
+    scale = max(1.0, float(np.abs(expected).max())) if expected.size else 1.0
+    report = ParityReport(
+        artifact=artifact,
+        images=len(expected),
+        max_abs_diff=float(np.abs(expected - actual).max()) if expected.size else 0.0,
+        top1_mismatches=0,
+        tolerance=tolerance * scale,
+    )
+    if not report.passed:
+        raise ExportParityError(
+            f"{artifact}'s embeddings differ from the trained model's on {report.images} test images: "
+            f"max |difference| {report.max_abs_diff:.3e} (tolerance {report.tolerance:.1e})"
         )
     return report

@@ -56,11 +56,15 @@ class Batch:
         """All rows as one array, batch dimension first."""
         return np.stack(self.rows)
 
-    def answer(self, output_name: str, values: FloatArray) -> list[Any]:
-        """Give each waiting request its rows of ``values`` (aligned with ``stacked()``)."""
+    def answer(self, outputs: dict[str, FloatArray]) -> list[Any]:
+        """Give each waiting request its rows of every output (each aligned with ``stacked()``); Triton sends
+        a client only the outputs it asked for."""
         for slot in self.slots:
-            tensor = pb_utils.Tensor(output_name, np.ascontiguousarray(values[slot.start : slot.stop]))
-            self.responses[slot.request_index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(values[slot.start : slot.stop]))
+                for name, values in outputs.items()
+            ]
+            self.responses[slot.request_index] = pb_utils.InferenceResponse(output_tensors=tensors)
         return self.responses
 
     def fail(self, message: str) -> list[Any]:
@@ -117,8 +121,13 @@ def error_response(message: str, code: Any) -> Any:
 
 
 def io_names(config: dict[str, Any]) -> tuple[str, str]:
-    """The model's one input and one output tensor name, as its config.pbtxt declares them."""
+    """The model's one input and its first output tensor name, as its config.pbtxt declares them."""
     return str(config["input"][0]["name"]), str(config["output"][0]["name"])
+
+
+def output_names(config: dict[str, Any]) -> list[str]:
+    """Every output tensor name config.pbtxt declares, in order: the scores, then the embedding if listed."""
+    return [str(output["name"]) for output in config["output"]]
 
 
 def image_limit_parameters(config: dict[str, Any]) -> dict[str, int]:

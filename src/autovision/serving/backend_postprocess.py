@@ -35,4 +35,4 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         """Scores for every request's logits, all requests in one vectorised call."""
         batch = gather_tensors(requests, self._input_name)
-        return batch.answer(self._output_name, self._activate(batch.stacked()))
+        return batch.answer({self._output_name: self._activate(batch.stacked())})

@@ -42,4 +42,4 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         """Model inputs for requests whose images decode, an error for the others."""
         batch = gather_images(requests, self._input_name, self._decode)
-        return batch.answer(self._output_name, batch.stacked()) if batch.slots else batch.responses
+        return batch.answer({self._output_name: batch.stacked()}) if batch.slots else batch.responses

@@ -77,7 +77,8 @@ class LoadedModel:
     def scores(self, inputs: FloatArray) -> FloatArray:
         """Softmax (single-label) or sigmoid (multi-label) scores for a batch of model inputs."""
         session_input = self.session.get_inputs()[0].name
-        (logits,) = self.session.run(None, {session_input: inputs})
+        # The logits are the first output; a run's export has its embedding second, unused here.
+        (logits,) = self.session.run([self.session.get_outputs()[0].name], {session_input: inputs})
         activate = sigmoid if self.multi_label else softmax
         return activate(np.asarray(logits, dtype=np.float32))
 

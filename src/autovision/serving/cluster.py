@@ -1,14 +1,15 @@
 """Writer of the cluster Triton model repository, for NVIDIA's official Triton image.
 
 An ensemble with the local layout's interface (model ``autovision``, encoded image
-bytes in as ``IMAGE``, labelled ``SCORES`` out), built from three models::
+bytes in as ``IMAGE``, labelled ``SCORES`` out, and the ``embedding`` where the ONNX
+model has one), built from three models::
 
-    <out_dir>/autovision/config.pbtxt                ensemble: IMAGE -> SCORES, label_filename
+    <out_dir>/autovision/config.pbtxt                ensemble: IMAGE -> SCORES (+ embedding), label_filename
                         /labels.txt
                         /1/.keep                     (object storage keeps no empty directories)
              /autovision_preprocess/config.pbtxt     Python backend, KIND_CPU: IMAGE -> PIXELS
                                    /1/model.py, backend_common.py, preprocess.py, preprocess.json
-             /autovision_onnx/config.pbtxt           ONNX Runtime backend, KIND_GPU or KIND_CPU
+             /autovision_onnx/config.pbtxt           ONNX Runtime backend, KIND_GPU or KIND_CPU: logits (+ embedding)
                              /configs/cpu.pbtxt      the same with KIND_CPU  (--model-config-name=cpu)
                              /configs/gpu.pbtxt      the same with KIND_GPU  (--model-config-name=gpu)
                              /1/model.onnx
@@ -28,8 +29,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
+from autovision.contract.files import EMBEDDING_OUTPUT
 from autovision.preprocess import PreprocessConfig
 from autovision.serving.model_config import (
     TRITON_ONNX_FILE,
@@ -43,11 +43,13 @@ from autovision.serving.model_config import (
     model_config,
     parameters,
 )
+from autovision.serving.onnx_signature import OnnxSignature, read_onnx_signature
 from autovision.serving.repository import (
     DEFAULT_DECODE_BUDGET,
     INPUT_NAME,
     OUTPUT_NAME,
     DecodeBudget,
+    embedding_output,
     image_input,
     install_models,
     multi_label_parameter,
@@ -63,16 +65,6 @@ LOGITS_NAME = "LOGITS"
 BACKEND_PREPROCESS_SOURCE = Path(__file__).with_name("backend_preprocess.py")
 BACKEND_POSTPROCESS_SOURCE = Path(__file__).with_name("backend_postprocess.py")
 DEFAULT_MAX_BATCH_SIZE = 32
-
-
-@dataclass(frozen=True)
-class OnnxSignature:
-    """The ONNX model's I/O names, its input dims and class count after the batch (0 where symbolic)."""
-
-    input_name: str
-    output_name: str
-    input_dims: tuple[int, ...]
-    num_classes: int
 
 
 @dataclass(frozen=True)
@@ -95,18 +87,6 @@ class ClusterModels:
     def postprocess(self) -> str:
         """The Python-backend model that turns logits into scores."""
         return f"{self.ensemble}_postprocess"
-
-
-def read_onnx_signature(path: Path) -> OnnxSignature:
-    """Read the I/O names the ONNX Runtime backend will match against config.pbtxt."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {tensor.name for tensor in graph.initializer}
-    inputs = [tensor for tensor in graph.input if tensor.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise RepositoryError(f"{path} must have one input and one output, has {len(inputs)} and {len(graph.output)}")
-    input_dims = tuple(int(dim.dim_value) for dim in inputs[0].type.tensor_type.shape.dim[1:])
-    classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
-    return OnnxSignature(inputs[0].name, graph.output[0].name, input_dims, int(classes))
 
 
 def check_signature(signature: OnnxSignature, num_labels: int, preprocess: PreprocessConfig) -> None:
@@ -135,6 +115,8 @@ def cluster_configs(
     pixels = TensorSpec(PIXELS_NAME, "TYPE_FP32", (3, preprocess.size, preprocess.size))
     logits = TensorSpec(LOGITS_NAME, "TYPE_FP32", (num_labels,))
     scores = scores_output(num_labels)
+    # The embedding goes from the ONNX model straight to the ensemble's output, under the same name.
+    embedding = [] if signature.embedding_size is None else [embedding_output(signature.embedding_size)]
 
     def onnx_config(kind: InstanceKind) -> str:
         return model_config(
@@ -142,14 +124,18 @@ def cluster_configs(
             {"platform": "onnxruntime_onnx"},
             max_batch_size,
             inputs=[TensorSpec(signature.input_name, pixels.data_type, pixels.dims)],
-            outputs=[TensorSpec(signature.output_name, logits.data_type, logits.dims)],
+            outputs=[TensorSpec(signature.output_name, logits.data_type, logits.dims), *embedding],
             sections=[dynamic_batching(max_batch_size), instance_group(kind)],
         )
 
     cpu_sections = [dynamic_batching(max_batch_size), instance_group(InstanceKind.CPU)]
     steps = [
         EnsembleStep(models.preprocess, {INPUT_NAME: INPUT_NAME}, {PIXELS_NAME: "pixels"}),
-        EnsembleStep(models.onnx, {signature.input_name: "pixels"}, {signature.output_name: "logits"}),
+        EnsembleStep(
+            models.onnx,
+            {signature.input_name: "pixels"},
+            {signature.output_name: "logits", **{tensor.name: EMBEDDING_OUTPUT for tensor in embedding}},
+        ),
         EnsembleStep(models.postprocess, {LOGITS_NAME: "logits"}, {OUTPUT_NAME: OUTPUT_NAME}),
     ]
     return {
@@ -158,7 +144,7 @@ def cluster_configs(
             {"platform": "ensemble"},
             max_batch_size,
             inputs=[image_input()],
-            outputs=[scores],
+            outputs=[scores, *embedding],
             sections=[ensemble_scheduling(steps)],
         ),
         f"{models.preprocess}/config.pbtxt": model_config(

@@ -143,7 +143,7 @@ class LoadedModel:
             raise GatewayError(400, f"the image cannot be decoded: {error}") from error
         inputs = torch.from_numpy(image_to_array(image, self.preprocess))[None]
         with torch.no_grad():
-            logits = self.module(inputs)
+            logits = self.explained(inputs)
         scores = activate(logits.numpy().astype(np.float32), self.card.multi_label)[0]
         labels = self.card.labels
         target = int(scores.argmax()) if request.label is None else self._label_index(request.label)

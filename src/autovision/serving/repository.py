@@ -10,7 +10,9 @@ Layout written for one model::
                           /1/preprocess.json   (PreprocessConfig.to_json())
                           /1/model.onnx
 
-The model takes encoded image bytes, so clients never reimplement preprocessing: the
+config.pbtxt lists two outputs where the ONNX model has an embedding: ``SCORES``
+and ``embedding`` (``EMBEDDING_OUTPUT``, float32 [batch, D]); clients that ask for
+scores only get scores only. The model takes encoded image bytes, so clients never reimplement preprocessing: the
 very file used in training decodes and normalises images inside the server. The
 cluster layout (``autovision.serving.cluster``) exposes the same interface.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autovision import preprocess as preprocess_module
+from autovision.contract.files import EMBEDDING_OUTPUT
 from autovision.preprocess import DEFAULT_DECODE_MEMORY_BYTES, ImageLimits, PreprocessConfig
 from autovision.serving.model_config import (
     TRITON_ONNX_FILE,
@@ -81,6 +84,11 @@ def scores_output(num_labels: int) -> TensorSpec:
     return TensorSpec(OUTPUT_NAME, "TYPE_FP32", (num_labels,), LABELS_FILENAME)
 
 
+def embedding_output(size: int) -> TensorSpec:
+    """The interface's second output, where the model has one: its embedding, ``size`` floats per image."""
+    return TensorSpec(EMBEDDING_OUTPUT, "TYPE_FP32", (size,))
+
+
 def multi_label_parameter(multi_label: bool) -> dict[str, str]:
     """The parameter telling a backend whether scores are softmax or sigmoid."""
     return {MULTI_LABEL_PARAMETER: str(multi_label).lower()}
@@ -126,8 +134,10 @@ def build_config_pbtxt(
     instance_kind: InstanceKind = InstanceKind.CPU,
     *,
     budget: DecodeBudget = DEFAULT_DECODE_BUDGET,
+    embedding_size: int | None = None,
 ) -> str:
-    """The local model's config.pbtxt: encoded images in, one FP32 score per label out.
+    """The local model's config.pbtxt: encoded images in, one FP32 score per label out (and the embedding,
+    given its size).
 
     ``label_filename`` turns on Triton's classification extension, so a client asking
     for ``class_count=k`` gets "score:index:label" strings for the top k labels.
@@ -137,7 +147,7 @@ def build_config_pbtxt(
         {"backend": "python"},
         max_batch_size,
         inputs=[image_input()],
-        outputs=[scores_output(num_labels)],
+        outputs=[scores_output(num_labels), *([] if embedding_size is None else [embedding_output(embedding_size)])],
         sections=[
             dynamic_batching(max_batch_size),
             instance_group(instance_kind, budget.instances()),
@@ -163,8 +173,20 @@ def write_local_repository(
     Returns the model directory. See ``install_models`` for how a crash is kept harmless.
     """
     validate_labels(labels)
-    config_text = build_config_pbtxt(model_name, len(labels), max_batch_size, multi_label, instance_kind, budget=budget)
     require_file(onnx_path, "ONNX model")
+    # Imported here: onnx is the trainer's, and the serving image reads repositories through this module.
+    from autovision.serving.onnx_signature import read_onnx_signature
+
+    embedding_size = read_onnx_signature(onnx_path).embedding_size
+    config_text = build_config_pbtxt(
+        model_name,
+        len(labels),
+        max_batch_size,
+        multi_label,
+        instance_kind,
+        budget=budget,
+        embedding_size=embedding_size,
+    )
 
     def write(model_dir: Path) -> None:
         write_model_dir(model_dir, config_text, labels)

@@ -25,7 +25,7 @@ from optuna.trial import BaseTrial
 from torch import nn
 
 from autovision.preprocess import PreprocessConfig
-from autovision.train.families.layers import HeadKind
+from autovision.train.families.layers import HeadKind, LogitsAndEmbedding
 
 if TYPE_CHECKING:
     from autovision.search.space import DatasetProfile, SearchSpace
@@ -140,6 +140,18 @@ class ModelFamily(ABC, Generic[ConfigT]):
         ``model`` is this family's module, eager or traced (TorchScript keeps the
         submodules, so the split only uses attribute access and calls).
         """
+
+    def with_embedding(self, model: nn.Module) -> nn.Module:
+        """``model`` with its embedding as a second output (logits, embedding [batch, D]): what exports serve
+        and drift monitoring compares.
+
+        By default the embedding is the global average of the last convolutional
+        stage's feature maps (``last_conv_stage``): the pooled features the head
+        starts from, the penultimate layer of a linear head (an MLP head's
+        hidden layer is trained with the head, so it is left out). A family
+        whose head pools otherwise overrides this.
+        """
+        return LogitsAndEmbedding(*self.last_conv_stage(model))
 
 
 class FineTunedFamily(ModelFamily[PretrainedT]):

@@ -7,8 +7,10 @@ stages (the stem is stage 0) keep their weights and batch-norm statistics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Self
 
+import torch
 from torch import nn
 
 HeadKind = Literal["linear", "mlp"]
@@ -50,3 +52,36 @@ class FineTunedModule(nn.Module):
         super().train(mode)
         self._frozen().eval()
         return self
+
+
+class LogitsAndEmbedding(nn.Module):
+    """A classifier with a second output, its embedding: what every export serves (logits, then embedding).
+
+    ``features`` and ``head`` are the family's split after its last convolutional
+    stage (sharing the classifier's weights); the embedding is the global average
+    of the feature maps between them, the pooled features the head starts from.
+    A traced archive keeps both as submodules, so readers that need the logits
+    alone (the explainer, edge export) split it with ``embedded_split``.
+    """
+
+    def __init__(
+        self,
+        features: Callable[[torch.Tensor], torch.Tensor],
+        head: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.features(x)
+        return self.head(maps), maps.mean(dim=(2, 3))
+
+
+def embedded_split(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """An export with an embedding output (eager or TorchScript) as its features and head; None for a plain
+    classifier (a run exported before embeddings were)."""
+    features, head = getattr(model, "features", None), getattr(model, "head", None)
+    if isinstance(features, nn.Module) and isinstance(head, nn.Module) and len(dict(model.named_children())) == 2:
+        return features, head
+    return None
