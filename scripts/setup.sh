@@ -11,6 +11,7 @@ source scripts/uv.sh
 echo "Installing AutoVision into .venv ..."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 ensure_uv .venv
-# torch is pinned to its CPU build through scripts/constraints.txt.
-uv_install .venv -c scripts/constraints.txt -e ".[${extras}]"
+# torch is pinned to its CPU build through scripts/constraints.txt; scripts/overrides.txt
+# lifts one dependency's cap that would otherwise pull the dev tools back (it says which).
+uv_install .venv -c scripts/constraints.txt --override scripts/overrides.txt -e ".[${extras}]"
 .venv/bin/python -c "import autovision"
