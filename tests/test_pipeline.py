@@ -39,6 +39,7 @@ from autovision.export import onnx_logits
 from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
+from autovision.resources import EdgeFormat
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.tritonserver import TritonServerError, pytriton_tritonserver_dir
 from autovision.storage import Storage, read_uris
@@ -92,6 +93,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, digits_zip: Path) -> FinishedR
         config=CONFIG,
         preprocess=PREPROCESS,
         budget_milli_node_hours=1000,
+        edge_formats=[EdgeFormat.TFLITE],
     )
     test_records = [record for record in dataset.records if record.split == "test"]
     return FinishedRun(storage=storage, card=card, test_records=test_records)
@@ -104,6 +106,7 @@ MODEL_FILES = [
     "model/model.json",
     "model/model.onnx",
     "model/model.pt",
+    "model/model.tflite",
     "model/report.html",
     "model/test_predictions.npz",
 ]
@@ -188,6 +191,18 @@ def test_exports_passed_parity_and_batch_dynamically(run: FinishedRun) -> None:
     torchscript = torch.jit.load(io.BytesIO(run.storage.read_bytes(run.key("model/model.pt"))))  # type: ignore[no-untyped-call]
     with torch.inference_mode():
         np.testing.assert_allclose(torchscript(torch.from_numpy(images[:5])).numpy(), full[:5], atol=1e-4)
+
+
+@pytest.mark.training
+def test_the_edge_format_asked_for_is_written_with_the_runs_labels_and_agrees(run: FinishedRun) -> None:
+    from autovision.export.tflite import tflite_logits
+    from autovision.export.tflite_metadata import read_metadata
+
+    path = run.local_path("model/model.tflite")
+    assert read_metadata(path).labels == tuple(run.card.labels)
+    images = preprocess_batch(run.test_images(), PREPROCESS)
+    onnx_top1 = onnx_logits(run.storage.read_bytes(run.key("model/model.onnx")), images).argmax(axis=1)
+    assert (tflite_logits(path, images).argmax(axis=1) == onnx_top1).mean() >= 0.995
 
 
 @pytest.mark.training
