@@ -4,9 +4,10 @@
 # so autovision.export.executorch_export runs this venv's Python as a subprocess (docs/edge.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "Installing ExecuTorch into .venv-executorch (first time: several minutes) ..."
+source scripts/uv.sh
+echo "Installing ExecuTorch into .venv-executorch ..."
 [ -x .venv-executorch/bin/python ] || python3 -m venv .venv-executorch
+ensure_uv .venv-executorch
 # executorch does not declare torch; install the pinned CPU build beside it.
-.venv-executorch/bin/python -m pip install --quiet -c scripts/constraints.txt "torch" "executorch>=1.5,<1.6" 2>&1 \
-  | { grep -v "^WARNING: Location" || true; }
+uv_install .venv-executorch -c scripts/constraints.txt "torch" "executorch>=1.5,<1.6"
 .venv-executorch/bin/python -c "import executorch.runtime"

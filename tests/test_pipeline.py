@@ -41,6 +41,7 @@ from autovision.monitor.reference import DriftReference
 from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
+from autovision.resources import EdgeFormat
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.tritonserver import TritonServerError, pytriton_tritonserver_dir
 from autovision.storage import Storage, read_uris
@@ -94,6 +95,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, digits_zip: Path) -> FinishedR
         config=CONFIG,
         preprocess=PREPROCESS,
         budget_milli_node_hours=1000,
+        edge_formats=[EdgeFormat.TFLITE],
     )
     test_records = [record for record in dataset.records if record.split == "test"]
     return FinishedRun(storage=storage, card=card, test_records=test_records)
@@ -107,6 +109,7 @@ MODEL_FILES = [
     "model/model.json",
     "model/model.onnx",
     "model/model.pt",
+    "model/model.tflite",
     "model/report.html",
     "model/test_predictions.npz",
 ]
@@ -205,6 +208,18 @@ def test_drift_reference_is_the_served_models_answers_on_the_test_split(run: Fin
     np.testing.assert_allclose(reference.embeddings, served[EMBEDDING_OUTPUT], atol=1e-5)
     np.testing.assert_array_equal(reference.predicted, scores.argmax(axis=1))
     np.testing.assert_allclose(reference.confidences, scores.max(axis=1), atol=1e-6)
+
+
+@pytest.mark.training
+def test_the_edge_format_asked_for_is_written_with_the_runs_labels_and_agrees(run: FinishedRun) -> None:
+    from autovision.export.tflite import tflite_logits
+    from autovision.export.tflite_metadata import read_metadata
+
+    path = run.local_path("model/model.tflite")
+    assert read_metadata(path).labels == tuple(run.card.labels)
+    images = preprocess_batch(run.test_images(), PREPROCESS)
+    onnx_top1 = onnx_logits(run.storage.read_bytes(run.key("model/model.onnx")), images).argmax(axis=1)
+    assert (tflite_logits(path, images).argmax(axis=1) == onnx_top1).mean() >= 0.995
 
 
 @pytest.mark.training

@@ -18,6 +18,7 @@ from autovision.resources import (
     Dataset,
     DatasetSpec,
     DatasetStatus,
+    EdgeFormat,
     ModelDeployment,
     ModelDeploymentSpec,
     OptimizeFor,
@@ -355,3 +356,10 @@ def test_every_kind_has_distinct_names() -> None:
     assert len(set(plurals)) == len(plurals)
     assert len(set(short_names)) == len(short_names)
     assert [resource.__name__ for resource in RESOURCE_TYPES] == ["Dataset", "TrainingJob", "ModelDeployment"]
+
+
+def test_training_job_export_formats_are_edge_formats_only() -> None:
+    tj = parse_resource(training_job(export={"formats": ["tflite", "executorch"]}))
+    assert isinstance(tj, TrainingJob)
+    assert tj.spec.export.formats == [EdgeFormat.TFLITE, EdgeFormat.EXECUTORCH]
+    rejects(training_job(export={"formats": ["onnx"]}), "spec.export.formats.0")

@@ -191,6 +191,7 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
         optimize_for=spec.optimize_for,
         early_stopping=spec.early_stopping,
         backbone=[backbone.as_option() for backbone in spec.backbones],
+        export_format=spec.export.formats,
         nodes=resources.nodes,
         coordinator=study_coordinator(name) if resources.nodes > 1 else None,
         nproc=max(1, resources.gpus_per_node),

@@ -55,11 +55,14 @@ from autovision.evaluate.metrics import DEFAULT_SCORE_THRESHOLD
 from autovision.evaluate.scoring import score_test_split
 from autovision.export.bundle import export_model
 from autovision.export.card import artifact_uris, model_card, report_facts
+from autovision.export.edge import check_edge_formats, store_edge_formats
+from autovision.export.edge_files import EdgeInput
+from autovision.export.executorch_export import DEFAULT_VENV as DEFAULT_EXECUTORCH_VENV
 from autovision.export.layout import ModelLocation
 from autovision.monitor.reference import DriftReference
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
-from autovision.resources import Backbone, Task
+from autovision.resources import Backbone, EdgeFormat, Task
 from autovision.search.budget import milli_node_hours
 from autovision.search.final import FinalModel, fit_final, join_final_fit, pinned_plan
 from autovision.search.job import ImageCache, SearchJob, SearchSettings, search_space
@@ -107,18 +110,23 @@ def train_evaluate_export(
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     search: SearchSettings | None = None,
     backbones: Sequence[Backbone] = (),
+    edge_formats: Sequence[EdgeFormat] = (),
+    executorch_venv: Path = DEFAULT_EXECUTORCH_VENV,
 ) -> ModelCard:
     """Search, fit the final model, evaluate on the test split, export three formats and two Triton repositories.
 
     With ``config`` (and optionally ``preprocess``) exactly that configuration is
     trained, once; without a config, the dataset's search space (with the user's
     ``backbones``) is searched within the budget (without a budget too, the
-    default configuration is trained once). Returns the model card. A run whose
-    model card exists is returned as is.
+    default configuration is trained once). Then each of ``edge_formats`` is
+    written; ``EdgeUnavailableError`` before any training when one cannot be here,
+    and one that fails on the model is reported and leaves the others and the run
+    unaffected. Returns the model card. A run whose model card exists is returned as is.
     """
     if storage.exists(model_card_key(run.prefix)):
         reporter.note(f"run {run.uid} already complete: reusing it")
         return ModelCard.model_validate(storage.read_json(model_card_key(run.prefix)))
+    check_edge_formats(edge_formats, executorch_venv)
     settings = search or SearchSettings()
     job = build_search_job(
         storage,
@@ -180,6 +188,9 @@ def train_evaluate_export(
             workdir=Path(workdir),
         )
         reporter.update(3, "Triton repositories written")
+    if edge_formats:
+        spec = EdgeInput(labels=tuple(labels), size=preprocess.size, mean=preprocess.mean, std=preprocess.std)
+        _store_edge_formats(final, spec, edge_formats, model_dir=model_dir, venv=executorch_venv, reporter=reporter)
 
     card = model_card(
         dataset=dataset,
@@ -211,6 +222,23 @@ def train_evaluate_export(
     }
     write_progress(storage, run.prefix, Progress.model_validate(progress))
     return card
+
+
+def _store_edge_formats(
+    final: FinalModel,
+    spec: EdgeInput,
+    formats: Sequence[EdgeFormat],
+    *,
+    model_dir: ModelLocation,
+    venv: Path,
+    reporter: Reporter,
+) -> None:
+    reporter.stage(f"Exporting {', '.join(formats)}", total=len(formats))
+    stored = store_edge_formats(final.model.to(CPU), spec, formats, model_dir, venv)
+    for done, (fmt, (uri, size)) in enumerate(stored.written.items(), start=1):
+        reporter.update(done, f"{fmt}: {uri} ({size / 1e6:.2f} MB)")
+    for fmt, reason in stored.failures.items():
+        reporter.note(f"{fmt} not written: {reason}")
 
 
 def _plan_first_trial(job: SearchJob, images: ImageCache, reporter: Reporter) -> SearchJob:

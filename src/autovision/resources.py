@@ -277,6 +277,14 @@ class OptimizeFor(StrEnum):
     HIGH_ACCURACY = "HighAccuracy"
 
 
+class EdgeFormat(StrEnum):
+    """The edge formats a run may write besides ONNX, TorchScript and int8 ONNX (docs/edge.md)."""
+
+    TFLITE = "tflite"
+    COREML = "coreml"
+    EXECUTORCH = "executorch"
+
+
 class ArtifactPolicy(StrEnum):
     """What happens to the run's storage prefix when the TrainingJob is deleted."""
 
@@ -323,6 +331,18 @@ class TrainingResources(WireModel):
     )
     tolerations: list[Toleration] = Field(
         default=[], description="Tolerations of the training pods; empty uses the operator's defaults."
+    )
+
+
+class ExportOptions(WireModel):
+    """The formats written after the usual ones (ONNX, TorchScript, int8 ONNX)."""
+
+    formats: list[EdgeFormat] = Field(
+        default=[],
+        description="Edge formats to write beside model.onnx: tflite (LiteRT), coreml (Core ML) or executorch "
+        "(.pte, XNNPACK). Each needs the edge extra in the trainer image (ExecuTorch also its own venv); a "
+        "format the trainer cannot write fails the run before training starts.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
 
@@ -393,6 +413,7 @@ class TrainingJobSpec(WireModel):
     )
     resources: TrainingResources = Field(default=TrainingResources(), description="Nodes and GPUs the search runs on.")
     deploy: DeployOptions | None = Field(default=None, description="When set, deploy the best model after training.")
+    export: ExportOptions = Field(default=ExportOptions(), description="Extra formats the run writes.")
     artifact_policy: ArtifactPolicy = Field(
         default=ArtifactPolicy.RETAIN,
         description="Retain or Delete the run's stored artifacts when the TrainingJob is deleted.",

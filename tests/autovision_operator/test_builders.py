@@ -10,7 +10,7 @@ import pytest
 
 from autovision.contract.env import DECODE_MEMORY_BYTES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from autovision.contract.trainer_args import ImportArgs, TrainArgs, parse_trainer_args
-from autovision.resources import ModelDeployment, TrainingJob, parse_resource
+from autovision.resources import EdgeFormat, ModelDeployment, TrainingJob, parse_resource
 from autovision_operator import builders
 from tests.support.operator import make_config, make_dataset
 
@@ -374,6 +374,15 @@ def test_the_trainer_image_accepts_the_arguments_the_operator_builds() -> None:
     assert trained.dataset == import_args.name == "ml/flowers", "reads what the import wrote"
     given = TrainArgs.parse(container(with_backbones)["args"][1:]).backbones()
     assert [backbone.model_dump() for backbone in given] == BACKBONES
+
+
+def test_training_job_passes_the_export_formats_to_the_trainer() -> None:
+    job = training_job_for(export={"formats": ["tflite", "coreml"]})
+    validate(job)
+    trained = parse_trainer_args(container(job)["args"])
+    assert isinstance(trained, TrainArgs)
+    assert trained.export_format == [EdgeFormat.TFLITE, EdgeFormat.COREML]
+    assert "--export-format" not in container(training_job_for())["args"]
 
 
 def test_training_job_passes_the_user_backbones_to_the_trainer() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -38,3 +40,28 @@ def test_a_dataset_of_the_older_format_is_refused_with_one_message(
     message = " ".join(result.stderr.split())
     assert "imported by an older AutoVision" in message
     assert message.endswith("import the dataset again")
+
+
+def test_an_unknown_export_format_is_refused_before_any_work() -> None:
+    args = ["train", "--dataset", "digits", "--budget-milli-node-hours", "1", "--export-formats", "onnx,tfjs"]
+
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "--export-formats: unknown onnx, tfjs; choose from tflite, coreml, executorch" in message
+
+
+def test_an_export_format_the_install_cannot_write_fails_before_training(
+    file_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    file_storage.write_json(latest_key("pets"), {"version": "sha256-new"})
+    monkeypatch.setenv(env.STORAGE_ROOT, file_storage.uri(""))
+    args = ["train", "--dataset", "pets", "--budget-milli-node-hours", "1", "--export-formats", "executorch"]
+
+    result = runner.invoke(app, [*args, "--executorch-venv", str(tmp_path / "absent")])
+
+    assert result.exit_code == 1
+    assert "cannot export executorch" in result.stderr
+    assert "setup-executorch.sh" in " ".join(result.stderr.split())
+    assert file_storage.list_keys("") == [latest_key("pets")], "nothing trained, nothing written"

@@ -10,7 +10,7 @@ from autovision.contract.trainer_args import (
     TrainerArgsError,
     parse_trainer_args,
 )
-from autovision.resources import OptimizeFor, Task
+from autovision.resources import EdgeFormat, OptimizeFor, Task
 
 TRAIN = TrainArgs(
     namespace="ml",
@@ -24,6 +24,7 @@ TRAIN = TrainArgs(
     nodes=3,
     coordinator="flowers-run-search-0.flowers-run-search:7000",
     backbone=["mine=resnet18@s3://models/r18.pth", "other=resnet50@s3://models/a=b@c.pth"],
+    export_format=[EdgeFormat.TFLITE, EdgeFormat.EXECUTORCH],
     nproc=8,
     rendezvous="flowers-run-search-0.flowers-run-search:7001",
     rendezvous_timeout=120.0,
@@ -44,6 +45,7 @@ def test_only_the_options_set_are_on_the_command_line() -> None:
     assert line == ["import", "--name", "d", "--source", "s3://b/d.zip"]
     assert "--no-early-stopping" in TRAIN.to_args()
     assert TRAIN.to_args().count("--backbone") == 2
+    assert TRAIN.to_args().count("--export-format") == 2
 
 
 @pytest.mark.parametrize(
@@ -56,6 +58,7 @@ def test_only_the_options_set_are_on_the_command_line() -> None:
         (["train", *TRAIN.to_args()[1:], "--budget-milli-node-hours", "0"], "--budget-milli-node-hours"),
         (["train", *TRAIN.to_args()[1:], "--backbone", "mine"], "is not NAME=ARCHITECTURE@URI"),
         (["train", *TRAIN.to_args()[1:], "--bogus", "1"], "unrecognized arguments: --bogus"),
+        (["train", *TRAIN.to_args()[1:], "--export-format", "tfjs"], "--export-format: Input should be 'tflite'"),
         (["train", *TRAIN.to_args()[1:], "--nproc", "0"], "--nproc: Input should be greater than or equal to 1"),
         (["train", *TRAIN.to_args()[1:], "--rendezvous-timeout", "0"], "--rendezvous-timeout"),
     ],

@@ -82,6 +82,15 @@ def train_args(version: str, *extra: str) -> list[str]:
     return [*args, "--dataset-version", version, "--budget-milli-node-hours", "10", *extra]
 
 
+def test_an_export_format_the_image_cannot_write_fails_before_training(
+    storage_root: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .venv-executorch here
+    assert run(train_args("sha256-00", "--export-format", "executorch")) == BAD_INPUT
+    assert "cannot export executorch" in caplog.text
+    assert storage_root.list_keys("") == [], "nothing read, trained or written"
+
+
 def test_other_pods_of_an_indexed_job_join_node_0_or_stop_when_there_is_none(
     storage_root: Storage, digits_zip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ from autovision.contract.trainer_args import ImportArgs, TrainArgs, TrainerArgsE
 from autovision.data.importer import DatasetImportError, SplitSettings
 from autovision.data.importer import import_dataset as import_source
 from autovision.data.rules import check_dataset_name
+from autovision.export.edge import EdgeUnavailableError
 from autovision.pipeline import join_search, train_evaluate_export
 from autovision.progress import LogReporter, ProgressFile
 from autovision.search.final import FinalFitPlanMissingError
@@ -90,6 +91,7 @@ def train(args: TrainArgs) -> None:
         raise BadInputError(str(error)) from None
     # Node 0 (or the only node) searches, fits and exports; the other nodes only search with it.
     step: Callable[..., ModelCard | None] = join_search if settings.is_member_node else train_evaluate_export
+    exports = {} if settings.is_member_node else {"edge_formats": args.export_format}
     try:
         card = step(
             Storage.from_settings(),
@@ -100,12 +102,13 @@ def train(args: TrainArgs) -> None:
             budget_milli_node_hours=args.budget_milli_node_hours,
             search=settings,
             backbones=args.backbones(),
+            **exports,
         )
     except (StorageError, BackboneWeightsError) as error:
         if storage_unavailable(error):  # weights unreadable because storage is down: not the weights' fault
             raise
         raise BadInputError(str(error)) from None
-    except BudgetTooSmallError as error:  # progress.json says so, with the estimated minimum
+    except (BudgetTooSmallError, EdgeUnavailableError) as error:  # said before any training
         raise BadInputError(str(error)) from None
     except (DataParallelError, FinalFitPlanMissingError) as error:
         if not settings.is_member_node:  # the other nodes write no progress.json

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +10,6 @@ import typer
 from autovision.cli._console import ModelArgument, console, fail
 
 app = typer.Typer()
-
-FORMATS = ("tflite", "coreml", "executorch")
 
 
 @app.command(name="export")
@@ -25,34 +22,22 @@ def export_command(
 ) -> None:
     """Write edge formats beside the run's ONNX model; a format that fails leaves the others written."""
     from autovision.contract.keys import TORCHSCRIPT_FILE
-    from autovision.export.edge import EdgeFormat, edge_input, export_edge, module_from_torchscript
-    from autovision.export.edge_files import EdgeExportError
+    from autovision.export.edge import edge_input, module_from_torchscript, store_edge_formats
     from autovision.export.layout import ModelNotFoundError, locate_model
+    from autovision.resources import EdgeFormat
     from autovision.storage import StorageError
 
-    unknown = sorted(set(formats) - set(FORMATS))
+    unknown = sorted(set(formats) - set(EdgeFormat))
     if unknown:
-        fail(f"unknown format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
+        fail(f"unknown format(s) {', '.join(unknown)}: choose from {', '.join(EdgeFormat)}")
     try:
         location = locate_model(model)
         spec = edge_input(location.card())
         module = module_from_torchscript(location.storage.read_bytes(location.key(TORCHSCRIPT_FILE)), spec.size)
     except (ModelNotFoundError, StorageError, ValueError) as error:
         fail(str(error))
-    failures = []
-    for name in dict.fromkeys(formats):
-        with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
-            try:
-                written = export_edge(module, spec, EdgeFormat(name), Path(workdir), executorch_venv)
-            except (EdgeExportError, FileNotFoundError) as error:
-                failures.append(f"{name}: {error}")
-                continue
-            files = [written] if written.is_file() else sorted(p for p in written.rglob("*") if p.is_file())
-            size = sum(file.stat().st_size for file in files)
-            if written.is_file():
-                location.storage.write_bytes(location.key(written.name), written.read_bytes())
-            else:
-                location.storage.upload_dir(written, location.key(written.name))
-            console.print(f"{name}: {location.uri(written.name)} ({size / 1e6:.2f} MB)")
-    if failures:
-        fail("\n".join(failures))
+    stored = store_edge_formats(module, spec, [EdgeFormat(name) for name in formats], location, executorch_venv)
+    for fmt, (uri, size) in stored.written.items():
+        console.print(f"{fmt}: {uri} ({size / 1e6:.2f} MB)")
+    if stored.failures:
+        fail("\n".join(f"{fmt}: {reason}" for fmt, reason in stored.failures.items()))

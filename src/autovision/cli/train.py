@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from autovision.cli._console import RichReporter, console, errors, fail, progress_display
 from autovision.contract.trainer_args import trainer_help
-from autovision.resources import Backbone, OptimizeFor
+from autovision.resources import Backbone, EdgeFormat, OptimizeFor
 
 if TYPE_CHECKING:
     from autovision.contract.files import ModelCard
@@ -54,6 +55,17 @@ def train_command(
             "batch and learning rate stay the chosen trial's, each process trains on batch / N.",
         ),
     ] = 1,
+    export_formats: Annotated[
+        str,
+        typer.Option(
+            metavar="FORMAT,...",
+            help="Also write these edge formats beside ONNX, TorchScript and int8 ONNX: tflite, coreml, executorch "
+            "(comma-separated; the edge extra must be installed, and for executorch its venv).",
+        ),
+    ] = "",
+    executorch_venv: Annotated[
+        Path, typer.Option(help="The venv scripts/setup-executorch.sh creates (--export-formats executorch).")
+    ] = Path(".venv-executorch"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary object instead of tables.")] = False,
 ) -> None:
     """Search architectures and hyperparameters within a budget, then evaluate and export the chosen model.
@@ -62,6 +74,7 @@ def train_command(
     """
     from autovision.contract.keys import RunLocation
     from autovision.data.inspection import available_cores
+    from autovision.export.edge import EdgeUnavailableError
     from autovision.pipeline import run_uid, train_evaluate_export
     from autovision.search.job import SearchSettings
     from autovision.search.probe import BudgetTooSmallError
@@ -72,6 +85,7 @@ def train_command(
     try:
         check_nproc(nproc, available_cores())
         backbones = [Backbone.parse(text) for text in backbone or []]
+        edge_formats = parse_edge_formats(export_formats)
     except ValueError as error:
         fail(escape(str(error)))
     settings = SearchSettings(
@@ -93,17 +107,31 @@ def train_command(
                 budget_milli_node_hours=budget_milli_node_hours,
                 search=settings,
                 backbones=backbones,
+                edge_formats=edge_formats,
+                executorch_venv=executorch_venv,
             )
     except KeyboardInterrupt:
         errors.print("interrupted: finished trials are kept; run the same command again to continue")
         raise typer.Exit(code=130) from None
-    except (StorageError, BackboneWeightsError, BudgetTooSmallError) as error:
+    except (StorageError, BackboneWeightsError, BudgetTooSmallError, EdgeUnavailableError) as error:
         fail(escape(str(error)))
     if as_json:
         sys.stdout.write(json.dumps(summary(card, run.prefix)) + "\n")
         return
     console.print(trials_table(card))
     console.print(summary_table(card, run.prefix))
+
+
+def parse_edge_formats(text: str) -> list[EdgeFormat]:
+    """``--export-formats``' comma-separated names as formats; ValueError naming the unknown ones and the choices."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in set(EdgeFormat)]
+    if unknown:
+        raise ValueError(
+            f"--export-formats: unknown {', '.join(unknown)}; choose from {', '.join(EdgeFormat)} "
+            "(ONNX, TorchScript and int8 ONNX are always written)"
+        )
+    return [EdgeFormat(name) for name in dict.fromkeys(names)]
 
 
 @contextmanager

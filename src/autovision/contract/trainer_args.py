@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, CliApp, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from autovision.resources import Backbone, OptimizeFor, Task
+from autovision.resources import Backbone, EdgeFormat, OptimizeFor, Task
 
 # How long the workers of nodes other than node 0 wait for node 0's study server.
 CONNECT_TIMEOUT_SECONDS = 600.0
@@ -120,6 +120,11 @@ class TrainArgs(TrainerArgs):
         default=CONNECT_TIMEOUT_SECONDS, ge=0, description="Seconds the other nodes wait for node 0's study server."
     )
     backbone: list[str] = Field(default=[], description="A user backbone, NAME=ARCH@URI; repeatable.")
+    export_format: list[EdgeFormat] = Field(
+        default=[],
+        description="An edge format written after ONNX, TorchScript and int8 ONNX: tflite, coreml or executorch; "
+        "repeatable. One the trainer cannot write fails the run before training.",
+    )
     nproc: int | None = Field(
         default=None,
         ge=1,

@@ -8,8 +8,11 @@ TorchScript converter, and every edge format starts from that.
 
 from __future__ import annotations
 
+import importlib.util
 import io
-from enum import StrEnum
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,22 +20,44 @@ from torch import nn
 
 from autovision.contract.files import ModelCard
 from autovision.contract.keys import COREML_PACKAGE, EXECUTORCH_DIR, TFLITE_FILE
-from autovision.export.edge_files import EdgeInput
-
-
-class EdgeFormat(StrEnum):
-    """The edge formats ``autovision export`` writes."""
-
-    TFLITE = "tflite"
-    COREML = "coreml"
-    EXECUTORCH = "executorch"
-
+from autovision.export.edge_files import EdgeExportError, EdgeInput
+from autovision.export.executorch_export import executorch_python, export_executorch
+from autovision.export.layout import ModelLocation
+from autovision.resources import EdgeFormat
 
 OUTPUT_NAMES = {
     EdgeFormat.TFLITE: TFLITE_FILE,
     EdgeFormat.COREML: COREML_PACKAGE,
     EdgeFormat.EXECUTORCH: EXECUTORCH_DIR,
 }
+
+
+# The modules each format imports in this venv; ExecuTorch's run in its own venv instead.
+_REQUIRED_MODULES = {
+    EdgeFormat.TFLITE: ("litert_torch", "ai_edge_litert"),
+    EdgeFormat.COREML: ("coremltools",),
+    EdgeFormat.EXECUTORCH: (),
+}
+
+
+class EdgeUnavailableError(RuntimeError):
+    """Formats this installation cannot write: said before a run spends its budget."""
+
+
+def check_edge_formats(formats: Sequence[EdgeFormat], executorch_venv: Path) -> None:
+    """Raise ``EdgeUnavailableError`` naming every format whose converter is not installed here, and how to add it."""
+    problems = []
+    for fmt in dict.fromkeys(formats):
+        missing = [name for name in _REQUIRED_MODULES[fmt] if importlib.util.find_spec(name) is None]
+        if missing:
+            problems.append(f"{fmt}: {', '.join(missing)} not installed (pip install 'autovision[edge]')")
+        elif fmt is EdgeFormat.EXECUTORCH:
+            try:
+                executorch_python(executorch_venv)
+            except FileNotFoundError as error:
+                problems.append(f"{fmt}: {error}")
+    if problems:
+        raise EdgeUnavailableError("cannot export " + "; ".join(problems))
 
 
 def edge_input(card: ModelCard) -> EdgeInput:
@@ -79,6 +104,33 @@ def export_edge(model: nn.Module, spec: EdgeInput, fmt: EdgeFormat, out_dir: Pat
         from autovision.export.coreml import export_coreml
 
         return export_coreml(model, spec, target)
-    from autovision.export.executorch_export import executorch_python, export_executorch
-
     return export_executorch(model, example, spec, target, executorch_python(executorch_venv))
+
+
+@dataclass
+class StoredFormats:
+    """What ``store_edge_formats`` wrote (the URI and size in bytes of each format) and which formats failed, why."""
+
+    written: dict[EdgeFormat, tuple[str, int]] = field(default_factory=dict)
+    failures: dict[EdgeFormat, str] = field(default_factory=dict)
+
+
+def store_edge_formats(
+    model: nn.Module, spec: EdgeInput, formats: Sequence[EdgeFormat], location: ModelLocation, executorch_venv: Path
+) -> StoredFormats:
+    """Write each format beside the model in storage; one that fails leaves nothing and the others go on."""
+    stored = StoredFormats()
+    for fmt in dict.fromkeys(formats):
+        with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
+            try:
+                written = export_edge(model, spec, fmt, Path(workdir), executorch_venv)
+            except (EdgeExportError, FileNotFoundError) as error:
+                stored.failures[fmt] = str(error)
+                continue
+            files = [written] if written.is_file() else sorted(p for p in written.rglob("*") if p.is_file())
+            if written.is_file():
+                location.storage.write_bytes(location.key(written.name), written.read_bytes())
+            else:
+                location.storage.upload_dir(written, location.key(written.name))
+            stored.written[fmt] = (location.uri(written.name), sum(file.stat().st_size for file in files))
+    return stored
