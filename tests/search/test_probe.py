@@ -75,7 +75,9 @@ def test_a_budget_below_every_estimate_is_refused(digits_job: SearchJob) -> None
 
 
 @pytest.mark.training
-def test_a_small_budget_starts_with_the_cheapest_configuration(digits_job: SearchJob) -> None:
+def test_a_small_budget_starts_with_the_cheapest_configuration(
+    digits_job: SearchJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
     images = ImageCache(digits_job.records, digits_job.labels, digits_job.storage())
     space = digits_job.space
     [cheapest] = space.cheaper_starts()
@@ -83,6 +85,13 @@ def test_a_small_budget_starts_with_the_cheapest_configuration(digits_job: Searc
     cheap = estimate_minimum_budget(digits_job, images, cheapest)
     assert cheap < warm, "8 px and width 4 cost less than 16 px and width 16"
 
+    # The plan measures again; on a machine whose load changes, a second measure may differ by a unit.
+    # The plan is checked against the estimates just measured.
+    measured = {None: warm, tuple(sorted(cheapest.items())): cheap}
+    monkeypatch.setattr(
+        "autovision.search.probe.estimate_minimum_budget",
+        lambda job, images, params=None: measured[None if params is None else tuple(sorted(params.items()))],
+    )
     notes = Notes()
     planned = plan_first_trial(dataclasses.replace(digits_job, budget_milli_node_hours=warm - 1), images, notes)
     assert planned.warm_start() == cheapest
