@@ -25,6 +25,8 @@ PORT_FLAGS = (
     "s3.port",
     "s3.port.grpc",
     "s3.port.iceberg",
+    # Lance's listener defaults to a fixed 9101: two servers on one machine would collide.
+    "s3.port.lance",
     "master.port",
     "master.port.grpc",
     "volume.port",
