@@ -157,11 +157,22 @@ def split_uri(uri: str) -> tuple[str, str]:
     raise StorageError(f"unsupported storage URI {uri!r}: use file://PATH or s3://BUCKET/PREFIX")
 
 
-def filesystem(protocol: str, settings: Settings) -> fsspec.AbstractFileSystem:
-    """The fsspec filesystem for a protocol, configured from settings."""
+def filesystem(protocol: str, settings: Settings, timeout_s: float | None = None) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem for a protocol, configured from settings.
+
+    ``timeout_s`` bounds each S3 connection and read (botocore waits 60 s by default):
+    for a writer that must give up soon rather than wait out a hung endpoint.
+    """
     if protocol == "s3":
+        options = settings.s3_options()
+        if timeout_s is not None:
+            options["config_kwargs"] = {
+                **options["config_kwargs"],  # type: ignore[dict-item]
+                "connect_timeout": timeout_s,
+                "read_timeout": timeout_s,
+            }
         # Other processes write the same prefixes: never trust a cached listing.
-        return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False, **settings.s3_options())
+        return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False, **options)
     return fsspec.filesystem("file", auto_mkdir=True)
 
 
@@ -306,10 +317,10 @@ def raise_transient(results: Iterable[object]) -> None:
 class Storage:
     """Keys under one root URI, with atomic writes."""
 
-    def __init__(self, root: str, settings: Settings | None = None) -> None:
+    def __init__(self, root: str, settings: Settings | None = None, timeout_s: float | None = None) -> None:
         self.settings = settings or Settings()
         self.protocol, self.root_path = split_uri(root)
-        self.fs = filesystem(self.protocol, self.settings)
+        self.fs = filesystem(self.protocol, self.settings, timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Storage:
