@@ -9,10 +9,11 @@ waits for the log. A writer task in the gateway's event loop takes the buffer ev
 ``flush_seconds`` (sooner once ``shard_records`` are waiting, and once more on
 shutdown) and writes it as JSON Lines shards, each one whole object, through
 ``autovision.storage.Storage`` in a thread of its own, so the event loop never
-blocks on storage. One write at a time, each bounded by ``write_timeout_s``: a
-storage that is down or slow costs the shards it could not take (counted), never a
-request's latency or success. With ``images``, each image is stored once per
-sha256 under ``images/<sha256>`` before the shard that names it.
+blocks on storage. One write at a time, each waited for at most ``write_timeout_s``
+(which also bounds its S3 connections, reads and retries): a storage that is down or
+slow costs the shards it could not take (counted), never a request's latency or success.
+With ``images``, each image is stored once per sha256 under ``images/<sha256>``, before
+the shard that names it.
 
 The counters (``logged``, ``dropped``, ``shards written``, ``write failures``) live
 in the log's own Prometheus registry, which the gateway serves at ``/metrics``.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import random
@@ -257,23 +259,28 @@ class PredictionLog:
         await self.flush()  # what came in while the last shard was written
 
     async def _write(self, entries: list[_Entry], timeout_s: float) -> None:
-        """One shard, in the writer's thread; a failure, a timeout or a write still hung counts as lost."""
+        """One shard, in the writer's thread, waited for at most ``timeout_s``; lost (and counted) at once when
+        the last write is still going on.
+
+        A write that outlives its wait goes on in its thread (a thread cannot be stopped) and is counted
+        when it ends, written or failed; the storage's own timeouts end it soon after.
+        """
         if self._writing is not None and not self._writing.done():
             self.metrics.write_failures.inc()
             log.warning("prediction log: the last shard is still being written; %d records lost", len(entries))
             return
         self._writing = asyncio.get_running_loop().run_in_executor(self._executor, self._write_shard, entries)
-        # A write that outlives its timeout ends on its own; its error was counted already.
-        self._writing.add_done_callback(lambda done: done.cancelled() or done.exception())
-        try:
-            await asyncio.wait_for(asyncio.shield(self._writing), timeout_s)
-        except Exception as error:  # noqa: BLE001 - storage's every failure costs the shard, never the gateway
-            self.metrics.write_failures.inc()
-            log.warning(
-                "prediction log: a shard of %d records is lost (%s: %s)", len(entries), type(error).__name__, error
-            )
-        else:
+        self._writing.add_done_callback(functools.partial(self._count, len(entries)))
+        await asyncio.wait({self._writing}, timeout=timeout_s)
+
+    def _count(self, records: int, write: asyncio.Future[None]) -> None:
+        """Count a finished write: written, or failed (storage's every failure costs the shard, never the gateway)."""
+        error = None if write.cancelled() else write.exception()
+        if error is None:
             self.metrics.shards_written.inc()
+            return
+        self.metrics.write_failures.inc()
+        log.warning("prediction log: a shard of %d records is lost (%s: %s)", records, type(error).__name__, error)
 
     def _write_shard(self, entries: list[_Entry]) -> None:
         """Store the shard's new images, then the shard itself (so a shard never names a missing image)."""
