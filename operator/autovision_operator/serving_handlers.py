@@ -86,6 +86,7 @@ from autovision_operator.serving_builders import (
     build_triton_service,
     child_patch,
     explainer_name,
+    logs_predictions,
     model_name,
     model_selector,
     routes,
@@ -204,9 +205,11 @@ def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> Mo
     wanted = routes(deployment, decided.split, decided.shadow)
     routed = set(decided.split) | ({decided.shadow} if decided.shadow else set())
     table = wanted if applied is None or all(_ready(tritons[run]) for run in routed) else applied
-    gateway = _converge_gateway(context, body, deployment, table)
+    primary = models.get(_primary(table))
+    log_secret = _model_secret(context, deployment, primary) if primary and logs_predictions(deployment) else None
+    gateway = _converge_gateway(context, body, deployment, table, log_secret)
     _remove_unrouted(context, body, deployment, gateway, table, set(decided.runs))
-    _converge_explainer(context, body, deployment, models.get(_primary(table)))
+    _converge_explainer(context, body, deployment, primary)
     return _status(deployment, table, tritons, stats, decided.rollout, models)
 
 
@@ -297,11 +300,15 @@ def _converge_explainer(
     _converge(context, body, build_explainer_deployment(deployment, model_uri, context.config, secret))
 
 
-def _converge_gateway(context: Context, body: kopf.Body, deployment: ModelDeployment, table: Routes) -> dict[str, Any]:
-    """The gateway's Service, PDB and Deployment (its replicas left alone once created); the NetworkPolicy or none."""
+def _converge_gateway(
+    context: Context, body: kopf.Body, deployment: ModelDeployment, table: Routes, log_secret: str | None
+) -> dict[str, Any]:
+    """The gateway's Service, PDB and Deployment (its replicas left alone once created, writing the prediction
+    log with ``log_secret``'s credentials); the NetworkPolicy or none."""
     _converge(context, body, build_gateway_service(deployment))
     _converge(context, body, build_pod_disruption_budget(deployment, None))
-    gateway = _converge(context, body, build_gateway_deployment(deployment, table, context.config), omit_replicas=True)
+    desired = build_gateway_deployment(deployment, table, context.config, log_secret)
+    gateway = _converge(context, body, desired, omit_replicas=True)
     namespace, name, uid = str(deployment.metadata.namespace), serving_name(deployment), str(deployment.metadata.uid)
     if deployment.spec.auth.require_token:
         _converge(context, body, build_network_policy(deployment))

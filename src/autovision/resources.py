@@ -574,6 +574,25 @@ class ExplainSpec(WireModel):
     )
 
 
+class LoggingSpec(WireModel):
+    """The gateway's prediction log: a sample of the answered requests, written to storage in batches."""
+
+    rate: float = Field(
+        ge=0,
+        le=1,
+        description="Fraction of prediction requests the gateway logs (0 to 1; 0 logs nothing): the image's "
+        "sha256, the model that answered, its top-5 labels and scores, the latency and the time, batched into "
+        "JSON Lines shards under predictions/<namespace>/<name>/ of the operator's storage root. Logging never "
+        "slows or fails a request: a full buffer or an unavailable storage drops records and counts them "
+        "(the gateway's /metrics).",
+    )
+    images: bool = Field(
+        default=False,
+        description="Also store each logged request's image, once per sha256, under "
+        "predictions/<namespace>/<name>/images/: what autovision review-set exports for labelling.",
+    )
+
+
 class TrafficTarget(WireModel):
     """One model of a traffic split: a finished run and the share of requests it answers."""
 
@@ -738,6 +757,11 @@ class ModelDeploymentSpec(WireModel):
         default=None,
         description="When set, an explainer Deployment of its own (torch, on CPUs) answers :explain through the "
         "gateway with heatmaps (Grad-CAM, integrated gradients); unset, :explain answers 404.",
+    )
+    logging: LoggingSpec | None = Field(
+        default=None,
+        description="When set, the gateway logs a sample of its predictions to storage (for drift checks and "
+        "review sets), with the primary model's storage credentials; unset, nothing is logged.",
     )
 
     @model_validator(mode="after")
