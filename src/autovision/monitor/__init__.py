@@ -1,0 +1,1 @@
+"""After deployment: what the logged predictions say (the review set; drift checks)."""
