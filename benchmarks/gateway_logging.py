@@ -41,7 +41,7 @@ def log_counts(url: str) -> dict[str, float]:
     with urllib.request.urlopen(url + METRICS_PATH, timeout=30) as reply:
         text = reply.read().decode()
     return {
-        sample.name.removeprefix(f"{METRICS_PREFIX}_"): sample.value
+        sample.name.removeprefix(f"{METRICS_PREFIX}_").removesuffix("_total"): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name.endswith("_total")
