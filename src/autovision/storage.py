@@ -160,19 +160,24 @@ def split_uri(uri: str) -> tuple[str, str]:
 def filesystem(protocol: str, settings: Settings, timeout_s: float | None = None) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for a protocol, configured from settings.
 
-    ``timeout_s`` bounds each S3 connection and read (botocore waits 60 s by default):
-    for a writer that must give up soon rather than wait out a hung endpoint.
+    ``timeout_s`` bounds each S3 connection and read (botocore waits 60 s by default) and
+    makes one attempt per request (botocore and s3fs would each retry with backoff of their
+    own): for a writer that must give up soon rather than wait out a hung endpoint, its
+    ``retrying`` loop alone bounding the whole operation.
     """
     if protocol == "s3":
         options = settings.s3_options()
         if timeout_s is not None:
             options["config_kwargs"] = {
-                **options["config_kwargs"],  # type: ignore[dict-item]
                 "connect_timeout": timeout_s,
                 "read_timeout": timeout_s,
+                "retries": {"mode": "standard", "max_attempts": 1},
             }
         # Other processes write the same prefixes: never trust a cached listing.
-        return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False, **options)
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False, **options)
+        if timeout_s is not None:
+            fs.retries = 1  # an instance of its own (skip_instance_cache): no other caller sees this
+        return fs
     return fsspec.filesystem("file", auto_mkdir=True)
 
 

@@ -31,7 +31,7 @@ from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL, logged
 from autovision.export.layout import ModelLocation
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.client import Protocol
-from autovision.serving.prediction_log import decode_shard
+from autovision.serving.prediction_log import read_log
 from autovision.serving.tritonserver import endpoint, free_ports
 from tests.support.google_clients import ENDPOINT, content, grpc_clients, rest_clients
 from tests.support.served import RUN, STARTUP_TIMEOUT_S, Run, Served, serve_endpoints, write_run
@@ -129,12 +129,7 @@ def test_serve_answers_on_three_endpoints_then_stops_cleanly(
     log = prediction_log_prefix("local", "autovision")
     assert served.endpoint(r"^Prediction log +100 % of requests to (\S+)$") == run.storage.uri(log)
     sha256 = hashlib.sha256(image).hexdigest()
-    records = [
-        r
-        for key in run.storage.list_keys(log)
-        if key.endswith(".jsonl")
-        for r in decode_shard(run.storage.read_bytes(key))
-    ]
+    records = read_log(run.storage, log)
     assert any(record.sha256 == sha256 and record.model == "autovision" for record in records)
     assert run.storage.read_bytes(logged_image_key(log, sha256)) == image
 

@@ -26,6 +26,7 @@ from autovision.serving.prediction_log import (
     decode_shard,
     encode_shard,
     logged_prediction,
+    read_log,
     sampled,
     shard_location,
 )
@@ -103,8 +104,8 @@ def test_shards_read_back_complete_and_images_are_stored_once(storage: Storage) 
     log = asyncio.run(scenario())
     prefix = "predictions/ml/flowers"
     shards = [key for key in storage.list_keys(prefix) if key.endswith(".jsonl")]
-    records = [record for key in shards for record in decode_shard(storage.read_bytes(key))]
-    assert len(records) == len(images)  # decode_shard validated every line as a LoggedPrediction
+    records = read_log(storage, prefix)
+    assert len(records) == len(images)  # every line was validated as a LoggedPrediction
     assert sorted(record.sha256 for record in records) == sorted(hashlib.sha256(i).hexdigest() for i in images)
     assert {record.model for record in records} == {"run-a", "run-b"}
     assert all(record.image_stored and record.deployment == "flowers" for record in records)

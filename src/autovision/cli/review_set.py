@@ -27,15 +27,13 @@ def review_set_command(
     person appends each image's label before importing the CSV as a new version of the Dataset."""
     from autovision.contract.keys import logged_image_key, prediction_log_prefix
     from autovision.monitor.review import ReviewSetError, confidence, least_confident, review_csv
-    from autovision.serving.prediction_log import decode_shard
+    from autovision.serving.prediction_log import read_log
     from autovision.storage import Storage, StorageError
 
     try:
         storage = Storage.from_settings()
         prefix = prediction_log_prefix(namespace, deployment)
-        shards = [key for key in storage.list_keys(prefix) if key.endswith(".jsonl")]
-        records = [record for key in shards for record in decode_shard(storage.read_bytes(key))]
-        chosen = least_confident(records, count, storage.uri(prefix))
+        chosen = least_confident(read_log(storage, prefix), count, storage.uri(prefix))
         directory, name = posixpath.split(output)
         target = Storage(directory or ".", storage.settings)
         target.write_bytes(name, review_csv(chosen, lambda sha256: storage.uri(logged_image_key(prefix, sha256))))

@@ -86,6 +86,12 @@ def decode_shard(data: bytes) -> list[LoggedPrediction]:
     return [LoggedPrediction.model_validate_json(line) for line in data.splitlines() if line.strip()]
 
 
+def read_log(storage: Storage, prefix: str) -> list[LoggedPrediction]:
+    """Every record of every shard under a log's prefix (``prediction_log_prefix``), shards in key order (by time)."""
+    shards = [key for key in storage.list_keys(prefix) if key.endswith(".jsonl")]
+    return [record for key in shards for record in decode_shard(storage.read_bytes(key))]
+
+
 def logged_prediction(  # noqa: PLR0917 - one record's every field
     image: bytes,
     deployment: str,
