@@ -354,6 +354,9 @@ def example_of(kind: str) -> dict[str, Any]:
         ("ModelDeployment", "modelRef", {"trainingJob": "run", "secretKey": "x"}),
         ("ModelDeployment", "traffic", [{"trainingJob": "run-a", "percent": 101}]),
         ("ModelDeployment", "rollout", {"gate": {"minAgreement": 2}}),
+        ("ModelDeployment", "logging", {"rate": 1.5}),
+        ("ModelDeployment", "logging", {"rate": -0.1}),
+        ("ModelDeployment", "logging", {"images": True}),
     ],
 )
 def test_schema_and_model_both_reject(kind: str, field: str, value: Any) -> None:

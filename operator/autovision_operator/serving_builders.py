@@ -17,6 +17,11 @@ A ModelDeployment becomes, all owned by it:
 * with ``spec.auth.requireToken``, a NetworkPolicy letting only the gateway reach
   the models' KServe ports.
 
+With ``spec.logging`` the gateway logs a sample of its predictions under
+``predictions/<namespace>/<name>/`` of the operator's storage root: it gets the log's
+rate, its ModelDeployment's name and namespace, the storage root and endpoint, and the
+primary model's storage credentials (the Secret its training wrote with).
+
 One shape for every spec, a single ``modelRef`` included (a split of one model at
 100 %): one code path, and replacing a model is the same act whether a rollout
 gates it or not: the new model's Triton Deployment becomes ready beside the old
@@ -473,14 +478,40 @@ def _token_check_identity(deployment: ModelDeployment, config: OperatorConfig) -
 
 
 def _token_check_env(deployment: ModelDeployment) -> list[dict[str, Any]]:
-    """The gateway's settings of token checks: on, and the ModelDeployment callers need predict on."""
+    """The gateway's setting of token checks: on (callers need predict on the ModelDeployment it names)."""
     if not deployment.spec.auth.require_token:
         return []
+    return [{"name": env.GATEWAY_REQUIRE_TOKEN, "value": "true"}]
+
+
+def logs_predictions(deployment: ModelDeployment) -> bool:
+    """Whether the gateway logs predictions: ``spec.logging`` with a rate above 0."""
+    return deployment.spec.logging is not None and deployment.spec.logging.rate > 0
+
+
+def _deployment_identity_env(deployment: ModelDeployment) -> list[dict[str, Any]]:
+    """The ModelDeployment the gateway serves, for token checks (whose predict permission) and the log (where)."""
+    if not (deployment.spec.auth.require_token or logs_predictions(deployment)):
+        return []
     return [
-        {"name": env.GATEWAY_REQUIRE_TOKEN, "value": "true"},
         {"name": env.GATEWAY_DEPLOYMENT_NAME, "value": str(deployment.metadata.name)},
         {"name": env.GATEWAY_DEPLOYMENT_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+
+
+def prediction_log_env(deployment: ModelDeployment, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The gateway's settings of ``spec.logging``: the rate, images, and where storage is; none when it logs nothing."""
+    logging = deployment.spec.logging
+    if logging is None or not logs_predictions(deployment):
+        return []
+    variables = [
+        {"name": env.GATEWAY_LOG_RATE, "value": f"{logging.rate:g}"},
+        {"name": env.GATEWAY_LOG_IMAGES, "value": str(logging.images).lower()},
+        {"name": env.STORAGE_ROOT, "value": config.storage_root},
+    ]
+    if config.s3_endpoint_url:
+        variables.append({"name": env.S3_ENDPOINT_URL, "value": config.s3_endpoint_url})
+    return variables
 
 
 # --- the children -------------------------------------------------------------
@@ -536,11 +567,14 @@ def build_triton_service(deployment: ModelDeployment, run: str) -> dict[str, Any
     return _service(deployment, model_name(deployment, run), model_selector(deployment, run), TRITON_PORTS, run)
 
 
-def build_gateway_deployment(deployment: ModelDeployment, table: Routes, config: OperatorConfig) -> dict[str, Any]:
+def build_gateway_deployment(
+    deployment: ModelDeployment, table: Routes, config: OperatorConfig, secret: str | None = None
+) -> dict[str, Any]:
     """The apps/v1 Deployment of the gateway, routing by ``table``; no GPU.
 
     A new routing table changes the pod template (its digest is an annotation), so the
     gateway rolls, never below its replicas; each pod counts the requests it routed by its own table.
+    With ``spec.logging`` it writes the prediction log with ``secret``'s storage credentials.
     """
     selector = selector_labels(deployment, GATEWAY_COMPONENT)
     pod_spec: dict[str, Any] = {
@@ -548,7 +582,7 @@ def build_gateway_deployment(deployment: ModelDeployment, table: Routes, config:
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": PRE_STOP_SECONDS + 20,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_gateway_container(deployment, table, config)],
+        "containers": [_gateway_container(deployment, table, config, secret)],
         "volumes": [{"name": "gateway-tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
         "topologySpreadConstraints": [_spread(selector)],
     }
@@ -829,11 +863,15 @@ def _triton_container(
     return container
 
 
-def _gateway_container(deployment: ModelDeployment, table: Routes, config: OperatorConfig) -> dict[str, Any]:
+def _gateway_container(
+    deployment: ModelDeployment, table: Routes, config: OperatorConfig, secret: str | None
+) -> dict[str, Any]:
     """The AutoML JSON gateway, routing to the models' Triton Services by ``table``.
 
-    It gets the operator's image policy, its own bounds (queue, timeouts) and its routes as settings.
+    It gets the operator's image policy, its own bounds (queue, timeouts) and its routes as
+    settings; with ``spec.logging`` the log's and the storage credentials' (``secret``).
     """
+    logging = logs_predictions(deployment)
     settings = {
         env.GATEWAY_MAX_CONCURRENCY: str(config.gateway_max_concurrency),
         env.GATEWAY_MAX_QUEUE: str(config.gateway_max_queue),
@@ -846,6 +884,8 @@ def _gateway_container(deployment: ModelDeployment, table: Routes, config: Opera
         *image_policy_env(config),
         *({"name": name, "value": value} for name, value in settings.items()),
         *_token_check_env(deployment),
+        *_deployment_identity_env(deployment),
+        *prediction_log_env(deployment, config),
         *explainer_env(deployment),
     ]
     return {
@@ -872,4 +912,5 @@ def _gateway_container(deployment: ModelDeployment, table: Routes, config: Opera
         "lifecycle": _pre_stop(),
         "securityContext": restricted_security_context(RUNAS_ID),
         "volumeMounts": [{"name": "gateway-tmp", "mountPath": "/tmp"}],
+        **secret_env_from(secret if logging else None),
     }

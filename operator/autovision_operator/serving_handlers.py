@@ -91,6 +91,7 @@ from autovision_operator.serving_builders import (
     build_triton_service,
     child_patch,
     explainer_name,
+    logs_predictions,
     model_name,
     model_selector,
     routes,
@@ -209,10 +210,12 @@ def _serve(context: Context, body: kopf.Body, deployment: ModelDeployment) -> Mo
     wanted = routes(deployment, decided.split, decided.shadow)
     routed = set(decided.split) | ({decided.shadow} if decided.shadow else set())
     table = wanted if applied is None or all(_ready(tritons[run]) for run in routed) else applied
-    gateway = _converge_gateway(context, body, deployment, table)
+    primary = models.get(_primary(table))
+    log_secret = _model_secret(context, deployment, primary) if primary and logs_predictions(deployment) else None
+    gateway = _converge_gateway(context, body, deployment, table, log_secret)
     _remove_unrouted(context, body, deployment, gateway, table, set(decided.runs))
-    _converge_explainer(context, body, deployment, models.get(_primary(table)))
-    drift = _converge_monitor(context, body, deployment, models.get(_primary(table)))
+    _converge_explainer(context, body, deployment, primary)
+    drift = _converge_monitor(context, body, deployment, primary)
     status = _status(deployment, table, tritons, stats, decided.rollout, models)
     return with_conditions(status, now(), drift) if drift else status
 
@@ -344,11 +347,15 @@ def _drift_report(context: Context, deployment: ModelDeployment) -> tuple[DriftR
         return None, f"the drift report {storage.uri(key)} cannot be read: {error}"
 
 
-def _converge_gateway(context: Context, body: kopf.Body, deployment: ModelDeployment, table: Routes) -> dict[str, Any]:
-    """The gateway's Service, PDB and Deployment (its replicas left alone once created); the NetworkPolicy or none."""
+def _converge_gateway(
+    context: Context, body: kopf.Body, deployment: ModelDeployment, table: Routes, log_secret: str | None
+) -> dict[str, Any]:
+    """The gateway's Service, PDB and Deployment (its replicas left alone once created, writing the prediction
+    log with ``log_secret``'s credentials); the NetworkPolicy or none."""
     _converge(context, body, build_gateway_service(deployment))
     _converge(context, body, build_pod_disruption_budget(deployment, None))
-    gateway = _converge(context, body, build_gateway_deployment(deployment, table, context.config), omit_replicas=True)
+    desired = build_gateway_deployment(deployment, table, context.config, log_secret)
+    gateway = _converge(context, body, desired, omit_replicas=True)
     namespace, name, uid = str(deployment.metadata.namespace), serving_name(deployment), str(deployment.metadata.uid)
     if deployment.spec.auth.require_token:
         _converge(context, body, build_network_policy(deployment))

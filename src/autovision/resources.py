@@ -624,6 +624,25 @@ class MonitoringSpec(WireModel):
     )
 
 
+class LoggingSpec(WireModel):
+    """The gateway's prediction log: a sample of the answered requests, written to storage in batches."""
+
+    rate: float = Field(
+        ge=0,
+        le=1,
+        description="Fraction of prediction requests the gateway logs (0 to 1; 0 logs nothing): the image's "
+        "sha256, the model that answered, its top-5 labels and scores, the latency and the time, batched into "
+        "JSON Lines shards under predictions/<namespace>/<name>/ of the operator's storage root. Logging never "
+        "slows or fails a request: a full buffer or an unavailable storage drops records and counts them "
+        "(the gateway's /metrics).",
+    )
+    images: bool = Field(
+        default=False,
+        description="Also store each logged request's image, once per sha256, under "
+        "predictions/<namespace>/<name>/images/: what autovision review-set exports for labelling.",
+    )
+
+
 class TrafficTarget(WireModel):
     """One model of a traffic split: a finished run and the share of requests it answers."""
 
@@ -805,6 +824,11 @@ class ModelDeploymentSpec(WireModel):
         default=None,
         description="When set, a CronJob checks the logged predictions (spec.logging) for drift from the primary "
         "model's test split and the Drift condition reports the last verdict; unset, neither exists.",
+    )
+    logging: LoggingSpec | None = Field(
+        default=None,
+        description="When set, the gateway logs a sample of its predictions to storage (for drift checks and "
+        "review sets), with the primary model's storage credentials; unset, nothing is logged.",
     )
 
     @model_validator(mode="after")

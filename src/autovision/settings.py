@@ -107,6 +107,18 @@ class Settings(BaseSettings):
         description="The models behind a gateway and their split, as JSON (autovision.serving.traffic.Routes; "
         "written by the operator from spec.traffic); unset, the gateway serves its --triton-url's one model.",
     )
+    gateway_log_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Fraction of prediction requests the gateway logs to storage under "
+        "predictions/<namespace>/<deployment>/ (set by the operator from spec.logging.rate, by autovision serve "
+        "--log-rate); 0 logs nothing.",
+    )
+    gateway_log_images: bool = Field(
+        default=False,
+        description="Also store each logged request's image, once per sha256 (spec.logging.images, --log-images).",
+    )
     import_uri_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
         default=IMPORT_URI_SCHEMES,
         description="URI schemes an import may read, its source and a CSV index's rows alike; comma-separated. "

@@ -157,11 +157,27 @@ def split_uri(uri: str) -> tuple[str, str]:
     raise StorageError(f"unsupported storage URI {uri!r}: use file://PATH or s3://BUCKET/PREFIX")
 
 
-def filesystem(protocol: str, settings: Settings) -> fsspec.AbstractFileSystem:
-    """The fsspec filesystem for a protocol, configured from settings."""
+def filesystem(protocol: str, settings: Settings, timeout_s: float | None = None) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem for a protocol, configured from settings.
+
+    ``timeout_s`` bounds each S3 connection and read (botocore waits 60 s by default) and
+    makes one attempt per request (botocore and s3fs would each retry with backoff of their
+    own): for a writer that must give up soon rather than wait out a hung endpoint, its
+    ``retrying`` loop alone bounding the whole operation.
+    """
     if protocol == "s3":
+        options = settings.s3_options()
+        if timeout_s is not None:
+            options["config_kwargs"] = {
+                "connect_timeout": timeout_s,
+                "read_timeout": timeout_s,
+                "retries": {"mode": "standard", "max_attempts": 1},
+            }
         # Other processes write the same prefixes: never trust a cached listing.
-        return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False, **settings.s3_options())
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False, **options)
+        if timeout_s is not None:
+            fs.retries = 1  # an instance of its own (skip_instance_cache): no other caller sees this
+        return fs
     return fsspec.filesystem("file", auto_mkdir=True)
 
 
@@ -306,10 +322,10 @@ def raise_transient(results: Iterable[object]) -> None:
 class Storage:
     """Keys under one root URI, with atomic writes."""
 
-    def __init__(self, root: str, settings: Settings | None = None) -> None:
+    def __init__(self, root: str, settings: Settings | None = None, timeout_s: float | None = None) -> None:
         self.settings = settings or Settings()
         self.protocol, self.root_path = split_uri(root)
-        self.fs = filesystem(self.protocol, self.settings)
+        self.fs = filesystem(self.protocol, self.settings, timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Storage:

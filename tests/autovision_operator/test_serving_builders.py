@@ -651,3 +651,48 @@ def test_token_checks_leave_only_the_gateway_in_front_of_the_models() -> None:
     endpoints = sb.serving_endpoints(md, "flowers-run")
     assert (endpoints.http, endpoints.grpc) == (None, None)
     assert endpoints.vertex_endpoint == "projects/ml/locations/cluster/endpoints/flowers"
+
+
+# --- the prediction log (spec.logging) -------------------------------------------------
+
+
+def logging_gateway(secret: str | None = "s3-credentials", **spec: Any) -> Any:
+    md = make_model_deployment(**spec)
+    config = make_config(s3_endpoint_url=ENDPOINT)
+    return sb.build_gateway_deployment(md, sb.routes(md, {"flowers-run": 100}, None), config, secret)
+
+
+def test_logging_gives_the_gateway_its_rate_where_to_write_and_the_model_s_credentials() -> None:
+    built = logging_gateway(logging={"rate": 0.1, "images": True})
+    validate(built)
+    gateway = containers(built)["gateway"]
+    variables = {item["name"]: item for item in gateway["env"]}
+    assert variables[env.GATEWAY_LOG_RATE]["value"] == "0.1"
+    assert variables[env.GATEWAY_LOG_IMAGES]["value"] == "true"
+    assert variables[env.STORAGE_ROOT]["value"] == "s3://autovision"
+    assert variables[env.S3_ENDPOINT_URL]["value"] == ENDPOINT
+    assert variables[env.GATEWAY_DEPLOYMENT_NAME]["value"] == "flowers"
+    assert variables[env.GATEWAY_DEPLOYMENT_NAMESPACE]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert gateway["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+
+
+@pytest.mark.parametrize("spec", [{}, {"logging": {"rate": 0}}], ids=["unset", "rate-0"])
+def test_without_logging_the_gateway_gets_no_storage_settings_nor_credentials(spec: dict[str, Any]) -> None:
+    gateway = containers(logging_gateway(**spec))["gateway"]
+    names = {item["name"] for item in gateway["env"]}
+    assert not names & {env.GATEWAY_LOG_RATE, env.STORAGE_ROOT, env.GATEWAY_DEPLOYMENT_NAME}
+    assert "envFrom" not in gateway
+
+
+def test_logging_with_token_checks_names_the_deployment_once_and_the_gateway_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = logging_gateway(logging={"rate": 0.25}, auth={"requireToken": True})
+    validate(built)
+    names = [item["name"] for item in containers(built)["gateway"]["env"]]
+    assert len(names) == len(set(names))
+    for item in containers(built)["gateway"]["env"]:
+        monkeypatch.setenv(item["name"], item.get("value") or "ml")
+    settings = Settings()
+    assert (settings.gateway_log_rate, settings.gateway_log_images) == (0.25, False)
+    assert (settings.gateway_deployment_namespace, settings.gateway_deployment_name) == ("ml", "flowers")

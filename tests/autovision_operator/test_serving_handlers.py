@@ -191,6 +191,36 @@ async def test_spec_explain_adds_the_explainer_and_unsetting_it_removes_it(
 @pytest.mark.asyncio
 @pytest.mark.kmock(cls=ApiServer)
 @pytest.mark.timeout(60)
+async def test_spec_logging_gives_the_gateway_the_log_and_the_model_s_credentials(
+    cluster: Cluster, serving_config: OperatorConfig
+) -> None:
+    """The gateway logs with the served run's storage Secret; unset, it gets neither the log nor the Secret."""
+    await cluster.create_secret("s3-credentials")
+    await cluster.apply("datasets", DATASET)
+    await cluster.apply("trainingjobs", succeeded("run-a"))
+
+    async def gateway_container() -> dict[str, Any]:
+        (container,) = (await cluster.deployment(NAME))["spec"]["template"]["spec"]["containers"]
+        return dict(container)
+
+    async def without_log() -> bool:
+        return all(item["name"] != "AUTOVISION_GATEWAY_LOG_RATE" for item in (await gateway_container())["env"])
+
+    async with running_operator(serving_config):
+        spec = {"modelRef": {"trainingJob": "run-a"}, "logging": {"rate": 0.1, "images": True}}
+        await cluster.apply(MODEL_DEPLOYMENTS, {**MODEL_DEPLOYMENT, "spec": spec})
+        await eventually(lambda: cluster.deployment(NAME), "the gateway Deployment")
+        gateway = await gateway_container()
+        assert {"name": "AUTOVISION_GATEWAY_LOG_RATE", "value": "0.1"} in gateway["env"]
+        assert gateway["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+        await cluster.patch_spec(MODEL_DEPLOYMENTS, NAME, {"logging": None})
+        await eventually(without_log, "the gateway without the log")
+        assert "envFrom" not in await gateway_container()
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(60)
 async def test_spec_monitoring_adds_the_check_and_its_report_sets_the_drift_condition(
     cluster: Cluster, serving_config: OperatorConfig
 ) -> None:

@@ -8,6 +8,7 @@ starting the server costs seconds and the served answers can be checked against 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -26,10 +27,11 @@ from typer.testing import CliRunner
 from autovision.cli import app as cli
 from autovision.client import predict_automl
 from autovision.contract.files import ModelCard
-from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL
+from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TRITON_LOCAL, logged_image_key, prediction_log_prefix
 from autovision.export.layout import ModelLocation
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.client import Protocol
+from autovision.serving.prediction_log import read_log
 from autovision.serving.tritonserver import endpoint, free_ports
 from tests.support.google_clients import ENDPOINT, content, grpc_clients, rest_clients
 from tests.support.served import RUN, STARTUP_TIMEOUT_S, Run, Served, serve_endpoints, write_run
@@ -92,10 +94,12 @@ def refuses_connections(port: int) -> bool:
 def test_serve_answers_on_three_endpoints_then_stops_cleanly(
     run: Run, monkeypatch: pytest.MonkeyPatch, signum: int
 ) -> None:
-    """KServe v2 HTTP and gRPC on the given ports, the gateway on a free one; a signal stops all of it."""
+    """KServe v2 HTTP and gRPC on the given ports, the gateway on a free one; a signal stops all of it,
+    and the prediction log writes what it holds on the way out."""
     http_port, grpc_port = free_ports(2)
     monkeypatch.setenv("AUTOVISION_STORAGE_ROOT", run.storage.uri(""))
-    with Served(RUN.prefix, "--http-port", str(http_port), "--grpc-port", str(grpc_port)) as served:
+    logging = ("--log-rate", "1", "--log-images")
+    with Served(RUN.prefix, "--http-port", str(http_port), "--grpc-port", str(grpc_port), *logging) as served:
         served.wait_until_ready()
         [(triton_pid, command)] = tritonserver_children(served.process.pid)
         urls: dict[Protocol, str] = {
@@ -122,6 +126,21 @@ def test_serve_answers_on_three_endpoints_then_stops_cleanly(
     assert all(refuses_connections(int(url.rsplit(":", 1)[1])) for url in [*urls.values(), gateway])
     repository = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--model-repository="))
     assert not Path(repository).parent.exists(), "the downloaded repository is removed"
+    log = prediction_log_prefix("local", "autovision")
+    assert served.endpoint(r"^Prediction log +100 % of requests to (\S+)$") == run.storage.uri(log)
+    sha256 = hashlib.sha256(image).hexdigest()
+    records = read_log(run.storage, log)
+    assert any(record.sha256 == sha256 and record.model == "autovision" for record in records)
+    assert run.storage.read_bytes(logged_image_key(log, sha256)) == image
+
+
+def test_serve_refuses_a_log_rate_outside_0_to_1(run: Run) -> None:
+    result = runner.invoke(
+        cli, ["serve", RUN.prefix, "--log-rate", "1.5"], env={"AUTOVISION_STORAGE_ROOT": run.storage.uri("")}
+    )
+    assert result.exit_code == 2
+    assert "--log-rate" in result.output
+    assert "less than or equal to 1" in result.output
 
 
 @pytest.mark.e2e

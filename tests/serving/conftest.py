@@ -32,11 +32,13 @@ def clean_backend_imports() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def google_served(tmp_path_factory: pytest.TempPathFactory, model_card: ModelCard) -> Iterator[tuple[Run, Endpoints]]:
-    """``autovision serve`` on a finished run of the tiny classifier, its images limited to 64 KiB."""
+    """``autovision serve`` on a finished run of the tiny classifier, its images limited to 64 KiB, logging
+    every prediction (so that every Google dialect's use of the log's one hook is seen)."""
     run = write_run(tmp_path_factory.mktemp("google"), model_card)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(env.STORAGE_ROOT, run.storage.uri(""))
         patch.setenv(env.MAX_IMAGE_BYTES, str(GOOGLE_MAX_IMAGE_BYTES))
+        patch.setenv(env.GATEWAY_LOG_RATE, "1")
         served = Served(RUN.prefix)
     with served:
         served.wait_until_ready()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -21,7 +22,9 @@ from pydantic import ValidationError
 
 from autovision.client import predict_automl
 from autovision.contract import env
-from autovision.embedded_s3 import free_port
+from autovision.contract.files import EMBEDDING_OUTPUT
+from autovision.contract.keys import logged_image_key, prediction_log_prefix
+from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.preprocess import PreprocessConfig
 from autovision.serving import LocalTritonServer, PredictionError, predict, write_local_repository
 from autovision.serving.gateway import (
@@ -29,11 +32,15 @@ from autovision.serving.gateway import (
     GatewayConfig,
     GatewayError,
     GatewayServer,
+    ModelOutputs,
     build_predict_response,
     parse_predict_request,
 )
+from autovision.serving.prediction_log import LogSettings, read_log
 from autovision.serving.traffic import Backend, Routes
 from autovision.settings import Settings
+from autovision.storage import Storage
+from tests.support.served import prediction_log_counts
 from tests.support.serving import (
     POLICY_BUDGET,
     POLICY_LIMITS,
@@ -84,6 +91,13 @@ def test_response_keeps_labels_at_or_above_threshold_best_first() -> None:
             {"displayName": "c", "classification": {"score": 0.5}},
         ]
     }
+
+
+def test_the_model_s_outputs_say_whether_it_exports_an_embedding() -> None:
+    scores = {"name": "SCORES", "datatype": "FP32", "shape": [-1, 3]}
+    embedding = {"name": EMBEDDING_OUTPUT, "datatype": "FP32", "shape": [-1, 16]}
+    assert ModelOutputs.from_metadata({"outputs": [scores]}) == ModelOutputs(num_labels=3, embedding=False)
+    assert ModelOutputs.from_metadata({"outputs": [embedding, scores]}) == ModelOutputs(num_labels=3, embedding=True)
 
 
 def test_routes_come_from_the_environment_else_the_one_triton(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -321,3 +335,71 @@ def test_triton_killed_and_restarted_under_traffic(repository: Path) -> None:
     assert max(seconds for _, seconds, _ in answers) < UPSTREAM_TIMEOUT_S + 2
     assert answers[-1][0] == 200
     assert gone < len(answers)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+    """Poll ``condition`` every 0.1 s until it holds or ``timeout_s`` passes; whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+def test_a_stopped_storage_never_fails_a_request_and_the_log_resumes_once_it_is_back(
+    deployment: tuple[LocalTritonServer, GatewayServer], embedded_s3: EmbeddedS3
+) -> None:
+    """SeaweedFS stopped under a logging gateway: every request answers 200 promptly, the shards are lost and
+    counted; once it is back the log writes again, and every shard written reads back whole."""
+    settings = embedded_s3.settings(prefix="stopped-storage")
+    log = LogSettings(
+        rate=1.0,
+        images=True,
+        storage=settings,
+        namespace="ml",
+        deployment="flowers",
+        shard_records=5,
+        flush_seconds=0.2,
+        write_timeout_s=2.0,
+    )
+    images = [encode_image("PNG", seed=seed, size=(12, 10)) for seed in range(10)]
+    storage, prefix = Storage.from_settings(settings), prediction_log_prefix("ml", "flowers")
+    with GatewayServer(GatewayConfig(deployment[0].http_url, logging=log), free_port()) as gateway:
+        url = f"{gateway.url}/v1/models/autovision:predict"
+        embedded_s3.stop()
+        try:
+            latencies = []
+            for image in images:
+                started = time.monotonic()
+                assert post(url, automl(image))[0] == 200
+                latencies.append(time.monotonic() - started)
+            assert wait_for(lambda: prediction_log_counts(gateway.url)["write_failures"] >= 1)
+            assert max(latencies) < log.write_timeout_s, "a request waited for storage"
+            assert prediction_log_counts(gateway.url)["shards_written"] == 0
+        finally:
+            embedded_s3.start()
+        sent_since: list[bytes] = []
+
+        def resumed() -> bool:
+            """Send one more image; whether any image sent since S3 came back is in a shard yet."""
+            sent_since.append(encode_image("PNG", seed=100 + len(sent_since), size=(12, 10)))
+            assert post(url, automl(sent_since[-1]))[0] == 200
+            return bool({sha256(image) for image in sent_since} & logged(storage, prefix))
+
+        # Shards that meet a write still hanging from the outage are lost; the log writes again after it.
+        assert wait_for(resumed, timeout_s=30)
+    records = read_log(storage, prefix)
+    assert {record.sha256 for record in records} <= {sha256(image) for image in [*images, *sent_since]}
+    assert all(storage.exists(logged_image_key(prefix, record.sha256)) for record in records)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def logged(storage: Storage, prefix: str) -> set[str]:
+    """The sha256 of every image logged in the shards under ``prefix`` (each shard read back whole)."""
+    return {record.sha256 for record in read_log(storage, prefix)}

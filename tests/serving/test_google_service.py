@@ -21,7 +21,7 @@ from tests.support.google_clients import (
     triton_answer,
     vertex_predict,
 )
-from tests.support.served import Endpoints, Run
+from tests.support.served import Endpoints, Run, prediction_log_counts
 from tests.support.serving import encode_image, needs_tritonserver
 
 TRANSPORTS = ("rest", "grpc")
@@ -60,6 +60,23 @@ def test_vertex_client_gets_tritons_labels_and_scores(google_served: tuple[Run, 
         assert list(prediction["displayNames"]) == [p.label for p in expected]
         assert list(prediction["ids"]) == [str(p.index) for p in expected]
         assert list(prediction["confidences"]) == pytest.approx([p.score for p in expected], abs=1e-6)
+
+
+@pytest.mark.e2e
+@needs_tritonserver
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_answered_image_is_logged_whatever_the_transport(
+    google_served: tuple[Run, Endpoints], transport: str
+) -> None:
+    """AutoML v1 and Vertex AI over REST and gRPC all log through the router's one hook (rate 1: every image)."""
+    endpoints = google_served[1]
+    clients = clients_over(transport, endpoints)
+    before = prediction_log_counts(endpoints.gateway)["logged"]
+    automl_predict(clients)
+    vertex_predict(clients, [IMAGE, encode_image("PNG", seed=9)])
+    with pytest.raises(REFUSALS[2].rest if transport == "rest" else REFUSALS[2].grpc):
+        REFUSALS[2].call(clients)  # not an image: Triton refuses it, and nothing is logged
+    assert prediction_log_counts(endpoints.gateway)["logged"] == before + 3
 
 
 @pytest.mark.e2e

@@ -12,16 +12,19 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from autovision.contract.files import ModelCard
 from autovision.contract.keys import MODEL_DIR, TRITON_LOCAL, RunLocation, model_card_key
 from autovision.export.card import artifact_uris
 from autovision.export.layout import ModelLocation
 from autovision.serving import write_local_repository
+from autovision.serving.prediction_log import METRICS_PREFIX
 from autovision.storage import Storage
 from tests.support.serving import LABELS, PREPROCESS, make_onnx_classifier
 
@@ -127,3 +130,15 @@ def serve_endpoints(served: Served) -> Endpoints:
         gateway=served.endpoint(r"^AutoML JSON +POST (http://[^/]+)/v1/models/"),
         google_grpc=served.endpoint(r"^Google gRPC +(\S+) "),
     )
+
+
+def prediction_log_counts(gateway: str) -> dict[str, float]:
+    """A gateway's prediction-log counters, read from its /metrics (logged, dropped, shards_written, ...)."""
+    with urllib.request.urlopen(f"{gateway}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.name.removeprefix(f"{METRICS_PREFIX}_").removesuffix("_total"): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith(METRICS_PREFIX) and sample.name.endswith("_total")
+    }

@@ -17,11 +17,12 @@ from autovision.cli import (
     predict,
     predict_batch,
     quickstart,
+    review_set,
     serve,
     train,
 )
 
 app = typer.Typer(help="AutoVision: AutoML for image classification, Kubernetes-native.", no_args_is_help=True)
 app.add_typer(dataset.app, name="dataset")
-for module in (quickstart, serve, predict, crds, evaluate, export, predict_batch, train, monitor):
+for module in (quickstart, serve, predict, crds, evaluate, export, predict_batch, train, monitor, review_set):
     app.registered_commands.extend(module.app.registered_commands)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from autovision.cli._console import ModelArgument, console, errors, fail
+from autovision.contract import env
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from autovision.export.layout import ModelLocation
     from autovision.serving import LocalTritonServer
     from autovision.serving.gateway import GatewayConfig
+    from autovision.settings import Settings
     from autovision.storage import Storage
 
 app = typer.Typer()
@@ -75,6 +77,16 @@ def explainer_beside(
     return serving_beside(explainer, host, port)
 
 
+def logging_settings(settings: Settings, log_rate: float | None, log_images: bool) -> Settings:
+    """The settings with serve's prediction-log options over the environment's (a rate given, or images asked for)."""
+    update: dict[str, object] = {}
+    if log_rate is not None:
+        update["gateway_log_rate"] = log_rate
+    if log_images:
+        update["gateway_log_images"] = True
+    return settings.model_copy(update=update)
+
+
 @app.command(name="serve")
 def serve_command(
     model: ModelArgument,
@@ -99,9 +111,22 @@ def serve_command(
     explain_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="The explainer's own port; default: a free one.")
     ] = None,
+    log_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Log this fraction of prediction requests (0 to 1) under predictions/local/autovision/ in "
+            f"{env.STORAGE_ROOT}; default: {env.GATEWAY_LOG_RATE}, else none.",
+        ),
+    ] = None,
+    log_images: Annotated[
+        bool, typer.Option("--log-images", help="Also store each logged request's image (for a review set).")
+    ] = False,
 ) -> None:
     """Serve a finished run with tritonserver and the AutoML JSON gateway until Ctrl-C or SIGTERM; with
-    ``--explain``, the explainer too (the run's TorchScript), reached through the gateway's :explain."""
+    ``--explain``, the explainer too (the run's TorchScript), reached through the gateway's :explain; with
+    ``--log-rate``, a sample of the predictions is logged to storage (docs/monitoring.md)."""
     from aiohttp import web
 
     from autovision.export.layout import ModelNotFoundError, locate_model
@@ -109,7 +134,7 @@ def serve_command(
     from autovision.serving.gateway import GatewayConfig, create_app
     from autovision.serving.repository import RepositoryError, download_repository
     from autovision.serving.tritonserver import endpoint, free_ports
-    from autovision.storage import StorageError
+    from autovision.storage import Storage, StorageError
 
     # Until the gateway takes over signal handling, SIGTERM unwinds like Ctrl-C, so tritonserver
     # (in its own session, out of reach of signals sent to us) is never left behind.
@@ -125,7 +150,9 @@ def serve_command(
                 port, google_grpc_port = gateway_port or spare[0], gateway_grpc_port or spare[1]
                 listen = f"[{host}]" if ":" in host else host
                 config = GatewayConfig.from_settings(
-                    triton.http_url, location.storage.settings, grpc_address=f"{listen}:{google_grpc_port}"
+                    triton.http_url,
+                    logging_settings(location.storage.settings, log_rate, log_images),
+                    grpc_address=f"{listen}:{google_grpc_port}",
                 )
                 google_paths = f"http://{endpoint(host, port)}/v1/projects/-/locations/-"
                 endpoints = [
@@ -137,6 +164,9 @@ def serve_command(
                     f"Vertex AI       POST {google_paths}/endpoints/{config.public_name}:predict",
                     f"Google gRPC     {endpoint(host, google_grpc_port)} (AutoML v1 and Vertex AI PredictionService)",
                 ]
+                if config.logging is not None:
+                    where = Storage.from_settings(config.logging.storage).uri(config.logging.prefix)
+                    endpoints.append(f"Prediction log  {config.logging.rate * 100:g} % of requests to {where}")
                 explainer_port = explain_port or spare[2]
                 if explain:
                     config = dataclasses.replace(config, explainer_url=f"http://{endpoint(host, explainer_port)}")

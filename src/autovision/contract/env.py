@@ -34,6 +34,10 @@ GATEWAY_DEPLOYMENT_NAMESPACE: Final = f"{PREFIX}GATEWAY_DEPLOYMENT_NAMESPACE"
 GATEWAY_ROUTES: Final = f"{PREFIX}GATEWAY_ROUTES"
 # Where the gateway forwards :explain (the explainer's base URL); unset, :explain answers 404.
 GATEWAY_EXPLAINER_URL: Final = f"{PREFIX}GATEWAY_EXPLAINER_URL"
+# The gateway's prediction log (autovision.serving.prediction_log): the fraction of requests
+# logged (0 to 1, unset or 0: none) and whether their images are stored too.
+GATEWAY_LOG_RATE: Final = f"{PREFIX}GATEWAY_LOG_RATE"
+GATEWAY_LOG_IMAGES: Final = f"{PREFIX}GATEWAY_LOG_IMAGES"
 
 # Read by the operator (autovision_operator.config.OperatorConfig), set by the chart.
 NAMESPACE: Final = f"{PREFIX}NAMESPACE"

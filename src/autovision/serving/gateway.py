@@ -16,6 +16,10 @@ Several models can stand behind one gateway (``traffic.Routes``, from
 ``AUTOVISION_GATEWAY_ROUTES``): each request goes to one model's Triton by the split,
 its answer names the run in the ``X-AutoVision-Model`` header, an optional shadow gets
 a copy (``router``), and ``GET /v1/traffic`` serves this replica's counts per model.
+
+With a log rate (``AUTOVISION_GATEWAY_LOG_RATE``) the router logs a sample of the
+answered requests, whatever their dialect, through ``prediction_log``; ``GET /metrics``
+serves its counters (Prometheus text), with no token needed, like ``/healthz``.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ import aiohttp
 import numpy as np
 import tritonclient.http.aio as triton_http
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tritonclient.utils import InferenceServerException
 
 from autovision.contract import env
+from autovision.contract.files import EMBEDDING_OUTPUT
 from autovision.preprocess import ImageLimits
 from autovision.serving.client import Prediction, parse_classification
+from autovision.serving.prediction_log import LOCAL_NAMESPACE, LogSettings, PredictionLog
 from autovision.serving.repository import INPUT_NAME, OUTPUT_NAME
 from autovision.serving.traffic import MODEL_HEADER, STATS_PATH, Routes
 from autovision.settings import Settings
@@ -139,6 +146,8 @@ class GatewayConfig:
     routes: Routes | None = None
     # Where :explain is forwarded (the explainer's base URL); None answers it 404 (see explain_route).
     explainer_url: str | None = None
+    # What the prediction log samples and where it writes; None logs nothing (see prediction_log).
+    logging: LogSettings | None = None
 
     def routing(self) -> Routes:
         """The models behind this gateway: ``routes``, or the one at ``triton_url`` named by its model name."""
@@ -146,8 +155,12 @@ class GatewayConfig:
 
     @classmethod
     def from_settings(cls, triton_url: str, settings: Settings, **names: Any) -> GatewayConfig:
-        """A gateway bounded as the settings say; ``names`` sets the model names and threshold."""
-        return cls(
+        """A gateway bounded as the settings say; ``names`` sets the model names and threshold.
+
+        It logs predictions at the settings' rate under its ModelDeployment's name and namespace
+        (``local`` and its public name when the settings name none, as ``autovision serve`` runs it).
+        """
+        config = cls(
             triton_url,
             max_image_bytes=settings.max_image_bytes,
             max_concurrency=settings.gateway_max_concurrency,
@@ -158,6 +171,15 @@ class GatewayConfig:
             explainer_url=settings.gateway_explainer_url,
             **names,
         )
+        if settings.gateway_log_rate > 0:
+            config.logging = LogSettings(
+                rate=settings.gateway_log_rate,
+                images=settings.gateway_log_images,
+                storage=settings,
+                namespace=settings.gateway_deployment_namespace or LOCAL_NAMESPACE,
+                deployment=settings.gateway_deployment_name or config.public_name,
+            )
+        return config
 
 
 class Admission:
@@ -188,10 +210,24 @@ class Admission:
             self._free.release()
 
 
-class Upstream:
-    """One model's Triton client, and the model's label count, learnt on first use.
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What a served model outputs: its label count, and whether it exports an embedding (``EMBEDDING_OUTPUT``)."""
 
-    Learning it lazily lets the gateway start before Triton has loaded the model
+    num_labels: int
+    embedding: bool
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ModelOutputs:
+        """Read from Triton's model metadata (KServe v2 JSON)."""
+        outputs = {output["name"]: output for output in metadata["outputs"]}
+        return cls(num_labels=int(outputs[OUTPUT_NAME]["shape"][-1]), embedding=EMBEDDING_OUTPUT in outputs)
+
+
+class Upstream:
+    """One model's Triton client, and the model's outputs, learnt on first use.
+
+    Learning them lazily lets the gateway start before Triton has loaded the model
     (in a pod both containers start together); until then /healthz answers 503.
     """
 
@@ -199,17 +235,17 @@ class Upstream:
         self.config = config
         # conn_timeout bounds each whole call, so a hung Triton never holds a slot for longer.
         self.client = triton_http.InferenceServerClient(triton_url, conn_timeout=config.upstream_timeout_s)
-        self._num_labels: int | None = None
+        self._outputs: ModelOutputs | None = None
 
-    async def num_labels(self) -> int:
-        if self._num_labels is None:
+    async def outputs(self) -> ModelOutputs:
+        """The model's outputs; GatewayError 503 while Triton has not loaded it."""
+        if self._outputs is None:
             try:
                 metadata = await self.client.get_model_metadata(self.config.model_name)
             except (InferenceServerException, *UNREACHABLE) as error:
                 raise _unavailable(f"model {self.config.model_name!r} is not ready in Triton yet") from error
-            output = next(o for o in metadata["outputs"] if o["name"] == OUTPUT_NAME)
-            self._num_labels = int(output["shape"][-1])
-        return self._num_labels
+            self._outputs = ModelOutputs.from_metadata(metadata)
+        return self._outputs
 
     async def ready(self) -> bool:
         try:
@@ -229,16 +265,33 @@ def _unavailable(message: str) -> GatewayError:
 ROUTER: web.AppKey[Router] = web.AppKey("router")
 ADMISSION = web.AppKey("admission", Admission)
 GATEKEEPER: web.AppKey[Gatekeeper | None] = web.AppKey("gatekeeper")
+PREDICTION_LOG = web.AppKey("prediction_log", PredictionLog)
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+# Paths anyone may read, token checks or not: probes and Prometheus scrapes (counts, no predictions).
+OPEN_PATHS = frozenset({HEALTH_PATH, METRICS_PATH})
 
 
-async def classify_image(upstream: Upstream, image: bytes) -> list[Prediction]:
-    """Every label's score for one image from Triton (with its index); GatewayError when Triton refuses or fails."""
+@dataclass(frozen=True)
+class Classified:
+    """One image's answer: every label's score, and the model's embedding when it was asked for."""
+
+    predictions: list[Prediction]
+    embedding: list[float] | None = None
+
+
+async def classify_image(upstream: Upstream, image: bytes, embedding: bool = False) -> Classified:
+    """Every label's score for one image from Triton (with its index), and with ``embedding`` the model's
+    embedding if it exports one; GatewayError when Triton refuses or fails."""
     image_input = triton_http.InferInput(INPUT_NAME, [1, 1], "BYTES")
     image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
-    output = triton_http.InferRequestedOutput(OUTPUT_NAME, class_count=await upstream.num_labels())
+    outputs = await upstream.outputs()
+    requested = [triton_http.InferRequestedOutput(OUTPUT_NAME, class_count=outputs.num_labels)]
+    embedding = embedding and outputs.embedding
+    if embedding:
+        requested.append(triton_http.InferRequestedOutput(EMBEDDING_OUTPUT))
     try:
-        result = await upstream.client.infer(upstream.config.model_name, [image_input], outputs=[output])
+        result = await upstream.client.infer(upstream.config.model_name, [image_input], outputs=requested)
     except InferenceServerException as error:
         # Triton answers 400 for a request it refuses (an undecodable or too large
         # image) and 503 while it is overloaded or loading; anything else is its failure.
@@ -248,7 +301,11 @@ async def classify_image(upstream: Upstream, image: bytes) -> list[Prediction]:
         raise GatewayError(400 if error.status() == "400" else 502, message) from error
     except UNREACHABLE as error:
         raise _unavailable(f"Triton is unreachable or did not answer in time ({type(error).__name__})") from error
-    return parse_classification(result.as_numpy(OUTPUT_NAME))
+    vector = result.as_numpy(EMBEDDING_OUTPUT) if embedding else None
+    return Classified(
+        parse_classification(result.as_numpy(OUTPUT_NAME)),
+        None if vector is None else [float(value) for value in np.ravel(vector)],
+    )
 
 
 async def _read_json(request: web.Request, config: GatewayConfig) -> Any:
@@ -280,9 +337,10 @@ def _refusal(request: web.Request, error: GatewayError) -> web.Response:
 
 @web.middleware
 async def _require_token(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every path but /healthz answers only callers the Gatekeeper lets through, before the body is read."""
+    """Every path but /healthz and /metrics answers only callers the Gatekeeper lets through, before the body
+    is read."""
     gatekeeper = request.app[GATEKEEPER]
-    if gatekeeper is not None and request.path != HEALTH_PATH:
+    if gatekeeper is not None and request.path not in OPEN_PATHS:
         try:
             await gatekeeper.check(request.headers.get("Authorization"))
         except GatewayError as error:
@@ -298,7 +356,9 @@ def create_app(config: GatewayConfig) -> web.Application:
     async def connect(app: web.Application) -> Any:
         from autovision.serving.router import Router
 
-        app[ROUTER] = Router(config, config.routing())
+        app[PREDICTION_LOG] = PredictionLog(config.logging)
+        app[PREDICTION_LOG].start()
+        app[ROUTER] = Router(config, config.routing(), app[PREDICTION_LOG])
         app[ROUTER].start()
         app[ADMISSION] = Admission(config.max_concurrency, config.max_queue)
         app[GATEKEEPER] = None
@@ -308,6 +368,7 @@ def create_app(config: GatewayConfig) -> web.Application:
             app[GATEKEEPER] = Gatekeeper(config.access)
         yield
         await app[ROUTER].close()
+        await app[PREDICTION_LOG].close()
         gatekeeper = app[GATEKEEPER]
         if gatekeeper is not None:
             await gatekeeper.close()
@@ -334,6 +395,11 @@ def create_app(config: GatewayConfig) -> web.Application:
         ready = await request.app[ROUTER].ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
+    async def metrics(request: web.Request) -> web.Response:
+        """The prediction log's counters, in Prometheus' text format."""
+        body = generate_latest(request.app[PREDICTION_LOG].metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def traffic(request: web.Request) -> web.Response:
         """This replica's requests, errors, latencies and shadow agreement per model (the operator merges replicas)."""
         return web.Response(text=request.app[ROUTER].stats.model_dump_json(), content_type="application/json")
@@ -342,6 +408,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.router.add_post("/v1/models/{name:[^/:]+}:predict", predict)
     app.router.add_get(HEALTH_PATH, healthz)
     app.router.add_get(STATS_PATH, traffic)
+    app.router.add_get(METRICS_PATH, metrics)
     # Google's AutoML v1 and Vertex AI dialects; those modules import this one. gRPC needs
     # the google extra (the clients' message classes), so it is imported only when served.
     from autovision.serving import google_rest

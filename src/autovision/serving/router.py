@@ -10,6 +10,11 @@ The shadow never delays or changes an answer: copies go into a bounded queue tha
 few worker tasks drain, so the client's request returns as soon as its own model
 answers. A copy that finds the queue full is dropped and counted (``ShadowStats.dropped``);
 a shadow that fails or does not answer within the upstream timeout counts as its error.
+
+Every dialect's predictions pass through ``classify``, so it is the prediction log's one
+hook: a request the log samples asks Triton for the model's embedding too (when the model
+exports one), and once its model has answered each image is handed to the log, with the
+run that answered; the log's buffer takes it or drops it at once, never delaying the answer.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Mapping, Sequence
 
 from autovision.serving.client import Prediction
 from autovision.serving.gateway import GatewayConfig, GatewayError, Upstream, classify_image
+from autovision.serving.prediction_log import PredictionLog
 from autovision.serving.traffic import ModelStats, Routes, ShadowStats, TrafficStats, sticky_draw
 
 # A shadow copy: the image, and the top-1 label the primary answered for it.
@@ -35,8 +41,9 @@ class Router:
     (at least one): the gateway's own bounds, so a shadow costs at most what the primary may.
     """
 
-    def __init__(self, config: GatewayConfig, routes: Routes) -> None:
+    def __init__(self, config: GatewayConfig, routes: Routes, log: PredictionLog | None = None) -> None:
         self.routes = routes
+        self.log = log or PredictionLog(None)
         self.stats = TrafficStats(models={backend.run: ModelStats() for backend in routes.backends})
         self._upstreams = {backend.run: Upstream(config, backend.triton_url) for backend in routes.backends}
         self._shadow: Upstream | None = None
@@ -82,13 +89,19 @@ class Router:
         """
         backend = self.routes.pick(random.random() if sticky is None else sticky_draw(sticky))
         upstream, stats = self._upstreams[backend.run], self.stats.models[backend.run]
+        logged = self.log.sample()
         started = time.perf_counter()
         try:
-            scored = list(await asyncio.gather(*(classify_image(upstream, image) for image in images)))
+            answers = await asyncio.gather(*(classify_image(upstream, image, embedding=logged) for image in images))
         except GatewayError as error:
             stats.observe((time.perf_counter() - started) * 1000, ok=error.status < 500)
             raise
-        stats.observe((time.perf_counter() - started) * 1000, ok=True)
+        latency_ms = (time.perf_counter() - started) * 1000
+        stats.observe(latency_ms, ok=True)
+        scored = [answer.predictions for answer in answers]
+        if logged:
+            for image, answer in zip(images, answers, strict=True):
+                self.log.record(image, backend.run, answer.predictions, latency_ms, answer.embedding)
         if self._shadow is not None:
             for image, predictions in zip(images, scored, strict=True):
                 self._copy(image, predictions)
@@ -109,7 +122,7 @@ class Router:
         while True:
             image, primary_top1 = await self._copies.get()
             try:
-                predictions = await classify_image(self._shadow, image)
+                predictions = (await classify_image(self._shadow, image)).predictions
             except GatewayError:
                 self.stats.shadow.observe(primary_top1, None)
             else:

@@ -1,0 +1,100 @@
+"""Prediction logging benchmark: the gateway with logging off and at 10 %, side by side in one run.
+
+One local tritonserver serves a Triton repository (``--repository``; default: the tests'
+tiny ONNX classifier at 32 px); two AutoML JSON gateways stand in front of it, one that
+logs nothing and one that logs ``--rate`` of its requests (images too, with
+``--images``) into a file:// storage in a temporary directory. The shared closed-loop
+load generator drives each at every level, the two taking turns for ``--rounds`` rounds
+(gateway_traffic.py's harness: its repository, levels and medians), so that a shared
+machine's drifting load falls on both alike. The logging gateway's counters
+(``/metrics``) say how much it logged, dropped and wrote.
+
+  PYTHONPATH=.:benchmarks nice -n 10 .venv/bin/python benchmarks/gateway_logging.py [--repository DIR] \
+      [--rate 0.1] [--images] [--concurrency 8,32] [--duration 10] [--warmup 2] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from _common import cpu_model
+from gateway_traffic import FLOWERS, medians, tiny_repository
+from prometheus_client.parser import text_string_to_metric_families
+from serving_load import LOADGEN, loadgen
+
+from autovision.embedded_s3 import free_port
+from autovision.serving import LocalTritonServer
+from autovision.serving.gateway import METRICS_PATH, GatewayConfig, GatewayServer
+from autovision.serving.prediction_log import METRICS_PREFIX, LogSettings
+from autovision.settings import Settings
+
+
+def log_counts(url: str) -> dict[str, float]:
+    """The gateway's prediction-log counters."""
+    with urllib.request.urlopen(url + METRICS_PATH, timeout=30) as reply:
+        text = reply.read().decode()
+    return {
+        sample.name.removeprefix(f"{METRICS_PREFIX}_").removesuffix("_total"): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, help="a local Triton repository (default: a tiny classifier)")
+    parser.add_argument("--data", type=Path, default=FLOWERS, help="images to send: a dataset zip")
+    parser.add_argument("--rate", type=float, default=0.1, help="the logging gateway's log rate")
+    parser.add_argument("--images", action="store_true", help="the logging gateway stores images too")
+    parser.add_argument("--concurrency", default="8,32")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--res", type=int, default=32, help="side of the JPEGs sent")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each gateway takes")
+    args = parser.parse_args()
+    if not LOADGEN.exists():
+        raise SystemExit(f"{LOADGEN} is missing: this benchmark uses the shared load generator")
+    rounds: dict[str, list[list[dict[str, Any]]]] = {}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="autovision-bench-") as work, ExitStack() as stack:
+        repository = args.repository or tiny_repository(Path(work))
+        triton = stack.enter_context(LocalTritonServer(repository, work_dir=Path(work) / "triton"))
+        storage = Settings(storage_root=f"file://{work}/storage")
+        logging = LogSettings(
+            rate=args.rate, images=args.images, storage=storage, namespace="bench", deployment="logging"
+        )
+        configs = {
+            "logging off": GatewayConfig(triton.http_url),
+            f"logging {args.rate:.0%}": GatewayConfig(triton.http_url, logging=logging),
+        }
+        gateways = {name: stack.enter_context(GatewayServer(config, free_port())) for name, config in configs.items()}
+        for _ in range(args.rounds):
+            for name, server in gateways.items():
+                target = ["--url", f"{server.url}/v1/models/autovision:predict", "--format", "json"]
+                rounds.setdefault(name, []).append(loadgen(LOADGEN, target, args))
+        logging_url = gateways[f"logging {args.rate:.0%}"].url
+        before_close = log_counts(logging_url)
+        stack.close()  # the gateways write what their logs hold, then Triton stops
+        shards = len(list(Path(work, "storage").rglob("*.jsonl")))
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average before {load_before}, after {os.getloadavg()}")
+    print(f"repository: {args.repository or 'tiny classifier'}; {args.rounds} rounds; medians over the rounds")
+    print("| gateway | clients | images/s | p50 ms | p99 ms | errors |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, levels in rounds.items():
+        for level in medians(levels):
+            row = [name, level["concurrency"], level["rps"], level["p50_ms"], level["p99_ms"], level["errors"]]
+            print("| " + " | ".join(str(v) for v in row) + " |")
+    print(f"logging gateway before shutdown: {before_close}; shards in storage after it: {shards}")
+    print(json.dumps({"rounds": rounds, "counted": before_close, "shards": shards}))
+
+
+if __name__ == "__main__":
+    main()
