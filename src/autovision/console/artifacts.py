@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from autovision.console.source import (
@@ -67,17 +69,22 @@ SHARD_NUMBER = re.compile(r"shard-(\d+)\.tar$")
 
 @dataclass(frozen=True)
 class VersionIndex:
-    """The columns of a version's index the console pages through, and lookups built once."""
+    """The columns of a version's index the console pages through, kept as arrays, and lookups built once.
+
+    Labels stay an Arrow list array and splits dictionary codes: turning 60,000 rows into Python
+    lists would take most of a second; a page converts only its own rows.
+    """
 
     sha256: list[str]
-    labels: list[list[str]]
-    split: list[str]
-    width: list[int]
-    height: list[int]
-    source: list[str]
-    shard: list[int]
-    offset: list[int]
-    size: list[int]
+    labels: pa.ListArray
+    split_codes: npt.NDArray[np.int32]
+    split_names: list[str]
+    width: npt.NDArray[np.int32]
+    height: npt.NDArray[np.int32]
+    source: pa.Array
+    shard: npt.NDArray[np.int32]
+    offset: npt.NDArray[np.int64]
+    size: npt.NDArray[np.int64]
     row_of: dict[str, int]
     rows_of_label: dict[str, IntArray]
 
@@ -86,24 +93,29 @@ class VersionIndex:
         """Read an index.parquet's columns (checked to be a format this AutoVision reads)."""
         index_header(data)
         table = pq.read_table(io.BytesIO(data))
-        columns = {name: table.column(name).to_pylist() for name in table.column_names}
-        labels: list[list[str]] = columns["labels"]
-        rows: dict[str, list[int]] = {}
-        for row, image_labels in enumerate(labels):
-            for label in image_labels:
-                rows.setdefault(label, []).append(row)
+        sha256 = table.column("sha256").to_pylist()
+        labels = table.column("labels").combine_chunks()
+        names = pc.dictionary_encode(labels.flatten()) if len(labels) else None
+        parents = np.asarray(pc.list_parent_indices(labels), dtype=np.int64) if len(labels) else np.zeros(0, np.int64)
+        rows_of_label: dict[str, IntArray] = {}
+        if names is not None:
+            codes = names.indices.to_numpy(zero_copy_only=False)
+            for code, label in enumerate(names.dictionary.to_pylist()):
+                rows_of_label[label] = np.unique(parents[codes == code])
+        split = pc.dictionary_encode(table.column("split")).combine_chunks()
         return cls(
-            sha256=columns["sha256"],
+            sha256=sha256,
             labels=labels,
-            split=[str(split) for split in columns["split"]],
-            width=columns["width"],
-            height=columns["height"],
-            source=columns["source"],
-            shard=columns["shard"],
-            offset=columns["offset"],
-            size=columns["size"],
-            row_of={sha: row for row, sha in enumerate(columns["sha256"])},
-            rows_of_label={label: np.asarray(found, dtype=np.int64) for label, found in rows.items()},
+            split_codes=split.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+            split_names=[str(name) for name in split.dictionary.to_pylist()],
+            width=table.column("width").to_numpy(),
+            height=table.column("height").to_numpy(),
+            source=table.column("source").combine_chunks(),
+            shard=table.column("shard").to_numpy(),
+            offset=table.column("offset").to_numpy(),
+            size=table.column("size").to_numpy(),
+            row_of={sha: row for row, sha in enumerate(sha256)},
+            rows_of_label=dict(sorted(rows_of_label.items())),
         )
 
     def rows(self, label: str | None, split: str | None) -> IntArray:
@@ -113,18 +125,23 @@ class VersionIndex:
         else:
             found = self.rows_of_label.get(label, np.zeros(0, dtype=np.int64))
         if split is not None:
-            found = found[np.asarray([self.split[row] == split for row in found], dtype=np.bool_)]
+            code = self.split_names.index(split) if split in self.split_names else -1
+            found = found[self.split_codes[found] == code]
         return found
+
+    def row_of_source(self) -> dict[str, int]:
+        """Each image's row by its file name in the source (what the report's lists name)."""
+        return {source: row for row, source in enumerate(self.source.to_pylist())}
 
     def tile(self, row: int, note: str = "", pair: str | None = None) -> ImageTile:
         """The grid tile of one row."""
         return ImageTile(
             sha256=self.sha256[row],
-            labels=self.labels[row],
-            split=self.split[row],
-            width=self.width[row],
-            height=self.height[row],
-            source=self.source[row],
+            labels=self.labels[row].as_py(),
+            split=self.split_names[self.split_codes[row]],
+            width=int(self.width[row]),
+            height=int(self.height[row]),
+            source=self.source[row].as_py(),
             note=note,
             pair=pair,
         )
@@ -223,7 +240,7 @@ class ArtifactReader:
                 for conflict in report.get("conflictingLabels", [])
                 if conflict["sha256"] in index.row_of
             ]
-        row_of_source = {source: row for row, source in enumerate(index.source)}
+        row_of_source = index.row_of_source()
         tiles = []
         for near in report.get("nearDuplicateFiles", []):
             row, other = row_of_source.get(near["file"]), row_of_source.get(near["similarTo"])
@@ -238,8 +255,9 @@ class ArtifactReader:
         row = index.row_of.get(sha256)
         if row is None:
             raise NotFoundError(f"no image {sha256} in dataset {dataset!r} version {version}")
-        shard = self.storage.uri(shard_key(dataset, version, index.shard[row]))
-        return read_uris([member_uri(shard, index.offset[row], index.size[row])], self.storage.settings)[0]
+        shard = self.storage.uri(shard_key(dataset, version, int(index.shard[row])))
+        extent = member_uri(shard, int(index.offset[row]), int(index.size[row]))
+        return read_uris([extent], self.storage.settings)[0]
 
     # --- runs -------------------------------------------------------------------
 
@@ -303,7 +321,7 @@ class ArtifactReader:
         the run (another mount, another endpoint) still finds its images.
         """
         index = self.index(dataset, version)
-        places = zip(index.shard, index.offset, strict=True)
+        places = zip(index.shard.tolist(), index.offset.tolist(), strict=True)
         by_place = {place: row for row, place in enumerate(places)}
         found: list[str | None] = []
         for uri in uris:
