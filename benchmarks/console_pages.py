@@ -121,10 +121,8 @@ def main() -> None:
             if args.label:
                 page.click(f"#main .chip[data-label='{args.label}']")
                 started = time.perf_counter()
-                only_label = f"c.textContent === {json.dumps(args.label)}"
-                page.wait_for_function(
-                    f"() => [...document.querySelectorAll('#grid .tile .caption:not(.muted)')].every((c) => {only_label})"
-                )
+                captions = "[...document.querySelectorAll('#grid .tile .caption:not(.muted)')]"
+                page.wait_for_function(f"() => {captions}.every((c) => c.textContent === {json.dumps(args.label)})")
                 page.wait_for_function(IMAGES_DECODED)
                 label = round((time.perf_counter() - started) * 1000, 1)
             if args.screenshots:

@@ -31,7 +31,11 @@ from tests.support.serving import LABELS as SERVED_LABELS
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLOWERS = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "flowers.zip"
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.chromium,
+    pytest.mark.tritonserver,
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)"),
+]
 # Importing flowers.zip and a tiny search take minutes on 2 shared cores.
 SLOW_S = 600
 

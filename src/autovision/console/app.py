@@ -69,6 +69,9 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # An uploaded dataset zip: the default limit (`autovision console --max-upload-mb` changes it).
 DEFAULT_MAX_UPLOAD_BYTES: Final = 1024 * 1024 * 1024
 UPLOAD_CHUNK: Final = 1024 * 1024
+# The API's routes (not storage keys: the API names datasets and runs, never where they are stored).
+DATASETS_API: Final = "/api/datasets"
+RUNS_API: Final = "/api/runs"
 DEFAULT_TOP_K: Final = 5
 MAX_TOP_K: Final = 50
 ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
@@ -444,20 +447,20 @@ def build_console_app(
     if guard is not None:
         app[GUARD] = guard
     app.on_response_prepare.append(security_headers)
-    dataset = "/api/datasets/{namespace}/{name}"
+    dataset = DATASETS_API + "/{namespace}/{name}"
     version = dataset + "/versions/{version}"
-    run = "/api/runs/{namespace}/{job}/{uid}"
+    run = RUNS_API + "/{namespace}/{job}/{uid}"
     app.router.add_get("/", index)
     app.router.add_get("/static/{name:.+}", static)
     app.router.add_get("/api/options", options)
-    app.router.add_get("/api/datasets", list_datasets)
-    app.router.add_post("/api/datasets", start_import)
+    app.router.add_get(DATASETS_API, list_datasets)
+    app.router.add_post(DATASETS_API, start_import)
     app.router.add_get(f"{dataset}/import", import_state)
     app.router.add_get(f"{version}/report", dataset_report)
     app.router.add_get(f"{version}/images", dataset_images)
     app.router.add_get(version + "/images/{sha256}", dataset_image)
-    app.router.add_get("/api/runs", list_runs)
-    app.router.add_post("/api/runs", start_training)
+    app.router.add_get(RUNS_API, list_runs)
+    app.router.add_post(RUNS_API, start_training)
     app.router.add_get(run, run_detail)
     app.router.add_get(f"{run}/evaluation", run_evaluation)
     app.router.add_get("/api/deployments", list_deployments)

@@ -11,6 +11,7 @@ journal (the live trials table) and, once finished, their model directory.
 from __future__ import annotations
 
 import io
+import posixpath
 import re
 import tempfile
 import threading
@@ -293,7 +294,7 @@ class ArtifactReader:
         if not self.storage.exists(key):
             return []
         with tempfile.TemporaryDirectory(prefix="autovision-console-") as work:
-            path = Path(work) / "journal.log"
+            path = Path(work) / posixpath.basename(key)
             data = self.storage.read_bytes(key)
             # A line being appended is cut off: keep whole lines only.
             path.write_bytes(data[: data.rfind(b"\n") + 1])

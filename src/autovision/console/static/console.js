@@ -84,6 +84,12 @@ function table(columns, rows, numeric = []) {
   );
 }
 
+function trialCounts(trials) {
+  const parts = [`${trials.done} done`, `${trials.running} running`, `${trials.pruned} pruned`];
+  if (trials.stoppedByBudget) parts.push(`${trials.stoppedByBudget} stopped by the budget`);
+  return parts.join(", ");
+}
+
 function card(title, value) {
   return h("div", { class: "card" }, h("div", { class: "muted" }, title), h("div", { class: "value" }, value));
 }
@@ -242,7 +248,7 @@ async function runsPage() {
   const rows = runs.map((r) => [
     h("a", { href: `#/runs/${enc(r.ref.namespace)}/${enc(r.ref.job)}/${enc(r.ref.uid)}` }, `${r.ref.job}/${r.ref.uid}`),
     r.phase,
-    `${r.trials.done} done, ${r.trials.running} running, ${r.trials.pruned} pruned`,
+    trialCounts(r.trials),
     r.best ? `${fixed(r.best.value)} (trial ${r.best.trial})` : "–",
     `${r.milliNodeHoursUsed} / ${r.budgetMilliNodeHours ?? "?"}`,
     r.phase === "Succeeded" ? h("a", { href: `#/evaluate/${enc(r.ref.namespace)}/${enc(r.ref.job)}/${enc(r.ref.uid)}` }, "evaluate") : r.message,
@@ -317,7 +323,7 @@ function renderRun(ref, detail, body) {
   fill(body,
     h("div", { class: "cards" },
       card("state", s.phase),
-      card("trials", `${s.trials.done} done, ${s.trials.running} running, ${s.trials.pruned} pruned`),
+      card("trials", trialCounts(s.trials)),
       card("best so far", s.best ? `${fixed(s.best.value, 4)} (trial ${s.best.trial}, ${s.best.architecture ?? "–"})` : "–"),
       card("budget used", `${s.milliNodeHoursUsed} of ${s.budgetMilliNodeHours ?? "?"} mNh`)),
     s.message ? h("p", { class: "error" }, s.message) : null,
