@@ -78,16 +78,17 @@ def screenshots(page: Any, base: str, folder: Path, run: str | None, deployed: b
     """A PNG of every page: the dataset page as it is now, then the others."""
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / "console-dataset.png"))
-    shots = {"console-datasets.png": "#/datasets", "console-import.png": "#/import"}
+    # Each page with what shows it has loaded (a hash route changes the page without a load event).
+    shots = {"console-datasets.png": ("#/datasets", "main table"), "console-import.png": ("#/import", "#import-form")}
     if run:
-        shots["console-training.png"] = f"#/runs/{run}"
-        shots["console-evaluate.png"] = f"#/evaluate/{run}"
+        shots["console-training.png"] = (f"#/runs/{run}", "#run table")
+        shots["console-evaluate.png"] = (f"#/evaluate/{run}", "#confusion")
     if deployed:
-        shots["console-deploy.png"] = "#/deploy"
-    for name, route in shots.items():
+        shots["console-deploy.png"] = ("#/deploy", "#snippets pre")
+    for name, (route, loaded) in shots.items():
         page.goto(f"{base}/{route}")
+        page.wait_for_selector(loaded, timeout=60_000)
         page.wait_for_load_state("networkidle")
-        page.wait_for_timeout(800)
         page.screenshot(path=str(folder / name), full_page=name != "console-evaluate.png")
 
 
