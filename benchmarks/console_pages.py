@@ -89,7 +89,7 @@ def screenshots(page: Any, base: str, folder: Path, run: str | None, deployed: b
         page.goto(f"{base}/{route}")
         page.wait_for_selector(loaded, timeout=60_000)
         page.wait_for_load_state("networkidle")
-        page.screenshot(path=str(folder / name), full_page=name != "console-evaluate.png")
+        page.screenshot(path=str(folder / name), full_page=True)
 
 
 def main() -> None:
