@@ -18,9 +18,7 @@ list deployments        ``list``                      ``modeldeployments``
 test an image           ``create``                    ``modeldeployments/predict``
 ======================  ============================  =================================
 
-``namespace`` of the object acted on is in the request's match info when there is one. The
-page sends the caller's token as ``Authorization: Bearer`` (from its sign-in form, or a front
-proxy adds it); a 401 makes the page show that form.
+``namespace`` of the object acted on is in the request's match info when there is one.
 """
 
 from __future__ import annotations

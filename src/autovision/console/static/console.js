@@ -31,49 +31,14 @@ function csrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
-// In a cluster the caller's Kubernetes token (kept for this tab only) goes with every request,
-// unless a front proxy adds it; on the local runtime there is none.
-const TOKEN_KEY = "autovision-token";
-
-function authorization() {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
-function storedImage(url, alt) {
-  // With a token, an <img> cannot send it: fetch the bytes and show them from a blob URL.
-  if (!sessionStorage.getItem(TOKEN_KEY)) return h("img", { src: url, alt, loading: "lazy" });
-  const image = h("img", { alt });
-  fetch(url, { headers: authorization(), credentials: "same-origin" })
-    .then((response) => (response.ok ? response.blob() : null))
-    .then((blob) => { if (blob) image.src = URL.createObjectURL(blob); });
-  return image;
-}
-
-function loginPage(message) {
-  const input = h("input", { type: "password", id: "token", autocomplete: "off" });
-  const form = h("form", { class: "stacked", id: "login-form" },
-    h("label", { for: "token" }, "Kubernetes bearer token (kubectl create token NAME)"), input,
-    h("p", {}, h("button", { type: "submit" }, "Sign in")));
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-    route();
-  });
-  show(h("h1", {}, "Sign in"), h("p", { class: "error" }, message), form);
-}
-
-class Unauthorized extends Error {}
-
 async function api(path, init = {}) {
-  const headers = { ...authorization(), ...(init.headers || {}) };
+  const headers = { ...(init.headers || {}) };
   if (init.method && init.method !== "GET") headers["X-CSRF-Token"] = csrfToken();
   const response = await fetch(path, { ...init, headers, credentials: "same-origin" });
   const type = response.headers.get("Content-Type") || "";
   const body = type.includes("json") ? await response.json() : null;
   if (!response.ok) {
     const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
-    if (response.status === 401) throw new Unauthorized(message);
     throw new Error(message);
   }
   return body;
@@ -211,7 +176,7 @@ async function versionPage(namespace, name, version) {
 }
 
 function imageTile(ref, version, tile) {
-  const picture = (sha, alt) => storedImage(imageUrl(ref, version, sha), alt);
+  const picture = (sha, alt) => h("img", { src: imageUrl(ref, version, sha), alt, loading: "lazy" });
   const media = tile.sha256 === null ? h("div", { class: "muted" }, "not stored") : tile.pair ? h("div", { class: "pair" }, picture(tile.sha256, tile.source), picture(tile.pair, "similar image")) : picture(tile.sha256, tile.source);
   return h(
     "div",
@@ -488,7 +453,7 @@ function testTile(view, k, top1) {
   const truth = view.truth[k].map((j) => view.labels[j]).join(", ");
   const predicted = `${view.labels[top1[k]]} ${fixed(view.scores[k][top1[k]], 2)}`;
   return h("div", { class: "tile", title: `true ${truth}, predicted ${predicted}` },
-    sha ? storedImage(imageUrl(view.dataset, view.version, sha), truth) : h("div", { class: "muted" }, "image not in the version"),
+    sha ? h("img", { src: imageUrl(view.dataset, view.version, sha), alt: truth, loading: "lazy" }) : h("div", { class: "muted" }, "image not in the version"),
     h("div", { class: "caption" }, `true ${truth}`),
     h("div", { class: "caption muted" }, `predicted ${predicted}`));
 }
@@ -570,8 +535,7 @@ async function route() {
     options = options || (await api("/api/options"));
     await page(...(match ? match.slice(1).map(decodeURIComponent) : []));
   } catch (error) {
-    if (error instanceof Unauthorized) loginPage(error.message);
-    else show(failure(error));
+    show(failure(error));
   }
 }
 
