@@ -31,6 +31,9 @@ function csrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
+// A 401 (in a cluster: no token, or an expired one) sends the caller to the cluster app's login page.
+class Unauthorized extends Error {}
+
 async function api(path, init = {}) {
   const headers = { ...(init.headers || {}) };
   if (init.method && init.method !== "GET") headers["X-CSRF-Token"] = csrfToken();
@@ -39,6 +42,7 @@ async function api(path, init = {}) {
   const body = type.includes("json") ? await response.json() : null;
   if (!response.ok) {
     const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
+    if (response.status === 401) throw new Unauthorized(message);
     throw new Error(message);
   }
   return body;
@@ -535,7 +539,7 @@ async function route() {
     options = options || (await api("/api/options"));
     await page(...(match ? match.slice(1).map(decodeURIComponent) : []));
   } catch (error) {
-    show(failure(error));
+    show(failure(error), error instanceof Unauthorized ? h("p", {}, h("a", { href: "/login", id: "login" }, "Log in")) : null);
   }
 }
 
