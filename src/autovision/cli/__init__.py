@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from autovision.cli import (
+    console,
     crds,
     dataset,
     evaluate,
@@ -24,5 +25,5 @@ from autovision.cli import (
 
 app = typer.Typer(help="AutoVision: AutoML for image classification, Kubernetes-native.", no_args_is_help=True)
 app.add_typer(dataset.app, name="dataset")
-for module in (quickstart, serve, predict, crds, evaluate, export, predict_batch, train, monitor, review_set):
+for module in (quickstart, serve, console, predict, crds, evaluate, export, predict_batch, train, monitor, review_set):
     app.registered_commands.extend(module.app.registered_commands)
