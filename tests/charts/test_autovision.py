@@ -819,7 +819,7 @@ def test_serving_auth_creates_nothing_by_default() -> None:
 
 
 def test_serving_auth_grants_the_serving_account_exactly_the_gateways_reviews(monkeypatch: pytest.MonkeyPatch) -> None:
-    from autovision.serving.access import ACCESS_REVIEWS, TOKEN_REVIEWS
+    from autovision.auth.kubernetes import ACCESS_REVIEWS, TOKEN_REVIEWS
 
     rendered = objects(render({"servingAuth": {"namespaces": ["team-a", "team-b"]}}))
     accounts = [obj for obj in of_kind(rendered, "ServiceAccount") if obj["metadata"]["namespace"] != NAMESPACE]
