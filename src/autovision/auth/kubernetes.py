@@ -82,9 +82,7 @@ class KubeClient:
     ) -> dict[str, Any]:
         what = f"{method} {path}"
         try:
-            # Re-read each time: the kubelet rotates the projected token file.
-            own_token = self._api.token_file.read_text().strip()
-            headers = {"Authorization": f"Bearer {own_token}"}
+            headers = self.own_authorization()
             async with self._session.request(method, path, json=body, params=params, headers=headers) as reply:
                 if reply.status not in {200, 201}:
                     raise KubeError(
@@ -97,6 +95,10 @@ class KubeClient:
             raise KubeError(
                 503, f"the Kubernetes API did not answer {what} ({type(error).__name__}: {error})"
             ) from error
+
+    def own_authorization(self) -> dict[str, str]:
+        """The pod's own Authorization header, read again each time: the kubelet rotates the token file."""
+        return {"Authorization": f"Bearer {self._api.token_file.read_text().strip()}"}
 
     async def close(self) -> None:
         """Close the connection pool to the API server."""
