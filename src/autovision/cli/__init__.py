@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import typer
 
-from autovision.cli import crds, dataset, evaluate, export, predict, predict_batch, quickstart, serve, train
+from autovision.cli import console, crds, dataset, evaluate, export, predict, predict_batch, quickstart, serve, train
 
 app = typer.Typer(help="AutoVision: AutoML for image classification, Kubernetes-native.", no_args_is_help=True)
 app.add_typer(dataset.app, name="dataset")
-for module in (quickstart, serve, predict, crds, evaluate, export, predict_batch, train):
+for module in (quickstart, serve, console, predict, crds, evaluate, export, predict_batch, train):
     app.registered_commands.extend(module.app.registered_commands)
