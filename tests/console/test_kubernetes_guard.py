@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from autovision.auth.kubernetes import TOKEN_REVIEWS, KubeApi, KubeClient, TokenChecker
-from autovision.console.kubernetes_guard import TOKEN_COOKIE, KubernetesGuard, login_routes, permission
+from autovision.console.kubernetes_guard import TOKEN_COOKIE, KubernetesGuard, permission
 from tests.support.reviews import answer_reviews, review_counts
 
 NAMESPACE = "ml"
@@ -48,7 +48,6 @@ async def console(kmock: Any, tmp_path: Path) -> AsyncIterator[TestClient[web.Re
             web.post("/api/datasets", checked("create", "datasets")),
             web.get("/api/namespaces/{namespace}/datasets", checked("list", "datasets")),
             web.post("/api/deployments/{name}/predict", checked("create", "modeldeployments/predict")),
-            *login_routes(guard),
         ]
     )
     async with TestClient(TestServer(app)) as test_client:
@@ -96,28 +95,6 @@ async def test_another_namespace_is_not_served(console: Any, kmock: Any) -> None
     other = await console.get("/api/namespaces/kube-system/datasets", headers=bearer("alice-token"))
     assert other.status == 404
     assert review_counts(kmock) == (1, 1)
-
-
-async def test_the_login_form_keeps_a_known_token_in_an_httponly_cookie(console: Any, kmock: Any) -> None:
-    assert "Paste a Kubernetes token" in await (await console.get("/login")).text()
-    wrong = await console.post("/login", data={"token": "stolen-token"}, allow_redirects=False)
-    assert wrong.status == 401
-    assert "invalid token" in await wrong.text()
-    assert TOKEN_COOKIE not in wrong.cookies
-    login = await console.post("/login", data={"token": "alice-token"}, allow_redirects=False)
-    assert (login.status, login.headers["Location"]) == (303, "/")
-    cookie = login.cookies[TOKEN_COOKIE]
-    assert cookie["httponly"]
-    assert cookie["samesite"] == "Strict"
-    assert (await console.get("/api/datasets")).status == 200, "the cookie stands for the token"
-    await console.post("/logout", allow_redirects=False)
-    assert (await console.get("/api/datasets")).status == 401
-
-
-async def test_a_login_posted_from_another_site_is_refused(console: Any, kmock: Any) -> None:
-    reply = await console.post("/login", data={"token": "alice-token"}, headers={"Origin": "https://evil.example"})
-    assert reply.status == 403
-    assert review_counts(kmock) == (0, 0)
 
 
 async def test_an_api_server_that_fails_is_503_not_a_way_in(console: Any, kmock: Any) -> None:

@@ -12,7 +12,6 @@ creates what users were allowed to.
 
 from __future__ import annotations
 
-import html
 from typing import Final
 
 from aiohttp import web
@@ -24,8 +23,6 @@ from autovision.resources import GROUP
 
 TOKEN_COOKIE: Final = "autovision-console-token"
 """The cookie the login form sets: the caller's token, never readable by the page's scripts."""
-LOGIN_PATH: Final = "/login"
-LOGOUT_PATH: Final = "/logout"
 NO_TOKEN: Final = "log in with a Kubernetes token (the login page, or Authorization: Bearer TOKEN)"
 _NAMED_VERBS: Final = frozenset({"get", "update", "patch", "delete"})
 
@@ -73,9 +70,11 @@ class KubernetesGuard:
             raise web.HTTPServiceUnavailable(text=f"cannot check the token: {error.message}") from error
 
     async def login(self, token: str) -> None:
-        """Whether a pasted token is one the API server knows: 401 (AccessDeniedError) when not."""
+        """Accept a token pasted into the login form only when the API server knows it: else 401 or 503."""
         try:
             await self._checker.user(reviews.bearer_token(f"Bearer {token.strip()}"))
+        except AccessDeniedError as refused:
+            raise _refusal(refused) from None
         except KubeError as error:
             raise web.HTTPServiceUnavailable(text=f"cannot check the token: {error.message}") from error
 
@@ -84,51 +83,3 @@ def _refusal(refused: AccessDeniedError) -> web.HTTPException:
     if refused.status == 401:
         return web.HTTPUnauthorized(text=refused.message, headers={"WWW-Authenticate": "Bearer"})
     return web.HTTPForbidden(text=refused.message)
-
-
-_LOGIN_PAGE: Final = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>AutoVision console: log in</title></head>
-<body><main><h1>AutoVision console</h1>
-<p>Paste a Kubernetes token; what you may see and do is what RBAC allows it.
-<code>kubectl create token USER-SERVICE-ACCOUNT</code> prints one.</p>
-<p>{message}</p>
-<form method="post" action="{action}"><label>Token <input type="password" name="token" autocomplete="off" required>
-</label> <button type="submit">Log in</button></form></main></body></html>
-"""
-
-
-def login_routes(guard: KubernetesGuard) -> list[web.RouteDef]:
-    """The login form (a token kept in an HttpOnly cookie) and logout, as the Kubernetes Dashboard offers."""
-
-    def page(message: str, status: int = 200) -> web.Response:
-        text = _LOGIN_PAGE.format(message=html.escape(message), action=LOGIN_PATH)
-        return web.Response(text=text, content_type="text/html", status=status)
-
-    async def show(request: web.Request) -> web.Response:
-        return page("")
-
-    async def log_in(request: web.Request) -> web.Response:
-        _same_origin(request)
-        token = str((await request.post()).get("token", "")).strip()
-        try:
-            await guard.login(token)
-        except AccessDeniedError as refused:
-            return page(refused.message, refused.status)
-        response = web.Response(status=303, headers={"Location": "/"})
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/")
-        return response
-
-    async def log_out(request: web.Request) -> web.Response:
-        _same_origin(request)
-        response = web.Response(status=303, headers={"Location": LOGIN_PATH})
-        response.del_cookie(TOKEN_COOKIE, path="/")
-        return response
-
-    return [web.get(LOGIN_PATH, show), web.post(LOGIN_PATH, log_in), web.post(LOGOUT_PATH, log_out)]
-
-
-def _same_origin(request: web.Request) -> None:
-    """Refuse a form posted from another site (login CSRF): its Origin must be this console's."""
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise web.HTTPForbidden(text=f"a form from {origin} may not log in here")
