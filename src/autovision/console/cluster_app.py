@@ -128,13 +128,18 @@ def build_cluster_console_app(
     return app
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve the cluster console (the chart's container command)."""
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The container's arguments, as the chart passes them."""
     parser = argparse.ArgumentParser(prog="python -m autovision.console.cluster_app", description=main.__doc__)
     parser.add_argument("--namespace", required=True, help="The namespace whose resources the console shows.")
     parser.add_argument("--host", default="0.0.0.0", help="Address to listen on (the pod's).")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="Port to listen on.")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the cluster console (the chart's container command)."""
+    args = parse_arguments(argv)
     web.run_app(build_cluster_console_app(args.namespace), host=args.host, port=args.port, access_log=None)
 
 
