@@ -103,6 +103,11 @@ GUARD: Final = web.AppKey("guard", ConsoleGuard)
 CONFIG: Final = web.AppKey("config", ConsoleConfig)
 ASSETS: Final = web.AppKey("assets", dict[str, bytes])
 
+
+class FormError(ValueError):
+    """A malformed request: answered 400 with its message."""
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -255,39 +260,58 @@ async def import_state(request: web.Request) -> web.Response:
     return web.json_response((await request.app[SOURCE].import_state(dataset_of(request))).to_json())
 
 
+IMPORT_FIELDS: Final = ("namespace", "name", "task", "source")
+
+
 async def start_import(request: web.Request) -> web.Response:
-    """A multipart form: ``namespace``, ``name``, ``task``, and either a ``file`` (zip) or a ``source`` path/URI."""
+    """A form: ``namespace``, ``name``, ``task``, and either a ``file`` (zip, multipart) or a ``source`` path/URI."""
     await checked(request, verbs.CREATE, verbs.DATASETS)
-    if not request.content_type.startswith("multipart/"):
-        raise SourceError("send the import form as multipart/form-data")
-    config = request.app[CONFIG]
+    fields: dict[str, str] = {}
+    upload: Path | None = None
+    try:
+        if request.content_type == "application/x-www-form-urlencoded":
+            posted = await request.post()
+            fields = {name: str(posted[name]) for name in IMPORT_FIELDS if name in posted}
+        elif request.content_type.startswith("multipart/"):
+            fields, upload = await read_import_form(request)
+        else:
+            raise FormError("send the import form as multipart/form-data")
+        import_request = ImportRequest(
+            dataset=DatasetRef(namespace=fields.get("namespace", ""), name=fields.get("name", "")),
+            task=Task(fields.get("task") or Task.SINGLE_LABEL.value),
+            source=(fields.get("source") or "").strip() or None,
+            upload=upload,
+        )
+        if (import_request.source is None) == (upload is None):
+            raise FormError("give either a zip to upload or a path or URI, not both and not neither")
+        await request.app[SOURCE].start_import(import_request)
+    except BaseException:
+        if upload is not None:
+            upload.unlink(missing_ok=True)
+        raise
+    return web.json_response({"dataset": import_request.dataset.to_json()}, status=202)
+
+
+async def read_import_form(request: web.Request) -> tuple[dict[str, str], Path | None]:
+    """The multipart import form's fields, and its zip streamed to the upload folder (when one was sent)."""
     fields: dict[str, str] = {}
     upload: Path | None = None
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or part.name is None:
-                raise SourceError("malformed form")
+                raise FormError("malformed form")
             if part.name == "file" and part.filename:
                 if upload is not None:
-                    raise SourceError("send one zip at a time")
-                upload = await receive_zip(part, config)
-            elif part.name in ("namespace", "name", "task", "source"):
+                    raise FormError("send one zip at a time")
+                upload = await receive_zip(part, request.app[CONFIG])
+            elif part.name in IMPORT_FIELDS:
                 fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:4096]
-        request_model = ImportRequest(
-            dataset=DatasetRef(namespace=fields.get("namespace", ""), name=fields.get("name", "")),
-            task=Task(fields.get("task") or Task.SINGLE_LABEL.value),
-            source=(fields.get("source") or "").strip() or None,
-            upload=upload,
-        )
-        if (request_model.source is None) == (upload is None):
-            raise SourceError("give either a zip to upload or a path or URI, not both and not neither")
-        await request.app[SOURCE].start_import(request_model)
     except BaseException:
         if upload is not None:
             upload.unlink(missing_ok=True)
         raise
-    return web.json_response({"dataset": request_model.dataset.to_json()}, status=202)
+    return fields, upload
 
 
 async def receive_zip(part: BodyPartReader, config: ConsoleConfig) -> Path:
@@ -299,7 +323,7 @@ async def receive_zip(part: BodyPartReader, config: ConsoleConfig) -> Path:
         with path.open("wb") as output:
             while chunk := await part.read_chunk(UPLOAD_CHUNK):
                 if size == 0 and not chunk.startswith(ZIP_MAGIC):
-                    raise SourceError(f"{part.filename} is not a zip file")
+                    raise FormError(f"{part.filename} is not a zip file")
                 size += len(chunk)
                 if size > config.max_upload_bytes:
                     raise web.HTTPRequestEntityTooLarge(
@@ -310,7 +334,7 @@ async def receive_zip(part: BodyPartReader, config: ConsoleConfig) -> Path:
                     )
                 output.write(chunk)
         if size == 0:
-            raise SourceError(f"{part.filename} is empty")
+            raise FormError(f"{part.filename} is empty")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -348,7 +372,7 @@ async def start_training(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except json.JSONDecodeError as error:
-        raise SourceError("send the training form as JSON") from error
+        raise FormError("send the training form as JSON") from error
     run = await request.app[SOURCE].start_training(TrainingRequest.model_validate(body))
     return web.json_response(run.to_json(), status=202)
 
@@ -367,12 +391,12 @@ async def predict(request: web.Request) -> web.Response:
     deployment = DeploymentRef(namespace=request.match_info["namespace"], name=request.match_info["name"])
     limit = request.app[CONFIG].max_image_bytes
     if not request.content_type.startswith("multipart/"):
-        raise SourceError("send the image as multipart/form-data")
+        raise FormError("send the image as multipart/form-data")
     image, top_k = bytearray(), DEFAULT_TOP_K
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
-            raise SourceError("malformed form")
+            raise FormError("malformed form")
         if part.name == "image":
             image.clear()
             while chunk := await part.read_chunk(UPLOAD_CHUNK):
@@ -384,9 +408,9 @@ async def predict(request: web.Request) -> web.Response:
         elif part.name == "topK":
             top_k = int((await part.text()).strip() or DEFAULT_TOP_K)
     if not image:
-        raise SourceError("no image sent")
+        raise FormError("no image sent")
     if not 1 <= top_k <= MAX_TOP_K:
-        raise SourceError(f"topK must lie in 1..{MAX_TOP_K}")
+        raise FormError(f"topK must lie in 1..{MAX_TOP_K}")
     labels = await request.app[SOURCE].predict(deployment, bytes(image), top_k)
     return web.json_response([label.to_json() for label in labels])
 

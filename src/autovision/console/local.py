@@ -222,12 +222,12 @@ class LocalSource:
         return await asyncio.to_thread(self._start_training, request)
 
     def _start_training(self, request: TrainingRequest) -> RunRef:
-        from autovision.pipeline import run_uid
-
         name = self._local(request.dataset)
         version = self.reader.latest_version(name)
         if version is None:
             raise SourceError(f"dataset {name!r} has no imported version: import it first")
+        from autovision.pipeline import run_uid  # torch comes with it: only once a run is really started
+
         uid = run_uid(
             version,
             request.budget_milli_node_hours,

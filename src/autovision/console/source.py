@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from autovision.resources import BestTrial, Count, OptimizeFor, StatusModel, Task, TrialCounts
 
@@ -66,6 +66,8 @@ def checked_sha256(value: str) -> str:
 class DatasetRef(ConsoleModel):
     """A dataset: its namespace (``local`` on the local runtime) and name."""
 
+    model_config = ConfigDict(frozen=True)
+
     namespace: str
     name: str
 
@@ -77,6 +79,8 @@ class DatasetRef(ConsoleModel):
 
 class RunRef(ConsoleModel):
     """A training run: ``runs/<namespace>/<job>/<uid>`` in storage (the TrainingJob and its uid in a cluster)."""
+
+    model_config = ConfigDict(frozen=True)
 
     namespace: str
     job: str
@@ -95,6 +99,8 @@ class RunRef(ConsoleModel):
 
 class DeploymentRef(ConsoleModel):
     """A deployment: a ModelDeployment in a cluster, a named local ``serve`` gateway locally."""
+
+    model_config = ConfigDict(frozen=True)
 
     namespace: str
     name: str

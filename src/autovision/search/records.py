@@ -12,7 +12,7 @@ stores it for the operator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -20,8 +20,10 @@ from autovision.contract.files import SEARCHING_PHASE, Progress
 from autovision.contract.keys import progress_key
 from autovision.resources import TrialCounts, TrialOutcome
 from autovision.search.budget import Claim, may_start, milli_node_hours, smallest_trial_seconds, stalled
-from autovision.search.job import SearchJob
 from autovision.storage import Storage
+
+if TYPE_CHECKING:  # the console reads trial records without torch, which the job's module imports
+    from autovision.search.job import SearchJob
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # The ``stop`` attribute of a trial the budget stopped (Optuna records it as pruned: cut short).

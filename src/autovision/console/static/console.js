@@ -1,5 +1,5 @@
 // The AutoVision console: one page, hash routes, the JSON API of autovision.console.app.
-// Everything is built with DOM calls (never innerHTML), every request goes to this origin,
+// Everything is built with DOM calls (never from HTML strings), every request goes to this origin,
 // and every state-changing request carries the CSRF token of the double-submit cookie.
 import uPlot from "./vendor/uPlot.esm.js";
 
@@ -63,8 +63,12 @@ function every(ms, task) {
   tick();
 }
 
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+}
+
 function show(...children) {
-  main.replaceChildren(...children);
+  fill(main, ...children);
 }
 
 function failure(error) {
@@ -142,8 +146,8 @@ async function versionPage(namespace, name, version) {
       grid.replaceChildren(failure(error));
     }
   };
-  const prev = h("button", { class: "plain", onclick: () => { state.offset = Math.max(0, state.offset - state.limit); load(); } }, "‹ previous");
-  const next = h("button", { class: "plain", onclick: () => { state.offset += state.limit; load(); } }, "next ›");
+  const prev = h("button", { class: "plain", id: "previous-page", onclick: () => { state.offset = Math.max(0, state.offset - state.limit); load(); } }, "‹ previous");
+  const next = h("button", { class: "plain", id: "next-page", onclick: () => { state.offset += state.limit; load(); } }, "next ›");
   const filter = h(
     "select",
     { id: "filter", onchange: (e) => { state.filter = e.target.value; state.offset = 0; load(); } },
@@ -310,7 +314,7 @@ function renderRun(ref, detail, body) {
     t.state ?? "–",
   ]);
   const plotTarget = h("div", { id: "front-plot" });
-  body.replaceChildren(
+  fill(body,
     h("div", { class: "cards" },
       card("state", s.phase),
       card("trials", `${s.trials.done} done, ${s.trials.running} running, ${s.trials.pruned} pruned`),
@@ -426,7 +430,7 @@ async function evaluatePage(namespace, job, uid) {
     h("h2", {}, "Most confident mistakes"),
     h("div", { class: "grid", id: "mistakes" }, mistakes.map((k) => testTile(view, k, top1))),
     h("h2", {}, "fp32 against int8"),
-    table(["build", "test accuracy", "parity"], [["fp32 ONNX", fixed(metrics.testAccuracy, 4), JSON.stringify(view.parity.onnx ?? {})], ["int8 ONNX", fixed(metrics.int8TestAccuracy, 4), JSON.stringify(view.parity.int8 ?? view.parity.int8Onnx ?? {})]], [1]),
+    table(["build", "test accuracy", "export parity with the trained model"], [["fp32 ONNX", fixed(metrics.testAccuracy, 4), JSON.stringify(view.parity.onnx ?? "–")], ["int8 ONNX", fixed(metrics.int8TestAccuracy, 4), `${fixed((metrics.int8TestAccuracy - metrics.testAccuracy) * 100, 2)} points of accuracy`]], [1]),
   );
   renderMetrics();
   const pr = ev.precisionRecallCurves;
