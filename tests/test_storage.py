@@ -166,7 +166,7 @@ TRANSIENT = {
 NOT_TRANSIENT = {
     "missing object": as_s3fs_raises(client_error(404, "NoSuchKey")),
     "missing bucket": as_s3fs_raises(client_error(404, "NoSuchBucket")),
-    "access denied": as_s3fs_raises(client_error(403, "AccessDeniedError")),
+    "access denied": as_s3fs_raises(client_error(403, "AccessDenied")),
     "bad request": client_error(400, "InvalidArgument"),
     "missing file": FileNotFoundError("gone"),
     "bad uri": StorageError("unsupported storage URI"),
