@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import importlib.util
 import json
 import re
 import subprocess
@@ -77,6 +78,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "gateway": {"maxConcurrency": 8, "maxQueue": 0, "bodyTimeoutSeconds": 12.5, "upstreamTimeoutSeconds": 60}
         },
     },
+    "console": {"console": {"enabled": True}, "networkPolicy": {"enabled": True}},
+    "console-namespaced": {
+        "watchNamespaces": WATCHED,
+        "console": {"enabled": True, "namespace": "team-b", "reviewRole": False, "image": {"repository": "r/console"}},
+        "storage": {"bundled": {"enabled": True}},
+        "networkPolicy": {"enabled": True, "consoleFrom": [{"namespaceSelector": {}}]},
+    },
     "everything": {
         "watchNamespaces": WATCHED,
         "operator": {"replicas": 3, "peering": {"enabled": True, "installCRDs": False}},
@@ -97,6 +105,7 @@ FREE_FORM_VALUES = {
     "to",
     "metricsFrom",
     "bundledStorageFrom",
+    "consoleFrom",
 }
 WARNING = 2
 # Volume types the "restricted" Pod Security Standard allows.
@@ -322,6 +331,7 @@ def test_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> No
         ({"operator": {"replicas": 2, "peering": {"enabled": False}}}, "needs operator.peering.enabled"),
         ({"storage": {"bundled": {"enabled": True}, "endpoint": "http://s3:8333"}}, "leave storage.endpoint"),
         ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "needs metrics.enabled"),
+        ({"watchNamespaces": ["a"], "console": {"enabled": True, "namespace": "b"}}, "must be one of watchNamespaces"),
     ],
 )
 def test_contradictory_values_fail_with_a_reason(values: dict[str, Any], message: str) -> None:
@@ -819,7 +829,7 @@ def test_serving_auth_creates_nothing_by_default() -> None:
 
 
 def test_serving_auth_grants_the_serving_account_exactly_the_gateways_reviews(monkeypatch: pytest.MonkeyPatch) -> None:
-    from autovision.serving.access import ACCESS_REVIEWS, TOKEN_REVIEWS
+    from autovision.auth.kubernetes import ACCESS_REVIEWS, TOKEN_REVIEWS
 
     rendered = objects(render({"servingAuth": {"namespaces": ["team-a", "team-b"]}}))
     accounts = [obj for obj in of_kind(rendered, "ServiceAccount") if obj["metadata"]["namespace"] != NAMESPACE]
@@ -851,3 +861,58 @@ def test_serving_auth_grants_the_serving_account_exactly_the_gateways_reviews(mo
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, True)
     # The operator runs token-checking pods as that account.
     assert operator_config(operator_container(rendered), monkeypatch).serving_service_account == "autovision-serving"
+
+
+# --- the console (console.enabled) --------------------------------------------------------
+
+CONSOLE = f"{FULLNAME}-console"
+
+
+def console_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+    rendered = objects(render(values))
+    return [obj for obj in rendered if obj["metadata"]["name"].startswith(CONSOLE)]
+
+
+def test_the_console_is_off_by_default() -> None:
+    assert console_objects({}) == []
+
+
+def test_console_deployment_runs_the_cluster_app_with_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autovision.console.cluster_app import parse_arguments
+
+    rendered = console_objects({"console": {"enabled": True}})
+    deployment = named(rendered, "Deployment", CONSOLE)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/autovision/trainer:0.1.0", "the trainer image holds the console"
+    assert container["command"][:2] == ["python", "-m"]
+    assert importlib.util.find_spec(container["command"][2]) is not None
+    arguments = parse_arguments(container["args"])
+    assert (arguments.namespace, arguments.port) == (NAMESPACE, 8750)
+    assert {"name": "http", "containerPort": 8750, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/login", "port": "http"}
+    for name, value in env_of(container).items():
+        monkeypatch.setenv(name, str(value))
+    settings = Settings()
+    assert (settings.storage_root, settings.max_image_bytes) == ("s3://autovision", 31457280)
+    assert pod["serviceAccountName"] == CONSOLE
+    assert pod["automountServiceAccountToken"] is True
+    account = named(rendered, "ServiceAccount", CONSOLE)
+    assert account["automountServiceAccountToken"] is False
+    service = named(rendered, "Service", CONSOLE)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8750, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_console_network_policy_reaches_the_api_storage_and_gateways() -> None:
+    values = {"console": {"enabled": True, "namespace": "team-a"}, "networkPolicy": {"enabled": True}}
+    values |= {"storage": {"bundled": {"enabled": True}}}
+    rendered = objects(render(values))
+    policy = named(rendered, "NetworkPolicy", CONSOLE)
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert egress_ports(policy) == [{53}, {443, 6443}, {8333}, {8080}]
+    gateways = policy["spec"]["egress"][-1]["to"][0]
+    assert gateways["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}
+    storage = named(rendered, "NetworkPolicy", f"{FULLNAME}-storage")
+    console_pods = named(rendered, "Deployment", CONSOLE)["spec"]["selector"]["matchLabels"]
+    assert {"podSelector": {"matchLabels": console_pods}} in storage["spec"]["ingress"][0]["from"]

@@ -60,7 +60,8 @@ import yaml
 
 import autovision_operator
 from autovision.crds import custom_resource_definition
-from autovision.resources import RESOURCE_TYPES
+from autovision.resources import GROUP, RESOURCE_TYPES
+from autovision.serving.access import predict_permission
 from autovision_operator.config import OperatorConfig, kopf_settings
 from autovision_operator.handlers import build_registry
 
@@ -700,13 +701,13 @@ def bound_roles(objects: list[dict[str, Any]], kind: str, namespace: str | None)
     ]
 
 
-def difference_report(needed: Derivation, has: set[Rule], what: str) -> str:
+def difference_report(needed: Derivation, has: set[Rule], what: str, fix: str = RULES_TEMPLATE) -> str:
     """Empty when ``has`` is exactly what is needed; else the missing and unused rules."""
     missing = sorted(set(needed.needs) - has)
     unused = sorted(has - set(needed.needs))
     if not missing and not unused:
         return ""
-    lines = [f"{what} does not match the operator's code; edit {RULES_TEMPLATE}."]
+    lines = [f"{what} does not match the code that uses it; edit {fix}."]
     if missing:
         lines.append("Missing (the code needs them):")
         lines += [f"  - {rule}   <- {', '.join(needed.needs[rule][:3])}" for rule in missing]
@@ -769,6 +770,130 @@ def test_the_operator_is_known_to_use_its_main_calls(clusterwide: Derivation) ->
     assert Rule("batch", "jobs", "create") in needs
     assert Rule("autovision.dev", "datasets", "watch") in needs
     assert Rule("autovision.dev", "modeldeployments", "create") in needs
+
+
+# --- the console's service account ----------------------------------------------------
+
+CONSOLE_MODULES = ("autovision.console.cluster_source", "autovision.auth.kubernetes")
+CONSOLE_ACCOUNT = "av-autovision-console"
+CONSOLE_NAMESPACE = "team-a"
+CONSOLE_TEMPLATE = "charts/autovision/templates/console.yaml"
+# autovision.auth.kubernetes.KubeClient's requests: method -> HTTP method.
+KUBE_CLIENT_METHODS = {"get": "GET", "post": "POST"}
+
+
+def imported_modules(names: Iterable[str]) -> list[SourceModule]:
+    """Modules by name, imported (for their names) and parsed (for their calls)."""
+    modules = []
+    for name in names:
+        module = importlib.import_module(name)
+        source = Path(str(module.__file__)).read_text()
+        modules.append(SourceModule(name, ast.parse(source), vars(module)))
+    return modules
+
+
+def console_rules(modules: list[SourceModule]) -> Derivation:
+    """What the console's service account needs, from its KubeClient calls (``self._client.<method>``).
+
+    A path built by ``resource_path(namespace, plural[, name])`` is an AutoVision
+    resource (a name makes a GET a ``get``, else a ``list``); any other path is a
+    constant parsed like the client's own; the pod's own token sent to a gateway
+    (``own_authorization``) must pass that gateway's own check, ``predict_permission``.
+    """
+    resolver = Resolver(modules)
+    derivation = Derivation()
+    for module in modules:
+        for node in ast.walk(module.tree):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            receiver = node.func.value
+            if not isinstance(receiver, ast.Attribute) or receiver.attr != "_client":
+                continue
+            where = f"{module.where(node)} {node.func.attr}"
+            if node.func.attr == "own_authorization":
+                gateway = predict_permission("any", "any")
+                rule = Rule(gateway.group, f"{gateway.resource}/{gateway.subresource}", gateway.verb)
+                derivation.add({rule}, f"{where} (a gateway's token check)")
+                continue
+            http = KUBE_CLIENT_METHODS.get(node.func.attr)
+            if http is None:
+                continue
+            path = node.args[0]
+            try:
+                if isinstance(path, ast.Call) and _called_name(path) == "resource_path":
+                    named = len(path.args) > 2
+                    verbs = endpoint_verbs(Endpoint("", "", http, ""), named, watch=False)
+                    plurals = resolver.positional(path.args, 1, module)
+                    derivation.add({Rule(GROUP, plural, verb) for plural in plurals for verb in verbs}, where)
+                    continue
+                for value in resolver.values(path, module):
+                    parsed = parse_path(str(value))
+                    if parsed is None:
+                        raise UnresolvedError(f"{value!r} is not a resource path")
+                    group, resource, namespaced, named, _ = parsed
+                    verbs = endpoint_verbs(Endpoint("", "", http, str(value)), named, watch=False)
+                    derivation.add({Rule(group, resource, verb, namespaced) for verb in verbs}, where)
+            except UnresolvedError as error:
+                derivation.unresolved.append(f"{where}: cannot tell which resource it acts on ({error})")
+    return derivation
+
+
+def console_grants(objects: list[dict[str, Any]]) -> set[Rule]:
+    """What the chart grants the console's ServiceAccount: Roles (namespaced) and ClusterRoles."""
+    subject = {"kind": "ServiceAccount", "name": CONSOLE_ACCOUNT, "namespace": NAMESPACE}
+    has: set[Rule] = set()
+    for binding_kind, role_kind in (("RoleBinding", "Role"), ("ClusterRoleBinding", "ClusterRole")):
+        for binding in (obj for obj in objects if obj["kind"] == binding_kind and subject in obj["subjects"]):
+            namespace = binding["metadata"].get("namespace")
+            (role,) = [
+                obj
+                for obj in objects
+                if obj["kind"] == role_kind
+                and obj["metadata"]["name"] == binding["roleRef"]["name"]
+                and obj["metadata"].get("namespace") == namespace
+            ]
+            has |= granted(role, namespaced=role_kind == "Role")
+    return has
+
+
+@pytest.fixture(scope="module")
+def console_needs() -> Derivation:
+    return console_rules(imported_modules(CONSOLE_MODULES))
+
+
+def test_every_api_call_of_the_console_is_understood(console_needs: Derivation) -> None:
+    assert not console_needs.unresolved, "\n".join(console_needs.unresolved)
+    needs = set(console_needs.needs)
+    assert Rule(GROUP, "datasets", "list") in needs, "a guard against a derivation that finds nothing"
+    assert Rule("authentication.k8s.io", "tokenreviews", "create", namespaced=False) in needs
+
+
+@pytest.mark.parametrize("watch", [(), tuple(WATCHED)], ids=["all-namespaces", "namespaced"])
+def test_the_consoles_grants_match_its_code(console_needs: Derivation, watch: tuple[str, ...]) -> None:
+    values: dict[str, Any] = {"console": {"enabled": True, "namespace": CONSOLE_NAMESPACE}}
+    if watch:
+        values["watchNamespaces"] = list(watch)
+    objects = render(values)
+    report = difference_report(
+        console_needs, console_grants(objects), "The console's Role and ClusterRole", CONSOLE_TEMPLATE
+    )
+    assert not report, report
+    roles = [obj for obj in objects if obj["kind"] == "Role" and obj["metadata"]["name"] == CONSOLE_ACCOUNT]
+    assert [role["metadata"]["namespace"] for role in roles] == [CONSOLE_NAMESPACE], "granted where it shows only"
+
+
+def test_the_console_can_be_installed_with_nothing_cluster_wide() -> None:
+    values = {
+        "watchNamespaces": list(WATCHED),
+        "console": {"enabled": True, "namespace": "team-a", "reviewRole": False},
+    }
+    objects = render(values)
+    assert not {"ClusterRole", "ClusterRoleBinding"} & {obj["kind"] for obj in objects}
+    missing = {rule for rule in console_rules(imported_modules(CONSOLE_MODULES)).needs if not rule.namespaced}
+    assert missing == {
+        Rule("authentication.k8s.io", "tokenreviews", "create", namespaced=False),
+        Rule("authorization.k8s.io", "subjectaccessreviews", "create", namespaced=False),
+    }, "exactly what the built-in system:auth-delegator ClusterRole grants (README)"
 
 
 # --- the derivation itself, on code written for it ----------------------------------------------

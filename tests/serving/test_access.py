@@ -27,39 +27,17 @@ from google.cloud import aiplatform_v1
 from google.cloud.aiplatform_v1.services.endpoint_service.transports.grpc import EndpointServiceGrpcTransport
 from google.oauth2.credentials import Credentials
 
+from autovision.auth.kubernetes import ACCESS_REVIEWS, TOKEN_REVIEWS, KubeApi
 from autovision.embedded_s3 import free_port
-from autovision.serving.access import ACCESS_REVIEWS, TOKEN_REVIEWS, AccessConfig, KubeApi
-from autovision.serving.access_policy import AccessTarget
+from autovision.serving.access import AccessConfig, predict_permission
 from autovision.serving.gateway import GatewayConfig, GatewayServer
 from autovision.serving.traffic import STATS_PATH
+from tests.support.reviews import answer_reviews, review_counts
 
 NAMESPACE, NAME = "ml", "flowers"
 GATEWAY_TOKEN = "gateway-service-account-token"
-# The API server's authenticator (token -> user) and RBAC (who may create modeldeployments/predict of what).
-USERS = {
-    "alice-token": {"username": "alice", "uid": "a1", "groups": ["team-a", "system:authenticated"]},
-    "bob-token": {"username": "bob", "uid": "b1", "groups": ["system:authenticated"]},
-}
 GRANTS = {("alice", "autovision.dev", "modeldeployments", "predict", "create", NAMESPACE, NAME)}
 ENDPOINT = f"projects/p/locations/l/endpoints/{NAME}"
-
-
-def authenticate(request: Any) -> dict[str, Any]:
-    """TokenReview as the API server answers it."""
-    user = USERS.get(request.data["spec"]["token"])
-    status = (
-        {"authenticated": True, "user": user} if user else {"authenticated": False, "error": "invalid bearer token"}
-    )
-    return {**request.data, "status": status}
-
-
-def authorize(request: Any) -> dict[str, Any]:
-    """SubjectAccessReview as RBAC answers it."""
-    spec = request.data["spec"]
-    attributes = spec["resourceAttributes"]
-    keys = ("group", "resource", "subresource", "verb", "namespace", "name")
-    allowed = (spec["user"], *(attributes.get(key, "") for key in keys)) in GRANTS
-    return {**request.data, "status": {"allowed": allowed, **({} if allowed else {"reason": "no RBAC rule"})}}
 
 
 @dataclass(frozen=True)
@@ -73,11 +51,10 @@ class Gateway:
 
 @pytest_asyncio.fixture
 async def gateway(kmock: Any, tmp_path: Path) -> AsyncIterator[Gateway]:
-    kmock["post /apis/authentication.k8s.io/v1/tokenreviews"] << authenticate
-    kmock["post /apis/authorization.k8s.io/v1/subjectaccessreviews"] << authorize
+    answer_reviews(kmock, GRANTS)
     token_file = tmp_path / "token"
     token_file.write_text(GATEWAY_TOKEN + "\n")
-    access = AccessConfig(AccessTarget(NAMESPACE, NAME), KubeApi(str(kmock.url).rstrip("/"), token_file))
+    access = AccessConfig(predict_permission(NAMESPACE, NAME), KubeApi(str(kmock.url).rstrip("/"), token_file))
     grpc_address = f"127.0.0.1:{free_port()}"
     # Triton is not running: only the checks and Triton-free routes are exercised.
     config = GatewayConfig(f"127.0.0.1:{free_port()}", public_name=NAME, grpc_address=grpc_address, access=access)
@@ -93,11 +70,6 @@ async def get(gateway: Gateway, path: str, token: str | None) -> tuple[int, dict
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as session, session.get(gateway.url + path, headers=headers) as reply:
         return reply.status, dict(reply.headers), await reply.json()
-
-
-def reviews(gateway: Gateway) -> tuple[int, int]:
-    """How many TokenReviews and SubjectAccessReviews the API server was asked."""
-    return len(gateway.api[f"post {TOKEN_REVIEWS}"]), len(gateway.api[f"post {ACCESS_REVIEWS}"])
 
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=kmock.RawHandler)]
@@ -120,14 +92,14 @@ async def test_an_allowed_token_gets_an_answer_and_is_reviewed_once_per_ttl(gate
         "name": NAME,
     }
     assert (await get(gateway, f"/v1/{ENDPOINT}", "alice-token"))[0] == 200
-    assert reviews(gateway) == (1, 1), "an allowed token is remembered"
+    assert review_counts(gateway.api) == (1, 1), "an allowed token is remembered"
 
 
 @pytest.mark.parametrize(
     ("token", "status", "google_status", "words"),
     [
         (None, 401, "UNAUTHENTICATED", "requires a Kubernetes token"),
-        ("stolen-token", 401, "UNAUTHENTICATED", "invalid bearer token"),
+        ("stolen-token", 401, "UNAUTHENTICATED", "invalid token"),
         ("bob-token", 403, "PERMISSION_DENIED", "'bob' may not create modeldeployments/predict"),
     ],
 )
@@ -145,7 +117,7 @@ async def test_refusals_over_rest_are_in_googles_shape(
 async def test_refusals_are_never_remembered(gateway: Gateway) -> None:
     for _ in range(2):
         assert (await get(gateway, f"/v1/{ENDPOINT}", "bob-token"))[0] == 403
-    assert reviews(gateway) == (2, 2)
+    assert review_counts(gateway.api) == (2, 2)
 
 
 async def test_the_automl_json_path_needs_a_token_too(gateway: Gateway) -> None:
@@ -173,7 +145,7 @@ async def test_traffic_statistics_need_a_token(gateway: Gateway) -> None:
 async def test_health_needs_no_token(gateway: Gateway) -> None:
     status, _, body = await get(gateway, "/healthz", None)
     assert (status, body) == (503, {"ready": False}), "Triton is not running; no 401"
-    assert reviews(gateway) == (0, 0)
+    assert review_counts(gateway.api) == (0, 0)
 
 
 async def test_an_api_server_that_cannot_answer_makes_the_gateway_unavailable(gateway: Gateway) -> None:

@@ -48,6 +48,8 @@ from autovision_operator.kube import load_configuration
 NAMESPACE = "ml"
 WAIT_SECONDS = 15.0
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+# Asked, never stored, by a real API server (the emulator would keep one and refuse the next).
+REVIEWS = frozenset({"tokenreviews", "subjectaccessreviews"})
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -57,6 +59,8 @@ class ApiServer(kmock.KubernetesEmulator):
     _versions = itertools.count(1)
 
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.resource.plural in REVIEWS:
+            return await kmock.KubernetesScaffold._handle(self, request)
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             metadata = data.setdefault("metadata", {})

@@ -237,4 +237,71 @@ Fail early, with one readable message, on value combinations that cannot work.
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}
+{{- if and .Values.console.enabled .Values.watchNamespaces (not (has (include "autovision.consoleNamespace" .) .Values.watchNamespaces)) }}
+{{- fail "console.namespace must be one of watchNamespaces: the operator reconciles nothing the console would create elsewhere" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Egress every AutoVision server pod of the chart needs (the operator, the console):
+the cluster DNS, the API server, and the object storage (the bundled one by pod
+selector, else storage.endpoint's port at networkPolicy.storage.to).
+*/}}
+{{- define "autovision.egressRules" -}}
+{{- $np := .Values.networkPolicy }}
+- to:
+    {{- toYaml $np.dns.to | nindent 4 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+- to:
+    {{- toYaml $np.apiServer.to | nindent 4 }}
+  ports:
+    {{- range $np.apiServer.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- if .Values.storage.bundled.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "autovision.componentSelectorLabels" (dict "context" . "component" "storage") | nindent 10 }}
+  ports:
+    - port: {{ include "autovision.storagePort" . }}
+      protocol: TCP
+{{- else }}
+{{- $ports := $np.storage.ports }}
+{{- if not $ports }}
+{{- $url := urlParse (default "https://s3.amazonaws.com" .Values.storage.endpoint) }}
+{{- $hostPort := splitList ":" $url.host }}
+{{- if gt (len $hostPort) 1 }}
+{{- $ports = list (last $hostPort | int) }}
+{{- else }}
+{{- $ports = list (ternary 80 443 (eq $url.scheme "http")) }}
+{{- end }}
+{{- end }}
+- to:
+    {{- toYaml $np.storage.to | nindent 4 }}
+  ports:
+    {{- range $ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespace the console shows and creates resources in: console.namespace, else the release's.
+*/}}
+{{- define "autovision.consoleNamespace" -}}
+{{- default .Release.Namespace .Values.console.namespace }}
+{{- end }}
+
+{{/*
+The console's Deployment, Service and ServiceAccount name.
+*/}}
+{{- define "autovision.consoleName" -}}
+{{- printf "%s-console" (include "autovision.fullname" .) }}
 {{- end }}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from autovision.serving.access_policy import (
+from autovision.auth.reviews import (
     REVIEW_TTL_S,
-    AccessTarget,
+    AccessDeniedError,
+    Permission,
     ReviewCache,
     User,
     access_review,
@@ -15,9 +16,9 @@ from autovision.serving.access_policy import (
     reviewed_user,
     token_review,
 )
-from autovision.serving.gateway import GatewayError
 
-TARGET = AccessTarget("ml", "flowers")
+PREDICT = Permission("create", "autovision.dev", "modeldeployments", "ml", subresource="predict", name="flowers")
+LIST = Permission("list", "autovision.dev", "datasets", "ml")
 ALICE = User("alice", "u-1", ("team-a", "system:authenticated"), (("scopes", ("predict",)),))
 
 
@@ -28,7 +29,7 @@ def test_bearer_token_is_taken_from_the_header() -> None:
 
 @pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwdw==", "Bearer", "Bearer a b", "abc"])
 def test_a_missing_or_malformed_header_is_unauthenticated(header: str | None) -> None:
-    with pytest.raises(GatewayError) as refused:
+    with pytest.raises(AccessDeniedError) as refused:
         bearer_token(header)
     assert refused.value.status == 401
 
@@ -60,7 +61,7 @@ def test_an_authenticated_review_names_the_user() -> None:
     "status", [{}, {"authenticated": False}, {"authenticated": False, "error": "token expired"}], ids=str
 )
 def test_an_unauthenticated_review_is_401(status: dict[str, object]) -> None:
-    with pytest.raises(GatewayError) as refused:
+    with pytest.raises(AccessDeniedError) as refused:
         reviewed_user({"status": status})
     assert refused.value.status == 401
     assert "not accepted" in refused.value.message
@@ -68,8 +69,8 @@ def test_an_unauthenticated_review_is_401(status: dict[str, object]) -> None:
         assert "token expired" in refused.value.message
 
 
-def test_access_review_asks_for_predict_on_this_model_deployment_as_the_user() -> None:
-    assert access_review(ALICE, TARGET) == {
+def test_access_review_asks_for_the_permission_as_the_user() -> None:
+    assert access_review(ALICE, PREDICT) == {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
         "spec": {
@@ -89,8 +90,14 @@ def test_access_review_asks_for_predict_on_this_model_deployment_as_the_user() -
     }
 
 
+def test_a_collection_permission_names_no_object() -> None:
+    attributes = access_review(User("bob"), LIST)["spec"]["resourceAttributes"]
+    assert attributes == {"group": "autovision.dev", "resource": "datasets", "verb": "list", "namespace": "ml"}
+    assert LIST.describe() == "list datasets (autovision.dev) in namespace 'ml'"
+
+
 def test_an_allowed_review_lets_the_caller_through() -> None:
-    check_allowed({"status": {"allowed": True}}, ALICE, TARGET)
+    check_allowed({"status": {"allowed": True}}, ALICE, PREDICT)
 
 
 @pytest.mark.parametrize(
@@ -99,32 +106,33 @@ def test_an_allowed_review_lets_the_caller_through() -> None:
     ids=str,
 )
 def test_a_refused_review_is_403_naming_the_permission(status: dict[str, object]) -> None:
-    with pytest.raises(GatewayError) as refused:
-        check_allowed({"status": status}, ALICE, TARGET)
+    with pytest.raises(AccessDeniedError) as refused:
+        check_allowed({"status": status}, ALICE, PREDICT)
     assert refused.value.status == 403
     assert "'alice' may not create modeldeployments/predict (autovision.dev) 'flowers' in namespace 'ml'" in (
         refused.value.message
     )
 
 
-def test_an_allowed_token_is_remembered_for_the_ttl_only() -> None:
+def test_an_allowed_pair_is_remembered_for_the_ttl_only() -> None:
     cache = ReviewCache()
-    assert not cache.allowed("t", 100.0)
-    cache.remember("t", 100.0)
-    assert cache.allowed("t", 100.0 + REVIEW_TTL_S - 0.01)
-    assert not cache.allowed("other", 100.0)
-    assert not cache.allowed("t", 100.0 + REVIEW_TTL_S)
-    assert not cache.allowed("t", 100.0), "an expired token is forgotten, not revived"
+    assert not cache.allowed("t", PREDICT, 100.0)
+    cache.remember("t", PREDICT, 100.0)
+    assert cache.allowed("t", PREDICT, 100.0 + REVIEW_TTL_S - 0.01)
+    assert not cache.allowed("other", PREDICT, 100.0)
+    assert not cache.allowed("t", LIST, 100.0), "an allowance is for one permission only"
+    assert not cache.allowed("t", PREDICT, 100.0 + REVIEW_TTL_S)
+    assert not cache.allowed("t", PREDICT, 100.0), "an expired token is forgotten, not revived"
 
 
-def test_the_cache_forgets_the_oldest_token_beyond_its_size() -> None:
+def test_the_cache_forgets_the_oldest_pair_beyond_its_size() -> None:
     cache = ReviewCache(ttl_s=60.0, size=2)
     for token in ("a", "b", "c"):
-        cache.remember(token, 0.0)
-    assert [cache.allowed(token, 1.0) for token in ("a", "b", "c")] == [False, True, True]
+        cache.remember(token, LIST, 0.0)
+    assert [cache.allowed(token, LIST, 1.0) for token in ("a", "b", "c")] == [False, True, True]
 
 
 def test_the_cache_keeps_no_token_in_clear() -> None:
     cache = ReviewCache()
-    cache.remember("secret-token", 0.0)
+    cache.remember("secret-token", LIST, 0.0)
     assert "secret-token" not in repr(vars(cache))
