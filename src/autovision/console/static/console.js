@@ -33,13 +33,18 @@ function csrfToken() {
 
 // A 401 (in a cluster: no token, or an expired one) sends the caller to the cluster app's login page.
 class Unauthorized extends Error {}
+// The answer to a page the user has left (a newer route started while it was on its way): dropped, so that a
+// slow page never paints over the one on screen.
+class Stale extends Error {}
 
 async function api(path, init = {}) {
+  const mine = generation;
   const headers = { ...(init.headers || {}) };
   if (init.method && init.method !== "GET") headers["X-CSRF-Token"] = csrfToken();
   const response = await fetch(path, { ...init, headers, credentials: "same-origin" });
   const type = response.headers.get("Content-Type") || "";
   const body = type.includes("json") ? await response.json() : null;
+  if (mine !== generation) throw new Stale(path);
   if (!response.ok) {
     const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
     if (response.status === 401) throw new Unauthorized(message);
@@ -539,6 +544,7 @@ async function route() {
     options = options || (await api("/api/options"));
     await page(...(match ? match.slice(1).map(decodeURIComponent) : []));
   } catch (error) {
+    if (error instanceof Stale) return;
     show(failure(error), error instanceof Unauthorized ? h("p", {}, h("a", { href: "/login", id: "login" }, "Log in")) : null);
   }
 }
