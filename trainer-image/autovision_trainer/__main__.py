@@ -71,6 +71,7 @@ def train(args: TrainArgs) -> None:
     """
     import torch
 
+    from autovision.search.base_model import BaseModelError, find_base_model
     from autovision.search.job import SearchSettings
 
     try:
@@ -91,6 +92,7 @@ def train(args: TrainArgs) -> None:
     # Node 0 (or the only node) searches, fits and exports; the other nodes only search with it.
     step: Callable[..., ModelCard | None] = join_search if settings.is_member_node else train_evaluate_export
     try:
+        base = None if args.base_model is None else find_base_model(args.base_model)
         card = step(
             Storage.from_settings(),
             args.dataset,
@@ -100,7 +102,10 @@ def train(args: TrainArgs) -> None:
             budget_milli_node_hours=args.budget_milli_node_hours,
             search=settings,
             backbones=args.backbones(),
+            base_model=base,
         )
+    except BaseModelError as error:  # missing, unfinished, or not the dataset's labels and task
+        raise BadInputError(str(error)) from None
     except (StorageError, BackboneWeightsError) as error:
         if storage_unavailable(error):  # weights unreadable because storage is down: not the weights' fault
             raise

@@ -120,6 +120,12 @@ class TrainArgs(TrainerArgs):
         default=CONNECT_TIMEOUT_SECONDS, ge=0, description="Seconds the other nodes wait for node 0's study server."
     )
     backbone: list[str] = Field(default=[], description="A user backbone, NAME=ARCH@URI; repeatable.")
+    base_model: str | None = Field(
+        default=None,
+        description="A finished run to continue from (a run prefix under the storage root, or its URI): every "
+        "trial starts from its final weights, with its architecture and preprocessing; only the learning rate "
+        "and epochs are searched. Its labels and task must be the dataset's.",
+    )
     nproc: int | None = Field(
         default=None,
         ge=1,
