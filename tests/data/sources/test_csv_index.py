@@ -221,7 +221,7 @@ def test_a_review_csv_of_logged_images_without_file_extensions_imports(storage: 
     """The review set lists logged images by storage URI: raw bytes under their sha256, no extension; the
     format is sniffed from the bytes, and the same checks as any image reject what is not one."""
     logged = prediction_log_prefix("local", "digits")
-    rows = []
+    rows: list[str] = []
     for label, image_format in (("cat", "PNG"), ("dog", "JPEG")):
         for i in range(12):
             data = image_bytes(100 * len(rows) + i, image_format)
