@@ -21,14 +21,14 @@ from autovision.train.warm_start import architecture_from, initial_weights
 from tests.support.search import digits_subset_zip
 
 PREPROCESS = PreprocessConfig(size=8)
-BASE = TrainConfig(epochs=8, batch_size=32, architecture=ResidualCNNConfig(width=8, stages=2))
+BASE = TrainConfig(epochs=6, batch_size=32, learning_rate=1e-2, architecture=ResidualCNNConfig(width=8, stages=2))
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Storage, ImageSet, ImageSet]:
     folder = tmp_path_factory.mktemp("warm-start")
     storage = Storage(f"file://{folder / 'storage'}")
-    records = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=50)), "digits", storage).records
+    records = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=40)), "digits", storage).records
     labels = labels_of(records)
     train, validation = (
         load_images([record for record in records if record.split == split], labels, PREPROCESS.size, storage)
