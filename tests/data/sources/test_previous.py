@@ -25,12 +25,13 @@ def _review_csv(storage: Storage, rows: dict[str, tuple[bytes, str]]) -> str:
 def test_the_new_version_is_the_previous_one_plus_the_new_rows(tmp_path: Path, file_storage: Storage) -> None:
     first = import_dataset(str(write_zip(tmp_path / "pets.zip", labelled(12))), "pets", file_storage)
     new = {f"n{i}": (image_bytes(9000 + i), ("cat", "dog")[i % 2]) for i in range(6)}
+    new["unlabelled"] = (image_bytes(9100), "")  # kept, unassigned; offered again unassigned below
     review = _review_csv(file_storage, new)
 
     second = import_dataset(review, "pets", file_storage, add_to_previous=True)
 
     assert second.version != first.version
-    assert len(second.records) == len(first.records) + 6
+    assert len(second.records) == len(first.records) + 7
     before = {record.sha256: (record.split, record.labels) for record in first.records}
     after = {record.sha256: (record.split, record.labels) for record in second.records}
     assert {sha: after[sha] for sha in before} == before  # every old image, with its split and labels

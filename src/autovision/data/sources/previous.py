@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
-from autovision.data.manifest import ImageRecord
+from autovision.data.manifest import SPLITS, ImageRecord
 from autovision.data.sources.base import Offer, Scanned, Source
 from autovision.data.sources.reader import READ_CHUNK
 from autovision.settings import Settings
@@ -37,7 +37,9 @@ class VersionSource(Source):
             chunk = self.records[start : start + READ_CHUNK]
             for record, data in zip(chunk, read_uris([record.uri for record in chunk], self.settings), strict=True):
                 self.position += 1
-                yield Offer(record.uri, tuple(record.labels), record.split, data)
+                # An unlabelled image's "unassigned" is no split to keep: the import assigns it again.
+                split = record.split if record.split in SPLITS else None
+                yield Offer(record.uri, tuple(record.labels), split, data)
 
     def read(self, files: Sequence[str]) -> list[bytes]:
         """The images at these member URIs again."""
