@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from autovision.cli import app as cli
 from autovision.contract.files import EMBEDDING_OUTPUT, ModelCard
-from autovision.contract.keys import RunLocation
+from autovision.contract.keys import RunLocation, base_weights_key
 from autovision.data.importer import import_dataset
 from autovision.data.manifest import ImageRecord
 from autovision.evaluate import SplitPredictions, softmax
@@ -42,6 +42,8 @@ from autovision.pipeline import train_evaluate_export
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
 from autovision.resources import EdgeFormat
+from autovision.search.base_model import find_base_model
+from autovision.search.job import SearchSettings
 from autovision.serving import LocalTritonServer, predict
 from autovision.serving.tritonserver import TritonServerError, pytriton_tritonserver_dir
 from autovision.storage import Storage, read_uris
@@ -484,3 +486,29 @@ def test_local_layout_served_by_tritonserver_equals_eager_pytorch(run: FinishedR
         assert predictions[0].index == int(scores.argmax())
         np.testing.assert_allclose(by_index, scores, atol=1e-5)
     assert [p.label for p in over_grpc] == [p.label for p in served[0]]
+
+
+@pytest.mark.training
+def test_a_run_from_a_finished_run_continues_from_its_weights_and_records_it(run: FinishedRun) -> None:
+    base = find_base_model(run.uri)
+    retrained = RunLocation("ns", "digits-retrain", "u2")
+
+    card = train_evaluate_export(
+        run.storage,
+        "digits",
+        run.card.dataset.version,
+        retrained,
+        LogReporter(),
+        budget_milli_node_hours=1000,
+        search=SearchSettings(max_trials=1),
+        base_model=base,
+    )
+
+    assert card.base_model == base.record()
+    assert card.base_model.run == run.uri
+    assert (card.architecture, card.input_size, card.mean, card.std) == (
+        run.card.architecture, run.card.input_size, run.card.mean, run.card.std
+    )  # fmt: skip
+    assert card.training["initial_weights"] == run.storage.uri(base_weights_key(retrained.prefix))
+    assert run.storage.exists(f"{retrained.prefix}/{card.final_fit.checkpoint}")
+    assert card.metrics.test_accuracy >= run.card.metrics.test_accuracy - 0.03

@@ -166,8 +166,13 @@ def build_import_job(dataset: Dataset, config: OperatorConfig) -> dict[str, Any]
     )
 
 
-def build_training_job(training_job: TrainingJob, dataset: Dataset, config: OperatorConfig) -> dict[str, Any]:
+def build_training_job(
+    training_job: TrainingJob, dataset: Dataset, config: OperatorConfig, base_model: str | None = None
+) -> dict[str, Any]:
     """The batch/v1 Job that runs a TrainingJob's search on the Dataset's current version.
+
+    ``base_model`` is the finished run ``spec.baseModel`` names, as the trainer's
+    ``--base-model`` takes it (a run prefix under the storage root, or a URI).
 
     Several nodes make an Indexed Job: every pod runs workers of the same search.
     Pod 0 serves the search's study on ``STUDY_PORT``; the others reach it by the
@@ -192,6 +197,7 @@ def build_training_job(training_job: TrainingJob, dataset: Dataset, config: Oper
         early_stopping=spec.early_stopping,
         backbone=[backbone.as_option() for backbone in spec.backbones],
         export_format=spec.export.formats,
+        base_model=base_model,
         nodes=resources.nodes,
         coordinator=study_coordinator(name) if resources.nodes > 1 else None,
         nproc=max(1, resources.gpus_per_node),

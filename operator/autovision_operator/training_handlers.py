@@ -2,6 +2,9 @@
 
 A finished search with ``spec.deploy`` gets its ModelDeployment, and
 ``artifactPolicy: Delete`` removes the run's files before the resource goes.
+A ``spec.baseModel`` must be a finished run whose labels and task are the
+Dataset's before the Job starts: until then Ready is False (BaseModelNotReady,
+BaseModelMismatch) and nothing else changes; the trainer checks again.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from typing import Any
 
 import kopf
 
-from autovision.contract.files import Progress
-from autovision.contract.keys import progress_key, run_prefix
+from autovision.contract.files import ModelCard, Progress
+from autovision.contract.keys import MODEL_CARD, model_card_key, progress_key, run_prefix
 from autovision.resources import GROUP, VERSION, ArtifactPolicy, Dataset, ModelDeployment, TrainingJob
 from autovision.storage import Storage
 from autovision_operator import builders, runs
@@ -63,14 +66,55 @@ def _ready_dataset(context: Context, training_job: TrainingJob) -> Dataset:
     return dataset
 
 
+def _base_model(context: Context, training_job: TrainingJob, dataset: Dataset) -> str | None:
+    """The run ``spec.baseModel`` names, as the trainer's ``--base-model`` takes it, once it is a finished run
+    whose labels and task are the Dataset's; until then NotReadyError BaseModelNotReady or BaseModelMismatch."""
+    ref, namespace = training_job.spec.base_model, str(training_job.metadata.namespace)
+    if ref is None:
+        return None
+    if ref.training_job is not None:
+        base = _finished_training_job(context, namespace, ref.training_job)
+        target = run_prefix(namespace, ref.training_job, str(base.metadata.uid))
+        storage, named = context.storage(), f"TrainingJob {ref.training_job}"
+        card = read_stored(storage, model_card_key(target))
+    else:  # a run's URI, or its model directory's
+        target = named = str(ref.uri)
+        with storage_available(f"read {target}"):
+            storage = Storage(target, context.storage().settings)
+        card = next(filter(None, (read_stored(storage, key) for key in (model_card_key(""), MODEL_CARD))), None)
+    if card is None:
+        raise NotReadyError("BaseModelNotReady", f"spec.baseModel: {named} has no model card: it is not finished")
+    counts = dataset.status.counts
+    labels = sorted(counts.per_label) if counts is not None else []
+    problem = ModelCard.model_validate(card).mismatch(labels, dataset.spec.task)
+    if problem is not None:
+        message = f"spec.baseModel {named} does not fit Dataset {dataset.metadata.name}: {problem}"
+        raise NotReadyError("BaseModelMismatch", message)
+    return target
+
+
+def _finished_training_job(context: Context, namespace: str, name: str) -> TrainingJob:
+    """A base TrainingJob that finished successfully; NotReadyError BaseModelNotReady until it has."""
+    try:
+        base = referenced(context.kube, TrainingJob, namespace, name, not_ready="BaseModelNotReady")
+    except NotReadyError as error:
+        raise NotReadyError("BaseModelNotReady", f"spec.baseModel: {error.message}") from None
+    if not is_finished(base.status) or has_failed(base.status):
+        state = "failed" if has_failed(base.status) else "not finished"
+        raise NotReadyError("BaseModelNotReady", f"spec.baseModel: TrainingJob {name} has {state}")
+    return base
+
+
 def _ensure_search_job(context: Context, body: kopf.Body, training_job: TrainingJob) -> dict[str, Any]:
     """Check every reference of a TrainingJob, then create or adopt its search Job."""
     dataset = _ready_dataset(context, training_job)
     runs.require_secret(context, dataset)
+    base_model = _base_model(context, training_job, dataset)
     try:
         if training_job.spec.resources.nodes > 1:
             context.kube.ensure_child(builders.build_search_service(training_job))
-        return runs.ensure_job(context, body, builders.build_training_job(training_job, dataset, context.config))
+        job = builders.build_training_job(training_job, dataset, context.config, base_model)
+        return runs.ensure_job(context, body, job)
     except ChildConflictError as error:
         raise NotReadyError("JobConflict", str(error)) from None
 

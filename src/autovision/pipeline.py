@@ -63,19 +63,22 @@ from autovision.monitor.reference import DriftReference
 from autovision.preprocess import PreprocessConfig
 from autovision.progress import Reporter
 from autovision.resources import Backbone, EdgeFormat, Task
+from autovision.search.base_model import BaseModel, BaseModelError, check_fits, keep_base_weights
 from autovision.search.budget import milli_node_hours
 from autovision.search.final import FinalModel, fit_final, join_final_fit, pinned_plan
 from autovision.search.job import ImageCache, SearchJob, SearchSettings, search_space
 from autovision.search.nodes import coordinator_serving, run_node
 from autovision.search.probe import BudgetTooSmallError, plan_first_trial
 from autovision.search.records import trial_counts, write_progress
-from autovision.search.space import DatasetProfile
+from autovision.search.retrain_space import RetrainSpace
+from autovision.search.space import DatasetProfile, Space
 from autovision.search.summary import SearchResult, summarise
 from autovision.serving.publish import write_triton_repositories
 from autovision.storage import Storage
 from autovision.train.families import family_of
 from autovision.train.models import backbone_weights
 from autovision.train.trainer import CPU, TrainConfig
+from autovision.train.warm_start import initial_weights
 
 
 def run_uid(*parts: object) -> str:
@@ -112,16 +115,22 @@ def train_evaluate_export(
     backbones: Sequence[Backbone] = (),
     edge_formats: Sequence[EdgeFormat] = (),
     executorch_venv: Path = DEFAULT_EXECUTORCH_VENV,
+    base_model: BaseModel | None = None,
 ) -> ModelCard:
     """Search, fit the final model, evaluate on the test split, export three formats and two Triton repositories.
 
     With ``config`` (and optionally ``preprocess``) exactly that configuration is
     trained, once; without a config, the dataset's search space (with the user's
     ``backbones``) is searched within the budget (without a budget too, the
-    default configuration is trained once). Then each of ``edge_formats`` is
-    written; ``EdgeUnavailableError`` before any training when one cannot be here,
-    and one that fails on the model is reported and leaves the others and the run
-    unaffected. Returns the model card. A run whose model card exists is returned as is.
+    default configuration is trained once). With a ``base_model`` (a finished
+    run, ``autovision.search.base_model.find_base_model``) every trial continues
+    from its final weights and only the learning rate and epochs are searched
+    (``autovision.search.retrain_space``); a base whose labels or task are not
+    the dataset's raises BaseModelError before anything is written. Then each of
+    ``edge_formats`` is written; ``EdgeUnavailableError`` before any training when one
+    cannot be here, and one that fails on the model is reported and leaves the others
+    and the run unaffected. Returns the model card. A run whose model card exists is
+    returned as is.
     """
     if storage.exists(model_card_key(run.prefix)):
         reporter.note(f"run {run.uid} already complete: reusing it")
@@ -138,6 +147,7 @@ def train_evaluate_export(
         budget_milli_node_hours=budget_milli_node_hours,
         settings=settings,
         backbones=backbones,
+        base_model=base_model,
     )
     labels, multi_label = list(job.labels), job.multi_label
     images = ImageCache(job.records, job.labels, storage)
@@ -204,6 +214,8 @@ def train_evaluate_export(
         budget_milli_node_hours=budget_milli_node_hours,
         optimize_for=settings.optimize_for,
         artifacts=artifact_uris(storage, run, model_dir, multi_label),
+        run=run,
+        base_model=None if base_model is None else base_model.record(),
     )
     storage.write_json(model_card_key(run.prefix), card.to_json())
     progress = {
@@ -261,23 +273,30 @@ def build_search_job(
     budget_milli_node_hours: int | None,
     settings: SearchSettings,
     backbones: Sequence[Backbone] = (),
+    base_model: BaseModel | None = None,
 ) -> SearchJob:
     """What a run's search works on: the dataset version's records, its task, and the space to search.
 
     The space's user backbones are read and checked here, so that a bad weights
-    file fails the run with one clear error before any trial starts.
+    file fails the run with one clear error before any trial starts; so is a
+    base model, whose final weights are then kept in the run (``base/weights.pt``).
     """
     records = read_version(storage, dataset, version)
     labels = labels_of(records)
     multi_label = is_multi_label(storage, dataset, version, records)
-    space = search_space(
-        DatasetProfile.of(records, labels, multi_label),
-        config=config,
-        preprocess=preprocess,
-        budget_milli_node_hours=budget_milli_node_hours,
-        settings=settings,
-        backbones=backbones,
-    )
+    if base_model is None:
+        space = search_space(
+            DatasetProfile.of(records, labels, multi_label),
+            config=config,
+            preprocess=preprocess,
+            budget_milli_node_hours=budget_milli_node_hours,
+            settings=settings,
+            backbones=backbones,
+        )
+    else:
+        space = _retrain_space(
+            storage, run, base_model, labels=labels, multi_label=multi_label, settings=settings, backbones=backbones
+        )
     for backbone in space.backbones:
         backbone_weights(backbone, storage.settings)
     return SearchJob(
@@ -293,6 +312,25 @@ def build_search_job(
     )
 
 
+def _retrain_space(
+    storage: Storage,
+    run: RunLocation,
+    base: BaseModel,
+    *,
+    labels: list[str],
+    multi_label: bool,
+    settings: SearchSettings,
+    backbones: Sequence[Backbone],
+) -> Space:
+    """The space of a run continuing from ``base``, once it is checked to fit the dataset; its weights kept."""
+    if backbones:
+        raise BaseModelError("a run from a base model trains the base's architecture: it takes no backbones")
+    check_fits(base, labels, multi_label)
+    weights = keep_base_weights(base, storage, run.prefix)
+    initial_weights(weights, storage.settings)  # read now, with the run's storage settings
+    return settings.space or RetrainSpace(base.training(), base.preprocess(), weights, seed=settings.seed)
+
+
 def join_search(
     storage: Storage,
     dataset: str,
@@ -303,6 +341,7 @@ def join_search(
     budget_milli_node_hours: int,
     search: SearchSettings,
     backbones: Sequence[Backbone] = (),
+    base_model: BaseModel | None = None,
 ) -> None:
     """A node other than node 0 of a multi-node run: train trials of node 0's search until it ends.
 
@@ -323,6 +362,7 @@ def join_search(
         budget_milli_node_hours=budget_milli_node_hours,
         settings=search,
         backbones=backbones,
+        base_model=base_model,
     )
     images = ImageCache(job.records, job.labels, storage)
     if pinned_plan(storage, job.prefix) is None:

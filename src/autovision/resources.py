@@ -389,8 +389,54 @@ class Backbone(WireModel):
         return f"{self.name}={self.architecture}@{self.weights_uri}"
 
 
+class ModelRef(WireModel):
+    """The model to serve: a TrainingJob's result or a model repository URI."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.trainingJob) != has(self.uri)", "message": "set exactly one of trainingJob or uri"}
+            ]
+        }
+    )
+
+    training_job: ObjectName | None = Field(
+        default=None, description="Name of a TrainingJob in the same namespace whose model to serve."
+    )
+    uri: Uri | None = Field(default=None, description="URI of a Triton model repository to serve.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.training_job is None) == (self.uri is None):
+            raise ValueError("set exactly one of trainingJob or uri")
+        return self
+
+
+class BaseModelRef(ModelRef):
+    """A finished run a TrainingJob continues from, named as ModelDeployment's ``modelRef`` names a model."""
+
+    training_job: ObjectName | None = Field(
+        default=None,
+        description="Name of a TrainingJob in the same namespace that finished: its final weights are the start.",
+    )
+    uri: Uri | None = Field(
+        default=None, description="URI of a finished run (the directory holding model/model.json) to start from."
+    )
+
+
 class TrainingJobSpec(WireModel):
     """What to train on and how much it may cost."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.baseModel) || !has(self.backbones) || size(self.backbones) == 0",
+                    "message": "a TrainingJob with baseModel trains the base's architecture: remove backbones",
+                }
+            ]
+        }
+    )
 
     dataset_ref: LocalObjectReference = Field(description="The Dataset to train on.")
     budget_milli_node_hours: int = Field(
@@ -423,6 +469,19 @@ class TrainingJobSpec(WireModel):
         description="Backbones with the user's own weights that the search may pick besides the built-in ones.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    base_model: BaseModelRef | None = Field(
+        default=None,
+        description="Retrain from a served model: every trial starts from this finished run's final weights, "
+        "with its architecture and preprocessing, and only the learning rate and epochs are searched. Its labels "
+        "(in order) and task must be the Dataset's; until they are, Ready is False with reason BaseModelMismatch "
+        "and no Job starts (BaseModelNotReady while the run is missing or unfinished). Not with backbones.",
+    )
+
+    @model_validator(mode="after")
+    def _no_backbones_with_a_base_model(self) -> Self:
+        if self.base_model is not None and self.backbones:
+            raise ValueError("a TrainingJob with baseModel trains the base's architecture: remove backbones")
+        return self
 
     @field_validator("backbones")
     @classmethod
@@ -508,29 +567,6 @@ class AutoscalingTarget(StrEnum):
 
     INFLIGHT = "inflight"
     CPU = "cpu"
-
-
-class ModelRef(WireModel):
-    """The model to serve: a TrainingJob's result or a model repository URI."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "has(self.trainingJob) != has(self.uri)", "message": "set exactly one of trainingJob or uri"}
-            ]
-        }
-    )
-
-    training_job: ObjectName | None = Field(
-        default=None, description="Name of a TrainingJob in the same namespace whose model to serve."
-    )
-    uri: Uri | None = Field(default=None, description="URI of a Triton model repository to serve.")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.training_job is None) == (self.uri is None):
-            raise ValueError("set exactly one of trainingJob or uri")
-        return self
 
 
 class Autoscaling(WireModel):

@@ -15,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from autovision.contract.files import ModelCard
+from autovision.contract.keys import model_card_key
 from autovision.resources import API_VERSION
 from autovision.storage import Storage
 from autovision_operator.config import (
@@ -292,3 +294,51 @@ async def test_a_search_over_several_nodes_gets_its_headless_service(
 def _container(job: dict[str, Any]) -> dict[str, Any]:
     container: dict[str, Any] = job["spec"]["template"]["spec"]["containers"][0]
     return container
+
+
+@pytest.mark.asyncio
+@pytest.mark.kmock(cls=ApiServer)
+@pytest.mark.timeout(120)
+async def test_a_base_model_is_waited_for_until_it_fits_and_then_handed_to_the_trainer(
+    cluster: Cluster, operator_config: OperatorConfig, model_card: ModelCard
+) -> None:
+    """spec.baseModel: a missing run and one with other labels are Ready=False conditions and no Job; a
+    finished run that fits is the search Job's --base-model."""
+    storage = Storage(operator_config.storage_root)
+    base_run = "runs/elsewhere/served/u0"
+    storage.write_json(model_card_key(base_run), model_card.model_copy(update={"labels": ["daisy", "tulip"]}).to_json())
+    from_uri = _retraining("retrain", {"uri": storage.uri(base_run)})
+    from_job = _retraining("retrain-from-job", {"trainingJob": "served-run"})
+    async with running_operator(operator_config):
+        await cluster.create_secret("s3-credentials")
+        await cluster.apply("datasets", DATASET)
+        await eventually(lambda: cluster.job("flowers-import"), "the import Job")
+        await finish_import(cluster, storage, "flowers")  # labels daisy and rose
+        await cluster.apply("trainingjobs", from_uri)
+        await cluster.apply("trainingjobs", from_job)
+
+        waiting = await resource_where(cluster, "trainingjobs", "retrain-from-job", ready("BaseModelNotReady", "False"))
+        assert "TrainingJob served-run not found" in _ready_message(waiting)
+        refused = await resource_where(cluster, "trainingjobs", "retrain", ready("BaseModelMismatch", "False"))
+        assert "the labels differ: the dataset has rose, which the base model lacks" in _ready_message(refused)
+        assert await cluster.job_names() == {"flowers-import"}
+
+        storage.write_json(
+            model_card_key(base_run), model_card.model_copy(update={"labels": ["daisy", "rose"]}).to_json()
+        )
+        search = await eventually(lambda: cluster.job("retrain-search"), "the search Job of the fitting base")
+    args = _container(search)["args"]
+    assert args[args.index("--base-model") + 1] == storage.uri(base_run)
+    assert await cluster.job_names() == {"flowers-import", "retrain-search"}
+
+
+def _retraining(name: str, base_model: dict[str, str]) -> dict[str, Any]:
+    training_job = copy.deepcopy(TRAINING_JOB)
+    training_job["metadata"]["name"] = name
+    training_job["spec"] = {"datasetRef": {"name": "flowers"}, "budgetMilliNodeHours": 100, "baseModel": base_model}
+    return training_job
+
+
+def _ready_message(resource: dict[str, Any]) -> str:
+    (condition,) = [c for c in resource["status"]["conditions"] if c["type"] == "Ready"]
+    return str(condition["message"])

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from autovision.cli import app
 from autovision.storage import Storage
-from tests.support.datasets import labelled, write_zip
+from tests.support.datasets import image_bytes, labelled, write_zip
 
 runner = CliRunner()
 
@@ -68,3 +68,18 @@ def test_refusals_exit_non_zero_with_one_line(
     assert message in " ".join(result.stderr.split()), result.stderr
     assert result.stdout.strip() == ""
     assert storage_root.list_keys("") == []
+
+
+def test_a_review_csv_is_added_to_the_previous_version(storage_root: Storage, tmp_path: Path) -> None:
+    source = write_zip(tmp_path / "pets.zip", labelled(10))
+    assert runner.invoke(app, ["dataset", "import", str(source), "--name", "pets", "--json"]).exit_code == 0
+    images = {f"n{i}": image_bytes(5000 + i) for i in range(4)}
+    for name, data in images.items():  # logged images: raw bytes, no extension
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "review.csv").write_text("".join(f"{tmp_path / name},cat\n" for name in images))
+
+    args = ["dataset", "import", str(tmp_path / "review.csv"), "--name", "pets", "--add-to-previous", "--json"]
+    added = runner.invoke(app, args)
+
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["kept"] == 24

@@ -1,4 +1,4 @@
-"""``autovision train``: options and datasets refused before any work starts."""
+"""``autovision train``: options, datasets and base models refused before any work starts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from autovision.cli import app
-from autovision.contract import env
+from autovision.contract import env, exit_codes
+from autovision.contract.files import ModelCard
 from autovision.contract.keys import latest_key, manifest_key
+from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
 from autovision.storage import Storage
+from tests.support.datasets import labelled, tree, write_zip
+from tests.support.runs import tiny_cnn_weights, write_finished_run
 
 runner = CliRunner()
 
@@ -65,3 +69,38 @@ def test_an_export_format_the_install_cannot_write_fails_before_training(
     assert "cannot export executorch" in result.stderr
     assert "setup-executorch.sh" in " ".join(result.stderr.split())
     assert file_storage.list_keys("") == [latest_key("pets")], "nothing trained, nothing written"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (["cat", "fox"], "the labels differ: the dataset has dog, which the base model lacks"),
+        (["dog", "cat"], "the base model's labels are the dataset's in another order"),
+        (None, "not a finished run"),
+    ],
+)
+def test_a_base_model_that_does_not_fit_or_is_not_finished_exits_2_writing_nothing(
+    file_storage: Storage,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    model_card: ModelCard,
+    case: tuple[list[str] | None, str],
+) -> None:
+    labels, problem = case
+    import_dataset(f"file://{write_zip(tmp_path / 'pets.zip', labelled(12))}", "pets", file_storage)
+    base = "runs/local/old/u0"
+    if labels is None:  # a run that never finished: a checkpoint, no model card
+        file_storage.write_bytes(f"{base}/trials/0/checkpoint.pt", b"weights")
+    else:
+        write_finished_run(file_storage, base, model_card.model_copy(update={"labels": labels}), tiny_cnn_weights(2))
+    monkeypatch.setenv(env.STORAGE_ROOT, file_storage.uri(""))
+    before = tree(Path(file_storage.path("")))
+
+    args = ["train", "--dataset", "pets", "--budget-milli-node-hours", "10", "--base-model", base]
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == exit_codes.BAD_INPUT
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error: base model")
+    assert problem in message
+    assert tree(Path(file_storage.path(""))) == before

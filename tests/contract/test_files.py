@@ -86,3 +86,19 @@ def test_the_contract_needs_neither_torch_nor_kopf() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("labels", "task", "problem"),
+    [
+        (["a", "b"], Task.SINGLE_LABEL, None),
+        (["b", "a"], Task.SINGLE_LABEL, "the base model's labels are the dataset's in another order"),
+        (["a", "b", "c"], Task.SINGLE_LABEL, "the labels differ: the dataset has c, which the base model lacks"),
+        (["a"], Task.SINGLE_LABEL, "the labels differ: the base model has b, which the dataset lacks"),
+        (["a", "b"], Task.MULTI_LABEL, "the base model is SingleLabel, the dataset MultiLabel"),
+    ],
+)
+def test_a_model_card_says_what_keeps_it_from_continuing_on_a_dataset(
+    model_card: ModelCard, labels: list[str], task: Task, problem: str | None
+) -> None:
+    assert model_card.mismatch(labels, task) == problem

@@ -18,6 +18,8 @@ from autovision.embedded_s3 import EmbeddedS3, free_port
 from autovision.search.records import write_progress
 from autovision.storage import Storage
 from autovision_trainer.__main__ import report_rank_lost, run
+from tests.support.datasets import labelled, write_zip
+from tests.support.runs import tiny_cnn_weights, write_finished_run
 
 
 @pytest.fixture
@@ -196,3 +198,17 @@ def test_a_lost_rank_keeps_what_progress_said_of_the_search(storage_root: Storag
     lost = Progress.model_validate(storage_root.read_json(f"{run_location.prefix}/progress.json"))
     assert (lost.phase, lost.message) == (RANK_LOST_PHASE, "rank 1 did not join within 600 s")
     assert lost.milli_node_hours_used == lost.search_milli_node_hours_used == 12
+
+
+def test_a_base_model_that_is_missing_or_does_not_fit_exits_with_the_bad_input_code(
+    storage_root: Storage, tmp_path: Path, model_card: ModelCard
+) -> None:
+    assert run(["import", "--name", "pets", "--source", str(write_zip(tmp_path / "pets.zip", labelled(12)))]) == 0
+    version = storage_root.read_json("datasets/pets/latest.json")["version"]
+    args = ["train", "--namespace", "ns", "--job", "tj", "--uid", "u3", "--dataset", "pets"]
+    args += ["--dataset-version", version, "--budget-milli-node-hours", "10", "--base-model", "runs/ns/served/u0"]
+    assert run(args) == BAD_INPUT  # no such run
+
+    write_finished_run(storage_root, "runs/ns/served/u0", model_card, tiny_cnn_weights(2))  # labels a, b
+    assert run(args) == BAD_INPUT
+    assert storage_root.list_keys("runs/ns/tj") == []

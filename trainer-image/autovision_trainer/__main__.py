@@ -72,6 +72,7 @@ def train(args: TrainArgs) -> None:
     """
     import torch
 
+    from autovision.search.base_model import BaseModelError, find_base_model
     from autovision.search.job import SearchSettings
 
     try:
@@ -93,6 +94,7 @@ def train(args: TrainArgs) -> None:
     step: Callable[..., ModelCard | None] = join_search if settings.is_member_node else train_evaluate_export
     exports = {} if settings.is_member_node else {"edge_formats": args.export_format}
     try:
+        base = None if args.base_model is None else find_base_model(args.base_model)
         card = step(
             Storage.from_settings(),
             args.dataset,
@@ -103,7 +105,10 @@ def train(args: TrainArgs) -> None:
             search=settings,
             backbones=args.backbones(),
             **exports,
+            base_model=base,
         )
+    except BaseModelError as error:  # missing, unfinished, or not the dataset's labels and task
+        raise BadInputError(str(error)) from None
     except (StorageError, BackboneWeightsError) as error:
         if storage_unavailable(error):  # weights unreadable because storage is down: not the weights' fault
             raise

@@ -59,7 +59,7 @@ def progress_display() -> Progress:
     )
 
 
-def fail(message: str) -> NoReturn:
-    """Print one readable error line and exit non-zero."""
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one readable error line and exit non-zero (``code``: 1, or a contract exit code such as bad input's)."""
     errors.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=code)

@@ -42,6 +42,14 @@ def dataset_import(
     task: Annotated[TaskChoice, typer.Option(case_sensitive=False, help="One label per image, or any number.")] = (
         TaskChoice.SINGLE_LABEL
     ),
+    add_to_previous: Annotated[
+        bool,
+        typer.Option(
+            "--add-to-previous",
+            help="Make the new version the dataset's latest version plus SOURCE's images (e.g. a labelled review "
+            "CSV of logged images); the latest version's images keep their splits.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Validate, dedupe, split and version a dataset in AutoVision's storage."""
@@ -51,11 +59,17 @@ def dataset_import(
     try:
         storage = Storage.from_settings()
         if as_json:
-            result = import_dataset(source, name, storage, task=task.resource_task())
+            result = import_dataset(source, name, storage, task=task.resource_task(), add_to_previous=add_to_previous)
         else:
             with progress_display() as display:
+                reporter = RichReporter(display)
                 result = import_dataset(
-                    source, name, storage, task=task.resource_task(), reporter=RichReporter(display)
+                    source,
+                    name,
+                    storage,
+                    task=task.resource_task(),
+                    reporter=reporter,
+                    add_to_previous=add_to_previous,
                 )
     except (DatasetImportError, StorageError) as error:
         fail(escape(str(error)))

@@ -66,16 +66,25 @@ def train_command(
     executorch_venv: Annotated[
         Path, typer.Option(help="The venv scripts/setup-executorch.sh creates (--export-formats executorch).")
     ] = Path(".venv-executorch"),
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUN",
+            help=trainer_help("base_model") + " A base that does not fit exits with status 2, writing nothing.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary object instead of tables.")] = False,
 ) -> None:
     """Search architectures and hyperparameters within a budget, then evaluate and export the chosen model.
 
     Running the same command again continues an interrupted search, or shows the finished one.
     """
+    from autovision.contract import exit_codes
     from autovision.contract.keys import RunLocation
     from autovision.data.inspection import available_cores
     from autovision.export.edge import EdgeUnavailableError
     from autovision.pipeline import run_uid, train_evaluate_export
+    from autovision.search.base_model import BaseModelError, find_base_model
     from autovision.search.job import SearchSettings
     from autovision.search.probe import BudgetTooSmallError
     from autovision.storage import Storage, StorageError
@@ -94,8 +103,10 @@ def train_command(
     try:
         storage = Storage.from_settings()
         version = _latest_version(storage, dataset)
-        # Backbones change the search, so they make a run of their own; without any, run ids stay as they were.
-        uid = run_uid(version, budget_milli_node_hours, optimize_for.value, early_stopping, seed, *backbone or [])
+        base = None if base_model is None else find_base_model(base_model, storage.settings)
+        # Backbones and a base change the search, so they make a run of their own; without, run ids stay as they were.
+        parts = [*(backbone or []), *([] if base is None else ["base", base.uri])]
+        uid = run_uid(version, budget_milli_node_hours, optimize_for.value, early_stopping, seed, *parts)
         run = RunLocation("local", dataset, uid)
         with _reporter(quiet=as_json) as reporter:
             card = train_evaluate_export(
@@ -109,7 +120,10 @@ def train_command(
                 backbones=backbones,
                 edge_formats=edge_formats,
                 executorch_venv=executorch_venv,
+                base_model=base,
             )
+    except BaseModelError as error:
+        fail(escape(str(error)), code=exit_codes.BAD_INPUT)
     except KeyboardInterrupt:
         errors.print("interrupted: finished trials are kept; run the same command again to continue")
         raise typer.Exit(code=130) from None

@@ -8,6 +8,7 @@ an older reader keeps working beside a newer writer.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Final
 
 from pydantic import Field
@@ -158,6 +159,19 @@ class FinalFit(ContractFile):
     trial: int
     retrained: bool
     seconds: float
+    checkpoint: str | None = Field(
+        default=None,
+        description="The checkpoint holding the final model's weights, relative to the run "
+        "(final/checkpoint.pt or trials/<n>/checkpoint.pt): what a run with this one as its base starts from.",
+    )
+
+
+class BaseModelRecord(ContractFile):
+    """The finished run a model continued from (``--base-model``, ``spec.baseModel``)."""
+
+    run: str = Field(description="URI of the base run.")
+    dataset: DatasetVersionRef = Field(description="The dataset version the base model was trained on.")
+    test_accuracy: float = Field(description="The base model's test accuracy, on its own dataset version's test split.")
 
 
 class ModelCard(ContractFile):
@@ -181,12 +195,29 @@ class ModelCard(ContractFile):
     budget_milli_node_hours: int | None
     training_seconds: float
     artifacts: dict[str, str]
+    base_model: BaseModelRecord | None = Field(
+        default=None, description="The run this model continued from, when it was retrained from one."
+    )
     created_at: str = Field(default_factory=now_iso)
 
     @property
     def multi_label(self) -> bool:
         """Whether the model scores each label on its own (sigmoid) rather than one of them (softmax)."""
         return self.task == Task.MULTI_LABEL
+
+    def mismatch(self, labels: Sequence[str], task: Task) -> str | None:
+        """What keeps this model from continuing training on a dataset with these labels (in the model's output
+        order) and task; None when it fits. The trainer and the operator check a base model with it."""
+        if self.task != task:
+            return f"the base model is {self.task.value}, the dataset {task.value}"
+        if self.labels == list(labels):
+            return None
+        if sorted(self.labels) == sorted(labels):
+            return "the base model's labels are the dataset's in another order"
+        missing, extra = sorted(set(labels) - set(self.labels)), sorted(set(self.labels) - set(labels))
+        parts = [f"the dataset has {', '.join(missing)}, which the base model lacks"] if missing else []
+        parts += [f"the base model has {', '.join(extra)}, which the dataset lacks"] if extra else []
+        return "the labels differ: " + "; ".join(parts)
 
 
 class ExplainedImage(ContractFile):

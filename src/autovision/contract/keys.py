@@ -12,6 +12,7 @@ Keys are relative to the storage root (``AUTOVISION_STORAGE_ROOT``)::
                                 /study/journal.log   the search's shared Optuna study
                                 /trials/<n>/checkpoint.pt
                                 /final/plan.json, final/checkpoint.pt
+                                /base/weights.pt     the base run's final weights (a run from --base-model)
                                 /model/              exports, evaluation, drift_reference.npz, model.json (last)
                                 /triton/, triton-cluster/
     predictions/<namespace>/<deployment>/<YYYY-MM-DD>/<HHMMSS>-<id>.jsonl   logged predictions, a batch per shard
@@ -56,6 +57,7 @@ STUDY_JOURNAL: Final = "study/journal.log"
 FINAL_PLAN: Final = "final/plan.json"
 BUDGET_PROBE: Final = "search/probe.pt"
 FINAL_CHECKPOINT: Final = "final/checkpoint.pt"
+BASE_WEIGHTS: Final = "base/weights.pt"
 PROGRESS_FILE: Final = "progress.json"
 
 
@@ -156,6 +158,11 @@ def final_plan_key(prefix: str) -> str:
 def final_checkpoint_key(prefix: str) -> str:
     """The final fit's checkpoint."""
     return f"{prefix}/{FINAL_CHECKPOINT}"
+
+
+def base_weights_key(prefix: str) -> str:
+    """The weights a run continues from (its base run's final weights, copied into the run once)."""
+    return f"{prefix}/{BASE_WEIGHTS}"
 
 
 def model_dir_key(prefix: str) -> str:

@@ -125,6 +125,12 @@ class TrainArgs(TrainerArgs):
         description="An edge format written after ONNX, TorchScript and int8 ONNX: tflite, coreml or executorch; "
         "repeatable. One the trainer cannot write fails the run before training.",
     )
+    base_model: str | None = Field(
+        default=None,
+        description="A finished run to continue from (a run prefix under the storage root, or its URI): every "
+        "trial starts from its final weights, with its architecture and preprocessing; only the learning rate "
+        "and epochs are searched. Its labels and task must be the dataset's.",
+    )
     nproc: int | None = Field(
         default=None,
         ge=1,

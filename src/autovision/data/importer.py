@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader, LatestVersion, ShardFacts
+from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader, ImportReportSummary, LatestVersion, ShardFacts
 from autovision.contract.keys import index_key, latest_key, report_key, shard_key, shards_prefix
 from autovision.data.batching import bounded_batches
 from autovision.data.curate import DistinctImage, Entry, assign_splits, content_version, curate
@@ -29,7 +29,9 @@ from autovision.data.report import ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
 from autovision.data.shards import SHARD_BYTES, Placement, member_name, pack_chunks, plan_shards
 from autovision.data.sources import Source, open_source
+from autovision.data.sources.previous import UnionSource, VersionSource
 from autovision.data.split import SplitSettings
+from autovision.data.versions import read_version
 from autovision.progress import Reporter
 from autovision.resources import Task
 from autovision.storage import Storage, StorageError, member_uri, object_sizes
@@ -89,9 +91,13 @@ def import_dataset(
     reporter: Reporter | None = None,
     limits: ImportLimits | None = None,
     shard_bytes: int = SHARD_BYTES,
+    add_to_previous: bool = False,
 ) -> ImportResult:
     """Validate, dedupe, split and store a zip, CSV index or prefix as a dataset version.
 
+    With ``add_to_previous`` the version is the dataset's latest version (its
+    images keeping their labels and splits) plus the source's images: how a
+    labelled review set joins the data (``autovision.data.sources.previous``).
     Raises DatasetImportError (one readable line, nothing written) when the whole
     import is refused. Re-importing the same data yields the same version and
     rewrites nothing.
@@ -101,7 +107,10 @@ def import_dataset(
     limits = limits or ImportLimits.from_image_limits(storage.settings.image_limits())
     progress = _Progress(reporter)
     multi_label = task is Task.MULTI_LABEL
-    with open_source(source, storage.settings, limits, multi_label) as opened:
+    previous = _previous_version(source, name, storage, task) if add_to_previous else None
+    opening = open_source(source, storage.settings, limits, multi_label)
+    with opening if previous is None else UnionSource(previous, opening) as opened:
+        source = opened.description if previous is not None else source
         entries, rejects = _scan(opened, limits, progress)
         curated = curate(entries, multi_label)
         splits, carved = assign_splits(curated.images, split)
@@ -146,6 +155,19 @@ def import_dataset(
             storage.write_bytes(index_key(name, version), index)
     _point_latest(storage, name, version)
     return ImportResult(name=name, version=version, records=records, report=report, reused=reused)
+
+
+def _previous_version(source: str, name: str, storage: Storage, task: Task) -> VersionSource:
+    """The dataset's latest version as a source to add ``source`` to; DatasetImportError when there is none
+    or its task is another."""
+    if not storage.exists(latest_key(name)):
+        message = f"dataset {name!r} has no version to add {source} to: import it without --add-to-previous"
+        raise DatasetImportError(message)
+    version = LatestVersion.model_validate(storage.read_json(latest_key(name))).version
+    previous = ImportReportSummary.model_validate(storage.read_json(report_key(name, version)))
+    if previous.task != task:
+        raise DatasetImportError(f"dataset {name!r} version {version} is {previous.task.value}, not {task.value}")
+    return VersionSource(read_version(storage, name, version), storage.settings, f"{name} {version}")
 
 
 def load_report(storage: Storage, name: str, version: str | None = None) -> dict[str, Any]:

@@ -7,9 +7,10 @@ written last and closes a run; what it holds is ``autovision.contract.files.Mode
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Any
 
-from autovision.contract.files import DatasetVersionRef, FinalFit, ModelCard, ModelMetrics, now_iso
+from autovision.contract.files import BaseModelRecord, DatasetVersionRef, FinalFit, ModelCard, ModelMetrics, now_iso
 from autovision.contract.keys import (
     CONFUSION_MATRIX_FILE,
     EVALUATION_FILE,
@@ -86,8 +87,11 @@ def model_card(
     budget_milli_node_hours: int | None,
     optimize_for: OptimizeFor,
     artifacts: dict[str, str],
+    run: RunLocation,
+    base_model: BaseModelRecord | None = None,
 ) -> ModelCard:
-    """model.json: what the model is, what it was trained on, how it was chosen, how good it is, where its files are."""
+    """model.json: what the model is, what it was trained on (and from which base model, if any), how it was
+    chosen, how good it is, where its files are."""
     candidate, chosen = result.candidate, result.chosen
     preprocess = candidate.preprocess
     seconds = _used_seconds(result, final)
@@ -123,9 +127,15 @@ def model_card(
         },
         parity={name: report.to_json() for name, report in exported.parity.items()},
         search=result.to_json(optimize_for),
-        final_fit=FinalFit(trial=chosen.number, retrained=final.refit, seconds=round(final.seconds, 2)),
+        final_fit=FinalFit(
+            trial=chosen.number,
+            retrained=final.refit,
+            seconds=round(final.seconds, 2),
+            checkpoint=posixpath.relpath(final.checkpoint, run.prefix),
+        ),
         milli_node_hours_used=milli_node_hours(seconds),
         budget_milli_node_hours=budget_milli_node_hours,
         training_seconds=round(seconds, 2),
         artifacts=artifacts,
+        base_model=base_model,
     )

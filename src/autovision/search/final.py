@@ -84,12 +84,13 @@ class FinalPlan:
 
 @dataclass(frozen=True)
 class FinalModel:
-    """The model to evaluate and export, on the CPU, with what producing it cost."""
+    """The model to evaluate and export, on the CPU, with what producing it cost and the checkpoint holding it."""
 
     model: nn.Module
     refit: bool
     seconds: float
     epochs_trained: int
+    checkpoint: str
 
 
 def pinned_plan(storage: Storage, prefix: str) -> FinalPlan | None:
@@ -194,13 +195,14 @@ def fit_final(job: SearchJob, result: SearchResult, images: ImageCache, reporter
     if plan.refit:
         trained = _train(job, plan, result.candidate, images, reporter)
         if trained.epochs_trained == config.epochs:
-            return FinalModel(trained.model.to(CPU).eval(), True, trained.seconds_used, trained.epochs_trained)
+            model, checkpoint = trained.model.to(CPU).eval(), final_checkpoint_key(job.prefix)
+            return FinalModel(model, True, trained.seconds_used, trained.epochs_trained, checkpoint)
         reporter.note("the final fit ran out of budget: exporting the chosen trial's own model")
         seconds = trained.seconds_used
     if result.chosen.checkpoint is None:
         raise RuntimeError(f"trial {result.chosen.number} has no checkpoint")
     model = restore_model(config, len(job.labels), TrialCheckpoint(storage, result.chosen.checkpoint))
-    return FinalModel(model, False, seconds, result.chosen.epochs_trained)
+    return FinalModel(model, False, seconds, result.chosen.epochs_trained, result.chosen.checkpoint)
 
 
 def join_final_fit(

@@ -43,7 +43,7 @@ from autovision.train.families import family_of
 from autovision.train.families.base import ArchitectureConfig
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.images import PREDICT_BATCH, ImageSet, normalise
-from autovision.train.models import build_model
+from autovision.train.warm_start import starting_model
 
 CPU = torch.device("cpu")
 
@@ -56,7 +56,9 @@ class TrainConfig:
     rotation, shift) and brightness/contrast jitter; ``mixup`` and ``cutmix`` are
     the Beta(alpha, alpha) parameters of those mixes (0 turns one off); ``ema`` is
     the decay of an exponential moving average of the weights, evaluated and
-    exported instead of the raw weights (0 turns it off).
+    exported instead of the raw weights (0 turns it off). ``initial_weights`` is
+    the URI of a state dict the model starts from instead of its family's
+    initialisation (a base run's final weights, ``autovision.train.warm_start``).
     """
 
     epochs: int = 12
@@ -74,10 +76,15 @@ class TrainConfig:
     ema: float = 0.0
     seed: int = 0
     architecture: ArchitectureConfig = field(default_factory=ResidualCNNConfig)
+    initial_weights: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        """The configuration as JSON-ready data, for run ids and the model card."""
-        return {**asdict(self), "architecture": self.architecture.describe()}
+        """The configuration as JSON-ready data, for run ids and the model card (``initial_weights`` only when
+        set, so that the ids of runs from scratch stay what they were)."""
+        described = {**asdict(self), "architecture": self.architecture.describe()}
+        if self.initial_weights is None:
+            del described["initial_weights"]
+        return described
 
 
 class TrialCheckpoint:
@@ -312,7 +319,7 @@ def _start(
     replica: Replica | None = None,
 ) -> _Run:
     torch.manual_seed(config.seed)
-    model = build_model(config.architecture, num_classes).to(device)
+    model = starting_model(config.architecture, num_classes, config.initial_weights).to(device)
     if replica is not None:
         model = replica.prepare(model)
     if acceleration.channels_last:

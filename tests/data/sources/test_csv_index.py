@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import itertools
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from autovision.contract.keys import logged_image_key, prediction_log_prefix
 from autovision.data.importer import ImportLimits, Task, import_dataset
 from autovision.data.manifest import SPLITS
 from autovision.data.rules import DatasetImportError, Rejection, RejectReason
@@ -22,7 +24,7 @@ from autovision.data.sources.reader import READ_CHUNK
 from autovision.data.split import allocate
 from autovision.settings import Settings
 from autovision.storage import Storage
-from tests.support.datasets import assert_only_dataset_keys, image_bytes, labelled, write_files
+from tests.support.datasets import assert_only_dataset_keys, image_bytes, labelled, stored_extensions, write_files
 
 BASE = "file:///data/sets"
 
@@ -213,3 +215,27 @@ def test_import_uri_schemes_come_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("AUTOVISION_IMPORT_URI_SCHEMES", "s3,ftp")
     with pytest.raises(ValueError, match="unknown URI scheme"):
         Settings()
+
+
+def test_a_review_csv_of_logged_images_without_file_extensions_imports(storage: Storage) -> None:
+    """The review set lists logged images by storage URI: raw bytes under their sha256, no extension; the
+    format is sniffed from the bytes, and the same checks as any image reject what is not one."""
+    logged = prediction_log_prefix("local", "digits")
+    rows: list[str] = []
+    for label, image_format in (("cat", "PNG"), ("dog", "JPEG")):
+        for i in range(12):
+            data = image_bytes(100 * len(rows) + i, image_format)
+            key = logged_image_key(logged, hashlib.sha256(data).hexdigest())
+            storage.write_bytes(key, data)
+            rows.append(f"{storage.uri(key)},{label}")
+    not_an_image = logged_image_key(logged, hashlib.sha256(b"not an image").hexdigest())
+    storage.write_bytes(not_an_image, b"not an image")
+    rows.append(f"{storage.uri(not_an_image)},cat")
+    storage.write_bytes("review/labelled.csv", "\n".join(rows).encode())
+
+    result = import_dataset(storage.uri("review/labelled.csv"), "pets", storage)
+
+    assert (result.report["kept"], result.report["rejected"]) == (24, 1)
+    assert set(stored_extensions(storage, "pets", result.version).values()) == {"png", "jpg"}
+    assert result.report["rejects"][0]["reason"] == RejectReason.NOT_AN_IMAGE.value
+    assert_only_dataset_keys(storage, "pets", others=[*storage.list_keys("review"), *storage.list_keys(logged)])
