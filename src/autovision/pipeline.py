@@ -9,7 +9,8 @@ card (``model/model.json``) that closes a run.
 The steps: the architecture and hyperparameter search inside the budget (or one
 given configuration), the final fit of the chosen configuration on train +
 validation as the budget allows, evaluation on the test split, exports and the
-Triton repositories, and the model card with the trials table and Pareto front.
+Triton repositories, each export measured (``autovision.export.measure``), and the
+model card with the trials table and Pareto front.
 
 This module only orchestrates the steps; their work is done elsewhere:
 ``autovision.search`` (the job, the workers, the summary, the final fit),
@@ -124,7 +125,9 @@ def train_evaluate_export(
     default configuration is trained once). Then each of ``edge_formats`` is
     written; ``EdgeUnavailableError`` before any training when one cannot be here,
     and one that fails on the model is reported and leaves the others and the run
-    unaffected. Returns the model card. A run whose model card exists is returned as is.
+    unaffected. Every file written (ONNX, int8 ONNX, each edge format) is then run on
+    the test split for evaluation.json's ``formats`` and the report's table (size,
+    one-thread latency, top-1, agreement). Returns the model card. A run whose model card exists is returned as is.
     """
     if storage.exists(model_card_key(run.prefix)):
         reporter.note(f"run {run.uid} already complete: reusing it")
