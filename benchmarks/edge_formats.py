@@ -106,7 +106,7 @@ def main() -> None:
             lambda: run_edge(EdgeFormat.COREML, mlpackage, test, args.executorch_venv),
         ]
         for measure in runs:
-            print(json.dumps(format_figures(measure(), truth, expected)), flush=True)
+            print(json.dumps(format_figures(measure(), truth, expected).to_json()), flush=True)
 
 
 if __name__ == "__main__":

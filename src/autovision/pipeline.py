@@ -199,7 +199,7 @@ def train_evaluate_export(
                 final, spec, edge_formats, model_dir=model_dir, venv=executorch_venv, reporter=reporter, workdir=workdir
             )
         runs = _run_formats(exported, edge_files, test_inputs.cpu().numpy(), executorch_venv, reporter)
-        evaluation["formats"] = [format_figures(each, predictions.truth, predictions.scores) for each in runs]
+        evaluation["formats"] = [format_figures(each, predictions.truth, predictions.scores).to_json() for each in runs]
         facts = report_facts(dataset, version, run, result, final)
         title = f"AutoVision model {run.job}"
         write_evaluation_files(storage, model_dir, evaluation, title, facts, overlays=explained.overlays)

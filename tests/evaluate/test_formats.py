@@ -15,7 +15,7 @@ def test_top1_agreement_and_latency_quantiles() -> None:
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]], dtype=np.float32)  # 3 right, 2 agree
     run = FormatRun("tflite", "model.tflite", 1234, logits, latency_ms=tuple(float(ms) for ms in range(1, 11)))
 
-    figures = format_figures(run, TRUTH, PYTORCH)
+    figures = format_figures(run, TRUTH, PYTORCH).to_json()
 
     assert figures["format"] == "tflite"
     assert figures["bytes"] == 1234
@@ -26,7 +26,7 @@ def test_top1_agreement_and_latency_quantiles() -> None:
 
 
 def test_a_file_not_run_here_has_its_size_and_no_figures() -> None:
-    figures = format_figures(FormatRun("coreml", "model.mlpackage", 99, None), TRUTH, PYTORCH)
+    figures = format_figures(FormatRun("coreml", "model.mlpackage", 99, None), TRUTH, PYTORCH).to_json()
 
     assert figures["predictionsChecked"] is False
     assert figures["bytes"] == 99

@@ -9,10 +9,10 @@ can run (Core ML predicts only on macOS) gets its size and no figures, and says 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from autovision.contract.files import ExportedFormatFigures, FormatLatency
 from autovision.evaluate.predictions import BoolArray
 from autovision.preprocess import FloatArray
 
@@ -31,17 +31,11 @@ class FormatRun:
     latency_ms: tuple[float, ...] = ()
 
 
-def format_figures(run: FormatRun, truth: BoolArray, reference_scores: FloatArray) -> dict[str, Any]:
+def format_figures(run: FormatRun, truth: BoolArray, reference_scores: FloatArray) -> ExportedFormatFigures:
     """evaluation.json's entry for one format: the top-1 label is right when it is one of the image's labels."""
-    figures: dict[str, Any] = {
-        "format": run.name,
-        "file": run.file,
-        "bytes": run.size_bytes,
-        "predictionsChecked": run.logits is not None,
-        "latencyMs": None,
-        "top1": None,
-        "top1Agreement": None,
-    }
+    figures = ExportedFormatFigures(
+        format=run.name, file=run.file, bytes=run.size_bytes, predictions_checked=run.logits is not None
+    )
     if run.logits is None:
         return figures
     if run.logits.shape != reference_scores.shape:
@@ -49,12 +43,10 @@ def format_figures(run: FormatRun, truth: BoolArray, reference_scores: FloatArra
     top1 = run.logits.argmax(axis=1)
     if run.latency_ms:
         times = np.asarray(run.latency_ms)
-        figures["latencyMs"] = {
-            "median": float(np.median(times)),
-            "p90": float(np.percentile(times, 90)),
-            "runs": len(times),
-        }
+        figures.latency_ms = FormatLatency(
+            median=float(np.median(times)), p90=float(np.percentile(times, 90)), runs=len(times)
+        )
     if len(top1):
-        figures["top1"] = float(truth[np.arange(len(top1)), top1].mean())
-        figures["top1Agreement"] = float((top1 == reference_scores.argmax(axis=1)).mean())
+        figures.top1 = float(truth[np.arange(len(top1)), top1].mean())
+        figures.top1_agreement = float((top1 == reference_scores.argmax(axis=1)).mean())
     return figures
