@@ -36,6 +36,7 @@ from autovision.data.importer import import_dataset
 from autovision.data.manifest import ImageRecord
 from autovision.evaluate import SplitPredictions, softmax
 from autovision.export import onnx_logits
+from autovision.export.measure import LATENCY_RUNS
 from autovision.export.onnx_export import onnx_outputs
 from autovision.monitor.reference import DriftReference
 from autovision.pipeline import train_evaluate_export
@@ -222,6 +223,26 @@ def test_the_edge_format_asked_for_is_written_with_the_runs_labels_and_agrees(ru
     images = preprocess_batch(run.test_images(), PREPROCESS)
     onnx_top1 = onnx_logits(run.storage.read_bytes(run.key("model/model.onnx")), images).argmax(axis=1)
     assert (tflite_logits(path, images).argmax(axis=1) == onnx_top1).mean() >= 0.995
+
+
+@pytest.mark.training
+def test_evaluation_and_report_show_each_formats_size_latency_and_top1(run: FinishedRun) -> None:
+    evaluation = run.read_json("model/evaluation.json")
+    formats = {entry["format"]: entry for entry in evaluation["formats"]}
+    assert list(formats) == ["onnx", "int8 onnx", "tflite"]
+    for entry in formats.values():
+        assert entry["bytes"] == len(run.storage.read_bytes(run.key(f"model/{entry['file']}")))
+        latency = entry["latencyMs"]
+        assert latency["runs"] == LATENCY_RUNS
+        assert 0 < latency["median"] <= latency["p90"] < 1000
+    assert formats["onnx"]["top1Agreement"] == 1.0  # the fp32 ONNX passed parity with PyTorch
+    assert formats["onnx"]["top1"] == pytest.approx(evaluation["accuracy"])
+    assert formats["int8 onnx"]["top1"] == pytest.approx(evaluation["int8"]["accuracy"])
+    assert formats["tflite"]["top1Agreement"] >= 0.995
+    assert abs(formats["tflite"]["top1"] - evaluation["accuracy"]) <= 0.005
+    report = run.storage.read_bytes(run.key("model/report.html")).decode()
+    table = report[report.index('<div id="formats">') :]
+    assert all(f"<td>{name}</td><td>{entry['file']}</td>" in table for name, entry in formats.items())
 
 
 @pytest.mark.training

@@ -165,3 +165,21 @@ def test_report_shows_heatmaps_of_mistakes_and_correct_images_with_their_method(
     assert "Heatmaps (grad_cam, grid 8)" in page
     assert "label: <b>&lt;fox &amp; co&gt;</b>" in page
     assert "Where the model looked" not in render_report(evaluation, title="pets")
+
+
+def test_report_tables_each_format_and_says_which_were_not_run(evaluation: dict[str, Any]) -> None:
+    latency = {"median": 1.234, "p90": 2.5, "runs": 50}
+    formats = [
+        {"format": "onnx", "file": "model.onnx", "bytes": 2_500_000, "predictionsChecked": True, "latencyMs": latency,
+         "top1": 0.9, "top1Agreement": 1.0},
+        {"format": "coreml", "file": "model.mlpackage", "bytes": 1_000_000, "predictionsChecked": False,
+         "latencyMs": None, "top1": None, "top1Agreement": None},
+    ]  # fmt: skip
+    page = render_report(evaluation | {"formats": formats}, title="pets")
+    table = page[page.index('<div id="formats">') :]
+    assert "<td>onnx</td><td>model.onnx</td><td>2.50</td><td>1.23</td><td>2.50</td><td>0.9000</td><td>1.0000</td>" in (
+        table
+    )
+    assert "<td>coreml</td><td>model.mlpackage</td><td>1.00</td><td>not run here</td>" in table
+    assert "50 timed runs" in table
+    assert "Exported formats" not in render_report(evaluation, title="pets")

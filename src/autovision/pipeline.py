@@ -9,7 +9,8 @@ card (``model/model.json``) that closes a run.
 The steps: the architecture and hyperparameter search inside the budget (or one
 given configuration), the final fit of the chosen configuration on train +
 validation as the budget allows, evaluation on the test split, exports and the
-Triton repositories, and the model card with the trials table and Pareto front.
+Triton repositories, each export measured (``autovision.export.measure``), and the
+model card with the trials table and Pareto front.
 
 This module only orchestrates the steps; their work is done elsewhere:
 ``autovision.search`` (the job, the workers, the summary, the final fit),
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import statistics
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,16 +53,18 @@ from autovision.data.versions import read_version
 from autovision.evaluate import activate, evaluate_predictions, variant_metrics
 from autovision.evaluate.explanations import explain_test_images
 from autovision.evaluate.files import write_evaluation_files
+from autovision.evaluate.formats import FormatRun, format_figures
 from autovision.evaluate.metrics import DEFAULT_SCORE_THRESHOLD
 from autovision.evaluate.scoring import score_test_split
-from autovision.export.bundle import export_model
+from autovision.export.bundle import ExportedModel, export_model
 from autovision.export.card import artifact_uris, model_card, report_facts
 from autovision.export.edge import check_edge_formats, store_edge_formats
 from autovision.export.edge_files import EdgeInput
 from autovision.export.executorch_export import DEFAULT_VENV as DEFAULT_EXECUTORCH_VENV
 from autovision.export.layout import ModelLocation
+from autovision.export.measure import run_edge, run_onnx
 from autovision.monitor.reference import DriftReference
-from autovision.preprocess import PreprocessConfig
+from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.progress import Reporter
 from autovision.resources import Backbone, EdgeFormat, Task
 from autovision.search.base_model import BaseModel, BaseModelError, check_fits, keep_base_weights
@@ -129,8 +133,10 @@ def train_evaluate_export(
     the dataset's raises BaseModelError before anything is written. Then each of
     ``edge_formats`` is written; ``EdgeUnavailableError`` before any training when one
     cannot be here, and one that fails on the model is reported and leaves the others
-    and the run unaffected. Returns the model card. A run whose model card exists is
-    returned as is.
+    and the run unaffected. Every file written (ONNX, int8 ONNX, each edge format) is
+    then run on the test split for evaluation.json's ``formats`` and the report's
+    table (size, one-thread latency, top-1, agreement). Returns the model card. A run
+    whose model card exists is returned as is.
     """
     if storage.exists(model_card_key(run.prefix)):
         reporter.note(f"run {run.uid} already complete: reusing it")
@@ -171,10 +177,11 @@ def train_evaluate_export(
     with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
         validation = images.split("validation", preprocess.size)
         calibration = (validation if len(validation) else images.split("train", preprocess.size)).to(CPU)
+        test_inputs = test.inputs(preprocess)
         exported = export_model(
             final.model,
             family_of(result.candidate.config.architecture),
-            test.inputs(preprocess),
+            test_inputs,
             calibration.inputs(preprocess),
             Path(workdir) / "model",
         )
@@ -184,9 +191,6 @@ def train_evaluate_export(
         storage.write_bytes(model_dir.key(DRIFT_REFERENCE_FILE), reference.to_npz())
         reporter.update(1, f"ONNX parity max |diff| {exported.parity['onnx'].max_abs_diff:.2e}")
         evaluation["int8"] = variant_metrics(predictions, activate(exported.int8_logits, multi_label), score_threshold)
-        facts = report_facts(dataset, version, run, result, final)
-        title = f"AutoVision model {run.job}"
-        write_evaluation_files(storage, model_dir, evaluation, title, facts, overlays=explained.overlays)
         reporter.update(2, f"int8 test accuracy {evaluation['int8']['accuracy']:.3f}")
         write_triton_repositories(
             storage,
@@ -198,9 +202,17 @@ def train_evaluate_export(
             workdir=Path(workdir),
         )
         reporter.update(3, "Triton repositories written")
-    if edge_formats:
-        spec = EdgeInput(labels=tuple(labels), size=preprocess.size, mean=preprocess.mean, std=preprocess.std)
-        _store_edge_formats(final, spec, edge_formats, model_dir=model_dir, venv=executorch_venv, reporter=reporter)
+        edge_files: dict[EdgeFormat, Path] = {}
+        if edge_formats:
+            spec = EdgeInput(labels=tuple(labels), size=preprocess.size, mean=preprocess.mean, std=preprocess.std)
+            edge_files = _store_edge_formats(
+                final, spec, edge_formats, model_dir=model_dir, venv=executorch_venv, reporter=reporter, workdir=workdir
+            )
+        runs = _run_formats(exported, edge_files, test_inputs.cpu().numpy(), executorch_venv, reporter)
+        evaluation["formats"] = [format_figures(each, predictions.truth, predictions.scores).to_json() for each in runs]
+        facts = report_facts(dataset, version, run, result, final)
+        title = f"AutoVision model {run.job}"
+        write_evaluation_files(storage, model_dir, evaluation, title, facts, overlays=explained.overlays)
 
     card = model_card(
         dataset=dataset,
@@ -244,13 +256,36 @@ def _store_edge_formats(
     model_dir: ModelLocation,
     venv: Path,
     reporter: Reporter,
-) -> None:
+    workdir: str,
+) -> dict[EdgeFormat, Path]:
     reporter.stage(f"Exporting {', '.join(formats)}", total=len(formats))
-    stored = store_edge_formats(final.model.to(CPU), spec, formats, model_dir, venv)
-    for done, (fmt, (uri, size)) in enumerate(stored.written.items(), start=1):
-        reporter.update(done, f"{fmt}: {uri} ({size / 1e6:.2f} MB)")
+    stored = store_edge_formats(final.model.to(CPU), spec, formats, model_dir, venv, workdir=Path(workdir) / "edge")
+    for done, (fmt, written) in enumerate(stored.written.items(), start=1):
+        reporter.update(done, f"{fmt}: {written.uri} ({written.size_bytes / 1e6:.2f} MB)")
     for fmt, reason in stored.failures.items():
         reporter.note(f"{fmt} not written: {reason}")
+    return {fmt: written.path for fmt, written in stored.written.items()}
+
+
+def _run_formats(
+    exported: ExportedModel,
+    edge_files: dict[EdgeFormat, Path],
+    test_inputs: FloatArray,
+    executorch_venv: Path,
+    reporter: Reporter,
+) -> list[FormatRun]:
+    """Each format the run wrote, run by its runtime on the test split (one thread), for the report's table."""
+    reporter.stage("Measuring each format on the test split, one thread", total=2 + len(edge_files))
+    runs = [run_onnx("onnx", exported.onnx, test_inputs), run_onnx("int8 onnx", exported.int8_onnx, test_inputs)]
+    reporter.update(2, f"ONNX {_latency_note(runs[0])}, int8 ONNX {_latency_note(runs[1])}")
+    for fmt, path in edge_files.items():
+        runs.append(run_edge(fmt, path, test_inputs, executorch_venv))
+        reporter.update(len(runs), f"{fmt} {_latency_note(runs[-1])}")
+    return runs
+
+
+def _latency_note(run: FormatRun) -> str:
+    return f"{statistics.median(run.latency_ms):.2f} ms median" if run.latency_ms else "not run here"
 
 
 def _plan_first_trial(job: SearchJob, images: ImageCache, reporter: Reporter) -> SearchJob:

@@ -86,6 +86,7 @@ def render_report(
         _table(["", ""], list(facts), css_class="facts") if facts else "",
         "<h2>Metrics</h2>",
         _table(["metric", "value"], summary_rows(evaluation)),
+        _formats_section(evaluation),
         '<div class="charts">',
         _confusion_section(evaluation),
         _curves_section(evaluation),
@@ -118,6 +119,40 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], css_class: str 
     ]
     attribute = f' class="{css_class}"' if css_class else ""
     return f"<table{attribute}>" + (f"<tr>{head}</tr>" if head else "") + "".join(lines) + "</table>"
+
+
+FORMAT_COLUMNS = ("format", "file", "size (MB)", "latency median (ms)", "latency p90 (ms)", "top-1", "agreement")
+
+
+def _formats_section(evaluation: dict[str, Any]) -> str:
+    """Each exported file's size, single-thread batch-1 latency on this CPU, top-1 and agreement with PyTorch."""
+    formats = evaluation.get("formats")
+    if not formats:
+        return ""
+    rows = []
+    for entry in formats:
+        latency = entry["latencyMs"]
+        measured = (
+            (f"{latency['median']:.2f}", f"{latency['p90']:.2f}") if latency else ("not run here", "not run here")
+        )
+        rows.append(
+            (
+                entry["format"],
+                entry["file"],
+                f"{entry['bytes'] / 1e6:.2f}",
+                *measured,
+                format_metric(entry["top1"]),
+                format_metric(entry["top1Agreement"]),
+            )
+        )
+    runs = max((entry["latencyMs"]["runs"] for entry in formats if entry["latencyMs"]), default=0)
+    return (
+        '<h2>Exported formats</h2><div id="formats">'
+        + _table(FORMAT_COLUMNS, rows)
+        + f'<p class="muted">Each file run by its own runtime on the test split. Latency: one image, one CPU thread '
+        f"of the machine that trained it, {runs} timed runs. Agreement: share of test images whose top-1 label is "
+        "the PyTorch model's. Core ML predicts only on macOS: its predictions are not checked.</p></div>"
+    )
 
 
 def _threshold_table(evaluation: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from autovision.export.executorch_export import (
     LABELS_FILE,
     PREPROCESSING_FILE,
     PTE_FILE,
+    executorch_latency,
     executorch_logits,
     executorch_python,
     export_executorch,
@@ -44,6 +45,9 @@ def test_the_pte_file_agrees_with_pytorch_in_the_executorch_runtime(
     actual = executorch_logits(path, images.numpy(), python)
     assert np.abs(expected - actual).max() < 1e-4
     assert (expected.argmax(1) == actual.argmax(1)).all()
+    times = executorch_latency(path, images.numpy(), python, runs=3, warmup=1)
+    assert len(times) == 3
+    assert all(0 < ms < 1000 for ms in times)
 
 
 def test_a_failed_lowering_leaves_nothing_behind(tmp_path: Path, images: torch.Tensor, python: Path) -> None:

@@ -35,8 +35,9 @@ def evaluate_command(
         predictions = SplitPredictions.from_npz(location.storage.read_bytes(location.key(TEST_PREDICTIONS_FILE)))
         evaluation = evaluate_predictions(predictions, score_threshold=threshold, top_mistakes=top_mistakes)
         saved = location.storage.read_json(location.key(EVALUATION_FILE))
-        if "int8" in saved:  # measured at export time; the threshold does not change it
-            evaluation["int8"] = saved["int8"]
+        for measured in ("int8", "formats"):  # measured at export time; the threshold does not change them
+            if measured in saved:
+                evaluation[measured] = saved[measured]
         if output:
             directory, name = posixpath.split(output)
             Storage(directory or ".", location.storage.settings).write_json(name, evaluation)

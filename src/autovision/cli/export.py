@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -36,8 +37,11 @@ def export_command(
         module = module_from_torchscript(location.storage.read_bytes(location.key(TORCHSCRIPT_FILE)), spec.size)
     except (ModelNotFoundError, StorageError, ValueError) as error:
         fail(str(error))
-    stored = store_edge_formats(module, spec, [EdgeFormat(name) for name in formats], location, executorch_venv)
-    for fmt, (uri, size) in stored.written.items():
-        console.print(f"{fmt}: {uri} ({size / 1e6:.2f} MB)")
+    with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
+        stored = store_edge_formats(
+            module, spec, [EdgeFormat(name) for name in formats], location, executorch_venv, workdir=Path(workdir)
+        )
+    for fmt, written in stored.written.items():
+        console.print(f"{fmt}: {written.uri} ({written.size_bytes / 1e6:.2f} MB)")
     if stored.failures:
         fail("\n".join(f"{fmt}: {reason}" for fmt, reason in stored.failures.items()))

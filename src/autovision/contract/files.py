@@ -240,6 +240,30 @@ class EvaluationExplanations(ContractFile):
     images: list[ExplainedImage] = Field(default=[])
 
 
+class FormatLatency(ContractFile):
+    """One exported file's latency: one image (batch 1), one CPU thread of the machine that trained it, in ms."""
+
+    median: float
+    p90: float
+    runs: int = Field(description="Timed calls, after a few untimed warm-up ones.")
+
+
+class ExportedFormatFigures(ContractFile):
+    """One entry of evaluation.json's ``formats``: an exported file run by its own runtime on the test split."""
+
+    format: str = Field(description="onnx, int8 onnx, or an edge format (tflite, executorch, coreml).")
+    file: str = Field(description="Its name in the model directory.")
+    bytes: int = Field(description="Its size; for a package directory (ExecuTorch, Core ML), its files' total.")
+    predictions_checked: bool = Field(
+        description="False for a file no runtime here can run (Core ML predicts only on macOS): no figures then."
+    )
+    latency_ms: FormatLatency | None = None
+    top1: float | None = Field(default=None, description="Share of test images whose top-1 label is one of theirs.")
+    top1_agreement: float | None = Field(
+        default=None, description="Share of test images whose top-1 label is the PyTorch model's."
+    )
+
+
 # The exported model's second output: its penultimate layer, for drift (docs/monitoring.md).
 EMBEDDING_OUTPUT: Final = "embedding"
 

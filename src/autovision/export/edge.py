@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,30 +106,49 @@ def export_edge(model: nn.Module, spec: EdgeInput, fmt: EdgeFormat, out_dir: Pat
     return export_executorch(model, example, spec, target, executorch_python(executorch_venv))
 
 
+@dataclass(frozen=True)
+class StoredFormat:
+    """One format written into storage: its URI, its size in bytes, and the local copy it was uploaded from."""
+
+    uri: str
+    size_bytes: int
+    path: Path
+
+
 @dataclass
 class StoredFormats:
-    """What ``store_edge_formats`` wrote (the URI and size in bytes of each format) and which formats failed, why."""
+    """What ``store_edge_formats`` wrote, and which formats failed, why."""
 
-    written: dict[EdgeFormat, tuple[str, int]] = field(default_factory=dict)
+    written: dict[EdgeFormat, StoredFormat] = field(default_factory=dict)
     failures: dict[EdgeFormat, str] = field(default_factory=dict)
 
 
 def store_edge_formats(
-    model: nn.Module, spec: EdgeInput, formats: Sequence[EdgeFormat], location: ModelLocation, executorch_venv: Path
+    model: nn.Module,
+    spec: EdgeInput,
+    formats: Sequence[EdgeFormat],
+    location: ModelLocation,
+    executorch_venv: Path,
+    *,
+    workdir: Path,
 ) -> StoredFormats:
-    """Write each format beside the model in storage; one that fails leaves nothing and the others go on."""
+    """Write each format beside the model in storage (keeping a local copy in ``workdir``, for measuring); one
+    that fails leaves nothing and the others go on."""
     stored = StoredFormats()
     for fmt in dict.fromkeys(formats):
-        with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
-            try:
-                written = export_edge(model, spec, fmt, Path(workdir), executorch_venv)
-            except (EdgeExportError, FileNotFoundError) as error:
-                stored.failures[fmt] = str(error)
-                continue
-            files = [written] if written.is_file() else sorted(p for p in written.rglob("*") if p.is_file())
-            if written.is_file():
-                location.storage.write_bytes(location.key(written.name), written.read_bytes())
-            else:
-                location.storage.upload_dir(written, location.key(written.name))
-            stored.written[fmt] = (location.uri(written.name), sum(file.stat().st_size for file in files))
+        out_dir = workdir / str(fmt)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            written = export_edge(model, spec, fmt, out_dir, executorch_venv)
+        except (EdgeExportError, FileNotFoundError) as error:
+            stored.failures[fmt] = str(error)
+            continue
+        files = [written] if written.is_file() else sorted(p for p in written.rglob("*") if p.is_file())
+        if written.is_file():
+            location.storage.write_bytes(location.key(written.name), written.read_bytes())
+        else:
+            location.storage.upload_dir(written, location.key(written.name))
+        stored.written[fmt] = StoredFormat(
+            location.uri(written.name), sum(file.stat().st_size for file in files), written
+        )
     return stored

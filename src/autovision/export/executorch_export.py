@@ -70,3 +70,12 @@ def executorch_logits(path: Path, inputs: FloatArray, python: Path) -> FloatArra
         _worker(python, "run", str(path / PTE_FILE), str(source), str(target))
         logits: FloatArray = np.load(target).astype(np.float32)
     return logits
+
+
+def executorch_latency(path: Path, image: FloatArray, python: Path, runs: int, warmup: int) -> tuple[float, ...]:
+    """Milliseconds of each of ``runs`` timed calls of ``model.pte`` on one NCHW image, one thread, in the runtime."""
+    with tempfile.TemporaryDirectory(prefix="autovision-executorch-") as workdir:
+        source, target = Path(workdir) / "image.npy", Path(workdir) / "times.npy"
+        np.save(source, np.ascontiguousarray(image[:1], dtype=np.float32))
+        _worker(python, "time", str(path / PTE_FILE), str(source), str(runs), str(warmup), str(target))
+        return tuple(float(ms) for ms in np.load(target))

@@ -6,6 +6,7 @@ a script by ``autovision.export.executorch_export`` with that venv's Python:
 
     python executorch_worker.py lower PROGRAM.pt2 OUT.pte
     python executorch_worker.py run MODEL.pte INPUTS.npy LOGITS.npy
+    python executorch_worker.py time MODEL.pte INPUTS.npy RUNS WARMUP TIMES.npy
 """
 
 from __future__ import annotations
@@ -37,9 +38,31 @@ def run(model_path: Path, inputs_path: Path, out_path: Path) -> None:
     np.save(out_path, np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32))
 
 
+def time_calls(model_path: Path, inputs_path: Path, runs: int, warmup: int, out_path: Path) -> None:
+    """Milliseconds of each of ``runs`` calls on the first input image, one thread, after ``warmup`` untimed ones."""
+    import time
+
+    import numpy as np
+    import torch
+    from executorch.runtime import Runtime
+
+    torch.set_num_threads(1)
+    method = Runtime.get().load_program(str(model_path)).load_method("forward")
+    image = torch.from_numpy(np.load(inputs_path)[:1]).contiguous()
+    times = []
+    for call in range(warmup + runs):
+        start = time.perf_counter()
+        method.execute([image])
+        if call >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    np.save(out_path, np.asarray(times))
+
+
 if __name__ == "__main__":
     command, *paths = sys.argv[1:]
     if command == "lower":
         lower(Path(paths[0]), Path(paths[1]))
+    elif command == "time":
+        time_calls(Path(paths[0]), Path(paths[1]), int(paths[2]), int(paths[3]), Path(paths[4]))
     else:
         run(Path(paths[0]), Path(paths[1]), Path(paths[2]))

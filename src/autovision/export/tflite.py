@@ -133,3 +133,16 @@ def _dequantize(values: NDArray[Any], detail: dict[str, Any]) -> FloatArray:
         return values.astype(np.float32)
     scale, zero = float(detail["quantization"][0]), int(detail["quantization"][1])
     return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def tflite_latency(path: Path, image: FloatArray, runs: int, warmup: int) -> tuple[float, ...]:
+    """Milliseconds of each of ``runs`` timed invocations on one NCHW image, one thread, after ``warmup`` untimed."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from autovision.export.measure import timed_calls
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    interpreter.set_tensor(source["index"], _quantize(image[:1].transpose(0, 2, 3, 1), source))
+    return timed_calls(interpreter.invoke, runs, warmup)

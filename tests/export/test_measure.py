@@ -1,0 +1,47 @@
+"""Measuring exports: a fixed number of timed calls after untimed warm-up ones, sizes of files and packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from autovision.export.measure import run_edge, size_bytes, timed_calls
+from autovision.resources import EdgeFormat
+
+
+def test_timed_calls_times_only_the_runs_after_the_warm_up() -> None:
+    calls: list[int] = []
+
+    times = timed_calls(lambda: calls.append(1), runs=7, warmup=3)
+
+    assert len(calls) == 10
+    assert len(times) == 7
+    assert all(ms >= 0 for ms in times)
+
+
+def test_size_of_a_file_and_of_a_package_directory(tmp_path: Path) -> None:
+    (tmp_path / "model.tflite").write_bytes(b"x" * 10)
+    package = tmp_path / "executorch"
+    (package / "sub").mkdir(parents=True)
+    (package / "model.pte").write_bytes(b"x" * 5)
+    (package / "sub" / "labels.txt").write_bytes(b"x" * 3)
+
+    assert size_bytes(tmp_path / "model.tflite") == 10
+    assert size_bytes(package) == 8
+
+
+def test_a_core_ml_package_is_measured_by_size_only(tmp_path: Path) -> None:
+    package = tmp_path / "model.mlpackage"
+    package.mkdir()
+    (package / "Manifest.json").write_bytes(b"x" * 4)
+
+    run = run_edge(EdgeFormat.COREML, package, np.zeros((2, 3, 8, 8), dtype=np.float32), tmp_path / "no-venv")
+
+    assert (run.name, run.file, run.size_bytes, run.logits, run.latency_ms) == (
+        "coreml",
+        "model.mlpackage",
+        4,
+        None,
+        (),
+    )
