@@ -9,8 +9,10 @@ layout is served by the real tritonserver and compared with eager PyTorch.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
+import PIL.Image
 import pytest
 import torch
 from sklearn.metrics import (
@@ -30,6 +33,8 @@ from sklearn.metrics import (
 from typer.testing import CliRunner
 
 from autovision.cli import app as cli
+from autovision.client import predict_automl
+from autovision.contract import env
 from autovision.contract.files import EMBEDDING_OUTPUT, ModelCard
 from autovision.contract.keys import RunLocation, base_weights_key
 from autovision.data.importer import import_dataset
@@ -51,6 +56,7 @@ from autovision.storage import Storage, read_uris
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.models import build_model
 from autovision.train.trainer import TrainConfig
+from tests.support.served import Served, serve_endpoints
 
 # Small enough for two CPU cores in ~20 s, good enough to be a real classifier (~97%).
 CONFIG = TrainConfig(epochs=3, architecture=ResidualCNNConfig(width=8))
@@ -532,4 +538,68 @@ def test_a_run_from_a_finished_run_continues_from_its_weights_and_records_it(run
     )  # fmt: skip
     assert card.training["initial_weights"] == run.storage.uri(base_weights_key(retrained.prefix))
     assert run.storage.exists(f"{retrained.prefix}/{card.final_fit.checkpoint}")
+    assert card.metrics.test_accuracy >= run.card.metrics.test_accuracy - 0.03
+
+
+def served_copy(image: bytes) -> bytes:
+    """The image a shade brighter, as a new PNG."""
+    pixels = np.asarray(PIL.Image.open(io.BytesIO(image)).convert("RGB"), dtype=np.int16)
+    out = io.BytesIO()
+    PIL.Image.fromarray(np.clip(pixels + 3, 0, 255).astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(tritonserver_missing(), reason="tritonserver from nvidia-pytriton is not available")
+@pytest.mark.training
+@pytest.mark.tritonserver
+def test_the_retraining_loop_on_the_quickstart_data(
+    run: FinishedRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/monitoring.md end to end on the quickstart's digits: serve logging every prediction, check drift,
+    export the least confident as a review CSV, label it, import it as the next version, retrain from the
+    served model."""
+    monkeypatch.setenv(env.STORAGE_ROOT, run.storage.uri(""))
+    # Traffic the dataset has not seen: its test images, a shade brighter (new bytes, the same digits).
+    traffic = [served_copy(image) for image in run.test_images()]
+    truth = {hashlib.sha256(image).hexdigest(): r.labels[0] for image, r in zip(traffic, run.test_records, strict=True)}
+    with Served(LOCATION.prefix, "--log-rate", "1", "--log-images") as served:
+        served.wait_until_ready()
+        gateway = serve_endpoints(served).gateway
+        answers = [predict_automl(image, gateway) for image in traffic]
+        assert served.stop(signal.SIGINT) == 0  # the gateway writes what its log still holds
+    assert sum(1 for answer in answers if answer) > len(answers) // 2, "most answers pass the score threshold"
+
+    drift = runner.invoke(cli, ["monitor", run.uri, "--deployment", "autovision"])
+    assert drift.exit_code == 0, drift.output
+    assert "NoDrift" in drift.output, "the test split, served, is the reference itself"
+
+    review = tmp_path / "review.csv"
+    exported = runner.invoke(cli, ["review-set", "autovision", "--count", "40", "--output", str(review)])
+    assert exported.exit_code == 0, exported.output
+    rows = [line.split(",") for line in review.read_text().splitlines()]
+    assert len(rows) == 40
+    assert all(row[0] == "UNASSIGNED" for row in rows)
+    labelled = tmp_path / "labelled.csv"  # the person labelling: the true label of each image
+    labelled.write_text("".join(f"{row[0]},{row[1]},{truth[row[1].rsplit('/', 1)[1]]}\n" for row in rows))
+
+    imported = runner.invoke(cli, ["dataset", "import", str(labelled), "--name", "digits", "--add-to-previous"])
+    assert imported.exit_code == 0, imported.output
+    latest = run.storage.read_json("datasets/digits/latest.json")["version"]
+    assert latest != run.card.dataset.version
+
+    retrained = RunLocation("ns", "digits-loop", "u3")
+    card = train_evaluate_export(
+        run.storage,
+        "digits",
+        latest,
+        retrained,
+        LogReporter(),
+        budget_milli_node_hours=1000,
+        search=SearchSettings(max_trials=1),
+        base_model=find_base_model(run.uri),
+    )
+    assert card.base_model is not None
+    assert card.base_model.run == run.uri
+    assert card.dataset.version == latest
     assert card.metrics.test_accuracy >= run.card.metrics.test_accuracy - 0.03
