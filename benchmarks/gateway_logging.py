@@ -15,7 +15,6 @@ machine's drifting load falls on both alike. The logging gateway's counters
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import cpu_model
-from gateway_traffic import FLOWERS, medians, tiny_repository
+from gateway_traffic import load_parser, medians, require_loadgen, tiny_repository
 from prometheus_client.parser import text_string_to_metric_families
 from serving_load import LOADGEN, loadgen
 
@@ -49,19 +48,11 @@ def log_counts(url: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repository", type=Path, help="a local Triton repository (default: a tiny classifier)")
-    parser.add_argument("--data", type=Path, default=FLOWERS, help="images to send: a dataset zip")
+    parser = load_parser(__doc__.splitlines()[0], "turns each gateway takes")
     parser.add_argument("--rate", type=float, default=0.1, help="the logging gateway's log rate")
     parser.add_argument("--images", action="store_true", help="the logging gateway stores images too")
-    parser.add_argument("--concurrency", default="8,32")
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--res", type=int, default=32, help="side of the JPEGs sent")
-    parser.add_argument("--rounds", type=int, default=3, help="turns each gateway takes")
     args = parser.parse_args()
-    if not LOADGEN.exists():
-        raise SystemExit(f"{LOADGEN} is missing: this benchmark uses the shared load generator")
+    require_loadgen()
     rounds: dict[str, list[list[dict[str, Any]]]] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="autovision-bench-") as work, ExitStack() as stack:

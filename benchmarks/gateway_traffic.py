@@ -93,18 +93,28 @@ def medians(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_parser(description: str, turns: str) -> argparse.ArgumentParser:
+    """The options of every gateway benchmark: what is served, what is sent, at what load, how long."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repository", type=Path, help="a local Triton repository (default: a tiny classifier)")
     parser.add_argument("--data", type=Path, default=FLOWERS, help="images to send: a dataset zip")
     parser.add_argument("--concurrency", default="8,32")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--res", type=int, default=32, help="side of the JPEGs sent")
-    parser.add_argument("--rounds", type=int, default=3, help="turns each layout takes")
-    args = parser.parse_args()
+    parser.add_argument("--rounds", type=int, default=3, help=turns)
+    return parser
+
+
+def require_loadgen() -> None:
+    """Stop with a message where the shared load generator (../shared/bench) is missing."""
     if not LOADGEN.exists():
         raise SystemExit(f"{LOADGEN} is missing: this benchmark uses the shared load generator")
+
+
+def main() -> None:
+    args = load_parser(__doc__.splitlines()[0], "turns each layout takes").parse_args()
+    require_loadgen()
     rounds: dict[str, list[list[dict[str, Any]]]] = {}
     counted: dict[str, str] = {}
     load_before = os.getloadavg()
