@@ -223,6 +223,7 @@ def test_evaluation_carries_scores_truth_and_image_hashes(source: LocalSource, w
     assert len(view["scores"]) == len(view["truth"]) == len(test)
     assert view["labels"] == ["cat", "dog"]
     assert view["evaluation"]["confusionMatrix"]["labels"] == ["cat", "dog"]
+    assert view["explained"] == [test[0].sha256], "each explained image found in the version by its URI"
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,16 @@ def test_the_threshold_slider_recomputes_the_metrics_in_the_page(page: Any, cons
     assert len(traffic.requests) == requests  # recomputed in the page: no round trip
 
 
+def test_the_evaluate_page_shows_heatmaps_and_the_exported_formats(page: Any, console_url: str) -> None:
+    page.goto(f"{console_url}/#/evaluate/local/{RUN.job}/{RUN.uid}")
+    page.wait_for_selector("#explained .tile .heat")
+    assert page.locator("#explained .heat > div").count() == 4, "the 2x2 attribution grid over the image"
+    page.wait_for_function("() => document.querySelector('#explained img').complete")
+    assert page.evaluate("() => document.querySelector('#explained img').naturalWidth") > 0
+    assert page.locator("#formats tbody tr").count() == 2
+    assert "not checked" in page.inner_text("#formats")
+
+
 def test_a_confusion_matrix_cell_opens_its_images(page: Any, console_url: str) -> None:
     page.goto(f"{console_url}/#/evaluate/local/{RUN.job}/{RUN.uid}")
     cell = page.locator("#confusion td.cell[data-row='0'][data-col='1']")

@@ -76,7 +76,18 @@ def write_world(root: Path, card: ModelCard) -> World:
     scores = rng.dirichlet([1.0, 1.0], size=len(test)).astype(np.float32)
     predictions = SplitPredictions.single_label(LABELS, [record.uri for record in test], targets, scores)
     model_dir = model_dir_key(RUN.prefix)
-    storage.write_json(model_file_key(model_dir, EVALUATION_FILE), evaluate_predictions(predictions))
+    evaluation = evaluate_predictions(predictions)
+    # As the pipeline adds them: one explained mistake, and the exported files' figures.
+    grid = [[0.0, 1.0], [0.5, 0.25]]
+    explained = [{"uri": test[0].uri, "kind": "mistake", "label": "dog", "score": 0.9, "grid": grid}]
+    evaluation["explanations"] = {"method": "grad_cam", "settings": {"grid": 2}, "images": explained}
+    latency = {"median": 1.5, "p90": 2.0}
+    evaluation["formats"] = [
+        {"format": "onnx", "file": "model.onnx", "bytes": 2_000_000, "predictionsChecked": True,
+         "latencyMs": latency, "top1": 0.75, "top1Agreement": 1.0},
+        {"format": "coreml", "file": "model.mlpackage", "bytes": 1_000_000, "predictionsChecked": False},
+    ]  # fmt: skip
+    storage.write_json(model_file_key(model_dir, EVALUATION_FILE), evaluation)
     storage.write_bytes(model_file_key(model_dir, TEST_PREDICTIONS_FILE), predictions.to_npz())
     trials = [
         {"trial": 0, "state": "complete", "architecture": "resnet", "value": 0.7, "latencyMs": 2.0, "epochsTrained": 2},

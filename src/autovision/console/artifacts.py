@@ -347,6 +347,7 @@ class ArtifactReader:
             truth=[np.flatnonzero(row).tolist() for row in predictions.truth],
             scores=np.round(predictions.scores.astype(np.float64), SCORE_DIGITS).tolist(),
             images=self.sha256_of_uris(storage_name, card.dataset.version, predictions.uris),
+            explained=self.sha256_of_uris(storage_name, card.dataset.version, explained_uris(evaluation)),
             multi_label=predictions.multi_label,
             metrics=card.metrics.to_json(),
             parity=card.parity,
@@ -369,3 +370,9 @@ class ArtifactReader:
             architecture=card.architecture,
             optimize_for=search.get("optimizeFor"),
         )
+
+
+def explained_uris(evaluation: dict[str, Any]) -> list[str]:
+    """The test images evaluation.json explains (its heatmaps' images), in its order; none in an older run."""
+    explanations = evaluation.get("explanations") or {}
+    return [str(image["uri"]) for image in explanations.get("images", [])]

@@ -255,6 +255,10 @@ class EvaluationView(ConsoleModel):
     truth: list[list[int]] = Field(description="Per test image, the indices of its true labels.")
     scores: list[list[float]] = Field(description="Per test image, the score of each label (rounded).")
     images: list[str | None] = Field(description="Per test image, its sha256 (None when not in the version).")
+    explained: list[str | None] = Field(
+        default=[],
+        description="Per image of evaluation.json's explanations, its sha256 (None when not in the version).",
+    )
     multi_label: bool = False
     metrics: dict[str, Any] = Field(description="The model card's metrics: fp32 and int8 accuracy, latency.")
     parity: dict[str, Any] = Field(default={})

@@ -444,8 +444,12 @@ async function evaluatePage(namespace, job, uid) {
     images,
     h("h2", {}, "Most confident mistakes"),
     h("div", { class: "grid", id: "mistakes" }, mistakes.map((k) => testTile(view, k, top1))),
+    h("h2", {}, "Where the model looked"),
+    explainedSection(view),
     h("h2", {}, "fp32 against int8"),
     table(["build", "test accuracy", "export parity with the trained model"], [["fp32 ONNX", fixed(metrics.testAccuracy, 4), JSON.stringify(view.parity.onnx ?? "–")], ["int8 ONNX", fixed(metrics.int8TestAccuracy, 4), `${fixed((metrics.int8TestAccuracy - metrics.testAccuracy) * 100, 2)} points of accuracy`]], [1]),
+    h("h2", {}, "Exported formats"),
+    formatsSection(ev.formats),
   );
   renderMetrics();
   const pr = ev.precisionRecallCurves;
@@ -455,6 +459,42 @@ async function evaluatePage(namespace, job, uid) {
     const joined = uPlot.join(named.map(([, c]) => curve(c)));
     plot("", [{ label: "recall" }, ...named.map(([label], i) => ({ label, stroke: palette[i % palette.length], spanGaps: true }))], joined, curves, { scales: { x: { time: false, range: [0, 1] }, y: { range: [0, 1.02] } } });
   }
+}
+
+// evaluation.json's heatmaps (Grad-CAM or integrated gradients, as the report shows them): each explained image
+// under its attribution grid, the stronger the warmer.
+function explainedSection(view) {
+  const explained = view.evaluation.explanations;
+  if (!explained || !explained.images.length) return h("p", { class: "muted" }, "This run has no explanations.");
+  return h("div", {},
+    h("p", { class: "muted" }, `${explained.method}, ${JSON.stringify(explained.settings)}`),
+    h("div", { class: "grid", id: "explained" }, explained.images.map((image, i) => {
+      const sha = view.explained[i];
+      const side = image.grid.length;
+      const heat = h("div", { class: "heat" }, image.grid.flat().map((value) => {
+        const cell = h("div");
+        cell.style.background = `rgba(220, 38, 38, ${(0.6 * value).toFixed(3)})`;
+        return cell;
+      }));
+      heat.style.gridTemplateColumns = `repeat(${side}, 1fr)`;
+      return h("div", { class: "tile", title: `${image.kind}: ${image.label} ${fixed(image.score, 2)}` },
+        h("div", { class: "overlay" },
+          sha ? h("img", { src: imageUrl(view.dataset, view.version, sha), alt: image.label, loading: "lazy" }) : h("div", { class: "muted" }, "image not in the version"),
+          heat),
+        h("div", { class: "caption" }, `${image.kind}: ${image.label} ${fixed(image.score, 2)}`));
+    })));
+}
+
+// evaluation.json's per-format figures: every exported file, run in its own runtime on the test split.
+function formatsSection(formats) {
+  if (!formats || !formats.length) return h("p", { class: "muted" }, "This run has no per-format figures.");
+  const rows = formats.map((f) => [
+    f.format, f.file, `${fixed(f.bytes / 1e6, 1)} MB`,
+    f.latencyMs ? `${fixed(f.latencyMs.median, 2)} / ${fixed(f.latencyMs.p90, 2)} ms` : "–",
+    f.predictionsChecked ? fixed(f.top1, 4) : "not checked",
+    f.predictionsChecked ? fixed(f.top1Agreement, 4) : "–",
+  ]);
+  return h("div", { id: "formats" }, table(["format", "file", "size", "latency median / p90", "top-1", "top-1 agreement with PyTorch"], rows, [2, 3, 4, 5]));
 }
 
 function testTile(view, k, top1) {
