@@ -44,7 +44,7 @@ from autovision.export import onnx_logits
 from autovision.export.measure import LATENCY_RUNS
 from autovision.export.onnx_export import onnx_outputs
 from autovision.monitor.reference import DriftReference
-from autovision.pipeline import train_evaluate_export
+from autovision.pipeline import run_uid, train_evaluate_export, train_run_uid
 from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.progress import LogReporter
 from autovision.resources import EdgeFormat
@@ -603,3 +603,14 @@ def test_the_retraining_loop_on_the_quickstart_data(
     assert card.base_model.run == run.uri
     assert card.dataset.version == latest
     assert card.metrics.test_accuracy >= run.card.metrics.test_accuracy - 0.03
+
+
+def test_a_train_run_id_without_backbones_or_a_base_is_as_before_either_existed() -> None:
+    """Runs started before backbones and bases keep their ids (a rerun resumes them); each choice makes its own."""
+    plain = train_run_uid("sha256-v", 10, "Balanced", early_stopping=True, seed=0)
+    assert plain == run_uid("sha256-v", 10, "Balanced", True, 0)
+    assert train_run_uid("sha256-v", 10, "Balanced", early_stopping=True, seed=0, base_uri="file:///r") != plain
+    assert (
+        train_run_uid("sha256-v", 10, "Balanced", early_stopping=True, seed=0, backbones=["a=resnet18@s3://b/w"])
+        != plain
+    )

@@ -91,6 +91,22 @@ def run_uid(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def train_run_uid(
+    version: str,
+    budget_milli_node_hours: int,
+    optimize_for: str,
+    *,
+    early_stopping: bool,
+    seed: int,
+    backbones: Sequence[str] = (),
+    base_uri: str | None = None,
+) -> str:
+    """The id of an ``autovision train`` run (the console's runs too): backbones and a base make a run of their
+    own; without them, run ids stay as they were before either existed."""
+    parts = [*backbones, *([] if base_uri is None else ["base", base_uri])]
+    return run_uid(version, budget_milli_node_hours, optimize_for, early_stopping, seed, *parts)
+
+
 def local_run_uid(dataset_version: str, config: TrainConfig, preprocess: PreprocessConfig) -> str:
     """A stable run id for the local runtime's fixed-configuration runs (the quickstart)."""
     return run_uid(dataset_version, config.describe(), preprocess.to_json())

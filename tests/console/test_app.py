@@ -232,6 +232,14 @@ def test_evaluation_carries_scores_truth_and_image_hashes(source: LocalSource, w
         ({"dataset": {"namespace": "local", "name": "nothing"}, "budgetMilliNodeHours": 5}, 409),
         ({"dataset": {"namespace": "local", "name": DATASET}, "budgetMilliNodeHours": 0}, 400),
         ({"dataset": {"namespace": "local", "name": DATASET}, "budgetMilliNodeHours": 5, "optimizeFor": "X"}, 400),
+        (
+            {"dataset": {"namespace": "local", "name": DATASET}, "budgetMilliNodeHours": 5, "baseModel": "runs/x/y/z"},
+            409,
+        ),
+        (
+            {"dataset": {"namespace": "local", "name": DATASET}, "budgetMilliNodeHours": 5, "exportFormats": ["tfjs"]},
+            400,
+        ),
     ],
 )
 def test_bad_training_requests_start_nothing(source: LocalSource, body: dict[str, object], status: int) -> None:

@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestServer
 
 from autovision.auth.kubernetes import KubeApi, KubeClient
 from autovision.console.artifacts import ArtifactReader
-from autovision.console.cluster_source import ClusterSource, checked_predict_url, resource_path
+from autovision.console.cluster_source import ClusterSource, checked_predict_url, resource_path, training_resource
 from autovision.console.source import (
     DatasetPhase,
     DatasetRef,
@@ -40,7 +40,7 @@ from autovision.console.source import (
 )
 from autovision.contract.keys import dataset_storage_name
 from autovision.data.importer import import_dataset
-from autovision.resources import API_VERSION
+from autovision.resources import API_VERSION, parse_resource
 from autovision.serving.gateway import build_predict_response, parse_predict_request
 from autovision.storage import Storage
 from tests.support.datasets import labelled, write_zip
@@ -254,3 +254,29 @@ async def test_a_deployment_is_listed_and_predicts_through_its_gateway(setting: 
 async def test_a_predict_address_outside_the_namespace_is_refused(url: str) -> None:
     with pytest.raises(SourceError, match="not a Service of namespace"):
         checked_predict_url(url, "ml")
+
+
+def test_a_training_form_with_every_choice_makes_a_valid_training_job() -> None:
+    """Backbones and a base exclude each other (a base trains its own architecture): two forms."""
+    form = TrainingRequest(
+        dataset=DatasetRef(namespace="ml", name="flowers"), budget_milli_node_hours=20, export_formats=["tflite"]
+    )
+    with_backbone = training_resource(form.model_copy(update={"backbones": ["mine=resnet18@s3://b/w.pth"]}))
+    from_base = training_resource(form.model_copy(update={"base_model": "flowers-run"}))
+    assert with_backbone["spec"]["backbones"] == [
+        {"name": "mine", "architecture": "resnet18", "weightsUri": "s3://b/w.pth"}
+    ]
+    assert from_base["spec"]["baseModel"] == {"trainingJob": "flowers-run"}
+    for job in (with_backbone, from_base):
+        assert job["spec"]["export"] == {"formats": ["tflite"]}
+        parse_resource({**job, "metadata": {"name": "flowers-x", "namespace": "ml"}})  # the CRD's model accepts it
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [({"nproc": 2}, "one process per GPU"), ({"backbones": ["not a backbone"]}, "NAME=ARCHITECTURE@URI")],
+)
+def test_a_training_form_a_cluster_cannot_run_creates_nothing(update: dict[str, object], message: str) -> None:
+    request = TrainingRequest(dataset=DatasetRef(namespace="ml", name="flowers"), budget_milli_node_hours=20)
+    with pytest.raises(SourceError, match=message):
+        training_resource(request.model_copy(update=update))

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autovision.console.local import Child, LocalSource
-from autovision.console.source import DatasetRef, RunPhase, RunRef
+from autovision.console.local import Child, LocalSource, train_options
+from autovision.console.source import DatasetRef, RunPhase, RunRef, TrainingRequest
+from autovision.resources import EdgeFormat
 from autovision.storage import Storage
 
 
@@ -50,3 +51,23 @@ def test_a_started_run_is_pending_then_failed_with_its_message(tmp_path: Path) -
     [stopped] = asyncio.run(source.list_runs())
     assert stopped.phase is RunPhase.FAILED
     assert stopped.message
+
+
+def test_the_forms_optional_choices_become_trains_options() -> None:
+    dataset = DatasetRef(namespace="local", name="pets")
+    plain = TrainingRequest(dataset=dataset, budget_milli_node_hours=5)
+    assert train_options(plain) == []
+    chosen = plain.model_copy(
+        update={
+            "backbones": ["mine=resnet18@s3://b/w.pth"],
+            "nproc": 2,
+            "export_formats": [EdgeFormat.TFLITE, EdgeFormat.EXECUTORCH],
+            "base_model": "runs/local/pets/u0",
+        }
+    )
+    assert train_options(chosen) == [
+        "--backbone=mine=resnet18@s3://b/w.pth",
+        "--nproc=2",
+        "--export-formats=tflite,executorch",
+        "--base-model=runs/local/pets/u0",
+    ]

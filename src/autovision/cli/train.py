@@ -83,7 +83,7 @@ def train_command(
     from autovision.contract.keys import RunLocation
     from autovision.data.inspection import available_cores
     from autovision.export.edge import EdgeUnavailableError
-    from autovision.pipeline import run_uid, train_evaluate_export
+    from autovision.pipeline import train_evaluate_export, train_run_uid
     from autovision.search.base_model import BaseModelError, find_base_model
     from autovision.search.job import SearchSettings
     from autovision.search.probe import BudgetTooSmallError
@@ -104,9 +104,15 @@ def train_command(
         storage = Storage.from_settings()
         version = _latest_version(storage, dataset)
         base = None if base_model is None else find_base_model(base_model, storage.settings)
-        # Backbones and a base change the search, so they make a run of their own; without, run ids stay as they were.
-        parts = [*(backbone or []), *([] if base is None else ["base", base.uri])]
-        uid = run_uid(version, budget_milli_node_hours, optimize_for.value, early_stopping, seed, *parts)
+        uid = train_run_uid(
+            version,
+            budget_milli_node_hours,
+            optimize_for.value,
+            early_stopping=early_stopping,
+            seed=seed,
+            backbones=backbone or [],
+            base_uri=None if base is None else base.uri,
+        )
         run = RunLocation("local", dataset, uid)
         with _reporter(quiet=as_json) as reporter:
             card = train_evaluate_export(

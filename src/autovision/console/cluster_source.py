@@ -48,6 +48,7 @@ from autovision.resources import (
     API_VERSION,
     GROUP,
     VERSION,
+    Backbone,
     Condition,
     ConditionStatus,
     Dataset,
@@ -152,17 +153,34 @@ def dataset_resource(request: ImportRequest) -> dict[str, Any]:
 
 
 def training_resource(request: TrainingRequest) -> dict[str, Any]:
-    """The TrainingJob a training form creates: named after its dataset, with a suffix the API server picks."""
+    """The TrainingJob a training form creates: named after its dataset, with a suffix the API server picks.
+
+    A cluster runs the final fit's processes one per GPU of each node (``spec.resources``), so the form's
+    ``nproc`` is refused here; a backbone that does not parse is refused before anything is created.
+    """
+    if request.nproc is not None:
+        raise SourceError("in a cluster the final fit runs one process per GPU of each node: leave processes empty")
+    spec: dict[str, Any] = {
+        "datasetRef": {"name": request.dataset.name},
+        "budgetMilliNodeHours": request.budget_milli_node_hours,
+        "optimizeFor": request.optimize_for.value,
+        "earlyStopping": request.early_stopping,
+    }
+    try:
+        backbones = [Backbone.parse(text).model_dump(mode="json", by_alias=True) for text in request.backbones]
+    except ValueError as error:
+        raise SourceError(str(error)) from None
+    if backbones:
+        spec["backbones"] = backbones
+    if request.export_formats:
+        spec["export"] = {"formats": [str(f.value) for f in request.export_formats]}
+    if request.base_model is not None:
+        spec["baseModel"] = {"trainingJob": request.base_model}
     return {
         "apiVersion": API_VERSION,
         "kind": TrainingJob.__name__,
         "metadata": {"generateName": f"{request.dataset.name[:50]}-"},
-        "spec": {
-            "datasetRef": {"name": request.dataset.name},
-            "budgetMilliNodeHours": request.budget_milli_node_hours,
-            "optimizeFor": request.optimize_for.value,
-            "earlyStopping": request.early_stopping,
-        },
+        "spec": spec,
     }
 
 

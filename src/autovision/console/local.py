@@ -226,14 +226,22 @@ class LocalSource:
         version = self.reader.latest_version(name)
         if version is None:
             raise SourceError(f"dataset {name!r} has no imported version: import it first")
-        from autovision.pipeline import run_uid  # torch comes with it: only once a run is really started
+        # torch comes with these: only once a run is really started
+        from autovision.pipeline import train_run_uid
+        from autovision.search.base_model import BaseModelError, find_base_model
 
-        uid = run_uid(
+        try:
+            base = None if request.base_model is None else find_base_model(request.base_model, self.storage.settings)
+        except BaseModelError as error:
+            raise SourceError(str(error)) from None
+        uid = train_run_uid(
             version,
             request.budget_milli_node_hours,
             request.optimize_for.value,
-            request.early_stopping,
-            request.seed,
+            early_stopping=request.early_stopping,
+            seed=request.seed,
+            backbones=request.backbones,
+            base_uri=None if base is None else base.uri,
         )
         ref = RunRef(namespace=LOCAL_NAMESPACE, job=name, uid=uid)
         running = self.trainings.get(ref)
@@ -247,6 +255,7 @@ class LocalSource:
             "--early-stopping" if request.early_stopping else "--no-early-stopping",
             f"--seed={request.seed}",
             "--json",
+            *train_options(request),
         ]
         child = self._start(f"train-{name}-{uid}", command)
         child.budget = request.budget_milli_node_hours
@@ -329,3 +338,15 @@ class LocalSource:
             ScoredLabel(label=item["displayName"], score=item["classification"]["score"]) for item in answer["payload"]
         ]
         return scored[:top_k]
+
+
+def train_options(request: TrainingRequest) -> list[str]:
+    """``autovision train``'s options for the form's optional choices (none when they are left empty)."""
+    options = [f"--backbone={backbone}" for backbone in request.backbones]
+    if request.nproc is not None:
+        options.append(f"--nproc={request.nproc}")
+    if request.export_formats:
+        options.append("--export-formats=" + ",".join(str(f.value) for f in request.export_formats))
+    if request.base_model is not None:
+        options.append(f"--base-model={request.base_model}")
+    return options

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import ConfigDict, Field, field_validator
 
-from autovision.resources import BestTrial, Count, OptimizeFor, StatusModel, Task, TrialCounts
+from autovision.resources import BestTrial, Count, EdgeFormat, OptimizeFor, StatusModel, Task, TrialCounts
 
 # A Kubernetes name (RFC 1123 label), which dataset, job and deployment names are.
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -242,6 +242,17 @@ class TrainingRequest(ConsoleModel):
     optimize_for: OptimizeFor = OptimizeFor.BALANCED
     early_stopping: bool = True
     seed: int = Field(default=0, ge=0)
+    backbones: list[str] = Field(
+        default=[], max_length=8, description="User backbones, NAME=ARCH@URI each (train --backbone)."
+    )
+    nproc: int | None = Field(default=None, ge=1, description="Processes of the final fit (train --nproc; local).")
+    export_formats: list[EdgeFormat] = Field(default=[], description="Edge formats written too (--export-formats).")
+    base_model: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Continue from this finished run (train --base-model): locally a run prefix or URI, "
+        "in a cluster a TrainingJob's name.",
+    )
 
 
 class EvaluationView(ConsoleModel):

@@ -252,6 +252,18 @@ function followImport(ref, message, bar) {
 
 // --- training ------------------------------------------------------------------
 
+// The form's choices as the API's TrainingRequest: the optional ones only when given.
+function trainingRequest(data, namespace, name) {
+  const request = { dataset: { namespace, name }, budgetMilliNodeHours: Number(data.get("budget")), optimizeFor: data.get("optimizeFor"), earlyStopping: data.get("earlyStopping") === "on", seed: Number(data.get("seed")) };
+  const backbones = String(data.get("backbones") || "").split(/\s+/).filter(Boolean);
+  if (backbones.length) request.backbones = backbones;
+  if (data.get("baseModel")) request.baseModel = String(data.get("baseModel")).trim();
+  if (data.get("nproc")) request.nproc = Number(data.get("nproc"));
+  const formats = data.getAll("exportFormats");
+  if (formats.length) request.exportFormats = formats;
+  return request;
+}
+
 async function runsPage() {
   const [runs, datasets] = await Promise.all([api("/api/runs"), api("/api/datasets")]);
   const rows = runs.map((r) => [
@@ -276,6 +288,14 @@ async function runsPage() {
     h("label", {}, h("input", { type: "checkbox", name: "earlyStopping", checked: true }), " early stopping"),
     h("label", { for: "train-seed" }, "Seed"),
     h("input", { type: "number", id: "train-seed", name: "seed", min: 0, value: 0 }),
+    h("label", { for: "train-backbones" }, "Your backbones (NAME=ARCH@URI, space-separated; optional)"),
+    h("input", { type: "text", id: "train-backbones", name: "backbones", placeholder: "mine=resnet18@s3://bucket/weights.pth" }),
+    h("label", { for: "train-base" }, "Continue from a finished run (optional; locally a run prefix or URI, in a cluster a TrainingJob's name)"),
+    h("input", { type: "text", id: "train-base", name: "baseModel" }),
+    h("label", { for: "train-nproc" }, "Processes of the final fit (optional; local only)"),
+    h("input", { type: "number", id: "train-nproc", name: "nproc", min: 1 }),
+    h("fieldset", {}, h("legend", {}, "Edge formats, written too"),
+      ["tflite", "coreml", "executorch"].map((f) => h("label", {}, h("input", { type: "checkbox", name: "exportFormats", value: f }), ` ${f}`))),
     h("p", {}, h("button", { type: "submit", id: "train-submit", disabled: !ready.length }, "Start training")),
   );
   form.addEventListener("submit", async (event) => {
@@ -286,7 +306,7 @@ async function runsPage() {
       const run = await api("/api/runs", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ dataset: { namespace, name }, budgetMilliNodeHours: Number(data.get("budget")), optimizeFor: data.get("optimizeFor"), earlyStopping: data.get("earlyStopping") === "on", seed: Number(data.get("seed")) }),
+        body: JSON.stringify(trainingRequest(data, namespace, name)),
       });
       location.hash = `#/runs/${enc(run.namespace)}/${enc(run.job)}/${enc(run.uid)}`;
     } catch (error) {
