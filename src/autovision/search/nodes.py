@@ -20,7 +20,6 @@ worker asks next, from their checkpoints.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autovision.progress import Reporter
 from autovision.search.job import WORKERS_PER_NODE, ImageCache, SearchJob
-from autovision.search.study import StudyStore, StudyUnreachableError, open_study, parse_address
+from autovision.search.study import (
+    StudyStore,
+    StudyUnreachableError,
+    accepts_connections,
+    open_study,
+    parse_address,
+)
 from autovision.search.worker import recover_interrupted, run_workers
 
 # Node 0 uploads the journal at least this often while it serves other nodes.
@@ -183,11 +188,7 @@ def _run_member(job: SearchJob, images: ImageCache, reporter: Reporter) -> None:
 
 def coordinator_serving(address: str, timeout: float = 5.0) -> bool:
     """Whether node 0's study server accepts connections: while it does, node 0 is still searching."""
-    try:
-        with socket.create_connection(parse_address(address), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return accepts_connections(*parse_address(address), timeout=timeout)
 
 
 def run_node(job: SearchJob, images: ImageCache, reporter: Reporter, silence: float = NODE_SILENCE_SECONDS) -> None:

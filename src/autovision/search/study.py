@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import socket
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -140,6 +142,19 @@ class StudyUnreachableError(RuntimeError):
     """Node 0's study server did not answer in time."""
 
 
+# How often a node waiting for node 0's study server tries its port.
+SERVER_POLL_SECONDS = 1.0
+
+
+def accepts_connections(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something listens at HOST:PORT (a TCP connection is accepted within ``timeout``)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class RemoteStudy:
     """The study as the workers of nodes other than node 0 see it: node 0's journal, through gRPC.
 
@@ -153,10 +168,20 @@ class RemoteStudy:
         self.connect_timeout = connect_timeout
 
     def restore(self) -> None:
-        """Wait until node 0 serves the study."""
+        """Wait until node 0 serves the study.
+
+        Its port is polled every second first: a gRPC channel that finds no server backs
+        off exponentially (up to two minutes between tries), long enough to miss all of a
+        short search that node 0 ran in the meantime.
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        while not accepts_connections(self.host, self.port):
+            if time.monotonic() >= deadline:
+                raise StudyUnreachableError(f"no study server at {self.address} after {self.connect_timeout:.0f} s")
+            time.sleep(SERVER_POLL_SECONDS)
         proxy = self.optuna_storage()
         try:
-            proxy.wait_server_ready(timeout=self.connect_timeout)
+            proxy.wait_server_ready(timeout=max(1.0, deadline - time.monotonic()))
         except ConnectionError as error:
             raise StudyUnreachableError(
                 f"no study server at {self.address} after {self.connect_timeout:.0f} s"
