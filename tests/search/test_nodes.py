@@ -33,7 +33,7 @@ from autovision.search.nodes import (
 from autovision.search.study import StudyStore, open_study
 from autovision.search.summary import summarise
 from autovision.storage import Storage
-from tests.support.search import digits_subset_zip, run_search_worker, search_job, tiny_space
+from tests.support.search import digits_subset_zip, run_search_worker, search_job, tiny_space, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,6 +105,9 @@ def test_two_nodes_share_one_study_through_node_0(s3_storage: Storage, embedded_
     )
     job = search_job(s3_storage, dataset.records, prefix, space=tiny_space(slow=True), settings=settings)
     try:
+        # Node 0 starts once node 1 has loaded its images, so node 1's start-up on a loaded machine cannot
+        # outlast node 0's whole (short) search and leave it nothing to join.
+        wait_for_line(log, "joins node 0's study", member)
         run_search_worker(job)
     finally:
         member.wait(timeout=300)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
+import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -90,7 +93,17 @@ def run_search_worker(job: SearchJob) -> None:
     run_node(job, ImageCache(job.records, job.labels, job.storage()), LogReporter())
 
 
+def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:
+    """Until ``text`` appears in ``log`` (two minutes at most, and never past the process's exit)."""
+    deadline = time.monotonic() + 120
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{text!r} never appeared: {log.read_text()}"
+        time.sleep(0.2)
+
+
 def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.INFO)  # a test waits for the line saying this node joins
     """The subprocess entry point (see the module docstring)."""
     parser = argparse.ArgumentParser()
     for name in ("root", "dataset", "version", "prefix"):

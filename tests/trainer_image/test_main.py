@@ -20,6 +20,7 @@ from autovision.storage import Storage
 from autovision_trainer.__main__ import report_rank_lost, run
 from tests.support.datasets import labelled, write_zip
 from tests.support.runs import tiny_cnn_weights, write_finished_run
+from tests.support.search import wait_for_line
 
 
 @pytest.fixture
@@ -143,15 +144,6 @@ def test_two_pods_of_an_indexed_job_run_one_search_and_pod_0_exports(
     assert all(trial["state"] in ("Complete", "Pruned", "StoppedByBudget") for trial in card.search["trials"])
     assert card.search["chosenTrial"] in {trial["trial"] for trial in card.search["trials"]}
     assert storage_root.exists("runs/ns/tj/u2/model/model.onnx")
-
-
-def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:
-    """Until ``text`` appears in ``log`` (two minutes at most, and never past the process's exit)."""
-    deadline = time.monotonic() + 120
-    while text not in log.read_text():
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, f"{text!r} never appeared: {log.read_text()}"
-        time.sleep(0.2)
 
 
 def use_s3(monkeypatch: pytest.MonkeyPatch, root: str, retry_seconds: float, s3: EmbeddedS3 | None = None) -> None:
