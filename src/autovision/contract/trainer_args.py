@@ -93,6 +93,13 @@ class ImportArgs(TrainerArgs):
     validation: int = Field(default=10, ge=0, description="Percent of images in the validation split.")
     test: int = Field(default=10, ge=0, description="Percent of images in the test split.")
     seed: int = Field(default=0, description="Seed of the split.")
+    slices: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Slices the source is cut into, each validated and packed by its own pod of an Indexed Job "
+        "(its slice: the pod's JOB_COMPLETION_INDEX) or local process; pod 0 then merges them into the version.",
+    )
 
 
 class TrainArgs(TrainerArgs):
