@@ -21,12 +21,9 @@ import tempfile
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-from _common import cpu_model
-from gateway_traffic import load_parser, medians, require_loadgen, tiny_repository
+from gateway_traffic import load_parser, print_results, require_loadgen, take_turns, tiny_repository
 from prometheus_client.parser import text_string_to_metric_families
-from serving_load import LOADGEN, loadgen
 
 from autovision.embedded_s3 import free_port
 from autovision.serving import LocalTritonServer
@@ -53,7 +50,6 @@ def main() -> None:
     parser.add_argument("--images", action="store_true", help="the logging gateway stores images too")
     args = parser.parse_args()
     require_loadgen()
-    rounds: dict[str, list[list[dict[str, Any]]]] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="autovision-bench-") as work, ExitStack() as stack:
         repository = args.repository or tiny_repository(Path(work))
@@ -67,22 +63,12 @@ def main() -> None:
             f"logging {args.rate:.0%}": GatewayConfig(triton.http_url, logging=logging),
         }
         gateways = {name: stack.enter_context(GatewayServer(config, free_port())) for name, config in configs.items()}
-        for _ in range(args.rounds):
-            for name, server in gateways.items():
-                target = ["--url", f"{server.url}/v1/models/autovision:predict", "--format", "json"]
-                rounds.setdefault(name, []).append(loadgen(LOADGEN, target, args))
+        rounds = take_turns(gateways, args)
         logging_url = gateways[f"logging {args.rate:.0%}"].url
         before_close = log_counts(logging_url)
         stack.close()  # the gateways write what their logs hold, then Triton stops
         shards = len(list(Path(work, "storage").rglob("*.jsonl")))
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average before {load_before}, after {os.getloadavg()}")
-    print(f"repository: {args.repository or 'tiny classifier'}; {args.rounds} rounds; medians over the rounds")
-    print("| gateway | clients | images/s | p50 ms | p99 ms | errors |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, levels in rounds.items():
-        for level in medians(levels):
-            row = [name, level["concurrency"], level["rps"], level["p50_ms"], level["p99_ms"], level["errors"]]
-            print("| " + " | ".join(str(v) for v in row) + " |")
+    print_results(rounds, args, load_before)
     print(f"logging gateway before shutdown: {before_close}; shards in storage after it: {shards}")
     print(json.dumps({"rounds": rounds, "counted": before_close, "shards": shards}))
 

@@ -112,11 +112,33 @@ def require_loadgen() -> None:
         raise SystemExit(f"{LOADGEN} is missing: this benchmark uses the shared load generator")
 
 
+def take_turns(gateways: dict[str, GatewayServer], args: argparse.Namespace) -> dict[str, list[list[dict[str, Any]]]]:
+    """Load each gateway in turn, ``args.rounds`` times, so drift in the machine's load spreads over all of them."""
+    rounds: dict[str, list[list[dict[str, Any]]]] = {}
+    for _ in range(args.rounds):
+        for name, server in gateways.items():
+            target = ["--url", f"{server.url}/v1/models/autovision:predict", "--format", "json"]
+            rounds.setdefault(name, []).append(loadgen(LOADGEN, target, args))
+    return rounds
+
+
+def print_results(
+    rounds: dict[str, list[list[dict[str, Any]]]], args: argparse.Namespace, load_before: tuple[float, ...]
+) -> None:
+    """The machine line and the median of each gateway's figures as a Markdown table, as docs/benchmarks.md has."""
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average before {load_before}, after {os.getloadavg()}")
+    print(f"repository: {args.repository or 'tiny classifier'}; {args.rounds} rounds; medians over the rounds")
+    print("| gateway | clients | images/s | p50 ms | p99 ms | errors |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, levels in rounds.items():
+        for level in medians(levels):
+            row = [name, level["concurrency"], level["rps"], level["p50_ms"], level["p99_ms"], level["errors"]]
+            print("| " + " | ".join(str(v) for v in row) + " |")
+
+
 def main() -> None:
     args = load_parser(__doc__.splitlines()[0], "turns each layout takes").parse_args()
     require_loadgen()
-    rounds: dict[str, list[list[dict[str, Any]]]] = {}
-    counted: dict[str, str] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="autovision-bench-") as work, ExitStack() as stack:
         repository = args.repository or tiny_repository(Path(work))
@@ -127,19 +149,9 @@ def main() -> None:
             name: stack.enter_context(GatewayServer(GatewayConfig(first.http_url, routes=routes), free_port()))
             for name, routes in layouts(first.http_url, second.http_url, idle.http_url).items()
         }
-        for _ in range(args.rounds):
-            for name, server in gateways.items():
-                target = ["--url", f"{server.url}/v1/models/autovision:predict", "--format", "json"]
-                rounds.setdefault(name, []).append(loadgen(LOADGEN, target, args))
+        rounds = take_turns(gateways, args)
         counted = {name: summary(traffic(server.url)) for name, server in gateways.items()}
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; load average before {load_before}, after {os.getloadavg()}")
-    print(f"repository: {args.repository or 'tiny classifier'}; {args.rounds} rounds; medians over the rounds")
-    print("| gateway | clients | images/s | p50 ms | p99 ms | errors |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, levels in rounds.items():
-        for level in medians(levels):
-            row = [name, level["concurrency"], level["rps"], level["p50_ms"], level["p99_ms"], level["errors"]]
-            print("| " + " | ".join(str(v) for v in row) + " |")
+    print_results(rounds, args, load_before)
     for name, text in counted.items():
         print(f"{name}: {text}")
     print(json.dumps({"rounds": rounds, "counted": counted}))
