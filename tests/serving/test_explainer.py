@@ -128,3 +128,25 @@ def test_parsing_reuses_the_predict_request_and_refuses_a_label_that_is_not_a_na
         parse_explain_request(body(b"png", label=3), 100, 0.5)
     with pytest.raises(GatewayError, match="byte limit"):
         parse_explain_request(body(b"png" * 100), 100, 0.5)
+
+
+@pytest.mark.training
+def test_a_body_that_never_comes_gets_a_408_like_the_gateways(loaded: LoadedModel) -> None:
+    async def stalled_status() -> bytes:
+        server = TestServer(create_explainer_app(loaded, ExplainerConfig(body_timeout_s=0.2)))
+        await server.start_server()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            # Headers announcing a body that never comes.
+            writer.write(
+                b"POST /v1/models/autovision:explain HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            )
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            return status
+        finally:
+            await server.close()
+
+    assert asyncio.run(stalled_status()).startswith(b"HTTP/1.1 408")

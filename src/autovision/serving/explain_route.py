@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from autovision.serving.gateway import ADMISSION, UNREACHABLE, GatewayError, _error, _read_json
+from autovision.serving.gateway import ADMISSION, UNREACHABLE, GatewayError, error_response, read_json_body
 
 if TYPE_CHECKING:
     from autovision.serving.gateway import GatewayConfig
@@ -65,9 +65,11 @@ def add_explain_route(app: web.Application, config: GatewayConfig) -> None:
             if name != config.public_name:
                 raise GatewayError(404, f"model {name!r} is not served here; this serves {config.public_name!r}")
             async with request.app[ADMISSION].slot():
-                status, answer = await ask_explainer(config, await _read_json(request, config))
+                status, answer = await ask_explainer(
+                    config, await read_json_body(request, config.max_image_bytes, config.body_timeout_s)
+                )
         except GatewayError as error:
-            return _error(error)
+            return error_response(error)
         return web.json_response(answer, status=status)
 
     app.router.add_post(EXPLAIN_ROUTE, explain)

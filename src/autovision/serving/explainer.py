@@ -53,8 +53,10 @@ from autovision.serving.gateway import (
     GatewayError,
     PredictRequest,
     build_predict_response,
+    error_response,
     max_request_bytes,
     parse_predict_request,
+    read_json_body,
 )
 from autovision.settings import Settings
 
@@ -112,6 +114,7 @@ class ExplainerConfig:
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     max_concurrency: int = DEFAULT_CONCURRENCY
     max_queue: int = DEFAULT_QUEUE
+    body_timeout_s: float = Settings.model_fields["gateway_body_timeout_seconds"].default
 
 
 class LoadedModel:
@@ -184,10 +187,6 @@ MODEL = web.AppKey("model", LoadedModel)
 EXPLAIN_ADMISSION = web.AppKey("explain_admission", Admission)
 
 
-def _error(error: GatewayError) -> web.Response:
-    return web.json_response({"error": {"code": error.status, "message": error.message}}, status=error.status)
-
-
 def create_explainer_app(model: LoadedModel, config: ExplainerConfig) -> web.Application:
     """The explainer's aiohttp application for one loaded model."""
     app = web.Application(client_max_size=max_request_bytes(config.max_image_bytes))
@@ -204,20 +203,16 @@ def create_explainer_app(model: LoadedModel, config: ExplainerConfig) -> web.App
             if name != config.public_name:
                 raise GatewayError(404, f"model {name!r} is not served here; this serves {config.public_name!r}")
             async with request.app[EXPLAIN_ADMISSION].slot():
-                try:
-                    body = await request.json()
-                except ValueError:
-                    raise GatewayError(400, "request body is not JSON") from None
-                except web.HTTPRequestEntityTooLarge:
-                    limit = max_request_bytes(config.max_image_bytes)
-                    raise GatewayError(413, f"request body exceeds {limit} bytes") from None
+                body = await read_json_body(request, config.max_image_bytes, config.body_timeout_s)
                 parsed = parse_explain_request(body, config.max_image_bytes, config.default_threshold)
                 deadline = Deadline.after(config.time_limit_s)
                 answer = await asyncio.to_thread(request.app[MODEL].explain, parsed, limits, deadline)
         except GatewayError as error:
-            return _error(error)
+            return error_response(error)
         except ExplainTimeoutError:
-            return _error(GatewayError(504, f"the explanation took longer than its {config.time_limit_s:g} s limit"))
+            return error_response(
+                GatewayError(504, f"the explanation took longer than its {config.time_limit_s:g} s limit")
+            )
         return web.json_response(answer)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -262,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         default_threshold=args.score_threshold,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
+        body_timeout_s=settings.gateway_body_timeout_seconds,
         time_limit_s=args.time_limit,
     )
     web.run_app(create_explainer_app(model, config), host=args.host, port=args.port)

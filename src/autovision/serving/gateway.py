@@ -119,7 +119,8 @@ def build_predict_response(scored: list[tuple[str, float]], score_threshold: flo
     return {"payload": [{"displayName": label, "classification": {"score": score}} for label, score in kept]}
 
 
-def _error(error: GatewayError) -> web.Response:
+def error_response(error: GatewayError) -> web.Response:
+    """A refused request in the gateway's own JSON shape (with Retry-After where the refusal says when)."""
     headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
     body = {"error": {"code": error.status, "message": error.message}}
     return web.json_response(body, status=error.status, headers=headers)
@@ -308,14 +309,15 @@ async def classify_image(upstream: Upstream, image: bytes, embedding: bool = Fal
     )
 
 
-async def _read_json(request: web.Request, config: GatewayConfig) -> Any:
-    """The request's JSON body, received within the body timeout and the size limit."""
+async def read_json_body(request: web.Request, max_image_bytes: int, body_timeout_s: float) -> Any:
+    """The request's JSON body, received within the body timeout and the size limit (the gateway's and the
+    explainer's one reading of a body, so both refuse slow and oversized bodies alike)."""
     try:
-        raw = await asyncio.wait_for(request.read(), config.body_timeout_s)
+        raw = await asyncio.wait_for(request.read(), body_timeout_s)
     except TimeoutError:
-        raise GatewayError(408, f"request body not received within {config.body_timeout_s:g} s") from None
+        raise GatewayError(408, f"request body not received within {body_timeout_s:g} s") from None
     except web.HTTPRequestEntityTooLarge:
-        raise GatewayError(413, f"request body exceeds {max_request_bytes(config.max_image_bytes)} bytes") from None
+        raise GatewayError(413, f"request body exceeds {max_request_bytes(max_image_bytes)} bytes") from None
     try:
         return json.loads(raw)
     except ValueError:
@@ -329,7 +331,7 @@ def _refusal(request: web.Request, error: GatewayError) -> web.Response:
 
         response = google_error(error)
     else:
-        response = _error(error)
+        response = error_response(error)
     if error.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
@@ -380,12 +382,14 @@ def create_app(config: GatewayConfig) -> web.Application:
                 raise GatewayError(404, f"model {name!r} is not served here; this serves {config.public_name!r}")
             async with request.app[ADMISSION].slot():
                 parsed = parse_predict_request(
-                    await _read_json(request, config), config.max_image_bytes, config.default_threshold
+                    await read_json_body(request, config.max_image_bytes, config.body_timeout_s),
+                    config.max_image_bytes,
+                    config.default_threshold,
                 )
                 router = request.app[ROUTER]
                 run, scored = await router.classify([parsed.image], router.sticky_value(request.headers))
         except GatewayError as error:
-            return _error(error)
+            return error_response(error)
         labels = [(p.label, p.score) for p in scored[0]]
         return web.json_response(build_predict_response(labels, parsed.score_threshold), headers={MODEL_HEADER: run})
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from autovision.serving import google_api, google_service
-from autovision.serving.gateway import ADMISSION, ROUTER, GatewayConfig, GatewayError, _read_json
+from autovision.serving.gateway import ADMISSION, ROUTER, GatewayConfig, GatewayError, read_json_body
 from autovision.serving.traffic import MODEL_HEADER
 
 _NAME = "projects/{project:[^/]+}/locations/{location:[^/]+}"
@@ -47,7 +47,7 @@ def add_routes(app: web.Application, config: GatewayConfig) -> None:
         async def handle(request: web.Request) -> web.Response:
             try:
                 async with request.app[ADMISSION].slot():
-                    body = await _read_json(request, config)
+                    body = await read_json_body(request, config.max_image_bytes, config.body_timeout_s)
                     router = request.app[ROUTER]
                     sticky = router.sticky_value(request.headers)
                     run, answer = await operation(router, config, _name(request, collection), body, sticky)
