@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from autovision.storage import Storage
 from autovision_operator.config import (
     OperatorConfig,
 )
+from autovision_operator.dataset_handlers import source_size
 from autovision_operator.import_plan import IMAGES_PER_POD, ZIP_IMAGE_BYTES
 from tests.support.kube import (
     DATASET,
@@ -23,6 +25,7 @@ from tests.support.kube import (
     resource_where,
     running_operator,
 )
+from tests.support.operator import make_config
 
 
 @pytest.mark.asyncio
@@ -77,3 +80,14 @@ async def test_a_large_source_fans_out_and_a_lost_slice_fails_the_import(
     (message,) = [c["message"] for c in failed["status"]["conditions"] if c["type"] == "Ready"]
     assert "slice 2 (of 3)" in message
     assert "batch.kubernetes.io/job-completion-index=2" in message
+
+
+def test_the_operator_sizes_only_sources_an_import_may_read(tmp_path: Path) -> None:
+    source = tmp_path / "photos.zip"
+    source.write_bytes(b"PK" * 1000)
+    log = logging.getLogger(__name__)
+    config = make_config(storage_root=tmp_path.as_uri(), import_uri_schemes="s3,file")
+    assert source_size(config, source.as_uri(), log) == 2000
+    assert source_size(config, (tmp_path / "gone.zip").as_uri(), log) is None
+    # A cluster's imports read no file:// source: the operator does not look at its own file system either.
+    assert source_size(make_config(storage_root=tmp_path.as_uri()), source.as_uri(), log) is None
