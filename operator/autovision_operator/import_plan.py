@@ -3,14 +3,17 @@
 Pure: the handler learns the source's size in bytes (one HEAD request, see
 ``dataset_handlers``) and hands it here. A slice per pod pays off only when a
 pod's share of the work is well above what starting a pod costs (scheduling,
-pulling the multi-gigabyte trainer image: a minute or two), so the default gives
-each pod about ``IMAGES_PER_POD`` images: four minutes at the 410 images/s of the
-one-object-per-image importer, under a minute at the sharded importer's target of
-2,000 images/s. The number of images is estimated from the source's bytes,
-because the operator reads no more than its size: a CSV index by the length of
-its rows, a zip by the size of a typical photo. A zip of many tiny images is
-under-estimated and a prefix of label folders (a listing of a million keys is a
-thousand requests) is not sized at all; ``spec.importPods`` covers both.
+pulling the multi-gigabyte trainer image: a minute or two). The work is decoding
+every image to validate it: Pillow decodes about 10 MB of JPEG a second on one
+core (0.08 to 0.1 ms per KB for 30 and 77 KB photos, 1.5 ms for flowers' 9 KB
+ones; the shared 2-core development machine under load, 2026-12-04), so a pod's
+``IMAGES_PER_POD`` images of a typical ``ZIP_IMAGE_BYTES`` are about 4 GB and
+seven minutes of decoding on the one CPU it requests. The number of images is
+estimated from the source's bytes, because the operator reads no more than its
+size: a CSV index by the length of its rows, a zip by the size of a typical
+photo. A zip of many tiny images is under-estimated and a prefix of label folders
+(a listing of a million keys is a thousand requests) is not sized at all;
+``spec.importPods`` covers both.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ MAX_DEFAULT_PODS: Final = 32
 and the slices pod 0 merges; ``spec.importPods`` may ask for more."""
 CSV_ROW_BYTES: Final = 100
 """A CSV index row, ``s3://bucket/some/path/image-000123.jpg,label`` and its line end, in bytes."""
-ZIP_IMAGE_BYTES: Final = 100_000
-"""A photo in a zip (JPEG at a few hundred pixels a side, ImageNet's average is about 110 KB), in bytes."""
+ZIP_IMAGE_BYTES: Final = 40_000
+"""A photo in a zip, in bytes: JPEGs of a few hundred pixels a side (flowers' are 9 KB, ImageNet's 110 KB)."""
 CSV_SUFFIX: Final = ".csv"
 """What names a CSV index; anything else with a size is a zip (the trainer's own rule)."""
 

@@ -19,7 +19,7 @@ MILLION = 1_000_000
 @pytest.mark.parametrize(
     ("source", "size_bytes", "pods"),
     [
-        ("s3://bucket/flowers.zip", 230_000_000, 1),  # the 3,670 flowers: one pod, as before
+        ("s3://bucket/flowers.zip", 36_931_362, 1),  # the 3,865 flowers of ../shared/datasets: one pod, as before
         ("s3://bucket/photos.zip", MILLION * ZIP_IMAGE_BYTES, 10),  # a million photos
         ("s3://bucket/photos.zip", (IMAGES_PER_POD + 1) * ZIP_IMAGE_BYTES, 2),  # one image over a pod's share
         ("s3://bucket/index.CSV", MILLION * CSV_ROW_BYTES, 10),  # a million rows, whatever the case of its name
