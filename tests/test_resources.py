@@ -74,6 +74,7 @@ def test_minimal_manifests_get_documented_defaults() -> None:
     assert ds.spec.task is Task.SINGLE_LABEL
     assert (ds.spec.split.train, ds.spec.split.validation, ds.spec.split.test) == (80, 10, 10)
     assert ds.spec.storage_secret_ref is None
+    assert ds.spec.import_pods is None, "derived by the operator"
     assert tj.spec.optimize_for is OptimizeFor.BALANCED
     assert tj.spec.early_stopping is True
     assert tj.spec.artifact_policy is ArtifactPolicy.RETAIN
@@ -124,6 +125,11 @@ def test_python_names_are_accepted_too() -> None:
 )
 def test_split_must_be_integer_percentages_summing_to_100(split: dict[str, Any], fragment: str) -> None:
     rejects(dataset(split=split), "spec.split", fragment)
+
+
+@pytest.mark.parametrize(("pods", "fragment"), [(0, "greater than or equal to 1"), (257, "less than or equal to 256")])
+def test_import_pods_are_bounded_by_what_the_trainer_slices(pods: int, fragment: str) -> None:
+    rejects(dataset(importPods=pods), "spec.importPods", fragment)
 
 
 def test_valid_splits_are_accepted() -> None:

@@ -42,7 +42,9 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 # resource's status long before.
 TTL_SECONDS_AFTER_FINISHED: Final = 3 * 24 * 3600
 # An import has no budget; six hours covers hundreds of thousands of images and
-# still stops an import that hangs on an unreachable source.
+# still stops an import that hangs on an unreachable source. The pods of a
+# fan-out import their slices side by side, so the same bound covers that many
+# times more images (pods left pending by a full cluster count against it too).
 IMPORT_DEADLINE_SECONDS: Final = 6 * 3600
 # The training deadline is a backstop, not the budget: the trainer itself stops
 # searching when the measured budget is spent. activeDeadlineSeconds counts wall
@@ -53,7 +55,8 @@ IMPORT_DEADLINE_SECONDS: Final = 6 * 3600
 TRAINING_DEADLINE_MARGIN: Final = 2.0
 TRAINING_STARTUP_ALLOWANCE_SECONDS: Final = 30 * 60
 # Retries of a pod that failed on its own (OOM, a crash); disruptions such as
-# preemption or node loss are not counted (see the pod failure policy).
+# preemption or node loss are not counted (see the pod failure policy). A
+# fan-out import retries each slice's pod this often on its own.
 IMPORT_BACKOFF_LIMIT: Final = 2
 TRAINING_BACKOFF_LIMIT: Final = 3
 # PyTorch's DataLoader workers pass batches through /dev/shm; the container
@@ -142,8 +145,19 @@ def training_deadline_seconds(budget_milli_node_hours: int, nodes: int) -> int:
     return TRAINING_STARTUP_ALLOWANCE_SECONDS + math.ceil(budget_wall_seconds * TRAINING_DEADLINE_MARGIN)
 
 
-def build_import_job(dataset: Dataset, config: OperatorConfig) -> dict[str, Any]:
-    """The batch/v1 Job that imports a Dataset with ``autovision-trainer import``."""
+def build_import_job(dataset: Dataset, config: OperatorConfig, pods: int = 1) -> dict[str, Any]:
+    """The batch/v1 Job that imports a Dataset with ``autovision-trainer import`` in ``pods`` pods.
+
+    Several pods make an Indexed Job run with ``--slices``: pod k (its
+    JOB_COMPLETION_INDEX) validates and packs slice k of the source, and pod 0 then
+    waits for the other slices and merges them into the version, completion marker
+    last. All pods are created at once (parallelism = completions); as pod 0 keeps
+    its place while it waits, a cluster must fit two of them at a time (each asks
+    for IMPORT_REQUESTS) for the slices to get through. Each slice's pod is
+    retried on its own (backoffLimitPerIndex); a slice out of retries fails the
+    whole Job at once (maxFailedIndexes 0): the version needs every slice, and pod 0
+    would otherwise wait for it until the deadline.
+    """
     spec, split = dataset.spec, dataset.spec.split
     stored_as = dataset_storage_name(str(dataset.metadata.namespace), str(dataset.metadata.name))
     args = ImportArgs(
@@ -154,16 +168,22 @@ def build_import_job(dataset: Dataset, config: OperatorConfig) -> dict[str, Any]
         validation=split.validation,
         test=split.test,
         seed=split.seed,
+        slices=pods,
     ).to_args()
     container = _container(args, config, credentials_secret(dataset, config), {"requests": dict(IMPORT_REQUESTS)})
     pod_spec = _pod_spec(container, config, volumes=[_tmp_volume()])
-    return _job(
-        dataset,
-        import_job_name(str(dataset.metadata.name)),
-        "import",
-        pod_spec,
-        {"activeDeadlineSeconds": IMPORT_DEADLINE_SECONDS, "backoffLimit": IMPORT_BACKOFF_LIMIT},
-    )
+    job_spec: dict[str, Any] = {"activeDeadlineSeconds": IMPORT_DEADLINE_SECONDS}
+    if pods > 1:
+        job_spec |= {
+            "completionMode": "Indexed",
+            "completions": pods,
+            "parallelism": pods,
+            "backoffLimitPerIndex": IMPORT_BACKOFF_LIMIT,
+            "maxFailedIndexes": 0,
+        }
+    else:
+        job_spec["backoffLimit"] = IMPORT_BACKOFF_LIMIT
+    return _job(dataset, import_job_name(str(dataset.metadata.name)), "import", pod_spec, job_spec)
 
 
 def build_training_job(

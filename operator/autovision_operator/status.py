@@ -50,12 +50,20 @@ SPEC_CHANGE_REFUSED: Final = "SpecChangeRefused"
 RUN_SPEC_ANNOTATION: Final = "autovision.dev/run-spec"
 # Spec fields that only matter when the resource is deleted: they may change at any time.
 MUTABLE_FIELDS: Final = frozenset({"artifactPolicy"})
+# A pod of an import fanned out over an Indexed Job failed more often than its slice may retry.
+SLICE_FAILED: Final = "SliceFailed"
+# The labels the Job controller puts on its pods: which Job, and which index of an Indexed Job.
+JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
+JOB_INDEX_LABEL: Final = "batch.kubernetes.io/job-completion-index"
 # Job failure reasons (batch/v1 JobCondition) and what they mean to a user.
 _FAILURE_REASONS: Final = {
     # Our pod failure policy fails the Job at once on the trainer's bad-input exit code.
     "PodFailurePolicy": "InvalidInput",
     "BackoffLimitExceeded": "BackoffLimitExceeded",
     "DeadlineExceeded": "DeadlineExceeded",
+    # An index of an Indexed Job ran out of its backoffLimitPerIndex: a slice of a fanned-out import.
+    "MaxFailedIndexesExceeded": SLICE_FAILED,
+    "FailedIndexes": SLICE_FAILED,
 }
 
 
@@ -90,6 +98,10 @@ class JobObservation:
     reason: str = ""
     message: str = ""
     failed_pods: int = 0
+    pods: int = 1
+    """The Job's completions: the pods of an Indexed Job, one each."""
+    failed_indexes: str = ""
+    """The indexes out of retries (``status.failedIndexes``, e.g. ``1,3-5``), with backoffLimitPerIndex."""
 
 
 def observe_job(name: str, job: Mapping[str, Any] | None) -> JobObservation:
@@ -101,21 +113,20 @@ def observe_job(name: str, job: Mapping[str, Any] | None) -> JobObservation:
     if job is None:
         return JobObservation(name, JobPhase.MISSING)
     status = job.get("status") or {}
+    failed_pods = int(status.get("failed", 0))
+    pods = int((job.get("spec") or {}).get("completions") or 1)
+    failed_indexes = str(status.get("failedIndexes") or "")
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
         if condition.get("type") == "Complete":
-            return JobObservation(name, JobPhase.SUCCEEDED, condition.get("reason", ""), condition.get("message", ""))
+            reason, message = condition.get("reason", ""), condition.get("message", "")
+            return JobObservation(name, JobPhase.SUCCEEDED, reason, message, pods=pods)
         if condition.get("type") == "Failed":
-            return JobObservation(
-                name,
-                JobPhase.FAILED,
-                condition.get("reason", ""),
-                condition.get("message", ""),
-                failed_pods=int(status.get("failed", 0)),
-            )
+            reason, message = condition.get("reason", ""), condition.get("message", "")
+            return JobObservation(name, JobPhase.FAILED, reason, message, failed_pods, pods, failed_indexes)
     phase = JobPhase.RUNNING if int(status.get("ready", 0)) > 0 else JobPhase.PENDING
-    return JobObservation(name, phase, failed_pods=int(status.get("failed", 0)))
+    return JobObservation(name, phase, failed_pods=failed_pods, pods=pods, failed_indexes=failed_indexes)
 
 
 # --- conditions ---------------------------------------------------------------
@@ -225,14 +236,31 @@ def spec_change(
     return with_conditions(status, now, Cond(SPEC_CHANGE_REFUSED, ConditionStatus.FALSE, "SpecMatchesRun", message))
 
 
+def logs_command(job: JobObservation) -> str:
+    """The kubectl command that shows a Job's logs: of its one pod, or of the pods of its failed index(es)."""
+    if job.pods == 1:
+        return f"kubectl logs job/{job.name}"
+    selector = f"{JOB_NAME_LABEL}={job.name}"
+    if job.failed_indexes.isdigit():
+        selector += f",{JOB_INDEX_LABEL}={job.failed_indexes}"
+    return f"kubectl logs --prefix -l {selector}"
+
+
 def _failure(status: StatusT, job: JobObservation, activity: str, what: str, now: datetime) -> StatusT:
     """The conditions of a failed Job: Failed=True with a user-facing reason."""
     reason = _FAILURE_REASONS.get(job.reason, job.reason or "JobFailed")
     detail = f": {job.message}" if job.message else ""
     cause = f"{job.reason or 'no reason given'}{detail}"
-    message = f"the {what} Job {job.name} failed ({cause}); see `kubectl logs job/{job.name}`"
+    message = f"the {what} Job {job.name} failed ({cause}); see `{logs_command(job)}`"
     if reason == "InvalidInput":
-        message = f"the {what} rejected its input; `kubectl logs job/{job.name}` says why"
+        message = f"the {what} rejected its input; `{logs_command(job)}` says why"
+        if job.pods > 1:
+            message += f" ({job.message or 'no detail'})"
+    return _failed(status, activity, reason, message, now)
+
+
+def _failed(status: StatusT, activity: str, reason: str, message: str, now: datetime) -> StatusT:
+    """A run that ended in failure: ``activity`` False, Failed True, Ready False, all with one reason."""
     return with_conditions(
         status,
         now,
@@ -253,7 +281,8 @@ def _in_flight(
     state, reason = (
         ("running", "JobRunning") if job.phase is JobPhase.RUNNING else ("waiting for its pods", "JobPending")
     )
-    message = f"the {what} Job {job.name} is {state}{retries}"
+    spread = f" ({job.pods} pods)" if job.pods > 1 else ""
+    message = f"the {what} Job {job.name}{spread} is {state}{retries}"
     if detail and job.phase is JobPhase.RUNNING:
         message += f": {detail}"
     return with_conditions(
@@ -288,6 +317,10 @@ def dataset_status(
     progress: ImportProgress | None = None,
 ) -> DatasetStatus:
     """A Dataset's status from its import Job, how far a running import is, and, once it succeeded, its result."""
+    if job.phase is not JobPhase.MISSING:
+        status = status.model_copy(update={"import_pods": job.pods})
+    if job.phase is JobPhase.FAILED and _FAILURE_REASONS.get(job.reason) == SLICE_FAILED:
+        return _slice_failed(status, job, now)
     if job.phase is JobPhase.FAILED:
         return _failure(status, job, IMPORTING, "import", now)
     if job.phase is not JobPhase.SUCCEEDED:
@@ -310,6 +343,21 @@ def dataset_status(
         _data_warnings(report),
         Cond(READY, ConditionStatus.TRUE, "Imported", message),
     )
+
+
+def _slice_failed(status: DatasetStatus, job: JobObservation, now: datetime) -> DatasetStatus:
+    """A fanned-out import whose slice(s) ran out of retries: which, of how many, and where their logs are.
+
+    The version needs every slice, so the Job stops at the first one lost (and pod 0 stops waiting for it).
+    """
+    indexes = job.failed_indexes or "?"
+    several = not indexes.isdigit()
+    message = (
+        f"the pod{'s' if several else ''} of slice{'s' if several else ''} {indexes} (of {job.pods}) "
+        f"of the import Job {job.name} failed and ran out of retries, so the import stopped; "
+        f"`{logs_command(job)}` says why"
+    )
+    return _failed(status, IMPORTING, SLICE_FAILED, message, now)
 
 
 def _data_warnings(report: ImportReportSummary) -> Cond:

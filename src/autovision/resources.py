@@ -48,6 +48,8 @@ ObjectName = Annotated[
 # Any URI with a scheme (s3://, file://, gs://, https://): storage is fsspec's business.
 Uri = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*://\S+$")]
 Count = Annotated[int, Field(ge=0)]
+MAX_IMPORT_PODS: Final = 256
+"""The most pods (slices) one import fans out over: the trainer's ``--slices`` bound too."""
 
 
 class WireModel(BaseModel):
@@ -239,6 +241,15 @@ class DatasetSpec(WireModel):
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the source; "
         "when absent, the operator's own storage credentials are used.",
     )
+    import_pods: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_IMPORT_PODS,
+        description="Pods the import fans out over in a cluster (an Indexed Job): each validates and packs its "
+        "slice of the source, pod 0 then merges them into the version. When unset, the operator derives it "
+        "from the source's size (one pod per about 100,000 images, at most 32); a prefix of label folders, "
+        "or a source the operator cannot read with its own credentials, gets one pod.",
+    )
 
 
 class SplitCounts(StatusModel):
@@ -264,6 +275,9 @@ class DatasetStatus(ResourceStatus):
     version: str | None = Field(default=None, description="Content address of the imported data, e.g. sha256-<hex>.")
     counts: DatasetCounts | None = Field(default=None, description="Image counts of the imported version.")
     report_uri: str | None = Field(default=None, description="URI of the import report (report.json).")
+    import_pods: int | None = Field(
+        default=None, description="Pods the import Job runs in: spec.importPods, or the default from the source."
+    )
 
 
 # --- TrainingJob ------------------------------------------------------------

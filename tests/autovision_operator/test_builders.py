@@ -69,7 +69,7 @@ def test_import_job_is_valid_and_runs_the_import_contract() -> None:
     assert container(job)["command"] == ["autovision-trainer"]
     assert container(job)["args"] == [
         "import", "--name", "ml/flowers", "--source", "s3://bucket/flowers.zip", "--task", "SingleLabel",
-        "--train", "70", "--validation", "20", "--test", "10", "--seed", "0",
+        "--train", "70", "--validation", "20", "--test", "10", "--seed", "0", "--slices", "1",
     ]  # fmt: skip
     assert container(job)["image"] == "ghcr.io/autovision/trainer:0.1.0"
     assert env(job)["AUTOVISION_STORAGE_ROOT"] == "s3://autovision"
@@ -119,6 +119,29 @@ def test_import_job_needs_no_gpu_and_has_a_deadline() -> None:
     assert "nodeSelector" not in pod_spec(job)
     assert job["spec"]["activeDeadlineSeconds"] == builders.IMPORT_DEADLINE_SECONDS
     assert "completionMode" not in job["spec"]
+
+
+def test_an_import_over_several_pods_is_an_indexed_job_of_slices() -> None:
+    single = builders.build_import_job(make_dataset(), make_config())
+    job = builders.build_import_job(make_dataset(), make_config(), pods=8)
+    validate(job)
+    spec = job["spec"]
+    assert {key: spec[key] for key in ("completionMode", "completions", "parallelism")} == {
+        "completionMode": "Indexed",
+        "completions": 8,
+        "parallelism": 8,
+    }
+    # Each slice is retried on its own; one out of retries fails the Job at once (pod 0 would wait for it in vain).
+    assert spec["backoffLimitPerIndex"] == builders.IMPORT_BACKOFF_LIMIT
+    assert spec["maxFailedIndexes"] == 0
+    assert "backoffLimit" not in spec, "the per-index limit bounds the retries"
+    assert spec["activeDeadlineSeconds"] == builders.IMPORT_DEADLINE_SECONDS
+    assert spec["podFailurePolicy"] == single["spec"]["podFailurePolicy"], "bad input in any slice fails the Job"
+    args = parse_trainer_args(container(job)["args"])
+    assert isinstance(args, ImportArgs)
+    assert args.slices == 8
+    assert container(job)["args"][:-2] == container(single)["args"][:-2], "only the number of slices differs"
+    assert job["metadata"]["name"] == single["metadata"]["name"], "one Job per Dataset, however many pods"
 
 
 @pytest.mark.parametrize("build", ["import", "training"])

@@ -200,6 +200,65 @@ def test_dataset_import_failed(job_reason: str, reason: str) -> None:
     assert is_finished(status)
 
 
+INDEXED = {"completionMode": "Indexed", "completions": 8, "parallelism": 8, "backoffLimitPerIndex": 2}
+
+
+def test_an_import_over_several_pods_says_how_many() -> None:
+    running = observe_job(JOB, {**job_with({"active": 8, "ready": 8, "failed": 1}), "spec": INDEXED})
+    assert (running.pods, running.failed_pods) == (8, 1)
+    status = dataset_status(DatasetStatus(), running, None, T0)
+    assert status.import_pods == 8
+    importing = find_condition(status.conditions, "Importing")
+    assert importing is not None
+    assert importing.message == f"the import Job {JOB} (8 pods) is running (1 pod failures so far)"
+    single = dataset_status(DatasetStatus(), observe_job(JOB, job_with({"active": 1, "ready": 1})), None, T0)
+    assert single.import_pods == 1
+
+
+def test_a_slice_out_of_retries_fails_the_import_naming_it_and_its_logs() -> None:
+    # What the Job controller writes when an index exceeds backoffLimitPerIndex under maxFailedIndexes 0.
+    lost = {
+        "failed": 3,
+        "failedIndexes": "5",
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "MaxFailedIndexesExceeded"},
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "MaxFailedIndexesExceeded",
+                "message": "Job has exceeded the specified maximal number of failed indexes",
+            },
+        ],
+    }
+    status = dataset_status(DatasetStatus(), observe_job(JOB, {**job_with(lost), "spec": INDEXED}), None, T0)
+    assert condition(status, "Failed") == ("True", "SliceFailed")
+    assert condition(status, "Ready") == ("False", "SliceFailed")
+    assert condition(status, "Importing") == ("False", "Failed")
+    failure = find_condition(status.conditions, "Failed")
+    assert failure is not None
+    assert "slice 5 (of 8)" in failure.message
+    selector = f"batch.kubernetes.io/job-name={JOB},batch.kubernetes.io/job-completion-index=5"
+    assert f"`kubectl logs --prefix -l {selector}`" in failure.message
+    assert is_finished(status)
+    several = dataset_status(
+        DatasetStatus(), observe_job(JOB, {**job_with(lost | {"failedIndexes": "1,5"}), "spec": INDEXED}), None, T0
+    )
+    message = next(c.message for c in several.conditions if c.type == "Failed")
+    assert "slices 1,5 (of 8)" in message
+    assert f"-l batch.kubernetes.io/job-name={JOB}`" in message, "the logs of every pod: two indexes failed"
+
+
+def test_bad_input_in_one_slice_names_its_pod() -> None:
+    message = "Container trainer for pod ml/flowers-import-3-x7k2p failed with exit code 2 matching FailJob rule"
+    job = JobObservation(JOB, JobPhase.FAILED, "PodFailurePolicy", message, failed_pods=1, pods=8)
+    status = dataset_status(DatasetStatus(), job, None, T0)
+    assert condition(status, "Failed") == ("True", "InvalidInput")
+    failure = find_condition(status.conditions, "Failed")
+    assert failure is not None
+    assert "flowers-import-3-x7k2p" in failure.message
+    assert f"-l batch.kubernetes.io/job-name={JOB}`" in failure.message
+
+
 def test_missing_job_is_reported() -> None:
     status = dataset_status(DatasetStatus(), JobObservation(JOB, JobPhase.MISSING), None, T0)
     assert condition(status, "Ready") == ("False", "JobMissing")
@@ -324,7 +383,7 @@ def test_status_patch_carries_only_changes_in_wire_format() -> None:
     old = started(DatasetStatus(), 1)
     new = dataset_status(old, JobObservation(JOB, JobPhase.SUCCEEDED), import_result(), T0)
     patch = status_patch(old, new)
-    assert set(patch) == {"conditions", "version", "counts", "reportUri"}
+    assert set(patch) == {"conditions", "version", "counts", "reportUri", "importPods"}
     assert patch["counts"]["perLabel"]["daisy"] == {"train": 40, "validation": 5, "test": 5}
     assert patch["conditions"][0]["lastTransitionTime"] == "2026-11-23T12:00:00Z"
     assert status_patch(new, old)["version"] is None  # merge-patch deletion

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, CliApp, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from autovision.resources import Backbone, EdgeFormat, OptimizeFor, Task
+from autovision.resources import MAX_IMPORT_PODS, Backbone, EdgeFormat, OptimizeFor, Task
 
 # How long the workers of nodes other than node 0 wait for node 0's study server.
 CONNECT_TIMEOUT_SECONDS = 600.0
@@ -96,7 +96,7 @@ class ImportArgs(TrainerArgs):
     slices: int = Field(
         default=1,
         ge=1,
-        le=256,
+        le=MAX_IMPORT_PODS,
         description="Slices the source is cut into, each validated and packed by its own pod of an Indexed Job "
         "(its slice: the pod's JOB_COMPLETION_INDEX) or local process; pod 0 then merges them into the version.",
     )
