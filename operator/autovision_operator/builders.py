@@ -193,7 +193,7 @@ def build_training_job(
         dataset=dataset_storage_name(str(meta.namespace), spec.dataset_ref.name),
         dataset_version=dataset.status.version,
         budget_milli_node_hours=spec.budget_milli_node_hours,
-        optimize_for=spec.optimize_for,
+        optimize_for=spec.search_optimize_for,
         early_stopping=spec.early_stopping,
         backbone=[backbone.as_option() for backbone in spec.backbones],
         export_format=spec.export.formats,

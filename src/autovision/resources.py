@@ -277,6 +277,38 @@ class OptimizeFor(StrEnum):
     HIGH_ACCURACY = "HighAccuracy"
 
 
+class TrainingTarget(StrEnum):
+    """Where the trained model runs: behind a Triton endpoint (Cloud) or on a phone or small device (Edge)."""
+
+    CLOUD = "Cloud"
+    EDGE = "Edge"
+
+    def export_formats(self, requested: Sequence[EdgeFormat]) -> list[EdgeFormat]:
+        """The edge formats a run writes: an Edge run's model is a ``.tflite`` file, whether asked for or not."""
+        implied = [EdgeFormat.TFLITE] if self is TrainingTarget.EDGE else []
+        return list(dict.fromkeys([*implied, *requested]))
+
+
+class EdgePreset(StrEnum):
+    """AutoML Vision Edge's three model presets, each one of ``OptimizeFor``'s trade-offs."""
+
+    HIGHER_ACCURACY = "HigherAccuracy"
+    BEST_TRADE_OFF = "BestTradeOff"
+    FASTER_PREDICTIONS = "FasterPredictions"
+
+    @property
+    def optimize_for(self) -> OptimizeFor:
+        """The trade-off the search optimises for this preset."""
+        return _PRESET_OPTIMIZE_FOR[self]
+
+
+_PRESET_OPTIMIZE_FOR: Final = {
+    EdgePreset.HIGHER_ACCURACY: OptimizeFor.HIGH_ACCURACY,
+    EdgePreset.BEST_TRADE_OFF: OptimizeFor.BALANCED,
+    EdgePreset.FASTER_PREDICTIONS: OptimizeFor.LOW_LATENCY,
+}
+
+
 class EdgeFormat(StrEnum):
     """The edge formats a run may write besides ONNX, TorchScript and int8 ONNX (docs/edge.md)."""
 
@@ -424,6 +456,13 @@ class BaseModelRef(ModelRef):
     )
 
 
+_PRESET_NEEDS_EDGE: Final = "edgePreset is a preset of target Edge: set target: Edge, or remove edgePreset"
+_PRESET_SETS_OPTIMIZE_FOR: Final = (
+    "edgePreset sets optimizeFor (HigherAccuracy: HighAccuracy, BestTradeOff: Balanced, FasterPredictions: "
+    "LowLatency): set one of them"
+)
+
+
 class TrainingJobSpec(WireModel):
     """What to train on and how much it may cost."""
 
@@ -433,7 +472,9 @@ class TrainingJobSpec(WireModel):
                 {
                     "rule": "!has(self.baseModel) || !has(self.backbones) || size(self.backbones) == 0",
                     "message": "a TrainingJob with baseModel trains the base's architecture: remove backbones",
-                }
+                },
+                {"rule": "!has(self.edgePreset) || self.target == 'Edge'", "message": _PRESET_NEEDS_EDGE},
+                {"rule": "!has(self.edgePreset) || !has(self.optimizeFor)", "message": _PRESET_SETS_OPTIMIZE_FOR},
             ]
         }
     )
@@ -451,8 +492,22 @@ class TrainingJobSpec(WireModel):
         "that cannot buy one validated model on the data and device is refused before training with a "
         "BudgetTooSmall condition giving an estimate of the smallest that would.",
     )
-    optimize_for: OptimizeFor = Field(
-        default=OptimizeFor.BALANCED, description="Balanced, LowLatency (smaller, faster models) or HighAccuracy."
+    optimize_for: OptimizeFor | None = Field(
+        default=None,
+        description="Balanced (the default), LowLatency (smaller, faster models) or HighAccuracy. Not with "
+        "edgePreset, which sets it.",
+    )
+    target: TrainingTarget = Field(
+        default=TrainingTarget.CLOUD,
+        description="Cloud (served by Triton) or Edge (a phone or small device): an Edge run measures each "
+        "trial's latency with the LiteRT interpreter on one CPU thread (a stand-in for a phone's CPU), records "
+        "its .tflite size, and writes model.tflite (tflite is added to export.formats; it needs the edge extra "
+        "in the trainer image).",
+    )
+    edge_preset: EdgePreset | None = Field(
+        default=None,
+        description="AutoML Vision Edge's presets, target Edge only: HigherAccuracy (optimizeFor HighAccuracy), "
+        "BestTradeOff (Balanced) or FasterPredictions (LowLatency). Not with optimizeFor.",
     )
     early_stopping: bool = Field(
         default=True, description="Stop before the budget is spent when the search stops improving."
@@ -482,6 +537,21 @@ class TrainingJobSpec(WireModel):
         if self.base_model is not None and self.backbones:
             raise ValueError("a TrainingJob with baseModel trains the base's architecture: remove backbones")
         return self
+
+    @model_validator(mode="after")
+    def _preset_only_for_edge_and_alone(self) -> Self:
+        if self.edge_preset is not None and self.target is not TrainingTarget.EDGE:
+            raise ValueError(_PRESET_NEEDS_EDGE)
+        if self.edge_preset is not None and self.optimize_for is not None:
+            raise ValueError(_PRESET_SETS_OPTIMIZE_FOR)
+        return self
+
+    @property
+    def search_optimize_for(self) -> OptimizeFor:
+        """What the search optimises: the edge preset's trade-off, else ``optimizeFor`` (Balanced by default)."""
+        if self.edge_preset is not None:
+            return self.edge_preset.optimize_for
+        return self.optimize_for or OptimizeFor.BALANCED
 
     @field_validator("backbones")
     @classmethod
