@@ -194,6 +194,7 @@ def build_training_job(
         dataset_version=dataset.status.version,
         budget_milli_node_hours=spec.budget_milli_node_hours,
         optimize_for=spec.search_optimize_for,
+        target=spec.target,
         early_stopping=spec.early_stopping,
         backbone=[backbone.as_option() for backbone in spec.backbones],
         export_format=spec.export.formats,
