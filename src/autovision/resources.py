@@ -593,6 +593,12 @@ class BestTrial(StatusModel):
     architecture: str = Field(description="Model architecture of the trial.")
     metric: str = Field(description="Name of the metric optimised, e.g. accuracy.")
     value: float = Field(description="The trial's value of that metric on validation data.")
+    latency_ms: float | None = Field(
+        default=None,
+        description="Its batch-1 latency in milliseconds: PyTorch on the training device (target Cloud), or its "
+        ".tflite file in the LiteRT interpreter on one CPU thread (target Edge; a stand-in for a phone's CPU).",
+    )
+    model_bytes: Count | None = Field(default=None, description="Size of its .tflite file in bytes (target Edge).")
 
 
 class Artifacts(StatusModel):
