@@ -379,9 +379,9 @@ SPLIT = [{"trainingJob": "run-a", "percent": 90}, {"trainingJob": "run-b", "perc
     ("kind", "spec", "message"),
     [
         ("Dataset", {"split": {"train": 80, "validation": 10, "test": 20}}, None),
-        ("TrainingJob", {"optimizeFor": None, "edgePreset": "BestTradeOff"}, "edgePreset is a preset of target Edge"),
-        ("TrainingJob", {"target": "Cloud", "optimizeFor": None, "edgePreset": "HigherAccuracy"}, "target: Edge"),
-        ("TrainingJob", {"target": "Edge", "edgePreset": "FasterPredictions"}, "edgePreset sets optimizeFor"),
+        ("TrainingJob", {"optimizeFor": None, "edgePreset": "BestTradeOff"}, "needs target Edge"),
+        ("TrainingJob", {"target": "Cloud", "optimizeFor": None, "edgePreset": "HigherAccuracy"}, "(--target edge)"),
+        ("TrainingJob", {"target": "Edge", "edgePreset": "FasterPredictions"}, "an edge preset sets optimizeFor"),
         ("ModelDeployment", {"modelRef": {"trainingJob": "run", "uri": "s3://b/m"}}, "set exactly one of"),
         ("ModelDeployment", {"autoscaling": {"minNodes": 3, "maxNodes": 2}}, None),
         ("ModelDeployment", {"modelRef": None, "traffic": [{"trainingJob": "run-a", "percent": 90}]}, "sum to 100"),

@@ -392,8 +392,8 @@ def test_an_edge_target_without_a_preset_keeps_optimize_for() -> None:
 
 
 def test_a_preset_needs_the_edge_target_and_no_optimize_for() -> None:
-    rejects(training_job(edgePreset="BestTradeOff"), "edgePreset is a preset of target Edge")
-    rejects(training_job(target="Edge", edgePreset="BestTradeOff", optimizeFor="Balanced"), "set one of them")
+    rejects(training_job(edgePreset="BestTradeOff"), "needs target Edge (--target edge)")
+    rejects(training_job(target="Edge", edgePreset="BestTradeOff", optimizeFor="Balanced"), "give one or the other")
 
 
 def test_an_edge_target_writes_tflite_whatever_formats_were_asked_for() -> None:

@@ -456,11 +456,28 @@ class BaseModelRef(ModelRef):
     )
 
 
-_PRESET_NEEDS_EDGE: Final = "edgePreset is a preset of target Edge: set target: Edge, or remove edgePreset"
+_PRESET_NEEDS_EDGE: Final = "an edge preset (edgePreset, --edge-preset) needs target Edge (--target edge)"
 _PRESET_SETS_OPTIMIZE_FOR: Final = (
-    "edgePreset sets optimizeFor (HigherAccuracy: HighAccuracy, BestTradeOff: Balanced, FasterPredictions: "
-    "LowLatency): set one of them"
+    "an edge preset sets optimizeFor (HigherAccuracy: HighAccuracy, BestTradeOff: Balanced, FasterPredictions: "
+    "LowLatency): give one or the other"
 )
+
+
+def search_trade_off(
+    target: TrainingTarget, edge_preset: EdgePreset | None, optimize_for: OptimizeFor | None
+) -> OptimizeFor:
+    """The trade-off a search optimises: the edge preset's, else ``optimize_for`` (Balanced when neither is given).
+
+    ValueError when a preset is given without target Edge, or together with ``optimize_for``
+    (the TrainingJob's CEL rules and ``autovision train`` refuse the same).
+    """
+    if edge_preset is None:
+        return optimize_for or OptimizeFor.BALANCED
+    if target is not TrainingTarget.EDGE:
+        raise ValueError(_PRESET_NEEDS_EDGE)
+    if optimize_for is not None:
+        raise ValueError(_PRESET_SETS_OPTIMIZE_FOR)
+    return edge_preset.optimize_for
 
 
 class TrainingJobSpec(WireModel):
@@ -540,18 +557,13 @@ class TrainingJobSpec(WireModel):
 
     @model_validator(mode="after")
     def _preset_only_for_edge_and_alone(self) -> Self:
-        if self.edge_preset is not None and self.target is not TrainingTarget.EDGE:
-            raise ValueError(_PRESET_NEEDS_EDGE)
-        if self.edge_preset is not None and self.optimize_for is not None:
-            raise ValueError(_PRESET_SETS_OPTIMIZE_FOR)
+        search_trade_off(self.target, self.edge_preset, self.optimize_for)
         return self
 
     @property
     def search_optimize_for(self) -> OptimizeFor:
         """What the search optimises: the edge preset's trade-off, else ``optimizeFor`` (Balanced by default)."""
-        if self.edge_preset is not None:
-            return self.edge_preset.optimize_for
-        return self.optimize_for or OptimizeFor.BALANCED
+        return search_trade_off(self.target, self.edge_preset, self.optimize_for)
 
     @field_validator("backbones")
     @classmethod
