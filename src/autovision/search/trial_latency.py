@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +80,21 @@ def litert_latency(model: nn.Module, preprocess: PreprocessConfig, labels: Seque
 
     size = preprocess.size
     spec = EdgeInput(labels=tuple(labels), size=size, mean=preprocess.mean, std=preprocess.std)
-    with tempfile.TemporaryDirectory(prefix="autovision-trial-tflite-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="autovision-trial-tflite-") as workdir, _converter_quiet():
         path = export_tflite(model.cpu().eval(), torch.zeros(1, 3, size, size), spec, Path(workdir) / "model.tflite")
         image = np.zeros((1, 3, size, size), dtype=np.float32)
         times = tflite_latency(path, image, TIMED_RUNS, WARMUP_RUNS)
         return TrialLatency(statistics.median(times), LatencyMethod.LITERT, path.stat().st_size)
+
+
+@contextmanager
+def _converter_quiet() -> Iterator[None]:
+    """Without litert-torch's progress lines on stdout (about 15 per conversion), which every trial would print."""
+    from litert_torch import progress
+
+    loud = progress.console.quiet
+    progress.console.quiet = True
+    try:
+        yield
+    finally:
+        progress.console.quiet = loud
