@@ -279,7 +279,10 @@ def test_enums_defaults_and_bounds_reach_the_schema() -> None:
     spec = schema_of(next(model for model in RESOURCE_TYPES if model.__name__ == "TrainingJob"))["properties"]["spec"]
     properties = spec["properties"]
     assert properties["optimizeFor"]["enum"] == ["Balanced", "LowLatency", "HighAccuracy"]
-    assert properties["optimizeFor"]["default"] == "Balanced"
+    assert "default" not in properties["optimizeFor"], "absent means Balanced, so that edgePreset may set it"
+    assert properties["target"]["enum"] == ["Cloud", "Edge"]
+    assert properties["target"]["default"] == "Cloud"
+    assert properties["edgePreset"]["enum"] == ["HigherAccuracy", "BestTradeOff", "FasterPredictions"]
     assert properties["artifactPolicy"]["enum"] == ["Retain", "Delete"]
     assert properties["budgetMilliNodeHours"]["minimum"] == 10
     assert properties["resources"]["properties"]["nodeSelector"]["additionalProperties"] == {"type": "string"}
@@ -343,6 +346,8 @@ def example_of(kind: str) -> dict[str, Any]:
         ("Dataset", "source", "flowers.zip"),
         ("Dataset", "spilt", {"train": 80}),
         ("TrainingJob", "optimizeFor", "Fastest"),
+        ("TrainingJob", "target", "Phone"),
+        ("TrainingJob", "edgePreset", "LowLatency"),
         ("TrainingJob", "budgetMilliNodeHours", 0),
         ("TrainingJob", "resources", {"nodes": 0}),
         ("TrainingJob", "backbones", [{"name": "mine", "architecture": "resnet152", "weightsUri": "s3://b/w.pth"}]),
@@ -374,6 +379,9 @@ SPLIT = [{"trainingJob": "run-a", "percent": 90}, {"trainingJob": "run-b", "perc
     ("kind", "spec", "message"),
     [
         ("Dataset", {"split": {"train": 80, "validation": 10, "test": 20}}, None),
+        ("TrainingJob", {"optimizeFor": None, "edgePreset": "BestTradeOff"}, "needs target Edge"),
+        ("TrainingJob", {"target": "Cloud", "optimizeFor": None, "edgePreset": "HigherAccuracy"}, "(--target edge)"),
+        ("TrainingJob", {"target": "Edge", "edgePreset": "FasterPredictions"}, "an edge preset sets optimizeFor"),
         ("ModelDeployment", {"modelRef": {"trainingJob": "run", "uri": "s3://b/m"}}, "set exactly one of"),
         ("ModelDeployment", {"autoscaling": {"minNodes": 3, "maxNodes": 2}}, None),
         ("ModelDeployment", {"modelRef": None, "traffic": [{"trainingJob": "run-a", "percent": 90}]}, "sum to 100"),

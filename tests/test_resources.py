@@ -19,6 +19,7 @@ from autovision.resources import (
     DatasetSpec,
     DatasetStatus,
     EdgeFormat,
+    EdgePreset,
     ModelDeployment,
     ModelDeploymentSpec,
     OptimizeFor,
@@ -27,6 +28,7 @@ from autovision.resources import (
     Task,
     TrainingJob,
     TrainingJobSpec,
+    TrainingTarget,
     find_condition,
     parse_resource,
     set_condition,
@@ -75,7 +77,10 @@ def test_minimal_manifests_get_documented_defaults() -> None:
     assert (ds.spec.split.train, ds.spec.split.validation, ds.spec.split.test) == (80, 10, 10)
     assert ds.spec.storage_secret_ref is None
     assert ds.spec.import_pods is None, "derived by the operator"
-    assert tj.spec.optimize_for is OptimizeFor.BALANCED
+    assert tj.spec.optimize_for is None
+    assert tj.spec.search_optimize_for is OptimizeFor.BALANCED
+    assert tj.spec.target is TrainingTarget.CLOUD
+    assert tj.spec.edge_preset is None
     assert tj.spec.early_stopping is True
     assert tj.spec.artifact_policy is ArtifactPolicy.RETAIN
     assert (tj.spec.resources.nodes, tj.spec.resources.gpus_per_node) == (1, 1)
@@ -369,3 +374,36 @@ def test_training_job_export_formats_are_edge_formats_only() -> None:
     assert isinstance(tj, TrainingJob)
     assert tj.spec.export.formats == [EdgeFormat.TFLITE, EdgeFormat.EXECUTORCH]
     rejects(training_job(export={"formats": ["onnx"]}), "spec.export.formats.0")
+
+
+@pytest.mark.parametrize(
+    ("preset", "optimize_for"),
+    [
+        ("HigherAccuracy", OptimizeFor.HIGH_ACCURACY),
+        ("BestTradeOff", OptimizeFor.BALANCED),
+        ("FasterPredictions", OptimizeFor.LOW_LATENCY),
+    ],
+)
+def test_each_edge_preset_is_one_optimize_for(preset: str, optimize_for: OptimizeFor) -> None:
+    tj = parse_resource(training_job(target="Edge", edgePreset=preset))
+    assert isinstance(tj, TrainingJob)
+    assert tj.spec.edge_preset is EdgePreset(preset)
+    assert tj.spec.search_optimize_for is optimize_for
+
+
+def test_an_edge_target_without_a_preset_keeps_optimize_for() -> None:
+    tj = parse_resource(training_job(target="Edge", optimizeFor="HighAccuracy"))
+    assert isinstance(tj, TrainingJob)
+    assert (tj.spec.target, tj.spec.search_optimize_for) == (TrainingTarget.EDGE, OptimizeFor.HIGH_ACCURACY)
+
+
+def test_a_preset_needs_the_edge_target_and_no_optimize_for() -> None:
+    rejects(training_job(edgePreset="BestTradeOff"), "needs target Edge (--target edge)")
+    rejects(training_job(target="Edge", edgePreset="BestTradeOff", optimizeFor="Balanced"), "give one or the other")
+
+
+def test_an_edge_target_writes_tflite_whatever_formats_were_asked_for() -> None:
+    asked = [EdgeFormat.COREML, EdgeFormat.TFLITE]
+    assert TrainingTarget.EDGE.export_formats([]) == [EdgeFormat.TFLITE]
+    assert TrainingTarget.EDGE.export_formats(asked) == [EdgeFormat.TFLITE, EdgeFormat.COREML]
+    assert TrainingTarget.CLOUD.export_formats([EdgeFormat.COREML]) == [EdgeFormat.COREML]

@@ -66,7 +66,7 @@ from autovision.export.measure import run_edge, run_onnx
 from autovision.monitor.reference import DriftReference
 from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.progress import Reporter
-from autovision.resources import Backbone, EdgeFormat, Task
+from autovision.resources import Backbone, EdgeFormat, Task, TrainingTarget
 from autovision.search.base_model import BaseModel, BaseModelError, check_fits, keep_base_weights
 from autovision.search.budget import milli_node_hours
 from autovision.search.final import FinalModel, fit_final, join_final_fit, pinned_plan
@@ -77,6 +77,7 @@ from autovision.search.records import trial_counts, write_progress
 from autovision.search.retrain_space import RetrainSpace
 from autovision.search.space import DatasetProfile, Space
 from autovision.search.summary import SearchResult, summarise
+from autovision.search.trial_latency import check_target
 from autovision.serving.publish import write_triton_repositories
 from autovision.storage import Storage
 from autovision.train.families import family_of
@@ -100,10 +101,12 @@ def train_run_uid(
     seed: int,
     backbones: Sequence[str] = (),
     base_uri: str | None = None,
+    target: TrainingTarget = TrainingTarget.CLOUD,
 ) -> str:
-    """The id of an ``autovision train`` run (the console's runs too): backbones and a base make a run of their
-    own; without them, run ids stay as they were before either existed."""
+    """The id of an ``autovision train`` run (the console's runs too): backbones, a base and an Edge target make
+    a run of their own; without them, run ids stay as they were before any existed."""
     parts = [*backbones, *([] if base_uri is None else ["base", base_uri])]
+    parts += [] if target is TrainingTarget.CLOUD else ["target", target.value]
     return run_uid(version, budget_milli_node_hours, optimize_for, early_stopping, seed, *parts)
 
 
@@ -147,7 +150,8 @@ def train_evaluate_export(
     from its final weights and only the learning rate and epochs are searched
     (``autovision.search.retrain_space``); a base whose labels or task are not
     the dataset's raises BaseModelError before anything is written. Then each of
-    ``edge_formats`` is written; ``EdgeUnavailableError`` before any training when one
+    ``edge_formats`` is written (tflite too for an Edge target, ``search.target``, whose
+    trials are timed in LiteRT); ``EdgeUnavailableError`` before any training when one
     cannot be here, and one that fails on the model is reported and leaves the others
     and the run unaffected. Every file written (ONNX, int8 ONNX, each edge format) is
     then run on the test split for evaluation.json's ``formats`` and the report's
@@ -157,8 +161,10 @@ def train_evaluate_export(
     if storage.exists(model_card_key(run.prefix)):
         reporter.note(f"run {run.uid} already complete: reusing it")
         return ModelCard.model_validate(storage.read_json(model_card_key(run.prefix)))
-    check_edge_formats(edge_formats, executorch_venv)
     settings = search or SearchSettings()
+    check_target(settings.target)
+    edge_formats = settings.target.export_formats(edge_formats)
+    check_edge_formats(edge_formats, executorch_venv)
     job = build_search_job(
         storage,
         dataset,
@@ -254,6 +260,8 @@ def train_evaluate_export(
             "architecture": result.candidate.architecture,
             "metric": result.metric,
             "value": result.chosen.value,
+            "latencyMs": result.chosen.latency_ms,
+            "modelBytes": result.chosen.model_bytes,
         },
         "milliNodeHoursUsed": card.milli_node_hours_used,
         "searchMilliNodeHoursUsed": milli_node_hours(result.seconds),
@@ -403,6 +411,7 @@ def join_search(
     """
     if not search.is_member_node:
         raise ValueError("join_search is for nodes other than node 0")
+    check_target(search.target)
     job = build_search_job(
         storage,
         dataset,

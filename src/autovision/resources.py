@@ -291,6 +291,38 @@ class OptimizeFor(StrEnum):
     HIGH_ACCURACY = "HighAccuracy"
 
 
+class TrainingTarget(StrEnum):
+    """Where the trained model runs: behind a Triton endpoint (Cloud) or on a phone or small device (Edge)."""
+
+    CLOUD = "Cloud"
+    EDGE = "Edge"
+
+    def export_formats(self, requested: Sequence[EdgeFormat]) -> list[EdgeFormat]:
+        """The edge formats a run writes: an Edge run's model is a ``.tflite`` file, whether asked for or not."""
+        implied = [EdgeFormat.TFLITE] if self is TrainingTarget.EDGE else []
+        return list(dict.fromkeys([*implied, *requested]))
+
+
+class EdgePreset(StrEnum):
+    """AutoML Vision Edge's three model presets, each one of ``OptimizeFor``'s trade-offs."""
+
+    HIGHER_ACCURACY = "HigherAccuracy"
+    BEST_TRADE_OFF = "BestTradeOff"
+    FASTER_PREDICTIONS = "FasterPredictions"
+
+    @property
+    def optimize_for(self) -> OptimizeFor:
+        """The trade-off the search optimises for this preset."""
+        return _PRESET_OPTIMIZE_FOR[self]
+
+
+_PRESET_OPTIMIZE_FOR: Final = {
+    EdgePreset.HIGHER_ACCURACY: OptimizeFor.HIGH_ACCURACY,
+    EdgePreset.BEST_TRADE_OFF: OptimizeFor.BALANCED,
+    EdgePreset.FASTER_PREDICTIONS: OptimizeFor.LOW_LATENCY,
+}
+
+
 class EdgeFormat(StrEnum):
     """The edge formats a run may write besides ONNX, TorchScript and int8 ONNX (docs/edge.md)."""
 
@@ -438,6 +470,30 @@ class BaseModelRef(ModelRef):
     )
 
 
+_PRESET_NEEDS_EDGE: Final = "an edge preset (edgePreset, --edge-preset) needs target Edge (--target edge)"
+_PRESET_SETS_OPTIMIZE_FOR: Final = (
+    "an edge preset sets optimizeFor (HigherAccuracy: HighAccuracy, BestTradeOff: Balanced, FasterPredictions: "
+    "LowLatency): give one or the other"
+)
+
+
+def search_trade_off(
+    target: TrainingTarget, edge_preset: EdgePreset | None, optimize_for: OptimizeFor | None
+) -> OptimizeFor:
+    """The trade-off a search optimises: the edge preset's, else ``optimize_for`` (Balanced when neither is given).
+
+    ValueError when a preset is given without target Edge, or together with ``optimize_for``
+    (the TrainingJob's CEL rules and ``autovision train`` refuse the same).
+    """
+    if edge_preset is None:
+        return optimize_for or OptimizeFor.BALANCED
+    if target is not TrainingTarget.EDGE:
+        raise ValueError(_PRESET_NEEDS_EDGE)
+    if optimize_for is not None:
+        raise ValueError(_PRESET_SETS_OPTIMIZE_FOR)
+    return edge_preset.optimize_for
+
+
 class TrainingJobSpec(WireModel):
     """What to train on and how much it may cost."""
 
@@ -447,7 +503,9 @@ class TrainingJobSpec(WireModel):
                 {
                     "rule": "!has(self.baseModel) || !has(self.backbones) || size(self.backbones) == 0",
                     "message": "a TrainingJob with baseModel trains the base's architecture: remove backbones",
-                }
+                },
+                {"rule": "!has(self.edgePreset) || self.target == 'Edge'", "message": _PRESET_NEEDS_EDGE},
+                {"rule": "!has(self.edgePreset) || !has(self.optimizeFor)", "message": _PRESET_SETS_OPTIMIZE_FOR},
             ]
         }
     )
@@ -465,8 +523,22 @@ class TrainingJobSpec(WireModel):
         "that cannot buy one validated model on the data and device is refused before training with a "
         "BudgetTooSmall condition giving an estimate of the smallest that would.",
     )
-    optimize_for: OptimizeFor = Field(
-        default=OptimizeFor.BALANCED, description="Balanced, LowLatency (smaller, faster models) or HighAccuracy."
+    optimize_for: OptimizeFor | None = Field(
+        default=None,
+        description="Balanced (the default), LowLatency (smaller, faster models) or HighAccuracy. Not with "
+        "edgePreset, which sets it.",
+    )
+    target: TrainingTarget = Field(
+        default=TrainingTarget.CLOUD,
+        description="Cloud (served by Triton) or Edge (a phone or small device): an Edge run measures each "
+        "trial's latency with the LiteRT interpreter on one CPU thread (a stand-in for a phone's CPU), records "
+        "its .tflite size, and writes model.tflite (tflite is added to export.formats; it needs the edge extra "
+        "in the trainer image).",
+    )
+    edge_preset: EdgePreset | None = Field(
+        default=None,
+        description="AutoML Vision Edge's presets, target Edge only: HigherAccuracy (optimizeFor HighAccuracy), "
+        "BestTradeOff (Balanced) or FasterPredictions (LowLatency). Not with optimizeFor.",
     )
     early_stopping: bool = Field(
         default=True, description="Stop before the budget is spent when the search stops improving."
@@ -496,6 +568,16 @@ class TrainingJobSpec(WireModel):
         if self.base_model is not None and self.backbones:
             raise ValueError("a TrainingJob with baseModel trains the base's architecture: remove backbones")
         return self
+
+    @model_validator(mode="after")
+    def _preset_only_for_edge_and_alone(self) -> Self:
+        search_trade_off(self.target, self.edge_preset, self.optimize_for)
+        return self
+
+    @property
+    def search_optimize_for(self) -> OptimizeFor:
+        """What the search optimises: the edge preset's trade-off, else ``optimizeFor`` (Balanced by default)."""
+        return search_trade_off(self.target, self.edge_preset, self.optimize_for)
 
     @field_validator("backbones")
     @classmethod
@@ -537,6 +619,12 @@ class BestTrial(StatusModel):
     architecture: str = Field(description="Model architecture of the trial.")
     metric: str = Field(description="Name of the metric optimised, e.g. accuracy.")
     value: float = Field(description="The trial's value of that metric on validation data.")
+    latency_ms: float | None = Field(
+        default=None,
+        description="Its batch-1 latency in milliseconds: PyTorch on the training device (target Cloud), or its "
+        ".tflite file in the LiteRT interpreter on one CPU thread (target Edge; a stand-in for a phone's CPU).",
+    )
+    model_bytes: Count | None = Field(default=None, description="Size of its .tflite file in bytes (target Edge).")
 
 
 class Artifacts(StatusModel):

@@ -10,7 +10,7 @@ import pytest
 
 from autovision.contract.env import DECODE_MEMORY_BYTES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from autovision.contract.trainer_args import ImportArgs, TrainArgs, parse_trainer_args
-from autovision.resources import EdgeFormat, ModelDeployment, TrainingJob, parse_resource
+from autovision.resources import EdgeFormat, ModelDeployment, OptimizeFor, TrainingJob, TrainingTarget, parse_resource
 from autovision_operator import builders
 from tests.support.operator import make_config, make_dataset
 
@@ -195,7 +195,7 @@ def test_training_job_is_valid_and_runs_the_train_contract() -> None:
     assert container(job)["args"] == [
         "train", "--namespace", "ml", "--job", "flowers-run", "--uid", "uid-training",
         "--dataset", "ml/flowers", "--dataset-version", "sha256-abc", "--budget-milli-node-hours", "2000",
-        "--optimize-for", "Balanced", "--early-stopping", "--nodes", "1", "--nproc", "1",
+        "--optimize-for", "Balanced", "--target", "Cloud", "--early-stopping", "--nodes", "1", "--nproc", "1",
     ]  # fmt: skip
     assert job["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-training"
@@ -406,6 +406,24 @@ def test_training_job_passes_the_export_formats_to_the_trainer() -> None:
     assert isinstance(trained, TrainArgs)
     assert trained.export_format == [EdgeFormat.TFLITE, EdgeFormat.COREML]
     assert "--export-format" not in container(training_job_for())["args"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "optimize_for"),
+    [
+        ("HigherAccuracy", OptimizeFor.HIGH_ACCURACY),
+        ("BestTradeOff", OptimizeFor.BALANCED),
+        ("FasterPredictions", OptimizeFor.LOW_LATENCY),
+    ],
+)
+def test_an_edge_training_job_passes_its_target_and_its_presets_trade_off(
+    preset: str, optimize_for: OptimizeFor
+) -> None:
+    job = training_job_for(target="Edge", edgePreset=preset)
+    validate(job)
+    trained = parse_trainer_args(container(job)["args"])
+    assert isinstance(trained, TrainArgs)
+    assert (trained.target, trained.optimize_for) == (TrainingTarget.EDGE, optimize_for)
 
 
 def test_training_job_passes_the_user_backbones_to_the_trainer() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -68,6 +70,42 @@ def test_an_export_format_the_install_cannot_write_fails_before_training(
     assert result.exit_code == 1
     assert "cannot export executorch" in result.stderr
     assert "setup-executorch.sh" in " ".join(result.stderr.split())
+    assert file_storage.list_keys("") == [latest_key("pets")], "nothing trained, nothing written"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--edge-preset", "FasterPredictions"], "an edge preset (edgePreset, --edge-preset) needs target Edge"),
+        (["--target", "edge", "--edge-preset", "BestTradeOff", "--optimize-for", "LowLatency"], "give one or the"),
+    ],
+)
+def test_an_edge_preset_without_target_edge_or_with_optimize_for_is_refused(options: list[str], message: str) -> None:
+    result = runner.invoke(app, ["train", "--dataset", "digits", "--budget-milli-node-hours", "1", *options])
+
+    assert result.exit_code == 1
+    assert message in " ".join(result.stderr.split())
+
+
+def test_target_edge_without_the_edge_extra_fails_before_training(
+    file_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    find_spec = importlib.util.find_spec
+
+    def without_litert(name: str, *args: Any) -> Any:
+        return None if name == "litert_torch" else find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_litert)
+    file_storage.write_json(latest_key("pets"), {"version": "sha256-new"})
+    monkeypatch.setenv(env.STORAGE_ROOT, file_storage.uri(""))
+    args = ["train", "--dataset", "pets", "--budget-milli-node-hours", "1", "--target", "edge"]
+
+    result = runner.invoke(app, [*args, "--edge-preset", "fasterpredictions"])
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "target Edge converts every trial to tflite and times it in LiteRT" in message
+    assert "pip install 'autovision[edge]'" in message
     assert file_storage.list_keys("") == [latest_key("pets")], "nothing trained, nothing written"
 
 

@@ -10,7 +10,7 @@ from autovision.contract.trainer_args import (
     TrainerArgsError,
     parse_trainer_args,
 )
-from autovision.resources import EdgeFormat, OptimizeFor, Task
+from autovision.resources import EdgeFormat, OptimizeFor, Task, TrainingTarget
 
 TRAIN = TrainArgs(
     namespace="ml",
@@ -20,6 +20,7 @@ TRAIN = TrainArgs(
     dataset_version="sha256-ab",
     budget_milli_node_hours=250,
     optimize_for=OptimizeFor.LOW_LATENCY,
+    target=TrainingTarget.EDGE,
     early_stopping=False,
     nodes=3,
     coordinator="flowers-run-search-0.flowers-run-search:7000",

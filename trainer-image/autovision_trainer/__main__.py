@@ -78,6 +78,7 @@ def train(args: TrainArgs) -> None:
     try:
         settings = SearchSettings(
             optimize_for=args.optimize_for,
+            target=args.target,
             early_stopping=args.early_stopping,
             workers=args.workers or max(1, torch.cuda.device_count()),
             node=int(os.environ.get(env.JOB_COMPLETION_INDEX, "0")),

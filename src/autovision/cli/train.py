@@ -15,7 +15,7 @@ from rich.table import Table
 
 from autovision.cli._console import RichReporter, console, errors, fail, progress_display
 from autovision.contract.trainer_args import trainer_help
-from autovision.resources import Backbone, EdgeFormat, OptimizeFor
+from autovision.resources import Backbone, EdgeFormat, EdgePreset, OptimizeFor, TrainingTarget, search_trade_off
 
 if TYPE_CHECKING:
     from autovision.contract.files import ModelCard
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 TRIAL_COLUMNS = ("id", "architecture", "resolution", "epochs", "metric", "latency ms", "state")
+EDGE_TRIAL_COLUMNS = (*TRIAL_COLUMNS[:6], "tflite KB", TRIAL_COLUMNS[6])
+"""An Edge target's trials also show their .tflite size."""
 
 
 @app.command(name="train")
@@ -33,8 +35,20 @@ def train_command(
     dataset: Annotated[str, typer.Option(help="Dataset name; its latest imported version is trained on.")],
     budget_milli_node_hours: Annotated[int, typer.Option(min=1, help=trainer_help("budget_milli_node_hours"))],
     optimize_for: Annotated[
-        OptimizeFor, typer.Option(case_sensitive=False, help=trainer_help("optimize_for"))
-    ] = OptimizeFor.BALANCED,
+        OptimizeFor | None,
+        typer.Option(case_sensitive=False, help=trainer_help("optimize_for") + " Default Balanced."),
+    ] = None,
+    target: Annotated[
+        TrainingTarget, typer.Option(case_sensitive=False, help=trainer_help("target"))
+    ] = TrainingTarget.CLOUD,
+    edge_preset: Annotated[
+        EdgePreset | None,
+        typer.Option(
+            case_sensitive=False,
+            help="With --target edge, AutoML Vision Edge's presets: HigherAccuracy (--optimize-for HighAccuracy), "
+            "BestTradeOff (Balanced) or FasterPredictions (LowLatency). Not with --optimize-for.",
+        ),
+    ] = None,
     early_stopping: Annotated[
         bool, typer.Option("--early-stopping/--no-early-stopping", help=trainer_help("early_stopping"))
     ] = True,
@@ -95,10 +109,11 @@ def train_command(
         check_nproc(nproc, available_cores())
         backbones = [Backbone.parse(text) for text in backbone or []]
         edge_formats = parse_edge_formats(export_formats)
+        trade_off = search_trade_off(target, edge_preset, optimize_for)
     except ValueError as error:
         fail(escape(str(error)))
     settings = SearchSettings(
-        optimize_for=optimize_for, early_stopping=early_stopping, seed=seed, final_processes=nproc
+        optimize_for=trade_off, target=target, early_stopping=early_stopping, seed=seed, final_processes=nproc
     )
     try:
         storage = Storage.from_settings()
@@ -107,11 +122,12 @@ def train_command(
         uid = train_run_uid(
             version,
             budget_milli_node_hours,
-            optimize_for.value,
+            trade_off.value,
             early_stopping=early_stopping,
             seed=seed,
             backbones=backbone or [],
             base_uri=None if base is None else base.uri,
+            target=target,
         )
         run = RunLocation("local", dataset, uid)
         with _reporter(quiet=as_json) as reporter:
@@ -184,6 +200,8 @@ def summary(card: ModelCard, prefix: str) -> dict[str, Any]:
         "run": prefix,
         "dataset": card.dataset.to_json(),
         "optimizeFor": search["optimizeFor"],
+        "target": search.get("target", "Cloud"),
+        "latencyMethod": search.get("latencyMethod"),
         "chosenTrial": search["chosenTrial"],
         "architecture": card.architecture,
         "inputSize": card.input_size,
@@ -201,13 +219,26 @@ def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _kilobytes(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1000:.1f}"
+
+
+def _is_edge(search: dict[str, Any]) -> bool:
+    return bool(search.get("target") == TrainingTarget.EDGE.value)
+
+
 def trials_table(card: ModelCard) -> Table:
-    """Every trial: id, architecture, resolution, epochs, metric, latency and state (the chosen one marked)."""
+    """Every trial: id, architecture, resolution, epochs, metric, latency (LiteRT's for an Edge target, with the
+    .tflite size) and state (the chosen one marked)."""
     search = card.search
+    edge = _is_edge(search)
     front = {point["trial"] for point in search["paretoFront"]}
-    table = Table(*TRIAL_COLUMNS, title=f"Trials ({search['metric']} on validation; * on the Pareto front)")
+    latency = "LiteRT, one CPU thread" if edge else "PyTorch, batch 1"
+    title = f"Trials ({search['metric']} on validation; latency: {latency}; * on the Pareto front)"
+    table = Table(*(EDGE_TRIAL_COLUMNS if edge else TRIAL_COLUMNS), title=title)
     for trial in search["trials"]:
         marker = " (chosen)" if trial["trial"] == search["chosenTrial"] else ""
+        size = [_kilobytes(trial.get("modelBytes"))] if edge else []
         table.add_row(
             f"{trial['trial']}{'*' if trial['trial'] in front else ''}",
             str(trial["architecture"] or "-"),
@@ -215,6 +246,7 @@ def trials_table(card: ModelCard) -> Table:
             f"{trial['epochsTrained']}/{trial['epochs'] or '-'}",
             _number(trial["value"], 4),
             _number(trial["latencyMs"], 2),
+            *size,
             f"{trial['state']}{marker}",
         )
     return table
@@ -225,11 +257,17 @@ def summary_table(card: ModelCard, prefix: str) -> Table:
     metrics, search = card.metrics, card.search
     table = Table(title="AutoVision train", show_header=False)
     table.add_row("run", prefix)
+    table.add_row("target", search.get("target", TrainingTarget.CLOUD.value))
     table.add_row("optimize for", search["optimizeFor"])
     table.add_row("chosen trial", f"{search['chosenTrial']}: {card.architecture['family']} at {card.input_size} px")
     table.add_row("test accuracy", f"{metrics.test_accuracy:.4f}")
     table.add_row(search["metric"], _number(metrics.validation_value, 4))
-    table.add_row("batch-1 latency", f"{_number(metrics.latency_ms, 2)} ms")
+    if _is_edge(search):
+        chosen = next(trial for trial in search["trials"] if trial["trial"] == search["chosenTrial"])
+        table.add_row("LiteRT latency, one CPU thread", f"{_number(metrics.latency_ms, 2)} ms")
+        table.add_row("model.tflite", f"{_kilobytes(chosen.get('modelBytes'))} KB")
+    else:
+        table.add_row("batch-1 latency", f"{_number(metrics.latency_ms, 2)} ms")
     table.add_row("search stopped", search["stopReason"])
     table.add_row("budget used", f"{card.milli_node_hours_used} of {card.budget_milli_node_hours} milli node-hours")
     table.add_row("model", card.artifacts["model"])

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, CliApp, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from autovision.resources import MAX_IMPORT_PODS, Backbone, EdgeFormat, OptimizeFor, Task
+from autovision.resources import MAX_IMPORT_PODS, Backbone, EdgeFormat, OptimizeFor, Task, TrainingTarget
 
 # How long the workers of nodes other than node 0 wait for node 0's study server.
 CONNECT_TIMEOUT_SECONDS = 600.0
@@ -118,6 +118,11 @@ class TrainArgs(TrainerArgs):
     )
     optimize_for: OptimizeFor = Field(
         default=OptimizeFor.BALANCED, description="Which point of the accuracy/latency front to pick."
+    )
+    target: TrainingTarget = Field(
+        default=TrainingTarget.CLOUD,
+        description="Cloud or Edge: an Edge run measures each trial's latency with the LiteRT interpreter on one "
+        "CPU thread, records its .tflite size, and writes tflite (the edge extra must be installed).",
     )
     early_stopping: bool = Field(default=True, description="Stop when the search stops improving.")
     workers: int | None = Field(default=None, ge=1, description="Search workers on this node; default one per GPU.")

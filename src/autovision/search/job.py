@@ -19,7 +19,7 @@ import torch
 from autovision.contract.trainer_args import CONNECT_TIMEOUT_SECONDS, RENDEZVOUS_TIMEOUT_SECONDS
 from autovision.data.manifest import SPLITS, ImageRecord, SplitName
 from autovision.preprocess import PreprocessConfig
-from autovision.resources import Backbone, OptimizeFor
+from autovision.resources import Backbone, OptimizeFor, TrainingTarget
 from autovision.search.budget import BudgetPlan
 from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space, space_for
 from autovision.search.study import RemoteStudy, StudyBackend, StudyStore
@@ -37,6 +37,10 @@ WORKERS_PER_NODE = 100
 class SearchSettings:
     """How to search: what to optimise for, when to stop early, how many workers, which seed.
 
+    ``target`` Edge measures each trial's latency as a phone app would see it
+    (``autovision.search.trial_latency``: its ``.tflite`` file in the LiteRT
+    interpreter on one CPU thread) instead of PyTorch's on the worker's device.
+
     Early stopping ends the search once ``patience`` finished trials in a row
     failed to beat the best before them by ``min_delta``. ``space`` replaces the
     dataset's default search space; ``work_dir`` holds the study journal's local
@@ -50,6 +54,7 @@ class SearchSettings:
     """
 
     optimize_for: OptimizeFor = OptimizeFor.BALANCED
+    target: TrainingTarget = TrainingTarget.CLOUD
     early_stopping: bool = True
     patience: int = 6
     min_delta: float = 0.001

@@ -12,6 +12,7 @@ stores it for the operator.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -41,6 +42,15 @@ def outcome(trial: FrozenTrial) -> TrialOutcome | None:
     }.get(trial.state)
 
 
+class LatencyMethod(StrEnum):
+    """How a trial's latency was measured (``autovision.search.trial_latency``), as its record says."""
+
+    TORCH = "pytorch-batch1"
+    """The PyTorch model at batch 1 on the worker's device (target Cloud)."""
+    LITERT = "litert-1-thread"
+    """Its fp32 ``.tflite`` file in the LiteRT interpreter on one CPU thread (target Edge)."""
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One row of the trials table, read from the study."""
@@ -54,6 +64,8 @@ class TrialRecord:
     best_epoch: int | None
     value: float | None
     latency_ms: float | None
+    latency_method: LatencyMethod | None
+    model_bytes: int | None
     parameters: int | None
     seconds: float
     step_seconds: float | None
@@ -78,6 +90,8 @@ class TrialRecord:
             best_epoch=attrs.get("bestEpoch"),
             value=value,
             latency_ms=attrs.get("latencyMs"),
+            latency_method=None if attrs.get("latencyMethod") is None else LatencyMethod(attrs["latencyMethod"]),
+            model_bytes=attrs.get("modelBytes"),
             parameters=attrs.get("parameters"),
             seconds=float(attrs.get("seconds", 0.0)),
             step_seconds=attrs.get("stepSeconds"),
@@ -99,6 +113,8 @@ class TrialRecord:
             "bestEpoch": self.best_epoch,
             "value": self.value,
             "latencyMs": self.latency_ms,
+            "latencyMethod": None if self.latency_method is None else self.latency_method.value,
+            "modelBytes": self.model_bytes,
             "parameters": self.parameters,
             "seconds": round(self.seconds, 3),
             "stepSeconds": self.step_seconds,
@@ -202,7 +218,14 @@ def search_progress(trials: list[FrozenTrial], metric: str) -> Progress:
             "trials": trial_counts([TrialRecord.of(trial) for trial in trials]),
             "best": None
             if best is None
-            else {"trial": best.number, "architecture": best.architecture, "metric": metric, "value": best.value},
+            else {
+                "trial": best.number,
+                "architecture": best.architecture,
+                "metric": metric,
+                "value": best.value,
+                "latencyMs": best.latency_ms,
+                "modelBytes": best.model_bytes,
+            },
             "milliNodeHoursUsed": milli_node_hours(spent_seconds(trials)),
             "searchMilliNodeHoursUsed": milli_node_hours(spent_seconds(trials)),
         }

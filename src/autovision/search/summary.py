@@ -1,7 +1,8 @@
 """The finished search, read from the study: the trials table, the Pareto front and the chosen candidate.
 
 ``summarise`` picks the trial ``optimizeFor`` chooses on the accuracy/latency
-Pareto front; a finished trial that was closed without a latency (its worker was
+Pareto front (for an Edge target, LiteRT latency: ``autovision.search.trial_latency``);
+a finished trial that was closed without a latency (its worker was
 killed) is measured here from its checkpoint. A choice pinned by an interrupted
 run is kept, so that a rerun exports the model it had started to finish.
 """
@@ -15,13 +16,14 @@ from typing import Any
 
 from optuna.trial import FixedTrial
 
-from autovision.resources import OptimizeFor
+from autovision.resources import OptimizeFor, TrainingTarget
 from autovision.search.job import ImageCache, SearchJob
 from autovision.search.pareto import Point, choose, pareto_front
 from autovision.search.records import FINISHED, TrialRecord, spent_seconds, stop_reason
 from autovision.search.space import Candidate
 from autovision.search.study import open_study
-from autovision.train.trainer import TrialCheckpoint, batch1_latency_ms, restore_model
+from autovision.search.trial_latency import measure_latency
+from autovision.train.trainer import TrialCheckpoint, restore_model
 
 
 @dataclass(frozen=True)
@@ -35,17 +37,27 @@ class SearchResult:
     seconds: float
     stop_reason: str
     metric: str
+    target: TrainingTarget = TrainingTarget.CLOUD
 
     def to_json(self, optimize_for: OptimizeFor) -> dict[str, Any]:
-        """The search section of the model card."""
+        """The search section of the model card: an Edge target's trials and front carry their .tflite bytes."""
+        sizes = {record.number: record.model_bytes for record in self.trials}
         return {
             "optimizeFor": optimize_for.value,
             "metric": self.metric,
             "stopReason": self.stop_reason,
             "seconds": round(self.seconds, 3),
             "chosenTrial": self.chosen.number,
+            "target": self.target.value,
+            "latencyMethod": None if self.chosen.latency_method is None else self.chosen.latency_method.value,
             "paretoFront": [
-                {"trial": point.trial, "value": point.value, "latencyMs": point.latency_ms} for point in self.front
+                {
+                    "trial": point.trial,
+                    "value": point.value,
+                    "latencyMs": point.latency_ms,
+                    "modelBytes": sizes.get(point.trial),
+                }
+                for point in self.front
             ],
             "trials": [record.to_json() for record in self.trials],
         }
@@ -62,8 +74,10 @@ def _with_latency(job: SearchJob, record: TrialRecord, images: ImageCache) -> Tr
         return record
     candidate = candidate_of(job, record)
     model = restore_model(candidate.config, len(job.labels), TrialCheckpoint(images.storage, record.checkpoint))
-    latency = batch1_latency_ms(model, candidate.preprocess.size, images.device)
-    return dataclasses.replace(record, latency_ms=latency)
+    latency = measure_latency(model, candidate.preprocess, job.labels, job.settings.target, images.device)
+    return dataclasses.replace(
+        record, latency_ms=latency.milliseconds, latency_method=latency.method, model_bytes=latency.model_bytes
+    )
 
 
 def summarise(job: SearchJob, images: ImageCache, pinned: int | None = None) -> SearchResult:
@@ -94,4 +108,5 @@ def summarise(job: SearchJob, images: ImageCache, pinned: int | None = None) -> 
         seconds=spent_seconds(trials),
         stop_reason=stop_reason(trials, job, time.time()) or "stopped",
         metric=job.metric,
+        target=job.settings.target,
     )

@@ -48,9 +48,10 @@ from autovision.search.records import (
     write_progress,
 )
 from autovision.search.study import StudyUnreachableError, ask, open_study
+from autovision.search.trial_latency import measure_latency
 from autovision.storage import StorageUnavailableError, storage_unavailable
 from autovision.train.models import backbone_weights, parameter_count
-from autovision.train.trainer import EpochResult, TrialCheckpoint, batch1_latency_ms, train_trial
+from autovision.train.trainer import EpochResult, TrialCheckpoint, train_trial
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +131,15 @@ class _Worker:
             step_guard=lambda used, pace, left: not budgeted or gate.may_step(monitor.seconds(used), pace, left),
             device=self.images.device,
         )
-        started = time.perf_counter()
-        latency = batch1_latency_ms(result.model, size, self.images.device)
+        started = time.perf_counter()  # an Edge target's conversion to tflite is the trial's cost too
+        latency = measure_latency(
+            result.model, candidate.preprocess, self.job.labels, self.job.settings.target, self.images.device
+        )
         spent = monitor.seconds(result.seconds_used) + time.perf_counter() - started
         measured = {
-            "latencyMs": latency,
+            "latencyMs": latency.milliseconds,
+            "latencyMethod": latency.method.value,
+            "modelBytes": latency.model_bytes,
             "parameters": parameter_count(result.model),
             "bestValue": result.best_score,
             "bestEpoch": result.best_epoch,
