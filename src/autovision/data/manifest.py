@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
@@ -86,25 +87,33 @@ def index_header(data: bytes) -> DatasetIndexHeader:
     return header
 
 
-def decode_index(data: bytes, shard_uri: Callable[[int], str]) -> list[ImageRecord]:
-    """An index's records, read one row group at a time, each ``uri`` pointing into its shard."""
+def index_batches(
+    data: bytes, shard_uri: Callable[[int], str], split: SplitName | None = None
+) -> Iterator[list[ImageRecord]]:
+    """An index's records one row group at a time (only ``split``'s when given), each ``uri`` pointing into its
+    shard: what a reader holds is one slice, whatever the version's size."""
     index_header(data)
-    records: list[ImageRecord] = []
-    for batch in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP):
+    for group in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP):
+        batch = group if split is None else group.filter(pc.equal(group.column("split").cast(pa.string()), split))
         uris = {number: shard_uri(number) for number in set(batch.column("shard").to_pylist())}
-        for row in batch.to_pylist():
-            records.append(
-                ImageRecord(
-                    uri=member_uri(uris[row["shard"]], row["offset"], row["size"]),
-                    sha256=row["sha256"],
-                    labels=row["labels"],
-                    split=row["split"],
-                    width=row["width"],
-                    height=row["height"],
-                    source=row["source"],
-                )
+        yield [
+            ImageRecord(
+                uri=member_uri(uris[row["shard"]], row["offset"], row["size"]),
+                sha256=row["sha256"],
+                labels=row["labels"],
+                split=row["split"],
+                width=row["width"],
+                height=row["height"],
+                source=row["source"],
             )
-    return records
+            for row in batch.to_pylist()
+        ]
+
+
+def index_columns(data: bytes, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """Some columns of an index, one row group at a time: counting and summing without building records."""
+    index_header(data)
+    yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP, columns=list(columns))
 
 
 def labels_of(records: list[ImageRecord]) -> list[str]:
