@@ -44,7 +44,7 @@ def test_an_opened_version_reads_a_split_in_slices_and_counts_from_columns(
     test = [record for record in result.records if record.split == "test"]
     assert test
     assert list(index.records("test")) == test
-    assert [len(batch) for batch in index.batches()] == [len(result.records)], "one row group: one slice"
+    assert [len(batch) for batch in index.batches()] == [len(result.records)], "fewer rows than a slice: one"
     assert (index.count(), index.count("test"), index.count("unassigned")) == (len(result.records), len(test), 0)
     assert index.stored_bytes() == sum(len(data) for data in labelled(12).values())
 

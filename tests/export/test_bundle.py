@@ -64,5 +64,5 @@ def test_export_model_raises_when_the_export_is_not_the_trained_model(
     monkeypatch.setattr(bundle, "export_onnx", export_wrong_model)
 
     with pytest.raises(ExportParityError, match="top-1 label differs on"):
-        export_model(small_model(0), family, images[:10], images[30:], tmp_path)
+        export_model(small_model(0), family, [images[:10]], [images[30:]], tmp_path)
     assert not (tmp_path / "model.int8.onnx").exists()

@@ -43,6 +43,8 @@ class ImageRecord(BaseModel):
 HEADER_METADATA = b"autovision"
 # Rows per Parquet row group: what a reader holds at a time when reading in slices.
 ROW_GROUP = 65_536
+# Records built at a time from a row group by ``index_batches``: a few MB of Python objects.
+RECORD_SLICE = 4096
 
 
 class DatasetFormatError(StorageError):
@@ -90,10 +92,10 @@ def index_header(data: bytes) -> DatasetIndexHeader:
 def index_batches(
     data: bytes, shard_uri: Callable[[int], str], split: SplitName | None = None
 ) -> Iterator[list[ImageRecord]]:
-    """An index's records one row group at a time (only ``split``'s when given), each ``uri`` pointing into its
-    shard: what a reader holds is one slice, whatever the version's size."""
+    """An index's records ``RECORD_SLICE`` rows at a time (only ``split``'s when given), each ``uri`` pointing
+    into its shard: what a reader holds is one slice, whatever the version's size."""
     index_header(data)
-    for group in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP):
+    for group in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=RECORD_SLICE):
         batch = group if split is None else group.filter(pc.equal(group.column("split").cast(pa.string()), split))
         uris = {number: shard_uri(number) for number in set(batch.column("shard").to_pylist())}
         yield [

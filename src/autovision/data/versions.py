@@ -40,7 +40,7 @@ class VersionIndex:
     shard_uri: Callable[[int], str]
 
     def batches(self, split: SplitName | None = None) -> Iterator[list[ImageRecord]]:
-        """The records (only ``split``'s when given), one row group at a time."""
+        """The records (only ``split``'s when given), a slice of the index at a time (``RECORD_SLICE`` rows)."""
         return index_batches(self.data, self.shard_uri, split)
 
     def records(self, split: SplitName | None = None) -> Iterator[ImageRecord]:
