@@ -26,6 +26,8 @@ from autovision.serving.batch import (
 )
 from autovision.settings import Settings
 from tests.support.images import flat_png_bytes, png_claiming
+from tests.support.memory import LABELS as SCALE_LABELS
+from tests.support.memory import ScaleDatasets, assert_bounded, peaks
 from tests.support.serving import TRITON_ADDRESS_SPACE_CAP, make_onnx_classifier
 
 
@@ -129,3 +131,11 @@ def test_batch_prediction_refuses_an_object_over_the_byte_limit_before_reading_i
     assert records[0] == {"uri": uris[0], "error": f"image of {6 * 1024**3} bytes exceeds the 1048576-byte limit"}
     assert len(records[1]["predictions"]) == len(LABELS)
     assert records[2]["error"].startswith("cannot read the image")
+
+
+def test_predict_batch_peak_memory_does_not_grow_with_the_images_listed(
+    scale_datasets: ScaleDatasets, tmp_path: Path
+) -> None:
+    model = make_onnx_classifier(tmp_path / "model.onnx", len(SCALE_LABELS))
+    args = lambda size: [str(scale_datasets.csvs[size]), str(model), str(tmp_path / f"out-{size}")]  # noqa: E731
+    assert_bounded("predict-batch", peaks("predict-batch", args))
