@@ -1,7 +1,7 @@
 """Peak RSS of `dataset describe`, evaluation, the export and `predict-batch` at 2,000 and 20,000 images.
 
-The same measurement as the tests (``tests/support/memory.py``: each step in a fresh process, ``VmHWM``
-maxrss), printed as a table; ``--unbounded`` also runs evaluation and the export with a budget larger than any
+The same measurement as the tests (``tests/support/memory.py``: each step in a fresh process, ``VmHWM``)
+printed as a table; ``--unbounded`` also runs evaluation and the export with a budget larger than any
 split, so each decodes its whole split at once as they did before batching (the "before" figures).
 
     .venv/bin/python benchmarks/peak_memory.py [--unbounded] [--workdir DIR]
