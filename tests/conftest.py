@@ -23,6 +23,7 @@ from autovision.embedded_s3 import EmbeddedS3
 from autovision.export.layout import ModelLocation
 from autovision.storage import Storage
 from tests.support.images import flat_png_bytes, png_claiming
+from tests.support.memory import ScaleDatasets, import_versions
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SEAWEEDFS_FIXTURES = {"embedded_s3", "s3_storage"}
@@ -158,3 +159,9 @@ def photo_jpeg() -> Callable[[int, int], bytes]:
         return buffer.getvalue()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def scale_datasets(tmp_path_factory: pytest.TempPathFactory) -> ScaleDatasets:
+    """Versions of 2,000 and 20,000 tiny images, imported once for the peak-memory tests of every module."""
+    return import_versions(tmp_path_factory.mktemp("scale"))

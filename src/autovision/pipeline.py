@@ -29,7 +29,7 @@ import hashlib
 import json
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from autovision.contract.files import (
@@ -48,14 +48,15 @@ from autovision.contract.keys import (
     report_key,
     study_journal_key,
 )
-from autovision.data.manifest import ImageRecord, labels_of
-from autovision.data.versions import read_version
+from autovision.data.manifest import ImageRecord, SplitName, labels_of
+from autovision.data.versions import open_version, read_version
 from autovision.evaluate import activate, evaluate_predictions, variant_metrics
 from autovision.evaluate.explanations import explain_test_images
 from autovision.evaluate.files import write_evaluation_files
 from autovision.evaluate.formats import FormatRun, format_figures
 from autovision.evaluate.metrics import DEFAULT_SCORE_THRESHOLD
-from autovision.evaluate.scoring import score_test_split
+from autovision.evaluate.scoring import score_split
+from autovision.evaluate.split_images import SplitImages
 from autovision.export.bundle import ExportedModel, export_model
 from autovision.export.card import artifact_uris, model_card, report_facts
 from autovision.export.edge import check_edge_formats, store_edge_formats
@@ -63,6 +64,7 @@ from autovision.export.edge_files import EdgeInput
 from autovision.export.executorch_export import DEFAULT_VENV as DEFAULT_EXECUTORCH_VENV
 from autovision.export.layout import ModelLocation
 from autovision.export.measure import run_edge, run_onnx
+from autovision.export.quantize import CALIBRATION_IMAGES
 from autovision.monitor.reference import DriftReference
 from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.progress import Reporter
@@ -181,27 +183,34 @@ def train_evaluate_export(
     images = ImageCache(job.records, job.labels, storage)
     result, final = search_and_fit(job, images, reporter)
     preprocess = result.candidate.preprocess
-    test = images.split("test", preprocess.size).to(CPU)
+    final_model = final.model.to(CPU)
+    index = open_version(storage, dataset, version)
+    test = SplitImages(index, "test", labels, preprocess.size, storage)
 
     model_dir = ModelLocation(storage, model_dir_key(run.prefix))
     reporter.stage("Evaluating on the test split", total=1)
-    predictions = score_test_split(final, test, labels, preprocess, multi_label)
+    predictions = score_split(final_model, test, preprocess, multi_label)
     storage.write_bytes(model_dir.key(TEST_PREDICTIONS_FILE), predictions.to_npz())
     evaluation = evaluate_predictions(predictions, score_threshold=score_threshold)
     architecture = result.candidate.config.architecture.describe()
     explained = explain_test_images(
-        final.model, architecture, test, predictions, evaluation["mostConfidentMistakes"], preprocess=preprocess
+        final_model,
+        architecture,
+        test.pixels_of,
+        predictions,
+        evaluation["mostConfidentMistakes"],
+        preprocess=preprocess,
     )
     evaluation["explanations"] = explained.record.to_json()
     reporter.update(1, f"test accuracy {evaluation['accuracy']:.3f}")
 
     reporter.stage("Exporting ONNX, TorchScript, int8 ONNX and Triton repositories", total=3)
     with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
-        validation = images.split("validation", preprocess.size)
-        calibration = (validation if len(validation) else images.split("train", preprocess.size)).to(CPU)
+        calibration_split: SplitName = "validation" if index.count("validation") else "train"
+        calibration = SplitImages(index, calibration_split, labels, preprocess.size, storage, limit=CALIBRATION_IMAGES)
         test_inputs = test.inputs(preprocess)
         exported = export_model(
-            final.model,
+            final_model,
             family_of(result.candidate.config.architecture),
             test_inputs,
             calibration.inputs(preprocess),
@@ -209,7 +218,8 @@ def train_evaluate_export(
         )
         for path in (exported.onnx, exported.torchscript, exported.int8_onnx):
             storage.write_bytes(model_dir.key(path.name), path.read_bytes())
-        reference = DriftReference.of_test_split(labels, predictions.scores, exported.test_embeddings)
+        embedded = len(exported.test_embeddings)
+        reference = DriftReference.of_test_split(labels, predictions.scores[:embedded], exported.test_embeddings)
         storage.write_bytes(model_dir.key(DRIFT_REFERENCE_FILE), reference.to_npz())
         reporter.update(1, f"ONNX parity max |diff| {exported.parity['onnx'].max_abs_diff:.2e}")
         evaluation["int8"] = variant_metrics(predictions, activate(exported.int8_logits, multi_label), score_threshold)
@@ -230,7 +240,7 @@ def train_evaluate_export(
             edge_files = _store_edge_formats(
                 final, spec, edge_formats, model_dir=model_dir, venv=executorch_venv, reporter=reporter, workdir=workdir
             )
-        runs = _run_formats(exported, edge_files, test_inputs.cpu().numpy(), executorch_venv, reporter)
+        runs = _run_formats(exported, edge_files, test_inputs.arrays(), executorch_venv, reporter)
         evaluation["formats"] = [format_figures(each, predictions.truth, predictions.scores).to_json() for each in runs]
         facts = report_facts(dataset, version, run, result, final)
         title = f"AutoVision model {run.job}"
@@ -294,11 +304,12 @@ def _store_edge_formats(
 def _run_formats(
     exported: ExportedModel,
     edge_files: dict[EdgeFormat, Path],
-    test_inputs: FloatArray,
+    test_inputs: Iterable[FloatArray],
     executorch_venv: Path,
     reporter: Reporter,
 ) -> list[FormatRun]:
-    """Each format the run wrote, run by its runtime on the test split (one thread), for the report's table."""
+    """Each format the run wrote, run by its runtime on the test split (one thread, batch by batch: each run
+    decodes the split again), for the report's table."""
     reporter.stage("Measuring each format on the test split, one thread", total=2 + len(edge_files))
     runs = [run_onnx("onnx", exported.onnx, test_inputs), run_onnx("int8 onnx", exported.int8_onnx, test_inputs)]
     reporter.update(2, f"ONNX {_latency_note(runs[0])}, int8 ONNX {_latency_note(runs[1])}")

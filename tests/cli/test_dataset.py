@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from autovision.cli import app
 from autovision.storage import Storage
 from tests.support.datasets import image_bytes, labelled, write_zip
+from tests.support.memory import ScaleDatasets, assert_bounded, peaks, version_args
 
 runner = CliRunner()
 
@@ -83,3 +84,7 @@ def test_a_review_csv_is_added_to_the_previous_version(storage_root: Storage, tm
 
     assert added.exit_code == 0, added.output
     assert json.loads(added.stdout)["kept"] == 24
+
+
+def test_describe_peak_memory_does_not_grow_with_the_version(scale_datasets: ScaleDatasets) -> None:
+    assert_bounded("dataset describe", peaks("describe", version_args(scale_datasets)))

@@ -12,7 +12,7 @@ from autovision.contract.keys import index_key, manifest_key, shard_key, shards_
 from autovision.data.importer import ImportResult, import_dataset
 from autovision.data.manifest import DatasetFormatError, encode_index
 from autovision.data.shards import ShardError, read_images
-from autovision.data.versions import read_version
+from autovision.data.versions import open_version, read_version
 from autovision.storage import Storage, StorageError
 from tests.support.datasets import labelled, write_zip
 
@@ -34,6 +34,19 @@ def test_a_version_reads_back_from_its_shards(tmp_path: Path, storage: Storage) 
     assert records == result.records
     images = read_images(records, storage.settings)
     assert {record.source: data for record, data in zip(records, images, strict=True)} == entries
+
+
+def test_an_opened_version_reads_a_split_in_slices_and_counts_from_columns(
+    tmp_path: Path, file_storage: Storage
+) -> None:
+    result = _import(tmp_path, labelled(12), file_storage)
+    index = open_version(file_storage, NAME, result.version)
+    test = [record for record in result.records if record.split == "test"]
+    assert test
+    assert list(index.records("test")) == test
+    assert [len(batch) for batch in index.batches()] == [len(result.records)], "fewer rows than a slice: one"
+    assert (index.count(), index.count("test"), index.count("unassigned")) == (len(result.records), len(test), 0)
+    assert index.stored_bytes() == sum(len(data) for data in labelled(12).values())
 
 
 def test_the_same_images_in_another_order_give_the_same_shards(tmp_path: Path, file_storage: Storage) -> None:

@@ -9,7 +9,6 @@ from autovision.evaluate.predictions import SplitPredictions
 from autovision.explain.base import ExplainSettings
 from autovision.preprocess import PreprocessConfig
 from autovision.train.families.residual_cnn import ResidualCNNConfig, build_residual_cnn
-from autovision.train.images import ImageSet
 from tests.support.evaluate import SINGLE
 
 
@@ -31,15 +30,23 @@ def test_explaining_the_test_images_records_the_method_and_a_grid_and_an_overlay
     torch.manual_seed(0)
     architecture = ResidualCNNConfig(width=4, stages=2)
     model = build_residual_cnn(architecture, 3)
-    test = ImageSet(
-        pixels=torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8),
-        targets=torch.eye(3)[[0, 1, 2, 0]],
-        uris=SINGLE.uris,
-    )
+    pixels = dict(zip(SINGLE.uris, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), strict=True))
+    asked: list[list[str]] = []
+
+    def pixels_of(uris: list[str]) -> torch.Tensor:
+        asked.append(uris)
+        return torch.stack([pixels[uri] for uri in uris])
+
     mistakes = evaluate_predictions(SINGLE)["mostConfidentMistakes"]
     settings = ExplainSettings("integrated_gradients", steps=4, grid=4)
     explained = explain_test_images(
-        model, architecture.describe(), test, SINGLE, mistakes, preprocess=PreprocessConfig(size=16), settings=settings
+        model,
+        architecture.describe(),
+        pixels_of,
+        SINGLE,
+        mistakes,
+        preprocess=PreprocessConfig(size=16),
+        settings=settings,
     )
     record = explained.record.to_json()
     assert record["method"] == "integrated_gradients"
@@ -53,4 +60,5 @@ def test_explaining_the_test_images_records_the_method_and_a_grid_and_an_overlay
     assert record["images"][0]["score"] == np.float32(0.5)
     assert all(len(image["grid"]) == 4 for image in record["images"])
     assert set(explained.overlays) == set(SINGLE.uris)
+    assert asked == [[image["uri"] for image in record["images"]]], "only the explained images are read, once"
     assert all(overlay.startswith("data:image/png;base64,") for overlay in explained.overlays.values())

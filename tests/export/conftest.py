@@ -20,8 +20,13 @@ def images() -> torch.Tensor:
 
 @pytest.fixture(scope="package")
 def exported(tmp_path_factory: pytest.TempPathFactory, images: torch.Tensor) -> ExportedModel:
+    """The small model exported with its 30 test images in two batches (the parity checks add them up)."""
     return export_model(
-        small_model(0), family_of(ARCHITECTURE), images[:30], images[30:], tmp_path_factory.mktemp("export")
+        small_model(0),
+        family_of(ARCHITECTURE),
+        [images[:16], images[16:30]],
+        [images[30:]],
+        tmp_path_factory.mktemp("export"),
     )
 
 

@@ -16,6 +16,7 @@ from autovision.export.bundle import ExportedModel
 from autovision.export.onnx_export import ONNX_OUTPUT, export_onnx, onnx_outputs
 from autovision.train.families import family_of
 from tests.support.export import ARCHITECTURE, small_model
+from tests.support.memory import BUDGET_BYTES, ScaleDatasets, assert_bounded, peaks, version_args
 
 # The tiny CNN's last stage is 4 * 2 channels wide: its embedding's size.
 EMBEDDING_SIZE = 8
@@ -64,5 +65,12 @@ def test_export_model_raises_when_the_export_is_not_the_trained_model(
     monkeypatch.setattr(bundle, "export_onnx", export_wrong_model)
 
     with pytest.raises(ExportParityError, match="top-1 label differs on"):
-        export_model(small_model(0), family, images[:10], images[30:], tmp_path)
+        export_model(small_model(0), family, [images[:10]], [images[30:]], tmp_path)
     assert not (tmp_path / "model.int8.onnx").exists()
+
+
+@pytest.mark.training
+def test_export_peak_memory_does_not_grow_with_the_test_split(scale_datasets: ScaleDatasets, tmp_path: Path) -> None:
+    """The parity checks and int8 calibration read the test and validation splits a budgeted batch at a time."""
+    out = lambda size: [*version_args(scale_datasets, str(BUDGET_BYTES))(size), str(tmp_path / str(size))]  # noqa: E731
+    assert_bounded("export", peaks("export", out))

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
-from autovision.export.measure import run_edge, size_bytes, timed_calls
+from autovision.export import onnx_logits
+from autovision.export.bundle import ExportedModel
+from autovision.export.measure import LATENCY_RUNS, run_edge, run_onnx, size_bytes, timed_calls
 from autovision.resources import EdgeFormat
 
 
@@ -36,7 +40,7 @@ def test_a_core_ml_package_is_measured_by_size_only(tmp_path: Path) -> None:
     package.mkdir()
     (package / "Manifest.json").write_bytes(b"x" * 4)
 
-    run = run_edge(EdgeFormat.COREML, package, np.zeros((2, 3, 8, 8), dtype=np.float32), tmp_path / "no-venv")
+    run = run_edge(EdgeFormat.COREML, package, [np.zeros((2, 3, 8, 8), dtype=np.float32)], tmp_path / "no-venv")
 
     assert (run.name, run.file, run.size_bytes, run.logits, run.latency_ms) == (
         "coreml",
@@ -45,3 +49,16 @@ def test_a_core_ml_package_is_measured_by_size_only(tmp_path: Path) -> None:
         None,
         (),
     )
+
+
+@pytest.mark.training
+def test_an_onnx_file_is_run_batch_by_batch_reading_its_inputs_once(
+    exported: ExportedModel, images: torch.Tensor
+) -> None:
+    inputs = images[:30].numpy()
+
+    run = run_onnx("onnx", exported.onnx, iter([inputs[:7], inputs[7:30]]))
+
+    assert run.logits is not None
+    np.testing.assert_allclose(run.logits, onnx_logits(exported.onnx, inputs), atol=1e-5)
+    assert len(run.latency_ms) == LATENCY_RUNS

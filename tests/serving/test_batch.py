@@ -16,29 +16,35 @@ from PIL import Image
 
 from autovision.preprocess import ImageLimits, PreprocessConfig
 from autovision.serving.batch import (
+    MANIFEST_FILE,
     BatchOptions,
+    BatchPredictionError,
     LoadedModel,
     parse_csv_uris,
     predict_uris,
     prediction_record,
     read_groups,
+    run_batch_prediction,
     shard_key,
 )
 from autovision.settings import Settings
+from autovision.storage import Storage
 from tests.support.images import flat_png_bytes, png_claiming
+from tests.support.memory import LABELS as SCALE_LABELS
+from tests.support.memory import ScaleDatasets, assert_bounded, peaks
 from tests.support.serving import TRITON_ADDRESS_SPACE_CAP, make_onnx_classifier
 
 
 def test_batch_csv_lists_first_column_relative_to_the_csv() -> None:
     text = "uri,label\nimages/a.png,cat\n\n s3://other/b.jpg \n/abs/c.png\nuri.png\n"
 
-    assert parse_csv_uris(text, "s3://bucket/jobs/list.csv") == [
+    assert list(parse_csv_uris(io.StringIO(text), "s3://bucket/jobs/list.csv")) == [
         "s3://bucket/jobs/images/a.png",
         "s3://other/b.jpg",
         "/abs/c.png",
         "s3://bucket/jobs/uri.png",
     ]
-    assert parse_csv_uris("a.png\n", "/data/list.csv") == ["/data/a.png"], "no header: the first row is an image"
+    assert list(parse_csv_uris(["a.png"], "/data/list.csv")) == ["/data/a.png"], "no header: the first row is an image"
 
 
 def test_batch_record_holds_top_k_above_the_threshold() -> None:
@@ -129,3 +135,46 @@ def test_batch_prediction_refuses_an_object_over_the_byte_limit_before_reading_i
     assert records[0] == {"uri": uris[0], "error": f"image of {6 * 1024**3} bytes exceeds the 1048576-byte limit"}
     assert len(records[1]["predictions"]) == len(LABELS)
     assert records[2]["error"].startswith("cannot read the image")
+
+
+def test_predict_batch_peak_memory_does_not_grow_with_the_images_listed(
+    scale_datasets: ScaleDatasets, tmp_path: Path
+) -> None:
+    model = make_onnx_classifier(tmp_path / "model.onnx", len(SCALE_LABELS))
+    args = lambda size: [str(scale_datasets.csvs[size]), str(model), str(tmp_path / f"out-{size}")]  # noqa: E731
+    assert_bounded("predict-batch", peaks("predict-batch", args))
+
+
+def test_batch_prediction_reads_its_csv_a_shard_at_a_time_and_refuses_a_source_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autovision.serving import batch
+
+    images = [tmp_path / f"{number}.png" for number in range(5)]
+    for number, path in enumerate(images):
+        path.write_bytes(flat_png_bytes(8 + number, 8))
+    listing = tmp_path / "images.csv"
+    listing.write_text("uri\n" + "".join(f"{path.name}\n" for path in images))
+    session = ort.InferenceSession(str(make_onnx_classifier(tmp_path / "m.onnx", len(LABELS))))
+    model = LoadedModel("m.onnx", LABELS, PreprocessConfig(size=16), multi_label=False, session=session)
+    output = Storage(f"file://{tmp_path / 'out'}")
+    shards: list[list[str]] = []
+
+    def predict_and_record(*args: Any) -> list[dict[str, Any]]:
+        shards.append(args[1])
+        return predict_uris(*args)
+
+    monkeypatch.setattr(batch, "predict_uris", predict_and_record)
+    manifest = run_batch_prediction(str(listing), model, output, BatchOptions(shard_size=2))
+    assert (manifest["images"], manifest["errors"], len(manifest["shards"])) == (5, 0, 3)
+    assert shards == [[str(path) for path in images[:2]], [str(path) for path in images[2:4]], [str(images[4])]]
+
+    def predict_then_change(*args: Any) -> list[dict[str, Any]]:
+        listing.write_text(listing.read_text() + f"{images[0].name}\n")
+        return predict_uris(*args)
+
+    monkeypatch.setattr(batch, "predict_uris", predict_then_change)
+    changed = Storage(f"file://{tmp_path / 'changed'}")
+    with pytest.raises(BatchPredictionError, match="changed during the batch prediction"):
+        run_batch_prediction(str(listing), model, changed, BatchOptions(shard_size=2))
+    assert not changed.exists(MANIFEST_FILE)

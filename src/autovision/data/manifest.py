@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
@@ -42,6 +43,8 @@ class ImageRecord(BaseModel):
 HEADER_METADATA = b"autovision"
 # Rows per Parquet row group: what a reader holds at a time when reading in slices.
 ROW_GROUP = 65_536
+# Records built at a time from a row group by ``index_batches``: a few MB of Python objects.
+RECORD_SLICE = 4096
 
 
 class DatasetFormatError(StorageError):
@@ -86,25 +89,33 @@ def index_header(data: bytes) -> DatasetIndexHeader:
     return header
 
 
-def decode_index(data: bytes, shard_uri: Callable[[int], str]) -> list[ImageRecord]:
-    """An index's records, read one row group at a time, each ``uri`` pointing into its shard."""
+def index_batches(
+    data: bytes, shard_uri: Callable[[int], str], split: SplitName | None = None
+) -> Iterator[list[ImageRecord]]:
+    """An index's records ``RECORD_SLICE`` rows at a time (only ``split``'s when given), each ``uri`` pointing
+    into its shard: what a reader holds is one slice, whatever the version's size."""
     index_header(data)
-    records: list[ImageRecord] = []
-    for batch in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP):
+    for group in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=RECORD_SLICE):
+        batch = group if split is None else group.filter(pc.equal(group.column("split").cast(pa.string()), split))
         uris = {number: shard_uri(number) for number in set(batch.column("shard").to_pylist())}
-        for row in batch.to_pylist():
-            records.append(
-                ImageRecord(
-                    uri=member_uri(uris[row["shard"]], row["offset"], row["size"]),
-                    sha256=row["sha256"],
-                    labels=row["labels"],
-                    split=row["split"],
-                    width=row["width"],
-                    height=row["height"],
-                    source=row["source"],
-                )
+        yield [
+            ImageRecord(
+                uri=member_uri(uris[row["shard"]], row["offset"], row["size"]),
+                sha256=row["sha256"],
+                labels=row["labels"],
+                split=row["split"],
+                width=row["width"],
+                height=row["height"],
+                source=row["source"],
             )
-    return records
+            for row in batch.to_pylist()
+        ]
+
+
+def index_columns(data: bytes, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """Some columns of an index, one row group at a time: counting and summing without building records."""
+    index_header(data)
+    yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP, columns=list(columns))
 
 
 def labels_of(records: list[ImageRecord]) -> list[str]:

@@ -10,14 +10,57 @@ message saying to import it again.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from autovision.contract.keys import index_key, manifest_key, shard_key
-from autovision.data.manifest import DatasetFormatError, ImageRecord, decode_index, index_header
+from autovision.data.manifest import (
+    DatasetFormatError,
+    ImageRecord,
+    SplitName,
+    index_batches,
+    index_columns,
+    index_header,
+)
 from autovision.data.shards import ShardError
 from autovision.storage import Storage, StorageError, object_sizes
 
 
-def read_version(storage: Storage, name: str, version: str) -> list[ImageRecord]:
-    """The records of a complete version, after checking that each of its shards is there, whole."""
+@dataclass(frozen=True)
+class VersionIndex:
+    """A complete version's index, kept as its compact Parquet bytes and read a row group at a time, so a
+    reader of a large version never holds a record per image."""
+
+    name: str
+    version: str
+    data: bytes
+    shard_uri: Callable[[int], str]
+
+    def batches(self, split: SplitName | None = None) -> Iterator[list[ImageRecord]]:
+        """The records (only ``split``'s when given), a slice of the index at a time (``RECORD_SLICE`` rows)."""
+        return index_batches(self.data, self.shard_uri, split)
+
+    def records(self, split: SplitName | None = None) -> Iterator[ImageRecord]:
+        """The records (only ``split``'s when given), one at a time."""
+        return (record for batch in self.batches(split) for record in batch)
+
+    def count(self, split: SplitName | None = None) -> int:
+        """Images in the version (in ``split`` when given), from the split column alone."""
+        return sum(
+            len(batch) if split is None else pc.sum(pc.equal(batch.column(0).cast(pa.string()), split)).as_py() or 0
+            for batch in index_columns(self.data, ["split"])
+        )
+
+    def stored_bytes(self) -> int:
+        """The images' stored bytes in all, from the size column alone."""
+        return sum(pc.sum(batch.column(0)).as_py() or 0 for batch in index_columns(self.data, ["size"]))
+
+
+def open_version(storage: Storage, name: str, version: str) -> VersionIndex:
+    """A complete version's index, after checking that each of its shards is there, whole."""
     key = index_key(name, version)
     if not storage.exists(key):
         if storage.exists(manifest_key(name, version)):
@@ -37,4 +80,9 @@ def read_version(storage: Storage, name: str, version: str) -> list[ImageRecord]
                 f"shard {uri} is {size} bytes, the index says {shard.size}: it is truncated or not this "
                 "version's; import the dataset again"
             )
-    return decode_index(data, lambda number: storage.uri(shard_key(name, version, number)))
+    return VersionIndex(name, version, data, lambda number: storage.uri(shard_key(name, version, number)))
+
+
+def read_version(storage: Storage, name: str, version: str) -> list[ImageRecord]:
+    """The records of a complete version, whole (for readers that need them all; others use ``open_version``)."""
+    return list(open_version(storage, name, version).records())

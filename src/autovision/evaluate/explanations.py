@@ -9,6 +9,7 @@ the method, its settings and each image's coarse grid.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from autovision.explain.base import ExplainSettings
 from autovision.explain.methods import attribute, explained_model
 from autovision.explain.render import attribution_grid, overlay_png
 from autovision.preprocess import PreprocessConfig
-from autovision.train.images import ImageSet, normalise
+from autovision.train.images import normalise
 
 # Correct test images explained per label (the highest-scoring ones).
 CORRECT_PER_LABEL = 2
@@ -59,14 +60,17 @@ def chosen_images(predictions: SplitPredictions, mistakes: list[dict[str, Any]])
 def explain_test_images(
     model: nn.Module,
     architecture: dict[str, object],
-    test: ImageSet,
+    pixels_of: Callable[[list[str]], torch.Tensor],
     predictions: SplitPredictions,
     mistakes: list[dict[str, Any]],
     *,
     preprocess: PreprocessConfig,
     settings: ExplainSettings = REPORT_SETTINGS,
 ) -> ReportExplanations:
-    """Explain the chosen test images (see ``chosen_images``) with ``settings``, for their top-1 label."""
+    """Explain the chosen test images (see ``chosen_images``) with ``settings``, for their top-1 label.
+
+    ``pixels_of`` gives the uint8 pixels of the images with these URIs (``SplitImages.pixels_of``): only the
+    few explained images are read, never the split."""
     chosen = chosen_images(predictions, mistakes)
     split = explained_model(model.eval(), architecture)
     top1 = predictions.top1
@@ -75,7 +79,7 @@ def explain_test_images(
     for start in range(0, len(chosen), EXPLAIN_BATCH):
         batch = chosen[start : start + EXPLAIN_BATCH]
         positions = torch.tensor([position for position, _ in batch])
-        pixels = test.pixels[positions].cpu()
+        pixels = pixels_of([predictions.uris[position] for position, _ in batch]).cpu()
         targets = torch.from_numpy(top1[positions.numpy()])
         maps = attribute(split, normalise(pixels, preprocess), targets, settings, num_classes=len(predictions.labels))
         for (position, kind), image_pixels, attribution in zip(batch, pixels, maps, strict=True):

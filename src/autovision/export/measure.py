@@ -9,14 +9,14 @@ evaluation.json and the report.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 
 from autovision.evaluate.formats import FormatRun
-from autovision.export.onnx_export import INFERENCE_BATCH, ONNX_INPUT, ONNX_OUTPUT
+from autovision.export.onnx_export import ONNX_OUTPUT, session_outputs
 from autovision.preprocess import FloatArray
 from autovision.resources import EdgeFormat
 
@@ -43,40 +43,54 @@ def size_bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_onnx(name: str, path: Path, inputs: FloatArray) -> FormatRun:
-    """An ONNX file in ONNX Runtime on one thread: logits in batches, latency on the first image alone."""
+def run_onnx(name: str, path: Path, inputs: Iterable[FloatArray]) -> FormatRun:
+    """An ONNX file in ONNX Runtime on one thread: logits batch by batch (``inputs`` are batches, read once),
+    latency on the first image alone."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def logits(batch: FloatArray) -> FloatArray:
-        result: FloatArray = session.run([ONNX_OUTPUT], {ONNX_INPUT: batch.astype(np.float32)})[0]
-        return result
+        return session_outputs(session, batch, (ONNX_OUTPUT,))[ONNX_OUTPUT]
 
-    batches = [logits(inputs[start : start + INFERENCE_BATCH]) for start in range(0, len(inputs), INFERENCE_BATCH)]
-    image = inputs[:1]
+    all_logits, image = logits_and_first_image(inputs, logits)
     return FormatRun(
         name=name,
         file=path.name,
         size_bytes=size_bytes(path),
-        logits=np.concatenate(batches).astype(np.float32),
-        latency_ms=timed_calls(lambda: logits(image)) if len(image) else (),
+        logits=all_logits,
+        latency_ms=() if image is None else timed_calls(lambda: logits(image)),
     )
 
 
-def run_edge(fmt: EdgeFormat, path: Path, inputs: FloatArray, executorch_venv: Path) -> FormatRun:
-    """An edge file in its runtime on one thread (LiteRT, ExecuTorch); Core ML only by size, it predicts on macOS."""
+def run_edge(fmt: EdgeFormat, path: Path, inputs: Iterable[FloatArray], executorch_venv: Path) -> FormatRun:
+    """An edge file in its runtime on one thread (LiteRT, ExecuTorch), batch by batch (``inputs`` are batches,
+    read once); Core ML only by size, it predicts on macOS."""
     if fmt is EdgeFormat.COREML:
         return FormatRun(name=str(fmt), file=path.name, size_bytes=size_bytes(path), logits=None)
     if fmt is EdgeFormat.TFLITE:
         from autovision.export.tflite import tflite_latency, tflite_logits
 
-        logits = tflite_logits(path, inputs)
-        latency = tflite_latency(path, inputs, LATENCY_RUNS, LATENCY_WARMUP) if len(inputs) else ()
+        logits, image = logits_and_first_image(inputs, lambda batch: tflite_logits(path, batch))
+        latency = () if image is None else tflite_latency(path, image, LATENCY_RUNS, LATENCY_WARMUP)
     else:
         from autovision.export.executorch_export import executorch_latency, executorch_logits, executorch_python
 
         python = executorch_python(executorch_venv)
-        logits = executorch_logits(path, inputs, python)
-        latency = executorch_latency(path, inputs, python, LATENCY_RUNS, LATENCY_WARMUP) if len(inputs) else ()
+        logits, image = logits_and_first_image(inputs, lambda batch: executorch_logits(path, batch, python))
+        latency = () if image is None else executorch_latency(path, image, python, LATENCY_RUNS, LATENCY_WARMUP)
     return FormatRun(name=str(fmt), file=path.name, size_bytes=size_bytes(path), logits=logits, latency_ms=latency)
+
+
+def logits_and_first_image(
+    inputs: Iterable[FloatArray], logits: Callable[[FloatArray], FloatArray]
+) -> tuple[FloatArray, FloatArray | None]:
+    """``logits`` over every batch of ``inputs`` (read once), joined, and the first image (the latency input)."""
+    batches: list[FloatArray] = []
+    image: FloatArray | None = None
+    for batch in inputs:
+        if image is None and len(batch):
+            image = batch[:1].copy()
+        batches.append(logits(batch))
+    joined = np.concatenate(batches).astype(np.float32) if batches else np.zeros((0, 0), dtype=np.float32)
+    return joined, image

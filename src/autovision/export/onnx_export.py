@@ -82,8 +82,22 @@ def onnx_outputs(
 ) -> dict[str, FloatArray]:
     """The named outputs of an ONNX model on CPU with ONNX Runtime, in batches of ``batch_size``: how parity
     checks and the drift reference read logits and embeddings from the very file served."""
+    return session_outputs(onnx_session(model), inputs, names, batch_size)
+
+
+def onnx_session(model: Path | bytes) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session on CPU, made once for a file read batch by batch."""
     source = str(model) if isinstance(model, Path) else model
-    session = onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
+
+
+def session_outputs(
+    session: onnxruntime.InferenceSession,
+    inputs: FloatArray,
+    names: Sequence[str] = EMBEDDED_OUTPUTS,
+    batch_size: int = INFERENCE_BATCH,
+) -> dict[str, FloatArray]:
+    """The named outputs of a session on ``inputs``, run ``batch_size`` images at a time."""
     batches = [
         session.run(list(names), {ONNX_INPUT: inputs[start : start + batch_size].astype(np.float32)})
         for start in range(0, len(inputs), batch_size)

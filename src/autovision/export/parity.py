@@ -44,53 +44,70 @@ class ParityReport:
         }
 
 
+@dataclass
+class ParityCheck:
+    """One export's parity check, accumulated batch by batch, so the test split never has to be held whole.
+
+    ``embeddings``: the tolerance is relative to the largest expected value (at
+    least 1), since pooled features are not bounded like logits and fp32 rounding
+    grows with them; logits are also held to the same top-1 label on every image.
+    """
+
+    artifact: str
+    embeddings: bool = False
+    tolerance: float = PARITY_TOLERANCE
+    images: int = 0
+    max_abs_diff: float = 0.0
+    top1_mismatches: int = 0
+    largest: float = 0.0
+
+    def add(self, expected: FloatArray, actual: FloatArray) -> None:
+        """Compare one batch's outputs; raise ExportParityError at once if their shapes differ."""
+        if expected.shape != actual.shape:
+            what = "embeddings" if self.embeddings else "logits"
+            raise ExportParityError(
+                f"{self.artifact} returns {what} of shape {actual.shape}, the trained model {expected.shape}"
+            )
+        self.images += len(expected)
+        if not expected.size:
+            return
+        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(expected - actual).max()))
+        self.largest = max(self.largest, float(np.abs(expected).max()))
+        if not self.embeddings:
+            self.top1_mismatches += int((expected.argmax(axis=1) != actual.argmax(axis=1)).sum())
+
+    def report(self) -> ParityReport:
+        """The report over every batch added; raise ExportParityError on any mismatch."""
+        tolerance = self.tolerance * max(1.0, self.largest) if self.embeddings else self.tolerance
+        report = ParityReport(self.artifact, self.images, self.max_abs_diff, self.top1_mismatches, tolerance)
+        if report.passed:
+            return report
+        if self.embeddings:
+            raise ExportParityError(
+                f"{self.artifact}'s embeddings differ from the trained model's on {report.images} test images: "
+                f"max |difference| {report.max_abs_diff:.3e} (tolerance {report.tolerance:.1e})"
+            )
+        raise ExportParityError(
+            f"{self.artifact} differs from the trained model on {report.images} test images: "
+            f"max |logit difference| {report.max_abs_diff:.3e} (tolerance {tolerance:.0e}), "
+            f"top-1 label differs on {report.top1_mismatches} images"
+        )
+
+
 def compare_logits(
     artifact: str, expected: FloatArray, actual: FloatArray, tolerance: float = PARITY_TOLERANCE
 ) -> ParityReport:
     """Compare an export's logits with the trained model's; raise ExportParityError on any mismatch."""
-    if expected.shape != actual.shape:
-        raise ExportParityError(
-            f"{artifact} returns logits of shape {actual.shape}, the trained model {expected.shape}"
-        )
-    report = ParityReport(
-        artifact=artifact,
-        images=len(expected),
-        max_abs_diff=float(np.abs(expected - actual).max()) if expected.size else 0.0,
-        top1_mismatches=int((expected.argmax(axis=1) != actual.argmax(axis=1)).sum()) if expected.size else 0,
-        tolerance=tolerance,
-    )
-    if not report.passed:
-        raise ExportParityError(
-            f"{artifact} differs from the trained model on {report.images} test images: "
-            f"max |logit difference| {report.max_abs_diff:.3e} (tolerance {tolerance:.0e}), "
-            f"top-1 label differs on {report.top1_mismatches} images"
-        )
-    return report
+    check = ParityCheck(artifact, tolerance=tolerance)
+    check.add(expected, actual)
+    return check.report()
 
 
 def compare_embeddings(
     artifact: str, expected: FloatArray, actual: FloatArray, tolerance: float = PARITY_TOLERANCE
 ) -> ParityReport:
-    """Compare an export's embeddings with the trained model's; raise ExportParityError past the tolerance.
-
-    The tolerance is relative to the largest embedding value (at least 1): pooled
-    features are not bounded like logits, and fp32 rounding grows with them.
-    """
-    if expected.shape != actual.shape:
-        raise ExportParityError(
-            f"{artifact} returns embeddings of shape {actual.shape}, the trained model {expected.shape}"
-        )
-    scale = max(1.0, float(np.abs(expected).max())) if expected.size else 1.0
-    report = ParityReport(
-        artifact=artifact,
-        images=len(expected),
-        max_abs_diff=float(np.abs(expected - actual).max()) if expected.size else 0.0,
-        top1_mismatches=0,
-        tolerance=tolerance * scale,
-    )
-    if not report.passed:
-        raise ExportParityError(
-            f"{artifact}'s embeddings differ from the trained model's on {report.images} test images: "
-            f"max |difference| {report.max_abs_diff:.3e} (tolerance {report.tolerance:.1e})"
-        )
-    return report
+    """Compare an export's embeddings with the trained model's; raise ExportParityError past the tolerance
+    (relative to the largest embedding value, at least 1)."""
+    check = ParityCheck(artifact, embeddings=True, tolerance=tolerance)
+    check.add(expected, actual)
+    return check.report()

@@ -9,8 +9,9 @@ never test images, so the test accuracy reported for int8 stays honest.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,28 +22,53 @@ from autovision.export.onnx_export import ONNX_INPUT
 from autovision.preprocess import FloatArray
 
 CALIBRATION_IMAGES = 256
+# Images ONNX Runtime runs at once while calibrating: what its session holds activations for. Of each batch
+# onnxruntime 1.32 keeps only each calibrated tensor's min and max (not the model's outputs), so nothing else
+# grows with the calibration images. Its ``CalibMaxIntermediateOutputs`` option, meant to bound
+# that, drops the collected ranges instead of merging them in onnxruntime 1.32 (microsoft/onnxruntime#18893):
+# it is not set.
 CALIBRATION_BATCH = 32
 
 
-class _Calibration(CalibrationDataReader):  # type: ignore[misc]
-    """Feeds calibration images to the quantiser batch by batch."""
+def calibration_batches(inputs: Iterable[FloatArray], images: int = CALIBRATION_IMAGES) -> Iterator[FloatArray]:
+    """The first ``images`` calibration images, ``CALIBRATION_BATCH`` at a time, read from ``inputs`` (batches of
+    any size) only as far as needed."""
+    held: list[FloatArray] = []
+    count = taken = 0
+    for batch in inputs:
+        for start in range(0, len(batch), CALIBRATION_BATCH):
+            piece = batch[start : start + min(CALIBRATION_BATCH - count, images - taken)]
+            held.append(piece)
+            count, taken = count + len(piece), taken + len(piece)
+            if count == CALIBRATION_BATCH or taken == images:
+                yield np.ascontiguousarray(np.concatenate(held), dtype=np.float32)
+                held, count = [], 0
+            if taken == images:
+                return
+    if held:
+        yield np.ascontiguousarray(np.concatenate(held), dtype=np.float32)
 
-    def __init__(self, inputs: FloatArray) -> None:
-        self._batches: Iterator[dict[str, FloatArray]] = (
-            {ONNX_INPUT: inputs[start : start + CALIBRATION_BATCH]}
-            for start in range(0, len(inputs), CALIBRATION_BATCH)
-        )
+
+class _Calibration(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds calibration images to the quantiser batch by batch, reading each only when asked."""
+
+    def __init__(self, batches: Iterator[FloatArray]) -> None:
+        self._batches = batches
 
     def get_next(self) -> dict[str, FloatArray] | None:
         """The next batch of model inputs, or None once all are used."""
-        return next(self._batches, None)
+        batch = next(self._batches, None)
+        return None if batch is None else {ONNX_INPUT: batch}
 
 
-def quantize_int8(onnx_path: Path, calibration_inputs: FloatArray, out_path: Path) -> Path:
-    """Quantise weights (per channel) and activations to int8, calibrated on up to 256 images."""
-    if len(calibration_inputs) == 0:
+def quantize_int8(onnx_path: Path, calibration_inputs: Iterable[FloatArray], out_path: Path) -> Path:
+    """Quantise weights (per channel) and activations to int8, calibrated on up to 256 images read batch by batch
+    from ``calibration_inputs`` (batches of any size; ``[array]`` for one array), ``CALIBRATION_BATCH`` at a
+    time."""
+    batches = calibration_batches(calibration_inputs)
+    first = next(batches, None)
+    if first is None:
         raise ValueError("int8 quantisation needs calibration images; the validation split is empty")
-    chosen = np.ascontiguousarray(calibration_inputs[:CALIBRATION_IMAGES], dtype=np.float32)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="autovision-quantize-") as workdir:
         prepared = Path(workdir) / "prepared.onnx"
@@ -50,7 +76,7 @@ def quantize_int8(onnx_path: Path, calibration_inputs: FloatArray, out_path: Pat
         quantize_static(
             str(prepared),
             str(out_path),
-            _Calibration(chosen),
+            _Calibration(itertools.chain([first], batches)),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,

@@ -17,8 +17,10 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
 import posixpath
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -99,25 +101,46 @@ def load_model(location: ModelLocation, variant: Variant = "fp32") -> LoadedMode
     )
 
 
-def parse_csv_uris(text: str, base_uri: str) -> list[str]:
-    """Image URIs from the first column of a CSV; relative entries are relative to the CSV's directory."""
+def parse_csv_uris(lines: Iterable[str], base_uri: str) -> Iterator[str]:
+    """Image URIs from the first column of a CSV's lines, one at a time; relative entries are relative to the
+    CSV's directory."""
     base = posixpath.dirname(base_uri)
-    uris: list[str] = []
-    for row in csv.reader(io.StringIO(text)):
+    first = True
+    for row in csv.reader(lines):
         cell = row[0].strip() if row else ""
-        if not cell or (not uris and cell.lower() in CSV_HEADERS):
+        if not cell or (first and cell.lower() in CSV_HEADERS):
             continue
-        uris.append(cell if "://" in cell or cell.startswith("/") else posixpath.join(base, cell))
-    return uris
+        first = False
+        yield cell if "://" in cell or cell.startswith("/") else posixpath.join(base, cell)
 
 
-def list_images(source: str, settings: Settings | None = None) -> list[str]:
-    """The images a batch prediction covers: the URIs a CSV lists, or every image under a prefix."""
+def list_images(source: str, settings: Settings | None = None) -> Iterator[str]:
+    """The images a batch prediction covers, one at a time: the URIs a CSV lists (read line by line), or every
+    image under a prefix (whose listing fsspec returns as one list of keys)."""
     if source.lower().endswith(".csv"):
         with open_uri(source, settings) as handle:
-            return parse_csv_uris(handle.read().decode("utf-8-sig"), source)
+            yield from parse_csv_uris(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""), source)
+        return
     storage = Storage(source, settings)
-    return [storage.uri(key) for key in storage.list_keys("") if key.lower().endswith(IMAGE_SUFFIXES)]
+    yield from (storage.uri(key) for key in storage.list_keys("") if key.lower().endswith(IMAGE_SUFFIXES))
+
+
+class ListingDigest:
+    """How many images a listing holds and the sha256 of their URIs joined by newlines, taken one at a time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._digest = hashlib.sha256()
+
+    def add(self, uri: str) -> str:
+        """Count one more URI; returns it."""
+        self._digest.update((("\n" if self.count else "") + uri).encode())
+        self.count += 1
+        return uri
+
+    def hexdigest(self) -> str:
+        """The digest of the URIs added so far."""
+        return self._digest.hexdigest()
 
 
 def prediction_record(uri: str, scores: FloatArray, labels: list[str], options: BatchOptions) -> dict[str, Any]:
@@ -237,12 +260,12 @@ def shard_key(index: int, count: int) -> str:
     return f"predictions-{index:05d}-of-{count:05d}.jsonl"
 
 
-def describe_request(source: str, uris: list[str], model: LoadedModel, options: BatchOptions) -> dict[str, Any]:
+def describe_request(source: str, listing: ListingDigest, model: LoadedModel, options: BatchOptions) -> dict[str, Any]:
     """What was asked, precisely enough that a retry recognises its own earlier output."""
     return {
         "source": source,
-        "images": len(uris),
-        "imagesSha256": hashlib.sha256("\n".join(uris).encode()).hexdigest(),
+        "images": listing.count,
+        "imagesSha256": listing.hexdigest(),
         "model": model.uri,
         "topK": options.top_k,
         "scoreThreshold": options.score_threshold,
@@ -258,11 +281,17 @@ def run_batch_prediction(
     *,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Predict every image of ``source`` into shards under ``output``; returns the manifest (written last)."""
-    uris = list_images(source, output.settings)
-    if not uris:
+    """Predict every image of ``source`` into shards under ``output``; returns the manifest (written last).
+
+    The source is listed twice, one URI at a time (counted and hashed for the request, then read a shard at a
+    time), so no list of every image is held; a source that changes in between is refused before the manifest.
+    """
+    listed = ListingDigest()
+    for uri in list_images(source, output.settings):
+        listed.add(uri)
+    if not listed.count:
         raise BatchPredictionError(f"{source} lists no images ({', '.join(IMAGE_SUFFIXES)})")
-    request = describe_request(source, uris, model, options)
+    request = describe_request(source, listed, model, options)
     if output.exists(MANIFEST_FILE):
         manifest: dict[str, Any] = output.read_json(MANIFEST_FILE)
         _require_same_request(output, manifest["request"], request)
@@ -270,23 +299,30 @@ def run_batch_prediction(
     if output.exists(REQUEST_FILE):
         _require_same_request(output, output.read_json(REQUEST_FILE), request)
     output.write_json(REQUEST_FILE, request)
-    shards = [uris[start : start + options.shard_size] for start in range(0, len(uris), options.shard_size)]
-    keys = [shard_key(index, len(shards)) for index in range(len(shards))]
+    count = -(-listed.count // options.shard_size)
+    keys = [shard_key(index, count) for index in range(count)]
     if reporter:
-        reporter.stage("Predicting", total=len(uris))
+        reporter.stage("Predicting", total=listed.count)
     errors = done = 0
-    for key, shard in zip(keys, shards, strict=True):
+    read = ListingDigest()
+    uris = (read.add(uri) for uri in list_images(source, output.settings))
+    for key in keys:
+        shard = list(itertools.islice(uris, options.shard_size))
         if not output.exists(key):  # a retry keeps the shards an earlier attempt finished
             records = predict_uris(model, shard, options, output.settings)
             output.write_bytes(key, "".join(json.dumps(record) + "\n" for record in records).encode())
         errors += sum("error" in json.loads(line) for line in output.read_bytes(key).decode().splitlines())
         done += len(shard)
         if reporter:
-            reporter.update(done, f"{done} of {len(uris)} images, {errors} errors")
+            reporter.update(done, f"{done} of {listed.count} images, {errors} errors")
+    for uri in uris:  # images added to the source since it was first listed
+        read.add(uri)
+    if read.hexdigest() != listed.hexdigest():
+        raise BatchPredictionError(f"{source} changed during the batch prediction: run it again")
     manifest = {
         "request": request,
         "shards": [output.uri(key) for key in keys],
-        "images": len(uris),
+        "images": listed.count,
         "errors": errors,
         "completedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
