@@ -31,6 +31,9 @@ import statistics
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+from torch import nn
 
 from autovision.contract.files import (
     BUDGET_TOO_SMALL_PHASE,
@@ -51,10 +54,11 @@ from autovision.contract.keys import (
 from autovision.data.manifest import ImageRecord, SplitName, labels_of
 from autovision.data.versions import open_version, read_version
 from autovision.evaluate import activate, evaluate_predictions, variant_metrics
-from autovision.evaluate.explanations import explain_test_images
+from autovision.evaluate.explanations import ReportExplanations, explain_test_images
 from autovision.evaluate.files import write_evaluation_files
 from autovision.evaluate.formats import FormatRun, format_figures
 from autovision.evaluate.metrics import DEFAULT_SCORE_THRESHOLD
+from autovision.evaluate.predictions import SplitPredictions
 from autovision.evaluate.scoring import score_split
 from autovision.evaluate.split_images import SplitImages
 from autovision.export.bundle import ExportedModel, export_model
@@ -188,21 +192,9 @@ def train_evaluate_export(
     test = SplitImages(index, "test", labels, preprocess.size, storage)
 
     model_dir = ModelLocation(storage, model_dir_key(run.prefix))
-    reporter.stage("Evaluating on the test split", total=1)
-    predictions = score_split(final_model, test, preprocess, multi_label)
-    storage.write_bytes(model_dir.key(TEST_PREDICTIONS_FILE), predictions.to_npz())
-    evaluation = evaluate_predictions(predictions, score_threshold=score_threshold)
-    architecture = result.candidate.config.architecture.describe()
-    explained = explain_test_images(
-        final_model,
-        architecture,
-        test.pixels_of,
-        predictions,
-        evaluation["mostConfidentMistakes"],
-        preprocess=preprocess,
+    predictions, evaluation, explained = _evaluate_test_split(
+        final_model, result, test, model_dir, reporter, multi_label=multi_label, score_threshold=score_threshold
     )
-    evaluation["explanations"] = explained.record.to_json()
-    reporter.update(1, f"test accuracy {evaluation['accuracy']:.3f}")
 
     reporter.stage("Exporting ONNX, TorchScript, int8 ONNX and Triton repositories", total=3)
     with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
@@ -280,6 +272,35 @@ def train_evaluate_export(
     }
     write_progress(storage, run.prefix, Progress.model_validate(progress))
     return card
+
+
+def _evaluate_test_split(
+    model: nn.Module,
+    result: SearchResult,
+    test: SplitImages,
+    model_dir: ModelLocation,
+    reporter: Reporter,
+    *,
+    multi_label: bool,
+    score_threshold: float,
+) -> tuple[SplitPredictions, dict[str, Any], ReportExplanations]:
+    """Score the test split a batch at a time, keep its predictions, and explain its most confident mistakes."""
+    reporter.stage("Evaluating on the test split", total=1)
+    preprocess = result.candidate.preprocess
+    predictions = score_split(model, test, preprocess, multi_label)
+    model_dir.storage.write_bytes(model_dir.key(TEST_PREDICTIONS_FILE), predictions.to_npz())
+    evaluation = evaluate_predictions(predictions, score_threshold=score_threshold)
+    explained = explain_test_images(
+        model,
+        result.candidate.config.architecture.describe(),
+        test.pixels_of,
+        predictions,
+        evaluation["mostConfidentMistakes"],
+        preprocess=preprocess,
+    )
+    evaluation["explanations"] = explained.record.to_json()
+    reporter.update(1, f"test accuracy {evaluation['accuracy']:.3f}")
+    return predictions, evaluation, explained
 
 
 def _store_edge_formats(
