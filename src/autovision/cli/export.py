@@ -22,8 +22,7 @@ def export_command(
     ] = Path(".venv-executorch"),
 ) -> None:
     """Write edge formats beside the run's ONNX model; a format that fails leaves the others written."""
-    from autovision.contract.keys import TORCHSCRIPT_FILE
-    from autovision.export.edge import edge_input, module_from_torchscript, store_edge_formats
+    from autovision.export.edge import edge_input, run_model, store_edge_formats
     from autovision.export.layout import ModelNotFoundError, locate_model
     from autovision.resources import EdgeFormat
     from autovision.storage import StorageError
@@ -34,8 +33,8 @@ def export_command(
     try:
         location = locate_model(model)
         spec = edge_input(location.card())
-        module = module_from_torchscript(location.storage.read_bytes(location.key(TORCHSCRIPT_FILE)), spec.size)
-    except (ModelNotFoundError, StorageError, ValueError) as error:
+        module = run_model(model)
+    except (ModelNotFoundError, StorageError, ValueError, FileNotFoundError) as error:
         fail(str(error))
     with tempfile.TemporaryDirectory(prefix="autovision-export-") as workdir:
         stored = store_edge_formats(

@@ -1,15 +1,17 @@
-"""The edge formats by name, and how a finished run's model becomes one again.
+"""The edge formats by name, and the model a finished run's edge formats start from.
 
-A run keeps its trained model as TorchScript (``model.pt``), not as Python code and
-weights; ``torch.export`` cannot take a ScriptModule, so it is converted back to an
-exported program (batch of one, as the edge formats take it) with torch's
-TorchScript converter, and every edge format starts from that.
+Every edge converter starts from ``torch.export``, which cannot take the run's
+TorchScript archive, and torch's TorchScript-to-export converter cannot read every
+family back (EfficientNet-Lite's traced "same" padding becomes a data-dependent
+guard). A run keeps what rebuilds the module itself, though: its architecture in
+the model card and its final weights in the checkpoint the card names (what
+``--base-model`` continues from), so ``autovision export`` starts from the same
+module as the run's own ``--export-formats``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,9 @@ from autovision.export.edge_files import EdgeExportError, EdgeInput
 from autovision.export.executorch_export import executorch_python, export_executorch
 from autovision.export.layout import ModelLocation
 from autovision.resources import EdgeFormat
+from autovision.search.base_model import find_base_model
+from autovision.settings import Settings
+from autovision.train.trainer import TrialCheckpoint, restore_model
 
 OUTPUT_NAMES = {
     EdgeFormat.TFLITE: TFLITE_FILE,
@@ -64,31 +69,11 @@ def edge_input(card: ModelCard) -> EdgeInput:
     return EdgeInput(labels=tuple(card.labels), size=card.input_size, mean=card.mean, std=card.std)
 
 
-class _ExportedModule(nn.Module):
-    """An exported program's module behind a plain ``nn.Module``, so ``.eval()`` works (it has no train mode)."""
-
-    def __init__(self, program: torch.export.ExportedProgram) -> None:
-        super().__init__()
-        # A bound method, not a submodule: .eval() must not reach the program's module.
-        self._call = program.module().__call__
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """The logits: edge formats keep scores only, a run's (logits, embedding) archive gives its first output
-        (docs/edge.md)."""
-        outputs = self._call(images)
-        logits: torch.Tensor = outputs[0] if isinstance(outputs, tuple | list) else outputs
-        return logits
-
-
-def module_from_torchscript(data: bytes, size: int) -> nn.Module:
-    """The run's TorchScript model as an exportable module for one ``size`` x ``size`` RGB image."""
-    from torch._export.converter import TS2EPConverter
-
-    scripted = torch.jit.load(io.BytesIO(data), map_location="cpu")  # type: ignore[no-untyped-call]
-    for parameter in scripted.parameters():  # inference only: constants, not leaves to train
-        parameter.requires_grad_(False)
-    program = TS2EPConverter(scripted, (torch.zeros(1, 3, size, size),)).convert()
-    return _ExportedModule(program)
+def run_model(target: str, settings: Settings | None = None) -> nn.Module:
+    """The finished run ``target`` names, as its final model rebuilt from its card's architecture and final
+    checkpoint (eval mode, CPU, logits out); ``BaseModelError`` when it kept no checkpoint."""
+    run = find_base_model(target, settings)
+    return restore_model(run.training(), len(run.card.labels), TrialCheckpoint(run.storage, run.checkpoint_key))
 
 
 def export_edge(model: nn.Module, spec: EdgeInput, fmt: EdgeFormat, out_dir: Path, executorch_venv: Path) -> Path:
