@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from autovision.contract.files import ModelCard
-from autovision.export.edge import EdgeUnavailableError, check_edge_formats, edge_input, run_model
+from autovision.export.edge import EdgeUnavailableError, check_edge_formats, edge_input, run_model, training_images
+from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.resources import EdgeFormat
-from autovision.storage import Storage
+from autovision.storage import Storage, read_uris
 from autovision.train.families.efficientnet_lite import EfficientNetLite, EfficientNetLiteConfig
 from tests.support.export import small_model
-from tests.support.runs import write_digits_run, write_finished_run
+from tests.support.runs import import_digits, write_digits_run, write_finished_run
 
 
 def test_a_run_gives_back_its_final_model(tmp_path: Path, model_card: ModelCard, images: torch.Tensor) -> None:
@@ -34,6 +35,15 @@ def test_an_efficientnet_lite_run_gives_an_exportable_model(tmp_path: Path, mode
     program = torch.export.export(run_model(str(tmp_path / "run")), (image,))
     with torch.no_grad():
         assert torch.allclose(program.module()(image), trained.eval()(image), atol=1e-5)
+
+
+def test_int8_calibration_reads_the_runs_training_images_only(tmp_path: Path, model_card: ModelCard) -> None:
+    storage = Storage(f"file://{tmp_path / 'storage'}")
+    imported, card = import_digits(storage, tmp_path, model_card.model_copy(update={"input_size": 16}))
+    by_split = {split: [r.uri for r in imported.records if r.split == split] for split in ("train", "test")}
+    assert all(by_split.values())  # test images exist, and are left out
+    train = preprocess_batch(read_uris(by_split["train"]), PreprocessConfig(size=16, mean=card.mean, std=card.std))
+    assert torch.equal(training_images(card, storage), torch.from_numpy(train))
 
 
 def test_edge_files_ship_the_cards_labels_and_normalisation(model_card: ModelCard) -> None:

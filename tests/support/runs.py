@@ -7,14 +7,16 @@ from pathlib import Path
 
 import torch
 
-from autovision.contract.files import FinalFit, ModelCard
+from autovision.contract.files import DatasetVersionRef, FinalFit, ModelCard
 from autovision.contract.keys import model_card_key, trial_checkpoint_key
+from autovision.data.importer import ImportResult, import_dataset
 from autovision.storage import Storage
 from autovision.train.families.base import ArchitectureConfig
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.models import build_model
 from autovision.train.trainer import TrainConfig
 from tests.support.export import ARCHITECTURE, small_model
+from tests.support.search import digits_subset_zip
 from tests.support.tflite import DIGIT_SPEC
 
 TINY_CNN = ResidualCNNConfig(width=4, stages=1)
@@ -26,6 +28,13 @@ def write_digits_run(run: Path, card: ModelCard) -> Path:
     weights = small_model(0).state_dict()
     write_finished_run(Storage(str(run)), "", digits, weights, architecture=ARCHITECTURE, size=DIGIT_SPEC.size)
     return run
+
+
+def import_digits(storage: Storage, workdir: Path, card: ModelCard) -> tuple[ImportResult, ModelCard]:
+    """Ten digits of each class imported into ``storage`` (split into train, validation and test), and ``card``
+    naming that version as its dataset."""
+    imported = import_dataset(str(digits_subset_zip(workdir / "digits.zip", per_class=10)), "digits", storage)
+    return imported, card.model_copy(update={"dataset": DatasetVersionRef(name="digits", version=imported.version)})
 
 
 def write_finished_run(

@@ -68,7 +68,7 @@ def run_edge(fmt: EdgeFormat, path: Path, inputs: FloatArray, executorch_venv: P
     """An edge file in its runtime on one thread (LiteRT, ExecuTorch); Core ML only by size, it predicts on macOS."""
     if fmt is EdgeFormat.COREML:
         return FormatRun(name=str(fmt), file=path.name, size_bytes=size_bytes(path), logits=None)
-    if fmt is EdgeFormat.TFLITE:
+    if fmt in (EdgeFormat.TFLITE, EdgeFormat.TFLITE_INT8):
         from autovision.export.tflite import tflite_latency, tflite_logits
 
         logits = tflite_logits(path, inputs)

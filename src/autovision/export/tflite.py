@@ -19,11 +19,10 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from autovision.export.edge_files import EdgeInput, write_atomically
+from autovision.export.edge_files import CALIBRATION_IMAGES, EdgeInput, write_atomically
 from autovision.export.tflite_metadata import attach_metadata
 from autovision.preprocess import FloatArray
 
-CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 1
 
 
