@@ -1,13 +1,12 @@
 """Every format of a finished run: file size, single-thread latency, top-1 and agreement with PyTorch.
 
-    python benchmarks/edge_formats.py RUN_DIR [--executorch-venv .venv-executorch] [--efficientnet-lite-trial N]
+    python benchmarks/edge_formats.py RUN_DIR [--executorch-venv .venv-executorch]
 
 Needs the edge extra (and ``scripts/setup-executorch.sh`` for ExecuTorch). The
 test split is read from the run's dataset version; the int8 ``.tflite`` file is
 calibrated on the training split only. The run's ONNX and int8 ONNX files are
-measured as they are; the edge files are converted from its TorchScript model, or,
-for EfficientNet-Lite (whose traced "same" padding torch's TorchScript-to-export
-converter cannot read back), from trial N's best weights rebuilt on its architecture.
+measured as they are; the edge files are converted from its final model, rebuilt
+from its architecture and final checkpoint as ``autovision export`` rebuilds it.
 Each file is measured as a run's report measures it (``autovision.export.measure``):
 one image at a time, one thread, median and p90 over a fixed number of runs.
 """
@@ -25,37 +24,18 @@ import numpy as np
 import torch
 
 from autovision.contract.files import ModelCard
-from autovision.contract.keys import INT8_ONNX_FILE, MODEL_CARD, MODEL_DIR, ONNX_FILE, TORCHSCRIPT_FILE
+from autovision.contract.keys import INT8_ONNX_FILE, MODEL_CARD, MODEL_DIR, ONNX_FILE
 from autovision.data.versions import read_version
 from autovision.evaluate.formats import FormatRun, format_figures
 from autovision.evaluate.predictions import BoolArray
 from autovision.export.coreml import export_coreml
-from autovision.export.edge import edge_input, module_from_torchscript
+from autovision.export.edge import edge_input, run_model
 from autovision.export.executorch_export import executorch_python, export_executorch
 from autovision.export.measure import run_edge, run_onnx
 from autovision.export.tflite import export_tflite
 from autovision.preprocess import FloatArray, PreprocessConfig, preprocess_batch
 from autovision.resources import EdgeFormat
 from autovision.storage import Storage, read_uris
-from autovision.train.families.efficientnet_lite import EfficientNetLiteConfig
-from autovision.train.models import build_model
-
-
-def _efficientnet_lite(card: ModelCard, checkpoint: Path) -> torch.nn.Module:
-    fields = {name: card.architecture[name] for name in ("variant", "frozen_stages", "head", "dropout")}
-    model = build_model(EfficientNetLiteConfig(**fields, pretrained=False), len(card.labels))
-    model.load_state_dict(torch.load(checkpoint, weights_only=False)["best_model"])
-    return _LogitsOnly(model.eval()).eval()
-
-
-class _LogitsOnly(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(images)
-        return outputs[0] if isinstance(outputs, tuple | list) else outputs  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -63,7 +43,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run", type=Path)
     parser.add_argument("--executorch-venv", type=Path, default=Path(".venv-executorch"))
-    parser.add_argument("--efficientnet-lite-trial", type=int, help="rebuild the model from this trial's checkpoint")
     args = parser.parse_args()
     model_dir = args.run / MODEL_DIR
     card = ModelCard.model_validate(json.loads((model_dir / MODEL_CARD).read_text()))
@@ -79,10 +58,7 @@ def main() -> None:
 
     test, truth = images("test")
     train, _ = images("train")
-    if args.efficientnet_lite_trial is None:
-        module = module_from_torchscript((model_dir / TORCHSCRIPT_FILE).read_bytes(), spec.size)
-    else:
-        module = _efficientnet_lite(card, args.run / "trials" / str(args.efficientnet_lite_trial) / "checkpoint.pt")
+    module = run_model(str(args.run))
     with torch.no_grad():
         expected = np.concatenate([module(torch.from_numpy(x[None])).numpy() for x in test])
     python = executorch_python(args.executorch_venv)

@@ -104,7 +104,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, digits_zip: Path) -> FinishedR
         config=CONFIG,
         preprocess=PREPROCESS,
         budget_milli_node_hours=1000,
-        edge_formats=[EdgeFormat.TFLITE],
+        edge_formats=[EdgeFormat.TFLITE, EdgeFormat.TFLITE_INT8],
     )
     test_records = [record for record in dataset.records if record.split == "test"]
     return FinishedRun(storage=storage, card=card, test_records=test_records)
@@ -115,6 +115,7 @@ MODEL_FILES = [
     "model/drift_reference.npz",
     "model/evaluation.json",
     "model/model.int8.onnx",
+    "model/model.int8.tflite",
     "model/model.json",
     "model/model.onnx",
     "model/model.pt",
@@ -235,7 +236,7 @@ def test_the_edge_format_asked_for_is_written_with_the_runs_labels_and_agrees(ru
 def test_evaluation_and_report_show_each_formats_size_latency_and_top1(run: FinishedRun) -> None:
     evaluation = run.read_json("model/evaluation.json")
     formats = {entry["format"]: entry for entry in evaluation["formats"]}
-    assert list(formats) == ["onnx", "int8 onnx", "tflite"]
+    assert list(formats) == ["onnx", "int8 onnx", "tflite", "tflite-int8"]
     for entry in formats.values():
         assert entry["bytes"] == len(run.storage.read_bytes(run.key(f"model/{entry['file']}")))
         latency = entry["latencyMs"]

@@ -35,6 +35,8 @@ from typing import Any
 
 from torch import nn
 
+import torch
+
 from autovision.contract.files import (
     BUDGET_TOO_SMALL_PHASE,
     SUCCEEDED_PHASE,
@@ -64,7 +66,7 @@ from autovision.evaluate.split_images import SplitImages
 from autovision.export.bundle import ExportedModel, export_model
 from autovision.export.card import artifact_uris, model_card, report_facts
 from autovision.export.edge import check_edge_formats, store_edge_formats
-from autovision.export.edge_files import EdgeInput
+from autovision.export.edge_files import CALIBRATION_IMAGES, EdgeInput
 from autovision.export.executorch_export import DEFAULT_VENV as DEFAULT_EXECUTORCH_VENV
 from autovision.export.layout import ModelLocation
 from autovision.export.measure import run_edge, run_onnx
@@ -230,7 +232,14 @@ def train_evaluate_export(
         if edge_formats:
             spec = EdgeInput(labels=tuple(labels), size=preprocess.size, mean=preprocess.mean, std=preprocess.std)
             edge_files = _store_edge_formats(
-                final, spec, edge_formats, model_dir=model_dir, venv=executorch_venv, reporter=reporter, workdir=workdir
+                final,
+                spec,
+                edge_formats,
+                _calibration_images(images, preprocess, edge_formats),
+                model_dir=model_dir,
+                venv=executorch_venv,
+                reporter=reporter,
+                workdir=workdir,
             )
         runs = _run_formats(exported, edge_files, test_inputs.arrays(), executorch_venv, reporter)
         evaluation["formats"] = [format_figures(each, predictions.truth, predictions.scores).to_json() for each in runs]
@@ -307,6 +316,7 @@ def _store_edge_formats(
     final: FinalModel,
     spec: EdgeInput,
     formats: Sequence[EdgeFormat],
+    training: torch.Tensor | None,
     *,
     model_dir: ModelLocation,
     venv: Path,
@@ -314,12 +324,24 @@ def _store_edge_formats(
     workdir: str,
 ) -> dict[EdgeFormat, Path]:
     reporter.stage(f"Exporting {', '.join(formats)}", total=len(formats))
-    stored = store_edge_formats(final.model.to(CPU), spec, formats, model_dir, venv, workdir=Path(workdir) / "edge")
+    stored = store_edge_formats(
+        final.model.to(CPU), spec, formats, model_dir, venv, workdir=Path(workdir) / "edge", calibration=training
+    )
     for done, (fmt, written) in enumerate(stored.written.items(), start=1):
         reporter.update(done, f"{fmt}: {written.uri} ({written.size_bytes / 1e6:.2f} MB)")
     for fmt, reason in stored.failures.items():
         reporter.note(f"{fmt} not written: {reason}")
     return {fmt: written.path for fmt, written in stored.written.items()}
+
+
+def _calibration_images(
+    images: ImageCache, preprocess: PreprocessConfig, formats: Sequence[EdgeFormat]
+) -> torch.Tensor | None:
+    """The first training images as model input, for the formats calibrated on them (tflite-int8): never a
+    validation or test image."""
+    if EdgeFormat.TFLITE_INT8 not in formats:
+        return None
+    return next(images.split("train", preprocess.size).batches(preprocess, CALIBRATION_IMAGES)).cpu()
 
 
 def _run_formats(

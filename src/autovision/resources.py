@@ -327,6 +327,8 @@ class EdgeFormat(StrEnum):
     """The edge formats a run may write besides ONNX, TorchScript and int8 ONNX (docs/edge.md)."""
 
     TFLITE = "tflite"
+    # Full-integer int8 LiteRT, calibrated on training images only.
+    TFLITE_INT8 = "tflite-int8"
     COREML = "coreml"
     EXECUTORCH = "executorch"
 
@@ -385,9 +387,10 @@ class ExportOptions(WireModel):
 
     formats: list[EdgeFormat] = Field(
         default=[],
-        description="Edge formats to write beside model.onnx: tflite (LiteRT), coreml (Core ML) or executorch "
-        "(.pte, XNNPACK). Each needs the edge extra in the trainer image (ExecuTorch also its own venv); a "
-        "format the trainer cannot write fails the run before training starts.",
+        description="Edge formats to write beside model.onnx: tflite (LiteRT), tflite-int8 (full-integer int8 "
+        "LiteRT, calibrated on training images), coreml (Core ML) or executorch (.pte, XNNPACK). Each needs the "
+        "edge extra in the trainer image (ExecuTorch also its own venv); a format the trainer cannot write fails "
+        "the run before training starts.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 

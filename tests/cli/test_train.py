@@ -55,7 +55,7 @@ def test_an_unknown_export_format_is_refused_before_any_work() -> None:
 
     assert result.exit_code == 1
     message = " ".join(result.stderr.split())
-    assert "--export-formats: unknown onnx, tfjs; choose from tflite, coreml, executorch" in message
+    assert "--export-formats: unknown onnx, tfjs; choose from tflite, tflite-int8, coreml, executorch" in message
 
 
 def test_an_export_format_the_install_cannot_write_fails_before_training(

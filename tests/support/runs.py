@@ -3,41 +3,58 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import torch
 
-from autovision.contract.files import FinalFit, ModelCard
-from autovision.contract.keys import MODEL_CARD, MODEL_DIR, TORCHSCRIPT_FILE, model_card_key, trial_checkpoint_key
-from autovision.export.torchscript import export_torchscript
+from autovision.contract.files import DatasetVersionRef, FinalFit, ModelCard
+from autovision.contract.keys import model_card_key, trial_checkpoint_key
+from autovision.data.importer import ImportResult, import_dataset
 from autovision.storage import Storage
+from autovision.train.families.base import ArchitectureConfig
 from autovision.train.families.residual_cnn import ResidualCNNConfig
 from autovision.train.models import build_model
 from autovision.train.trainer import TrainConfig
-from tests.support.export import digit_images, small_model
+from tests.support.export import ARCHITECTURE, small_model
+from tests.support.search import digits_subset_zip
 from tests.support.tflite import DIGIT_SPEC
+
+TINY_CNN = ResidualCNNConfig(width=4, stages=1)
 
 
 def write_digits_run(run: Path, card: ModelCard) -> Path:
-    """Write the small digits model's TorchScript and a card for it under ``run/model/``; return the run."""
-    model_dir = run / MODEL_DIR
-    export_torchscript(small_model(0), digit_images(2), model_dir / TORCHSCRIPT_FILE)
-    digits = card.model_copy(update={"input_size": DIGIT_SPEC.size, "labels": list(DIGIT_SPEC.labels)})
-    (model_dir / MODEL_CARD).write_text(json.dumps(digits.model_dump(mode="json", by_alias=True)))
+    """A finished run of the small digits model at ``run`` (``write_finished_run``), on the ten digit labels."""
+    digits = card.model_copy(update={"labels": list(DIGIT_SPEC.labels)})
+    weights = small_model(0).state_dict()
+    write_finished_run(Storage(str(run)), "", digits, weights, architecture=ARCHITECTURE, size=DIGIT_SPEC.size)
     return run
 
 
-def write_finished_run(storage: Storage, prefix: str, card: ModelCard, weights: dict[str, torch.Tensor]) -> ModelCard:
-    """A finished run as a base model needs it: the card (the tiny CNN's, on ``card``'s labels and task) and the
-    chosen trial's checkpoint holding ``weights``; no exports. Returns the card written."""
-    architecture = ResidualCNNConfig(width=4, stages=1)
+def import_digits(storage: Storage, workdir: Path, card: ModelCard) -> tuple[ImportResult, ModelCard]:
+    """Ten digits of each class imported into ``storage`` (split into train, validation and test), and ``card``
+    naming that version as its dataset."""
+    imported = import_dataset(str(digits_subset_zip(workdir / "digits.zip", per_class=10)), "digits", storage)
+    return imported, card.model_copy(update={"dataset": DatasetVersionRef(name="digits", version=imported.version)})
+
+
+def write_finished_run(
+    storage: Storage,
+    prefix: str,
+    card: ModelCard,
+    weights: dict[str, torch.Tensor],
+    *,
+    architecture: ArchitectureConfig = TINY_CNN,
+    size: int = 8,
+) -> ModelCard:
+    """A finished run as a base model or ``autovision export`` needs it: the card (``architecture``'s, on
+    ``card``'s labels and task) and the chosen trial's checkpoint holding ``weights``; no exports. Returns the card
+    written."""
     training = TrainConfig(epochs=3, architecture=architecture)
     written = card.model_copy(
         update={
             "architecture": architecture.describe(),
             "training": training.describe(),
-            "input_size": 8,
+            "input_size": size,
             "final_fit": FinalFit(trial=0, retrained=False, seconds=1.0, checkpoint="trials/0/checkpoint.pt"),
         }
     )
@@ -50,4 +67,4 @@ def write_finished_run(storage: Storage, prefix: str, card: ModelCard, weights: 
 
 def tiny_cnn_weights(num_classes: int) -> dict[str, torch.Tensor]:
     """The weights of the architecture ``write_finished_run`` describes, freshly initialised."""
-    return build_model(ResidualCNNConfig(width=4, stages=1), num_classes).state_dict()
+    return build_model(TINY_CNN, num_classes).state_dict()

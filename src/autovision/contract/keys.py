@@ -41,6 +41,7 @@ TORCHSCRIPT_FILE: Final = "model.pt"
 INT8_ONNX_FILE: Final = "model.int8.onnx"
 # Edge formats (docs/edge.md): a file, a Core ML package directory, an ExecuTorch directory.
 TFLITE_FILE: Final = "model.tflite"
+TFLITE_INT8_FILE: Final = "model.int8.tflite"
 COREML_PACKAGE: Final = "model.mlpackage"
 EXECUTORCH_DIR: Final = "executorch"
 EVALUATION_FILE: Final = "evaluation.json"

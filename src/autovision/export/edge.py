@@ -1,15 +1,17 @@
-"""The edge formats by name, and how a finished run's model becomes one again.
+"""The edge formats by name, and the model a finished run's edge formats start from.
 
-A run keeps its trained model as TorchScript (``model.pt``), not as Python code and
-weights; ``torch.export`` cannot take a ScriptModule, so it is converted back to an
-exported program (batch of one, as the edge formats take it) with torch's
-TorchScript converter, and every edge format starts from that.
+Every edge converter starts from ``torch.export``, which cannot take the run's
+TorchScript archive, and torch's TorchScript-to-export converter cannot read every
+family back (EfficientNet-Lite's traced "same" padding becomes a data-dependent
+guard). A run keeps what rebuilds the module itself, though: its architecture in
+the model card and its final weights in the checkpoint the card names (what
+``--base-model`` continues from), so ``autovision export`` starts from the same
+module as the run's own ``--export-formats``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +20,21 @@ import torch
 from torch import nn
 
 from autovision.contract.files import ModelCard
-from autovision.contract.keys import COREML_PACKAGE, EXECUTORCH_DIR, TFLITE_FILE
-from autovision.export.edge_files import EdgeExportError, EdgeInput
+from autovision.contract.keys import COREML_PACKAGE, EXECUTORCH_DIR, TFLITE_FILE, TFLITE_INT8_FILE
+from autovision.data.versions import read_version
+from autovision.export.edge_files import CALIBRATION_IMAGES, EdgeExportError, EdgeInput
 from autovision.export.executorch_export import executorch_python, export_executorch
 from autovision.export.layout import ModelLocation
+from autovision.preprocess import PreprocessConfig, preprocess_batch
 from autovision.resources import EdgeFormat
+from autovision.search.base_model import find_base_model
+from autovision.settings import Settings
+from autovision.storage import Storage, read_uris
+from autovision.train.trainer import TrialCheckpoint, restore_model
 
 OUTPUT_NAMES = {
     EdgeFormat.TFLITE: TFLITE_FILE,
+    EdgeFormat.TFLITE_INT8: TFLITE_INT8_FILE,
     EdgeFormat.COREML: COREML_PACKAGE,
     EdgeFormat.EXECUTORCH: EXECUTORCH_DIR,
 }
@@ -34,6 +43,7 @@ OUTPUT_NAMES = {
 # The modules each format imports in this venv; ExecuTorch's run in its own venv instead.
 _REQUIRED_MODULES = {
     EdgeFormat.TFLITE: ("litert_torch", "ai_edge_litert"),
+    EdgeFormat.TFLITE_INT8: ("litert_torch", "ai_edge_litert"),
     EdgeFormat.COREML: ("coremltools",),
     EdgeFormat.EXECUTORCH: (),
 }
@@ -64,41 +74,42 @@ def edge_input(card: ModelCard) -> EdgeInput:
     return EdgeInput(labels=tuple(card.labels), size=card.input_size, mean=card.mean, std=card.std)
 
 
-class _ExportedModule(nn.Module):
-    """An exported program's module behind a plain ``nn.Module``, so ``.eval()`` works (it has no train mode)."""
-
-    def __init__(self, program: torch.export.ExportedProgram) -> None:
-        super().__init__()
-        # A bound method, not a submodule: .eval() must not reach the program's module.
-        self._call = program.module().__call__
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """The logits: edge formats keep scores only, a run's (logits, embedding) archive gives its first output
-        (docs/edge.md)."""
-        outputs = self._call(images)
-        logits: torch.Tensor = outputs[0] if isinstance(outputs, tuple | list) else outputs
-        return logits
+def run_model(target: str, settings: Settings | None = None) -> nn.Module:
+    """The finished run ``target`` names, as its final model rebuilt from its card's architecture and final
+    checkpoint (eval mode, CPU, logits out); ``BaseModelError`` when it kept no checkpoint."""
+    run = find_base_model(target, settings)
+    return restore_model(run.training(), len(run.card.labels), TrialCheckpoint(run.storage, run.checkpoint_key))
 
 
-def module_from_torchscript(data: bytes, size: int) -> nn.Module:
-    """The run's TorchScript model as an exportable module for one ``size`` x ``size`` RGB image."""
-    from torch._export.converter import TS2EPConverter
+def training_images(card: ModelCard, storage: Storage) -> torch.Tensor:
+    """Up to ``CALIBRATION_IMAGES`` of the run's training images (its dataset version in ``storage``), preprocessed
+    as in training: what int8 calibration reads, never a validation or test image, so the int8 file's test figures
+    stay honest."""
+    records = read_version(storage, card.dataset.name, card.dataset.version)
+    uris = [record.uri for record in records if record.split == "train"][:CALIBRATION_IMAGES]
+    config = PreprocessConfig(size=card.input_size, mean=card.mean, std=card.std)
+    return torch.from_numpy(preprocess_batch(read_uris(uris, storage.settings), config))
 
-    scripted = torch.jit.load(io.BytesIO(data), map_location="cpu")  # type: ignore[no-untyped-call]
-    for parameter in scripted.parameters():  # inference only: constants, not leaves to train
-        parameter.requires_grad_(False)
-    program = TS2EPConverter(scripted, (torch.zeros(1, 3, size, size),)).convert()
-    return _ExportedModule(program)
 
-
-def export_edge(model: nn.Module, spec: EdgeInput, fmt: EdgeFormat, out_dir: Path, executorch_venv: Path) -> Path:
-    """Write one edge format of ``model`` into ``out_dir``; ``EdgeExportError`` if it cannot express the model."""
+def export_edge(
+    model: nn.Module,
+    spec: EdgeInput,
+    fmt: EdgeFormat,
+    out_dir: Path,
+    executorch_venv: Path,
+    *,
+    calibration: torch.Tensor | None = None,
+) -> Path:
+    """Write one edge format of ``model`` into ``out_dir`` (int8 TFLite calibrated on ``calibration``, training
+    images); ``EdgeExportError`` if it cannot express the model."""
     example = torch.zeros(1, 3, spec.size, spec.size)
     target = out_dir / OUTPUT_NAMES[fmt]
-    if fmt is EdgeFormat.TFLITE:
+    if fmt in (EdgeFormat.TFLITE, EdgeFormat.TFLITE_INT8):
         from autovision.export.tflite import export_tflite
 
-        return export_tflite(model, example, spec, target)
+        if fmt is EdgeFormat.TFLITE_INT8 and calibration is None:
+            raise ValueError("tflite-int8 needs calibration (training) images")
+        return export_tflite(model, example, spec, target, calibration if fmt is EdgeFormat.TFLITE_INT8 else None)
     if fmt is EdgeFormat.COREML:
         from autovision.export.coreml import export_coreml
 
@@ -131,15 +142,16 @@ def store_edge_formats(
     executorch_venv: Path,
     *,
     workdir: Path,
+    calibration: torch.Tensor | None = None,
 ) -> StoredFormats:
     """Write each format beside the model in storage (keeping a local copy in ``workdir``, for measuring); one
-    that fails leaves nothing and the others go on."""
+    that fails leaves nothing and the others go on. ``calibration`` (training images) is needed for tflite-int8."""
     stored = StoredFormats()
     for fmt in dict.fromkeys(formats):
         out_dir = workdir / str(fmt)
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            written = export_edge(model, spec, fmt, out_dir, executorch_venv)
+            written = export_edge(model, spec, fmt, out_dir, executorch_venv, calibration=calibration)
         except (EdgeExportError, FileNotFoundError) as error:
             stored.failures[fmt] = str(error)
             continue

@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# How many training images int8 calibration reads (as for the int8 ONNX): enough for the observers' ranges.
+CALIBRATION_IMAGES = 256
+
 # torch.export names operators like ``aten.upsample_bicubic2d.default``.
 _OP_NAME = re.compile(r"\b(?:aten|prims|torch\.ops\.\w+)\.[A-Za-z_0-9]+")
 

@@ -68,7 +68,7 @@ def run_edge(fmt: EdgeFormat, path: Path, inputs: Iterable[FloatArray], executor
     read once); Core ML only by size, it predicts on macOS."""
     if fmt is EdgeFormat.COREML:
         return FormatRun(name=str(fmt), file=path.name, size_bytes=size_bytes(path), logits=None)
-    if fmt is EdgeFormat.TFLITE:
+    if fmt in (EdgeFormat.TFLITE, EdgeFormat.TFLITE_INT8):
         from autovision.export.tflite import tflite_latency, tflite_logits
 
         logits, image = logits_and_first_image(inputs, lambda batch: tflite_logits(path, batch))

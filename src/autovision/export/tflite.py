@@ -19,11 +19,10 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from autovision.export.edge_files import EdgeInput, write_atomically
+from autovision.export.edge_files import CALIBRATION_IMAGES, EdgeInput, write_atomically
 from autovision.export.tflite_metadata import attach_metadata
 from autovision.preprocess import FloatArray
 
-CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 1
 
 
@@ -57,13 +56,12 @@ def calibration_batches(calibration: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _quantized(wrapped: nn.Module, args: tuple[torch.Tensor], calibration: torch.Tensor) -> tuple[nn.Module, object]:
-    from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    )
+    from autovision.export.tflite_quantizer import tflite_quantizer
+
+    quantizer = tflite_quantizer()
     prepared = quantize_pt2e.prepare_pt2e(torch.export.export(wrapped, args).module(), quantizer)
     with torch.no_grad():
         for batch in calibration_batches(calibration):
