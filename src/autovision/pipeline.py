@@ -33,9 +33,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 import torch
+from torch import nn
 
 from autovision.contract.files import (
     BUDGET_TOO_SMALL_PHASE,
@@ -70,7 +69,6 @@ from autovision.export.edge_files import CALIBRATION_IMAGES, EdgeInput
 from autovision.export.executorch_export import DEFAULT_VENV as DEFAULT_EXECUTORCH_VENV
 from autovision.export.layout import ModelLocation
 from autovision.export.measure import run_edge, run_onnx
-from autovision.export.quantize import CALIBRATION_IMAGES
 from autovision.monitor.reference import DriftReference
 from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.progress import Reporter

@@ -170,7 +170,7 @@ def _evaluate(root: str, name: str, version: str, budget: str) -> None:
 def _export(root: str, name: str, version: str, budget: str, out: str) -> None:
     """Export a tiny CNN with the test split's parity checks and int8 calibration, as the pipeline does."""
     from autovision.export.bundle import export_model
-    from autovision.export.quantize import CALIBRATION_IMAGES
+    from autovision.export.edge_files import CALIBRATION_IMAGES
     from autovision.preprocess import PreprocessConfig
     from autovision.train.families import family_of
 

@@ -73,7 +73,8 @@ def train_command(
         str,
         typer.Option(
             metavar="FORMAT,...",
-            help="Also write these edge formats beside ONNX, TorchScript and int8 ONNX: tflite, coreml, executorch "
+            help="Also write these edge formats beside ONNX, TorchScript and int8 ONNX: tflite, tflite-int8, coreml, "
+            "executorch "
             "(comma-separated; the edge extra must be installed, and for executorch its venv).",
         ),
     ] = "",

@@ -134,7 +134,8 @@ class TrainArgs(TrainerArgs):
     backbone: list[str] = Field(default=[], description="A user backbone, NAME=ARCH@URI; repeatable.")
     export_format: list[EdgeFormat] = Field(
         default=[],
-        description="An edge format written after ONNX, TorchScript and int8 ONNX: tflite, coreml or executorch; "
+        description="An edge format written after ONNX, TorchScript and int8 ONNX: tflite, tflite-int8, coreml or "
+        "executorch; "
         "repeatable. One the trainer cannot write fails the run before training.",
     )
     base_model: str | None = Field(

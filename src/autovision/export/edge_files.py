@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# How many training images int8 calibration reads (as for the int8 ONNX): enough for the observers' ranges.
+# How many images int8 calibration reads, for the int8 ONNX and the int8 .tflite alike: enough for the observers'
+# ranges.
 CALIBRATION_IMAGES = 256
 
 # torch.export names operators like ``aten.upsample_bicubic2d.default``.

@@ -18,10 +18,10 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from autovision.export.edge_files import CALIBRATION_IMAGES
 from autovision.export.onnx_export import ONNX_INPUT
 from autovision.preprocess import FloatArray
 
-CALIBRATION_IMAGES = 256
 # Images ONNX Runtime runs at once while calibrating: what its session holds activations for. Of each batch
 # onnxruntime 1.32 keeps only each calibrated tensor's min and max (not the model's outputs), so nothing else
 # grows with the calibration images. Its ``CalibMaxIntermediateOutputs`` option, meant to bound

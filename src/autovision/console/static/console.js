@@ -295,7 +295,7 @@ async function runsPage() {
     h("label", { for: "train-nproc" }, "Processes of the final fit (optional; local only)"),
     h("input", { type: "number", id: "train-nproc", name: "nproc", min: 1 }),
     h("fieldset", {}, h("legend", {}, "Edge formats, written too"),
-      ["tflite", "coreml", "executorch"].map((f) => h("label", {}, h("input", { type: "checkbox", name: "exportFormats", value: f }), ` ${f}`))),
+      ["tflite", "tflite-int8", "coreml", "executorch"].map((f) => h("label", {}, h("input", { type: "checkbox", name: "exportFormats", value: f }), ` ${f}`))),
     h("p", {}, h("button", { type: "submit", id: "train-submit", disabled: !ready.length }, "Start training")),
   );
   form.addEventListener("submit", async (event) => {
