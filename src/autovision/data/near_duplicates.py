@@ -8,7 +8,6 @@ second instead of 1.8 billion comparisons. Pure numpy.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,27 +76,41 @@ def close_pairs(hashes: UInt64Array, max_distance: int) -> tuple[IntArray, IntAr
 
 
 def find_near_duplicates(hashes: Sequence[int], max_distance: int = NEAR_DUPLICATE_DISTANCE) -> list[NearDuplicate]:
-    """For each image that resembles an earlier one, the nearest earlier image.
+    """For each image that resembles an earlier one, the nearest earlier image (``nearest_earlier`` as objects)."""
+    index, similar_to, distance = nearest_earlier(np.array(hashes, dtype=np.uint64), max_distance)
+    return [NearDuplicate(*found) for found in zip(index.tolist(), similar_to.tolist(), distance.tolist(), strict=True)]
+
+
+def nearest_earlier(
+    hashes: UInt64Array, max_distance: int = NEAR_DUPLICATE_DISTANCE
+) -> tuple[IntArray, IntArray, IntArray]:
+    """For each image that resembles an earlier one: its index, the nearest earlier image's and their distance,
+    as arrays in the order of the images.
 
     Images with equal hashes are collapsed first, so a thousand blank images cost
-    one comparison, and the answer has at most one entry per image.
+    one comparison; memory is a few arrays of the images' count, plus the members
+    of groups that are close to another (few).
     """
-    values, inverse = np.unique(np.array(hashes, dtype=np.uint64), return_inverse=True)
-    members: dict[int, list[int]] = defaultdict(list)
-    for index, group in enumerate(inverse.tolist()):
-        members[group].append(index)
-    best: dict[int, tuple[int, int]] = {}
-    for group_members in members.values():
-        for index in group_members[1:]:
-            best[index] = (0, group_members[0])
-    for first, second, distance in zip(*close_pairs(values, max_distance), strict=True):
-        _offer(best, members[int(second)], members[int(first)][0], int(distance))
-        _offer(best, members[int(first)], members[int(second)][0], int(distance))
-    return [NearDuplicate(index, similar, distance) for index, (distance, similar) in sorted(best.items())]
-
-
-def _offer(best: dict[int, tuple[int, int]], indices: list[int], candidate: int, distance: int) -> None:
-    """Record ``candidate`` as the nearest earlier image of each index it precedes, if nearer."""
-    for index in indices:
-        if candidate < index and (distance, candidate) < best.get(index, (HASH_BITS + 1, index)):
-            best[index] = (distance, candidate)
+    count = len(hashes)
+    values, firsts, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    best_distance = np.full(count, HASH_BITS + 1, dtype=np.int64)
+    best_similar = np.arange(count, dtype=np.int64)
+    group_first = firsts[inverse]
+    repeated = group_first != np.arange(count)
+    best_distance[repeated] = 0
+    best_similar[repeated] = group_first[repeated]
+    members = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[members], np.arange(len(values) + 1))
+    for first, second, distance in zip(*(part.tolist() for part in close_pairs(values, max_distance)), strict=True):
+        for group, other in ((second, first), (first, second)):
+            indices = members[bounds[group] : bounds[group + 1]]
+            candidate = int(firsts[other])
+            better = (candidate < indices) & (
+                (distance < best_distance[indices])
+                | ((distance == best_distance[indices]) & (candidate < best_similar[indices]))
+            )
+            best_distance[indices[better]] = distance
+            best_similar[indices[better]] = candidate
+    found = np.flatnonzero(best_distance <= HASH_BITS)
+    return found.astype(np.int64), best_similar[found], best_distance[found]
