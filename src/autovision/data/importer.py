@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import posixpath
 import tempfile
 import time
 from collections import Counter
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader, ImportReportSummary, LatestVersion, ShardFacts
-from autovision.contract.keys import index_key, latest_key, report_key, shard_key, shards_prefix
+from autovision.contract.keys import index_key, latest_key, report_key, shard_key
 from autovision.data.batching import bounded_batches
 from autovision.data.curate import SPLIT_NAMES, Findings, SplitCodes, assign_splits, content_version, curate
 from autovision.data.inspection import inspect_all
@@ -87,7 +89,7 @@ class Member(NamedTuple):
     size: int
 
 
-class _Progress:
+class Progress:
     """Forwards progress to a reporter at most every ``PROGRESS_INTERVAL_S`` seconds."""
 
     def __init__(self, reporter: Reporter | None) -> None:
@@ -129,7 +131,7 @@ def import_dataset(
     check_dataset_name(name)
     split = split or SplitSettings()
     limits = limits or ImportLimits.from_image_limits(storage.settings.image_limits())
-    progress = _Progress(reporter)
+    progress = Progress(reporter)
     multi_label = task is Task.MULTI_LABEL
     previous = _previous_version(source, name, storage, task) if add_to_previous else None
     opening = open_source(source, storage.settings, limits, multi_label)
@@ -137,43 +139,23 @@ def import_dataset(
         opening if previous is None else UnionSource(previous, opening) as opened,
         tempfile.TemporaryDirectory(prefix="autovision-import-") as work,
     ):
-        source = opened.description if previous is not None else source
         scan_path = Path(work) / "scan.parquet"
-        rejects, reasons, scanned = _scan(opened, limits, progress, scan_path)
-        curated = curate(read_scan([scan_path]), multi_label, LIST_LIMIT)
-        images = curated.images
-        codes, carved = assign_splits(images, split)
-        version = content_version(task.value, images, codes)
-        # Packed in the order of their hashes: the same images give the same shards, whatever the source's order.
-        plan = plan_shards(images.column("size").to_numpy(), shard_bytes)
-        findings = ImportFindings(
-            name=name,
-            version=version,
-            task=task.value,
-            source=source,
-            total=scanned + rejects.count,
-            ignored=opened.ignored,
-            rejects=rejects,
-            reject_reasons=reasons,
-            curated=curated,
-            near_duplicates=_near_duplicates(images),
-            taken_from_train=carved,
-            split_codes=codes,
+        scanned = scan_source(opened, limits, progress, scan_path)
+        decision = decide(
+            read_scan([scan_path]),
+            Survey(name, task, split, opened.description if previous is not None else source, opened.ignored),
+            scanned,
         )
-        report = build_report(findings)
-        check_trainable(report)
+        version = decision.version
+        # Packed in the order of their hashes: the same images give the same shards, whatever the source's order.
+        plan = plan_shards(decision.images.column("size").to_numpy(), shard_bytes)
         reused = storage.exists(index_key(name, version))
         if not reused:
-            shards = _write_shards(
-                opened, storage, name=name, version=version, images=images, plan=plan, progress=progress
-            )
-            storage.write_json(report_key(name, version), report)
-            header = DatasetIndexHeader(format_version=DATASET_FORMAT, shards=shards)
-            index_path = Path(work) / "index.parquet"
-            write_index(index_path, _index_columns(images, codes, plan), header)
-            storage.write_stream(index_key(name, version), functools.partial(_file_chunks, index_path))
-    _point_latest(storage, name, version)
-    return ImportResult(name=name, version=version, report=report, reused=reused, storage=storage)
+            keys = [shard_key(name, version, number) for number in range(len(plan.lengths))]
+            shards = write_shards(opened, storage, keys, images=decision.images, plan=plan, progress=progress)
+            write_version(storage, decision, shards=plan.shards, offsets=plan.offsets, facts=shards, work=Path(work))
+    point_latest(storage, name, version)
+    return ImportResult(name=name, version=version, report=decision.report, reused=reused, storage=storage)
 
 
 def _previous_version(source: str, name: str, storage: Storage, task: Task) -> VersionSource:
@@ -200,11 +182,42 @@ def load_report(storage: Storage, name: str, version: str | None = None) -> dict
     return report
 
 
-def _scan(
-    source: Source, limits: ImportLimits, progress: _Progress, path: Path
-) -> tuple[Findings, dict[str, int], int]:
-    """Pass 1: validate every file the source offers into a scan table at ``path``; returns the rejections (the
-    first ``LIST_LIMIT``, and their count), their count per reason, and how many files passed."""
+@dataclass(frozen=True)
+class Survey:
+    """What a version is being made of, besides its files: its name, task, split settings, source and the
+    source's silently ignored files."""
+
+    name: str
+    task: Task
+    split: SplitSettings
+    source: str
+    ignored: int
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """What a scan found besides the valid files: rejections (counted, the first ``LIST_LIMIT`` kept), their count
+    per reason, and how many files passed."""
+
+    rejects: Findings
+    reasons: dict[str, int]
+    valid: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A version decided from its scan's columns: its distinct images (sorted by sha256), their splits, its
+    content address and its report; nothing written yet."""
+
+    name: str
+    images: pa.Table
+    codes: SplitCodes
+    version: str
+    report: dict[str, Any]
+
+
+def scan_source(source: Source, limits: ImportLimits, progress: Progress, path: Path) -> Scanned:
+    """Pass 1: validate every file the source offers into a scan table at ``path``."""
     rejects = Findings(LIST_LIMIT)
     reasons: Counter[str] = Counter()
     progress.stage(f"Checking {source.description}", source.total)
@@ -224,7 +237,51 @@ def _scan(
             reasons[rejection.reason.value] += 1
             progress.update(source.position, f"{table.rows} images, {rejects.count} rejected")
     progress.update(source.position, f"{table.rows} images, {rejects.count} rejected", force=True)
-    return rejects, dict(reasons), table.rows
+    return Scanned(rejects, dict(reasons), table.rows)
+
+
+def decide(scan: pa.Table, survey: Survey, scanned: Scanned) -> Decision:
+    """Dedupe, split, address and report a version from its scan table (extra columns, such as where a slice
+    packed each image, are carried along to the distinct images); DatasetImportError when it is untrainable."""
+    curated = curate(scan, survey.task is Task.MULTI_LABEL, LIST_LIMIT)
+    del scan
+    images = curated.images
+    codes, carved = assign_splits(images, survey.split)
+    version = content_version(survey.task.value, images, codes)
+    findings = ImportFindings(
+        name=survey.name,
+        version=version,
+        task=survey.task.value,
+        source=survey.source,
+        total=scanned.valid + scanned.rejects.count,
+        ignored=survey.ignored,
+        rejects=scanned.rejects,
+        reject_reasons=scanned.reasons,
+        curated=curated,
+        near_duplicates=_near_duplicates(images),
+        taken_from_train=carved,
+        split_codes=codes,
+    )
+    report = build_report(findings)
+    check_trainable(report)
+    return Decision(survey.name, images, codes, version, report)
+
+
+def write_version(
+    storage: Storage,
+    decision: Decision,
+    *,
+    shards: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    facts: list[ShardFacts],
+    work: Path,
+) -> None:
+    """Write a version's report, then its index (the completion marker), once every shard is whole."""
+    storage.write_json(report_key(decision.name, decision.version), decision.report)
+    header = DatasetIndexHeader(format_version=DATASET_FORMAT, shards=facts)
+    index_path = work / "index.parquet"
+    write_index(index_path, _index_columns(decision.images, decision.codes, shards, offsets), header)
+    storage.write_stream(index_key(decision.name, decision.version), functools.partial(file_chunks, index_path))
 
 
 def _near_duplicates(images: pa.Table) -> Findings:
@@ -245,7 +302,9 @@ def _near_duplicates(images: pa.Table) -> Findings:
     return findings
 
 
-def _index_columns(images: pa.Table, codes: SplitCodes, plan: ShardPlan) -> pa.Table:
+def _index_columns(
+    images: pa.Table, codes: SplitCodes, shards: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]
+) -> pa.Table:
     """The index's columns: each distinct image (in the order of their hashes) with its split and place."""
     return pa.table(
         {
@@ -255,33 +314,26 @@ def _index_columns(images: pa.Table, codes: SplitCodes, plan: ShardPlan) -> pa.T
             "width": images.column("width"),
             "height": images.column("height"),
             "source": images.column("file"),
-            "shard": pa.array(plan.shards),
-            "offset": pa.array(plan.offsets),
+            "shard": pa.array(shards, pa.int32()),
+            "offset": pa.array(offsets, pa.int64()),
             "size": images.column("size"),
         }
     )
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
+def file_chunks(path: Path) -> Iterator[bytes]:
     """A local file's bytes in pieces of ``READ_BATCH_BYTES``."""
     with path.open("rb") as handle:
         while chunk := handle.read(READ_BATCH_BYTES):
             yield chunk
 
 
-def _write_shards(
-    source: Source,
-    storage: Storage,
-    *,
-    name: str,
-    version: str,
-    images: pa.Table,
-    plan: ShardPlan,
-    progress: _Progress,
+def write_shards(
+    source: Source, storage: Storage, keys: list[str], *, images: pa.Table, plan: ShardPlan, progress: Progress
 ) -> list[ShardFacts]:
-    """Pass 2: pack and write each shard not yet written whole (an interrupted import resumes), one at a time."""
-    keys = [shard_key(name, version, number) for number in range(len(plan.lengths))]
-    present = set(storage.list_keys(shards_prefix(name, version)))
+    """Pass 2: pack and write each shard (at ``keys``) not yet written whole (an interrupted import resumes),
+    one at a time."""
+    present = set(storage.list_keys(posixpath.dirname(keys[0]))) if keys else set()
     sizes = object_sizes([storage.uri(key) for key in keys if key in present], storage.settings)
     written = dict(zip([key for key in keys if key in present], sizes, strict=True))
     progress.stage("Writing shards", images.num_rows)
@@ -325,7 +377,7 @@ def _read_members(source: Source, members: Sequence[Member]) -> Iterator[tuple[s
         del contents, data  # before the next batch is read: one batch in memory, not two
 
 
-def _point_latest(storage: Storage, name: str, version: str) -> None:
+def point_latest(storage: Storage, name: str, version: str) -> None:
     """Make ``version`` the dataset's latest, unless it already is (nothing is rewritten)."""
     key = latest_key(name)
     latest = LatestVersion(version=version)

@@ -218,6 +218,8 @@ class ZipSource(Source):
         for index in self._members.tolist():
             info = self._directory.info(index)
             self.position += 1
+            if not self.in_part(info.filename):
+                continue
             placed = place(info.filename, self._layout)
             if isinstance(placed, Rejection):
                 yield placed
