@@ -1,6 +1,6 @@
 """Benchmark: import CIFAR-10 (60,000 JPEGs, fixed split folders) and report images/s and peak memory.
 
-    .venv/bin/python benchmarks/import_cifar10.py [--zip PATH] [--embedded-s3] [--tracemalloc]
+    .venv/bin/python benchmarks/import_cifar10.py [--zip PATH] [--embedded-s3] [--slices N] [--tracemalloc]
 
 Any zip the importer reads works as ``--zip``: ``benchmarks/synthetic_dataset.py``
 writes one of N images.
@@ -38,6 +38,7 @@ from _common import StageClock, cpu_model
 
 from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
+from autovision.data.slices import SlicedImport, import_in_processes
 from autovision.embedded_s3 import EmbeddedS3
 from autovision.storage import Storage
 
@@ -133,13 +134,16 @@ class Timing:
     peak_tree_pss_mib: int
 
 
-def timed_import(source: Path, storage: Storage) -> Timing:
+def timed_import(source: Path, storage: Storage, slices: int = 1) -> Timing:
     """One import with its wall time, per-stage seconds, the process's peak RSS so far and the process tree's
     peak summed RSS and PSS during it."""
     clock = StageClock()
     start = time.perf_counter()
     with TreeMemorySampler() as sampler:
-        result = import_dataset(str(source), "benchmark", storage, reporter=clock)
+        if slices > 1:
+            result = import_in_processes(SlicedImport(str(source), "benchmark", slices), storage, clock)
+        else:
+            result = import_dataset(str(source), "benchmark", storage, reporter=clock)
     end = time.perf_counter()
     return Timing(
         version=result.version,
@@ -160,18 +164,20 @@ def main() -> None:
     parser.add_argument("--embedded-s3", action="store_true", help="store into an embedded SeaweedFS S3")
     parser.add_argument("--tracemalloc", action="store_true", help="also measure the peak of Python allocations")
     parser.add_argument("--once", action="store_true", help="skip the timed re-import")
+    parser.add_argument("--slices", type=int, default=1, help="import in this many slices, one process each")
     args = parser.parse_args()
     if args.tracemalloc:
         tracemalloc.start()
     with benchmark_storage(args.embedded_s3) as storage:
-        first = timed_import(args.zip, storage)
+        first = timed_import(args.zip, storage, args.slices)
         peak_python = tracemalloc.get_traced_memory()[1] if args.tracemalloc else 0
-        again = first if args.once else timed_import(args.zip, storage)
+        again = first if args.once else timed_import(args.zip, storage, args.slices)
     if not args.once and (not again.reused or again.version != first.version):
         raise SystemExit("the re-import did not reuse the version: the import is not deterministic")
     summary: dict[str, Any] = {
         "images": first.images,
         "storage": storage.protocol,
+        "slices": args.slices,
         "seconds": round(first.seconds, 2),
         "imagesPerSecond": round(first.images / first.seconds),
         "stageSeconds": first.stages,
