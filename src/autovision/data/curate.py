@@ -66,15 +66,17 @@ class Curated:
 
 def curate(scan: pa.Table, multi_label: bool, list_limit: int) -> Curated:
     """Keep each distinct image once, merging or holding out conflicting labels."""
-    scan = scan.take(pc.sort_indices(scan, sort_keys=[("sha256", "ascending"), ("file", "ascending")]))
-    sha256 = scan.column("sha256").combine_chunks()
+    # Sorted by (sha256, file) through an index, never as a second copy of the table.
+    order = pc.sort_indices(scan, sort_keys=[("sha256", "ascending"), ("file", "ascending")])
+    sha256 = scan.column("sha256").take(order).combine_chunks()
     count = len(sha256)
     starts_group = np.ones(count, dtype=bool)
     if count > 1:
         starts_group[1:] = pc.not_equal(sha256.slice(1), sha256.slice(0, count - 1)).to_numpy(zero_copy_only=False)
+    del sha256
     starts = np.flatnonzero(starts_group)
     sizes = np.diff(np.append(starts, count))
-    alone = scan.take(pa.array(starts[sizes == 1]))
+    alone = scan.take(order.take(pa.array(starts[sizes == 1])))
     held_out = pc.and_(pc.greater(pc.list_value_length(alone.column("labels")), 1), pa.scalar(not multi_label))
     curated = Curated(
         alone.append_column("held_out", held_out),
@@ -82,7 +84,7 @@ def curate(scan: pa.Table, multi_label: bool, list_limit: int) -> Curated:
         Findings(list_limit),
         Findings(list_limit),
     )
-    shared = _merge_groups(scan, starts[sizes > 1], sizes[sizes > 1], multi_label, curated)
+    shared = _merge_groups(scan, order, starts[sizes > 1], sizes[sizes > 1], multi_label=multi_label, curated=curated)
     del scan, alone
     images = pa.concat_tables([curated.images, shared])
     curated.images = images.take(pc.sort_indices(images, sort_keys=[("sha256", "ascending")]))
@@ -90,16 +92,23 @@ def curate(scan: pa.Table, multi_label: bool, list_limit: int) -> Curated:
 
 
 def _merge_groups(
-    scan: pa.Table, starts: npt.NDArray[np.int64], sizes: npt.NDArray[np.int64], multi_label: bool, curated: Curated
+    scan: pa.Table,
+    order: pa.Array,
+    starts: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+    *,
+    multi_label: bool,
+    curated: Curated,
 ) -> pa.Table:
     """One row per group of files sharing their bytes (first file, merged labels, fixed split); records
-    duplicates, label conflicts and split clashes in ``curated``."""
-    firsts = scan.take(pa.array(starts, pa.int64()))
+    duplicates, label conflicts and split clashes in ``curated``. ``order`` sorts ``scan`` by (sha256, file);
+    a group is ``order[start:start + size]``."""
+    firsts = scan.take(order.take(pa.array(starts, pa.int64())))
     labels: list[list[str]] = []
     splits: list[str | None] = []
     held: list[bool] = []
     for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-        members = scan.slice(start, size)
+        members = scan.take(order.slice(start, size))
         files: list[str] = members.column("file").to_pylist()
         merged = sorted({label for own in members.column("labels").to_pylist() for label in own})
         held_out = len(merged) > 1 and not multi_label
