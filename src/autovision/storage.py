@@ -452,6 +452,22 @@ class Storage:
             written.append(target)
         return written
 
+    def copy(self, source_key: str, target_key: str) -> None:
+        """Copy one object to another key inside this storage (a server-side copy on S3), atomically on a
+        file system (a temporary file renamed)."""
+        source, final = self.path(source_key), self.path(target_key)
+        if self.protocol == "s3":
+            self._retrying(lambda: self.fs.copy(source, final), f"copy {self.uri(source_key)}")
+            return
+        temporary = f"{final}{TEMP_INFIX}{uuid.uuid4().hex}"
+        try:
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            self.fs.copy(source, temporary)
+            self.fs.mv(temporary, final)
+        finally:
+            if self.fs.exists(temporary):
+                self.fs.rm(temporary)
+
     def delete_prefix(self, prefix: str) -> None:
         def delete() -> None:
             if self.fs.exists(self.path(prefix)):

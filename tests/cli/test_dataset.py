@@ -88,3 +88,14 @@ def test_a_review_csv_is_added_to_the_previous_version(storage_root: Storage, tm
 
 def test_describe_peak_memory_does_not_grow_with_the_version(scale_datasets: ScaleDatasets) -> None:
     assert_bounded("dataset describe", peaks("describe", version_args(scale_datasets)))
+
+
+def test_import_in_slices_gives_the_same_version(storage_root: Storage, tmp_path: Path) -> None:
+    source = write_zip(tmp_path / "pets.zip", labelled(10))
+    sliced = runner.invoke(app, ["dataset", "import", str(source), "--name", "pets", "--slices", "2", "--json"])
+    assert sliced.exit_code == 0, sliced.output
+    whole = runner.invoke(app, ["dataset", "import", str(source), "--name", "pets", "--slices", "1", "--json"])
+    assert (json.loads(whole.stdout)["version"], json.loads(whole.stdout)["reused"]) == (
+        json.loads(sliced.stdout)["version"],
+        True,
+    )

@@ -18,10 +18,10 @@ from autovision.storage import Storage, member_uri, split_member_uri
 
 @given(sizes=st.lists(st.integers(0, 3000), max_size=30), shard_bytes=st.integers(1, 8000))
 def test_the_plan_is_where_tar_puts_each_member(sizes: list[int], shard_bytes: int) -> None:
-    placements, lengths = plan_shards(sizes, shard_bytes)
-    for number, length in enumerate(lengths):
+    plan = plan_shards(sizes, shard_bytes)
+    for number, length in enumerate(plan.lengths):
         members = [
-            (f"{i:064x}.png", bytes([i % 256]) * size) for i, size in enumerate(sizes) if placements[i].shard == number
+            (f"{i:064x}.png", bytes([i % 256]) * size) for i, size in enumerate(sizes) if plan.shards[i] == number
         ]
         assert members, "no shard is empty"
         packed = pack(members)
@@ -30,34 +30,38 @@ def test_the_plan_is_where_tar_puts_each_member(sizes: list[int], shard_bytes: i
         with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
             for info in tar.getmembers():
                 index = int(info.name.split(".")[0], 16)
-                assert info.offset_data == placements[index].offset
+                assert info.offset_data == plan.offsets[index]
                 assert packed[info.offset_data : info.offset_data + info.size] == bytes([index % 256]) * sizes[index]
 
 
 def test_the_plan_fills_shards_in_order() -> None:
-    placements, lengths = plan_shards([100, 100, 100], shard_bytes=4 * BLOCK)
-    assert [(p.shard, p.offset) for p in placements] == [(0, BLOCK), (1, BLOCK), (2, BLOCK)]
-    placements, lengths = plan_shards([100, 100, 100], shard_bytes=6 * BLOCK)
-    assert [(p.shard, p.offset) for p in placements] == [(0, BLOCK), (0, 3 * BLOCK), (1, BLOCK)]
-    assert lengths == [6 * BLOCK, 4 * BLOCK]
+    plan = plan_shards([100, 100, 100], shard_bytes=4 * BLOCK)
+    assert list(zip(plan.shards.tolist(), plan.offsets.tolist(), strict=True)) == [(0, BLOCK), (1, BLOCK), (2, BLOCK)]
+    plan = plan_shards([100, 100, 100], shard_bytes=6 * BLOCK)
+    assert list(zip(plan.shards.tolist(), plan.offsets.tolist(), strict=True)) == [
+        (0, BLOCK),
+        (0, 3 * BLOCK),
+        (1, BLOCK),
+    ]
+    assert plan.lengths == [6 * BLOCK, 4 * BLOCK]
 
 
 def _stored_shard(tmp_path: Path, images: list[bytes]) -> tuple[Storage, list[ImageRecord], str]:
     storage = Storage(f"file://{tmp_path}")
     members = [(member_name(hashlib.sha256(data).hexdigest(), "png"), data) for data in images]
-    placements, _ = plan_shards([len(data) for data in images])
+    offsets = plan_shards([len(data) for data in images]).offsets.tolist()
     storage.write_bytes("shard.tar", pack(members))
     uri = storage.uri("shard.tar")
     records = [
         ImageRecord(
-            uri=member_uri(uri, placement.offset, len(data)),
+            uri=member_uri(uri, offset, len(data)),
             sha256=hashlib.sha256(data).hexdigest(),
             labels=["a"],
             split="train",
             width=1,
             height=1,
         )
-        for data, placement in zip(images, placements, strict=True)
+        for data, offset in zip(images, offsets, strict=True)
     ]
     return storage, records, uri
 

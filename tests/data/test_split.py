@@ -99,3 +99,40 @@ def test_multi_label_keeps_a_rare_label_in_every_split() -> None:
     assignment = stratified_split(items, (80, 10, 10), seed=3)
     rare = Counter(assignment[sha] for sha, labels in items if "rare" in labels)
     assert rare == {"train": 8, "validation": 1, "test": 1}
+
+
+def _per_image_split(
+    items: list[tuple[str, tuple[str, ...]]], split: tuple[int, int, int], seed: int
+) -> dict[str, str]:
+    """The split as it was computed before it worked on columns (one dict entry per image): versions imported
+    then keep their ids only if the columnar split gives the same answer."""
+    labels_of = {sha: tuple(sorted(set(labels))) for sha, labels in items}
+    by_label: dict[str, list[str]] = {}
+    for sha, labels in labels_of.items():
+        for label in labels:
+            by_label.setdefault(label, []).append(sha)
+    wanted = {label: list(allocate(len(shas), split)) for label, shas in by_label.items()}
+    open_splits = [i for i, percent in enumerate(split) if percent > 0]
+    assignment: dict[str, str] = {}
+    for label in sorted(by_label, key=lambda name: (len(by_label[name]), name)):
+        for sha in sorted(by_label[label], key=lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest()):
+            if sha not in assignment:
+                own = labels_of[sha]
+                index = max(open_splits, key=lambda i: (wanted[label][i], sum(wanted[o][i] for o in own), -i))
+                assignment[sha] = SPLITS[index]
+                for other in own:
+                    wanted[other][index] -= 1
+    return assignment
+
+
+@settings(max_examples=40)
+@given(
+    label_sets=st.lists(st.sets(st.sampled_from(LABELS), min_size=1), min_size=1, max_size=120),
+    split=percentages,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_columnar_split_is_the_per_image_split(
+    label_sets: list[set[str]], split: tuple[int, int, int], seed: int
+) -> None:
+    items = [(hashlib.sha256(str(i).encode()).hexdigest(), tuple(labels)) for i, labels in enumerate(label_sets)]
+    assert stratified_split(items, split, seed) == _per_image_split(items, split, seed)

@@ -55,6 +55,22 @@ def test_import_then_train_within_budget(
     assert card.milli_node_hours_used <= budget, "the budget is a ceiling"
 
 
+def test_import_pods_pack_their_slices_and_pod_0_merges(
+    storage_root: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["import", "--name", "pets", "--source", f"file://{write_zip(tmp_path / 'pets.zip', labelled(10))}"]
+    monkeypatch.setenv(env.JOB_COMPLETION_INDEX, "1")
+    assert run([*args, "--slices", "2"]) == 0
+    assert not storage_root.exists("datasets/pets/latest.json"), "pod 1 only packs its slice"
+    monkeypatch.setenv(env.JOB_COMPLETION_INDEX, "0")
+    assert run([*args, "--slices", "2"]) == 0
+    version = storage_root.read_json("datasets/pets/latest.json")["version"]
+    assert not storage_root.exists("datasets/pets/import-progress.json")
+    monkeypatch.delenv(env.JOB_COMPLETION_INDEX)
+    assert run(args) == 0
+    assert storage_root.read_json("datasets/pets/latest.json")["version"] == version
+
+
 def test_an_unknown_task_exits_with_the_bad_input_code(storage_root: Storage, digits_zip: Path) -> None:
     code = run(["import", "--name", "d", "--source", f"file://{digits_zip}", "--task", "Regression"])
     assert code == BAD_INPUT

@@ -22,6 +22,7 @@ from autovision.contract.trainer_args import ImportArgs, TrainArgs, TrainerArgsE
 from autovision.data.importer import DatasetImportError, SplitSettings
 from autovision.data.importer import import_dataset as import_source
 from autovision.data.rules import check_dataset_name
+from autovision.data.slices import SlicedImport, import_as_pod
 from autovision.export.edge import EdgeUnavailableError
 from autovision.pipeline import join_search, train_evaluate_export
 from autovision.progress import LogReporter, ProgressFile
@@ -42,23 +43,37 @@ class RankLostError(RuntimeError):
 
 
 def import_dataset(args: ImportArgs) -> None:
-    """Import a Dataset's source into a versioned dataset in storage."""
+    """Import a Dataset's source into a versioned dataset in storage.
+
+    With ``slices`` > 1 this pod is one of an Indexed Job's: it packs slice
+    JOB_COMPLETION_INDEX of the source, and pod 0 then merges every slice into
+    the version (``autovision.data.slices``); only pod 0 reports progress.
+    """
     try:
         check_dataset_name(args.name)  # before a storage key is made of it
     except DatasetImportError as error:
         raise BadInputError(str(error)) from None
     storage = Storage.from_settings()
-    progress = ProgressFile(storage, import_progress_key(args.name), LogReporter())
+    index = int(os.environ.get(env.JOB_COMPLETION_INDEX, "0")) if args.slices > 1 else 0
+    progress = ProgressFile(storage, import_progress_key(args.name), LogReporter()) if index == 0 else None
     split = SplitSettings(args.train, args.validation, args.test, args.seed)
     try:
-        result = import_source(args.source, args.name, storage, split, task=args.task, reporter=progress)
+        if args.slices > 1:
+            job = SlicedImport(args.source, args.name, args.slices, task=args.task, split=split)
+            result = import_as_pod(job, index, storage, progress or LogReporter())
+        else:
+            result = import_source(args.source, args.name, storage, split, task=args.task, reporter=progress)
     except (DatasetImportError, StorageError) as error:
         if storage_unavailable(error):
             raise
         raise BadInputError(str(error)) from None
     finally:
-        progress.remove()
-    logging.info("imported %s version %s (%d images)", args.name, result.version, len(result.records))
+        if progress is not None:
+            progress.remove()
+    if result is None:
+        logging.info("packed slice %d of %d of %s; pod 0 merges them", index, args.slices, args.name)
+    else:
+        logging.info("imported %s version %s (%d images)", args.name, result.version, result.report["kept"])
 
 
 def train(args: TrainArgs) -> None:

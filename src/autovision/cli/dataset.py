@@ -14,7 +14,10 @@ from rich.table import Table
 from autovision.cli._console import RichReporter, console, fail, progress_display
 
 if TYPE_CHECKING:
+    from autovision.data.importer import ImportResult
+    from autovision.progress import Reporter
     from autovision.resources import Task
+    from autovision.storage import Storage
 
 app = typer.Typer(help="Import and inspect datasets.", no_args_is_help=True)
 
@@ -33,7 +36,7 @@ class TaskChoice(StrEnum):
 
 
 @app.command("import")
-def dataset_import(
+def dataset_import(  # noqa: PLR0917 - typer's options are the command's parameters
     source: Annotated[
         str,
         typer.Argument(help="Zip of label folders, CSV index ([SET,]URI,LABEL...) or folder/prefix: path or URI."),
@@ -50,30 +53,72 @@ def dataset_import(
             "CSV of logged images); the latest version's images keep their splits.",
         ),
     ] = False,
+    slices: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Worker processes the source is cut into, each validating and packing its slice; by default one "
+            "per 512 MiB of a zip or CSV, at most one per core.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Validate, dedupe, split and version a dataset in AutoVision's storage."""
-    from autovision.data.importer import DatasetImportError, import_dataset
+    from autovision.data.importer import DatasetImportError
     from autovision.storage import Storage, StorageError
 
     try:
         storage = Storage.from_settings()
         if as_json:
-            result = import_dataset(source, name, storage, task=task.resource_task(), add_to_previous=add_to_previous)
+            result = _import(
+                source,
+                name,
+                storage,
+                task=task.resource_task(),
+                add_to_previous=add_to_previous,
+                slices=slices,
+                reporter=None,
+            )
         else:
             with progress_display() as display:
                 reporter = RichReporter(display)
-                result = import_dataset(
+                result = _import(
                     source,
                     name,
                     storage,
                     task=task.resource_task(),
-                    reporter=reporter,
                     add_to_previous=add_to_previous,
+                    slices=slices,
+                    reporter=reporter,
                 )
     except (DatasetImportError, StorageError) as error:
         fail(escape(str(error)))
     _show(result.report, as_json, reused=result.reused)
+
+
+def _import(
+    source: str,
+    name: str,
+    storage: Storage,
+    *,
+    task: Task,
+    add_to_previous: bool,
+    slices: int | None,
+    reporter: Reporter | None,
+) -> ImportResult:
+    """One import, in slices on worker processes when asked or when the source is large."""
+    from autovision.data.importer import DatasetImportError, import_dataset
+    from autovision.data.slices import SlicedImport, default_slices, import_in_processes
+
+    if add_to_previous:
+        if (slices or 1) > 1:
+            raise DatasetImportError("--add-to-previous imports in one process: leave out --slices")
+        return import_dataset(source, name, storage, task=task, reporter=reporter, add_to_previous=True)
+    slices = slices or default_slices(source, storage)
+    if slices > 1:
+        return import_in_processes(SlicedImport(source, name, slices, task=task), storage, reporter)
+    return import_dataset(source, name, storage, task=task, reporter=reporter)
 
 
 @app.command("describe")

@@ -8,6 +8,8 @@ Keys are relative to the storage root (``AUTOVISION_STORAGE_ROOT``)::
     datasets/<name>/<version>/shards/shard-00000.tar  the images, packed (tar, webdataset layout)
     datasets/<name>/<version>/index.parquet          one row per image, where it lies; written last
     datasets/<name>/<version>/manifest.jsonl         format 1 (before shards): read only to refuse
+    datasets/<name>/import-slices/<run>/slice-000/shards/shard-00000.tar   a sliced import's staged shards
+                                       /slice-000/files.parquet   the slice's files; written last (slice done)
     runs/<namespace>/<job>/<uid>/progress.json       the search's state, read by the operator
                                 /study/journal.log   the search's shared Optuna study
                                 /trials/<n>/checkpoint.pt
@@ -105,6 +107,21 @@ def report_key(name: str, version: str) -> str:
 def import_progress_key(name: str) -> str:
     """Where a running import reports its stage and progress (read by the operator)."""
     return f"{dataset_root(name)}/import-progress.json"
+
+
+def import_slices_prefix(name: str, run: str) -> str:
+    """Where a sliced import stages its slices (removed once their version is complete)."""
+    return f"{dataset_root(name)}/import-slices/{run}"
+
+
+def import_slice_shard_key(name: str, run: str, index: int, number: int) -> str:
+    """One staged shard of one slice of a sliced import: copied into the version by the merge."""
+    return f"{import_slices_prefix(name, run)}/slice-{index:03d}/shards/shard-{number:05d}.tar"
+
+
+def import_slice_files_key(name: str, run: str, index: int) -> str:
+    """One slice's table of files (where each packed image lies); written last: the slice is done once it exists."""
+    return f"{import_slices_prefix(name, run)}/slice-{index:03d}/files.parquet"
 
 
 def latest_key(name: str) -> str:

@@ -1,124 +1,187 @@
-"""From validated files to the distinct images of a version, with labels and splits.
+"""From the scan's table of validated files to the distinct images of a version, with labels and splits.
 
-Pure logic: exact duplicates (same sha256) are kept once; the same image under
-different labels is merged for multi-label data and held out (kept, never
-trained on) for single-label data; splits come from the source where it fixes
-them and from the deterministic stratified split otherwise.
+Pure logic on columns (pyarrow tables, numpy arrays): exact duplicates (same
+sha256) are kept once; the same image under different labels is merged for
+multi-label data and held out (kept, never trained on) for single-label data;
+splits come from the source where it fixes them and from the deterministic
+stratified split otherwise. Only files that share their bytes with another
+become Python objects, and only the first ``list_limit`` findings of each kind
+are kept as examples (their counts are complete), so memory follows the
+columns: tens of bytes per image.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from autovision.contract.files import DATASET_FORMAT
 from autovision.data.manifest import SPLITS, UNASSIGNED, SplitName
-from autovision.data.split import SplitSettings, stratified_split
-from autovision.data.validate import ImageFacts
+from autovision.data.split import SplitSettings, stratified_codes
+
+# A version's split of each image as an index into this tuple (what the split arrays hold).
+SPLIT_NAMES: tuple[SplitName, ...] = (*SPLITS, UNASSIGNED)
+UNASSIGNED_CODE = SPLIT_NAMES.index(UNASSIGNED)
+# Rows hashed into the content address at a time.
+VERSION_SLICE = 65_536
+
+SplitCodes = npt.NDArray[np.int8]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A file that passed validation, with the labels and split its source gave it."""
+@dataclass
+class Findings:
+    """How many of one kind of finding there were, and the first ``limit`` of them as examples."""
 
-    file: str
-    labels: tuple[str, ...]
-    split: SplitName | None
-    facts: ImageFacts
+    limit: int
+    count: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
-
-@dataclass(frozen=True, slots=True)
-class DistinctImage:
-    """One distinct image of the version: its first file, merged labels and fixed split."""
-
-    file: str
-    labels: tuple[str, ...]
-    split: SplitName | None
-    held_out: bool
-    facts: ImageFacts
+    def add(self, example: dict[str, Any]) -> None:
+        """Count one finding, keeping it as an example while there is room."""
+        self.count += 1
+        if len(self.examples) < self.limit:
+            self.examples.append(example)
 
 
 @dataclass
 class Curated:
-    """The distinct images, and what deduplication found on the way."""
+    """The distinct images (a table sorted by sha256), and what deduplication found on the way.
 
-    images: list[DistinctImage] = field(default_factory=list)
-    duplicates: list[dict[str, str]] = field(default_factory=list)
-    conflicts: list[dict[str, Any]] = field(default_factory=list)
-    split_clashes: list[dict[str, Any]] = field(default_factory=list)
+    ``images`` has the scan's columns (``file`` being the first file, by name, of
+    those sharing the image's bytes; ``split`` the split the source fixes, or
+    null) and ``held_out``.
+    """
+
+    images: pa.Table
+    duplicates: Findings
+    conflicts: Findings
+    split_clashes: Findings
 
 
-def curate(entries: Iterable[Entry], multi_label: bool) -> Curated:
+def curate(scan: pa.Table, multi_label: bool, list_limit: int) -> Curated:
     """Keep each distinct image once, merging or holding out conflicting labels."""
-    groups: dict[str, list[Entry]] = defaultdict(list)
-    for entry in entries:
-        groups[entry.facts.sha256].append(entry)
-    curated = Curated()
-    for members in groups.values():
-        members.sort(key=lambda entry: entry.file)
-        curated.images.append(_merge(members, multi_label, curated))
-    curated.images.sort(key=lambda image: image.file)
+    # Sorted by (sha256, file) through an index, never as a second copy of the table.
+    order = pc.sort_indices(scan, sort_keys=[("sha256", "ascending"), ("file", "ascending")])
+    sha256 = scan.column("sha256").take(order).combine_chunks()
+    count = len(sha256)
+    starts_group = np.ones(count, dtype=bool)
+    if count > 1:
+        starts_group[1:] = pc.not_equal(sha256.slice(1), sha256.slice(0, count - 1)).to_numpy(zero_copy_only=False)
+    del sha256
+    starts = np.flatnonzero(starts_group)
+    sizes = np.diff(np.append(starts, count))
+    alone = scan.take(order.take(pa.array(starts[sizes == 1])))
+    held_out = pc.and_(pc.greater(pc.list_value_length(alone.column("labels")), 1), pa.scalar(not multi_label))
+    curated = Curated(
+        alone.append_column("held_out", held_out),
+        Findings(list_limit),
+        Findings(list_limit),
+        Findings(list_limit),
+    )
+    shared = _merge_groups(scan, order, starts[sizes > 1], sizes[sizes > 1], multi_label=multi_label, curated=curated)
+    del scan, alone
+    images = pa.concat_tables([curated.images, shared])
+    curated.images = images.take(pc.sort_indices(images, sort_keys=[("sha256", "ascending")]))
     return curated
 
 
-def _merge(members: list[Entry], multi_label: bool, curated: Curated) -> DistinctImage:
-    """One distinct image from the files that share its bytes; records what was found."""
-    first = members[0]
-    labels = tuple(sorted({label for entry in members for label in entry.labels}))
-    held_out = len(labels) > 1 and not multi_label
-    if held_out:
-        curated.conflicts.append(
-            {"sha256": first.facts.sha256, "files": [entry.file for entry in members], "labels": list(labels)}
-        )
-    else:
-        curated.duplicates.extend({"file": entry.file, "duplicateOf": first.file} for entry in members[1:])
-    fixed = sorted({entry.split for entry in members if entry.split}, key=SPLITS.index)
-    if len(fixed) > 1:
-        curated.split_clashes.append({"file": first.file, "splits": list(fixed), "keptIn": fixed[0]})
-    return DistinctImage(first.file, labels, fixed[0] if fixed else None, held_out, first.facts)
+def _merge_groups(
+    scan: pa.Table,
+    order: pa.Array,
+    starts: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+    *,
+    multi_label: bool,
+    curated: Curated,
+) -> pa.Table:
+    """One row per group of files sharing their bytes (first file, merged labels, fixed split); records
+    duplicates, label conflicts and split clashes in ``curated``. ``order`` sorts ``scan`` by (sha256, file);
+    a group is ``order[start:start + size]``."""
+    firsts = scan.take(order.take(pa.array(starts, pa.int64())))
+    labels: list[list[str]] = []
+    splits: list[str | None] = []
+    held: list[bool] = []
+    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
+        members = scan.take(order.slice(start, size))
+        files: list[str] = members.column("file").to_pylist()
+        merged = sorted({label for own in members.column("labels").to_pylist() for label in own})
+        held_out = len(merged) > 1 and not multi_label
+        if held_out:
+            curated.conflicts.add({"sha256": members.column("sha256")[0].as_py(), "files": files, "labels": merged})
+        else:
+            for file in files[1:]:
+                curated.duplicates.add({"file": file, "duplicateOf": files[0]})
+        fixed = sorted({split for split in members.column("split").to_pylist() if split}, key=SPLITS.index)
+        if len(fixed) > 1:
+            curated.split_clashes.add({"file": files[0], "splits": fixed, "keptIn": fixed[0]})
+        labels.append(merged)
+        splits.append(fixed[0] if fixed else None)
+        held.append(held_out)
+    return (
+        firsts.set_column(firsts.schema.get_field_index("labels"), "labels", pa.array(labels, pa.list_(pa.string())))
+        .set_column(firsts.schema.get_field_index("split"), "split", pa.array(splits, pa.string()))
+        .append_column("held_out", pa.array(held, pa.bool_()))
+    )
 
 
-def assign_splits(images: list[DistinctImage], settings: SplitSettings) -> tuple[dict[str, SplitName], list[SplitName]]:
-    """Each image's split (sha256 -> split), and the splits that had to be taken from train.
+def assign_splits(images: pa.Table, settings: SplitSettings) -> tuple[SplitCodes, list[SplitName]]:
+    """Each image's split (an index into ``SPLIT_NAMES``, in the table's order), and the splits that had to be
+    taken from train.
 
     Unlabelled and held-out images are unassigned. When the source fixes splits
     but leaves validation or test empty, their share is taken from train,
     stratified, so that early stopping, the search and the evaluation have data.
     """
-    splits: dict[str, SplitName] = {}
-    automatic: list[tuple[str, tuple[str, ...]]] = []
-    for image in images:
-        if image.held_out or not image.labels:
-            splits[image.facts.sha256] = UNASSIGNED
-        elif image.split:
-            splits[image.facts.sha256] = image.split
-        else:
-            automatic.append((image.facts.sha256, image.labels))
-    splits.update(stratified_split(automatic, settings.percentages, settings.seed))
-    if not any(image.split for image in images):
-        return splits, []
-    present = set(splits.values())
+    labels = images.column("labels").combine_chunks()
+    sha256 = images.column("sha256").combine_chunks()
+    fixed = pc.fill_null(pc.index_in(images.column("split"), value_set=pa.array(SPLITS)), -1).to_numpy()
+    unassigned = images.column("held_out").to_numpy() | (pc.list_value_length(labels).to_numpy() == 0)
+    codes = np.where(unassigned, UNASSIGNED_CODE, fixed).astype(np.int8)
+    automatic = np.flatnonzero(codes < 0)
+    codes[automatic] = _stratified(sha256, labels, automatic, settings.percentages, settings.seed)
+    if not (fixed >= 0).any():
+        return codes, []
+    present = {SPLIT_NAMES[code] for code in np.unique(codes).tolist()}
     carved: list[SplitName] = [
         name
         for name, percent in zip(SPLITS[1:], settings.percentages[1:], strict=True)
         if percent and name not in present
     ]
     if carved:
-        train = [(image.facts.sha256, image.labels) for image in images if splits[image.facts.sha256] == "train"]
+        train = np.flatnonzero(codes == 0)
         shares = tuple(
             percent if name in carved else 0 for name, percent in zip(SPLITS, settings.percentages, strict=True)
         )
-        splits.update(stratified_split(train, (settings.train, shares[1], shares[2]), settings.seed))
-    return splits, carved
+        codes[train] = _stratified(sha256, labels, train, (settings.train, shares[1], shares[2]), settings.seed)
+    return codes, carved
 
 
-def content_version(task: str, images: list[DistinctImage], splits: dict[str, SplitName]) -> str:
-    """Content address of a version: its format, the task and each image's bytes, labels and split."""
+def _stratified(
+    sha256: pa.Array, labels: pa.Array, chosen: npt.NDArray[np.int64], percentages: tuple[int, int, int], seed: int
+) -> SplitCodes:
+    indices = pa.array(chosen, pa.int64())
+    return stratified_codes(sha256.take(indices), labels.take(indices), percentages, seed)
+
+
+def content_version(task: str, images: pa.Table, codes: SplitCodes) -> str:
+    """Content address of a version: its format, the task and each image's bytes, labels and split
+    (``images`` sorted by sha256, as ``curate`` leaves them), hashed a slice at a time."""
     digest = hashlib.sha256(f"format\t{DATASET_FORMAT}\ntask\t{task}\n".encode())
-    for image in sorted(images, key=lambda image: image.facts.sha256):
-        sha256 = image.facts.sha256
-        digest.update(f"{sha256}\t{','.join(image.labels)}\t{splits[sha256]}\n".encode())
+    for start in range(0, images.num_rows, VERSION_SLICE):
+        part = images.slice(start, VERSION_SLICE)
+        rows = zip(
+            part.column("sha256").to_pylist(),
+            part.column("labels").to_pylist(),
+            codes[start : start + VERSION_SLICE].tolist(),
+            strict=True,
+        )
+        digest.update(
+            "".join(f"{sha}\t{','.join(labels)}\t{SPLIT_NAMES[code]}\n" for sha, labels, code in rows).encode()
+        )
     return f"sha256-{digest.hexdigest()[:32]}"

@@ -13,28 +13,38 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import posixpath
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader, ImportReportSummary, LatestVersion, ShardFacts
-from autovision.contract.keys import index_key, latest_key, report_key, shard_key, shards_prefix
+from autovision.contract.keys import index_key, latest_key, report_key, shard_key
 from autovision.data.batching import bounded_batches
-from autovision.data.curate import DistinctImage, Entry, assign_splits, content_version, curate
+from autovision.data.curate import SPLIT_NAMES, Findings, SplitCodes, assign_splits, content_version, curate
 from autovision.data.inspection import inspect_all
-from autovision.data.manifest import ImageRecord, SplitName, encode_index
-from autovision.data.near_duplicates import find_near_duplicates
-from autovision.data.report import ImportFindings, build_report, check_trainable
+from autovision.data.manifest import ImageRecord, write_index
+from autovision.data.near_duplicates import nearest_earlier
+from autovision.data.report import LIST_LIMIT, ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
-from autovision.data.shards import SHARD_BYTES, Placement, member_name, pack_chunks, plan_shards
+from autovision.data.scan_table import ScanTable, read_scan
+from autovision.data.shards import SHARD_BYTES, ShardPlan, member_name, pack_chunks, plan_shards
 from autovision.data.sources import Source, open_source
 from autovision.data.sources.previous import UnionSource, VersionSource
 from autovision.data.split import SplitSettings
 from autovision.data.versions import read_version
 from autovision.progress import Reporter
 from autovision.resources import Task
-from autovision.storage import Storage, StorageError, member_uri, object_sizes
+from autovision.storage import Storage, StorageError, object_sizes
 
 __all__ = [
     "DatasetImportError",
@@ -54,16 +64,32 @@ PROGRESS_INTERVAL_S = 0.2
 
 @dataclass
 class ImportResult:
-    """What an import produced: the version, its records and its report."""
+    """What an import produced: the version and its report (its records are read back from storage on demand)."""
 
     name: str
     version: str
-    records: list[ImageRecord]
     report: dict[str, Any]
     reused: bool = False
+    storage: Storage | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def records(self) -> list[ImageRecord]:
+        """The version's records, read from its index (every image as an object: for small datasets)."""
+        if self.storage is None:
+            raise ValueError("an ImportResult made without its storage has no records to read")
+        return read_version(self.storage, self.name, self.version)
 
 
-class _Progress:
+class Member(NamedTuple):
+    """One image to pack into a shard: where the source has it, and what the scan saw."""
+
+    file: str
+    sha256: str
+    extension: str
+    size: int
+
+
+class Progress:
     """Forwards progress to a reporter at most every ``PROGRESS_INTERVAL_S`` seconds."""
 
     def __init__(self, reporter: Reporter | None) -> None:
@@ -105,56 +131,31 @@ def import_dataset(
     check_dataset_name(name)
     split = split or SplitSettings()
     limits = limits or ImportLimits.from_image_limits(storage.settings.image_limits())
-    progress = _Progress(reporter)
+    progress = Progress(reporter)
     multi_label = task is Task.MULTI_LABEL
     previous = _previous_version(source, name, storage, task) if add_to_previous else None
     opening = open_source(source, storage.settings, limits, multi_label)
-    with opening if previous is None else UnionSource(previous, opening) as opened:
-        source = opened.description if previous is not None else source
-        entries, rejects = _scan(opened, limits, progress)
-        curated = curate(entries, multi_label)
-        splits, carved = assign_splits(curated.images, split)
-        version = content_version(task.value, curated.images, splits)
-        # Packed in the order of their hashes: the same images give the same shards, whatever the source's order.
-        ordered = sorted(curated.images, key=lambda image: image.facts.sha256)
-        placements, lengths = plan_shards([image.facts.size for image in ordered], shard_bytes)
-        shard_uris = [storage.uri(shard_key(name, version, number)) for number in range(len(lengths))]
-        records = [
-            _record(image, splits[image.facts.sha256], shard_uris[placement.shard], placement)
-            for image, placement in zip(ordered, placements, strict=True)
-        ]
-        findings = ImportFindings(
-            name=name,
-            version=version,
-            task=task.value,
-            source=source,
-            total=len(entries) + len(rejects),
-            ignored=opened.ignored,
-            rejects=rejects,
-            curated=curated,
-            near_duplicates=find_near_duplicates([image.facts.dhash for image in curated.images]),
-            taken_from_train=carved,
+    with (
+        opening if previous is None else UnionSource(previous, opening) as opened,
+        tempfile.TemporaryDirectory(prefix="autovision-import-") as work,
+    ):
+        scan_path = Path(work) / "scan.parquet"
+        scanned = scan_source(opened, limits, progress, scan_path)
+        decision = decide(
+            read_scan([scan_path]),
+            Survey(name, task, split, opened.description if previous is not None else source, opened.ignored),
+            scanned,
         )
-        report = build_report(findings, records)
-        check_trainable(report)
+        version = decision.version
+        # Packed in the order of their hashes: the same images give the same shards, whatever the source's order.
+        plan = plan_shards(decision.images.column("size").to_numpy(), shard_bytes)
         reused = storage.exists(index_key(name, version))
         if not reused:
-            shards = _write_shards(
-                opened,
-                storage,
-                name=name,
-                version=version,
-                images=ordered,
-                placements=placements,
-                lengths=lengths,
-                progress=progress,
-            )
-            storage.write_json(report_key(name, version), report)
-            header = DatasetIndexHeader(format_version=DATASET_FORMAT, shards=shards)
-            index = encode_index(records, [placement.shard for placement in placements], header)
-            storage.write_bytes(index_key(name, version), index)
-    _point_latest(storage, name, version)
-    return ImportResult(name=name, version=version, records=records, report=report, reused=reused)
+            keys = [shard_key(name, version, number) for number in range(len(plan.lengths))]
+            shards = write_shards(opened, storage, keys, images=decision.images, plan=plan, progress=progress)
+            write_version(storage, decision, shards=plan.shards, offsets=plan.offsets, facts=shards, work=Path(work))
+    point_latest(storage, name, version)
+    return ImportResult(name=name, version=version, report=decision.report, reused=reused, storage=storage)
 
 
 def _previous_version(source: str, name: str, storage: Storage, task: Task) -> VersionSource:
@@ -181,92 +182,202 @@ def load_report(storage: Storage, name: str, version: str | None = None) -> dict
     return report
 
 
-def _scan(source: Source, limits: ImportLimits, progress: _Progress) -> tuple[list[Entry], list[Rejection]]:
-    """Pass 1: validate every file the source offers, keeping metadata only."""
-    entries: list[Entry] = []
-    rejects: list[Rejection] = []
+@dataclass(frozen=True)
+class Survey:
+    """What a version is being made of, besides its files: its name, task, split settings, source and the
+    source's silently ignored files."""
+
+    name: str
+    task: Task
+    split: SplitSettings
+    source: str
+    ignored: int
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """What a scan found besides the valid files: rejections (counted, the first ``LIST_LIMIT`` kept), their count
+    per reason, and how many files passed."""
+
+    rejects: Findings
+    reasons: dict[str, int]
+    valid: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A version decided from its scan's columns: its distinct images (sorted by sha256), their splits, its
+    content address and its report; nothing written yet."""
+
+    name: str
+    images: pa.Table
+    codes: SplitCodes
+    version: str
+    report: dict[str, Any]
+
+
+def scan_source(source: Source, limits: ImportLimits, progress: Progress, path: Path) -> Scanned:
+    """Pass 1: validate every file the source offers into a scan table at ``path``."""
+    rejects = Findings(LIST_LIMIT)
+    reasons: Counter[str] = Counter()
     progress.stage(f"Checking {source.description}", source.total)
-    for inspected in inspect_all(source.scan(), limits):
-        if isinstance(inspected, Rejection):
-            rejects.append(inspected)
-        else:
-            offer, facts = inspected
-            if isinstance(facts, Rejection):
-                rejects.append(Rejection(facts.file, facts.reason, facts.message, offer.line))
+    with ScanTable(path) as table:
+        for inspected in inspect_all(source.scan(), limits):
+            if isinstance(inspected, Rejection):
+                rejection = inspected
             else:
-                entries.append(Entry(offer.file, offer.labels, offer.split, facts))
-        progress.update(source.position, f"{len(entries)} images, {len(rejects)} rejected")
-    progress.update(source.position, f"{len(entries)} images, {len(rejects)} rejected", force=True)
-    return entries, rejects
+                offer, facts = inspected
+                if isinstance(facts, Rejection):
+                    rejection = Rejection(facts.file, facts.reason, facts.message, offer.line)
+                else:
+                    table.append(offer.file, offer.labels, offer.split, facts)
+                    progress.update(source.position, f"{table.rows} images, {rejects.count} rejected")
+                    continue
+            rejects.add(rejection.as_json())
+            reasons[rejection.reason.value] += 1
+            progress.update(source.position, f"{table.rows} images, {rejects.count} rejected")
+    progress.update(source.position, f"{table.rows} images, {rejects.count} rejected", force=True)
+    return Scanned(rejects, dict(reasons), table.rows)
 
 
-def _record(image: DistinctImage, split: SplitName, shard_uri: str, placement: Placement) -> ImageRecord:
-    return ImageRecord(
-        uri=member_uri(shard_uri, placement.offset, image.facts.size),
-        sha256=image.facts.sha256,
-        labels=list(image.labels),
-        split=split,
-        width=image.facts.width,
-        height=image.facts.height,
-        source=image.file,
+def decide(scan: pa.Table, survey: Survey, scanned: Scanned) -> Decision:
+    """Dedupe, split, address and report a version from its scan table (extra columns, such as where a slice
+    packed each image, are carried along to the distinct images); DatasetImportError when it is untrainable."""
+    curated = curate(scan, survey.task is Task.MULTI_LABEL, LIST_LIMIT)
+    del scan
+    images = curated.images
+    codes, carved = assign_splits(images, survey.split)
+    version = content_version(survey.task.value, images, codes)
+    findings = ImportFindings(
+        name=survey.name,
+        version=version,
+        task=survey.task.value,
+        source=survey.source,
+        total=scanned.valid + scanned.rejects.count,
+        ignored=survey.ignored,
+        rejects=scanned.rejects,
+        reject_reasons=scanned.reasons,
+        curated=curated,
+        near_duplicates=_near_duplicates(images),
+        taken_from_train=carved,
+        split_codes=codes,
+    )
+    report = build_report(findings)
+    check_trainable(report)
+    return Decision(survey.name, images, codes, version, report)
+
+
+def write_version(
+    storage: Storage,
+    decision: Decision,
+    *,
+    shards: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    facts: list[ShardFacts],
+    work: Path,
+) -> None:
+    """Write a version's report, then its index (the completion marker), once every shard is whole."""
+    storage.write_json(report_key(decision.name, decision.version), decision.report)
+    header = DatasetIndexHeader(format_version=DATASET_FORMAT, shards=facts)
+    index_path = work / "index.parquet"
+    write_index(index_path, _index_columns(decision.images, decision.codes, shards, offsets), header)
+    storage.write_stream(index_key(decision.name, decision.version), functools.partial(file_chunks, index_path))
+
+
+def _near_duplicates(images: pa.Table) -> Findings:
+    """Images that look like an earlier one (in the order of their file names), counted, the first shown."""
+    by_file = pc.sort_indices(images.column("file")).to_numpy()
+    index, similar_to, distance = nearest_earlier(images.column("dhash").to_numpy()[by_file])
+    findings = Findings(LIST_LIMIT)
+    files = images.column("file")
+    shown = slice(0, LIST_LIMIT)
+    for file, similar, apart in zip(
+        files.take(pa.array(by_file[index[shown]])).to_pylist(),
+        files.take(pa.array(by_file[similar_to[shown]])).to_pylist(),
+        distance[shown].tolist(),
+        strict=True,
+    ):
+        findings.add({"file": file, "similarTo": similar, "distance": apart})
+    findings.count = len(index)
+    return findings
+
+
+def _index_columns(
+    images: pa.Table, codes: SplitCodes, shards: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]
+) -> pa.Table:
+    """The index's columns: each distinct image (in the order of their hashes) with its split and place."""
+    return pa.table(
+        {
+            "sha256": images.column("sha256"),
+            "labels": images.column("labels"),
+            "split": pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(SPLIT_NAMES)),
+            "width": images.column("width"),
+            "height": images.column("height"),
+            "source": images.column("file"),
+            "shard": pa.array(shards, pa.int32()),
+            "offset": pa.array(offsets, pa.int64()),
+            "size": images.column("size"),
+        }
     )
 
 
-def _write_shards(
-    source: Source,
-    storage: Storage,
-    *,
-    name: str,
-    version: str,
-    images: Sequence[DistinctImage],
-    placements: Sequence[Placement],
-    lengths: Sequence[int],
-    progress: _Progress,
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """A local file's bytes in pieces of ``READ_BATCH_BYTES``."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_BATCH_BYTES):
+            yield chunk
+
+
+def write_shards(
+    source: Source, storage: Storage, keys: list[str], *, images: pa.Table, plan: ShardPlan, progress: Progress
 ) -> list[ShardFacts]:
-    """Pass 2: pack and write each shard not yet written whole (an interrupted import resumes), one at a time."""
-    keys = [shard_key(name, version, number) for number in range(len(lengths))]
-    present = set(storage.list_keys(shards_prefix(name, version)))
+    """Pass 2: pack and write each shard (at ``keys``) not yet written whole (an interrupted import resumes),
+    one at a time."""
+    present = set(storage.list_keys(posixpath.dirname(keys[0]))) if keys else set()
     sizes = object_sizes([storage.uri(key) for key in keys if key in present], storage.settings)
     written = dict(zip([key for key in keys if key in present], sizes, strict=True))
-    progress.stage("Writing shards", len(images))
+    progress.stage("Writing shards", images.num_rows)
+    bounds = np.searchsorted(plan.shards, np.arange(len(plan.lengths) + 1)).tolist()
     facts: list[ShardFacts] = []
-    start = 0
-    for number, length in enumerate(lengths):
-        end = start
-        while end < len(images) and placements[end].shard == number:
-            end += 1
-        members = images[start:end]
+    for number, length in enumerate(plan.lengths):
+        start, end = bounds[number], bounds[number + 1]
         if written.get(keys[number]) != length:
+            members = _members(images.slice(start, end - start))
             storage.write_stream(keys[number], functools.partial(_shard_chunks, source, members, length))
-        facts.append(ShardFacts(number=number, size=length, images=len(members)))
-        start = end
-        progress.update(end, f"{number + 1} of {len(lengths)} shards")
-    progress.update(len(images), f"{len(lengths)} shards", force=True)
+        facts.append(ShardFacts(number=number, size=length, images=end - start))
+        progress.update(end, f"{number + 1} of {len(plan.lengths)} shards")
+    progress.update(images.num_rows, f"{len(plan.lengths)} shards", force=True)
     return facts
 
 
-def _shard_chunks(source: Source, images: Sequence[DistinctImage], length: int) -> Iterator[bytes]:
+def _members(images: pa.Table) -> list[Member]:
+    """One shard's images as (file, sha256, extension, size): a shard's worth of small tuples."""
+    columns = [images.column(column).to_pylist() for column in ("file", "sha256", "extension", "size")]
+    return [Member(*row) for row in zip(*columns, strict=True)]
+
+
+def _shard_chunks(source: Source, members: Sequence[Member], length: int) -> Iterator[bytes]:
     """A shard's bytes in pieces, its images read from the source a bounded batch at a time."""
     written = 0
-    for chunk in pack_chunks(_read_members(source, images)):
+    for chunk in pack_chunks(_read_members(source, members)):
         written += len(chunk)
         yield chunk
     if written != length:
         raise AssertionError(f"a shard's length follows from its images' sizes: {written} != {length}")
 
 
-def _read_members(source: Source, images: Sequence[DistinctImage]) -> Iterator[tuple[str, bytes]]:
+def _read_members(source: Source, members: Sequence[Member]) -> Iterator[tuple[str, bytes]]:
     """A shard's members, read from the source in bounded batches, each checked against the hash the scan saw."""
-    for batch in bounded_batches(images, READ_BATCH_IMAGES, READ_BATCH_BYTES, lambda image: image.facts.size):
-        contents = source.read([image.file for image in batch])
-        for image, data in zip(batch, contents, strict=True):
-            if hashlib.sha256(data).hexdigest() != image.facts.sha256:
-                raise DatasetImportError(f"{image.file!r} changed during the import: import again")
-            yield member_name(image.facts.sha256, image.facts.extension), data
+    for batch in bounded_batches(members, READ_BATCH_IMAGES, READ_BATCH_BYTES, lambda member: member.size):
+        contents = source.read([member.file for member in batch])
+        for member, data in zip(batch, contents, strict=True):
+            if hashlib.sha256(data).hexdigest() != member.sha256:
+                raise DatasetImportError(f"{member.file!r} changed during the import: import again")
+            yield member_name(member.sha256, member.extension), data
         del contents, data  # before the next batch is read: one batch in memory, not two
 
 
-def _point_latest(storage: Storage, name: str, version: str) -> None:
+def point_latest(storage: Storage, name: str, version: str) -> None:
     """Make ``version`` the dataset's latest, unless it already is (nothing is rewritten)."""
     key = latest_key(name)
     latest = LatestVersion(version=version)

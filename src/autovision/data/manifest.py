@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
@@ -51,25 +53,54 @@ class DatasetFormatError(StorageError):
     """A version's index is not one this AutoVision reads (another format, or not an index at all)."""
 
 
+INDEX_SCHEMA = pa.schema(
+    [
+        ("sha256", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        ("split", pa.dictionary(pa.int8(), pa.string())),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("source", pa.string()),
+        ("shard", pa.int32()),
+        ("offset", pa.int64()),
+        ("size", pa.int64()),
+    ]
+)
+
+
+def write_index(path: Path, table: pa.Table, header: DatasetIndexHeader) -> None:
+    """Write a version's index.parquet to a local file from its columns (``INDEX_SCHEMA``), a row group at a
+    time, the header in its schema metadata."""
+    schema = INDEX_SCHEMA.with_metadata({HEADER_METADATA: json.dumps(header.to_json()).encode()})
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, table.num_rows, ROW_GROUP):
+            writer.write_table(
+                table.slice(start, ROW_GROUP).cast(INDEX_SCHEMA).replace_schema_metadata(schema.metadata),
+                row_group_size=ROW_GROUP,
+            )
+
+
 def encode_index(records: Sequence[ImageRecord], shards: Sequence[int], header: DatasetIndexHeader) -> bytes:
-    """The index.parquet bytes of a version: each record with the number of the shard its ``uri`` points into."""
+    """The index.parquet bytes of a version from records (small versions, tests): each record with the number
+    of the shard its ``uri`` points into."""
     extents = [split_member_uri(record.uri)[1:] for record in records]
     table = pa.table(
         {
-            "sha256": pa.array([record.sha256 for record in records], pa.string()),
-            "labels": pa.array([record.labels for record in records], pa.list_(pa.string())),
+            "sha256": [record.sha256 for record in records],
+            "labels": [record.labels for record in records],
             "split": pa.array([record.split for record in records], pa.string()).dictionary_encode(),
-            "width": pa.array([record.width for record in records], pa.int32()),
-            "height": pa.array([record.height for record in records], pa.int32()),
-            "source": pa.array([record.source for record in records], pa.string()),
-            "shard": pa.array(shards, pa.int32()),
-            "offset": pa.array([offset for offset, _ in extents], pa.int64()),
-            "size": pa.array([size for _, size in extents], pa.int64()),
+            "width": [record.width for record in records],
+            "height": [record.height for record in records],
+            "source": [record.source for record in records],
+            "shard": shards,
+            "offset": [offset for offset, _ in extents],
+            "size": [size for _, size in extents],
         }
-    ).replace_schema_metadata({HEADER_METADATA: json.dumps(header.to_json()).encode()})
-    sink = io.BytesIO()
-    pq.write_table(table, sink, row_group_size=ROW_GROUP, compression="zstd")
-    return sink.getvalue()
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "index.parquet"
+        write_index(path, table, header)
+        return path.read_bytes()
 
 
 def index_header(data: bytes) -> DatasetIndexHeader:

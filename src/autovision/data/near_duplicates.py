@@ -2,13 +2,13 @@
 
 Pigeonhole principle: split the 64 bits into ``max_distance + 1`` bands; two hashes
 at most ``max_distance`` bits apart agree exactly on at least one band. Only hashes
-that share a band value are compared, which keeps 60,000 images to well under a
-second instead of 1.8 billion comparisons. Pure numpy.
+that share a band value are compared, each with at most ``BAND_NEIGHBOURS`` of
+them, so a million images cost tens of seconds and a few arrays of memory however
+clustered their hashes are (rather than all the pairs of a crowded band). Pure numpy.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +19,8 @@ HASH_BITS = 64
 # dHash-64 distance at which two images count as near-duplicates. Re-encoding or
 # resizing a photo moves its hash by 0-2 bits; unrelated photos are ~32 apart.
 NEAR_DUPLICATE_DISTANCE = 4
+# Hashes sharing a band value each one is compared with (see ``nearest_earlier``).
+BAND_NEIGHBOURS = 32
 _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
 
 UInt64Array = npt.NDArray[np.uint64]
@@ -49,55 +51,48 @@ def _bands(max_distance: int) -> list[tuple[int, int]]:
     return [(int(start), width) for start, width in zip(starts, widths, strict=True)]
 
 
-def close_pairs(hashes: UInt64Array, max_distance: int) -> tuple[IntArray, IntArray, IntArray]:
-    """Every pair (i < j) of distinct-valued hashes at most ``max_distance`` apart."""
-    found: dict[tuple[int, int], int] = {}
+def find_near_duplicates(hashes: Sequence[int], max_distance: int = NEAR_DUPLICATE_DISTANCE) -> list[NearDuplicate]:
+    """For each image that resembles an earlier one, the nearest earlier image (``nearest_earlier`` as objects)."""
+    index, similar_to, distance = nearest_earlier(np.array(hashes, dtype=np.uint64), max_distance)
+    return [NearDuplicate(*found) for found in zip(index.tolist(), similar_to.tolist(), distance.tolist(), strict=True)]
+
+
+def nearest_earlier(
+    hashes: UInt64Array, max_distance: int = NEAR_DUPLICATE_DISTANCE
+) -> tuple[IntArray, IntArray, IntArray]:
+    """For each image that resembles an earlier one: its index, the nearest earlier image's and their distance,
+    as arrays in the order of the images (ties go to the earlier image).
+
+    Images with equal hashes are collapsed first: a later copy's nearest is the
+    first one (distance 0), so only each distinct hash's first image is compared
+    with other hashes. Within a band, each hash is compared with at most
+    ``BAND_NEIGHBOURS`` others sharing its value, so work and memory stay linear
+    however clustered the hashes are (exact unless more than that many distinct
+    hashes share a band value: then the count is a lower bound). Memory: a few
+    arrays of the images' count.
+    """
+    count = len(hashes)
+    values, firsts, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    # Best (distance, earlier image) per distinct hash's first image, as one sortable code.
+    worst = (HASH_BITS + 1) * (count + 1)
+    best = np.full(len(values), worst, dtype=np.int64)
     for shift, width in _bands(max_distance):
-        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        keys = (values >> np.uint64(shift)) & np.uint64((1 << width) - 1)
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
-        offset = 1
-        # Items sharing a band value are adjacent once sorted; widen the offset until no group is that long.
-        while offset < len(order):
-            same = sorted_keys[:-offset] == sorted_keys[offset:]
-            if not same.any():
+        for offset in range(1, min(BAND_NEIGHBOURS, len(order) - 1) + 1):
+            same = np.flatnonzero(sorted_keys[:-offset] == sorted_keys[offset:])
+            if not len(same):
                 break
-            first, second = order[:-offset][same], order[offset:][same]
-            distances = hamming(hashes[first], hashes[second])
+            first, second = order[same], order[same + offset]
+            distances = hamming(values[first], values[second])
             close = distances <= max_distance
-            for i, j, distance in zip(first[close], second[close], distances[close], strict=True):
-                found[(int(min(i, j)), int(max(i, j)))] = int(distance)
-            offset += 1
-    pairs = sorted(found)
-    return (
-        np.array([i for i, _ in pairs], dtype=np.int64),
-        np.array([j for _, j in pairs], dtype=np.int64),
-        np.array([found[pair] for pair in pairs], dtype=np.int64),
-    )
-
-
-def find_near_duplicates(hashes: Sequence[int], max_distance: int = NEAR_DUPLICATE_DISTANCE) -> list[NearDuplicate]:
-    """For each image that resembles an earlier one, the nearest earlier image.
-
-    Images with equal hashes are collapsed first, so a thousand blank images cost
-    one comparison, and the answer has at most one entry per image.
-    """
-    values, inverse = np.unique(np.array(hashes, dtype=np.uint64), return_inverse=True)
-    members: dict[int, list[int]] = defaultdict(list)
-    for index, group in enumerate(inverse.tolist()):
-        members[group].append(index)
-    best: dict[int, tuple[int, int]] = {}
-    for group_members in members.values():
-        for index in group_members[1:]:
-            best[index] = (0, group_members[0])
-    for first, second, distance in zip(*close_pairs(values, max_distance), strict=True):
-        _offer(best, members[int(second)], members[int(first)][0], int(distance))
-        _offer(best, members[int(first)], members[int(second)][0], int(distance))
-    return [NearDuplicate(index, similar, distance) for index, (distance, similar) in sorted(best.items())]
-
-
-def _offer(best: dict[int, tuple[int, int]], indices: list[int], candidate: int, distance: int) -> None:
-    """Record ``candidate`` as the nearest earlier image of each index it precedes, if nearer."""
-    for index in indices:
-        if candidate < index and (distance, candidate) < best.get(index, (HASH_BITS + 1, index)):
-            best[index] = (distance, candidate)
+            first, second, distances = first[close], second[close], distances[close]
+            later = np.where(firsts[first] > firsts[second], first, second)
+            earlier = np.where(firsts[first] > firsts[second], second, first)
+            np.minimum.at(best, later, distances * (count + 1) + firsts[earlier])
+    distance = np.where(firsts[inverse] != np.arange(count), 0, best[inverse] // (count + 1))
+    similar = np.where(firsts[inverse] != np.arange(count), firsts[inverse], best[inverse] % (count + 1))
+    found = np.flatnonzero(distance <= max_distance)
+    return found.astype(np.int64), similar[found].astype(np.int64), distance[found].astype(np.int64)

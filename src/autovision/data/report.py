@@ -9,21 +9,22 @@ their counts are always complete.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autovision.data.curate import Curated
-from autovision.data.manifest import SPLITS, ImageRecord
-from autovision.data.near_duplicates import NearDuplicate
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from autovision.data.curate import Curated, Findings, SplitCodes
+from autovision.data.manifest import SPLITS
 from autovision.data.rules import (
     FEW_IMAGES_PER_LABEL,
     MAX_RECOMMENDED_IMBALANCE,
     MIN_IMAGES_PER_LABEL,
     MIN_LABELS,
     DatasetImportError,
-    Rejection,
 )
 
 LIST_LIMIT = 1000
@@ -49,7 +50,7 @@ SUMMARY_KEYS = (
 
 @dataclass(frozen=True)
 class ImportFindings:
-    """Everything an import found, gathered for the report."""
+    """Everything an import found, gathered for the report: counts, and the first ``LIST_LIMIT`` examples."""
 
     name: str
     version: str
@@ -57,20 +58,29 @@ class ImportFindings:
     source: str
     total: int
     ignored: int
-    rejects: Sequence[Rejection]
+    rejects: Findings
+    reject_reasons: dict[str, int]
     curated: Curated
-    near_duplicates: Sequence[NearDuplicate]
+    near_duplicates: Findings
     taken_from_train: Sequence[str]
+    split_codes: SplitCodes
 
 
-def per_label_counts(records: Sequence[ImageRecord]) -> dict[str, dict[str, int]]:
-    """Images of each label in each training split (multi-label images count once per label)."""
-    counts: dict[str, dict[str, int]] = {}
-    for record in records:
-        if record.split in SPLITS:
-            for label in record.labels:
-                counts.setdefault(label, dict.fromkeys(SPLITS, 0))[record.split] += 1
-    return dict(sorted(counts.items()))
+def per_label_counts(labels: pa.Array, codes: SplitCodes) -> dict[str, dict[str, int]]:
+    """Images of each label in each training split (multi-label images count once per label), from the
+    images' label lists and split codes."""
+    encoded = pc.dictionary_encode(pc.list_flatten(labels))
+    names: list[str] = encoded.dictionary.to_pylist()
+    pair_codes = codes[pc.list_parent_indices(labels).to_numpy()].astype(np.int64)
+    ids = encoded.indices.to_numpy().astype(np.int64)
+    trained = pair_codes < len(SPLITS)
+    counts = np.bincount(ids[trained] * len(SPLITS) + pair_codes[trained], minlength=len(names) * len(SPLITS))
+    table = counts.reshape(len(names), len(SPLITS)).tolist()
+    return {
+        names[label]: dict(zip(SPLITS, table[label], strict=True))
+        for label in sorted(range(len(names)), key=names.__getitem__)
+        if sum(table[label])
+    }
 
 
 def check_trainable(report: dict[str, Any]) -> None:
@@ -87,12 +97,13 @@ def check_trainable(report: dict[str, Any]) -> None:
         raise DatasetImportError(f"labels with fewer than {MIN_IMAGES_PER_LABEL} images: {', '.join(small)}")
 
 
-def build_report(findings: ImportFindings, records: Sequence[ImageRecord]) -> dict[str, Any]:
+def build_report(findings: ImportFindings) -> dict[str, Any]:
     """The report.json of an import."""
     curated = findings.curated
-    per_label = per_label_counts(records)
+    codes = findings.split_codes
+    labels = curated.images.column("labels").combine_chunks()
+    per_label = per_label_counts(labels, codes)
     totals = [sum(splits.values()) for splits in per_label.values()]
-    files = [image.file for image in curated.images]
     report: dict[str, Any] = {
         "name": findings.name,
         "version": findings.version,
@@ -100,25 +111,22 @@ def build_report(findings: ImportFindings, records: Sequence[ImageRecord]) -> di
         "source": findings.source,
         "total": findings.total,
         "ignored": findings.ignored,
-        "kept": len(records),
-        "trainable": sum(record.split in SPLITS for record in records),
-        "unlabelled": sum(not record.labels for record in records),
-        "rejected": len(findings.rejects),
-        "duplicates": len(curated.duplicates),
-        "nearDuplicates": len(findings.near_duplicates),
-        "conflicts": len(curated.conflicts),
+        "kept": curated.images.num_rows,
+        "trainable": int((codes < len(SPLITS)).sum()),
+        "unlabelled": int((pc.list_value_length(labels).to_numpy() == 0).sum()),
+        "rejected": findings.rejects.count,
+        "duplicates": curated.duplicates.count,
+        "nearDuplicates": findings.near_duplicates.count,
+        "conflicts": curated.conflicts.count,
         "perLabel": per_label,
         "imbalanceRatio": round(max(totals) / min(totals), 3) if totals else None,
-        "rejectReasons": dict(sorted(Counter(reject.reason.value for reject in findings.rejects).items())),
-        "rejects": [reject.as_json() for reject in findings.rejects[:LIST_LIMIT]],
-        "duplicateFiles": curated.duplicates[:LIST_LIMIT],
-        "nearDuplicateFiles": [
-            {"file": files[near.index], "similarTo": files[near.similar_to], "distance": near.distance}
-            for near in findings.near_duplicates[:LIST_LIMIT]
-        ],
-        "conflictingLabels": curated.conflicts[:LIST_LIMIT],
-        "splitClashes": len(curated.split_clashes),
-        "splitClashFiles": curated.split_clashes[:LIST_LIMIT],
+        "rejectReasons": dict(sorted(findings.reject_reasons.items())),
+        "rejects": findings.rejects.examples,
+        "duplicateFiles": curated.duplicates.examples,
+        "nearDuplicateFiles": findings.near_duplicates.examples,
+        "conflictingLabels": curated.conflicts.examples,
+        "splitClashes": curated.split_clashes.count,
+        "splitClashFiles": curated.split_clashes.examples,
         "splitsFromTrain": list(findings.taken_from_train),
         "listLimit": LIST_LIMIT,
     }

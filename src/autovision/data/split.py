@@ -12,14 +12,20 @@ exact per-label allocation.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from autovision.data.manifest import SPLITS, SplitName
 from autovision.data.rules import DatasetImportError
 
 Percentages = tuple[int, int, int]
+# Hashes turned into order keys at a time.
+KEY_SLICE = 65_536
 
 
 @dataclass(frozen=True)
@@ -42,10 +48,6 @@ class SplitSettings:
     def percentages(self) -> Percentages:
         """(train, validation, test) in percent."""
         return (self.train, self.validation, self.test)
-
-
-def _order_key(sha256: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}:{sha256}".encode()).hexdigest()
 
 
 def allocate(count: int, percentages: Percentages) -> tuple[int, int, int]:
@@ -72,27 +74,69 @@ def stratified_split(
 ) -> dict[str, SplitName]:
     """Assign each (sha256, labels) item a split, stratified per label.
 
-    Every item needs at least one label. Returns a mapping sha256 -> split name.
+    Every item needs at least one label. Returns a mapping sha256 -> split name
+    (the dict form of ``stratified_codes``, for small sets of items).
     """
-    labels_of: dict[str, tuple[str, ...]] = {sha256: tuple(sorted(set(labels))) for sha256, labels in items}
-    by_label: dict[str, list[str]] = defaultdict(list)
-    for sha256, labels in labels_of.items():
-        for label in labels:
-            by_label[label].append(sha256)
-    wanted = {label: list(allocate(len(shas), percentages)) for label, shas in by_label.items()}
+    labels_of = {sha256: sorted(set(labels)) for sha256, labels in items}
+    shas = list(labels_of)
+    codes = stratified_codes(
+        pa.array(shas, pa.string()), pa.array(list(labels_of.values()), pa.list_(pa.string())), percentages, seed
+    )
+    return {sha256: SPLITS[code] for sha256, code in zip(shas, codes.tolist(), strict=True)}
+
+
+def stratified_codes(sha256: pa.Array, labels: pa.Array, percentages: Percentages, seed: int) -> npt.NDArray[np.int8]:
+    """Each item's split as an index into ``SPLITS``, from columns: the images' hashes and their labels
+    (each item's labels sorted, each once, at least one).
+
+    Labels are served rarest first (then by name); each label's images in the
+    order of sha256(f"{seed}:{sha256}"), each one not yet placed going to the
+    split that still wants the most images of that label. Holds arrays and one
+    small list per label, never an object per image, so a million images take
+    tens of megabytes.
+    """
+    count = len(sha256)
+    assigned = np.full(count, -1, dtype=np.int8)
+    if count == 0:
+        return assigned
+    parents = pc.list_parent_indices(labels).to_numpy()
+    encoded = pc.dictionary_encode(pc.list_flatten(labels))
+    ids = encoded.indices.to_numpy().astype(np.int64)
+    names: list[str] = encoded.dictionary.to_pylist()
+    per_label = np.bincount(ids, minlength=len(names))
+    wanted = [list(allocate(int(size), percentages)) for size in per_label]
+    served = sorted(range(len(names)), key=lambda label: (int(per_label[label]), names[label]))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[served] = np.arange(len(names))
+    pairs = np.lexsort((_order_keys(sha256, seed)[parents], rank[ids]))
+    # Each item's labels are the pairs parents[starts[item]:starts[item + 1]].
+    starts = np.searchsorted(parents, np.arange(count + 1)).tolist()
+    label_ids = ids.tolist()
+    items = parents.tolist()
     open_splits = [i for i, percent in enumerate(percentages) if percent > 0]
-    assignment: dict[str, SplitName] = {}
-    for label in sorted(by_label, key=lambda name: (len(by_label[name]), name)):
-        for sha256 in sorted(by_label[label], key=lambda sha: _order_key(sha, seed)):
-            if sha256 not in assignment:
-                index = _neediest_split(wanted, open_splits, label, labels_of[sha256])
-                assignment[sha256] = SPLITS[index]
-                for other in labels_of[sha256]:
-                    wanted[other][index] -= 1
-    return assignment
+    for pair in pairs.tolist():
+        item = items[pair]
+        if assigned[item] >= 0:
+            continue
+        label = label_ids[pair]
+        own = label_ids[starts[item] : starts[item + 1]]
+        index = _neediest_split(wanted, open_splits, label, own)
+        assigned[item] = index
+        for other in own:
+            wanted[other][index] -= 1
+    return assigned
 
 
-def _neediest_split(wanted: dict[str, list[int]], open_splits: list[int], label: str, labels: tuple[str, ...]) -> int:
+def _order_keys(sha256: pa.Array, seed: int) -> npt.NDArray[np.bytes_]:
+    """Each item's place in its label's queue: sha256(f"{seed}:{sha256}"), computed a slice at a time."""
+    keys = np.empty(len(sha256), dtype="S32")
+    for start in range(0, len(sha256), KEY_SLICE):
+        shas = sha256.slice(start, KEY_SLICE).to_pylist()
+        keys[start : start + len(shas)] = [hashlib.sha256(f"{seed}:{sha}".encode()).digest() for sha in shas]
+    return keys
+
+
+def _neediest_split(wanted: list[list[int]], open_splits: list[int], label: int, labels: list[int]) -> int:
     """The open split that still wants the most images of ``label``; ties go to the
     one all of the image's labels want most, then to the earlier split."""
     return max(

@@ -146,10 +146,14 @@ class CsvSource(Source):
         for line, raw in enumerate(bounded_lines(self._lines, self.limits.max_csv_line_bytes), start=1):
             self.position = self._lines.tell()
             if raw is None:
+                if not self.in_part(f"line {line}"):
+                    continue
                 message = f"longer than {self.limits.max_csv_line_bytes} bytes"
                 yield Rejection(f"line {line}", RejectReason.LINE_TOO_LONG, message, line)
                 continue
             row = parse_row(raw, line, self._base, self.multi_label, self._schemes)
+            if not self.in_part(row.uri if isinstance(row, CsvRow) else f"line {line}"):
+                continue
             if isinstance(row, CsvRow):
                 if row.key() in seen:
                     yield Rejection(row.uri, RejectReason.DUPLICATE_ROW, "repeats an earlier row", line)

@@ -6,7 +6,7 @@ zipping a folder produces: ``flowers/daisy/1.jpg``) is looked through.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from autovision.data.manifest import SplitName
@@ -34,16 +34,20 @@ def is_ignored(path: str) -> bool:
     return any(part.startswith(_JUNK_PREFIXES) for part in path.split("/"))
 
 
-def detect_layout(paths: Sequence[str]) -> FolderLayout:
-    """The layout every path of a source is read with."""
-    parts = [path.split("/") for path in paths]
-    root = ""
-    tops = {p[0] for p in parts}
-    if len(tops) == 1 and all(len(p) >= 3 for p in parts) and next(iter(tops)).lower() not in SPLIT_FOLDERS:
-        root = f"{next(iter(tops))}/"
-        parts = [p[1:] for p in parts]
-    split_folders = any(len(p) >= 3 and p[0].lower() in SPLIT_FOLDERS for p in parts)
-    return FolderLayout(root=root, split_folders=split_folders)
+def detect_layout(paths: Iterable[str]) -> FolderLayout:
+    """The layout every path of a source is read with, in one pass over the paths (none is kept)."""
+    tops: set[str] = set()
+    all_deep = True
+    splits_at_top = splits_below_top = False
+    for path in paths:
+        parts = path.split("/")
+        tops.add(parts[0])
+        all_deep = all_deep and len(parts) >= 3
+        splits_at_top = splits_at_top or (len(parts) >= 3 and parts[0].lower() in SPLIT_FOLDERS)
+        splits_below_top = splits_below_top or (len(parts) >= 4 and parts[1].lower() in SPLIT_FOLDERS)
+    if len(tops) == 1 and all_deep and next(iter(tops)).lower() not in SPLIT_FOLDERS:
+        return FolderLayout(root=f"{next(iter(tops))}/", split_folders=splits_below_top)
+    return FolderLayout(root="", split_folders=splits_at_top)
 
 
 def place(path: str, layout: FolderLayout) -> tuple[str, SplitName | None] | Rejection:

@@ -40,6 +40,8 @@ class PrefixSource(Source):
         """Each file with its label and split, or why it has none; oversized files are never read."""
         for name, size in self._files:
             self.position += 1
+            if not self.in_part(name):
+                continue
             spot = place(name, self._layout)
             if isinstance(spot, Rejection):
                 yield spot

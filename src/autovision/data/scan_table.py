@@ -1,0 +1,87 @@
+"""What the import's scan learns about each image, kept on disk as a Parquet table rather than in memory.
+
+The scan appends one row per valid file (a few hundred bytes of Python objects,
+flushed every ``FLUSH_ROWS`` rows); everything after the scan (deduplication,
+the split, the report, the index) reads columns of this table back, which cost
+tens of bytes per image where Python objects cost kilobytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from autovision.data.manifest import SplitName
+from autovision.data.validate import ImageFacts
+
+SCAN_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        # The split the source fixes for the file (a split folder, a CSV's SET), null when it fixes none.
+        ("split", pa.string()),
+        ("sha256", pa.string()),
+        ("extension", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("dhash", pa.uint64()),
+        ("size", pa.int64()),
+    ]
+)
+FLUSH_ROWS = 16_384
+
+
+class ScanTable:
+    """Appends the scan's rows to a Parquet file, a bounded batch at a time; a context manager closing it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer = pq.ParquetWriter(path, SCAN_SCHEMA, compression="lz4")
+        self._pending: dict[str, list[object]] = {name: [] for name in SCAN_SCHEMA.names}
+
+    def append(self, file: str, labels: tuple[str, ...], split: SplitName | None, facts: ImageFacts) -> None:
+        """One valid file: its labels (stored sorted, each once), fixed split and facts."""
+        row = (
+            file,
+            sorted(set(labels)),
+            split,
+            facts.sha256,
+            facts.extension,
+            facts.width,
+            facts.height,
+            facts.dhash,
+            facts.size,
+        )
+        for column, value in zip(self._pending.values(), row, strict=True):
+            column.append(value)
+        self.rows += 1
+        if len(self._pending["file"]) >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending["file"]:
+            self._writer.write_batch(pa.record_batch(list(self._pending.values()), schema=SCAN_SCHEMA))
+            self._pending = {name: [] for name in SCAN_SCHEMA.names}
+
+    def close(self) -> None:
+        """Write what is pending and finish the file."""
+        self._flush()
+        self._writer.close()
+
+    def __enter__(self) -> ScanTable:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def read_scan(paths: list[Path]) -> pa.Table:
+    """The rows of one or more scan tables (several slices of one source), as one table."""
+    tables = [pq.read_table(path) for path in paths]
+    return pa.concat_tables(tables) if tables else SCAN_SCHEMA.empty_table()
