@@ -143,18 +143,18 @@ def test_a_split_over_the_memory_budget_streams_and_trains(digits: Version) -> N
 
     fitting = cache(3 * 8 * 8 * len(digits.split("train"))).training(("train",), 8)
     assert isinstance(fitting, ImageSet)
-    images = cache(1).on(CPU, decode_workers=2)
+    images = cache(1).on(CPU, decode_workers=1)  # decoded inline: the other tests run the processes
     streamed = images.training(("train",), 8)
     assert isinstance(streamed, StreamedImages)
     assert len(streamed) == images.count("train")
     both = images.training(("train", "validation"), 8)
     assert len(both) == images.count("train") + images.count("validation")
 
-    plain = TrainConfig(epochs=10, batch_size=32, architecture=ResidualCNNConfig(width=8, stages=2))
+    plain = TrainConfig(epochs=6, batch_size=32, architecture=ResidualCNNConfig(width=8, stages=2))
     checkpoint = TrialCheckpoint(digits.storage, "streamed.pt")
     trained = train_trial(streamed, images.split("validation", 8), plain, PREPROCESS, checkpoint=checkpoint)
     assert trained.best_score is not None
-    assert trained.best_score > 0.8
+    assert trained.best_score > 0.6, "learns (chance is 0.1)"
 
 
 def test_a_stopped_streamed_epoch_resumes_to_the_same_weights(digits: Version) -> None:
