@@ -115,6 +115,19 @@ def test_without_augmentation_the_stream_gives_the_cache_s_and_serving_s_inputs(
     np.testing.assert_array_equal(streamed.numpy(), served[order.numpy()])
 
 
+def test_decoding_processes_stream_from_s3(s3_storage: Storage, tmp_path: Path) -> None:
+    source = digits_subset_zip(tmp_path / "digits.zip", per_class=10)
+    result = import_dataset(str(source), "digits", s3_storage)
+    version = Version(s3_storage, "digits", result.version, list(result.records))
+    records = version.split("train")
+    cache = load_images(records, labels_of(records), 8, s3_storage, workers=1)
+    order = epoch_order(seed=0, epoch=0, count=len(records))
+    selections = [order[start : start + 16] for start in range(0, len(order), 16)]
+    delivered = version.stream("train").training_batches(selections, magnitude=0.0, seed=0)
+    for selection, (pixels, _) in zip(selections, delivered, strict=True):
+        assert torch.equal(pixels, cache.pixels[selection])
+
+
 def test_a_crop_is_the_seed_s_stays_inside_the_image_and_uncropped_is_the_cache_s(photos: Version) -> None:
     crops = [Crop.draw(1.0, seed=7, image=i) for i in range(200)]
     assert crops == [Crop.draw(1.0, seed=7, image=i) for i in range(200)]
