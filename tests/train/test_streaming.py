@@ -18,12 +18,11 @@ from autovision.data.importer import import_dataset
 from autovision.data.manifest import ImageRecord, labels_of
 from autovision.data.shards import ShardError
 from autovision.preprocess import PreprocessConfig, preprocess_bytes
-from autovision.search.job import ImageCache
 from autovision.settings import Settings
 from autovision.storage import Storage, read_uris, split_member_uri
 from autovision.train import streaming
 from autovision.train.families.residual_cnn import ResidualCNNConfig
-from autovision.train.images import ImageSet, decode_pixels, load_images, normalise
+from autovision.train.images import decode_pixels, load_images, normalise
 from autovision.train.streaming import Crop, StreamedImages, StreamError, cropped_pixels
 from autovision.train.trainer import TrainConfig, TrialCheckpoint, epoch_order, train_trial
 from tests.support.datasets import write_zip
@@ -147,29 +146,7 @@ def test_a_crop_is_the_seed_s_stays_inside_the_image_and_uncropped_is_the_cache_
     assert not np.array_equal(zoomed, whole)
 
 
-def test_a_split_over_the_memory_budget_streams_and_trains(digits: Version) -> None:
-    labels = tuple(labels_of(digits.records))
-
-    def cache(budget: int) -> ImageCache:
-        settings = Settings(training_memory_bytes=budget)
-        return ImageCache(tuple(digits.records), labels, Storage(digits.storage.uri(""), settings))
-
-    fitting = cache(3 * 8 * 8 * len(digits.split("train"))).training(("train",), 8)
-    assert isinstance(fitting, ImageSet)
-    images = cache(1).on(CPU, decode_workers=1)  # decoded inline: the other tests run the processes
-    streamed = images.training(("train",), 8)
-    assert isinstance(streamed, StreamedImages)
-    assert len(streamed) == images.count("train")
-    both = images.training(("train", "validation"), 8)
-    assert len(both) == images.count("train") + images.count("validation")
-
-    plain = TrainConfig(epochs=6, batch_size=32, architecture=ResidualCNNConfig(width=8, stages=2))
-    checkpoint = TrialCheckpoint(digits.storage, "streamed.pt")
-    trained = train_trial(streamed, images.split("validation", 8), plain, PREPROCESS, checkpoint=checkpoint)
-    assert trained.best_score is not None
-    assert trained.best_score > 0.6, "learns (chance is 0.1)"
-
-
+@pytest.mark.training
 def test_a_stopped_streamed_epoch_resumes_to_the_same_weights(digits: Version) -> None:
     stream = digits.stream("train")
     whole = train_trial(stream, None, BUSY, PREPROCESS, checkpoint=TrialCheckpoint(digits.storage, "unbroken.pt"))
@@ -211,6 +188,7 @@ def _an_image_in_shard(version: Version, number: int) -> tuple[str, int]:
     return key, offset
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("damage", ["corrupt", "truncated", "missing"])
 def test_a_damaged_shard_fails_the_trial_naming_it(damaged: Version, damage: str) -> None:
     key, offset = _an_image_in_shard(damaged, 1)
@@ -233,6 +211,7 @@ def _die(task: object, settings: Settings) -> None:
     os._exit(3)
 
 
+@pytest.mark.training
 def test_a_dead_decoding_process_fails_the_trial(digits: Version, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streaming, "decode_batch", _die)  # what the forked decoding processes run
     config = TrainConfig(epochs=1, batch_size=16, architecture=ResidualCNNConfig(width=4, stages=2))
