@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         "decoded images; with the pixel limit it fixes how many images decode at once. Written into Triton "
         "repositories when a run exports.",
     )
+    training_memory_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Memory a trial's decoded training images may take: a split that fits is decoded once into "
+        "a cache, a larger one is streamed from the shards every epoch. Unset: half of the memory the process may "
+        "use (its cgroup's limit, else the machine's memory).",
+    )
     gateway_max_concurrency: int = Field(
         default=4, ge=1, description="Requests the AutoML JSON gateway reads and forwards to Triton at once."
     )

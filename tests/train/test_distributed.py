@@ -23,8 +23,8 @@ from autovision.train.models import build_model
 from autovision.train.trainer import (
     TrainConfig,
     TrialCheckpoint,
-    _epoch_seed,
     build_optimizer,
+    epoch_seed,
     learning_rate_factor,
     loss_of,
 )
@@ -58,7 +58,7 @@ def accumulated(train: ImageSet, config: TrainConfig, micro_batches: int) -> tor
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(config, steps))
     model.train()
     for epoch in range(config.epochs):
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        torch.manual_seed(epoch_seed(config.seed, epoch))
         order = torch.randperm(len(train))
         for start in range(0, steps * config.batch_size, config.batch_size):
             batch = order[start : start + config.batch_size]

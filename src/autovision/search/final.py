@@ -36,7 +36,6 @@ from autovision.search.summary import SearchResult
 from autovision.search.worker import worker_device
 from autovision.storage import Storage
 from autovision.train.distributed import train_data_parallel
-from autovision.train.images import ImageSet
 from autovision.train.trainer import (
     CPU,
     EpochResult,
@@ -145,7 +144,7 @@ def _train(
         reporter.update(epoch.epoch, f"train loss {epoch.train_loss:.4f}")
         return False
 
-    data = ImageSet.concat(images.split("train", preprocess.size), images.split("validation", preprocess.size))
+    data = images.training(("train", "validation"), preprocess.size)
     checkpoint = TrialCheckpoint(images.storage, final_checkpoint_key(job.prefix))
     settings = job.settings
     processes = settings.final_processes if plan.nodes > 1 else final_processes(config, settings.final_processes)

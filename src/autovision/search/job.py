@@ -5,11 +5,13 @@ how many workers on how many nodes); ``SearchJob`` adds the dataset version's
 records, the space and the budget, and is picklable so that worker processes
 can be spawned with it; ``search_space`` is the space a run searches.
 ``ImageCache`` decodes each split once per resolution a trial asks for and keeps
-it on the worker's device.
+it on the worker's device, or streams the training images from the shards when
+decoded they would not fit the memory budget (``autovision.train.memory``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 
 from autovision.contract.trainer_args import CONNECT_TIMEOUT_SECONDS, RENDEZVOUS_TIMEOUT_SECONDS
+from autovision.data.inspection import available_cores
 from autovision.data.manifest import SPLITS, ImageRecord, SplitName
 from autovision.preprocess import PreprocessConfig
 from autovision.resources import Backbone, OptimizeFor, TrainingTarget
@@ -25,8 +28,10 @@ from autovision.search.space import Candidate, DatasetProfile, FixedSpace, Space
 from autovision.search.study import RemoteStudy, StudyBackend, StudyStore
 from autovision.settings import Settings
 from autovision.storage import Storage
-from autovision.train.images import ImageSet, load_images
+from autovision.train.images import ImageSet, TrainingImages, load_images
+from autovision.train.memory import fits_cache, training_memory_budget
 from autovision.train.models import UserBackboneConfig
+from autovision.train.streaming import StreamedImages
 from autovision.train.trainer import TrainConfig, metric_name
 
 # Worker numbers are node * WORKERS_PER_NODE + the worker's number on its node (its GPU).
@@ -139,7 +144,8 @@ class SearchJob:
 
 
 class ImageCache:
-    """Each split decoded once per resolution a trial asks for, kept on the worker's device."""
+    """Each split decoded once per resolution a trial asks for, kept on the worker's device; or, for training
+    images too large for the memory budget, a stream of them."""
 
     def __init__(self, records: tuple[ImageRecord, ...], labels: tuple[str, ...], storage: Storage) -> None:
         self.labels = list(labels)
@@ -162,6 +168,16 @@ class ImageCache:
             loaded = load_images(self._records[split], self.labels, size, self.storage, self.decode_workers)
             self._sets[(split, size)] = loaded.to(self.device)
         return self._sets[(split, size)]
+
+    def training(self, splits: tuple[SplitName, ...], size: int) -> TrainingImages:
+        """The images a trial trains on (a split, or train + validation for the final fit): from the cache when
+        decoded they fit the memory budget, else streamed from the shards every epoch."""
+        count = sum(self.count(split) for split in splits)
+        if fits_cache(count, size, training_memory_budget(self.storage.settings)):
+            return functools.reduce(ImageSet.concat, (self.split(split, size) for split in splits))
+        records = tuple(record for split in splits for record in self._records[split])
+        workers = self.decode_workers or available_cores()
+        return StreamedImages(records, tuple(self.labels), size, self.storage.settings, workers, self.device)
 
     def count(self, split: SplitName) -> int:
         """Images in a split."""

@@ -111,7 +111,7 @@ class _Worker:
             trial.set_user_attr(name, value)
         checkpoint = TrialCheckpoint(self.storage, key)
         decoding_started = time.perf_counter()
-        train, validation = self.images.split("train", size), self.images.split("validation", size)
+        train, validation = self.images.training(("train",), size), self.images.split("validation", size)
         decoding = time.perf_counter() - decoding_started
         trial.set_user_attr("decodeSeconds", decoding)
         monitor = _EpochMonitor(self, trial, _report_earlier_epochs(trial, checkpoint), decoding)

@@ -3,6 +3,10 @@
 They run on normalised float batches where the model trains, so a GPU never waits
 for a CPU data loader; each draws its randomness from torch's generator, which
 the trainer reseeds every epoch.
+
+Streamed images (``autovision.train.streaming``) arrive already zoomed and shifted
+by a random crop of the stored image, drawn as ``random_affine`` draws its zoom and
+shift; for them ``augment(..., cropped=True)`` only rotates.
 """
 
 from __future__ import annotations
@@ -17,12 +21,23 @@ def _uniform(count: int, low: float, high: float, device: torch.device) -> torch
     return torch.rand(count, device=device) * (high - low) + low
 
 
-def random_affine(x: torch.Tensor, magnitude: float) -> torch.Tensor:
-    """Per-image zoom (±25%), rotation (±15°) and shift (±15%), scaled by magnitude; empty areas are the mean."""
+# The affine transform's ranges at magnitude 1; the stream's crops draw zoom and shift from the same ones.
+MAX_ZOOM = 0.25
+MAX_SHIFT = 0.15
+MAX_ANGLE = math.pi / 12
+
+
+def random_affine(x: torch.Tensor, magnitude: float, cropped: bool = False) -> torch.Tensor:
+    """Per-image zoom (±25%), rotation (±15°) and shift (±15%), scaled by magnitude; empty areas are the mean.
+
+    ``cropped`` images were zoomed and shifted by their crop already: they are only rotated."""
     count, device = x.shape[0], x.device
-    angle = _uniform(count, -1.0, 1.0, device) * (math.pi / 12) * magnitude
-    zoom = 1 + _uniform(count, -1.0, 1.0, device) * 0.25 * magnitude
-    shift = _uniform(2 * count, -1.0, 1.0, device).view(2, count) * 0.15 * magnitude
+    angle = _uniform(count, -1.0, 1.0, device) * MAX_ANGLE * magnitude
+    if cropped:
+        zoom, shift = torch.ones(count, device=device), torch.zeros(2, count, device=device)
+    else:
+        zoom = 1 + _uniform(count, -1.0, 1.0, device) * MAX_ZOOM * magnitude
+        shift = _uniform(2 * count, -1.0, 1.0, device).view(2, count) * MAX_SHIFT * magnitude
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1)
     grid = functional.affine_grid(theta, list(x.shape), align_corners=False)
@@ -44,10 +59,11 @@ def random_flip(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip, x.flip(3), x)
 
 
-def augment(x: torch.Tensor, magnitude: float, flip: bool) -> torch.Tensor:
-    """A trial's augmentation of one normalised batch: affine and colour at ``magnitude`` (0: off), then flips."""
+def augment(x: torch.Tensor, magnitude: float, flip: bool, cropped: bool = False) -> torch.Tensor:
+    """A trial's augmentation of one normalised batch: affine and colour at ``magnitude`` (0: off), then flips;
+    ``cropped``: the batch was randomly cropped already (streamed), so the affine only rotates."""
     if magnitude > 0:
-        x = colour_jitter(random_affine(x, magnitude), magnitude)
+        x = colour_jitter(random_affine(x, magnitude, cropped), magnitude)
     return random_flip(x) if flip else x
 
 

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from autovision.data.inspection import available_cores
 from autovision.preprocess import PreprocessConfig
-from autovision.train.images import ImageSet
+from autovision.train.images import TrainingImages
 from autovision.train.trainer import CPU, TrainConfig, TrialCheckpoint, TrialResult, restore_model, train_trial
 
 # How long a collective (the rendezvous included) waits for a rank before the phase fails.
@@ -105,7 +105,7 @@ class DdpReplica:
 
 @dataclass(frozen=True)
 class _RankJob:
-    train: ImageSet
+    train: TrainingImages
     config: TrainConfig
     preprocess: PreprocessConfig
     checkpoint: TrialCheckpoint
@@ -180,7 +180,7 @@ def _rendezvous_of(rendezvous: str | None) -> tuple[str, int]:
 
 
 def train_data_parallel(
-    train: ImageSet,
+    train: TrainingImages,
     config: TrainConfig,
     preprocess: PreprocessConfig,
     *,
@@ -242,7 +242,7 @@ def train_data_parallel(
     state = checkpoint.load()
     if state is None:
         raise DataParallelError("data-parallel training ended without a checkpoint")
-    model = restore_model(config, train.targets.shape[1], checkpoint)
+    model = restore_model(config, train.label_count, checkpoint)
     return TrialResult(
         model=model,
         best_score=state["best_score"],

@@ -7,6 +7,9 @@ write straight into the cache, held in memory they share with this process, so
 no decoded image is pickled back.
 The cached values are exactly the shared preprocessing's resized pixels, so
 ``normalise`` gives the very inputs serving computes from the same bytes.
+
+A split too large for memory is streamed instead (``autovision.train.streaming``);
+``TrainingImages`` is what the trainer asks of either.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from __future__ import annotations
 import functools
 import math
 import mmap
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -36,6 +40,34 @@ READ_CHUNK = 1024
 DECODE_BATCH = 64
 
 
+class TrainingImages(Protocol):
+    """What a trial trains on: the decoded cache (``ImageSet``) or a stream from the shards."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def label_count(self) -> int:
+        """The width of a target row."""
+        ...
+
+    @property
+    def crops(self) -> bool:
+        """Whether augmented batches come randomly cropped already (the device then only rotates them)."""
+        ...
+
+    def to(self, device: torch.device) -> TrainingImages:
+        """The same images, delivered on another device."""
+        ...
+
+    def training_batches(
+        self, selections: Iterable[torch.Tensor], magnitude: float, seed: int
+    ) -> Generator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each selection of rows as uint8 pixels (N, 3, S, S) and target rows on the device, in order, produced
+        as they are asked for; ``magnitude`` and ``seed`` (the epoch's) say how to augment where that is done
+        while decoding."""
+        ...
+
+
 @dataclass
 class ImageSet:
     """Images of one or more splits at one resolution, decoded once.
@@ -53,9 +85,27 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.uris)
 
+    @property
+    def label_count(self) -> int:
+        """The width of a target row."""
+        return int(self.targets.shape[1])
+
+    @property
+    def crops(self) -> bool:
+        """Cached images are whole: augmentation zooms and shifts them on the device."""
+        return False
+
     def to(self, device: torch.device) -> ImageSet:
         """The same images on another device."""
         return ImageSet(self.pixels.to(device), self.targets.to(device), self.uris)
+
+    def training_batches(
+        self, selections: Iterable[torch.Tensor], magnitude: float, seed: int
+    ) -> Generator[tuple[torch.Tensor, torch.Tensor]]:
+        """The selected rows of the cache, one selection at a time (augmentation is left to the device)."""
+        for selection in selections:
+            rows = selection.to(self.pixels.device)
+            yield self.pixels[rows], self.targets[rows]
 
     def inputs(self, preprocess: PreprocessConfig) -> torch.Tensor:
         """All images as model input (normalised float32)."""

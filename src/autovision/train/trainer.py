@@ -12,9 +12,11 @@ mid-epoch checkpoint (the step reached and the generators' state), from which
 a later run continues that epoch where it stopped.
 
 Images come decoded once into a compact uint8 cache (``ImageSet``,
-``autovision.train.images``); normalisation, augmentation and mixing
-(``autovision.train.augment``) run batch-wise on the training device, so a GPU
-never waits for a data loader.
+``autovision.train.images``), or, for a split too large for memory, streamed
+from the shards batch by batch (``autovision.train.streaming``): the trainer
+draws the same shuffled order for either and asks it for the batches from
+where the epoch stands. Normalisation, augmentation and mixing
+(``autovision.train.augment``) run batch-wise on the training device.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from autovision.train.ema import WeightAverage
 from autovision.train.families import family_of
 from autovision.train.families.base import ArchitectureConfig
 from autovision.train.families.residual_cnn import ResidualCNNConfig
-from autovision.train.images import PREDICT_BATCH, ImageSet, normalise
+from autovision.train.images import PREDICT_BATCH, ImageSet, TrainingImages, normalise
 from autovision.train.warm_start import starting_model
 
 CPU = torch.device("cpu")
@@ -270,8 +272,16 @@ class Replica(Protocol):
         ...
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch of a run: its shuffle, augmentation, mixing and dropout draw from it."""
     return seed * 100_003 + epoch
+
+
+def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
+    """An epoch's shuffled order of ``count`` images: reseeds torch's generator for the epoch, then draws it
+    (the draws after it, augmentation's, go on from there)."""
+    torch.manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(count)
 
 
 @dataclass
@@ -352,11 +362,12 @@ class _EpochPosition:
 
 def _train_one_epoch(
     run: _Run,
-    data: ImageSet,
+    data: TrainingImages,
     preprocess: PreprocessConfig,
     config: TrainConfig,
     multi_label: bool,
     *,
+    epoch: int,
     position: _EpochPosition,
     may_step: Callable[[float | None, int], bool],
     prior_pace: float | None,
@@ -368,7 +379,7 @@ def _train_one_epoch(
     (``prior_pace`` before the first) and the steps left in the pass, and can stop it. Returns that mean,
     None if no step was taken. The run's first step is left out of the mean (``_StepPace``)."""
     run.model.train()
-    order = torch.randperm(len(data)).to(run.device)
+    order = epoch_order(config.seed, epoch, len(data))
     if position.generators is not None:  # continue a stopped epoch with the draws it would have made
         _restore_generators(position.generators, run.device)
     usable = len(order) - len(order) % config.batch_size if len(order) > config.batch_size else len(order)
@@ -376,25 +387,30 @@ def _train_one_epoch(
     total = torch.zeros((), device=run.device)
     pace, taken = _StepPace(run, prior_pace), 0
     rank, world_size = (replica.rank, replica.world_size) if replica is not None else (0, 1)
-    for start in steps:
-        if not may_step(pace.seconds, len(steps) - taken):
-            break
-        batch = order[start : start + config.batch_size][rank::world_size]
-        augmented = augment(normalise(data.pixels[batch], preprocess), config.augment, config.flip)
-        inputs, targets = mix(augmented, data.targets[batch], config.mixup, config.cutmix)
-        if run.acceleration.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.acceleration.bf16):
-            loss = loss_of(run.forward(inputs), targets, multi_label, config.label_smoothing)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        run.optimizer.step()
-        run.scheduler.step()
-        if run.ema is not None:
-            run.ema.update(run.model)
-        total += loss.detach() * len(batch)
-        taken += 1
-        pace.step_taken()
+    selections = (order[start : start + config.batch_size][rank::world_size] for start in steps)
+    batches = data.training_batches(selections, config.augment, epoch_seed(config.seed, epoch))
+    try:
+        for _ in steps:
+            if not may_step(pace.seconds, len(steps) - taken):
+                break
+            pixels, rows = next(batches)
+            augmented = augment(normalise(pixels, preprocess), config.augment, config.flip, data.crops)
+            inputs, targets = mix(augmented, rows, config.mixup, config.cutmix)
+            if run.acceleration.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.acceleration.bf16):
+                loss = loss_of(run.forward(inputs), targets, multi_label, config.label_smoothing)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            run.optimizer.step()
+            run.scheduler.step()
+            if run.ema is not None:
+                run.ema.update(run.model)
+            total += loss.detach() * len(pixels)
+            taken += 1
+            pace.step_taken()
+    finally:
+        batches.close()  # a stream stops decoding ahead
     position.step += taken
     position.loss_sum += float(total)
     position.samples += taken * (config.batch_size // world_size)
@@ -472,7 +488,7 @@ def _improved(score: float | None, best: float | None) -> bool:
 
 
 def train_trial(
-    train: ImageSet,
+    train: TrainingImages,
     validation: ImageSet | None,
     config: TrainConfig,
     preprocess: PreprocessConfig,
@@ -504,7 +520,7 @@ def train_trial(
     train, validation = train.to(device), validation.to(device) if validation is not None else None
     steps_per_epoch = max(1, len(train) // config.batch_size)
     acceleration = acceleration or Acceleration.for_device(device)
-    run = _start(config, train.targets.shape[1], steps_per_epoch, device, acceleration, replica=replica)
+    run = _start(config, train.label_count, steps_per_epoch, device, acceleration, replica=replica)
     state = checkpoint.load() or _fresh_state()
     state["starts"].append(state["epoch"])
     if state["epoch"] or state.get("inside_epoch"):
@@ -523,7 +539,6 @@ def train_trial(
             take = take if replica is None else replica.agree(take)
             return take and not saves.pausing()
 
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
         position = _resume_position(state)
         first_step = position.step
         while True:
@@ -534,6 +549,7 @@ def train_trial(
                     preprocess,
                     config,
                     multi_label,
+                    epoch=epoch,
                     position=position,
                     may_step=may_step,
                     prior_pace=pace,
@@ -543,8 +559,8 @@ def train_trial(
             )
             if not saves.paused:
                 break
+            # The pass goes on with the same order (drawn again), then the same draws.
             saves.save(checkpoint, _paused_state(state, run, epoch, position, time.perf_counter() - started))
-            torch.manual_seed(_epoch_seed(config.seed, epoch))  # the same order again, then the same draws
         stopped = not position.finished
         generators = _generator_state(device) if stopped else None
         if stopped and position.step == first_step:
