@@ -232,5 +232,8 @@ def own_peak_rss_kib() -> int:
 
 
 if __name__ == "__main__":
+    from autovision.malloc import release_large_buffers
+
+    release_large_buffers()  # as the CLI and the trainer do at their start
     STEPS[sys.argv[1]](*sys.argv[2:])
     print(own_peak_rss_kib())

@@ -24,6 +24,7 @@ from autovision.data.importer import import_dataset as import_source
 from autovision.data.rules import check_dataset_name
 from autovision.data.slices import SlicedImport, import_as_pod
 from autovision.export.edge import EdgeUnavailableError
+from autovision.malloc import release_large_buffers
 from autovision.pipeline import join_search, train_evaluate_export
 from autovision.progress import LogReporter, ProgressFile
 from autovision.search.final import FinalFitPlanMissingError
@@ -175,6 +176,7 @@ def run(argv: Sequence[str]) -> int:
 def main() -> None:
     """Console script entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    release_large_buffers()
     sys.exit(run(sys.argv[1:]))
 
 

@@ -22,8 +22,17 @@ from autovision.cli import (
     serve,
     train,
 )
+from autovision.malloc import release_large_buffers
 
 app = typer.Typer(help="AutoVision: AutoML for image classification, Kubernetes-native.", no_args_is_help=True)
+
+
+@app.callback()
+def _every_command() -> None:
+    """AutoVision: AutoML for image classification, Kubernetes-native."""
+    release_large_buffers()
+
+
 app.add_typer(dataset.app, name="dataset")
 for module in (quickstart, serve, console, predict, crds, evaluate, export, predict_batch, train, monitor, review_set):
     app.registered_commands.extend(module.app.registered_commands)
