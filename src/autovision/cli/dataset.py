@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -70,7 +71,7 @@ def dataset_import(  # noqa: PLR0917 - typer's options are the command's paramet
 
     try:
         storage = Storage.from_settings()
-        if as_json:
+        with nullcontext(None) if as_json else progress_display() as display:
             result = _import(
                 source,
                 name,
@@ -78,20 +79,8 @@ def dataset_import(  # noqa: PLR0917 - typer's options are the command's paramet
                 task=task.resource_task(),
                 add_to_previous=add_to_previous,
                 slices=slices,
-                reporter=None,
+                reporter=None if display is None else RichReporter(display),
             )
-        else:
-            with progress_display() as display:
-                reporter = RichReporter(display)
-                result = _import(
-                    source,
-                    name,
-                    storage,
-                    task=task.resource_task(),
-                    add_to_previous=add_to_previous,
-                    slices=slices,
-                    reporter=reporter,
-                )
     except (DatasetImportError, StorageError) as error:
         fail(escape(str(error)))
     _show(result.report, as_json, reused=result.reused)
