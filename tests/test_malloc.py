@@ -1,7 +1,8 @@
-"""Fixing glibc's mmap threshold returns a freed batch-sized buffer to the system at once."""
+"""Freed batch-sized buffers go back to the system at once: glibc's fixed mmap threshold, Arrow through glibc."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -44,3 +45,15 @@ def test_a_fixed_threshold_keeps_batch_sized_buffers_off_the_heap() -> None:
     assert heap_growth_kib("fixed") < 512
     # The test can fail: with glibc's dynamic threshold the same blocks come from the heap.
     assert heap_growth_kib("default") >= 1024
+
+
+def arrow_allocator(environment: dict[str, str]) -> str:
+    code = "import autovision, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
+    return done.stdout.strip()
+
+
+def test_arrow_buffers_go_through_glibc_unless_the_user_chose_otherwise() -> None:
+    environment = {key: value for key, value in os.environ.items() if key != "ARROW_DEFAULT_MEMORY_POOL"}
+    assert arrow_allocator(environment) == "system"
+    assert arrow_allocator({**environment, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}) == "mimalloc"
