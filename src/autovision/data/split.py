@@ -24,7 +24,7 @@ from autovision.data.manifest import SPLITS, SplitName
 from autovision.data.rules import DatasetImportError
 
 Percentages = tuple[int, int, int]
-# Hashes turned into order keys at a time.
+# Hashes turned into order keys, and pairs served, at a time.
 KEY_SLICE = 65_536
 
 
@@ -109,21 +109,23 @@ def stratified_codes(sha256: pa.Array, labels: pa.Array, percentages: Percentage
     rank = np.empty(len(names), dtype=np.int64)
     rank[served] = np.arange(len(names))
     pairs = np.lexsort((_order_keys(sha256, seed)[parents], rank[ids]))
-    # Each item's labels are the pairs parents[starts[item]:starts[item + 1]].
-    starts = np.searchsorted(parents, np.arange(count + 1)).tolist()
-    label_ids = ids.tolist()
-    items = parents.tolist()
+    # The pairs' items and labels in serving order, and each item's labels at ids[first[item]:first[item + 1]].
+    item_of, label_of = parents[pairs], ids[pairs]
+    del pairs
+    first = np.searchsorted(parents, np.arange(count + 1))
+    single = np.diff(first) == 1
     open_splits = [i for i, percent in enumerate(percentages) if percent > 0]
-    for pair in pairs.tolist():
-        item = items[pair]
-        if assigned[item] >= 0:
-            continue
-        label = label_ids[pair]
-        own = label_ids[starts[item] : starts[item + 1]]
-        index = _neediest_split(wanted, open_splits, label, own)
-        assigned[item] = index
-        for other in own:
-            wanted[other][index] -= 1
+    # Python ints a slice at a time (the loop is Python): never a list of every pair.
+    for start in range(0, len(item_of), KEY_SLICE):
+        stop = start + KEY_SLICE
+        for item, label in zip(item_of[start:stop].tolist(), label_of[start:stop].tolist(), strict=True):
+            if assigned[item] >= 0:
+                continue
+            own = [label] if single[item] else ids[first[item] : first[item + 1]].tolist()
+            index = _neediest_split(wanted, open_splits, label, own)
+            assigned[item] = index
+            for other in own:
+                wanted[other][index] -= 1
     return assigned
 
 
