@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from autovision.data import scan_table
-from autovision.data.scan_table import ScanTable, read_scan
+from autovision.data.scan_table import ScanFiles, ScanTable
 from autovision.data.validate import ImageFacts
 
 
@@ -24,9 +24,22 @@ def test_rows_come_back_in_order_with_labels_sorted_once(tmp_path: Path, monkeyp
     with ScanTable(paths[1]) as second:
         second.append("bird/9.png", (), None, _facts(9))
     assert first.rows == 5
-    table = read_scan(paths)
+    table = ScanFiles(paths).table()
     assert table.column("file").to_pylist() == [*(f"cat/{n}.png" for n in range(5)), "bird/9.png"]
     assert table.column("labels").to_pylist()[0] == ["cat", "dog"]
     assert table.column("split").to_pylist()[:2] == [None, "test"]
     assert table.column("dhash").to_pylist()[9 - 4] == 2**64 - 1 - 9
-    assert read_scan([]).num_rows == 0
+    assert ScanFiles([]).table().num_rows == 0
+
+
+def test_files_are_read_a_column_at_a_time_and_numbered(tmp_path: Path) -> None:
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for index, path in enumerate(paths):
+        with ScanTable(path) as table:
+            for number in range(index + 2):
+                table.append(f"{index}/{number}.png", ("cat",), None, _facts(10 * index + number))
+    files = ScanFiles(paths, numbered="slice")
+    assert files.num_rows == 5
+    assert files.column_names[-1] == "slice"
+    assert files.column("slice").to_pylist() == [0, 0, 1, 1, 1]
+    assert files.column("size").to_pylist() == [100, 101, 110, 111, 112]

@@ -13,8 +13,9 @@ columns: tens of bytes per image.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 
 from autovision.contract.files import DATASET_FORMAT
 from autovision.data.manifest import SPLITS, UNASSIGNED, SplitName
+from autovision.data.scan_table import SCAN_SCHEMA
 from autovision.data.split import SplitSettings, stratified_codes
 
 # A version's split of each image as an index into this tuple (what the split arrays hold).
@@ -64,11 +66,34 @@ class Curated:
     split_clashes: Findings
 
 
-def curate(scan: pa.Table, multi_label: bool, list_limit: int) -> Curated:
-    """Keep each distinct image once, merging or holding out conflicting labels."""
-    # Sorted by (sha256, file) through an index, never as a second copy of the table.
-    order = pc.sort_indices(scan, sort_keys=[("sha256", "ascending"), ("file", "ascending")])
-    sha256 = scan.column("sha256").take(order).combine_chunks()
+class Columns(Protocol):
+    """A table read a column at a time: a ``pa.Table`` in memory, or the scan's files on disk
+    (``autovision.data.scan_table.ScanFiles``), whose columns are never all in memory at once."""
+
+    @property
+    def column_names(self) -> list[str]: ...
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def column(self, name: str) -> pa.ChunkedArray: ...
+
+
+def one_array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array, copied only when it has several chunks (``combine_chunks`` always copies)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def curate(scan: Columns, multi_label: bool, list_limit: int) -> Curated:
+    """Keep each distinct image once, merging or holding out conflicting labels.
+
+    Memory: the sort keys (sha256 and file), then one column of ``scan`` at a time
+    beside the distinct images' columns, so the scan is never held whole.
+    """
+    keys = pa.table({"sha256": scan.column("sha256"), "file": scan.column("file")})
+    order = pc.sort_indices(keys, sort_keys=[("sha256", "ascending"), ("file", "ascending")])
+    sha256 = one_array(keys.column("sha256").take(order))
+    del keys
     count = len(sha256)
     starts_group = np.ones(count, dtype=bool)
     if count > 1:
@@ -76,58 +101,62 @@ def curate(scan: pa.Table, multi_label: bool, list_limit: int) -> Curated:
     del sha256
     starts = np.flatnonzero(starts_group)
     sizes = np.diff(np.append(starts, count))
-    alone = scan.take(order.take(pa.array(starts[sizes == 1])))
-    held_out = pc.and_(pc.greater(pc.list_value_length(alone.column("labels")), 1), pa.scalar(not multi_label))
-    curated = Curated(
-        alone.append_column("held_out", held_out),
-        Findings(list_limit),
-        Findings(list_limit),
-        Findings(list_limit),
-    )
-    shared = _merge_groups(scan, order, starts[sizes > 1], sizes[sizes > 1], multi_label=multi_label, curated=curated)
-    del scan, alone
-    images = pa.concat_tables([curated.images, shared])
-    curated.images = images.take(pc.sort_indices(images, sort_keys=[("sha256", "ascending")]))
+    del starts_group
+    curated = Curated(SCAN_SCHEMA.empty_table(), Findings(list_limit), Findings(list_limit), Findings(list_limit))
+    shared = np.flatnonzero(sizes > 1)
+    labels, splits = _merge_groups(scan, order, starts[shared], sizes[shared], multi_label=multi_label, found=curated)
+    # The first file (by name) of each group, in the order of the hashes: the distinct images' rows.
+    firsts = order.take(pa.array(starts))
+    del order, starts, sizes
+    columns = {name: one_array(scan.column(name).take(firsts)) for name in scan.column_names}
+    columns["labels"] = _replaced(columns["labels"], shared, labels)
+    columns["split"] = _replaced(columns["split"], shared, splits)
+    held_out = pc.and_(pc.greater(pc.list_value_length(columns["labels"]), 1), pa.scalar(not multi_label))
+    curated.images = pa.table({**columns, "held_out": held_out})
     return curated
 
 
+def _replaced(column: pa.Array, positions: npt.NDArray[np.int64], values: pa.Array) -> pa.Array:
+    """``column`` with the values at ``positions`` replaced by ``values`` (one take, whatever the type)."""
+    if not len(positions):
+        return column
+    indices = np.arange(len(column), dtype=np.int64)
+    indices[positions] = len(column) + np.arange(len(positions), dtype=np.int64)
+    return pa.concat_arrays([column, values.cast(column.type)]).take(pa.array(indices))
+
+
 def _merge_groups(
-    scan: pa.Table,
+    scan: Columns,
     order: pa.Array,
     starts: npt.NDArray[np.int64],
     sizes: npt.NDArray[np.int64],
     *,
     multi_label: bool,
-    curated: Curated,
-) -> pa.Table:
-    """One row per group of files sharing their bytes (first file, merged labels, fixed split); records
-    duplicates, label conflicts and split clashes in ``curated``. ``order`` sorts ``scan`` by (sha256, file);
-    a group is ``order[start:start + size]``."""
-    firsts = scan.take(order.take(pa.array(starts, pa.int64())))
+    found: Curated,
+) -> tuple[pa.Array, pa.Array]:
+    """The merged labels and fixed split of each group of files sharing their bytes; records duplicates, label
+    conflicts and split clashes in ``found`` (its images are not touched). ``order`` sorts ``scan`` by (sha256,
+    file); a group is ``order[start:start + size]``. Reads only the groups' rows (shared files are few)."""
+    within = np.repeat(starts - np.cumsum(np.append(0, sizes[:-1])), sizes) + np.arange(int(sizes.sum()))
+    rows = order.take(pa.array(within, pa.int64()))
+    members = {name: scan.column(name).take(rows).to_pylist() for name in ("file", "labels", "split", "sha256")}
     labels: list[list[str]] = []
     splits: list[str | None] = []
-    held: list[bool] = []
-    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
-        members = scan.take(order.slice(start, size))
-        files: list[str] = members.column("file").to_pylist()
-        merged = sorted({label for own in members.column("labels").to_pylist() for label in own})
-        held_out = len(merged) > 1 and not multi_label
-        if held_out:
-            curated.conflicts.add({"sha256": members.column("sha256")[0].as_py(), "files": files, "labels": merged})
+    bounds = np.append(0, np.cumsum(sizes)).tolist()
+    for start, end in itertools.pairwise(bounds):
+        files: list[str] = members["file"][start:end]
+        merged = sorted({label for own in members["labels"][start:end] for label in own})
+        if len(merged) > 1 and not multi_label:
+            found.conflicts.add({"sha256": members["sha256"][start], "files": files, "labels": merged})
         else:
             for file in files[1:]:
-                curated.duplicates.add({"file": file, "duplicateOf": files[0]})
-        fixed = sorted({split for split in members.column("split").to_pylist() if split}, key=SPLITS.index)
+                found.duplicates.add({"file": file, "duplicateOf": files[0]})
+        fixed = sorted({split for split in members["split"][start:end] if split}, key=SPLITS.index)
         if len(fixed) > 1:
-            curated.split_clashes.add({"file": files[0], "splits": fixed, "keptIn": fixed[0]})
+            found.split_clashes.add({"file": files[0], "splits": fixed, "keptIn": fixed[0]})
         labels.append(merged)
         splits.append(fixed[0] if fixed else None)
-        held.append(held_out)
-    return (
-        firsts.set_column(firsts.schema.get_field_index("labels"), "labels", pa.array(labels, pa.list_(pa.string())))
-        .set_column(firsts.schema.get_field_index("split"), "split", pa.array(splits, pa.string()))
-        .append_column("held_out", pa.array(held, pa.bool_()))
-    )
+    return pa.array(labels, pa.list_(pa.string())), pa.array(splits, pa.string())
 
 
 def assign_splits(images: pa.Table, settings: SplitSettings) -> tuple[SplitCodes, list[SplitName]]:
@@ -138,8 +167,8 @@ def assign_splits(images: pa.Table, settings: SplitSettings) -> tuple[SplitCodes
     but leaves validation or test empty, their share is taken from train,
     stratified, so that early stopping, the search and the evaluation have data.
     """
-    labels = images.column("labels").combine_chunks()
-    sha256 = images.column("sha256").combine_chunks()
+    labels = one_array(images.column("labels"))
+    sha256 = one_array(images.column("sha256"))
     fixed = pc.fill_null(pc.index_in(images.column("split"), value_set=pa.array(SPLITS)), -1).to_numpy()
     unassigned = images.column("held_out").to_numpy() | (pc.list_value_length(labels).to_numpy() == 0)
     codes = np.where(unassigned, UNASSIGNED_CODE, fixed).astype(np.int8)

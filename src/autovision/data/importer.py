@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,13 +31,13 @@ import pyarrow.compute as pc
 from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader, ImportReportSummary, LatestVersion, ShardFacts
 from autovision.contract.keys import index_key, latest_key, report_key, shard_key
 from autovision.data.batching import bounded_batches
-from autovision.data.curate import SPLIT_NAMES, Findings, SplitCodes, assign_splits, content_version, curate
-from autovision.data.inspection import inspect_all
+from autovision.data.curate import SPLIT_NAMES, Columns, Findings, SplitCodes, assign_splits, content_version, curate
+from autovision.data.inspection import decoding_pool, inspect_all
 from autovision.data.manifest import ImageRecord, write_index
 from autovision.data.near_duplicates import nearest_earlier
 from autovision.data.report import LIST_LIMIT, ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
-from autovision.data.scan_table import ScanTable, read_scan
+from autovision.data.scan_table import ScanFiles, ScanTable
 from autovision.data.shards import SHARD_BYTES, ShardPlan, member_name, pack_chunks, plan_shards
 from autovision.data.sources import Source, open_source
 from autovision.data.sources.previous import UnionSource, VersionSource
@@ -44,7 +45,7 @@ from autovision.data.split import SplitSettings
 from autovision.data.versions import read_version
 from autovision.progress import Reporter
 from autovision.resources import Task
-from autovision.storage import Storage, StorageError, object_sizes
+from autovision.storage import Storage, StorageError, object_sizes, split_uri
 
 __all__ = [
     "DatasetImportError",
@@ -134,15 +135,16 @@ def import_dataset(
     progress = Progress(reporter)
     multi_label = task is Task.MULTI_LABEL
     previous = _previous_version(source, name, storage, task) if add_to_previous else None
-    opening = open_source(source, storage.settings, limits, multi_label)
     with (
-        opening if previous is None else UnionSource(previous, opening) as opened,
+        # Entered in order: the decoding processes start before the source's listing is read.
+        decoding_pool(source_bytes(source, storage)) as pool,
+        _open(source, storage, limits, multi_label, previous) as opened,
         tempfile.TemporaryDirectory(prefix="autovision-import-") as work,
     ):
         scan_path = Path(work) / "scan.parquet"
-        scanned = scan_source(opened, limits, progress, scan_path)
+        scanned = scan_source(opened, limits, progress, scan_path, pool)
         decision = decide(
-            read_scan([scan_path]),
+            ScanFiles([scan_path]),
             Survey(name, task, split, opened.description if previous is not None else source, opened.ignored),
             scanned,
         )
@@ -156,6 +158,21 @@ def import_dataset(
             write_version(storage, decision, shards=plan.shards, offsets=plan.offsets, facts=shards, work=Path(work))
     point_latest(storage, name, version)
     return ImportResult(name=name, version=version, report=decision.report, reused=reused, storage=storage)
+
+
+def _open(
+    source: str, storage: Storage, limits: ImportLimits, multi_label: bool, previous: VersionSource | None
+) -> Source:
+    """The source to scan: ``source`` itself, or the previous version followed by it."""
+    opened = open_source(source, storage.settings, limits, multi_label)
+    return opened if previous is None else UnionSource(previous, opened)
+
+
+def source_bytes(source: str, storage: Storage) -> int:
+    """The size of a zip or CSV source in bytes; 0 for a prefix, or where it cannot be known before opening."""
+    if split_uri(source)[0] not in storage.settings.import_uri_schemes:
+        return 0  # refused when opened, with its message
+    return object_sizes([source], storage.settings)[0] or 0
 
 
 def _previous_version(source: str, name: str, storage: Storage, task: Task) -> VersionSource:
@@ -216,13 +233,17 @@ class Decision:
     report: dict[str, Any]
 
 
-def scan_source(source: Source, limits: ImportLimits, progress: Progress, path: Path) -> Scanned:
-    """Pass 1: validate every file the source offers into a scan table at ``path``."""
+def scan_source(
+    source: Source, limits: ImportLimits, progress: Progress, path: Path, pool: ProcessPoolExecutor | None
+) -> Scanned:
+    """Pass 1: validate every file the source offers into a scan table at ``path``, decoding on ``pool`` if
+    given (``inspection.decoding_pool``), which is shut down at the end: its workers' memory goes before the
+    columns are sorted."""
     rejects = Findings(LIST_LIMIT)
     reasons: Counter[str] = Counter()
     progress.stage(f"Checking {source.description}", source.total)
     with ScanTable(path) as table:
-        for inspected in inspect_all(source.scan(), limits):
+        for inspected in inspect_all(source.scan(), limits, pool):
             if isinstance(inspected, Rejection):
                 rejection = inspected
             else:
@@ -237,11 +258,13 @@ def scan_source(source: Source, limits: ImportLimits, progress: Progress, path: 
             reasons[rejection.reason.value] += 1
             progress.update(source.position, f"{table.rows} images, {rejects.count} rejected")
     progress.update(source.position, f"{table.rows} images, {rejects.count} rejected", force=True)
+    if pool is not None:
+        pool.shutdown()
     return Scanned(rejects, dict(reasons), table.rows)
 
 
-def decide(scan: pa.Table, survey: Survey, scanned: Scanned) -> Decision:
-    """Dedupe, split, address and report a version from its scan table (extra columns, such as where a slice
+def decide(scan: Columns, survey: Survey, scanned: Scanned) -> Decision:
+    """Dedupe, split, address and report a version from its scan's columns (extra columns, such as where a slice
     packed each image, are carried along to the distinct images); DatasetImportError when it is untrainable."""
     curated = curate(scan, survey.task is Task.MULTI_LABEL, LIST_LIMIT)
     del scan

@@ -4,7 +4,10 @@ Small imports (the quickstart's digits) never start a process. Past
 ``INLINE_FILES`` files the rest goes to a process pool in batches, with a bounded
 number of batches in flight, so memory holds a few batches of images however
 large the source is. Results come back in source order, so imports stay
-deterministic.
+deterministic. For a large source the pool is started before the source is
+opened (``decoding_pool``): forked later, each worker would map, and count in
+its resident size, the source's listing (a million-entry zip directory is about
+100 MB).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 from PIL import Image
 
@@ -28,6 +32,8 @@ INLINE_FILES = 2000
 MAX_WORKERS = 8
 BATCH_FILES = 64
 BATCH_BYTES = 16 * 1024 * 1024
+# Sources of at least this many bytes get their decoding pool before they are opened.
+EARLY_POOL_BYTES = 8 * 1024 * 1024
 
 Inspected = tuple[Offer, ImageFacts | Rejection] | Rejection
 
@@ -44,20 +50,43 @@ def inspect_batch(batch: Sequence[Scanned], limits: ImportLimits) -> list[ImageF
     return [inspect_image(item.file, item.data, limits) for item in batch if isinstance(item, Offer)]
 
 
-def inspect_all(scanned: Iterable[Scanned], limits: ImportLimits) -> Iterator[Inspected]:
-    """Each offer with its facts (or rejection), rejections passed through, in source order."""
+def decoding_workers() -> int:
+    """Processes a decoding pool gets here: one per core, at most ``MAX_WORKERS``."""
+    return min(available_cores(), MAX_WORKERS)
+
+
+@contextmanager
+def decoding_pool(source_bytes: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A decoding pool whose processes are started now, while this process is still small, when a source of
+    ``source_bytes`` is large enough to need one (and there are cores for it); None otherwise."""
+    workers = decoding_workers()
+    if source_bytes < EARLY_POOL_BYTES or workers < 2:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=decoding_context()) as pool:
+        pool.submit(int).result()  # forks every worker now (a fork context starts them all at once)
+        yield pool
+
+
+def inspect_all(
+    scanned: Iterable[Scanned], limits: ImportLimits, pool: ProcessPoolExecutor | None = None
+) -> Iterator[Inspected]:
+    """Each offer with its facts (or rejection), rejections passed through, in source order; past
+    ``INLINE_FILES`` on ``pool``, or on a pool started then."""
     items = iter(scanned)
     yield from _inline(itertools.islice(items, INLINE_FILES), limits)
     following = next(items, None)
     if following is None:
         return
     rest = itertools.chain([following], items)
-    workers = min(available_cores(), MAX_WORKERS)
-    if workers < 2:
-        yield from _inline(rest, limits)
-        return
-    with ProcessPoolExecutor(workers, mp_context=decoding_context()) as pool:
+    workers = decoding_workers()
+    if pool is not None:
         yield from _in_pool(pool, rest, limits, window=2 * workers)
+    elif workers < 2:
+        yield from _inline(rest, limits)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=decoding_context()) as started:
+            yield from _in_pool(started, rest, limits, window=2 * workers)
 
 
 def decoding_context() -> multiprocessing.context.BaseContext:

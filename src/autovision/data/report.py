@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from autovision.data.curate import Curated, Findings, SplitCodes
+from autovision.data.curate import Curated, Findings, SplitCodes, one_array
 from autovision.data.manifest import SPLITS
 from autovision.data.rules import (
     FEW_IMAGES_PER_LABEL,
@@ -101,7 +101,7 @@ def build_report(findings: ImportFindings) -> dict[str, Any]:
     """The report.json of an import."""
     curated = findings.curated
     codes = findings.split_codes
-    labels = curated.images.column("labels").combine_chunks()
+    labels = one_array(curated.images.column("labels"))
     per_label = per_label_counts(labels, codes)
     totals = [sum(splits.values()) for splits in per_label.values()]
     report: dict[str, Any] = {

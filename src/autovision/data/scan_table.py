@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -81,7 +82,44 @@ class ScanTable:
         self.close()
 
 
-def read_scan(paths: list[Path]) -> pa.Table:
-    """The rows of one or more scan tables (several slices of one source), as one table."""
-    tables = [pq.read_table(path) for path in paths]
-    return pa.concat_tables(tables) if tables else SCAN_SCHEMA.empty_table()
+class ScanFiles:
+    """The rows of one or more scan tables on disk (the slices of one source), read a column at a time: the steps
+    after the scan hold the columns they use, never the whole table.
+
+    With ``numbered``, a column of that name holds each row's file's position in ``paths`` (which slice it
+    came from).
+    """
+
+    def __init__(self, paths: list[Path], numbered: str | None = None) -> None:
+        self.paths = paths
+        self.numbered = numbered
+        schema = pq.read_schema(paths[0]) if paths else SCAN_SCHEMA
+        self.schema = schema.remove_metadata()
+        self._rows = [pq.read_metadata(path).num_rows for path in paths]
+        if numbered:
+            self.schema = self.schema.append(pa.field(numbered, pa.int32()))
+
+    @property
+    def column_names(self) -> list[str]:
+        """The columns every file has (and the numbering column)."""
+        return list(self.schema.names)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in all the files."""
+        return sum(self._rows)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column of every file, in file order."""
+        if name == self.numbered:
+            return pa.chunked_array(
+                [np.full(rows, index, np.int32) for index, rows in enumerate(self._rows)], pa.int32()
+            )
+        kind = self.schema.field(name).type
+        chunks = [chunk for path in self.paths for chunk in pq.read_table(path, columns=[name]).column(0).chunks]
+        # One chunk: a take from several concatenates them first, holding the column twice more.
+        return pa.chunked_array([pa.concat_arrays(chunks)] if chunks else [], kind)
+
+    def table(self) -> pa.Table:
+        """Every column at once: for one slice's rows, which its pod holds anyway."""
+        return pa.table({name: self.column(name) for name in self.column_names})

@@ -55,13 +55,14 @@ from autovision.data.importer import (
     file_chunks,
     point_latest,
     scan_source,
+    source_bytes,
     write_shards,
     write_version,
 )
-from autovision.data.inspection import available_cores, decoding_context
+from autovision.data.inspection import available_cores, decoding_context, decoding_pool
 from autovision.data.report import LIST_LIMIT
 from autovision.data.rules import DatasetImportError, ImportLimits, check_dataset_name
-from autovision.data.scan_table import read_scan
+from autovision.data.scan_table import ScanFiles
 from autovision.data.shards import SHARD_BYTES, plan_shards
 from autovision.data.sources import open_source
 from autovision.data.split import SplitSettings
@@ -99,9 +100,7 @@ class SlicedImport:
 def default_slices(source: str, storage: Storage) -> int:
     """Slices for a local import of ``source``: one per ``SLICE_SOURCE_BYTES`` of a zip or CSV, at most one per
     core; 1 for a prefix (its size is not known without listing it)."""
-    size = object_sizes([source], storage.settings)[0]
-    if not size:
-        return 1
+    size = source_bytes(source, storage)
     return max(1, min(available_cores(), -(-size // SLICE_SOURCE_BYTES)))
 
 
@@ -114,13 +113,15 @@ def import_slice(job: SlicedImport, index: int, storage: Storage, reporter: Repo
     limits = job.limits or ImportLimits.from_image_limits(storage.settings.image_limits())
     progress = Progress(reporter)
     with (
+        # Entered in order: the decoding processes start before the source's listing is read.
+        decoding_pool(source_bytes(job.source, storage)) as pool,
         open_source(job.source, storage.settings, limits, job.task is Task.MULTI_LABEL) as opened,
         tempfile.TemporaryDirectory(prefix="autovision-import-") as work,
     ):
         opened.part = (index, job.slices)
         scan_path = Path(work) / "scan.parquet"
-        scanned = scan_source(opened, limits, progress, scan_path)
-        files = read_scan([scan_path])
+        scanned = scan_source(opened, limits, progress, scan_path, pool)
+        files = ScanFiles([scan_path]).table()
         # The slice's distinct images, each packed once: the first of each sha256's files by name.
         first = pc.sort_indices(files, sort_keys=[("sha256", "ascending"), ("file", "ascending")]).to_numpy()
         sha256 = files.column("sha256").take(pa.array(first)).combine_chunks()
@@ -164,7 +165,7 @@ def merge_slices(job: SlicedImport, storage: Storage, reporter: Reporter | None 
                 handle.write(storage.read_bytes(marker))
             paths.append(path)
             found.append(json.loads((pq.read_schema(path).metadata or {})[SLICE_METADATA]))
-        files = _with_slice_numbers(paths)
+        files = ScanFiles(paths, numbered="slice")
         scanned = _scanned(found, files.num_rows)
         decision = decide(files, _survey(job, found), scanned)
         version = decision.version
@@ -244,17 +245,6 @@ def _outcome(receiver: Connection) -> str:
         return str(receiver.recv())
     except EOFError:
         return ""
-
-
-def _with_slice_numbers(paths: list[Path]) -> pa.Table:
-    """Every slice's files table, each row with its slice's number."""
-    tables = [read_scan([path]) for path in paths]
-    numbered = [
-        table.replace_schema_metadata(None).append_column("slice", pa.array(np.full(table.num_rows, index, np.int32)))
-        for index, table in enumerate(tables)
-    ]
-    del tables
-    return pa.concat_tables(numbered)
 
 
 def _survey(job: SlicedImport, found: list[dict[str, Any]]) -> Survey:
