@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,10 @@ def _facts(number: int) -> ImageFacts:
 def test_rows_come_back_in_order_with_labels_sorted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scan_table, "FLUSH_ROWS", 2)
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
-    with ScanTable(paths[0]) as first:
+    with closing(ScanTable(paths[0])) as first:
         for number in range(5):
             first.append(f"cat/{number}.png", ("dog", "cat", "dog"), "test" if number == 1 else None, _facts(number))
-    with ScanTable(paths[1]) as second:
+    with closing(ScanTable(paths[1])) as second:
         second.append("bird/9.png", (), None, _facts(9))
     assert first.rows == 5
     table = ScanFiles(paths).table()
@@ -35,7 +36,7 @@ def test_rows_come_back_in_order_with_labels_sorted_once(tmp_path: Path, monkeyp
 def test_files_are_read_a_column_at_a_time_and_numbered(tmp_path: Path) -> None:
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
     for index, path in enumerate(paths):
-        with ScanTable(path) as table:
+        with closing(ScanTable(path)) as table:
             for number in range(index + 2):
                 table.append(f"{index}/{number}.png", ("cat",), None, _facts(10 * index + number))
     files = ScanFiles(paths, numbered="slice")

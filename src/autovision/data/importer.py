@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -242,7 +243,7 @@ def scan_source(
     rejects = Findings(LIST_LIMIT)
     reasons: Counter[str] = Counter()
     progress.stage(f"Checking {source.description}", source.total)
-    with ScanTable(path) as table:
+    with closing(ScanTable(path)) as table:
         for inspected in inspect_all(source.scan(), limits, pool):
             if isinstance(inspected, Rejection):
                 rejection = inspected

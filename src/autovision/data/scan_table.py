@@ -9,7 +9,6 @@ tens of bytes per image where Python objects cost kilobytes.
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +35,8 @@ FLUSH_ROWS = 16_384
 
 
 class ScanTable:
-    """Appends the scan's rows to a Parquet file, a bounded batch at a time; a context manager closing it."""
+    """Appends the scan's rows to a Parquet file, a bounded batch at a time (``close`` finishes it: use it with
+    ``contextlib.closing``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -72,14 +72,6 @@ class ScanTable:
         """Write what is pending and finish the file."""
         self._flush()
         self._writer.close()
-
-    def __enter__(self) -> ScanTable:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class ScanFiles:
