@@ -75,11 +75,10 @@ def run_edge(fmt: EdgeFormat, path: Path, inputs: Iterable[FloatArray], executor
         logits, image = logits_and_first_image(inputs, classifier.logits)
         latency = () if image is None else classifier.latency(image, LATENCY_RUNS, LATENCY_WARMUP)
     else:
-        from autovision.export.executorch_export import executorch_latency, executorch_logits, executorch_python
+        from autovision.export.executorch_export import executorch_python, executorch_run
 
         python = executorch_python(executorch_venv)
-        logits, image = logits_and_first_image(inputs, lambda batch: executorch_logits(path, batch, python))
-        latency = () if image is None else executorch_latency(path, image, python, LATENCY_RUNS, LATENCY_WARMUP)
+        logits, latency = executorch_run(path, inputs, python, LATENCY_RUNS, LATENCY_WARMUP)
     return FormatRun(name=str(fmt), file=path.name, size_bytes=size_bytes(path), logits=logits, latency_ms=latency)
 
 
