@@ -23,17 +23,17 @@ from autovision.data.manifest import ImageRecord, SplitName
 from autovision.data.versions import VersionIndex
 from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.storage import Storage, read_uris
-from autovision.train.images import ImageSet, decode_pixels, load_images, normalise
+from autovision.train.images import ImageSet, decode_pixels, decoding_pool, load_images, normalise
 
 # What one decoded batch may hold: its uint8 pixels and, once normalised, their float32 model input.
 DECODE_BUDGET_BYTES = 256 * 1024 * 1024
-# uint8 RGB pixels plus their float32 copy.
-BYTES_PER_PIXEL = 3 * (1 + 4)
+# uint8 RGB pixels (in the decoding pool's shared memory and copied out of it) plus their float32 copy.
+BYTES_PER_PIXEL = 3 * (1 + 1 + 4)
 
 
 def batch_images(size: int, budget_bytes: int = DECODE_BUDGET_BYTES) -> int:
-    """Images per decoded batch at ``size`` px: as many as ``budget_bytes`` holds as uint8 pixels plus their
-    float32 model input (at least one)."""
+    """Images per decoded batch at ``size`` px: as many as ``budget_bytes`` holds as uint8 pixels (twice:
+    decoded, then copied out of the pool's memory) plus their float32 model input (at least one)."""
     return max(1, budget_bytes // (BYTES_PER_PIXEL * size * size))
 
 
@@ -59,9 +59,14 @@ class SplitImages:
             yield batch
 
     def batches(self) -> Iterator[ImageSet]:
-        """The split decoded (uint8, with targets and URIs), one batch at a time."""
-        for records in self.record_batches():
-            yield load_images(records, self.labels, self.size, self.storage, self.workers)
+        """The split decoded (uint8, with targets and URIs), one batch at a time, by one pool of decoding
+        processes for the whole pass."""
+        largest = min(batch_images(self.size, self.budget_bytes), self.index.count(self.split))
+        if self.limit is not None:
+            largest = min(largest, self.limit)
+        with decoding_pool(largest, self.size, self.workers) as pool:
+            for records in self.record_batches():
+                yield load_images(records, self.labels, self.size, self.storage, self.workers, pool=pool)
 
     def inputs(self, preprocess: PreprocessConfig) -> ModelInputs:
         """The split as model input, re-readable, one normalised batch at a time."""
