@@ -38,6 +38,7 @@ from tests.support.datasets import (
     write_files,
     write_zip,
 )
+from tests.support.slow_storage import child_environment
 
 
 def _import_zip(
@@ -553,18 +554,9 @@ def test_cifar10_with_its_fixed_split(file_storage: Storage) -> None:
 # Imports one zip into one storage with a shard per image, from pickled (zip, name, root, settings); each
 # write waits a little, so that the import is still writing when it is killed, however fast the machine.
 _KILLABLE_IMPORT = """
-import pickle, sys, time
+import pickle, sys
 from autovision.data.importer import import_dataset
-from autovision.storage import Storage
-
-class SlowStorage(Storage):
-    def write_bytes(self, key, data):
-        time.sleep(0.05)
-        super().write_bytes(key, data)
-
-    def write_stream(self, key, chunks):
-        time.sleep(0.05)
-        super().write_stream(key, chunks)
+from tests.support.slow_storage import SlowStorage
 
 with open(sys.argv[1], "rb") as arguments:
     source, name, root, settings = pickle.load(arguments)
@@ -577,7 +569,7 @@ def test_an_import_killed_mid_way_leaves_no_complete_version(tmp_path: Path, sto
     arguments = tmp_path / "arguments.pickle"
     arguments.write_bytes(pickle.dumps((str(source), "pets", storage.uri(""), storage.settings)))
     command = [sys.executable, "-c", _KILLABLE_IMPORT, str(arguments)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_environment())
     deadline = time.monotonic() + 120
     shards: list[str] = []
     while not shards and child.poll() is None and time.monotonic() < deadline:

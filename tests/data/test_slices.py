@@ -20,6 +20,7 @@ from autovision.data.sources.base import slice_of
 from autovision.data.versions import read_version
 from autovision.storage import Storage, StorageError
 from tests.support.datasets import assert_only_dataset_keys, image_bytes, labelled, write_zip
+from tests.support.slow_storage import child_environment
 
 
 def _entries() -> dict[str, bytes]:
@@ -72,18 +73,9 @@ def test_a_refused_sliced_import_writes_nothing(tmp_path: Path, file_storage: St
 # A sliced import in processes (each write slowed down so that it is still writing when killed), from pickled
 # (zip, name, root, settings).
 _KILLABLE_IMPORT = """
-import pickle, sys, time
+import pickle, sys
 from autovision.data.slices import SlicedImport, import_in_processes
-from autovision.storage import Storage
-
-class SlowStorage(Storage):
-    def write_stream(self, key, chunks):
-        time.sleep(0.05)
-        super().write_stream(key, chunks)
-
-    def copy(self, source, target):
-        time.sleep(0.05)
-        super().copy(source, target)
+from tests.support.slow_storage import SlowStorage
 
 with open(sys.argv[1], "rb") as arguments:
     source, name, root, settings = pickle.load(arguments)
@@ -96,7 +88,9 @@ def test_a_sliced_import_killed_mid_way_leaves_no_complete_version(tmp_path: Pat
     arguments = tmp_path / "arguments.pickle"
     arguments.write_bytes(pickle.dumps((str(source), "pets", storage.uri(""), storage.settings)))
     command = [sys.executable, "-c", _KILLABLE_IMPORT, str(arguments)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_environment(), start_new_session=True
+    )
     deadline = time.monotonic() + 120
     copied: list[str] = []
     while not copied and child.poll() is None and time.monotonic() < deadline:

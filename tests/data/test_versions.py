@@ -49,6 +49,17 @@ def test_an_opened_version_reads_a_split_in_slices_and_counts_from_columns(
     assert index.stored_bytes() == sum(len(data) for data in labelled(12).values())
 
 
+def test_an_opened_version_finds_a_few_records_by_uri(tmp_path: Path, file_storage: Storage) -> None:
+    result = _import(tmp_path, labelled(12), file_storage)
+    index = open_version(file_storage, NAME, result.version)
+    test = next(record for record in result.records if record.split == "test")
+    other = next(record for record in result.records if record.split != "test")
+
+    assert index.records_of([test.uri, other.uri]) == {test.uri: test, other.uri: other}
+    assert index.records_of([test.uri, other.uri], "test") == {test.uri: test}
+    assert index.records_of([f"{test.uri}0"]) == {}
+
+
 def test_the_same_images_in_another_order_give_the_same_shards(tmp_path: Path, file_storage: Storage) -> None:
     entries = labelled(12)
     first = _import(tmp_path, entries, file_storage)

@@ -11,6 +11,7 @@ import torch
 from autovision.export import onnx_logits
 from autovision.export.bundle import ExportedModel
 from autovision.export.measure import LATENCY_RUNS, run_edge, run_onnx, size_bytes, timed_calls
+from autovision.export.tflite import tflite_logits
 from autovision.resources import EdgeFormat
 
 
@@ -61,4 +62,28 @@ def test_an_onnx_file_is_run_batch_by_batch_reading_its_inputs_once(
 
     assert run.logits is not None
     np.testing.assert_allclose(run.logits, onnx_logits(exported.onnx, inputs), atol=1e-5)
+    assert len(run.latency_ms) == LATENCY_RUNS
+
+
+@pytest.mark.training
+def test_a_tflite_file_is_run_on_every_batch_by_one_interpreter(
+    tflite_fp32: Path, images: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ai_edge_litert import interpreter
+
+    built: list[Path] = []
+
+    class CountedInterpreter(interpreter.Interpreter):  # type: ignore[misc]
+        def __init__(self, model_path: str, num_threads: int) -> None:
+            built.append(Path(model_path))
+            super().__init__(model_path=model_path, num_threads=num_threads)
+
+    monkeypatch.setattr(interpreter, "Interpreter", CountedInterpreter)
+    inputs = images[:10].numpy()
+
+    run = run_edge(EdgeFormat.TFLITE, tflite_fp32, iter([inputs[:4], inputs[4:]]), Path("no-venv"))
+
+    assert built == [tflite_fp32]
+    assert run.logits is not None
+    np.testing.assert_allclose(run.logits, tflite_logits(tflite_fp32, inputs), atol=1e-5)
     assert len(run.latency_ms) == LATENCY_RUNS

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -121,13 +121,19 @@ def index_header(data: bytes) -> DatasetIndexHeader:
 
 
 def index_batches(
-    data: bytes, shard_uri: Callable[[int], str], split: SplitName | None = None
+    data: bytes,
+    shard_uri: Callable[[int], str],
+    split: SplitName | None = None,
+    offsets: Collection[int] | None = None,
 ) -> Iterator[list[ImageRecord]]:
-    """An index's records ``RECORD_SLICE`` rows at a time (only ``split``'s when given), each ``uri`` pointing
-    into its shard: what a reader holds is one slice, whatever the version's size."""
+    """An index's records ``RECORD_SLICE`` rows at a time (only ``split``'s, only those at ``offsets`` in their
+    shards, when given), each ``uri`` pointing into its shard: what a reader holds is one slice, whatever the
+    version's size. Rows are chosen in Arrow, so a reader of a few records builds only theirs."""
     index_header(data)
     for group in pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=RECORD_SLICE):
         batch = group if split is None else group.filter(pc.equal(group.column("split").cast(pa.string()), split))
+        if offsets is not None:
+            batch = batch.filter(pc.is_in(batch.column("offset"), value_set=pa.array(list(offsets), pa.int64())))
         uris = {number: shard_uri(number) for number in set(batch.column("shard").to_pylist())}
         yield [
             ImageRecord(

@@ -10,7 +10,7 @@ message saying to import it again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ from autovision.data.manifest import (
     index_header,
 )
 from autovision.data.shards import ShardError
-from autovision.storage import Storage, StorageError, object_sizes
+from autovision.storage import Storage, StorageError, object_sizes, split_member_uri
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,18 @@ class VersionIndex:
     def records(self, split: SplitName | None = None) -> Iterator[ImageRecord]:
         """The records (only ``split``'s when given), one at a time."""
         return (record for batch in self.batches(split) for record in batch)
+
+    def records_of(self, uris: Collection[str], split: SplitName | None = None) -> dict[str, ImageRecord]:
+        """The records with these URIs (only ``split``'s when given), by URI, from one pass over the index that
+        builds records only for the rows at their offsets."""
+        offsets = {offset for _, offset, _ in map(split_member_uri, uris) if offset is not None}
+        wanted = set(uris)
+        return {
+            record.uri: record
+            for batch in index_batches(self.data, self.shard_uri, split, offsets)
+            for record in batch
+            if record.uri in wanted
+        }
 
     def count(self, split: SplitName | None = None) -> int:
         """Images in the version (in ``split`` when given), from the split column alone."""

@@ -7,7 +7,7 @@ per-image objects (records come from the index a row group at a time) nor as one
 tensor. Each pass decodes the split again, through the training cache's own
 decoder (``train.images.load_images`` on one batch's records), so the pixels are
 exactly the ones the model was trained and served on. The few images the report
-shows (heatmaps) are fetched by URI.
+shows (heatmaps) are fetched by URI, checked against their hashes like every other read.
 """
 
 from __future__ import annotations
@@ -20,20 +20,21 @@ import numpy as np
 import torch
 
 from autovision.data.manifest import ImageRecord, SplitName
+from autovision.data.shards import read_images
 from autovision.data.versions import VersionIndex
 from autovision.preprocess import FloatArray, PreprocessConfig
-from autovision.storage import Storage, read_uris
-from autovision.train.images import ImageSet, decode_pixels, load_images, normalise
+from autovision.storage import Storage
+from autovision.train.images import ImageSet, decode_pixels, decoding_pool, load_images, normalise
 
 # What one decoded batch may hold: its uint8 pixels and, once normalised, their float32 model input.
 DECODE_BUDGET_BYTES = 256 * 1024 * 1024
-# uint8 RGB pixels plus their float32 copy.
-BYTES_PER_PIXEL = 3 * (1 + 4)
+# uint8 RGB pixels (in the decoding pool's shared memory and copied out of it) plus their float32 copy.
+BYTES_PER_PIXEL = 3 * (1 + 1 + 4)
 
 
 def batch_images(size: int, budget_bytes: int = DECODE_BUDGET_BYTES) -> int:
-    """Images per decoded batch at ``size`` px: as many as ``budget_bytes`` holds as uint8 pixels plus their
-    float32 model input (at least one)."""
+    """Images per decoded batch at ``size`` px: as many as ``budget_bytes`` holds as uint8 pixels (twice:
+    decoded, then copied out of the pool's memory) plus their float32 model input (at least one)."""
     return max(1, budget_bytes // (BYTES_PER_PIXEL * size * size))
 
 
@@ -59,17 +60,28 @@ class SplitImages:
             yield batch
 
     def batches(self) -> Iterator[ImageSet]:
-        """The split decoded (uint8, with targets and URIs), one batch at a time."""
-        for records in self.record_batches():
-            yield load_images(records, self.labels, self.size, self.storage, self.workers)
+        """The split decoded (uint8, with targets and URIs), one batch at a time, by one pool of decoding
+        processes for the whole pass."""
+        largest = min(batch_images(self.size, self.budget_bytes), self.index.count(self.split))
+        if self.limit is not None:
+            largest = min(largest, self.limit)
+        with decoding_pool(largest, self.size, self.workers) as pool:
+            for records in self.record_batches():
+                yield load_images(records, self.labels, self.size, self.storage, self.workers, pool=pool)
 
     def inputs(self, preprocess: PreprocessConfig) -> ModelInputs:
         """The split as model input, re-readable, one normalised batch at a time."""
         return ModelInputs(self, preprocess)
 
     def pixels_of(self, uris: list[str]) -> torch.Tensor:
-        """A few of the split's images by URI (the report's heatmaps), decoded as the batches are (uint8 NCHW)."""
-        decoded = [decode_pixels(data, self.size) for data in read_uris(uris, self.storage.settings)]
+        """A few of the split's images by URI (the report's heatmaps), read and checked against their hashes as
+        every read of a version is (``read_images``: a corrupt shard is named), decoded as the batches are
+        (uint8 NCHW)."""
+        found = self.index.records_of(uris, self.split)
+        if missing := set(uris) - found.keys():
+            raise ValueError(f"not images of the {self.split} split: {sorted(missing)[:3]}")
+        records = [found[uri] for uri in uris]
+        decoded = [decode_pixels(data, self.size) for data in read_images(records, self.storage.settings)]
         if not decoded:
             return torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
         return torch.from_numpy(np.stack(decoded))

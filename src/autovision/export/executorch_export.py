@@ -11,9 +11,11 @@ The export is a directory: ``model.pte``, ``labels.txt`` and ``preprocessing.jso
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -62,20 +64,50 @@ def export_executorch(model: nn.Module, example: torch.Tensor, spec: EdgeInput, 
     return write_atomically(path, "ExecuTorch", write)
 
 
-def executorch_logits(path: Path, inputs: FloatArray, python: Path) -> FloatArray:
-    """Run the exported ``model.pte`` with the ExecuTorch runtime on NCHW inputs, one image at a time."""
+def executorch_run(
+    path: Path, batches: Iterable[FloatArray], python: Path, runs: int, warmup: int
+) -> tuple[FloatArray, tuple[float, ...]]:
+    """The exported ``model.pte`` in the ExecuTorch runtime on one thread: logits of every NCHW batch (one
+    image at a time) and milliseconds of ``runs`` timed calls on the first image after ``warmup`` untimed.
+
+    One worker process does it all, since its imports take seconds (~10 s here): the batches go to it through
+    its stdin as they come (read once, one batch in memory here, nothing on disk) and its logits come back
+    in one ``.npy``, read memory-mapped.
+    """
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return np.zeros((0, 0), dtype=np.float32), ()
     with tempfile.TemporaryDirectory(prefix="autovision-executorch-") as workdir:
-        source, target = Path(workdir) / "inputs.npy", Path(workdir) / "logits.npy"
-        np.save(source, np.ascontiguousarray(inputs, dtype=np.float32))
-        _worker(python, "run", str(path / PTE_FILE), str(source), str(target))
-        logits: FloatArray = np.load(target).astype(np.float32)
-    return logits
+        target, times, errors = (Path(workdir) / name for name in ("logits.npy", "times.npy", "stderr.txt"))
+        shape = [str(side) for side in first.shape[1:]]
+        arguments = ["run", str(path / PTE_FILE), str(target), str(times), str(runs), str(warmup), *shape]
+        with errors.open("wb") as stderr:
+            worker = subprocess.Popen(
+                [str(python), "-I", str(WORKER), *arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,  # a file, never a full pipe that would stall the worker
+            )
+            try:
+                _send(worker, itertools.chain([first], batches))
+            except BaseException:
+                worker.kill()
+                worker.wait()
+                raise
+        if worker.returncode != 0:
+            raise RuntimeError(errors.read_text(errors="replace").strip()[-4000:])
+        # Still readable once the directory is gone: the mapping keeps the file's pages.
+        logits: FloatArray = np.load(target, mmap_mode="r")
+        return logits, tuple(float(ms) for ms in np.load(times))
 
 
-def executorch_latency(path: Path, image: FloatArray, python: Path, runs: int, warmup: int) -> tuple[float, ...]:
-    """Milliseconds of each of ``runs`` timed calls of ``model.pte`` on one NCHW image, one thread, in the runtime."""
-    with tempfile.TemporaryDirectory(prefix="autovision-executorch-") as workdir:
-        source, target = Path(workdir) / "image.npy", Path(workdir) / "times.npy"
-        np.save(source, np.ascontiguousarray(image[:1], dtype=np.float32))
-        _worker(python, "time", str(path / PTE_FILE), str(source), str(runs), str(warmup), str(target))
-        return tuple(float(ms) for ms in np.load(target))
+def _send(worker: subprocess.Popen[bytes], batches: Iterable[FloatArray]) -> None:
+    """Each batch's float32 images to the worker's stdin, then its end; wait for the worker to finish."""
+    assert worker.stdin is not None
+    try:
+        for batch in batches:
+            worker.stdin.write(np.ascontiguousarray(batch, dtype=np.float32).data.cast("B"))
+    except BrokenPipeError:
+        pass  # the worker stopped early: its exit status and stderr say why
+    worker.communicate()  # closes stdin (ignoring a broken pipe) and waits

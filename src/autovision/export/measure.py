@@ -69,16 +69,16 @@ def run_edge(fmt: EdgeFormat, path: Path, inputs: Iterable[FloatArray], executor
     if fmt is EdgeFormat.COREML:
         return FormatRun(name=str(fmt), file=path.name, size_bytes=size_bytes(path), logits=None)
     if fmt in (EdgeFormat.TFLITE, EdgeFormat.TFLITE_INT8):
-        from autovision.export.tflite import tflite_latency, tflite_logits
+        from autovision.export.tflite import LiteRTClassifier
 
-        logits, image = logits_and_first_image(inputs, lambda batch: tflite_logits(path, batch))
-        latency = () if image is None else tflite_latency(path, image, LATENCY_RUNS, LATENCY_WARMUP)
+        classifier = LiteRTClassifier(path)  # one interpreter for every batch and the latency
+        logits, image = logits_and_first_image(inputs, classifier.logits)
+        latency = () if image is None else classifier.latency(image, LATENCY_RUNS, LATENCY_WARMUP)
     else:
-        from autovision.export.executorch_export import executorch_latency, executorch_logits, executorch_python
+        from autovision.export.executorch_export import executorch_python, executorch_run
 
         python = executorch_python(executorch_venv)
-        logits, image = logits_and_first_image(inputs, lambda batch: executorch_logits(path, batch, python))
-        latency = () if image is None else executorch_latency(path, image, python, LATENCY_RUNS, LATENCY_WARMUP)
+        logits, latency = executorch_run(path, inputs, python, LATENCY_RUNS, LATENCY_WARMUP)
     return FormatRun(name=str(fmt), file=path.name, size_bytes=size_bytes(path), logits=logits, latency_ms=latency)
 
 

@@ -97,23 +97,40 @@ def export_tflite(
     return write_atomically(path, fmt, write)
 
 
+class LiteRTClassifier:
+    """A ``.tflite`` classifier opened once in the LiteRT interpreter, so that many batches and a latency
+    measurement share one interpreter rather than each building and allocating its own."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.source = self.interpreter.get_input_details()[0]
+        self.target = self.interpreter.get_output_details()[0]
+
+    def logits(self, inputs: FloatArray) -> FloatArray:
+        """Logits of NCHW inputs, one image at a time; an int8 file's input and output are quantised and
+        dequantised here with the scales the file declares, as an app would."""
+        rows = []
+        for image in inputs.transpose(0, 2, 3, 1):
+            self.interpreter.set_tensor(self.source["index"], _quantize(image[None], self.source))
+            self.interpreter.invoke()
+            rows.append(_dequantize(self.interpreter.get_tensor(self.target["index"]), self.target))
+        return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    def latency(self, image: FloatArray, runs: int, warmup: int) -> tuple[float, ...]:
+        """Milliseconds of each of ``runs`` timed invocations on one NCHW image, after ``warmup`` untimed."""
+        from autovision.export.measure import timed_calls
+
+        self.interpreter.set_tensor(self.source["index"], _quantize(image[:1].transpose(0, 2, 3, 1), self.source))
+        return timed_calls(self.interpreter.invoke, runs, warmup)
+
+
 def tflite_logits(path: Path, inputs: FloatArray, threads: int = 1) -> FloatArray:
-    """Run a ``.tflite`` classifier with the LiteRT interpreter on NCHW inputs, one image at a time.
-
-    An int8 file's input and output are quantised and dequantised here with the
-    scales the file declares, as an app would.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    rows = []
-    for image in inputs.transpose(0, 2, 3, 1):
-        interpreter.set_tensor(source["index"], _quantize(image[None], source))
-        interpreter.invoke()
-        rows.append(_dequantize(interpreter.get_tensor(target["index"]), target))
-    return np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
+    """Run a ``.tflite`` classifier with the LiteRT interpreter on NCHW inputs once (``LiteRTClassifier.logits``);
+    ``LiteRTClassifier`` keeps the interpreter for more."""
+    return LiteRTClassifier(path, threads).logits(inputs)
 
 
 def _quantize(values: FloatArray, detail: dict[str, Any]) -> NDArray[Any]:
@@ -135,12 +152,4 @@ def _dequantize(values: NDArray[Any], detail: dict[str, Any]) -> FloatArray:
 
 def tflite_latency(path: Path, image: FloatArray, runs: int, warmup: int) -> tuple[float, ...]:
     """Milliseconds of each of ``runs`` timed invocations on one NCHW image, one thread, after ``warmup`` untimed."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from autovision.export.measure import timed_calls
-
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]
-    interpreter.set_tensor(source["index"], _quantize(image[:1].transpose(0, 2, 3, 1), source))
-    return timed_calls(interpreter.invoke, runs, warmup)
+    return LiteRTClassifier(path).latency(image, runs, warmup)

@@ -4,7 +4,8 @@ Decoding dominates the time it takes to fill the cache and is pure, so it runs o
 a process per core, as the importer's does (threads scale poorly: small images
 spend most of their decoding time in Python, holding the GIL). The forked workers
 write straight into the cache, held in memory they share with this process, so
-no decoded image is pickled back.
+no decoded image is pickled back. A reader of many batches (evaluation) keeps one
+pool for all of them (``decoding_pool``) rather than forking one per batch.
 The cached values are exactly the shared preprocessing's resized pixels, so
 ``normalise`` gives the very inputs serving computes from the same bytes.
 
@@ -14,12 +15,14 @@ A split too large for memory is streamed instead (``autovision.train.streaming``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import mmap
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 from typing import Protocol
 
 import numpy as np
@@ -152,25 +155,64 @@ def decode_pixels(data: bytes, size: int) -> PixelArray:
 
 
 def load_images(
-    records: list[ImageRecord], labels: list[str], size: int, storage: Storage, workers: int | None = None
+    records: list[ImageRecord],
+    labels: list[str],
+    size: int,
+    storage: Storage,
+    workers: int | None = None,
+    *,
+    pool: DecodingPool | None = None,
 ) -> ImageSet:
-    """Read, decode and resize every record's image once, as uint8, on ``workers`` processes (default: the cores)."""
-    uris = [record.uri for record in records]
+    """Read, decode and resize every record's image once, as uint8, on ``workers`` processes (default: the cores),
+    or on ``pool``'s, forked once for many calls (``decoding_pool``)."""
+    if pool is not None:
+        pixels = pool.decode(records, storage).copy()  # the pool's buffer is the next call's
+    else:
+        with decoding_pool(len(records), size, workers) as own:
+            pixels = _decode_here(records, size, storage) if own is None else own.decode(records, storage)
+    return ImageSet(torch.from_numpy(pixels), target_matrix(records, labels), [record.uri for record in records])
+
+
+class DecodingPool:
+    """Decoding processes and the memory they share with this process, for batches of up to ``capacity``
+    images at ``size`` px: the forked workers decode straight into it, so no decoded image is pickled back."""
+
+    def __init__(self, capacity: int, size: int, workers: int, context: BaseContext) -> None:
+        shape = (capacity, 3, size, size)
+        self.size, self.workers = size, workers
+        self.pixels = np.frombuffer(mmap.mmap(-1, math.prod(shape)), dtype=np.uint8).reshape(shape)
+        self.executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_attach, initargs=(self.pixels,))
+
+    def decode(self, records: list[ImageRecord], storage: Storage) -> PixelArray:
+        """The records' images in the first rows of the shared memory (valid until the next call)."""
+        if len(records) > len(self.pixels):
+            raise ValueError(f"{len(records)} images to decode, the pool holds {len(self.pixels)}")
+        decode = functools.partial(_decode_into_attached, size=self.size)
+        for _ in map_in_order(self.executor, decode, _decode_tasks(records, storage), 2 * self.workers):
+            pass
+        return self.pixels[: len(records)]
+
+
+@contextlib.contextmanager
+def decoding_pool(capacity: int, size: int, workers: int | None = None) -> Iterator[DecodingPool | None]:
+    """A pool of ``workers`` decoding processes (default: the cores) for batches of up to ``capacity`` images,
+    forked once for all of them; ``None`` where decoding in this process pays (one worker, no more than one
+    task's images, or no fork)."""
     workers = workers or min(available_cores(), MAX_WORKERS)
     context = decoding_context()
-    shape = (len(uris), 3, size, size)
-    tasks = _decode_tasks(records, storage)
-    if workers < 2 or len(uris) <= DECODE_BATCH or context.get_start_method() != "fork":
-        pixels = np.empty(shape, dtype=np.uint8)
-        for task in tasks:
-            _decode_into(pixels, task, size)
-    else:
-        # Memory the forked workers share: they decode straight into the cache, nothing is sent back.
-        pixels = np.frombuffer(mmap.mmap(-1, math.prod(shape)), dtype=np.uint8).reshape(shape)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_attach, initargs=(pixels,)) as pool:
-            for _ in map_in_order(pool, functools.partial(_decode_into_attached, size=size), tasks, 2 * workers):
-                pass
-    return ImageSet(torch.from_numpy(pixels), target_matrix(records, labels), uris)
+    if workers < 2 or capacity <= DECODE_BATCH or context.get_start_method() != "fork":
+        yield None
+        return
+    pool = DecodingPool(capacity, size, workers, context)
+    with pool.executor:
+        yield pool
+
+
+def _decode_here(records: list[ImageRecord], size: int, storage: Storage) -> PixelArray:
+    pixels = np.empty((len(records), 3, size, size), dtype=np.uint8)
+    for task in _decode_tasks(records, storage):
+        _decode_into(pixels, task, size)
+    return pixels
 
 
 _DecodeTask = tuple[int, list[bytes]]
