@@ -33,7 +33,7 @@ from autovision.contract.files import DATASET_FORMAT, DatasetIndexHeader, Import
 from autovision.contract.keys import index_key, latest_key, report_key, shard_key
 from autovision.data.batching import bounded_batches
 from autovision.data.curate import SPLIT_NAMES, Columns, Findings, SplitCodes, assign_splits, content_version, curate
-from autovision.data.inspection import decoding_pool, inspect_all
+from autovision.data.inspection import inspect_all, inspection_pool
 from autovision.data.manifest import ImageRecord, write_index
 from autovision.data.near_duplicates import nearest_earlier
 from autovision.data.report import LIST_LIMIT, ImportFindings, build_report, check_trainable
@@ -138,7 +138,7 @@ def import_dataset(
     previous = _previous_version(source, name, storage, task) if add_to_previous else None
     with (
         # Entered in order: the decoding processes start before the source's listing is read.
-        decoding_pool(source_bytes(source, storage)) as pool,
+        inspection_pool(source_bytes(source, storage)) as pool,
         _open(source, storage, limits, multi_label, previous) as opened,
         tempfile.TemporaryDirectory(prefix="autovision-import-") as work,
     ):
@@ -238,7 +238,7 @@ def scan_source(
     source: Source, limits: ImportLimits, progress: Progress, path: Path, pool: ProcessPoolExecutor | None
 ) -> Scanned:
     """Pass 1: validate every file the source offers into a scan table at ``path``, decoding on ``pool`` if
-    given (``inspection.decoding_pool``), which is shut down at the end: its workers' memory goes before the
+    given (``inspection.inspection_pool``), which is shut down at the end: its workers' memory goes before the
     columns are sorted."""
     rejects = Findings(LIST_LIMIT)
     reasons: Counter[str] = Counter()

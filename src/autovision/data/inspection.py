@@ -5,7 +5,7 @@ Small imports (the quickstart's digits) never start a process. Past
 number of batches in flight, so memory holds a few batches of images however
 large the source is. Results come back in source order, so imports stay
 deterministic. For a large source the pool is started before the source is
-opened (``decoding_pool``): forked later, each worker would map, and count in
+opened (``inspection_pool``): forked later, each worker would map, and count in
 its resident size, the source's listing (a million-entry zip directory is about
 100 MB).
 """
@@ -56,7 +56,7 @@ def decoding_workers() -> int:
 
 
 @contextmanager
-def decoding_pool(source_bytes: int) -> Iterator[ProcessPoolExecutor | None]:
+def inspection_pool(source_bytes: int) -> Iterator[ProcessPoolExecutor | None]:
     """A decoding pool whose processes are started now, while this process is still small, when a source of
     ``source_bytes`` is large enough to need one (and there are cores for it); None otherwise."""
     workers = decoding_workers()

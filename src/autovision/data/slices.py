@@ -59,7 +59,7 @@ from autovision.data.importer import (
     write_shards,
     write_version,
 )
-from autovision.data.inspection import available_cores, decoding_context, decoding_pool
+from autovision.data.inspection import available_cores, decoding_context, inspection_pool
 from autovision.data.report import LIST_LIMIT
 from autovision.data.rules import DatasetImportError, ImportLimits, check_dataset_name
 from autovision.data.scan_table import ScanFiles
@@ -114,7 +114,7 @@ def import_slice(job: SlicedImport, index: int, storage: Storage, reporter: Repo
     progress = Progress(reporter)
     with (
         # Entered in order: the decoding processes start before the source's listing is read.
-        decoding_pool(source_bytes(job.source, storage)) as pool,
+        inspection_pool(source_bytes(job.source, storage)) as pool,
         open_source(job.source, storage.settings, limits, job.task is Task.MULTI_LABEL) as opened,
         tempfile.TemporaryDirectory(prefix="autovision-import-") as work,
     ):
