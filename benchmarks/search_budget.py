@@ -80,7 +80,7 @@ def run(data: Path | None, budget: int, optimize_for: OptimizeFor, seed: int) ->
     return {
         "benchmark": "search_budget",
         "data": source.name,
-        "images": len(dataset.records),
+        "images": dataset.report["kept"],
         "machine": _device(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
