@@ -10,7 +10,6 @@ CLI would. (No tests live here.)
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import resource
 import subprocess
@@ -20,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
 from tests.support.datasets import write_files, write_zip
+from tests.support.images import noise_pngs
 
 if TYPE_CHECKING:
     import torch
@@ -55,19 +52,12 @@ class ScaleDatasets:
     csvs: dict[int, Path]
 
 
-def tiny_png(seed: int) -> bytes:
-    """A distinct 8x8 noise PNG."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_sources(folder: Path, sizes: tuple[int, ...] = SIZES) -> tuple[dict[int, Path], dict[int, Path]]:
     """The images once (as many as the largest size), as files, and per size a zip of label folders (what is
     imported) and a CSV listing the files (what batch prediction reads)."""
     folder.mkdir(parents=True, exist_ok=True)
-    images = {f"{LABELS[number % len(LABELS)]}/{number:06d}.png": tiny_png(number) for number in range(max(sizes))}
+    pngs = noise_pngs(max(sizes))
+    images = {f"{LABELS[number % len(LABELS)]}/{number:06d}.png": png for number, png in enumerate(pngs)}
     write_files(folder / "files", images)
     names = list(images)
     zips = {
