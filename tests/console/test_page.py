@@ -149,7 +149,7 @@ def test_dataset_filters_show_rejects_and_conflicts(page: Any, console_url: str,
 def test_a_tiny_search_runs_and_shows_its_chosen_model(page: Any, console_url: str) -> None:
     page.goto(f"{console_url}/#/runs")
     page.select_option("#train-dataset", f"local/{DATASET}")
-    page.fill("#train-budget", "8")
+    page.fill("#train-budget", "3")
     page.click("#train-submit")
     page.wait_for_url("**/#/runs/local/**")
     page.wait_for_selector("#chosen, #run p.error", timeout=SLOW_S * 1000)

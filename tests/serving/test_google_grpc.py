@@ -6,7 +6,6 @@ Predictions and refusals over both transports are tested in ``test_google_servic
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
 import socket
 import subprocess
@@ -117,14 +116,14 @@ def test_a_grpc_call_beyond_the_queue_is_refused_before_it_is_read() -> None:
         ) as gateway:
             try:
                 wait_until_listening(gateway, port, grpc_port)
-                with concurrent.futures.ThreadPoolExecutor(1) as pool, contextlib.ExitStack() as stack:
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
                     waiting = pool.submit(automl_predict, grpc_clients(f"127.0.0.1:{grpc_port}"))
                     # The gateway reaches Triton only for a call at work: once it connects, the slot is held.
                     silent_triton.settimeout(60)
                     upstream, _ = silent_triton.accept()
-                    stack.callback(upstream.close)
-                    with pytest.raises(exceptions.ResourceExhausted, match="Concurrent RPC limit"):
+                    with upstream, pytest.raises(exceptions.ResourceExhausted, match="Concurrent RPC limit"):
                         automl_predict(grpc_clients(f"127.0.0.1:{grpc_port}"))
+                    silent_triton.close()  # Triton gone: the call at work fails now, not at the upstream timeout
                     with pytest.raises(exceptions.GoogleAPICallError):
                         waiting.result(timeout=60)
             finally:

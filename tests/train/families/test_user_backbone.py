@@ -224,8 +224,8 @@ def three_digits(folder: Path) -> str:
 
 
 @pytest.fixture
-def digits(storage: Storage, tmp_path: Path) -> ImportResult:
-    return import_dataset(three_digits(tmp_path), "digits", storage)
+def digits(s3_storage: Storage, tmp_path: Path) -> ImportResult:
+    return import_dataset(three_digits(tmp_path), "digits", s3_storage)
 
 
 def backbone_space(backbone: UserBackboneConfig) -> SearchSpace:
@@ -243,15 +243,16 @@ def backbone_space(backbone: UserBackboneConfig) -> SearchSpace:
 
 
 @pytest.mark.training
-def test_a_search_fine_tunes_the_users_resnet_and_exports_it(storage: Storage, digits: ImportResult) -> None:
-    """From file:// and from S3: trained, evaluated, exported with parity; the frozen stages still hold the file's."""
+def test_a_search_fine_tunes_the_users_resnet_and_exports_it(s3_storage: Storage, digits: ImportResult) -> None:
+    """From S3: trained, evaluated, exported with parity; the frozen stages still hold the file's. (Weights from
+    file:// load in the tests above: the run reads either through the same storage settings.)"""
     known = known_weights("resnet18")
-    storage.write_bytes("backbones/resnet18.pth", saved(known))
-    backbone = UserBackboneConfig("mine", "resnet18", storage.uri("backbones/resnet18.pth"))
+    s3_storage.write_bytes("backbones/resnet18.pth", saved(known))
+    backbone = UserBackboneConfig("mine", "resnet18", s3_storage.uri("backbones/resnet18.pth"))
     run = RunLocation("ns", "user-backbone", "u1")
     settings = SearchSettings(space=backbone_space(backbone), max_trials=2, early_stopping=False)
 
-    card = train_evaluate_export(storage, "digits", digits.version, run, LogReporter(), search=settings)
+    card = train_evaluate_export(s3_storage, "digits", digits.version, run, LogReporter(), search=settings)
 
     described = {key: card.architecture[key] for key in ("family", "architecture", "weights_uri", "frozen_stages")}
     assert described == {
@@ -265,7 +266,7 @@ def test_a_search_fine_tunes_the_users_resnet_and_exports_it(storage: Storage, d
     assert card.parity["onnx"]["top1Identical"]
     assert card.parity["onnx"]["maxAbsDiff"] <= card.parity["onnx"]["tolerance"]
     assert 0 <= card.metrics.test_accuracy <= 1
-    torchscript = io.BytesIO(storage.read_bytes(f"{run.prefix}/model/model.pt"))
+    torchscript = io.BytesIO(s3_storage.read_bytes(f"{run.prefix}/model/model.pt"))
     # The export serves (logits, embedding), so its modules are named anew: find each tensor by its value.
     exported = list(torch.jit.load(torchscript).state_dict().values())  # type: ignore[no-untyped-call]
 
@@ -277,7 +278,7 @@ def test_a_search_fine_tunes_the_users_resnet_and_exports_it(storage: Storage, d
     assert not kept("layer4.1.conv2.weight"), "not fine-tuned"
 
     warm_start = dataclasses.replace(backbone, frozen_stages=2)  # trial 0: the warm start's linear head
-    checkpoint = TrialCheckpoint(storage, f"{run.prefix}/trials/0/checkpoint.pt")
+    checkpoint = TrialCheckpoint(s3_storage, f"{run.prefix}/trials/0/checkpoint.pt")
     restored = restore_model(TrainConfig(architecture=warm_start), len(card.labels), checkpoint)
     torch.testing.assert_close(restored.state_dict()["conv1.weight"], known["conv1.weight"])
 
