@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import mmap
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -137,7 +137,7 @@ def normalise(pixels: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tenso
     return (pixels.float() / 255.0 - mean) / std
 
 
-def target_matrix(records: list[ImageRecord], labels: list[str]) -> torch.Tensor:
+def target_matrix(records: Sequence[ImageRecord], labels: list[str]) -> torch.Tensor:
     """The 0/1 matrix of each record's labels, in the model's output order."""
     index = {label: i for i, label in enumerate(labels)}
     targets = torch.zeros(len(records), len(labels), dtype=torch.float32)
@@ -152,9 +152,12 @@ def decode_pixels(data: bytes, size: int) -> PixelArray:
 
 
 def load_images(
-    records: list[ImageRecord], labels: list[str], size: int, storage: Storage, workers: int | None = None
+    records: Sequence[ImageRecord], labels: list[str], size: int, storage: Storage, workers: int | None = None
 ) -> ImageSet:
-    """Read, decode and resize every record's image once, as uint8, on ``workers`` processes (default: the cores)."""
+    """Read, decode and resize every record's image once, as uint8, on ``workers`` processes (default: the cores).
+
+    ``records`` may be a ``RecordTable``: it is read a chunk of records at a time, never as a list of them all.
+    """
     uris = [record.uri for record in records]
     workers = workers or min(available_cores(), MAX_WORKERS)
     context = decoding_context()
@@ -192,10 +195,10 @@ def _decode_into(pixels: PixelArray, task: _DecodeTask, size: int) -> None:
         pixels[start + offset] = decode_pixels(data, size)
 
 
-def _decode_tasks(records: list[ImageRecord], storage: Storage) -> Iterator[_DecodeTask]:
+def _decode_tasks(records: Sequence[ImageRecord], storage: Storage) -> Iterator[_DecodeTask]:
     """The images' bytes in order, checked against their hashes, DECODE_BATCH at a time with the row of the first,
     read from their shards READ_CHUNK at a time."""
     for start in range(0, len(records), READ_CHUNK):
-        encoded = read_images(records[start : start + READ_CHUNK], storage.settings)
+        encoded = read_images(list(records[start : start + READ_CHUNK]), storage.settings)
         for offset in range(0, len(encoded), DECODE_BATCH):
             yield start + offset, encoded[offset : offset + DECODE_BATCH]
