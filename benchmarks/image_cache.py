@@ -23,7 +23,6 @@ from _common import cpu_model
 
 from autovision.data.importer import import_dataset
 from autovision.data.inspection import MAX_WORKERS, available_cores
-from autovision.data.manifest import labels_of
 from autovision.storage import Storage
 from autovision.train.images import load_images
 
@@ -39,8 +38,8 @@ def run(data: Path, resolutions: list[int], worker_counts: list[int]) -> dict[st
     with tempfile.TemporaryDirectory(prefix="autovision-bench-") as folder:
         storage = Storage(f"file://{folder}/storage")
         dataset = import_dataset(str(data), "bench", storage)
-        labels = labels_of(dataset.records)
-        train = [record for record in dataset.records if record.split == "train"]
+        labels = dataset.records.label_set()
+        train = dataset.records.where_split("train")
         timings = []
         for size in resolutions:
             for workers in worker_counts:

@@ -29,7 +29,7 @@ from _common import cpu_model
 
 from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
-from autovision.data.manifest import ImageRecord, labels_of
+from autovision.data.record_table import RecordTable
 from autovision.data.versions import read_version
 from autovision.storage import Storage
 from autovision.train.images import load_images
@@ -57,8 +57,8 @@ def rate(data: Path, size: int, batch: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="autovision-bench-") as folder:
         storage = Storage(f"file://{folder}/storage")
         dataset = import_dataset(str(data), "bench", storage)
-        labels = labels_of(dataset.records)
-        train = [record for record in dataset.records if record.split == "train"]
+        labels = dataset.records.label_set()
+        train = dataset.records.where_split("train")
         began = time.perf_counter()
         load_images(train, labels, size, storage, workers=1)
         cache = time.perf_counter() - began
@@ -86,9 +86,9 @@ def rate(data: Path, size: int, batch: int) -> dict[str, Any]:
 def epoch(uri: str, name: str, version: str, size: int, batch: int) -> dict[str, Any]:
     """One streamed epoch of a version's training split on one process per core: time and peak memory."""
     storage = Storage(uri)
-    records = [record for record in read_version(storage, name, version) if record.split == "train"]
+    records = read_version(storage, name, version).where_split("train")
     cores = available_cores()
-    stream = _stream(records, labels_of(records), size, storage, workers=cores)
+    stream = _stream(records, records.label_set(), size, storage, workers=cores)
     seconds = stream_pass(stream, batch, 0.5)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
@@ -106,8 +106,8 @@ def epoch(uri: str, name: str, version: str, size: int, batch: int) -> dict[str,
     }
 
 
-def _stream(records: list[ImageRecord], labels: list[str], size: int, storage: Storage, workers: int) -> StreamedImages:
-    return StreamedImages(tuple(records), tuple(labels), size, storage.settings, workers, CPU)
+def _stream(records: RecordTable, labels: list[str], size: int, storage: Storage, workers: int) -> StreamedImages:
+    return StreamedImages(records, tuple(labels), size, storage.settings, workers, CPU)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ from _common import cpu_model
 
 from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
-from autovision.data.manifest import ImageRecord, labels_of
+from autovision.data.manifest import ImageRecord
 from autovision.preprocess import PreprocessConfig
 from autovision.storage import Storage
 from autovision.train.families.efficientnet_lite import LITE_MEAN, LITE_STD, EfficientNetLiteConfig
@@ -255,8 +255,8 @@ def run_autovision(args: argparse.Namespace, device: torch.device, compile_model
         began = time.perf_counter()
         dataset = import_dataset(str(args.data), "bench", storage)
         imported = time.perf_counter()
-        labels = labels_of(dataset.records)
-        train = subset([record for record in dataset.records if record.split == "train"], args.max_train)
+        labels = dataset.records.label_set()
+        train = subset(list(dataset.records.where_split("train")), args.max_train)
         images = load_images(train, labels, args.res, storage)
         cached = time.perf_counter()
         clock = EpochClock(storage, "bench/checkpoint.pt", device)
@@ -270,7 +270,7 @@ def run_autovision(args: argparse.Namespace, device: torch.device, compile_model
             device=device,
             acceleration=acceleration,
         )
-        test = [record for record in dataset.records if record.split == "test"]
+        test = dataset.records.where_split("test")
         top1 = top1_accuracy(trained.model, load_images(test, labels, args.res, storage).to(device), preprocess)
     return {
         "device": device_name(device), "compile": compile_model, "res": args.res, "epochs": args.epochs,

@@ -52,7 +52,8 @@ from autovision.contract.keys import (
     report_key,
     study_journal_key,
 )
-from autovision.data.manifest import ImageRecord, SplitName, labels_of
+from autovision.data.manifest import SplitName
+from autovision.data.record_table import RecordTable
 from autovision.data.versions import open_version, read_version
 from autovision.evaluate import activate, evaluate_predictions, variant_metrics
 from autovision.evaluate.explanations import ReportExplanations, explain_test_images
@@ -121,12 +122,12 @@ def local_run_uid(dataset_version: str, config: TrainConfig, preprocess: Preproc
     return run_uid(dataset_version, config.describe(), preprocess.to_json())
 
 
-def is_multi_label(storage: Storage, dataset: str, version: str, records: list[ImageRecord]) -> bool:
+def is_multi_label(storage: Storage, dataset: str, version: str, records: RecordTable) -> bool:
     """The dataset version's task, from its import report (or its labels, for a version without one)."""
     key = report_key(dataset, version)
     if storage.exists(key):
         return ImportReportSummary.model_validate(storage.read_json(key)).task == Task.MULTI_LABEL
-    return any(len(record.labels) > 1 for record in records)
+    return records.multi_label()
 
 
 def train_evaluate_export(
@@ -393,7 +394,7 @@ def build_search_job(
     base model, whose final weights are then kept in the run (``base/weights.pt``).
     """
     records = read_version(storage, dataset, version)
-    labels = labels_of(records)
+    labels = records.label_set()
     multi_label = is_multi_label(storage, dataset, version, records)
     if base_model is None:
         space = search_space(
@@ -414,7 +415,7 @@ def build_search_job(
         storage_root=storage.uri(""),
         storage_settings=storage.settings,
         prefix=run.prefix,
-        records=tuple(records),
+        records=records,
         labels=tuple(labels),
         multi_label=multi_label,
         space=space,

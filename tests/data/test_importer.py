@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from autovision.contract.keys import dataset_prefix, index_key, latest_key, shard_key, shards_prefix
 from autovision.data import inspection
 from autovision.data.importer import DatasetImportError, ImportLimits, ImportResult, SplitSettings, Task, import_dataset
-from autovision.data.manifest import SPLITS, UNASSIGNED, labels_of
+from autovision.data.manifest import SPLITS, UNASSIGNED
 from autovision.data.sources.zip import ZipSource
 from autovision.data.versions import read_version
 from autovision.storage import Storage, StorageError
@@ -132,7 +132,7 @@ def test_duplicates_and_conflicting_labels(tmp_path: Path, file_storage: Storage
     ]
     assert (report["total"], report["kept"], report["trainable"], report["duplicates"]) == (26, 24, 23, 1)
     assert report["perLabel"]["cat"] == {"train": 9, "validation": 1, "test": 1}
-    assert labels_of(result.records) == ["cat", "dog"]
+    assert result.records.label_set() == ["cat", "dog"]
     assert {w["reason"] for w in report["warnings"]} == {"ConflictingLabels", "FewImages"}
 
 
@@ -260,7 +260,7 @@ def test_worker_processes_give_the_same_result(
     monkeypatch.setattr(inspection, "INLINE_FILES", 3)
     monkeypatch.setattr(inspection, "BATCH_FILES", 2)
     pooled = _import_zip(tmp_path, entries, Storage(f"file://{tmp_path / 'pooled'}"))
-    assert (pooled.version, pooled.records, pooled.report["rejects"]) == (
+    assert (pooled.version, list(pooled.records), pooled.report["rejects"]) == (
         inline.version,
         [r.model_copy(update={"uri": r.uri.replace("/storage/", "/pooled/")}) for r in inline.records],
         inline.report["rejects"],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autovision.data.importer import import_dataset
-from autovision.data.manifest import ImageRecord, labels_of
+from autovision.data.record_table import RecordTable
 from autovision.preprocess import PreprocessConfig
 from autovision.search.job import ImageCache
 from autovision.settings import Settings
@@ -19,22 +19,22 @@ from tests.support.search import digits_subset_zip
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Storage, list[ImageRecord]]:
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Storage, RecordTable]:
     folder = tmp_path_factory.mktemp("job")
     storage = Storage(f"file://{folder / 'storage'}")
     result = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=20)), "digits", storage)
-    return storage, list(result.records)
+    return storage, result.records
 
 
 @pytest.mark.training
 def test_a_split_over_the_memory_budget_streams_and_a_trial_learns_on_it(
-    digits: tuple[Storage, list[ImageRecord]],
+    digits: tuple[Storage, RecordTable],
 ) -> None:
     storage, records = digits
 
     def images(budget: int) -> ImageCache:
         settings = Settings(training_memory_bytes=budget)
-        cache = ImageCache(tuple(records), tuple(labels_of(records)), Storage(storage.uri(""), settings))
+        cache = ImageCache(records, tuple(records.label_set()), Storage(storage.uri(""), settings))
         return cache.on(torch.device("cpu"), decode_workers=1)  # decoded inline: tests/train runs the processes
 
     train = sum(record.split == "train" for record in records)

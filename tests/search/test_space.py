@@ -16,6 +16,7 @@ from autovision.train.families.efficientnet_lite import LITE_MEAN, LITE_STD, Eff
 from autovision.train.families.residual_cnn import CNN, ResidualCNNConfig, small_cnn_resolutions
 from autovision.train.families.user_backbone import BACKBONE_FROZEN_STAGES, BACKBONE_RESOLUTIONS, UserBackboneConfig
 from autovision.train.trainer import TrainConfig
+from tests.support.records import record_table
 
 DIGITS = DatasetProfile(train_images=1437, median_side=8, labels=10, multi_label=False)
 FLOWERS = DatasetProfile(train_images=2900, median_side=240, labels=5, multi_label=False)
@@ -26,7 +27,7 @@ def record(width: int, height: int, split: str = "train") -> ImageRecord:
 
 
 def test_profile_of_a_dataset_version() -> None:
-    records = [record(8, 8), record(8, 10), record(300, 200, "test")]
+    records = record_table([record(8, 8), record(8, 10), record(300, 200, "test")])
     profile = DatasetProfile.of(records, ["a", "b"], multi_label=True)
     assert profile == DatasetProfile(train_images=2, median_side=8, labels=2, multi_label=True)
     assert profile.small_images

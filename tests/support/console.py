@@ -28,6 +28,7 @@ from autovision.contract.keys import (
     progress_key,
 )
 from autovision.data.importer import import_dataset
+from autovision.data.record_table import RecordTable
 from autovision.evaluate.metrics import evaluate_predictions
 from autovision.evaluate.predictions import SplitPredictions
 from autovision.storage import Storage
@@ -45,7 +46,7 @@ class World:
 
     storage: Storage
     version: str
-    records: list[Any]
+    records: RecordTable
 
 
 def near_copy(seed: int) -> bytes:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from autovision.data.manifest import ImageRecord, labels_of
+from autovision.data.record_table import RecordTable
 from autovision.data.versions import read_version
 from autovision.progress import LogReporter
 from autovision.search.job import ImageCache, SearchJob, SearchSettings
@@ -67,7 +67,7 @@ def tiny_space(*, slow: bool = False, seed: int = 0) -> SearchSpace:
 
 def search_job(
     storage: Storage,
-    records: list[ImageRecord],
+    records: RecordTable,
     prefix: str,
     *,
     space: SearchSpace,
@@ -79,8 +79,8 @@ def search_job(
         storage_root=storage.uri(""),
         storage_settings=storage.settings,
         prefix=prefix,
-        records=tuple(records),
-        labels=tuple(labels_of(records)),
+        records=records,
+        labels=tuple(records.label_set()),
         multi_label=False,
         space=space,
         budget_milli_node_hours=budget,

@@ -15,7 +15,8 @@ from PIL import Image
 
 from autovision.contract.keys import shard_key
 from autovision.data.importer import import_dataset
-from autovision.data.manifest import ImageRecord, labels_of
+from autovision.data.manifest import SplitName
+from autovision.data.record_table import RecordTable
 from autovision.data.shards import ShardError
 from autovision.preprocess import PreprocessConfig, preprocess_bytes
 from autovision.settings import Settings
@@ -47,14 +48,14 @@ class Version:
     storage: Storage
     name: str
     version: str
-    records: list[ImageRecord]
+    records: RecordTable
 
-    def split(self, split: str) -> list[ImageRecord]:
-        return [record for record in self.records if record.split == split]
+    def split(self, split: SplitName) -> RecordTable:
+        return self.records.where_split(split)
 
-    def stream(self, split: str, size: int = PREPROCESS.size, workers: int = 2) -> StreamedImages:
+    def stream(self, split: SplitName, size: int = PREPROCESS.size, workers: int = 2) -> StreamedImages:
         records = self.split(split)
-        return StreamedImages(tuple(records), tuple(labels_of(self.records)), size, self.storage.settings, workers, CPU)
+        return StreamedImages(records, tuple(self.records.label_set()), size, self.storage.settings, workers, CPU)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Version:
     storage = Storage(f"file://{folder / 'storage'}")
     source = digits_subset_zip(folder / "digits.zip", per_class=20)
     result = import_dataset(str(source), "digits", storage, shard_bytes=16384)
-    return Version(storage, "digits", result.version, list(result.records))
+    return Version(storage, "digits", result.version, result.records)
 
 
 def photo(seed: int, size: tuple[int, int]) -> bytes:
@@ -84,7 +85,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Version:
     storage = Storage(f"file://{folder / 'storage'}")
     entries = {f"{label}/{i}.jpg": photo(10 * n + i, (160, 120)) for n, label in enumerate("ab") for i in range(10)}
     result = import_dataset(str(write_zip(folder / "photos.zip", entries)), "photos", storage)
-    return Version(storage, "photos", result.version, list(result.records))
+    return Version(storage, "photos", result.version, result.records)
 
 
 def test_an_epoch_order_is_the_seed_s_and_each_epoch_differs() -> None:
@@ -98,8 +99,8 @@ def test_an_epoch_order_is_the_seed_s_and_each_epoch_differs() -> None:
 def test_without_augmentation_the_stream_gives_the_cache_s_and_serving_s_inputs(photos: Version) -> None:
     records = photos.records
     size = 24  # the photos are 160x120: their JPEG decodes at a reduced scale on both paths
-    cache = load_images(records, labels_of(records), size, photos.storage, workers=1)
-    stream = dataclasses.replace(photos.stream("train", size), records=tuple(records))
+    cache = load_images(records, records.label_set(), size, photos.storage, workers=1)
+    stream = dataclasses.replace(photos.stream("train", size), records=records)
     order = epoch_order(seed=0, epoch=0, count=len(records))
     selections = [order[:5], order[5:11], order[11:]]
     delivered = list(stream.training_batches(selections, magnitude=0.0, seed=0))
@@ -117,9 +118,9 @@ def test_without_augmentation_the_stream_gives_the_cache_s_and_serving_s_inputs(
 def test_decoding_processes_stream_from_s3(s3_storage: Storage, tmp_path: Path) -> None:
     source = digits_subset_zip(tmp_path / "digits.zip", per_class=10)
     result = import_dataset(str(source), "digits", s3_storage)
-    version = Version(s3_storage, "digits", result.version, list(result.records))
+    version = Version(s3_storage, "digits", result.version, result.records)
     records = version.split("train")
-    cache = load_images(records, labels_of(records), 8, s3_storage, workers=1)
+    cache = load_images(records, version.records.label_set(), 8, s3_storage, workers=1)
     order = epoch_order(seed=0, epoch=0, count=len(records))
     selections = [order[start : start + 16] for start in range(0, len(order), 16)]
     delivered = version.stream("train").training_batches(selections, magnitude=0.0, seed=0)
@@ -175,7 +176,8 @@ def damaged(digits: Version, tmp_path: Path) -> Version:
     shutil.copytree(digits.storage.root_path, tmp_path / "storage")
     storage = Storage(f"file://{tmp_path / 'storage'}")
     root = digits.storage.uri("")
-    records = [record.model_copy(update={"uri": storage.uri(record.uri[len(root) :])}) for record in digits.records]
+    uris = {number: storage.uri(uri[len(root) :]) for number, uri in digits.records.shard_uris.items()}
+    records = dataclasses.replace(digits.records, shard_uris=uris)
     return Version(storage, digits.name, digits.version, records)
 
 

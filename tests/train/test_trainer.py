@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from autovision.data.importer import import_dataset
-from autovision.data.manifest import labels_of
 from autovision.preprocess import PreprocessConfig, preprocess_bytes
 from autovision.search.budget import BudgetGate, Claim
 from autovision.storage import Storage, read_uris
@@ -59,9 +58,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Storage, dict[str,
     folder = tmp_path_factory.mktemp("trainer")
     storage = Storage(f"file://{folder / 'storage'}")
     dataset = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=20)), "digits", storage)
-    labels = labels_of(dataset.records)
+    labels = dataset.records.label_set()
     sets = {
-        split: load_images([r for r in dataset.records if r.split == split], labels, PREPROCESS.size, storage)
+        split: load_images(dataset.records.where_split(split), labels, PREPROCESS.size, storage)
         for split in ("train", "validation")
     }
     return storage, sets
@@ -82,12 +81,12 @@ def test_the_cache_keeps_source_order_across_read_chunks_and_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = Storage(f"file://{tmp_path / 'storage'}")
-    records = list(import_dataset(str(digits_subset_zip(tmp_path / "d.zip", per_class=10)), "d", storage).records)
+    records = import_dataset(str(digits_subset_zip(tmp_path / "d.zip", per_class=10)), "d", storage).records
     uris = [record.uri for record in records]
     monkeypatch.setattr(images, "READ_CHUNK", 7)  # 100 images: 15 chunks, the last one short,
     monkeypatch.setattr(images, "DECODE_BATCH", 3)  # each decoded as batches of 3, 3 and 1
 
-    one, three = (load_images(records, labels_of(records), 8, storage, workers=n) for n in (1, 3))
+    one, three = (load_images(records, records.label_set(), 8, storage, workers=n) for n in (1, 3))
     expected = np.stack([decode_pixels(data, 8) for data in read_uris(uris, storage.settings)])
     np.testing.assert_array_equal(one.pixels.numpy(), expected)
     np.testing.assert_array_equal(three.pixels.numpy(), expected)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from autovision.data.importer import import_dataset
-from autovision.data.manifest import labels_of
 from autovision.preprocess import PreprocessConfig
 from autovision.storage import Storage
 from autovision.train.families.efficientnet_lite import EfficientNetLiteConfig
@@ -29,10 +28,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Storage, ImageSet,
     folder = tmp_path_factory.mktemp("warm-start")
     storage = Storage(f"file://{folder / 'storage'}")
     records = import_dataset(str(digits_subset_zip(folder / "digits.zip", per_class=40)), "digits", storage).records
-    labels = labels_of(records)
+    labels = records.label_set()
     train, validation = (
-        load_images([record for record in records if record.split == split], labels, PREPROCESS.size, storage)
-        for split in ("train", "validation")
+        load_images(records.where_split(split), labels, PREPROCESS.size, storage) for split in ("train", "validation")
     )
     return storage, train, validation
 

@@ -34,8 +34,9 @@ from autovision.contract.keys import index_key, latest_key, report_key, shard_ke
 from autovision.data.batching import bounded_batches
 from autovision.data.curate import SPLIT_NAMES, Columns, Findings, SplitCodes, assign_splits, content_version, curate
 from autovision.data.inspection import inspect_all, inspection_pool
-from autovision.data.manifest import ImageRecord, write_index
+from autovision.data.manifest import write_index
 from autovision.data.near_duplicates import nearest_earlier
+from autovision.data.record_table import RecordTable
 from autovision.data.report import LIST_LIMIT, ImportFindings, build_report, check_trainable
 from autovision.data.rules import DatasetImportError, ImportLimits, Rejection, check_dataset_name
 from autovision.data.scan_table import ScanFiles, ScanTable
@@ -75,8 +76,8 @@ class ImportResult:
     storage: Storage | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
-    def records(self) -> list[ImageRecord]:
-        """The version's records, read from its index (every image as an object: for small datasets)."""
+    def records(self) -> RecordTable:
+        """The version's records, read from its index as columns (``RecordTable``)."""
         if self.storage is None:
             raise ValueError("an ImportResult made without its storage has no records to read")
         return read_version(self.storage, self.name, self.version)

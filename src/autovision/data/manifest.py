@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -134,31 +134,27 @@ def index_batches(
         batch = group if split is None else group.filter(pc.equal(group.column("split").cast(pa.string()), split))
         if offsets is not None:
             batch = batch.filter(pc.is_in(batch.column("offset"), value_set=pa.array(list(offsets), pa.int64())))
-        uris = {number: shard_uri(number) for number in set(batch.column("shard").to_pylist())}
-        yield [
-            ImageRecord(
-                uri=member_uri(uris[row["shard"]], row["offset"], row["size"]),
-                sha256=row["sha256"],
-                labels=row["labels"],
-                split=row["split"],
-                width=row["width"],
-                height=row["height"],
-                source=row["source"],
-            )
-            for row in batch.to_pylist()
-        ]
+        yield records_of(batch, {number: shard_uri(number) for number in set(batch.column("shard").to_pylist())})
+
+
+def records_of(rows: pa.RecordBatch | pa.Table, shard_uris: Mapping[int, str]) -> list[ImageRecord]:
+    """Index rows as records, each ``uri`` pointing into its shard (``shard_uris``: shard number to URI): the one
+    place an index row becomes an object, so every reader builds the same records."""
+    return [
+        ImageRecord(
+            uri=member_uri(shard_uris[row["shard"]], row["offset"], row["size"]),
+            sha256=row["sha256"],
+            labels=row["labels"],
+            split=row["split"],
+            width=row["width"],
+            height=row["height"],
+            source=row["source"],
+        )
+        for row in rows.to_pylist()
+    ]
 
 
 def index_columns(data: bytes, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
     """Some columns of an index, one row group at a time: counting and summing without building records."""
     index_header(data)
     yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=ROW_GROUP, columns=list(columns))
-
-
-def labels_of(records: list[ImageRecord]) -> list[str]:
-    """The dataset's label set, sorted: the model's output order.
-
-    Only images in a training split count, so a label seen only on held-out images
-    never becomes a class without examples.
-    """
-    return sorted({label for record in records if record.split in SPLITS for label in record.labels})

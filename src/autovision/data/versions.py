@@ -25,6 +25,7 @@ from autovision.data.manifest import (
     index_columns,
     index_header,
 )
+from autovision.data.record_table import RecordTable
 from autovision.data.shards import ShardError
 from autovision.storage import Storage, StorageError, object_sizes, split_member_uri
 
@@ -95,6 +96,8 @@ def open_version(storage: Storage, name: str, version: str) -> VersionIndex:
     return VersionIndex(name, version, data, lambda number: storage.uri(shard_key(name, version, number)))
 
 
-def read_version(storage: Storage, name: str, version: str) -> list[ImageRecord]:
-    """The records of a complete version, whole (for readers that need them all; others use ``open_version``)."""
-    return list(open_version(storage, name, version).records())
+def read_version(storage: Storage, name: str, version: str) -> RecordTable:
+    """The records of a complete version as the index's columns (for readers that need them all, as the trainer
+    does; others read slices with ``open_version``)."""
+    index = open_version(storage, name, version)
+    return RecordTable.read(index.data, index.shard_uri)

@@ -85,8 +85,8 @@ def training_images(card: ModelCard, storage: Storage) -> torch.Tensor:
     """Up to ``CALIBRATION_IMAGES`` of the run's training images (its dataset version in ``storage``), preprocessed
     as in training: what int8 calibration reads, never a validation or test image, so the int8 file's test figures
     stay honest."""
-    records = read_version(storage, card.dataset.name, card.dataset.version)
-    uris = [record.uri for record in records if record.split == "train"][:CALIBRATION_IMAGES]
+    train = read_version(storage, card.dataset.name, card.dataset.version).where_split("train")
+    uris = [record.uri for record in train[:CALIBRATION_IMAGES]]
     config = PreprocessConfig(size=card.input_size, mean=card.mean, std=card.std)
     return torch.from_numpy(preprocess_batch(read_uris(uris, storage.settings), config))
 

@@ -20,7 +20,8 @@ import torch
 
 from autovision.contract.trainer_args import CONNECT_TIMEOUT_SECONDS, RENDEZVOUS_TIMEOUT_SECONDS
 from autovision.data.inspection import available_cores
-from autovision.data.manifest import SPLITS, ImageRecord, SplitName
+from autovision.data.manifest import SPLITS, SplitName
+from autovision.data.record_table import RecordTable
 from autovision.preprocess import PreprocessConfig
 from autovision.resources import Backbone, OptimizeFor, TrainingTarget
 from autovision.search.budget import BudgetPlan
@@ -104,7 +105,7 @@ class SearchJob:
     storage_root: str
     storage_settings: Settings
     prefix: str
-    records: tuple[ImageRecord, ...]
+    records: RecordTable
     labels: tuple[str, ...]
     multi_label: bool
     space: Space
@@ -147,12 +148,13 @@ class ImageCache:
     """Each split decoded once per resolution a trial asks for, kept on the worker's device; or, for training
     images too large for the memory budget, a stream of them."""
 
-    def __init__(self, records: tuple[ImageRecord, ...], labels: tuple[str, ...], storage: Storage) -> None:
+    def __init__(self, records: RecordTable, labels: tuple[str, ...], storage: Storage) -> None:
         self.labels = list(labels)
         self.storage = storage
         self.device = torch.device("cpu")
         self.decode_workers: int | None = None  # None: one per core
-        self._records = {split: [record for record in records if record.split == split] for split in SPLITS}
+        self._version = records  # the job's table: no copy
+        self._records = {split: records.where_split(split) for split in SPLITS}
         self._sets: dict[tuple[SplitName, int], ImageSet] = {}
 
     def on(self, device: torch.device, decode_workers: int | None = None) -> ImageCache:
@@ -175,8 +177,8 @@ class ImageCache:
         count = sum(self.count(split) for split in splits)
         if fits_cache(count, size, training_memory_budget(self.storage.settings)):
             return functools.reduce(ImageSet.concat, (self.split(split, size) for split in splits))
-        records = tuple(record for split in splits for record in self._records[split])
         workers = self.decode_workers or available_cores()
+        records = self._version.where_split(*splits)
         return StreamedImages(records, tuple(self.labels), size, self.storage.settings, workers, self.device)
 
     def count(self, split: SplitName) -> int:

@@ -18,14 +18,14 @@ this module draws the family and the parameters every trial shares.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import numpy as np
 from optuna.trial import BaseTrial
 
-from autovision.data.manifest import ImageRecord
+from autovision.data.record_table import RecordTable
 from autovision.preprocess import PreprocessConfig
 from autovision.train.families import families, family_named
 from autovision.train.families.base import closest
@@ -53,11 +53,11 @@ class DatasetProfile:
     multi_label: bool
 
     @classmethod
-    def of(cls, records: Sequence[ImageRecord], labels: Sequence[str], multi_label: bool) -> DatasetProfile:
-        """Profile the training split of a dataset version."""
-        train = [record for record in records if record.split == "train"]
-        sides = [min(record.width, record.height) for record in train] or [0]
-        return cls(len(train), int(statistics.median(sides)), len(labels), multi_label)
+    def of(cls, records: RecordTable, labels: Sequence[str], multi_label: bool) -> DatasetProfile:
+        """Profile the training split of a dataset version (from its columns)."""
+        sides = records.where_split("train").short_sides()
+        median = int(np.median(sides)) if len(sides) else 0  # a median of ints, as statistics.median's
+        return cls(len(sides), median, len(labels), multi_label)
 
     @property
     def small_images(self) -> bool:

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import math
 import mmap
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
@@ -140,7 +140,7 @@ def normalise(pixels: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tenso
     return (pixels.float() / 255.0 - mean) / std
 
 
-def target_matrix(records: list[ImageRecord], labels: list[str]) -> torch.Tensor:
+def target_matrix(records: Sequence[ImageRecord], labels: list[str]) -> torch.Tensor:
     """The 0/1 matrix of each record's labels, in the model's output order."""
     index = {label: i for i, label in enumerate(labels)}
     targets = torch.zeros(len(records), len(labels), dtype=torch.float32)
@@ -155,7 +155,7 @@ def decode_pixels(data: bytes, size: int) -> PixelArray:
 
 
 def load_images(
-    records: list[ImageRecord],
+    records: Sequence[ImageRecord],
     labels: list[str],
     size: int,
     storage: Storage,
@@ -164,7 +164,10 @@ def load_images(
     pool: DecodingPool | None = None,
 ) -> ImageSet:
     """Read, decode and resize every record's image once, as uint8, on ``workers`` processes (default: the cores),
-    or on ``pool``'s, forked once for many calls (``decoding_pool``)."""
+    or on ``pool``'s, forked once for many calls (``decoding_pool``).
+
+    ``records`` may be a ``RecordTable``: it is read a chunk of records at a time, never as a list of them all.
+    """
     if pool is not None:
         pixels = pool.decode(records, storage).copy()  # the pool's buffer is the next call's
     else:
@@ -183,7 +186,7 @@ class DecodingPool:
         self.pixels = np.frombuffer(mmap.mmap(-1, math.prod(shape)), dtype=np.uint8).reshape(shape)
         self.executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_attach, initargs=(self.pixels,))
 
-    def decode(self, records: list[ImageRecord], storage: Storage) -> PixelArray:
+    def decode(self, records: Sequence[ImageRecord], storage: Storage) -> PixelArray:
         """The records' images in the first rows of the shared memory (valid until the next call)."""
         if len(records) > len(self.pixels):
             raise ValueError(f"{len(records)} images to decode, the pool holds {len(self.pixels)}")
@@ -208,7 +211,7 @@ def decoding_pool(capacity: int, size: int, workers: int | None = None) -> Itera
         yield pool
 
 
-def _decode_here(records: list[ImageRecord], size: int, storage: Storage) -> PixelArray:
+def _decode_here(records: Sequence[ImageRecord], size: int, storage: Storage) -> PixelArray:
     pixels = np.empty((len(records), 3, size, size), dtype=np.uint8)
     for task in _decode_tasks(records, storage):
         _decode_into(pixels, task, size)
@@ -234,10 +237,10 @@ def _decode_into(pixels: PixelArray, task: _DecodeTask, size: int) -> None:
         pixels[start + offset] = decode_pixels(data, size)
 
 
-def _decode_tasks(records: list[ImageRecord], storage: Storage) -> Iterator[_DecodeTask]:
+def _decode_tasks(records: Sequence[ImageRecord], storage: Storage) -> Iterator[_DecodeTask]:
     """The images' bytes in order, checked against their hashes, DECODE_BATCH at a time with the row of the first,
     read from their shards READ_CHUNK at a time."""
     for start in range(0, len(records), READ_CHUNK):
-        encoded = read_images(records[start : start + READ_CHUNK], storage.settings)
+        encoded = read_images(list(records[start : start + READ_CHUNK]), storage.settings)
         for offset in range(0, len(encoded), DECODE_BATCH):
             yield start + offset, encoded[offset : offset + DECODE_BATCH]

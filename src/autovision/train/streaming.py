@@ -41,6 +41,7 @@ import torch
 from autovision.data.batching import map_in_order
 from autovision.data.inspection import decoding_context
 from autovision.data.manifest import ImageRecord
+from autovision.data.record_table import RecordTable
 from autovision.data.shards import ShardError, read_images
 from autovision.preprocess import ImageLimits, PixelArray, decode_image, resized_pixels
 from autovision.settings import Settings
@@ -153,7 +154,7 @@ class StreamedImages:
     split would not fit the memory budget (``autovision.train.memory``).
     """
 
-    records: tuple[ImageRecord, ...]
+    records: RecordTable
     labels: tuple[str, ...]
     size: int
     settings: Settings
@@ -202,7 +203,7 @@ class StreamedImages:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _task(self, rows: list[int], magnitude: float, seed: int) -> _Task:
-        return _Task(rows, [self.records[row] for row in rows], self.size, magnitude, seed)
+        return _Task(rows, list(self.records.take(rows)), self.size, magnitude, seed)
 
     def _delivered(self, task: _Task, pixels: PixelArray) -> tuple[torch.Tensor, torch.Tensor]:
         batch = torch.from_numpy(pixels)
