@@ -80,11 +80,12 @@ def write_index(path: Path, table: pa.Table, header: DatasetIndexHeader) -> None
             )
 
 
-def encode_index(records: Sequence[ImageRecord], shards: Sequence[int], header: DatasetIndexHeader) -> bytes:
-    """The index.parquet bytes of a version from records (small versions, tests): each record with the number
-    of the shard its ``uri`` points into."""
-    extents = [split_member_uri(record.uri)[1:] for record in records]
-    table = pa.table(
+def index_table(
+    records: Sequence[ImageRecord], shards: Sequence[int], offsets: Sequence[int | None], sizes: Sequence[int | None]
+) -> pa.Table:
+    """An index's columns from records (small versions, tests), each image at ``shards``/``offsets``/``sizes``
+    (its record's own ``uri`` is not read)."""
+    return pa.table(
         {
             "sha256": [record.sha256 for record in records],
             "labels": [record.labels for record in records],
@@ -93,10 +94,17 @@ def encode_index(records: Sequence[ImageRecord], shards: Sequence[int], header: 
             "height": [record.height for record in records],
             "source": [record.source for record in records],
             "shard": shards,
-            "offset": [offset for offset, _ in extents],
-            "size": [size for _, size in extents],
+            "offset": offsets,
+            "size": sizes,
         }
     )
+
+
+def encode_index(records: Sequence[ImageRecord], shards: Sequence[int], header: DatasetIndexHeader) -> bytes:
+    """The index.parquet bytes of a version from records (small versions, tests): each record with the number
+    of the shard its ``uri`` points into."""
+    extents = [split_member_uri(record.uri)[1:] for record in records]
+    table = index_table(records, shards, [offset for offset, _ in extents], [size for _, size in extents])
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "index.parquet"
         write_index(path, table, header)
