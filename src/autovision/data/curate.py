@@ -194,6 +194,8 @@ def assign_splits(images: pa.Table, settings: SplitSettings) -> tuple[SplitCodes
 def _stratified(
     sha256: pa.Array, labels: pa.Array, chosen: npt.NDArray[np.int64], percentages: tuple[int, int, int], seed: int
 ) -> SplitCodes:
+    if len(chosen) == len(sha256):  # every image (``chosen`` is sorted): no copy of the columns
+        return stratified_codes(sha256, labels, percentages, seed)
     indices = pa.array(chosen, pa.int64())
     return stratified_codes(sha256.take(indices), labels.take(indices), percentages, seed)
 
