@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from autovision.data import near_duplicates
 from autovision.data.near_duplicates import HASH_BITS, NearDuplicate, find_near_duplicates
 
 hashes = st.integers(0, 2**64 - 1)
@@ -37,6 +39,15 @@ def hash_lists(draw: st.DrawFn) -> list[int]:
 @settings(max_examples=80)
 @given(values=hash_lists(), max_distance=st.integers(0, 8))
 def test_matches_brute_force(values: list[int], max_distance: int) -> None:
+    assert find_near_duplicates(values, max_distance) == _brute_force(values, max_distance)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=hash_lists(), max_distance=st.integers(0, 8))
+def test_pairs_compared_a_few_at_a_time_find_the_same(
+    values: list[int], max_distance: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(near_duplicates, "PAIRS_AT_A_TIME", 3)
     assert find_near_duplicates(values, max_distance) == _brute_force(values, max_distance)
 
 

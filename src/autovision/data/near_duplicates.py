@@ -25,6 +25,17 @@ _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.u
 
 UInt64Array = npt.NDArray[np.uint64]
 IntArray = npt.NDArray[np.int64]
+PairIndices = tuple[IntArray, IntArray]
+# Candidate pairs compared at a time: bounds the working arrays, however many hashes share band values.
+PAIRS_AT_A_TIME = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The distance that counts as near, and the images' count (the base of ``nearest_earlier``'s codes)."""
+
+    max_distance: int
+    images: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,27 +83,47 @@ def nearest_earlier(
     arrays of the images' count.
     """
     count = len(hashes)
+    limits = Limits(max_distance, count)
     values, firsts, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     # Best (distance, earlier image) per distinct hash's first image, as one sortable code.
     worst = (HASH_BITS + 1) * (count + 1)
     best = np.full(len(values), worst, dtype=np.int64)
     for shift, width in _bands(max_distance):
-        keys = (values >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        for offset in range(1, min(BAND_NEIGHBOURS, len(order) - 1) + 1):
-            same = np.flatnonzero(sorted_keys[:-offset] == sorted_keys[offset:])
-            if not len(same):
-                break
-            first, second = order[same], order[same + offset]
-            distances = hamming(values[first], values[second])
-            close = distances <= max_distance
-            first, second, distances = first[close], second[close], distances[close]
-            later = np.where(firsts[first] > firsts[second], first, second)
-            earlier = np.where(firsts[first] > firsts[second], second, first)
-            np.minimum.at(best, later, distances * (count + 1) + firsts[earlier])
-    distance = np.where(firsts[inverse] != np.arange(count), 0, best[inverse] // (count + 1))
-    similar = np.where(firsts[inverse] != np.arange(count), firsts[inverse], best[inverse] % (count + 1))
+        _compare_band((values >> np.uint64(shift)) & np.uint64((1 << width) - 1), best, values, firsts, limits)
+    del values
+    copies = firsts[inverse]
+    del firsts
+    is_copy = copies != np.arange(count)
+    codes = best[inverse]
+    del best, inverse
+    distance = codes // (count + 1)
+    distance[is_copy] = 0
     found = np.flatnonzero(distance <= max_distance)
-    return found.astype(np.int64), similar[found].astype(np.int64), distance[found].astype(np.int64)
+    similar = np.where(is_copy[found], copies[found], codes[found] % (count + 1))
+    return found.astype(np.int64), similar.astype(np.int64), distance[found].astype(np.int64)
+
+
+def _compare_band(keys: UInt64Array, best: IntArray, values: UInt64Array, firsts: IntArray, limits: Limits) -> None:
+    """Compare each distinct hash with up to ``BAND_NEIGHBOURS`` others that share its band value ``keys``."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    for offset in range(1, min(BAND_NEIGHBOURS, len(order) - 1) + 1):
+        same = np.flatnonzero(sorted_keys[:-offset] == sorted_keys[offset:])
+        if not len(same):
+            break
+        for start in range(0, len(same), PAIRS_AT_A_TIME):
+            pairs = same[start : start + PAIRS_AT_A_TIME]
+            _keep_nearest(best, values, firsts, (order[pairs], order[pairs + offset]), limits)
+
+
+def _keep_nearest(best: IntArray, values: UInt64Array, firsts: IntArray, pairs: PairIndices, limits: Limits) -> None:
+    """Lower ``best`` (each distinct hash's code of distance and earlier image) for the later hash of each pair of
+    distinct hashes (``values`` and ``firsts`` indices) that are at most ``limits.max_distance`` bits apart."""
+    first, second = pairs
+    distances = hamming(values[first], values[second])
+    close = distances <= limits.max_distance
+    first, second, distances = first[close], second[close], distances[close]
+    later = np.where(firsts[first] > firsts[second], first, second)
+    earlier = np.where(firsts[first] > firsts[second], second, first)
+    np.minimum.at(best, later, distances * (limits.images + 1) + firsts[earlier])
