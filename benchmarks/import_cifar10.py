@@ -14,7 +14,8 @@ all its descendants (the importer's decoding workers, slice processes), SeaweedF
 (``weed``) excluded: the S3 server is not AutoVision's. RSS counts pages shared
 between a parent and its forked children once per process, so its sum is an
 upper bound; PSS divides them. ``--tracemalloc`` adds the peak of Python
-allocations during the first import, at a cost in speed.
+allocations during the first import, at a cost in speed. glibc's mmap threshold
+is fixed first, as every ``autovision`` command fixes it (``autovision.malloc``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from autovision.data.importer import import_dataset
 from autovision.data.inspection import available_cores
 from autovision.data.slices import SlicedImport, import_in_processes
 from autovision.embedded_s3 import EmbeddedS3
+from autovision.malloc import release_large_buffers
 from autovision.storage import Storage
 
 SAMPLE_S = 0.25
@@ -166,6 +168,7 @@ def main() -> None:
     parser.add_argument("--once", action="store_true", help="skip the timed re-import")
     parser.add_argument("--slices", type=int, default=1, help="import in this many slices, one process each")
     args = parser.parse_args()
+    release_large_buffers()  # as every ``autovision`` command does: measure the importer users run
     if args.tracemalloc:
         tracemalloc.start()
     with benchmark_storage(args.embedded_s3) as storage:
