@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from autovision.data.batching import map_in_order
-from autovision.data.inspection import MAX_WORKERS, available_cores, decoding_context
+from autovision.data.inspection import decoding_context, decoding_workers
 from autovision.data.manifest import ImageRecord
 from autovision.data.shards import read_images
 from autovision.evaluate.predictions import BoolArray
@@ -201,7 +201,7 @@ def decoding_pool(capacity: int, size: int, workers: int | None = None) -> Itera
     """A pool of ``workers`` decoding processes (default: the cores) for batches of up to ``capacity`` images,
     forked once for all of them; ``None`` where decoding in this process pays (one worker, no more than one
     task's images, or no fork)."""
-    workers = workers or min(available_cores(), MAX_WORKERS)
+    workers = workers or decoding_workers()
     context = decoding_context()
     if workers < 2 or capacity <= DECODE_BATCH or context.get_start_method() != "fork":
         yield None
