@@ -16,15 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-import numpy as np
 import torch
 
 from autovision.data.manifest import ImageRecord, SplitName
-from autovision.data.shards import read_images
 from autovision.data.versions import VersionIndex
 from autovision.preprocess import FloatArray, PreprocessConfig
 from autovision.storage import Storage
-from autovision.train.images import ImageSet, decode_pixels, decoding_pool, load_images, normalise
+from autovision.train.images import ImageSet, decoding_pool, load_images, normalise
 
 # What one decoded batch may hold: its uint8 pixels and, once normalised, their float32 model input.
 DECODE_BUDGET_BYTES = 256 * 1024 * 1024
@@ -74,17 +72,13 @@ class SplitImages:
         return ModelInputs(self, preprocess)
 
     def pixels_of(self, uris: list[str]) -> torch.Tensor:
-        """A few of the split's images by URI (the report's heatmaps), read and checked against their hashes as
-        every read of a version is (``read_images``: a corrupt shard is named), decoded as the batches are
-        (uint8 NCHW)."""
+        """A few of the split's images by URI (the report's heatmaps), read, checked against their hashes (a
+        corrupt shard is named) and decoded in this process by the batches' own decoder (uint8 NCHW)."""
         found = self.index.records_of(uris, self.split)
         if missing := set(uris) - found.keys():
             raise ValueError(f"not images of the {self.split} split: {sorted(missing)[:3]}")
         records = [found[uri] for uri in uris]
-        decoded = [decode_pixels(data, self.size) for data in read_images(records, self.storage.settings)]
-        if not decoded:
-            return torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
-        return torch.from_numpy(np.stack(decoded))
+        return load_images(records, self.labels, self.size, self.storage, workers=1).pixels
 
 
 @dataclass(frozen=True)
