@@ -8,7 +8,7 @@ import torch
 
 from autovision.export import ExportParityError, compare_logits, onnx_logits
 from autovision.export.bundle import ExportedModel
-from autovision.export.parity import compare_embeddings
+from autovision.export.parity import ParityCheck, ParityReport
 from autovision.export.torchscript import torchscript_logits
 from autovision.train.trainer import predict_logits
 from tests.support.export import small_model
@@ -37,11 +37,17 @@ def test_identical_top1_is_required_even_within_tolerance() -> None:
     assert compare_logits("model.onnx", expected, expected + 5e-5).max_abs_diff == pytest.approx(5e-5, abs=1e-6)
 
 
+def _embedding_parity(expected: np.ndarray, actual: np.ndarray) -> ParityReport:
+    check = ParityCheck("model.onnx", embeddings=True)
+    check.add(expected, actual)
+    return check.report()
+
+
 def test_embedding_parity_scales_its_tolerance_and_ignores_top1() -> None:
     expected = np.array([[100.0, 0.0], [0.0, 1.0]], dtype=np.float32)
 
-    assert compare_embeddings("model.onnx", expected, expected + np.float32(5e-3)).passed
+    assert _embedding_parity(expected, expected + np.float32(5e-3)).passed
     with pytest.raises(ExportParityError, match=r"model\.onnx's embeddings differ"):
-        compare_embeddings("model.onnx", expected, expected + np.float32(0.1))
+        _embedding_parity(expected, expected + np.float32(0.1))
     with pytest.raises(ExportParityError, match="shape"):
-        compare_embeddings("model.onnx", expected, expected[:, :1])
+        _embedding_parity(expected, expected[:, :1])

@@ -101,13 +101,3 @@ def compare_logits(
     check = ParityCheck(artifact, tolerance=tolerance)
     check.add(expected, actual)
     return check.report()
-
-
-def compare_embeddings(
-    artifact: str, expected: FloatArray, actual: FloatArray, tolerance: float = PARITY_TOLERANCE
-) -> ParityReport:
-    """Compare an export's embeddings with the trained model's; raise ExportParityError past the tolerance
-    (relative to the largest embedding value, at least 1)."""
-    check = ParityCheck(artifact, embeddings=True, tolerance=tolerance)
-    check.add(expected, actual)
-    return check.report()
