@@ -10,6 +10,7 @@ from autovision.export import ExportParityError, compare_logits, onnx_logits
 from autovision.export.bundle import ExportedModel
 from autovision.export.parity import ParityCheck, ParityReport
 from autovision.export.torchscript import torchscript_logits
+from autovision.preprocess import FloatArray
 from autovision.train.trainer import predict_logits
 from tests.support.export import small_model
 
@@ -37,7 +38,7 @@ def test_identical_top1_is_required_even_within_tolerance() -> None:
     assert compare_logits("model.onnx", expected, expected + 5e-5).max_abs_diff == pytest.approx(5e-5, abs=1e-6)
 
 
-def _embedding_parity(expected: np.ndarray, actual: np.ndarray) -> ParityReport:
+def _embedding_parity(expected: FloatArray, actual: FloatArray) -> ParityReport:
     check = ParityCheck("model.onnx", embeddings=True)
     check.add(expected, actual)
     return check.report()
